@@ -1,0 +1,467 @@
+//! One struct per configuration section, with the defaults documented in
+//! `config/lockbridge.example.toml`. Unknown keys are refused so a typo cannot
+//! silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::types::Secret;
+
+fn key_err(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::key(key, problem)
+}
+
+/// The file as written, before secrets and paths are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub mail: MailConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub password_policy: PasswordPolicyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_url: String,
+    pub state_dir: PathBuf,
+    pub request_timeout_secs: u64,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            state_dir: PathBuf::from("/var/lib/lockbridge"),
+            request_timeout_secs: 30,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            key_err(
+                "server.listen",
+                format!(
+                    "`{}` is not an address:port such as 127.0.0.1:8080",
+                    self.listen
+                ),
+            )
+        })
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            return Err(key_err(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(key_err("server.request_timeout_secs", "must be at least 1"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(key_err(
+                "server.log_level",
+                format!(
+                    "`{}` is not a log filter; use e.g. \"info\" or \"lockbridge=debug,info\"",
+                    self.log_level
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub master_key: Option<Secret>,
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectoryKindConfig {
+    Openldap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    #[serde(default = "defaults::directory_kind")]
+    pub kind: DirectoryKindConfig,
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    pub bind_dn: String,
+    #[serde(default)]
+    pub bind_password: Option<Secret>,
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    pub users_base: String,
+    #[serde(default = "defaults::user_filter")]
+    pub user_filter: String,
+    #[serde(default = "defaults::user_name_attribute")]
+    pub user_name_attribute: String,
+    #[serde(default = "defaults::mail_attribute")]
+    pub mail_attribute: String,
+    #[serde(default = "defaults::display_name_attribute")]
+    pub display_name_attribute: String,
+    #[serde(default = "defaults::alternate_mail_attribute")]
+    pub alternate_mail_attribute: String,
+    #[serde(default = "defaults::mobile_attribute")]
+    pub mobile_attribute: String,
+    #[serde(default)]
+    pub admin_group_dns: Vec<String>,
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: u32,
+    #[serde(default = "defaults::connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "defaults::operation_timeout_secs")]
+    pub operation_timeout_secs: u64,
+    #[serde(default = "defaults::retry_after_secs")]
+    pub retry_after_secs: u64,
+}
+
+impl DirectoryConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.to_ascii_lowercase();
+        if !(url.starts_with("ldap://") || url.starts_with("ldaps://") || url.starts_with("ldapi://"))
+        {
+            return Err(key_err(
+                "directory.url",
+                "must start with ldaps://, ldap:// (with starttls = true) or ldapi://",
+            ));
+        }
+        if url.starts_with("ldaps://") && self.starttls {
+            return Err(key_err(
+                "directory.starttls",
+                "cannot be used with an ldaps:// URL (already TLS); remove it or use ldap://",
+            ));
+        }
+        if url.starts_with("ldap://") && !self.starttls && !self.allow_plaintext {
+            return Err(key_err(
+                "directory.url",
+                "is plain ldap:// without StartTLS, so passwords would cross the network unencrypted; \
+                 set starttls = true, use ldaps://, or (test directories only) allow_plaintext = true",
+            ));
+        }
+        if let Some(ca) = &self.ca_file
+            && !ca.is_file()
+        {
+            return Err(key_err(
+                "directory.ca_file",
+                format!("{} does not exist or is not a file", ca.display()),
+            ));
+        }
+        for (key, value) in [
+            ("directory.bind_dn", &self.bind_dn),
+            ("directory.users_base", &self.users_base),
+            ("directory.user_name_attribute", &self.user_name_attribute),
+            ("directory.mail_attribute", &self.mail_attribute),
+        ] {
+            if value.trim().is_empty() {
+                return Err(key_err(key, "must not be empty"));
+            }
+        }
+        if !(self.user_filter.starts_with('(') && self.user_filter.ends_with(')')) {
+            return Err(key_err(
+                "directory.user_filter",
+                "must be an LDAP filter in parentheses, e.g. (objectClass=inetOrgPerson)",
+            ));
+        }
+        if self.pool_size == 0 || self.pool_size > 256 {
+            return Err(key_err("directory.pool_size", "must be between 1 and 256"));
+        }
+        if self.connect_timeout_secs == 0 || self.operation_timeout_secs == 0 {
+            return Err(key_err(
+                "directory.connect_timeout_secs",
+                "timeouts must be at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Sqlite,
+            path: PathBuf::from("lockbridge.db"),
+        }
+    }
+}
+
+impl StoreConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(key_err("store.path", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurityConfig {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub relay: String,
+    pub port: u16,
+    pub security: SmtpSecurityConfig,
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub from: String,
+    pub timeout_secs: u64,
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            relay: "localhost".into(),
+            port: 25,
+            security: SmtpSecurityConfig::Starttls,
+            ca_file: None,
+            username: None,
+            password: None,
+            password_file: None,
+            from: "lockbridge <no-reply@example.org>".into(),
+            timeout_secs: 10,
+            templates_dir: None,
+        }
+    }
+}
+
+impl MailConfig {
+    pub(super) fn validate(&self, has_password: bool) -> Result<(), ConfigError> {
+        if self.relay.trim().is_empty() {
+            return Err(key_err("mail.relay", "must not be empty"));
+        }
+        if self.port == 0 {
+            return Err(key_err("mail.port", "must be a TCP port (1-65535)"));
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(key_err(
+                "mail.from",
+                format!(
+                    "`{}` is not a mail address such as \"lockbridge <no-reply@example.org>\"",
+                    self.from
+                ),
+            ));
+        }
+        if self.username.is_some() != has_password {
+            return Err(key_err(
+                "mail.username",
+                "SMTP AUTH needs both username and password (or password_file); give both or neither",
+            ));
+        }
+        if has_password && self.security == SmtpSecurityConfig::None {
+            return Err(key_err(
+                "mail.security",
+                "is \"none\" but SMTP credentials are set; they would be sent unencrypted. Use starttls or tls",
+            ));
+        }
+        if let Some(ca) = &self.ca_file
+            && !ca.is_file()
+        {
+            return Err(key_err(
+                "mail.ca_file",
+                format!("{} does not exist or is not a file", ca.display()),
+            ));
+        }
+        if let Some(dir) = &self.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(key_err(
+                "mail.templates_dir",
+                format!("{} does not exist or is not a folder", dir.display()),
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(key_err("mail.timeout_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    pub poll_interval_ms: u64,
+    pub initial_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1000,
+            initial_backoff_secs: 5,
+            max_backoff_secs: 900,
+            max_attempts: 20,
+        }
+    }
+}
+
+impl OutboxConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval_ms < 10 {
+            return Err(key_err("outbox.poll_interval_ms", "must be at least 10"));
+        }
+        if self.initial_backoff_secs == 0 || self.max_backoff_secs < self.initial_backoff_secs {
+            return Err(key_err(
+                "outbox.max_backoff_secs",
+                "must be at least initial_backoff_secs, which must be at least 1",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(key_err("outbox.max_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicyConfig {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub min_character_classes: usize,
+    pub min_strength_score: u8,
+    pub banned_words: Vec<String>,
+    pub banned_words_file: Option<PathBuf>,
+    pub generated_length: usize,
+    pub exclude_lookalikes: bool,
+}
+
+impl Default for PasswordPolicyConfig {
+    fn default() -> Self {
+        Self {
+            min_length: 12,
+            max_length: 256,
+            min_character_classes: 3,
+            min_strength_score: 3,
+            banned_words: Vec::new(),
+            banned_words_file: None,
+            generated_length: 16,
+            exclude_lookalikes: true,
+        }
+    }
+}
+
+impl PasswordPolicyConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.to_rules()
+            .validate()
+            .map_err(|problem| key_err("password_policy", problem))
+    }
+
+    /// The policy module's view of this section.
+    pub fn to_rules(&self) -> crate::policy::PasswordRules {
+        crate::policy::PasswordRules {
+            min_length: self.min_length,
+            max_length: self.max_length,
+            min_character_classes: self.min_character_classes,
+            min_strength_score: self.min_strength_score,
+            banned_words: self.banned_words.clone(),
+            generated_length: self.generated_length,
+            exclude_lookalikes: self.exclude_lookalikes,
+        }
+    }
+}
+
+mod defaults {
+    use super::DirectoryKindConfig;
+
+    pub fn directory_kind() -> DirectoryKindConfig {
+        DirectoryKindConfig::Openldap
+    }
+    pub fn user_filter() -> String {
+        "(objectClass=inetOrgPerson)".into()
+    }
+    pub fn user_name_attribute() -> String {
+        "uid".into()
+    }
+    pub fn mail_attribute() -> String {
+        "mail".into()
+    }
+    pub fn display_name_attribute() -> String {
+        "cn".into()
+    }
+    pub fn alternate_mail_attribute() -> String {
+        "otherMailbox".into()
+    }
+    pub fn mobile_attribute() -> String {
+        "mobile".into()
+    }
+    pub fn pool_size() -> u32 {
+        8
+    }
+    pub fn connect_timeout_secs() -> u64 {
+        5
+    }
+    pub fn operation_timeout_secs() -> u64 {
+        10
+    }
+    pub fn retry_after_secs() -> u64 {
+        10
+    }
+}

@@ -1,0 +1,149 @@
+use std::io::Write;
+
+use super::*;
+
+const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+    path
+}
+
+fn minimal(dir: &Path, extra: &str) -> PathBuf {
+    write(dir, "bind-password", "s3rvice\n");
+    write(
+        dir,
+        "lockbridge.toml",
+        &format!(
+            r#"
+[server]
+state_dir = "state"
+[security]
+master_key = "{KEY_B64}"
+[directory]
+url = "ldaps://ldap.example.org"
+bind_dn = "cn=lockbridge,dc=example,dc=org"
+bind_password_file = "bind-password"
+users_base = "ou=people,dc=example,dc=org"
+{extra}
+"#
+        ),
+    )
+}
+
+fn load_with(path: &Path, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    load(
+        path,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(&minimal(dir.path(), ""), &[]).expect("loads");
+    assert_eq!(cfg.directory.user_name_attribute, "uid");
+    assert_eq!(cfg.directory.pool_size, 8);
+    assert_eq!(cfg.password_policy.min_length, 12);
+    assert_eq!(cfg.directory_bind_password.expose(), "s3rvice");
+    assert_eq!(cfg.store_path, dir.path().join("state").join("lockbridge.db"));
+    assert_eq!(&cfg.master_key, b"0123456789abcdef0123456789abcdef");
+}
+
+#[test]
+fn environment_overrides_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(
+        &minimal(dir.path(), ""),
+        &[
+            ("LOCKBRIDGE__DIRECTORY__URL", "ldaps://other.example.org:1636"),
+            ("LOCKBRIDGE__DIRECTORY__POOL_SIZE", "3"),
+            ("LOCKBRIDGE__DIRECTORY__ADMIN_GROUP_DNS", "cn=a,dc=x,cn=b"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(cfg.directory.url, "ldaps://other.example.org:1636");
+    assert_eq!(cfg.directory.pool_size, 3);
+    // Commas inside DNs make list parsing ambiguous; this documents the behaviour.
+    assert_eq!(cfg.directory.admin_group_dns.len(), 3);
+}
+
+#[test]
+fn example_config_is_complete_and_valid_apart_from_secrets() {
+    // The shipped reference must parse: every key in it exists.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = include_str!("../../config/lockbridge.example.toml");
+    write(dir.path(), "pw", "x");
+    let text = example.replace(
+        "# bind_password_file = \"/run/credentials/lockbridge.service/ldap-bind-password\"",
+        "bind_password_file = \"pw\"",
+    );
+    let text = text.replace("# master_key = \"\"", &format!("master_key = \"{KEY_B64}\""));
+    let path = write(dir.path(), "example.toml", &text);
+    let cfg = load_with(&path, &[]).expect("example loads");
+    assert_eq!(cfg.server.listen, "127.0.0.1:8080");
+}
+
+#[rstest::rstest]
+#[case::unknown_key("typo_key = 1", "typo_key")]
+#[case::plaintext("starttls = false\nallow_plaintext = false", "")]
+#[case::bad_pool("pool_size = 0", "directory.pool_size")]
+#[case::bad_filter("user_filter = \"objectClass=person\"", "directory.user_filter")]
+#[case::missing_ca("ca_file = \"nope.pem\"", "directory.ca_file")]
+fn bad_directory_keys_are_named(#[case] extra: &str, #[case] expect: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), extra);
+    let text = if expect.is_empty() {
+        // Rewrite the URL to plain ldap:// to trigger the plaintext refusal.
+        let t = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, t.replace("ldaps://", "ldap://")).expect("write");
+        "directory.url"
+    } else {
+        expect
+    };
+    let err = load_with(&path, &[]).expect_err("must fail").to_string();
+    assert!(err.contains(text), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+}
+
+#[test]
+fn secret_given_twice_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), "bind_password = \"inline\"");
+    let err = load_with(&path, &[]).expect_err("must fail").to_string();
+    assert!(err.contains("directory.bind_password"), "{err}");
+    assert!(err.contains("both"), "{err}");
+    assert!(!err.contains("inline"), "no secret in the message: {err}");
+}
+
+#[test]
+fn short_master_key_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), "");
+    let err = load_with(&path, &[("LOCKBRIDGE__SECURITY__MASTER_KEY", "c2hvcnQ=")])
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("security.master_key"), "{err}");
+    assert!(err.contains("32"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), "");
+    let err = load_with(&path, &[("LOCKBRIDGE__MAIL__PORT", "abc")])
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("mail.port") || err.contains("port"), "{err}");
+}
+
+#[test]
+fn missing_file_is_explained() {
+    let err = load_with(Path::new("/nonexistent/lockbridge.toml"), &[])
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("/nonexistent/lockbridge.toml"), "{err}");
+}

@@ -1,0 +1,66 @@
+//! Small shared types used by every layer. Nothing here does I/O.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A password, one-time code or token in memory.
+///
+/// `Debug` and `Display` print `[redacted]`, there is no `Serialize`, and the
+/// memory is zeroed on drop, so a secret cannot leak into logs, error bodies
+/// or audit records by accident. Reading it requires an explicit `expose()`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    /// The cleartext. Call only where the value must leave the process
+    /// (an LDAP write, an email body rendered at send time, a one-time display).
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+impl PartialEq for Secret {
+    /// Constant-time, so comparing a secret never leaks how much of it matched.
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose().as_bytes().ct_eq(other.expose().as_bytes()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s}").contains("hunter2"));
+        assert_eq!(s.expose(), "hunter2");
+        assert_eq!(s, Secret::new("hunter2"));
+        assert_ne!(s, Secret::new("hunter3"));
+    }
+}
