@@ -1,0 +1,20 @@
+//! Outgoing messages: templates, sealing of the secrets they carry, the outbox and its
+//! delivery worker, and SMTP.
+//!
+//! Owns everything between "this user must get this message" and "the relay accepted
+//! it". Callers ([`Notifier::enqueue`]) only queue; the [`OutboxWorker`] renders and
+//! sends. It must not decide *whether* a message is sent (that is the caller's
+//! business), must not log recipient addresses, bodies or secrets, and imports only
+//! `store` and `types`.
+
+mod error;
+mod mailer;
+mod outbox;
+mod seal;
+mod templates;
+
+pub use error::NotifyError;
+pub use mailer::{MailSettings, Mailer, SmtpSecurity};
+pub use outbox::{Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE};
+pub use seal::{Sealer, derive_key};
+pub use templates::{RenderedMail, TEMPORARY_PASSWORD, Templates};

@@ -1,0 +1,1097 @@
+//! [`SqliteStore`]: the [`Store`] backed by one SQLite file (WAL mode).
+//!
+//! Owns the connection settings (WAL, busy timeout, foreign keys, secure delete) and
+//! the SQL text for SQLite. SQL is written out by hand and checked at run time
+//! (`sqlx::query`, never the compile-time macros); no statement is built from input.
+//! It must not decide anything beyond storage: the outbox worker decides when to
+//! retry, the caller decides what is secret.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{
+    AuditQuery, AuditRecord, MAX_AUDIT_PAGE, NewAuditRecord, NewOutboxMessage, NewToken,
+    OutboxCounts, OutboxMessage, OutboxStatus, Store, StoreError, TokenRecord,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+/// How long a statement waits for another connection's write lock before giving up
+/// with [`StoreError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file (mode 600) and its parent folder
+    /// (mode 700) when missing, and brings the schema up to date. Running it on an
+    /// up-to-date database changes nothing.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        prepare_file(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            // Overwrite deleted content (erased secrets) instead of leaving it in free pages.
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Self::migrate(pool).await
+    }
+
+    /// A private in-memory database, for tests. It lives as long as the store.
+    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        // One connection that never closes: the database exists only inside it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::classify(e, "in-memory database"))?;
+        Self::migrate(pool).await
+    }
+
+    async fn migrate(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes every connection (checkpointing the WAL into the main file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The underlying pool, for tests that inspect raw rows.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Creates the parent folder and an empty file with owner-only permissions, so the
+/// database is never readable by others, not even between creation and first chmod.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    let unavailable =
+        |what: &str, e: std::io::Error| StoreError::Unavailable(format!("{what}: {e}"));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(parent)
+            .map_err(|e| unavailable(&format!("cannot create {}", parent.display()), e))?;
+    }
+    if !path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(path)
+            .map_err(|e| unavailable(&format!("cannot create {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Times are stored in one fixed-width UTC format so that text comparison in SQL is
+/// time comparison.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn err(unique: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::classify(e, unique)
+}
+
+fn decode_error(what: String) -> StoreError {
+    StoreError::Other(sqlx::Error::Decode(what.into()))
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<TokenRow> for TokenRecord {
+    fn from(r: TokenRow) -> Self {
+        TokenRecord {
+            id: r.id,
+            name: r.name,
+            role: r.role,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at: DateTime<Utc>,
+    request_id: Option<String>,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    outcome: String,
+    detail: Option<String>,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        AuditRecord {
+            id: r.id,
+            at: r.at,
+            request_id: r.request_id,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            detail: r.detail,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    template: String,
+    recipient: String,
+    context: String,
+    sealed_secret: Option<Vec<u8>>,
+    status: String,
+    attempts: i64,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    message_id: String,
+}
+
+impl TryFrom<OutboxRow> for OutboxMessage {
+    type Error = StoreError;
+
+    fn try_from(r: OutboxRow) -> Result<Self, StoreError> {
+        let context = serde_json::from_str(&r.context)
+            .map_err(|e| decode_error(format!("outbox {}: context is not JSON: {e}", r.id)))?;
+        let status = OutboxStatus::from_str(&r.status)
+            .map_err(|e| decode_error(format!("outbox {}: {e}", r.id)))?;
+        Ok(OutboxMessage {
+            id: r.id,
+            template: r.template,
+            recipient: r.recipient,
+            context,
+            sealed_secret: r.sealed_secret,
+            status,
+            attempts: u32::try_from(r.attempts.max(0)).unwrap_or(u32::MAX),
+            next_attempt_at: r.next_attempt_at,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            sent_at: r.sent_at,
+            message_id: r.message_id,
+        })
+    }
+}
+
+/// The outbox columns, in `OutboxRow` order (a macro so statements stay `&'static str`).
+macro_rules! outbox_columns {
+    () => {
+        "id, template, recipient, context, sealed_secret, status, attempts, \
+         next_attempt_at, last_error, created_at, sent_at, message_id"
+    };
+}
+
+/// Long error texts from a relay are cut, so one bad reply cannot bloat the table.
+fn clip(error: &str) -> &str {
+    const MAX: usize = 2000;
+    if error.len() <= MAX {
+        return error;
+    }
+    let mut end = MAX;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(err("ping"))?;
+        Ok(())
+    }
+
+    async fn insert_token(&self, t: &NewToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(ts(t.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            // SQLite names the column in the message: "UNIQUE constraint failed:
+            // api_tokens.name". An id or hash clash is a caller bug, not "name taken".
+            let label = match &e {
+                sqlx::Error::Database(db) if !db.message().contains("api_tokens.name") => {
+                    "token id or hash"
+                }
+                _ => "token name",
+            };
+            StoreError::classify(e, label)
+        })?;
+        Ok(())
+    }
+
+    async fn find_token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as(
+            "SELECT id, name, role, created_at, revoked_at FROM api_tokens \
+             WHERE hash = ?1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("token"))?;
+        Ok(row.map(TokenRecord::from))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> = sqlx::query_as(
+            "SELECT id, name, role, created_at, revoked_at FROM api_tokens \
+             ORDER BY created_at, name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("token"))?;
+        Ok(rows.into_iter().map(TokenRecord::from).collect())
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
+        )
+        .bind(ts(Utc::now()))
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(err("token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn append_audit(&self, r: &NewAuditRecord) -> Result<i64, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO audit_log (at, request_id, actor, action, target, outcome, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(ts(r.at))
+        .bind(&r.request_id)
+        .bind(&r.actor)
+        .bind(&r.action)
+        .bind(&r.target)
+        .bind(&r.outcome)
+        .bind(&r.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(err("audit record"))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT id, at, request_id, actor, action, target, outcome, detail FROM audit_log \
+             WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR target = ?2) \
+               AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR id < ?4) \
+             ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(&q.actor)
+        .bind(&q.target)
+        .bind(&q.action)
+        .bind(q.before_id)
+        .bind(i64::from(q.limit.min(MAX_AUDIT_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("audit record"))?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    async fn enqueue_mail(&self, m: &NewOutboxMessage) -> Result<i64, StoreError> {
+        let message_id = format!("<{}@lockbridge>", uuid::Uuid::new_v4());
+        let context = serde_json::to_string(&m.context)
+            .map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?;
+        let created = ts(m.created_at);
+        let done = sqlx::query(
+            "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
+                                 status, attempts, next_attempt_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
+        )
+        .bind(message_id)
+        .bind(&m.template)
+        .bind(&m.recipient)
+        .bind(context)
+        .bind(&m.sealed_secret)
+        .bind(created)
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox message id"))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    async fn claim_due_mail(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1));
+        let lease_until = now.checked_add_signed(lease).unwrap_or(now);
+        // One UPDATE statement is one SQLite write transaction: the rows it selects
+        // cannot be leased by anyone else between the SELECT and the SET.
+        let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+            "UPDATE outbox SET lease_until = ?1 WHERE id IN ( \
+                 SELECT id FROM outbox \
+                 WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                   AND (lease_until IS NULL OR lease_until <= ?2) \
+                 ORDER BY next_attempt_at, id LIMIT ?3) \
+             RETURNING ",
+            outbox_columns!()
+        ))
+        .bind(ts(lease_until))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        let mut messages = rows
+            .into_iter()
+            .map(OutboxMessage::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        // RETURNING gives no order guarantee.
+        messages.sort_by_key(|m| (m.next_attempt_at, m.id));
+        Ok(messages)
+    }
+
+    async fn mark_mail_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'sent', sealed_secret = NULL, sent_at = ?1, \
+                 attempts = attempts + 1, lease_until = NULL, last_error = NULL \
+             WHERE id = ?2",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        found(done.rows_affected())
+    }
+
+    async fn mark_mail_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2, \
+                 lease_until = NULL \
+             WHERE id = ?3",
+        )
+        .bind(clip(error))
+        .bind(ts(next_attempt_at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        found(done.rows_affected())
+    }
+
+    async fn mark_mail_dead(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', sealed_secret = NULL, attempts = attempts + 1, \
+                 last_error = ?1, lease_until = NULL \
+             WHERE id = ?2",
+        )
+        .bind(clip(error))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        found(done.rows_affected())
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("outbox"))?;
+        let mut counts = OutboxCounts::default();
+        for (status, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match OutboxStatus::from_str(&status) {
+                Ok(OutboxStatus::Pending) => counts.pending = n,
+                Ok(OutboxStatus::Sent) => counts.sent = n,
+                Ok(OutboxStatus::Dead) => counts.dead = n,
+                Err(e) => return Err(decode_error(e)),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn get_mail(&self, id: i64) -> Result<Option<OutboxMessage>, StoreError> {
+        let row: Option<OutboxRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM outbox WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        row.map(OutboxMessage::try_from).transpose()
+    }
+}
+
+fn found(rows_affected: u64) -> Result<(), StoreError> {
+    if rows_affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5)
+            .single()
+            .expect("valid time")
+    }
+
+    fn token(name: &str, hash: &[u8]) -> NewToken {
+        NewToken {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            role: "global-admin".to_string(),
+            hash: hash.to_vec(),
+            created_at: t0(),
+        }
+    }
+
+    fn mail(n: usize, secret: Option<&[u8]>) -> NewOutboxMessage {
+        NewOutboxMessage {
+            template: "temporary-password".into(),
+            recipient: format!("user{n}@example.org"),
+            context: serde_json::json!({ "user_name": format!("user{n}") }),
+            sealed_secret: secret.map(<[u8]>::to_vec),
+            created_at: t0(),
+        }
+    }
+
+    fn audit(actor: &str, action: &str, target: &str) -> NewAuditRecord {
+        NewAuditRecord {
+            at: t0(),
+            request_id: Some("req-1".into()),
+            actor: actor.into(),
+            action: action.into(),
+            target: Some(target.into()),
+            outcome: "success".into(),
+            detail: Some(r#"{"mode":"auto"}"#.into()),
+        }
+    }
+
+    async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("open store");
+        (dir, store)
+    }
+
+    async fn raw_secret(store: &SqliteStore, id: i64) -> Option<Vec<u8>> {
+        sqlx::query_scalar("SELECT sealed_secret FROM outbox WHERE id = ?1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .expect("raw row")
+    }
+
+    #[tokio::test]
+    async fn open_twice_runs_migrations_once_and_keeps_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir
+            .path()
+            .join("state")
+            .join("nested")
+            .join("lockbridge.db");
+        let store = SqliteStore::open(&path).await.expect("first open");
+        store
+            .insert_token(&token("ci", b"h1"))
+            .await
+            .expect("insert");
+        store.close().await;
+
+        let store = SqliteStore::open(&path).await.expect("second open");
+        assert_eq!(store.list_tokens().await.expect("list").len(), 1);
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await
+            .expect("migrations table");
+        assert_eq!(applied, 1);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(store.pool())
+            .await
+            .expect("foreign keys");
+        assert_eq!(fk, 1);
+        let secure_delete: i64 = sqlx::query_scalar("PRAGMA secure_delete")
+            .fetch_one(store.pool())
+            .await
+            .expect("secure delete");
+        assert_eq!(secure_delete, 1);
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "database file must be owner-only");
+        }
+    }
+
+    #[tokio::test]
+    async fn unusable_path_is_unavailable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").expect("write");
+        let err = SqliteStore::open(&file.join("db.sqlite"))
+            .await
+            .expect_err("a file is not a folder");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn tokens_insert_find_duplicate_revoke() {
+        let (_dir, store) = temp_store().await;
+        store
+            .insert_token(&token("ci", b"hash-1"))
+            .await
+            .expect("insert");
+
+        let found = store
+            .find_token_by_hash(b"hash-1")
+            .await
+            .expect("find")
+            .expect("present");
+        assert_eq!(found.name, "ci");
+        assert_eq!(found.role, "global-admin");
+        assert_eq!(found.created_at, t0());
+        assert!(found.revoked_at.is_none());
+        assert!(
+            store
+                .find_token_by_hash(b"other")
+                .await
+                .expect("find")
+                .is_none()
+        );
+
+        let dup = store.insert_token(&token("ci", b"hash-2")).await;
+        assert!(
+            matches!(dup, Err(StoreError::Conflict("token name"))),
+            "{dup:?}"
+        );
+
+        assert!(store.revoke_token("ci").await.expect("revoke"));
+        assert!(!store.revoke_token("ci").await.expect("revoke twice"));
+        assert!(!store.revoke_token("nobody").await.expect("revoke unknown"));
+        assert!(
+            store
+                .find_token_by_hash(b"hash-1")
+                .await
+                .expect("find")
+                .is_none()
+        );
+
+        // A revoked token's name can be used again; the list keeps both.
+        store
+            .insert_token(&token("ci", b"hash-3"))
+            .await
+            .expect("reuse name");
+        let list = store.list_tokens().await.expect("list");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.iter().filter(|t| t.revoked_at.is_some()).count(), 1);
+
+        // Debug of a new token never shows the hash.
+        let debug = format!("{:?}", token("x", &[0xAB; 4]));
+        assert!(
+            debug.contains("[redacted]") && !debug.contains("171"),
+            "{debug}"
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_append_filters_and_keyset_paging() {
+        let (_dir, store) = temp_store().await;
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let actor = if i % 2 == 0 { "alice" } else { "bob" };
+            let action = if i < 5 {
+                "password.reset"
+            } else {
+                "token.created"
+            };
+            ids.push(
+                store
+                    .append_audit(&audit(actor, action, &format!("user{}", i % 3)))
+                    .await
+                    .expect("append"),
+            );
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+
+        let all = store
+            .list_audit(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), {
+            let mut v = ids.clone();
+            v.reverse();
+            v
+        });
+        assert_eq!(all[0].request_id.as_deref(), Some("req-1"));
+        assert_eq!(all[0].at, t0());
+
+        let alice = store
+            .list_audit(&AuditQuery {
+                actor: Some("alice".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("by actor");
+        assert_eq!(alice.len(), 4);
+        assert!(alice.iter().all(|r| r.actor == "alice"));
+
+        let combined = store
+            .list_audit(&AuditQuery {
+                actor: Some("alice".into()),
+                action: Some("password.reset".into()),
+                target: Some("user0".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("combined");
+        assert_eq!(
+            combined.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[0]]
+        );
+
+        // Pages of 3: newest first, no overlap, nothing skipped.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .list_audit(&AuditQuery {
+                    before_id: before,
+                    limit: 3,
+                    ..Default::default()
+                })
+                .await
+                .expect("page");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            before = page.last().map(|r| r.id);
+            seen.extend(page.into_iter().map(|r| r.id));
+        }
+        assert_eq!(seen, all.iter().map(|r| r.id).collect::<Vec<_>>());
+
+        let zero = store
+            .list_audit(&AuditQuery {
+                limit: 0,
+                ..Default::default()
+            })
+            .await
+            .expect("limit 0");
+        assert!(zero.is_empty());
+
+        // The record is camelCase JSON for the API.
+        let json = serde_json::to_value(&all[0]).expect("serialize");
+        assert!(json.get("requestId").is_some());
+    }
+
+    #[tokio::test]
+    async fn audit_log_is_append_only() {
+        let (_dir, store) = temp_store().await;
+        let id = store
+            .append_audit(&audit("a", "x", "t"))
+            .await
+            .expect("append");
+        let update = sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE id = ?1")
+            .bind(id)
+            .execute(store.pool())
+            .await;
+        assert!(update.is_err());
+        let delete = sqlx::query("DELETE FROM audit_log")
+            .execute(store.pool())
+            .await;
+        assert!(delete.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_concurrent_claimers_never_get_the_same_message() {
+        let (dir, first) = temp_store().await;
+        // A second store on the same file stands in for a second daemon process.
+        let second = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("second store");
+        let mut all = HashSet::new();
+        for n in 0..60 {
+            all.insert(
+                first
+                    .enqueue_mail(&mail(n, Some(b"sealed")))
+                    .await
+                    .expect("enqueue"),
+            );
+        }
+        let claimer = |store: SqliteStore| async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = store
+                    .claim_due_mail(t0(), 4, Duration::from_secs(300))
+                    .await
+                    .expect("claim");
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|m| m.id));
+                tokio::task::yield_now().await;
+            }
+        };
+        let handles: Vec<_> = [first.clone(), second.clone(), first.clone(), second.clone()]
+            .into_iter()
+            .map(|s| tokio::spawn(claimer(s)))
+            .collect();
+        let mut claimed = Vec::new();
+        for h in handles {
+            claimed.extend(h.await.expect("claimer task"));
+        }
+        let unique: HashSet<_> = claimed.iter().copied().collect();
+        assert_eq!(unique.len(), claimed.len(), "a message was claimed twice");
+        assert_eq!(unique, all, "every message was claimed");
+    }
+
+    #[tokio::test]
+    async fn expired_lease_is_claimed_again_and_failure_reschedules() {
+        let (_dir, store) = temp_store().await;
+        let id = store
+            .enqueue_mail(&mail(1, Some(b"sealed")))
+            .await
+            .expect("enqueue");
+        let lease = Duration::from_secs(60);
+
+        let first = store.claim_due_mail(t0(), 10, lease).await.expect("claim");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].id, id);
+        assert_eq!(first[0].status, OutboxStatus::Pending);
+        assert_eq!(first[0].attempts, 0);
+        assert!(
+            first[0].message_id.starts_with('<') && first[0].message_id.ends_with("@lockbridge>")
+        );
+        assert_eq!(first[0].context["user_name"], "user1");
+
+        let during = t0() + chrono::Duration::seconds(30);
+        assert!(
+            store
+                .claim_due_mail(during, 10, lease)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+
+        let after = t0() + chrono::Duration::seconds(61);
+        let again = store.claim_due_mail(after, 10, lease).await.expect("claim");
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].message_id, first[0].message_id,
+            "Message-ID is stable"
+        );
+
+        // A failed attempt releases the lease and waits for next_attempt_at.
+        let retry_at = after + chrono::Duration::seconds(10);
+        store
+            .mark_mail_failed(id, "421 try later", retry_at)
+            .await
+            .expect("failed");
+        assert!(
+            store
+                .claim_due_mail(after, 10, lease)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        let retried = store
+            .claim_due_mail(retry_at, 10, lease)
+            .await
+            .expect("claim");
+        assert_eq!(retried.len(), 1);
+        assert_eq!(retried[0].attempts, 1);
+        assert_eq!(retried[0].last_error.as_deref(), Some("421 try later"));
+        assert_eq!(retried[0].next_attempt_at, retry_at);
+    }
+
+    #[tokio::test]
+    async fn not_due_messages_are_left_alone() {
+        let (_dir, store) = temp_store().await;
+        store.enqueue_mail(&mail(1, None)).await.expect("enqueue");
+        let before = t0() - chrono::Duration::seconds(1);
+        assert!(
+            store
+                .claim_due_mail(before, 10, Duration::from_secs(5))
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        assert!(
+            store
+                .claim_due_mail(t0(), 0, Duration::from_secs(5))
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .claim_due_mail(t0(), 10, Duration::from_secs(5))
+                .await
+                .expect("claim")
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn mark_sent_erases_the_sealed_secret() {
+        let (_dir, store) = temp_store().await;
+        let id = store
+            .enqueue_mail(&mail(1, Some(b"sealed-bytes")))
+            .await
+            .expect("enqueue");
+        assert_eq!(
+            raw_secret(&store, id).await.as_deref(),
+            Some(&b"sealed-bytes"[..])
+        );
+        store
+            .claim_due_mail(t0(), 1, Duration::from_secs(60))
+            .await
+            .expect("claim");
+
+        let at = t0() + chrono::Duration::seconds(2);
+        store.mark_mail_sent(id, at).await.expect("sent");
+        assert_eq!(raw_secret(&store, id).await, None);
+        let m = store.get_mail(id).await.expect("get").expect("present");
+        assert_eq!(m.status, OutboxStatus::Sent);
+        assert_eq!(m.sent_at, Some(at));
+        assert_eq!(m.attempts, 1);
+        assert!(m.sealed_secret.is_none());
+        // Sent mail is never claimed again, even after any lease would have expired.
+        let later = t0() + chrono::Duration::days(1);
+        assert!(
+            store
+                .claim_due_mail(later, 10, Duration::from_secs(60))
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        assert_eq!(
+            store.outbox_counts().await.expect("counts"),
+            OutboxCounts {
+                pending: 0,
+                sent: 1,
+                dead: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letter_erases_the_sealed_secret() {
+        let (_dir, store) = temp_store().await;
+        let id = store
+            .enqueue_mail(&mail(1, Some(b"sealed-bytes")))
+            .await
+            .expect("enqueue");
+        store
+            .enqueue_mail(&mail(2, None))
+            .await
+            .expect("enqueue other");
+        store
+            .mark_mail_dead(id, "550 no such user")
+            .await
+            .expect("dead");
+        assert_eq!(raw_secret(&store, id).await, None);
+        let m = store.get_mail(id).await.expect("get").expect("present");
+        assert_eq!(m.status, OutboxStatus::Dead);
+        assert_eq!(m.last_error.as_deref(), Some("550 no such user"));
+        let due = store
+            .claim_due_mail(t0(), 10, Duration::from_secs(60))
+            .await
+            .expect("claim");
+        assert!(due.iter().all(|m| m.id != id), "dead mail is not claimed");
+        assert_eq!(
+            store.outbox_counts().await.expect("counts"),
+            OutboxCounts {
+                pending: 1,
+                sent: 0,
+                dead: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_row_cannot_keep_a_secret() {
+        let (_dir, store) = temp_store().await;
+        let id = store
+            .enqueue_mail(&mail(1, Some(b"sealed")))
+            .await
+            .expect("enqueue");
+        let sneaky = sqlx::query("UPDATE outbox SET status = 'sent' WHERE id = ?1")
+            .bind(id)
+            .execute(store.pool())
+            .await;
+        assert!(
+            sneaky.is_err(),
+            "CHECK constraint must refuse a sent row with a secret"
+        );
+    }
+
+    #[tokio::test]
+    async fn erased_secret_bytes_leave_the_database_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lockbridge.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let marker = b"ERASE-ME-0123456789-ERASE-ME-0123456789-ERASE-ME-0123456789";
+        store
+            .enqueue_mail(&mail(0, Some(b"neighbour")))
+            .await
+            .expect("enqueue");
+        let id = store
+            .enqueue_mail(&mail(1, Some(marker)))
+            .await
+            .expect("enqueue");
+        store
+            .enqueue_mail(&mail(2, Some(b"neighbour")))
+            .await
+            .expect("enqueue");
+        // Move the row into the main file first, as a long-running daemon would.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(store.pool())
+            .await
+            .expect("checkpoint");
+        let contains = |bytes: &[u8]| bytes.windows(marker.len()).any(|w| w == marker);
+        assert!(
+            contains(&std::fs::read(&path).expect("read db")),
+            "test premise"
+        );
+
+        store.mark_mail_sent(id, t0()).await.expect("sent");
+        store.close().await;
+        for entry in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            let bytes = std::fs::read(entry.path()).expect("read");
+            assert!(
+                !contains(&bytes),
+                "{} still holds the secret",
+                entry.path().display()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_not_found() {
+        let store = SqliteStore::open_in_memory().await.expect("in-memory");
+        assert!(matches!(
+            store.mark_mail_sent(42, t0()).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.mark_mail_failed(42, "x", t0()).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.mark_mail_dead(42, "x").await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(store.get_mail(42).await.expect("get").is_none());
+        store.ping().await.expect("ping");
+    }
+
+    #[tokio::test]
+    async fn store_is_usable_as_a_trait_object() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("open"));
+        let id = store.enqueue_mail(&mail(1, None)).await.expect("enqueue");
+        let m = store.get_mail(id).await.expect("get").expect("present");
+        let debug = format!("{m:?}");
+        assert!(
+            !debug.contains("user1@example.org"),
+            "Debug hides the recipient"
+        );
+        assert_eq!(store.outbox_counts().await.expect("counts").pending, 1);
+    }
+}
