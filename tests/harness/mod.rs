@@ -1,0 +1,39 @@
+//! Real components for integration tests: a throwaway OpenLDAP slapd and an SMTP sink.
+//!
+//! Use from a file in `tests/` with `mod harness;`. Everything listens on 127.0.0.1 only,
+//! on ports chosen by the kernel, with state in unique temporary folders, so tests can
+//! run in parallel. Both components are stopped and cleaned up on `Drop`.
+//!
+//! Set `HARNESS_KEEP_DIRS=1` to keep the temporary folders (logs, LDIF, messages) after
+//! a test for inspection; their paths are printed to stderr.
+//!
+//! `slapd` and `smtp` do not depend on the lockbridge crate; `daemon` runs the built
+//! `lockbridge` binary against them.
+#![allow(dead_code, unused_imports)]
+
+pub mod daemon;
+pub mod slapd;
+pub mod smtp;
+
+use std::path::PathBuf;
+
+pub use slapd::{BindOutcome, Slapd};
+pub use smtp::{MailSink, SinkMessage};
+
+/// The root of the repository (the crate's manifest directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A unique temporary folder; it is left on disk when `HARNESS_KEEP_DIRS` is set.
+pub(crate) fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temporary folder");
+    if std::env::var_os("HARNESS_KEEP_DIRS").is_some() {
+        eprintln!("harness: keeping {}", dir.path().display());
+        dir.disable_cleanup(true);
+    }
+    dir
+}

@@ -1,0 +1,377 @@
+//! A throwaway OpenLDAP slapd (mdb + ppolicy + sssvlv, verified TLS from a throwaway CA),
+//! driven through `scripts/lib/slapd-sandbox`.
+//!
+//! The directory holds `dc=example,dc=org` with the sample users alice (member of
+//! `cn=admins`), bob, carol, dave and erin, all with the password in
+//! [`Slapd::sample_password`], the service account lockbridge binds as (write on
+//! `userPassword`, `pwdReset`, `pwdAccountLockedTime`, `pwdPolicySubentry`, read elsewhere,
+//! no `manage`), and the default password policy `cn=default,ou=policies` (min length 8,
+//! history 5, max age 90 days, must change after an admin reset, lockout after 5 failures).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+use super::{repo_root, temp_dir};
+
+/// A running throwaway slapd. Stopped and removed on drop.
+pub struct Slapd {
+    /// The sandbox state folder (config, database, `slapd.log`, `sandbox.env`).
+    pub dir: PathBuf,
+    /// `ldap://127.0.0.1:PORT` (plain; StartTLS works too).
+    pub ldap_url: String,
+    /// `ldaps://127.0.0.1:PORT` (certificate for `localhost` and `127.0.0.1`).
+    pub ldaps_url: String,
+    /// `ldapi://...` socket inside `dir`.
+    pub ldapi_url: String,
+    /// PEM file of the throwaway CA that signed the server certificate.
+    pub ca_file: PathBuf,
+    pub base_dn: String,
+    pub users_base: String,
+    pub groups_base: String,
+    pub admin_group_dn: String,
+    pub root_dn: String,
+    pub root_password: String,
+    pub service_dn: String,
+    pub service_password: String,
+    /// File holding the service password (mode 600, no trailing newline).
+    pub service_password_file: PathBuf,
+    /// Initial password of every sample and generated user.
+    pub sample_password: String,
+    root_password_file: PathBuf,
+    running: bool,
+    temp: Option<TempDir>,
+}
+
+impl fmt::Debug for Slapd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slapd")
+            .field("dir", &self.dir)
+            .field("ldaps_url", &self.ldaps_url)
+            .field("running", &self.running)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `ldapwhoami -e ppolicy` reported for a simple bind.
+#[derive(Debug, Clone)]
+pub struct BindOutcome {
+    /// The bind succeeded (it may still carry a "must change" warning).
+    pub success: bool,
+    /// The ppolicy response said the password must be changed (after an admin reset)
+    /// or has expired.
+    pub must_change: bool,
+    /// The ppolicy response said the account is locked.
+    pub locked: bool,
+    /// Everything ldapwhoami printed (stdout and stderr). Never contains the password.
+    pub output: String,
+}
+
+impl Slapd {
+    /// Starts a sandbox with the sample users only.
+    pub fn start() -> Slapd {
+        Slapd::start_with(0, &[])
+    }
+
+    /// Starts a sandbox with `users` extra generated users (`user000001`, ...) and extra
+    /// LDIF loaded with slapadd before start. The LDIF text may use the placeholders
+    /// `@SAMPLE_PASSWORD_HASH@`, `@NOW@` and `@DAYS_AGO:N@` (e.g. to backdate
+    /// `pwdChangedTime`).
+    pub fn start_with(users: usize, extra_ldif: &[&str]) -> Slapd {
+        let temp = temp_dir("lb-slapd-");
+        let dir = temp.path().join("ldap");
+        let mut cmd = Command::new(script());
+        cmd.arg("start")
+            .arg(&dir)
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string());
+        if users > 0 {
+            cmd.arg("--users").arg(users.to_string());
+        }
+        for (i, ldif) in extra_ldif.iter().enumerate() {
+            let path = temp.path().join(format!("extra-{i}.ldif"));
+            std::fs::write(&path, ldif).expect("write extra LDIF");
+            cmd.arg("--ldif").arg(path);
+        }
+        let out = run(&mut cmd);
+        if !out.status.success() {
+            panic!(
+                "slapd-sandbox start failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let env = read_env(&dir.join("sandbox.env"));
+        let get = |key: &str| -> String {
+            env.get(key)
+                .unwrap_or_else(|| panic!("sandbox.env lacks {key}"))
+                .clone()
+        };
+        Slapd {
+            ldap_url: get("LDAP_URL"),
+            ldaps_url: get("LDAPS_URL"),
+            ldapi_url: get("LDAPI_URL"),
+            ca_file: PathBuf::from(get("LDAP_CA_FILE")),
+            base_dn: get("LDAP_BASE_DN"),
+            users_base: get("LDAP_USERS_BASE"),
+            groups_base: get("LDAP_GROUPS_BASE"),
+            admin_group_dn: get("LDAP_ADMIN_GROUP_DN"),
+            root_dn: get("LDAP_ROOT_DN"),
+            root_password: get("LDAP_ROOT_PASSWORD"),
+            service_dn: get("LDAP_SERVICE_DN"),
+            service_password: get("LDAP_SERVICE_PASSWORD"),
+            service_password_file: dir.join("service-password"),
+            sample_password: get("LDAP_SAMPLE_PASSWORD"),
+            root_password_file: dir.join("root-password"),
+            dir,
+            running: true,
+            temp: Some(temp),
+        }
+    }
+
+    /// The DN of a user under `users_base`, e.g. `user_dn("bob")`.
+    pub fn user_dn(&self, uid: &str) -> String {
+        format!("uid={uid},{}", self.users_base)
+    }
+
+    /// The slapd log (stats level), handy in assertion messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Stops slapd (SIGTERM, waits until it is gone). The data stays.
+    pub fn stop(&mut self) {
+        let out = run(Command::new(script()).arg("stop").arg(&self.dir));
+        if !out.status.success() {
+            panic!(
+                "slapd-sandbox stop failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.running = false;
+    }
+
+    /// Starts slapd again on the same ports with the same data (stopping it first if it
+    /// is still running). Returns once a bind works.
+    pub fn start_again(&mut self) {
+        let out = run(Command::new(script()).arg("restart").arg(&self.dir));
+        if !out.status.success() {
+            panic!(
+                "slapd-sandbox restart failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.running = true;
+    }
+
+    /// A simple bind over LDAPS with the ppolicy request control (`ldapwhoami -e ppolicy`).
+    pub fn bind_as(&self, dn: &str, password: &str) -> BindOutcome {
+        let pw_file = self.secret_file(password);
+        let out = self.ldap_tool("ldapwhoami", |cmd| {
+            cmd.arg("-H")
+                .arg(&self.ldaps_url)
+                .arg("-x")
+                .arg("-D")
+                .arg(dn)
+                .arg("-y")
+                .arg(pw_file.path())
+                .arg("-e")
+                .arg("ppolicy");
+        });
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        BindOutcome {
+            success: out.status.success(),
+            must_change: output.contains("Password must be changed")
+                || output.contains("Password expired"),
+            locked: output.contains("Account locked"),
+            output,
+        }
+    }
+
+    /// Values of one attribute of one entry, read as the root DN (so operational
+    /// attributes such as `pwdReset`, `pwdChangedTime`, `pwdAccountLockedTime` and
+    /// `pwdHistory` are visible). Empty when the entry lacks the attribute; panics when
+    /// the entry does not exist.
+    pub fn ldapsearch_attr(&self, dn: &str, attr: &str) -> Vec<String> {
+        let out = self.ldap_tool("ldapsearch", |cmd| {
+            self.as_root(cmd)
+                .args(["-LLL", "-o", "ldif-wrap=no", "-s", "base", "-b"])
+                .arg(dn)
+                .arg("(objectClass=*)")
+                .arg(attr);
+        });
+        if !out.status.success() {
+            panic!(
+                "ldapsearch of {attr} on {dn} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        parse_attr_values(&String::from_utf8_lossy(&out.stdout), attr)
+    }
+
+    /// Applies LDIF (with `changetype:` lines) as the root DN; panics on failure.
+    pub fn ldapmodify_as_root(&self, ldif: &str) {
+        self.ldapmodify_root(ldif, false);
+    }
+
+    /// Like [`Slapd::ldapmodify_as_root`] but with the Relax Rules control, which lets
+    /// the root DN write operational attributes such as `pwdChangedTime`
+    /// (`replace: pwdChangedTime` / `pwdChangedTime: 20200101000000Z`).
+    pub fn ldapmodify_as_root_relax(&self, ldif: &str) {
+        self.ldapmodify_root(ldif, true);
+    }
+
+    fn ldapmodify_root(&self, ldif: &str, relax: bool) {
+        let mut cmd = Command::new(tool("ldapmodify"));
+        self.tls_env(&mut cmd);
+        self.as_root(&mut cmd);
+        if relax {
+            cmd.args(["-e", "relax"]);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ldapmodify");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ldif.as_bytes())
+            .expect("write LDIF to ldapmodify");
+        let out = child.wait_with_output().expect("wait for ldapmodify");
+        if !out.status.success() {
+            panic!(
+                "ldapmodify as root failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    fn as_root<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.arg("-H")
+            .arg(&self.ldaps_url)
+            .arg("-x")
+            .arg("-D")
+            .arg(&self.root_dn)
+            .arg("-y")
+            .arg(&self.root_password_file)
+    }
+
+    fn tls_env(&self, cmd: &mut Command) {
+        cmd.env("LDAPTLS_CACERT", &self.ca_file)
+            .env("LDAPTLS_REQCERT", "demand")
+            .env_remove("LDAPRC")
+            .env_remove("LDAPCONF");
+    }
+
+    fn ldap_tool(&self, name: &str, args: impl FnOnce(&mut Command)) -> Output {
+        let mut cmd = Command::new(tool(name));
+        self.tls_env(&mut cmd);
+        args(&mut cmd);
+        run(&mut cmd)
+    }
+
+    /// A mode-600 file holding a secret for an LDAP tool's `-y`, removed on drop.
+    fn secret_file(&self, secret: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new()
+            .prefix(".pw-")
+            .tempfile_in(&self.dir)
+            .expect("create a password file");
+        file.write_all(secret.as_bytes())
+            .expect("write a password file");
+        file
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = run(Command::new(script()).arg("stop").arg(&self.dir));
+        }
+        drop(self.temp.take());
+    }
+}
+
+fn script() -> PathBuf {
+    repo_root().join("scripts/lib/slapd-sandbox")
+}
+
+/// LDAP tools live in /usr/sbin (slapd) or /usr/bin (ldap-utils); PATH may lack sbin.
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
+}
+
+fn read_env(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect()
+}
+
+/// Values of `attr` in `ldapsearch -LLL -o ldif-wrap=no` output (`attr: v` or `attr:: b64`).
+fn parse_attr_values(ldif: &str, attr: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for line in ldif.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let base_name = name.split(';').next().unwrap_or(name);
+        if !base_name.eq_ignore_ascii_case(attr) {
+            continue;
+        }
+        if let Some(b64) = rest.strip_prefix(':') {
+            let bytes = base64_decode(b64.trim());
+            values.push(String::from_utf8_lossy(&bytes).into_owned());
+        } else {
+            values.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
+        }
+    }
+    values
+}
+
+fn base64_decode(input: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in input.bytes() {
+        let Some(v) = ALPHABET.iter().position(|&a| a == c) else {
+            continue; // padding or white space
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
