@@ -1,0 +1,1222 @@
+//! The LDAP adapter: the only code that talks to the directory.
+//!
+//! [`Directory`] is the facade the rest of lockbridge uses. It owns a pool of connections
+//! bound as the service account (`conn`), wraps every operation in `operation_timeout`,
+//! maps every failure through one function (`error::map_failure`) and records metrics.
+//! What differs between directory products lives in `dialect`.
+//!
+//! Rules kept here:
+//! - Filters are built from escaped values only (`escape`), never by `format!` on input.
+//! - Passwords never appear in errors or logs; a user's password is checked on a fresh
+//!   connection of its own, never on a pooled service connection.
+//! - The directory may be down when lockbridge starts: [`Directory::new`] does no I/O,
+//!   and operations fail with [`DirectoryError::Unavailable`] within about
+//!   `connect_timeout` until it is back, then work again without a restart.
+//!
+//! Retries (one, on a fresh connection) happen only when the pooled connection turned
+//! out to be closed: for reads and for the idempotent must-change flag whenever the
+//! connection died, for a password write only when the request provably never left
+//! (the connection was already closed before sending). A password write whose outcome is
+//! unknown is never repeated: with password history a blind repeat would be rejected as
+//! "in history" and hide what really happened.
+
+mod conn;
+mod dialect;
+mod error;
+pub mod escape;
+mod gentime;
+mod ppolicy;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::exop::WhoAmI;
+use ldap3::result::ExopResult;
+use ldap3::{Ldap, Scope, SearchEntry, SearchOptions, SearchResult};
+
+use self::conn::{Endpoint, Scheme, ServiceManager, Tls};
+use self::dialect::{Attrs, Dialect};
+use self::error::{ConnFate, Failure, OpKind, map_failure};
+use self::ppolicy::{PolicyError, PolicyWarning};
+use crate::types::Secret;
+
+pub use self::dialect::DirectoryKind;
+pub use self::error::{DirectoryError, PolicyRejection};
+
+/// Page size for the Paged Results control in [`Directory::search_users`].
+const PAGE_SIZE: i32 = 500;
+
+/// Everything the directory adapter needs; the config module maps the `[directory]`
+/// section onto this.
+#[derive(Clone, Debug)]
+pub struct DirectorySettings {
+    pub kind: DirectoryKind,
+    pub url: String,
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub tls_insecure_skip_verify: bool,
+    pub allow_plaintext: bool,
+    pub bind_dn: String,
+    pub bind_password: Secret,
+    pub users_base: String,
+    pub user_filter: String,
+    pub user_name_attribute: String,
+    pub mail_attribute: String,
+    pub display_name_attribute: String,
+    pub alternate_mail_attribute: String,
+    pub mobile_attribute: String,
+    pub admin_group_dns: Vec<String>,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+}
+
+/// A user entry as lockbridge sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserEntry {
+    pub dn: String,
+    /// The sign-in name (`user_name_attribute`).
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    pub alternate_mail: Option<String>,
+    pub mobile: Option<String>,
+    /// Must change the password at next sign-in (OpenLDAP: `pwdReset: TRUE`).
+    pub must_change: bool,
+    /// When the password was last changed (OpenLDAP: `pwdChangedTime`).
+    pub password_changed_at: Option<DateTime<Utc>>,
+    /// Locked out (OpenLDAP: `pwdAccountLockedTime` present).
+    pub locked: bool,
+}
+
+/// Result of [`Directory::search_users`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserSearch {
+    /// Sorted by user name, case-insensitively.
+    pub users: Vec<UserEntry>,
+    /// More entries matched than were returned (`max`, or the directory's own size limit).
+    pub truncated: bool,
+}
+
+/// Result of [`Directory::ping`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingInfo {
+    /// The service account's identity as the directory sees it (WhoAmI, without `dn:`).
+    pub bound_as: String,
+    /// Vendor and version from the root DSE, when it says.
+    pub vendor: Option<String>,
+    /// Whether the root DSE lists the Password Policy control (`None`: root DSE unreadable).
+    pub ppolicy_supported: Option<bool>,
+    /// Time for the round trip.
+    pub round_trip: Duration,
+}
+
+/// Result of [`Directory::check_user_password`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindCheck {
+    /// The bind succeeded.
+    pub ok: bool,
+    /// The bind succeeded but the password must be changed now (ppolicy changeAfterReset).
+    pub must_change: bool,
+    /// The password has expired (bind refused, or accepted as a grace login).
+    pub expired: bool,
+    /// Grace logins left, when the directory said.
+    pub grace: Option<u32>,
+    /// The account is locked (only reported by directories that say so, e.g. OpenLDAP with
+    /// `ppolicy_use_lockout`).
+    pub locked: bool,
+}
+
+/// The directory, reached through a pool of service-account connections. Cheap to clone.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: bb8::Pool<ServiceManager>,
+    /// Shared with the pool's manager: why connecting failed most recently.
+    connect_errors: Arc<Mutex<Option<(Instant, DirectoryError)>>>,
+    /// Shared with the pool's manager: woken when a connection attempt fails.
+    connect_failed: Arc<tokio::sync::Notify>,
+    endpoint: Endpoint,
+    dialect: Box<dyn Dialect>,
+    users_base: String,
+    /// `users_base` and `bind_dn` in [`loose_dn`] form, for the set_password guard.
+    users_base_loose: String,
+    bind_dn_loose: String,
+    /// Parenthesised.
+    user_filter: String,
+    user_name_attribute: String,
+    mail_attribute: String,
+    display_name_attribute: String,
+    alternate_mail_attribute: String,
+    mobile_attribute: String,
+    admin_group_dns: Vec<String>,
+    /// Attributes requested for every user read.
+    user_attributes: Vec<String>,
+    pool_size: u32,
+    operation_timeout: Duration,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("url", &self.inner.endpoint.url)
+            .field("kind", &self.inner.dialect.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an operation may be repeated on a fresh connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Reads and idempotent writes: retry when the connection died.
+    Idempotent,
+    /// Retry only when the request provably was not sent.
+    IfNotSent,
+}
+
+fn config(msg: impl Into<String>) -> DirectoryError {
+    DirectoryError::Config(msg.into())
+}
+
+impl Directory {
+    /// Validate `settings` and set up the pool, without contacting the directory (so the
+    /// daemon starts, and reports not ready, while the directory is down).
+    ///
+    /// Checks: url scheme (ldap, ldaps, ldapi) and form; no unencrypted ldap:// unless
+    /// `allow_plaintext`; ca_file readable with at least one certificate (or a usable
+    /// system trust store); user_filter parses; attribute names are names; non-empty DNs,
+    /// password, pool size and timeouts. Must be called inside a Tokio runtime.
+    pub fn new(settings: DirectorySettings) -> Result<Directory, DirectoryError> {
+        let s = settings;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(config(
+                "the directory connection pool must be created inside the Tokio runtime",
+            ));
+        }
+        let (scheme, display) = conn::parse_url(&s.url)?;
+        if s.starttls && scheme != Scheme::Ldap {
+            return Err(config(format!(
+                "starttls = true only applies to an ldap:// url, but url is {}: use \
+                 ldap://host:389 with starttls, or {} without it",
+                s.url, s.url
+            )));
+        }
+        let uses_tls = scheme == Scheme::Ldaps || s.starttls;
+        if scheme == Scheme::Ldap && !s.starttls {
+            if !s.allow_plaintext {
+                return Err(config(format!(
+                    "url {} is unencrypted: use ldaps://, or set starttls = true, or (only for \
+                     a loopback test directory) allow_plaintext = true",
+                    s.url
+                )));
+            }
+            tracing::warn!(url = %s.url, "directory connection is NOT encrypted (allow_plaintext = true): passwords cross the network in clear text");
+        }
+        conn::install_crypto_provider();
+        let tls = if !uses_tls {
+            if s.ca_file.is_some() || s.tls_insecure_skip_verify {
+                tracing::warn!(url = %s.url, "ca_file and tls_insecure_skip_verify are ignored: the directory url does not use TLS");
+            }
+            Tls::None
+        } else if s.tls_insecure_skip_verify {
+            tracing::warn!(
+                url = %s.url,
+                "TLS CERTIFICATE VERIFICATION IS OFF for the directory (tls_insecure_skip_verify = true): \
+                 anyone on the network path can impersonate it and read every password lockbridge sets. \
+                 Never use this in production."
+            );
+            if s.ca_file.is_some() {
+                tracing::warn!("ca_file is ignored because tls_insecure_skip_verify = true");
+            }
+            Tls::Insecure
+        } else {
+            Tls::Verified(conn::verified_config(conn::load_roots(
+                s.ca_file.as_deref(),
+            )?)?)
+        };
+
+        if s.bind_dn.trim().is_empty() || !s.bind_dn.contains('=') {
+            return Err(config(format!(
+                "bind_dn {:?} is not a DN (expected e.g. cn=lockbridge,ou=services,dc=example,dc=org)",
+                s.bind_dn
+            )));
+        }
+        if s.bind_password.expose().is_empty() {
+            return Err(config(
+                "bind_password is empty: the directory would treat that as an anonymous bind",
+            ));
+        }
+        if s.users_base.trim().is_empty() || !s.users_base.contains('=') {
+            return Err(config(format!(
+                "users_base {:?} is not a DN (expected e.g. ou=people,dc=example,dc=org)",
+                s.users_base
+            )));
+        }
+        let trimmed = s.user_filter.trim();
+        let user_filter = if trimmed.starts_with('(') {
+            trimmed.to_owned()
+        } else {
+            format!("({trimmed})")
+        };
+        if trimmed.is_empty() || !escape::is_valid_filter(&user_filter) {
+            return Err(config(format!(
+                "user_filter {:?} is not a valid LDAP filter (RFC 4515), e.g. (objectClass=inetOrgPerson)",
+                s.user_filter
+            )));
+        }
+        for (name, value) in [
+            ("user_name_attribute", &s.user_name_attribute),
+            ("mail_attribute", &s.mail_attribute),
+            ("display_name_attribute", &s.display_name_attribute),
+            ("alternate_mail_attribute", &s.alternate_mail_attribute),
+            ("mobile_attribute", &s.mobile_attribute),
+        ] {
+            if !escape::is_attribute_description(value) {
+                return Err(config(format!(
+                    "{name} {value:?} is not an LDAP attribute name"
+                )));
+            }
+        }
+        if let Some(bad) = s
+            .admin_group_dns
+            .iter()
+            .find(|g| g.trim().is_empty() || !g.contains('='))
+        {
+            return Err(config(format!(
+                "admin_group_dns holds {bad:?}, which is not a DN"
+            )));
+        }
+        if s.pool_size == 0 {
+            return Err(config("pool_size must be at least 1"));
+        }
+        if s.connect_timeout.is_zero() || s.operation_timeout.is_zero() {
+            return Err(config(
+                "connect_timeout and operation_timeout must be longer than zero",
+            ));
+        }
+
+        let dialect = dialect::for_kind(s.kind);
+        let mut user_attributes: Vec<String> = Vec::new();
+        for a in [
+            s.user_name_attribute.as_str(),
+            &s.mail_attribute,
+            &s.display_name_attribute,
+            &s.alternate_mail_attribute,
+            &s.mobile_attribute,
+        ]
+        .into_iter()
+        .chain(dialect.state_attributes().iter().copied())
+        {
+            if !user_attributes.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                user_attributes.push(a.to_owned());
+            }
+        }
+
+        let endpoint = Endpoint {
+            url: s.url.clone(),
+            display,
+            starttls: s.starttls,
+            tls,
+            connect_timeout: s.connect_timeout,
+        };
+        let connect_errors = Arc::new(Mutex::new(None));
+        let connect_failed = Arc::new(tokio::sync::Notify::new());
+        let manager = ServiceManager {
+            endpoint: endpoint.clone(),
+            bind_dn: s.bind_dn.clone(),
+            bind_password: s.bind_password.clone(),
+            operation_timeout: s.operation_timeout,
+            last_error: connect_errors.clone(),
+            failed: connect_failed.clone(),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(s.pool_size)
+            .min_idle(None)
+            .connection_timeout(s.connect_timeout)
+            .test_on_check_out(true)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .max_lifetime(Some(Duration::from_secs(3600)))
+            .queue_strategy(bb8::QueueStrategy::Lifo)
+            .build_unchecked(manager);
+
+        Ok(Directory {
+            inner: Arc::new(Inner {
+                pool,
+                connect_errors,
+                connect_failed,
+                endpoint,
+                dialect,
+                users_base_loose: loose_dn(&s.users_base),
+                bind_dn_loose: loose_dn(&s.bind_dn),
+                users_base: s.users_base,
+                user_filter,
+                user_name_attribute: s.user_name_attribute,
+                mail_attribute: s.mail_attribute,
+                display_name_attribute: s.display_name_attribute,
+                alternate_mail_attribute: s.alternate_mail_attribute,
+                mobile_attribute: s.mobile_attribute,
+                admin_group_dns: s.admin_group_dns,
+                user_attributes,
+                pool_size: s.pool_size,
+                operation_timeout: s.operation_timeout,
+            }),
+        })
+    }
+
+    /// One round trip on a pooled connection (WhoAmI, a base-scope read of `users_base`
+    /// and of the root DSE, sent together): for `/readyz` and `check-config`.
+    ///
+    /// A missing or invisible `users_base` is a `Config` error; so are refused service
+    /// credentials and an untrusted certificate.
+    pub async fn ping(&self) -> Result<PingInfo, DirectoryError> {
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run("ping", OpKind::Read, Retry::Idempotent, |ldap| async move {
+            let started = Instant::now();
+            let (mut who, mut base, mut dse) = (ldap.clone(), ldap.clone(), ldap);
+            let (who, base, dse) = tokio::join!(
+                who.with_timeout(t).extended(WhoAmI),
+                base.with_timeout(t).search(
+                    &inner.users_base,
+                    Scope::Base,
+                    "(objectClass=*)",
+                    vec!["1.1"]
+                ),
+                dse.with_timeout(t).search(
+                    "",
+                    Scope::Base,
+                    "(objectClass=*)",
+                    vec![
+                        "vendorName",
+                        "vendorVersion",
+                        "supportedControl",
+                        "objectClass"
+                    ]
+                ),
+            );
+            let round_trip = started.elapsed();
+            let ExopResult(exop, res) = who?;
+            if res.rc != 0 {
+                return Err(Failure::from_result(&res));
+            }
+            let authzid = exop
+                .val
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            let bound_as = authzid.strip_prefix("dn:").unwrap_or(&authzid).to_owned();
+            let SearchResult(entries, res) = base?;
+            match res.rc {
+                0 if entries.iter().any(|e| !e.is_ref()) => {}
+                0 | 32 => {
+                    return Err(Failure::Mapped(config(format!(
+                        "users_base {} does not exist or the service account cannot read it",
+                        inner.users_base
+                    ))));
+                }
+                _ => return Err(Failure::from_result(&res)),
+            }
+            let (vendor, ppolicy_supported) = match dse {
+                Ok(SearchResult(entries, res)) if res.rc == 0 => {
+                    match entries.into_iter().find(|e| !e.is_ref()) {
+                        Some(e) => root_dse_facts(&Attrs::new(SearchEntry::construct(e).attrs)),
+                        None => (None, None),
+                    }
+                }
+                _ => (None, None),
+            };
+            Ok(PingInfo {
+                bound_as,
+                vendor,
+                ppolicy_supported,
+                round_trip,
+            })
+        })
+        .await
+    }
+
+    /// Find a user by sign-in name: `(&(user_filter)(user_name_attribute=<escaped>))` under
+    /// `users_base`, subtree. Exactly one match, or `NoSuchUser`; more than one is
+    /// `Ambiguous` (the directory's data must be fixed).
+    pub async fn find_user(&self, user_name: &str) -> Result<UserEntry, DirectoryError> {
+        let inner = &*self.inner;
+        if user_name.is_empty() {
+            return Err(DirectoryError::NoSuchUser);
+        }
+        let filter = escape::and([
+            inner.user_filter.clone(),
+            escape::equals(&inner.user_name_attribute, user_name),
+        ]);
+        let filter = filter.as_str();
+        let entries = self
+            .run(
+                "find_user",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    let SearchResult(entries, res) = ldap
+                        .with_search_options(SearchOptions::new().sizelimit(2))
+                        .with_timeout(inner.operation_timeout)
+                        .search(
+                            &inner.users_base,
+                            Scope::Subtree,
+                            filter,
+                            inner.user_attributes.as_slice(),
+                        )
+                        .await?;
+                    // 4 = sizeLimitExceeded: more than one match, which is what we asked to learn.
+                    match res.rc {
+                        0 | 4 => {}
+                        32 => return Err(Failure::Mapped(self.missing_users_base())),
+                        _ => return Err(Failure::from_result(&res)),
+                    }
+                    Ok(entries
+                        .into_iter()
+                        .filter(|e| !e.is_ref() && !e.is_intermediate())
+                        .map(SearchEntry::construct)
+                        .collect::<Vec<_>>())
+                },
+            )
+            .await?;
+        match entries.len() {
+            0 => Err(DirectoryError::NoSuchUser),
+            1 => {
+                let entry = entries.into_iter().next().expect("one entry");
+                self.user_entry(entry, Some(user_name))
+                    .ok_or(DirectoryError::NoSuchUser)
+            }
+            _ => {
+                tracing::warn!(
+                    attribute = %inner.user_name_attribute,
+                    "more than one directory entry has the same sign-in name"
+                );
+                Err(DirectoryError::Ambiguous(format!(
+                    "more than one entry under {} has this {} value; sign-in names must be unique",
+                    inner.users_base, inner.user_name_attribute
+                )))
+            }
+        }
+    }
+
+    /// Users whose user name, mail or display name contains `term` (escaped substring
+    /// match; empty term = every user), read with the Paged Results control and cut off
+    /// after `max` entries (`truncated`). Sorted by user name, case-insensitively; when
+    /// truncated, the sorted entries are the first `max` the directory returned, not the
+    /// alphabetically first.
+    pub async fn search_users(&self, term: &str, max: usize) -> Result<UserSearch, DirectoryError> {
+        let inner = &*self.inner;
+        let user_name = inner.user_name_attribute.as_str();
+        let matching = if term.is_empty() {
+            escape::present(user_name)
+        } else {
+            escape::or([
+                escape::contains(user_name, term),
+                escape::contains(&inner.mail_attribute, term),
+                escape::contains(&inner.display_name_attribute, term),
+            ])
+        };
+        let filter = escape::and([
+            inner.user_filter.clone(),
+            escape::present(user_name),
+            matching,
+        ]);
+        let filter = filter.as_str();
+        let (entries, truncated) = self
+            .run("search_users", OpKind::Read, Retry::Idempotent, |mut ldap| async move {
+                let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+                    Box::new(EntriesOnly::new()),
+                    Box::new(PagedResults::new(PAGE_SIZE)),
+                ];
+                let mut stream = ldap
+                    .with_timeout(inner.operation_timeout)
+                    .streaming_search_with(
+                        adapters,
+                        &inner.users_base,
+                        Scope::Subtree,
+                        filter,
+                        inner.user_attributes.clone(),
+                    )
+                    .await?;
+                let mut entries = Vec::new();
+                let mut truncated = false;
+                loop {
+                    match stream.next().await {
+                        Ok(Some(e)) if entries.len() >= max => {
+                            drop(e);
+                            truncated = true;
+                            break;
+                        }
+                        Ok(Some(e)) => entries.push(SearchEntry::construct(e)),
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = stream.finish().await;
+                            return Err(Failure::from(e));
+                        }
+                    }
+                }
+                if truncated {
+                    // Stop the server's work on this search; the connection stays usable.
+                    let _ = stream.finish().await;
+                    let msgid = stream.ldap_handle().last_id();
+                    ldap.abandon(msgid).await?;
+                } else {
+                    let res = stream.finish().await;
+                    match res.rc {
+                        0 => {}
+                        4 => {
+                            tracing::warn!(
+                                returned = entries.len(),
+                                "the directory's size limit cut the user listing short; raise the \
+                                 service account's limits (OpenLDAP: limits dn.exact=<bind_dn> \
+                                 size=unlimited) to list every user"
+                            );
+                            truncated = true;
+                        }
+                        32 => return Err(Failure::Mapped(self.missing_users_base())),
+                        _ => return Err(Failure::from_result(&res)),
+                    }
+                }
+                Ok((entries, truncated))
+            })
+            .await?;
+        let mut users: Vec<UserEntry> = entries
+            .into_iter()
+            .filter_map(|e| self.user_entry(e, None))
+            .collect();
+        users.sort_by_cached_key(|u| (u.user_name.to_lowercase(), u.dn.clone()));
+        Ok(UserSearch { users, truncated })
+    }
+
+    /// Set a user's password as the service account (dialect: OpenLDAP = Password Modify
+    /// with the ppolicy control), then the must-change flag.
+    ///
+    /// If the password was set but the flag could not be written (after one immediate
+    /// retry) the result is [`DirectoryError::FlagNotApplied`]. Both steps run in a task of
+    /// their own, so a caller that stops waiting (request timeout, client gone) cannot leave
+    /// a half-done change behind.
+    pub async fn set_password(
+        &self,
+        user_dn: &str,
+        new_password: &Secret,
+        must_change: bool,
+    ) -> Result<(), DirectoryError> {
+        if user_dn.is_empty() {
+            return Err(DirectoryError::NoSuchUser);
+        }
+        let inner = &*self.inner;
+        let dn = loose_dn(user_dn);
+        if dn == inner.bind_dn_loose || !dn.ends_with(&format!(",{}", inner.users_base_loose)) {
+            // Defence in depth: only entries found under users_base get passwords, never the
+            // service account itself (it may write its own userPassword).
+            tracing::warn!(
+                user.dn = user_dn,
+                "refusing to set a password outside users_base"
+            );
+            return Err(DirectoryError::NoSuchUser);
+        }
+        if new_password.expose().is_empty() {
+            return Err(DirectoryError::PasswordRejected(PolicyRejection::Other(
+                "the new password is empty".into(),
+            )));
+        }
+        let this = self.clone();
+        let dn = user_dn.to_owned();
+        let password = new_password.clone();
+        let task =
+            tokio::spawn(
+                async move { this.set_password_to_end(&dn, &password, must_change).await },
+            );
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(DirectoryError::Unavailable(
+                "the password change was cancelled by shutdown".into(),
+            )),
+        }
+    }
+
+    async fn set_password_to_end(
+        &self,
+        dn: &str,
+        password: &Secret,
+        must_change: bool,
+    ) -> Result<(), DirectoryError> {
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "set_password",
+            OpKind::PasswordWrite,
+            Retry::IfNotSent,
+            |mut ldap| async move { inner.dialect.set_password(&mut ldap, dn, password, t).await },
+        )
+        .await
+        .map_err(|e| redact(e, password.expose()))?;
+
+        let set_flag = || {
+            self.run(
+                "set_must_change",
+                OpKind::Write,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    inner
+                        .dialect
+                        .set_must_change(&mut ldap, dn, must_change, t)
+                        .await
+                },
+            )
+        };
+        match set_flag().await {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tracing::warn!(user.dn = dn, must_change, error = %first, "writing the must-change flag failed; retrying once");
+                match set_flag().await {
+                    Ok(()) => Ok(()),
+                    Err(second) => {
+                        tracing::error!(
+                            user.dn = dn,
+                            must_change,
+                            error = %second,
+                            "the password was set but the must-change flag could not be written"
+                        );
+                        Err(DirectoryError::FlagNotApplied)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `user_dn` is a `member` of any of `admin_group_dns`, asked of the server
+    /// (base-scope search of each group with `(member=<dn>)`, so DN matching follows the
+    /// directory's rules). Direct membership only. A configured group that does not exist
+    /// is a `Config` error, not "not an admin".
+    pub async fn is_admin(&self, user_dn: &str) -> Result<bool, DirectoryError> {
+        let inner = &*self.inner;
+        if inner.admin_group_dns.is_empty() || user_dn.is_empty() {
+            return Ok(false);
+        }
+        let filter = escape::equals("member", user_dn);
+        let filter = filter.as_str();
+        self.run("is_admin", OpKind::Read, Retry::Idempotent, |mut ldap| async move {
+            for group in &inner.admin_group_dns {
+                let SearchResult(entries, res) = ldap
+                    .with_timeout(inner.operation_timeout)
+                    .search(group, Scope::Base, filter, vec!["1.1"])
+                    .await?;
+                match res.rc {
+                    0 if entries.iter().any(|e| !e.is_ref()) => return Ok(true),
+                    0 => {}
+                    32 => {
+                        return Err(Failure::Mapped(config(format!(
+                            "admin group {group} (admin_group_dns) does not exist in the directory"
+                        ))));
+                    }
+                    _ => return Err(Failure::from_result(&res)),
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+
+    /// Check a user's password by binding as the user, with the ppolicy control, on a fresh
+    /// connection of its own (never a pooled one). A wrong password is `Ok` with
+    /// `ok: false`; an empty password is refused without asking (an empty simple bind
+    /// would "succeed" anonymously).
+    pub async fn check_user_password(
+        &self,
+        user_dn: &str,
+        password: &Secret,
+    ) -> Result<BindCheck, DirectoryError> {
+        if user_dn.is_empty() || password.expose().is_empty() {
+            return Ok(BindCheck::default());
+        }
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let result = async {
+            let mut ldap = inner.endpoint.open().await?;
+            let bind = ldap
+                .with_controls(ppolicy::request())
+                .with_timeout(inner.operation_timeout)
+                .simple_bind(user_dn, password.expose())
+                .await;
+            // Best effort; dropping the handle closes the connection anyway.
+            let _ = ldap.unbind().await;
+            let res = bind.map_err(Failure::from)?;
+            let policy = match ppolicy::find(&res.ctrls) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "ignoring an undecodable password policy control");
+                    Default::default()
+                }
+                None => Default::default(),
+            };
+            let grace = match policy.warning {
+                Some(PolicyWarning::GraceAuthNsRemaining(n)) => Some(n),
+                _ => None,
+            };
+            let expired = policy.error == Some(PolicyError::PasswordExpired);
+            match res.rc {
+                0 => Ok(BindCheck {
+                    ok: true,
+                    must_change: policy.error == Some(PolicyError::ChangeAfterReset),
+                    expired,
+                    grace,
+                    locked: false,
+                }),
+                49 => Ok(BindCheck {
+                    ok: false,
+                    must_change: false,
+                    expired,
+                    grace,
+                    locked: policy.error == Some(PolicyError::AccountLocked),
+                }),
+                _ => Err(Failure::from_result(&res)),
+            }
+        }
+        .await
+        .map_err(|f: Failure| redact(map_failure(OpKind::Bind, &f), password.expose()));
+        record("check_user_password", started, result.as_ref().err());
+        result
+    }
+
+    /// Run `op` on a pooled connection, with the retry rule, metrics and error mapping.
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        kind: OpKind,
+        retry: Retry,
+        mut attempt: F,
+    ) -> Result<T, DirectoryError>
+    where
+        F: FnMut(Ldap) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let started = Instant::now();
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            let mut conn = match self.checkout().await {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+            let ldap = conn.ldap.clone();
+            match attempt(ldap).await {
+                Ok(v) => break Ok(v),
+                Err(failure) => {
+                    let fate = failure.connection_fate();
+                    if fate != ConnFate::Healthy {
+                        // Dropped by the pool instead of being handed out again.
+                        conn.broken = true;
+                    }
+                    drop(conn);
+                    let err = map_failure(kind, &failure);
+                    let again = tries == 1
+                        && match fate {
+                            ConnFate::DeadBeforeSend => true,
+                            ConnFate::DeadAfterSend => retry == Retry::Idempotent,
+                            ConnFate::Healthy | ConnFate::Suspect => false,
+                        };
+                    if again {
+                        tracing::debug!(op, error = %err, "directory connection was closed; retrying once on a fresh one");
+                        continue;
+                    }
+                    // A write that may have reached the server must not be reported as
+                    // "nothing happened".
+                    if retry == Retry::IfNotSent
+                        && matches!(fate, ConnFate::DeadAfterSend | ConnFate::Suspect)
+                        && err.is_unavailable()
+                    {
+                        break Err(DirectoryError::WriteOutcomeUnknown(err.to_string()));
+                    }
+                    break Err(err);
+                }
+            }
+        };
+        record(op, started, result.as_ref().err());
+        result
+    }
+
+    /// A pooled connection. Fails as soon as a connection attempt made while waiting
+    /// fails (directory down, credentials refused, certificate rejected), or after
+    /// `connect_timeout` (bb8's `connection_timeout`) when nothing answers at all.
+    async fn checkout(&self) -> Result<bb8::PooledConnection<'_, ServiceManager>, DirectoryError> {
+        let inner = &*self.inner;
+        let failed = inner.connect_failed.notified();
+        tokio::pin!(failed);
+        // Register before asking the pool, so a failure of the attempt it starts is seen.
+        failed.as_mut().enable();
+        let got = tokio::select! {
+            biased;
+            got = inner.pool.get() => got,
+            () = &mut failed => {
+                if let Some(e) = self.last_connect_error() {
+                    return Err(e);
+                }
+                inner.pool.get().await
+            }
+        };
+        match got {
+            Ok(conn) => Ok(conn),
+            Err(bb8::RunError::User(e)) => Err(e),
+            Err(bb8::RunError::TimedOut) => {
+                // bb8 only says it gave up; the manager noted why connecting failed.
+                let window = inner.endpoint.connect_timeout * 2;
+                let recent = inner
+                    .connect_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .filter(|(at, _)| at.elapsed() <= window)
+                    .map(|(_, e)| e.clone());
+                Err(recent.unwrap_or_else(|| {
+                    let state = inner.pool.state();
+                    if state.connections >= inner.pool_size {
+                        DirectoryError::Unavailable(format!(
+                            "all {} directory connections stayed busy for {:?}",
+                            inner.pool_size, inner.endpoint.connect_timeout
+                        ))
+                    } else {
+                        DirectoryError::Unavailable(format!(
+                            "no connection to {} within {:?}",
+                            inner.endpoint.display, inner.endpoint.connect_timeout
+                        ))
+                    }
+                }))
+            }
+        }
+    }
+
+    fn missing_users_base(&self) -> DirectoryError {
+        config(format!(
+            "users_base {} does not exist or the service account cannot read it",
+            self.inner.users_base
+        ))
+    }
+
+    /// Build a `UserEntry`; `None` when the entry has no user name.
+    fn user_entry(&self, entry: SearchEntry, wanted: Option<&str>) -> Option<UserEntry> {
+        let inner = &*self.inner;
+        let attrs = Attrs::new(entry.attrs);
+        let names = attrs.all(&inner.user_name_attribute);
+        let user_name = wanted
+            .and_then(|w| names.iter().find(|n| n.eq_ignore_ascii_case(w)))
+            .or_else(|| names.first())?
+            .clone();
+        let state = inner.dialect.password_state(&entry.dn, &attrs);
+        let get = |a: &str| attrs.first(a).map(str::to_owned);
+        Some(UserEntry {
+            user_name,
+            display_name: get(&inner.display_name_attribute),
+            mail: get(&inner.mail_attribute),
+            alternate_mail: get(&inner.alternate_mail_attribute),
+            mobile: get(&inner.mobile_attribute),
+            must_change: state.must_change,
+            password_changed_at: state.changed_at,
+            locked: state.locked,
+            dn: entry.dn,
+        })
+    }
+
+    /// Why connecting failed most recently, if it did (for diagnostics).
+    pub fn last_connect_error(&self) -> Option<DirectoryError> {
+        self.inner
+            .connect_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, e)| e.clone())
+    }
+}
+
+/// A DN lower-cased with the spaces around `,` and `=` removed: enough to compare DNs
+/// that the directory itself returned with DNs from the settings (not a full RFC 4514
+/// normalisation; escaped separators are left alone).
+fn loose_dn(dn: &str) -> String {
+    let mut out = String::with_capacity(dn.len());
+    let mut chars = dn.trim().chars().flat_map(char::to_lowercase).peekable();
+    let mut escaped = false;
+    while let Some(c) = chars.next() {
+        if !escaped && (c == ',' || c == '=') {
+            // Trailing spaces before a separator (an escaped "\ " stays).
+            while out.ends_with(' ') && !out.ends_with("\\ ") {
+                out.pop();
+            }
+            out.push(c);
+            while chars.peek() == Some(&' ') {
+                chars.next();
+            }
+            continue;
+        }
+        escaped = c == '\\' && !escaped;
+        out.push(c);
+    }
+    out
+}
+
+/// Vendor and ppolicy support from root DSE attributes.
+fn root_dse_facts(attrs: &Attrs) -> (Option<String>, Option<bool>) {
+    let vendor = match (attrs.first("vendorName"), attrs.first("vendorVersion")) {
+        (Some(n), Some(v)) => Some(format!("{n} {v}")),
+        (Some(n), None) => Some(n.to_owned()),
+        _ if attrs
+            .all("objectClass")
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("OpenLDAProotDSE")) =>
+        {
+            Some("OpenLDAP".to_owned())
+        }
+        _ => None,
+    };
+    let ppolicy = Some(
+        attrs
+            .all("supportedControl")
+            .iter()
+            .any(|c| c == ppolicy::PPOLICY_OID),
+    );
+    (vendor, ppolicy)
+}
+
+/// Metrics for one operation.
+fn record(op: &'static str, started: Instant, error: Option<&DirectoryError>) {
+    metrics::histogram!("lockbridge_ldap_operation_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if let Some(e) = error {
+        metrics::counter!("lockbridge_ldap_errors_total", "kind" => e.kind()).increment(1);
+    }
+}
+
+/// Belt and braces: no server text we pass on may contain the password.
+fn redact(e: DirectoryError, password: &str) -> DirectoryError {
+    if password.is_empty() {
+        return e;
+    }
+    let clean = |t: String| {
+        if t.contains(password) {
+            t.replace(password, "[redacted]")
+        } else {
+            t
+        }
+    };
+    match e {
+        DirectoryError::PasswordRejected(PolicyRejection::Other(t)) => {
+            DirectoryError::PasswordRejected(PolicyRejection::Other(clean(t)))
+        }
+        DirectoryError::Protocol(t) => DirectoryError::Protocol(clean(t)),
+        DirectoryError::Unavailable(t) => DirectoryError::Unavailable(clean(t)),
+        DirectoryError::Config(t) => DirectoryError::Config(clean(t)),
+        DirectoryError::Ambiguous(t) => DirectoryError::Ambiguous(clean(t)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> DirectorySettings {
+        DirectorySettings {
+            kind: DirectoryKind::OpenLdap,
+            url: "ldap://127.0.0.1:1".into(),
+            starttls: false,
+            ca_file: None,
+            tls_insecure_skip_verify: false,
+            allow_plaintext: true,
+            bind_dn: "cn=svc,dc=example,dc=org".into(),
+            bind_password: Secret::new("pw"),
+            users_base: "ou=people,dc=example,dc=org".into(),
+            user_filter: "(objectClass=inetOrgPerson)".into(),
+            user_name_attribute: "uid".into(),
+            mail_attribute: "mail".into(),
+            display_name_attribute: "cn".into(),
+            alternate_mail_attribute: "otherMailbox".into(),
+            mobile_attribute: "mobile".into(),
+            admin_group_dns: vec![],
+            pool_size: 2,
+            connect_timeout: Duration::from_millis(500),
+            operation_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn config_error(s: DirectorySettings) -> String {
+        match Directory::new(s) {
+            Err(DirectoryError::Config(t)) => t,
+            Err(other) => panic!("expected Config, got {other:?}"),
+            Ok(_) => panic!("expected Config, got Ok"),
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_are_validated() {
+        assert!(Directory::new(settings()).is_ok());
+        let t = config_error(DirectorySettings {
+            allow_plaintext: false,
+            ..settings()
+        });
+        assert!(t.contains("unencrypted"), "{t}");
+        let t = config_error(DirectorySettings {
+            url: "http://x".into(),
+            ..settings()
+        });
+        assert!(t.contains("scheme"), "{t}");
+        let t = config_error(DirectorySettings {
+            url: "ldaps://x".into(),
+            starttls: true,
+            ..settings()
+        });
+        assert!(t.contains("starttls"), "{t}");
+        let t = config_error(DirectorySettings {
+            user_filter: "(objectClass=person".into(),
+            ..settings()
+        });
+        assert!(t.contains("user_filter"), "{t}");
+        let t = config_error(DirectorySettings {
+            mail_attribute: "mail)(x".into(),
+            ..settings()
+        });
+        assert!(t.contains("mail_attribute"), "{t}");
+        let t = config_error(DirectorySettings {
+            bind_password: Secret::new(""),
+            ..settings()
+        });
+        assert!(t.contains("anonymous"), "{t}");
+        let t = config_error(DirectorySettings {
+            pool_size: 0,
+            ..settings()
+        });
+        assert!(t.contains("pool_size"), "{t}");
+        let t = config_error(DirectorySettings {
+            url: "ldaps://x".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..settings()
+        });
+        assert!(t.contains("ca_file"), "{t}");
+        let t = config_error(DirectorySettings {
+            admin_group_dns: vec!["admins".into()],
+            ..settings()
+        });
+        assert!(t.contains("admin_group_dns"), "{t}");
+        // ldapi needs neither TLS nor allow_plaintext; a bare filter gets its parentheses.
+        let d = Directory::new(DirectorySettings {
+            url: "ldapi://%2Ftmp%2Fnothing".into(),
+            allow_plaintext: false,
+            user_filter: "objectClass=inetOrgPerson".into(),
+            ..settings()
+        })
+        .unwrap();
+        assert_eq!(d.inner.user_filter, "(objectClass=inetOrgPerson)");
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_a_clear_error() {
+        let t = config_error(settings());
+        assert!(t.contains("Tokio"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_directory_is_unavailable_within_connect_timeout() {
+        // Port 1 on loopback: connection refused.
+        let d = Directory::new(settings()).unwrap();
+        let started = Instant::now();
+        let e = d.find_user("alice").await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(e.to_string().contains("connection refused"), "{e}");
+        let e = d
+            .check_user_password("uid=a,dc=x", &Secret::new("x"))
+            .await
+            .unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        // Empty password: refused without a round trip (it would be an anonymous bind).
+        let c = d
+            .check_user_password("uid=a,dc=x", &Secret::new(""))
+            .await
+            .unwrap();
+        assert!(!c.ok);
+    }
+
+    /// Handlers hold a `Directory` in shared state and await its futures on any thread.
+    #[allow(dead_code)]
+    fn directory_and_its_futures_are_send(d: &Directory, s: &Secret) {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        send_sync(d);
+        send(d.ping());
+        send(d.find_user(""));
+        send(d.search_users("", 1));
+        send(d.set_password("", s, false));
+        send(d.is_admin(""));
+        send(d.check_user_password("", s));
+    }
+
+    #[test]
+    fn loose_dns() {
+        assert_eq!(
+            loose_dn(" UID=Bob , OU=People,dc=Example, dc=org "),
+            "uid=bob,ou=people,dc=example,dc=org"
+        );
+        assert_eq!(loose_dn("cn=Smith\\, John,dc=x"), "cn=smith\\, john,dc=x");
+        assert_eq!(loose_dn("cn=a\\ ,dc=x"), "cn=a\\ ,dc=x");
+    }
+
+    #[tokio::test]
+    async fn set_password_refuses_dns_outside_users_base() {
+        let d = Directory::new(settings()).unwrap();
+        let pw = Secret::new("Long-enough-1");
+        for dn in [
+            "cn=svc,dc=example,dc=org",
+            "uid=x,ou=other,dc=example,dc=org",
+            "ou=people,dc=example,dc=org",
+            "uid=x,ou=people,dc=example,dc=org,dc=evil",
+        ] {
+            assert!(
+                matches!(
+                    d.set_password(dn, &pw, false).await,
+                    Err(DirectoryError::NoSuchUser)
+                ),
+                "{dn}"
+            );
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let e = redact(
+            DirectoryError::PasswordRejected(PolicyRejection::Other(
+                "value hunter22 rejected".into(),
+            )),
+            "hunter22",
+        );
+        assert_eq!(
+            e.to_string(),
+            "the directory rejected the password: value [redacted] rejected"
+        );
+    }
+
+    #[test]
+    fn root_dse() {
+        use std::collections::HashMap;
+        let mut m = HashMap::new();
+        m.insert(
+            "objectClass".to_string(),
+            vec!["top".into(), "OpenLDAProotDSE".into()],
+        );
+        m.insert(
+            "supportedControl".to_string(),
+            vec![ppolicy::PPOLICY_OID.into(), "1.2.840.113556.1.4.319".into()],
+        );
+        assert_eq!(
+            root_dse_facts(&Attrs::new(m)),
+            (Some("OpenLDAP".into()), Some(true))
+        );
+    }
+}
