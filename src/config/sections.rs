@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,8 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            rate_limit_per_second: 20,
+            rate_limit_burst: 40,
         }
     }
 }
@@ -76,6 +80,12 @@ impl ServerConfig {
             return Err(key_err(
                 "server.public_url",
                 "must start with http:// or https://",
+            ));
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(key_err(
+                "server.rate_limit_burst",
+                "must be at least 1 when rate_limit_per_second is set",
             ));
         }
         if self.request_timeout_secs == 0 {
@@ -161,7 +171,9 @@ pub struct DirectoryConfig {
 impl DirectoryConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let url = self.url.to_ascii_lowercase();
-        if !(url.starts_with("ldap://") || url.starts_with("ldaps://") || url.starts_with("ldapi://"))
+        if !(url.starts_with("ldap://")
+            || url.starts_with("ldaps://")
+            || url.starts_with("ldapi://"))
         {
             return Err(key_err(
                 "directory.url",

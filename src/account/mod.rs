@@ -1,0 +1,387 @@
+//! The one place where lockbridge changes a password.
+//!
+//! Every feature (admin API now; SCIM and self-service later) goes through
+//! [`AccountService`], so the order of steps is the same everywhere:
+//! check the input and the password rules → find the user → check the caller may act
+//! on that user → write to the directory → queue the emails → record the outcome.
+//! Everything that can be refused is refused before the directory is touched.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
+use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry};
+use crate::notify::Notifier;
+use crate::policy::{PasswordRules, Violation};
+use crate::types::Secret;
+
+/// Template used for the "your temporary password" message.
+pub const TEMPORARY_PASSWORD_TEMPLATE: &str = "temporary-password";
+
+/// At most this many addresses per reset, so one request cannot turn into a mail flood.
+pub const MAX_RECIPIENTS: usize = 10;
+
+/// Who is acting, as far as account rules care.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Shown in the audit log (the API token's name).
+    pub name: String,
+    /// May this actor reset the password of a member of an administrator group?
+    pub may_reset_admins: bool,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum PasswordChoice {
+    /// Generate a temporary password from the organisation's rules.
+    Generate,
+    /// The administrator chose one; it is checked against the rules first.
+    Chosen(Secret),
+}
+
+#[derive(Debug)]
+pub struct ResetRequest {
+    pub choice: PasswordChoice,
+    pub require_change: bool,
+    pub send_to: Vec<String>,
+    pub show_password: bool,
+}
+
+/// What a reset did.
+#[derive(Debug)]
+pub struct ResetReceipt {
+    pub user: UserEntry,
+    pub generated: bool,
+    pub require_change: bool,
+    /// Addresses a message was queued for.
+    pub sent_to: Vec<String>,
+    /// The new password, when the caller asked to see it (or when it could not be
+    /// queued for delivery and would otherwise be lost).
+    pub password: Option<Secret>,
+    /// True when the password was set but its email could not be queued.
+    pub delivery_failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("no user named `{0}` in the directory")]
+    UnknownUser(String),
+    #[error("`{0}` is an administrator; only a global admin may reset an administrator's password")]
+    AdministratorTarget(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the password does not meet the password rules")]
+    PolicyViolation(Vec<Violation>),
+    #[error("the directory refused the password: {0}")]
+    DirectoryRefused(PolicyRejection),
+    #[error("the directory is unavailable: {cause}")]
+    DirectoryUnavailable {
+        cause: String,
+        retry_after_secs: u64,
+    },
+    #[error("the directory stopped answering while the password was being changed")]
+    OutcomeUnknown {
+        cause: String,
+        retry_after_secs: u64,
+    },
+    #[error(
+        "the password was changed, but the directory did not accept the \"must change at next sign-in\" setting"
+    )]
+    FlagNotApplied,
+    #[error("the directory denied lockbridge's service account the right to do this")]
+    DirectoryAccessDenied,
+    #[error("the user's account is locked in the directory")]
+    AccountLocked,
+    #[error("directory error: {0}")]
+    Directory(DirectoryError),
+    #[error("the audit log cannot be written, so nothing was changed: {0}")]
+    AuditUnavailable(crate::store::StoreError),
+}
+
+impl AccountError {
+    /// Stable machine code, also used in audit records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccountError::UnknownUser(_) => "user_not_found",
+            AccountError::AdministratorTarget(_) => "forbidden_target",
+            AccountError::InvalidRequest(_) => "invalid_request",
+            AccountError::PolicyViolation(_) => "password_policy",
+            AccountError::DirectoryRefused(r) => rejection_code(r),
+            AccountError::DirectoryUnavailable { .. } => "directory_unavailable",
+            AccountError::OutcomeUnknown { .. } => "outcome_unknown",
+            AccountError::FlagNotApplied => "must_change_flag_not_applied",
+            AccountError::DirectoryAccessDenied => "directory_access_denied",
+            AccountError::AccountLocked => "account_locked",
+            AccountError::Directory(_) => "directory_error",
+            AccountError::AuditUnavailable(_) => "store_unavailable",
+        }
+    }
+}
+
+pub struct AccountService {
+    directory: Directory,
+    rules: PasswordRules,
+    notifier: Notifier,
+    audit: AuditLog,
+    public_url: String,
+    retry_after_secs: u64,
+}
+
+impl AccountService {
+    pub fn new(
+        directory: Directory,
+        rules: PasswordRules,
+        notifier: Notifier,
+        audit: AuditLog,
+        public_url: String,
+        retry_after_secs: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            directory,
+            rules,
+            notifier,
+            audit,
+            public_url,
+            retry_after_secs,
+        })
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Maps a directory failure into this layer's vocabulary.
+    pub fn directory_error(&self, e: DirectoryError) -> AccountError {
+        match e {
+            DirectoryError::WriteOutcomeUnknown(cause) => AccountError::OutcomeUnknown {
+                cause,
+                retry_after_secs: self.retry_after_secs,
+            },
+            e if e.is_unavailable() => AccountError::DirectoryUnavailable {
+                cause: e.to_string(),
+                retry_after_secs: self.retry_after_secs,
+            },
+            DirectoryError::PasswordRejected(r) => AccountError::DirectoryRefused(r),
+            DirectoryError::FlagNotApplied => AccountError::FlagNotApplied,
+            DirectoryError::InsufficientAccess => AccountError::DirectoryAccessDenied,
+            DirectoryError::AccountLocked => AccountError::AccountLocked,
+            other => AccountError::Directory(other),
+        }
+    }
+
+    /// Looks a user up by sign-in name.
+    pub async fn find_user(&self, user_name: &str) -> Result<UserEntry, AccountError> {
+        self.directory
+            .find_user(user_name)
+            .await
+            .map_err(|e| match e {
+                DirectoryError::NoSuchUser => AccountError::UnknownUser(user_name.to_string()),
+                e => self.directory_error(e),
+            })
+    }
+
+    /// An administrator resets `user_name`'s password (Microsoft 365 "Reset password").
+    pub async fn reset_password(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        req: ResetRequest,
+    ) -> Result<ResetReceipt, AccountError> {
+        let generated = matches!(req.choice, PasswordChoice::Generate);
+        let detail = Detail::PasswordReset {
+            mode: if generated { "auto" } else { "manual" },
+            require_change_at_next_sign_in: req.require_change,
+            sent_to: req.send_to.clone(),
+            password_shown: req.show_password,
+        };
+        let result = self.try_reset(actor, user_name, req).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(AccountError::AuditUnavailable(_)) => return result,
+            Err(
+                e @ (AccountError::DirectoryUnavailable { .. }
+                | AccountError::OutcomeUnknown { .. }
+                | AccountError::FlagNotApplied
+                | AccountError::Directory(_)),
+            ) => Outcome::Failed(e.code()),
+            Err(e) => Outcome::Refused(e.code()),
+        };
+        // The change is already made; a failed audit write is logged by AuditLog and
+        // must not turn a completed reset into an error the admin would retry.
+        let _ = self
+            .audit
+            .record(AuditEvent {
+                actor: actor.name.clone(),
+                action: Action::PasswordReset,
+                target: Some(user_name.to_string()),
+                outcome,
+                detail: Some(detail),
+                request_id: actor.request_id.clone(),
+            })
+            .await;
+        result
+    }
+
+    async fn try_reset(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        req: ResetRequest,
+    ) -> Result<ResetReceipt, AccountError> {
+        let send_to = validate_recipients(&req.send_to)?;
+        if matches!(req.choice, PasswordChoice::Generate)
+            && !req.show_password
+            && send_to.is_empty()
+        {
+            return Err(AccountError::InvalidRequest(
+                "an auto-generated password would be lost: set showPassword to true, or give \
+                 sendTo addresses to email it to"
+                    .into(),
+            ));
+        }
+
+        let user = self.find_user(user_name).await?;
+        if !actor.may_reset_admins
+            && self
+                .directory
+                .is_admin(&user.dn)
+                .await
+                .map_err(|e| self.directory_error(e))?
+        {
+            return Err(AccountError::AdministratorTarget(user_name.to_string()));
+        }
+
+        let (password, generated) = match req.choice {
+            PasswordChoice::Generate => (self.rules.generate(), true),
+            PasswordChoice::Chosen(p) => {
+                self.rules
+                    .check(&p, &user_inputs(&user))
+                    .map_err(AccountError::PolicyViolation)?;
+                (p, false)
+            }
+        };
+
+        // Refuse before changing anything if we could not record what we did.
+        self.audit
+            .ping()
+            .await
+            .map_err(AccountError::AuditUnavailable)?;
+
+        self.directory
+            .set_password(&user.dn, &password, req.require_change)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        tracing::info!(
+            user.dn = %user.dn,
+            actor = %actor.name,
+            generated,
+            require_change = req.require_change,
+            "password reset"
+        );
+
+        let mut sent_to = Vec::new();
+        let mut delivery_failed = false;
+        for address in &send_to {
+            let context = json!({
+                "display_name": user.display_name.clone().unwrap_or_else(|| user.user_name.clone()),
+                "user_name": user.user_name,
+                "require_change": req.require_change,
+                "reset_by": actor.name,
+                "public_url": self.public_url,
+            });
+            match self
+                .notifier
+                .enqueue(
+                    TEMPORARY_PASSWORD_TEMPLATE,
+                    address,
+                    context,
+                    Some(&password),
+                )
+                .await
+            {
+                Ok(_) => sent_to.push(address.clone()),
+                Err(e) => {
+                    tracing::error!(error = %e, user.dn = %user.dn, "could not queue the temporary password email");
+                    delivery_failed = true;
+                }
+            }
+        }
+
+        Ok(ResetReceipt {
+            require_change: req.require_change,
+            generated,
+            sent_to,
+            // Shown when asked for, and when it was not queued: never lose a password
+            // that is already in force.
+            password: (req.show_password || delivery_failed).then_some(password),
+            delivery_failed,
+            user,
+        })
+    }
+}
+
+/// Stable code for a password the directory's own policy refused.
+pub fn rejection_code(r: &PolicyRejection) -> &'static str {
+    match r {
+        PolicyRejection::TooShort => "password_too_short",
+        PolicyRejection::InsufficientQuality => "password_quality",
+        PolicyRejection::InHistory => "password_in_history",
+        PolicyRejection::TooYoung => "password_too_young",
+        PolicyRejection::TooLong => "password_too_long",
+        PolicyRejection::ModNotAllowed => "password_change_not_allowed",
+        PolicyRejection::MustSupplyOldPassword => "old_password_required",
+        PolicyRejection::Other(_) => "password_rejected",
+    }
+}
+
+/// Words specific to the user that a chosen password must not contain.
+fn user_inputs(user: &UserEntry) -> Vec<&str> {
+    let mut words = vec![user.user_name.as_str()];
+    if let Some(name) = &user.display_name {
+        words.extend(name.split_whitespace());
+    }
+    if let Some(local) = user.mail.as_deref().and_then(|m| m.split('@').next()) {
+        words.push(local);
+    }
+    words
+}
+
+fn validate_recipients(addresses: &[String]) -> Result<Vec<String>, AccountError> {
+    if addresses.len() > MAX_RECIPIENTS {
+        return Err(AccountError::InvalidRequest(format!(
+            "sendTo has {} addresses; at most {MAX_RECIPIENTS} are allowed",
+            addresses.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(addresses.len());
+    for raw in addresses {
+        let address = raw.trim();
+        if address.parse::<lettre::Address>().is_err() {
+            return Err(AccountError::InvalidRequest(format!(
+                "sendTo contains `{}`, which is not an email address such as someone@example.org",
+                address.chars().take(100).collect::<String>()
+            )));
+        }
+        if !out.iter().any(|a| a.eq_ignore_ascii_case(address)) {
+            out.push(address.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_checked_and_deduplicated() {
+        let ok = validate_recipients(&["a@example.org".into(), " A@example.org ".into()])
+            .expect("valid");
+        assert_eq!(ok, vec!["a@example.org".to_string()]);
+        let err = validate_recipients(&["not-an-address".into()]).expect_err("invalid");
+        assert!(err.to_string().contains("not-an-address"));
+        let many: Vec<String> = (0..11).map(|i| format!("u{i}@example.org")).collect();
+        assert!(validate_recipients(&many).is_err());
+    }
+}

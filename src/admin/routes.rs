@@ -1,0 +1,367 @@
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AdminError;
+use crate::account::{AccountService, Actor, PasswordChoice, ResetRequest};
+use crate::audit::AuditLog;
+use crate::auth::{Authenticator, Permission, ReadAudit, ReadUsers, Require, ResetPasswords};
+use crate::directory::UserEntry;
+use crate::store::{AuditQuery, AuditRecord};
+use crate::types::Secret;
+
+/// A user search never holds more than this many entries in memory.
+pub const MAX_SEARCH_RESULTS: usize = 1000;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub account: Arc<AccountService>,
+    pub audit: AuditLog,
+    pub auth: Authenticator,
+}
+
+impl FromRef<AdminState> for Authenticator {
+    fn from_ref(state: &AdminState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The admin API, to be nested under `/api/v1`.
+pub fn routes(state: AdminState) -> Router {
+    Router::new()
+        .route("/users", get(list_users))
+        .route("/users/{user_name}", get(get_user))
+        .route("/users/{user_name}/password-reset", post(reset_password))
+        .route("/audit", get(list_audit))
+        .with_state(state)
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A user as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    pub alternate_email: Option<String>,
+    pub mobile_phone: Option<String>,
+    /// The user must choose a new password at next sign-in.
+    pub must_change_password: bool,
+    /// When the password was last set, if the directory records it.
+    pub password_last_changed: Option<DateTime<Utc>>,
+    /// The directory has locked the account (too many failed sign-ins or an admin lock).
+    pub locked: bool,
+    pub dn: String,
+}
+
+impl From<UserEntry> for UserView {
+    fn from(u: UserEntry) -> Self {
+        Self {
+            user_name: u.user_name,
+            display_name: u.display_name,
+            mail: u.mail,
+            alternate_email: u.alternate_mail,
+            mobile_phone: u.mobile,
+            must_change_password: u.must_change,
+            password_last_changed: u.password_changed_at,
+            locked: u.locked,
+            dn: u.dn,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserSearchParams {
+    /// Part of a user name, display name or mail address; empty lists everyone.
+    #[serde(default)]
+    search: String,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<usize>,
+    /// Number of matches to skip (default 0).
+    offset: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPage {
+    pub users: Vec<UserView>,
+    /// Matches found (at most 1000).
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    /// More than 1000 users matched: refine the search to see the rest.
+    pub truncated: bool,
+}
+
+/// Search users by name or mail, sorted by user name.
+#[utoipa::path(get, path = "/api/v1/users", params(UserSearchParams),
+    responses((status = 200, body = UserPage), (status = 401), (status = 403), (status = 503)),
+    security(("bearer" = [])), tag = "users")]
+pub async fn list_users(
+    State(state): State<AdminState>,
+    _caller: Require<ReadUsers>,
+    params: Result<Query<UserSearchParams>, QueryRejection>,
+) -> Result<Json<UserPage>, AdminError> {
+    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(AdminError::BadRequest(format!(
+            "limit is {limit}; use a value from 1 to 200"
+        )));
+    }
+    let offset = params.offset.unwrap_or(0);
+    let found = state
+        .account
+        .directory()
+        .search_users(params.search.trim(), MAX_SEARCH_RESULTS)
+        .await
+        .map_err(|e| state.account.directory_error(e))?;
+    let total = found.users.len();
+    let users = found
+        .users
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(UserView::from)
+        .collect();
+    Ok(Json(UserPage {
+        users,
+        total,
+        offset,
+        limit,
+        truncated: found.truncated,
+    }))
+}
+
+/// One user and their password state.
+#[utoipa::path(get, path = "/api/v1/users/{userName}",
+    params(("userName" = String, Path, description = "sign-in name")),
+    responses((status = 200, body = UserView), (status = 404), (status = 401), (status = 403), (status = 503)),
+    security(("bearer" = [])), tag = "users")]
+pub async fn get_user(
+    State(state): State<AdminState>,
+    _caller: Require<ReadUsers>,
+    Path(user_name): Path<String>,
+) -> Result<Json<UserView>, AdminError> {
+    let user = state.account.find_user(&user_name).await?;
+    Ok(Json(user.into()))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetMode {
+    /// lockbridge generates a strong temporary password.
+    Auto,
+    /// The administrator gives the password in `password`.
+    Manual,
+}
+
+/// Reset a user's password, as in the Microsoft 365 admin center.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResetBody {
+    pub mode: ResetMode,
+    /// Required with mode "manual", refused with mode "auto".
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<Secret>,
+    /// Require the user to change the password when they first sign in (default true).
+    #[serde(default = "default_true")]
+    pub require_change_at_next_sign_in: bool,
+    /// Email the new password to these addresses (at most 10).
+    #[serde(default)]
+    pub send_to: Vec<String>,
+    /// Include the new password in the response (default false).
+    #[serde(default)]
+    pub show_password: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetResponse {
+    pub user_name: String,
+    pub mode: ResetMode,
+    pub require_change_at_next_sign_in: bool,
+    /// Addresses the password email was queued for; delivery is retried until it succeeds.
+    pub sent_to: Vec<String>,
+    /// Present only when showPassword was true (or the email could not be queued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Reset a user's password (auto-generated or chosen), optionally requiring a change at
+/// next sign-in and emailing the new password.
+#[utoipa::path(post, path = "/api/v1/users/{userName}/password-reset",
+    params(("userName" = String, Path, description = "sign-in name")),
+    request_body = ResetBody,
+    responses((status = 200, body = ResetResponse), (status = 400), (status = 401), (status = 403),
+        (status = 404), (status = 422, description = "the password breaks a rule; the body says which"),
+        (status = 503, description = "the directory is unavailable; retry after Retry-After seconds")),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn reset_password(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<ResetPasswords>,
+    headers: HeaderMap,
+    Path(user_name): Path<String>,
+    body: Result<Json<ResetBody>, JsonRejection>,
+) -> Result<Json<ResetResponse>, AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let choice = match (body.mode, body.password) {
+        (ResetMode::Auto, None) => PasswordChoice::Generate,
+        (ResetMode::Manual, Some(p)) => PasswordChoice::Chosen(p),
+        (ResetMode::Auto, Some(_)) => {
+            return Err(AdminError::BadRequest(
+                "mode \"auto\" generates the password: remove `password`, or use mode \"manual\""
+                    .into(),
+            ));
+        }
+        (ResetMode::Manual, None) => {
+            return Err(AdminError::BadRequest(
+                "mode \"manual\" needs the new password in `password`".into(),
+            ));
+        }
+    };
+    let actor = Actor {
+        name: caller.name.clone(),
+        may_reset_admins: caller.can(Permission::ResetAdminPasswords),
+        request_id: request_id(&headers),
+    };
+    let receipt = state
+        .account
+        .reset_password(
+            &actor,
+            &user_name,
+            ResetRequest {
+                choice,
+                require_change: body.require_change_at_next_sign_in,
+                send_to: body.send_to,
+                show_password: body.show_password,
+            },
+        )
+        .await?;
+    let mut warnings = Vec::new();
+    if receipt.delivery_failed {
+        warnings.push(
+            "the password was set but could not be queued for email; it is shown here instead: \
+             pass it to the user securely"
+                .to_string(),
+        );
+    }
+    Ok(Json(ResetResponse {
+        user_name: receipt.user.user_name,
+        mode: body.mode,
+        require_change_at_next_sign_in: receipt.require_change,
+        sent_to: receipt.sent_to,
+        password: receipt.password.map(|p| p.expose().to_string()),
+        warnings,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only records by this actor (token name).
+    actor: Option<String>,
+    /// Only records about this target (user name).
+    target: Option<String>,
+    /// Only this action, e.g. `password.reset`.
+    action: Option<String>,
+    /// Only records older than this id (the `next` value of the previous page).
+    before: Option<i64>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecordView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl From<AuditRecord> for AuditRecordView {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            id: r.id,
+            at: r.at,
+            request_id: r.request_id,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            detail: r.detail.and_then(|d| serde_json::from_str(&d).ok()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub records: Vec<AuditRecordView>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams),
+    responses((status = 200, body = AuditPage), (status = 401), (status = 403)),
+    security(("bearer" = [])), tag = "audit")]
+pub async fn list_audit(
+    State(state): State<AdminState>,
+    _caller: Require<ReadAudit>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<AuditPage>, AdminError> {
+    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AdminError::BadRequest(format!(
+            "limit is {limit}; use a value from 1 to 500"
+        )));
+    }
+    let records = state
+        .audit
+        .query(&AuditQuery {
+            actor: params.actor,
+            target: params.target,
+            action: params.action,
+            before_id: params.before,
+            limit,
+        })
+        .await?;
+    let next = (records.len() == limit as usize)
+        .then(|| records.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(AuditPage {
+        records: records.into_iter().map(AuditRecordView::from).collect(),
+        next,
+    }))
+}

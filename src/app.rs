@@ -1,0 +1,268 @@
+//! The composition root: builds every service from the configuration, runs the HTTP
+//! server and the background workers, and shuts them down in order. Nothing imports
+//! this module except the CLI.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::account::AccountService;
+use crate::admin::AdminState;
+use crate::audit::AuditLog;
+use crate::auth::{Authenticator, TokenKey, TokenService};
+use crate::config::{Config, DirectoryKindConfig, SmtpSecurityConfig};
+use crate::directory::{Directory, DirectoryError, DirectoryKind, DirectorySettings};
+use crate::http::{HealthState, RateLimit, RouterParts, router};
+use crate::notify::{
+    MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer,
+    SmtpSecurity, Templates, derive_key,
+};
+use crate::store::{SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryError),
+    #[error("mail: {0}")]
+    Notify(#[from] NotifyError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The directory settings from the configuration.
+pub fn directory_settings(config: &Config) -> DirectorySettings {
+    let d = &config.directory;
+    DirectorySettings {
+        kind: match d.kind {
+            DirectoryKindConfig::Openldap => DirectoryKind::OpenLdap,
+        },
+        url: d.url.clone(),
+        starttls: d.starttls,
+        ca_file: d.ca_file.clone(),
+        tls_insecure_skip_verify: d.tls_insecure_skip_verify,
+        allow_plaintext: d.allow_plaintext,
+        bind_dn: d.bind_dn.clone(),
+        bind_password: config.directory_bind_password.clone(),
+        users_base: d.users_base.clone(),
+        user_filter: d.user_filter.clone(),
+        user_name_attribute: d.user_name_attribute.clone(),
+        mail_attribute: d.mail_attribute.clone(),
+        display_name_attribute: d.display_name_attribute.clone(),
+        alternate_mail_attribute: d.alternate_mail_attribute.clone(),
+        mobile_attribute: d.mobile_attribute.clone(),
+        admin_group_dns: d.admin_group_dns.clone(),
+        pool_size: d.pool_size,
+        connect_timeout: Duration::from_secs(d.connect_timeout_secs),
+        operation_timeout: Duration::from_secs(d.operation_timeout_secs),
+    }
+}
+
+pub fn mail_settings(config: &Config) -> MailSettings {
+    let m = &config.mail;
+    MailSettings {
+        relay: m.relay.clone(),
+        port: m.port,
+        security: match m.security {
+            SmtpSecurityConfig::Starttls => SmtpSecurity::StartTls,
+            SmtpSecurityConfig::Tls => SmtpSecurity::Tls,
+            SmtpSecurityConfig::None => SmtpSecurity::None,
+        },
+        ca_file: m.ca_file.clone(),
+        username: m.username.clone(),
+        password: config.mail_password.clone(),
+        from: m.from.clone(),
+        timeout: Duration::from_secs(m.timeout_secs),
+    }
+}
+
+/// Opens (creating and migrating if needed) the store.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+    if let Some(parent) = config.store_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            AppError::Io(format!(
+                "cannot create the state folder {}: {e} (server.state_dir)",
+                parent.display()
+            ))
+        })?;
+    }
+    let store = SqliteStore::open(&config.store_path).await?;
+    Ok(Arc::new(store))
+}
+
+pub fn token_service(config: &Config, store: Arc<dyn Store>) -> TokenService {
+    TokenService::new(store, token_key(config))
+}
+
+fn token_key(config: &Config) -> TokenKey {
+    TokenKey::new(derive_key(&config.master_key, "api-token-hash"))
+}
+
+fn install_metrics() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let metrics = install_metrics();
+    let store = open_store(&config).await?;
+    let directory = Directory::new(directory_settings(&config))?;
+    let templates = Templates::new(config.mail.templates_dir.as_deref())?;
+    let mailer = Mailer::new(&mail_settings(&config))?;
+    let sealer = Arc::new(Sealer::new(derive_key(
+        &config.master_key,
+        "outbox-secrets",
+    )));
+    let notifier = Notifier::new(store.clone(), sealer.clone());
+    let worker = OutboxWorker::new(
+        store.clone(),
+        sealer,
+        mailer,
+        templates,
+        OutboxSettings {
+            poll_interval: Duration::from_millis(config.outbox.poll_interval_ms),
+            initial_backoff: Duration::from_secs(config.outbox.initial_backoff_secs),
+            max_backoff: Duration::from_secs(config.outbox.max_backoff_secs),
+            max_attempts: config.outbox.max_attempts,
+        },
+        notifier.waker(),
+    );
+    let audit = AuditLog::new(store.clone());
+    let account = AccountService::new(
+        directory.clone(),
+        config.password_policy.to_rules(),
+        notifier,
+        audit.clone(),
+        config.server.public_url.clone(),
+        config.directory.retry_after_secs,
+    );
+    let app = router(RouterParts {
+        admin: AdminState {
+            account,
+            audit: audit.clone(),
+            auth: Authenticator::new(store.clone(), token_key(&config)),
+        },
+        health: HealthState { directory, audit },
+        metrics,
+        request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        rate_limit: (config.server.rate_limit_per_second > 0).then_some(RateLimit {
+            per_second: config.server.rate_limit_per_second,
+            burst: config.server.rate_limit_burst,
+        }),
+    });
+
+    let stop = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(stop.clone()));
+
+    let address = listener
+        .local_addr()
+        .map_err(|e| AppError::Io(e.to_string()))?;
+    tracing::info!(%address, "lockbridge is listening");
+    // Readiness for systemd (Type=notify); a no-op outside systemd.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let stop_server = stop.clone();
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            () = shutdown => {},
+            () = stop_server.cancelled() => {},
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    })
+    .await;
+    stop.cancel();
+    // Let the outbox finish the message in hand; a queued message is safe in the store.
+    match tokio::time::timeout(Duration::from_secs(15), worker_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the outbox worker crashed"),
+        Err(_) => tracing::warn!("the outbox worker did not stop within 15 s"),
+    }
+    served.map_err(|e| AppError::Io(format!("HTTP server: {e}")))
+}
+
+/// What `check-config` reports, one line per component.
+pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
+    let mut report = Vec::new();
+    let settings = directory_settings(config);
+    let url = settings.url.clone();
+    let directory = match Directory::new(settings) {
+        Ok(d) => match d.ping().await {
+            Ok(info) => Ok(format!(
+                "{url}: bound as {} in {} ms{}{}",
+                info.bound_as,
+                info.round_trip.as_millis(),
+                info.vendor
+                    .map(|v| format!(", server: {v}"))
+                    .unwrap_or_default(),
+                match info.ppolicy_supported {
+                    Some(false) =>
+                        ", WARNING: the server does not list the Password Policy control",
+                    _ => "",
+                }
+            )),
+            Err(e) => Err(format!("{url}: {e}")),
+        },
+        Err(e) => Err(format!("{url}: {e}")),
+    };
+    report.push(("directory".to_string(), directory));
+
+    let mail = mail_settings(config);
+    let target = format!("{}:{}", mail.relay, mail.port);
+    let mail_result = match Mailer::new(&mail) {
+        Ok(m) => match m.test_connection().await {
+            Ok(()) => Ok(format!("{target}: relay answered")),
+            Err(e) => Err(format!("{target}: {e}")),
+        },
+        Err(e) => Err(format!("{target}: {e}")),
+    };
+    report.push(("mail".to_string(), mail_result));
+
+    let templates = Templates::new(config.mail.templates_dir.as_deref())
+        .and_then(|t| t.check())
+        .map(|()| "all message templates compile".to_string())
+        .map_err(|e| e.to_string());
+    report.push(("templates".to_string(), templates));
+
+    report.push((
+        "store".to_string(),
+        check_store_location(&config.store_path),
+    ));
+    report
+}
+
+fn check_store_location(path: &Path) -> Result<String, String> {
+    if path.is_file() {
+        return Ok(format!("{} exists", path.display()));
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    if parent.is_dir() {
+        Ok(format!("{} will be created at first start", path.display()))
+    } else {
+        Err(format!(
+            "{} does not exist; create it (server.state_dir) and give the service user write access",
+            parent.display()
+        ))
+    }
+}

@@ -1,0 +1,12 @@
+//! Who is calling and what they may do: API tokens, roles and the request extractors
+//! that enforce them. The permission check lives here and only here: a handler states
+//! the permission it needs in its signature (`Require<ResetPasswords>`) and cannot
+//! forget to check it.
+
+mod principal;
+mod roles;
+mod tokens;
+
+pub use principal::{AuthError, Authenticator, Principal, Require};
+pub use roles::{Permission, PermissionMarker, ReadAudit, ReadUsers, ResetPasswords, Role};
+pub use tokens::{IssuedToken, TokenKey, TokenService};

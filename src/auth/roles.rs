@@ -1,0 +1,124 @@
+//! Roles and what each may do, in one table (`Role::allows`).
+//!
+//! Modelled on Microsoft 365: a Password administrator resets passwords of
+//! non-administrators only; a Global administrator may do everything.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A role held by an API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    GlobalAdmin,
+    PasswordAdmin,
+}
+
+/// Something a caller may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Look up users and their password state.
+    ReadUsers,
+    /// Reset the password of a user who is not an administrator.
+    ResetPasswords,
+    /// Reset the password of a member of an administrator group.
+    ResetAdminPasswords,
+    /// Read the audit log.
+    ReadAudit,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::GlobalAdmin, Role::PasswordAdmin];
+
+    /// The whole role model. Keep it a single match so a review sees every grant.
+    pub fn allows(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::GlobalAdmin => true,
+            Role::PasswordAdmin => matches!(permission, ReadUsers | ResetPasswords),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GlobalAdmin => "global-admin",
+            Role::PasswordAdmin => "password-admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+                format!("unknown role `{s}`; known roles: {}", known.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Permission::ReadUsers => "read users",
+            Permission::ResetPasswords => "reset passwords",
+            Permission::ResetAdminPasswords => "reset administrators' passwords",
+            Permission::ReadAudit => "read the audit log",
+        })
+    }
+}
+
+/// Type-level permission, so handlers can name what they need in their signature.
+pub trait PermissionMarker: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+macro_rules! marker {
+    ($name:ident) => {
+        #[doc = concat!("Marker for [`Permission::", stringify!($name), "`].")]
+        #[derive(Debug)]
+        pub struct $name;
+        impl PermissionMarker for $name {
+            const PERMISSION: Permission = Permission::$name;
+        }
+    };
+}
+
+marker!(ReadUsers);
+marker!(ResetPasswords);
+marker!(ReadAudit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_matrix() {
+        use Permission::*;
+        for p in [ReadUsers, ResetPasswords, ResetAdminPasswords, ReadAudit] {
+            assert!(Role::GlobalAdmin.allows(p));
+        }
+        assert!(Role::PasswordAdmin.allows(ReadUsers));
+        assert!(Role::PasswordAdmin.allows(ResetPasswords));
+        assert!(!Role::PasswordAdmin.allows(ResetAdminPasswords));
+        assert!(!Role::PasswordAdmin.allows(ReadAudit));
+    }
+
+    #[test]
+    fn roles_round_trip_and_unknown_is_explained() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+        }
+        let err = "root".parse::<Role>().expect_err("unknown");
+        assert!(err.contains("global-admin") && err.contains("password-admin"));
+    }
+}

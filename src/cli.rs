@@ -1,0 +1,308 @@
+//! The command line: `serve`, `check-config` and `token create|list|revoke`.
+//!
+//! Exit codes follow sysexits(3) so service managers and scripts can tell problems
+//! apart: 0 ok, 64 bad usage, 69 a service is unreachable, 70 internal failure,
+//! 78 bad configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::auth::Role;
+use crate::config::{self, Config, LogFormat};
+
+pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+pub const EXIT_SOFTWARE: u8 = 70;
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lockbridge",
+    version,
+    about = "Password management for an LDAP directory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML); see config/lockbridge.example.toml.
+    #[arg(
+        long,
+        short,
+        env = "LOCKBRIDGE_CONFIG",
+        default_value = "/etc/lockbridge/lockbridge.toml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ConfigArg),
+    /// Validate the configuration, connect to the directory and the mail relay, and report.
+    CheckConfig(ConfigArg),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once on standard output.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A unique name, shown in the audit log (e.g. "helpdesk-anna").
+        #[arg(long)]
+        name: String,
+        /// global-admin or password-admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (names and roles, never the tokens).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("lockbridge: {message}");
+    ExitCode::from(code)
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path, std::env::vars()).map_err(|e| fail(EXIT_CONFIG, e))
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(&config.server.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.server.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .flatten_event(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::CheckConfig(args) => check_config(args).await,
+        Command::Token(cmd) => token(cmd).await,
+    }
+}
+
+async fn serve(args: ConfigArg) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing(&config);
+    let address = match config.server.listen_addr() {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("cannot listen on {address} (server.listen): {e}"),
+            );
+        }
+    };
+    match app::serve(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ app::AppError::Directory(_)) => fail(EXIT_CONFIG, e),
+        Err(e) => fail(EXIT_SOFTWARE, e),
+    }
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn check_config(args: ConfigArg) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("configuration: {}: valid", args.config.display());
+    let mut ok = true;
+    for (component, result) in app::check(&config).await {
+        match result {
+            Ok(text) => println!("{component}: ok: {text}"),
+            Err(text) => {
+                ok = false;
+                println!("{component}: FAILED: {text}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    }
+}
+
+async fn token(cmd: TokenCommand) -> ExitCode {
+    let (args, action) = match cmd {
+        TokenCommand::Create { config, name, role } => (config, TokenAction::Create(name, role)),
+        TokenCommand::List { config } => (config, TokenAction::List),
+        TokenCommand::Revoke { config, name } => (config, TokenAction::Revoke(name)),
+    };
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match app::open_store(&config).await {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let tokens = app::token_service(&config, store.clone());
+    let audit = crate::audit::AuditLog::new(store);
+    let actor = format!("cli:{}", whoami());
+    match action {
+        TokenAction::Create(name, role) => {
+            let role = match role.parse::<Role>() {
+                Ok(r) => r,
+                Err(e) => return fail(EXIT_USAGE, e),
+            };
+            if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                return fail(EXIT_USAGE, "--name must be 1 to 100 printable characters");
+            }
+            match tokens.create(&name, role).await {
+                Ok(issued) => {
+                    record(
+                        &audit,
+                        &actor,
+                        crate::audit::Action::TokenCreated,
+                        &name,
+                        role,
+                    )
+                    .await;
+                    eprintln!(
+                        "created token `{}` with role {}; it is shown once, below. Store it in a secret manager.",
+                        issued.name, issued.role
+                    );
+                    println!("{}", issued.token.expose());
+                    ExitCode::SUCCESS
+                }
+                Err(crate::store::StoreError::Conflict(_)) => fail(
+                    EXIT_USAGE,
+                    format!(
+                        "a token named `{name}` exists already; choose another name or revoke it first"
+                    ),
+                ),
+                Err(e) => fail(EXIT_UNAVAILABLE, e),
+            }
+        }
+        TokenAction::List => match tokens.list().await {
+            Ok(list) => {
+                println!("{:<32} {:<16} {:<25} revoked", "name", "role", "created");
+                for t in list {
+                    println!(
+                        "{:<32} {:<16} {:<25} {}",
+                        t.name,
+                        t.role,
+                        t.created_at.to_rfc3339(),
+                        t.revoked_at
+                            .map(|r| r.to_rfc3339())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_UNAVAILABLE, e),
+        },
+        TokenAction::Revoke(name) => match tokens.revoke(&name).await {
+            Ok(true) => {
+                record(
+                    &audit,
+                    &actor,
+                    crate::audit::Action::TokenRevoked,
+                    &name,
+                    Role::GlobalAdmin,
+                )
+                .await;
+                eprintln!("revoked token `{name}`");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => fail(
+                EXIT_USAGE,
+                format!("no active token named `{name}` (see `lockbridge token list`)"),
+            ),
+            Err(e) => fail(EXIT_UNAVAILABLE, e),
+        },
+    }
+}
+
+enum TokenAction {
+    Create(String, String),
+    List,
+    Revoke(String),
+}
+
+async fn record(
+    audit: &crate::audit::AuditLog,
+    actor: &str,
+    action: crate::audit::Action,
+    name: &str,
+    role: Role,
+) {
+    let _ = audit
+        .record(crate::audit::AuditEvent {
+            actor: actor.to_string(),
+            action,
+            target: Some(name.to_string()),
+            outcome: crate::audit::Outcome::Success,
+            detail: (action == crate::audit::Action::TokenCreated).then_some(
+                crate::audit::Detail::Token {
+                    role: role.as_str(),
+                },
+            ),
+            request_id: None,
+        })
+        .await;
+}
+
+fn whoami() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,431 @@
+//! The one mapping from every error type to an HTTP response.
+//!
+//! Every refusal carries a stable machine `code`, a `detail` saying what was wrong and a
+//! `hint` saying what to do. Internal causes are logged here, once, inside the request's
+//! span (which carries the request id); the client gets no internal text.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::account::{AccountError, rejection_code};
+use crate::admin::AdminError;
+use crate::auth::AuthError;
+use crate::directory::PolicyRejection;
+
+/// The body of every error response of the admin API.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `password_policy`.
+    pub code: &'static str,
+    /// What was wrong.
+    pub detail: String,
+    /// What to do about it.
+    pub hint: String,
+    /// For `password_policy`: each rule the password breaks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<ViolationView>,
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
+    #[serde(skip)]
+    pub www_authenticate: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViolationView {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            hint: hint.into(),
+            violations: Vec::new(),
+            retry_after_secs: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// A 500 whose cause is logged, not shown.
+    pub fn internal(cause: &str) -> Self {
+        tracing::error!(cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+            "see the server log for the request id in this response's X-Request-Id header",
+        )
+    }
+}
+
+impl IntoResponse for ErrorBody {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let retry_after = self.retry_after_secs;
+        let www = self.www_authenticate;
+        let mut response = (status, Json(self)).into_response();
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Some(w) = www {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(w));
+        }
+        response
+    }
+}
+
+impl From<&AuthError> for ErrorBody {
+    fn from(e: &AuthError) -> Self {
+        match e {
+            AuthError::MissingToken => ErrorBody {
+                www_authenticate: Some("Bearer"),
+                ..ErrorBody::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    e.to_string(),
+                    "send `Authorization: Bearer <token>`; an operator creates tokens with `lockbridge token create`",
+                )
+            },
+            AuthError::InvalidToken => ErrorBody {
+                www_authenticate: Some("Bearer error=\"invalid_token\""),
+                ..ErrorBody::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    e.to_string(),
+                    "check the token was copied whole; ask an operator for a new one if it was revoked",
+                )
+            },
+            AuthError::Forbidden { .. } => ErrorBody::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                e.to_string(),
+                "use a token whose role grants this, or ask a global admin",
+            ),
+            AuthError::Store(cause) => store_unavailable(&cause.to_string()),
+        }
+    }
+}
+
+fn store_unavailable(cause: &str) -> ErrorBody {
+    tracing::error!(cause, "store unavailable");
+    ErrorBody {
+        retry_after_secs: Some(5),
+        ..ErrorBody::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "lockbridge's own database is unavailable; nothing was changed",
+            "retry later; operators: check the state folder's disk and permissions",
+        )
+    }
+}
+
+/// Code, explanation and advice for a password the directory's own policy refused.
+pub fn rejection_text(r: &PolicyRejection) -> (&'static str, String, &'static str) {
+    let (detail, hint) = match r {
+        PolicyRejection::TooShort => (
+            "the directory's password policy says the password is too short".into(),
+            "choose a longer password",
+        ),
+        PolicyRejection::InsufficientQuality => (
+            "the directory's password policy says the password is not of sufficient quality".into(),
+            "choose a longer password that mixes letters, digits and symbols",
+        ),
+        PolicyRejection::InHistory => (
+            "the directory's password policy says this password was used recently".into(),
+            "choose a password the user has not used before",
+        ),
+        PolicyRejection::TooYoung => (
+            "the directory's password policy says the password was changed too recently".into(),
+            "wait until the minimum password age has passed",
+        ),
+        PolicyRejection::TooLong => (
+            "the directory's password policy says the password is too long".into(),
+            "choose a shorter password",
+        ),
+        PolicyRejection::ModNotAllowed => (
+            "the directory's password policy does not allow this password change".into(),
+            "check the user's password policy (pwdAllowUserChange) in the directory",
+        ),
+        PolicyRejection::MustSupplyOldPassword => (
+            "the directory requires the old password for this change".into(),
+            "check the password policy's pwdSafeModify setting",
+        ),
+        PolicyRejection::Other(text) => (
+            format!("the directory refused the password: {text}"),
+            "choose a different password, or see the directory's password policy",
+        ),
+    };
+    (rejection_code(r), detail, hint)
+}
+
+impl From<&AccountError> for ErrorBody {
+    fn from(e: &AccountError) -> Self {
+        let code = e.code();
+        match e {
+            AccountError::UnknownUser(_) => ErrorBody::new(
+                StatusCode::NOT_FOUND,
+                code,
+                e.to_string(),
+                "check the user name (GET /api/v1/users?search= finds users)",
+            ),
+            AccountError::AdministratorTarget(_) => ErrorBody::new(
+                StatusCode::FORBIDDEN,
+                code,
+                e.to_string(),
+                "ask a global admin to reset this password",
+            ),
+            AccountError::InvalidRequest(detail) => ErrorBody::new(
+                StatusCode::BAD_REQUEST,
+                code,
+                detail.clone(),
+                "fix the request and send it again; nothing was changed",
+            ),
+            AccountError::PolicyViolation(violations) => ErrorBody {
+                violations: violations
+                    .iter()
+                    .map(|v| ViolationView {
+                        code: v.code(),
+                        message: format!("the password {v}"),
+                    })
+                    .collect(),
+                ..ErrorBody::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    code,
+                    format!(
+                        "the password breaks {} rule(s): {}",
+                        violations.len(),
+                        violations
+                            .iter()
+                            .map(|v| v.code())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "choose a password that meets every rule listed in `violations`; the old password still works",
+                )
+            },
+            AccountError::DirectoryRefused(r) => {
+                let (code, detail, hint) = rejection_text(r);
+                ErrorBody::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    code,
+                    detail,
+                    format!("{hint}; the old password still works"),
+                )
+            }
+            AccountError::DirectoryUnavailable {
+                cause,
+                retry_after_secs,
+            } => {
+                tracing::warn!(cause = %cause, "directory unavailable");
+                ErrorBody {
+                    retry_after_secs: Some(*retry_after_secs),
+                    ..ErrorBody::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        code,
+                        "the directory is not reachable right now; nothing was changed",
+                        "retry after the number of seconds in Retry-After",
+                    )
+                }
+            }
+            AccountError::OutcomeUnknown {
+                cause,
+                retry_after_secs,
+            } => {
+                tracing::warn!(cause = %cause, "password write outcome unknown");
+                ErrorBody {
+                    retry_after_secs: Some(*retry_after_secs),
+                    ..ErrorBody::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        code,
+                        "the directory stopped answering after the password change was sent; \
+                         the password may or may not have been changed",
+                        "reset the password again once the directory answers (mode \"auto\" \
+                         replaces whichever password is in force)",
+                    )
+                }
+            }
+            AccountError::FlagNotApplied => ErrorBody::new(
+                StatusCode::BAD_GATEWAY,
+                code,
+                e.to_string(),
+                "the new password is in force; reset again to apply the setting, or check the \
+                 service account's write access to pwdReset",
+            ),
+            AccountError::DirectoryAccessDenied => {
+                tracing::error!("the directory denied the service account access");
+                ErrorBody::new(
+                    StatusCode::BAD_GATEWAY,
+                    code,
+                    e.to_string(),
+                    "operators: give the service account write access to userPassword and pwdReset \
+                     (not manage); nothing was changed",
+                )
+            }
+            AccountError::AccountLocked => ErrorBody::new(
+                StatusCode::CONFLICT,
+                code,
+                e.to_string(),
+                "unlock the account in the directory first",
+            ),
+            AccountError::Directory(cause) => {
+                tracing::error!(cause = %cause, "directory error");
+                ErrorBody::new(
+                    StatusCode::BAD_GATEWAY,
+                    code,
+                    "the directory answered with an unexpected error",
+                    "see the server log for the request id in this response's X-Request-Id header",
+                )
+            }
+            AccountError::AuditUnavailable(cause) => store_unavailable(&cause.to_string()),
+        }
+    }
+}
+
+impl From<&AdminError> for ErrorBody {
+    fn from(e: &AdminError) -> Self {
+        match e {
+            AdminError::Account(a) => a.into(),
+            AdminError::BadRequest(detail) => ErrorBody::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                detail.clone(),
+                "fix the request (see /api/v1/openapi.json); nothing was changed",
+            ),
+            AdminError::Store(cause) => store_unavailable(&cause.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        ErrorBody::from(&self).into_response()
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        ErrorBody::from(&self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Permission, Role};
+    use crate::policy::Violation;
+
+    /// Every variant gets the intended status and code (the table a reviewer reads).
+    #[test]
+    fn status_and_code_table() {
+        let cases: Vec<(ErrorBody, StatusCode, &str)> = vec![
+            (
+                (&AuthError::MissingToken).into(),
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+            (
+                (&AuthError::InvalidToken).into(),
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+            ),
+            (
+                (&AuthError::Forbidden {
+                    role: Role::PasswordAdmin,
+                    permission: Permission::ReadAudit,
+                })
+                    .into(),
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                (&AccountError::UnknownUser("x".into())).into(),
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+            ),
+            (
+                (&AccountError::AdministratorTarget("x".into())).into(),
+                StatusCode::FORBIDDEN,
+                "forbidden_target",
+            ),
+            (
+                (&AccountError::InvalidRequest("x".into())).into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                (&AccountError::PolicyViolation(vec![Violation::TooShort { min: 12, actual: 3 }]))
+                    .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password_policy",
+            ),
+            (
+                (&AccountError::DirectoryRefused(PolicyRejection::InHistory)).into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password_in_history",
+            ),
+            (
+                (&AccountError::DirectoryUnavailable {
+                    cause: "x".into(),
+                    retry_after_secs: 7,
+                })
+                    .into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "directory_unavailable",
+            ),
+            (
+                (&AccountError::FlagNotApplied).into(),
+                StatusCode::BAD_GATEWAY,
+                "must_change_flag_not_applied",
+            ),
+            (
+                (&AccountError::AccountLocked).into(),
+                StatusCode::CONFLICT,
+                "account_locked",
+            ),
+            (
+                (&AdminError::BadRequest("x".into())).into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+        ];
+        for (body, status, code) in cases {
+            assert_eq!(body.status, status, "{code}");
+            assert_eq!(body.code, code);
+            assert!(!body.hint.is_empty() && !body.detail.is_empty(), "{code}");
+        }
+    }
+
+    #[test]
+    fn unavailable_sets_retry_after() {
+        let response = AdminError::Account(AccountError::DirectoryUnavailable {
+            cause: "down".into(),
+            retry_after_secs: 7,
+        })
+        .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn missing_token_asks_for_bearer() {
+        let response = AuthError::MissingToken.into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

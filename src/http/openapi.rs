@@ -1,0 +1,30 @@
+//! The OpenAPI document served at `/api/v1/openapi.json`, generated from the handlers.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::admin::routes as admin;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lockbridge admin API", description = "Password management over LDAP: user lookup, password resets, audit log."),
+    paths(admin::list_users, admin::get_user, admin::reset_password, admin::list_audit),
+    components(schemas(admin::UserView, admin::UserPage, admin::ResetBody, admin::ResetMode,
+        admin::ResetResponse, admin::AuditPage, admin::AuditRecordView, super::ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "users"), (name = "passwords"), (name = "audit"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = doc.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The command line as an operator meets it: check-config, tokens, exit codes.
+
+mod harness;
+
+use harness::daemon::{run_cli, write_config};
+use harness::slapd::Slapd;
+use harness::smtp::MailSink;
+
+#[test]
+fn check_config_reports_each_component() {
+    let mut slapd = Slapd::start();
+    let mut mail = MailSink::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state");
+    let config = write_config(dir.path(), &slapd, mail.port, 1, "");
+    let (code, out, err) = run_cli(&config, &["check-config"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for component in [
+        "configuration",
+        "directory: ok",
+        "mail: ok",
+        "templates: ok",
+        "store: ok",
+    ] {
+        assert!(out.contains(component), "`{component}` missing:\n{out}");
+    }
+
+    // With the directory and the relay down, it says which is failing and exits 69.
+    slapd.stop();
+    mail.stop();
+    let (code, out, _) = run_cli(&config, &["check-config"]);
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("directory: FAILED"), "{out}");
+    assert!(out.contains("mail: FAILED"), "{out}");
+}
+
+#[test]
+fn wrong_service_password_is_named_by_check_config() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &slapd, mail.port, 1, "");
+    std::fs::write(&slapd.service_password_file, "wrong-password").expect("overwrite");
+    let (code, out, _) = run_cli(&config, &["check-config"]);
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("directory: FAILED"), "{out}");
+    assert!(
+        out.contains("bind_password") || out.contains("credentials"),
+        "{out}"
+    );
+    assert!(!out.contains("wrong-password"));
+}
+
+#[test]
+fn bad_configuration_is_one_clear_line_and_exit_78() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[directory]\nurl = \"ldaps://x\"\nbind_dn = \"cn=x\"\nbind_password = \"p\"\nusers_base = \"dc=x\"\npool_size = 0\n[security]\nmaster_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+            "directory.pool_size",
+        ),
+        (
+            "[directory]\nurl = \"http://x\"\nbind_dn = \"cn=x\"\nbind_password = \"p\"\nusers_base = \"dc=x\"\n[security]\nmaster_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+            "directory.url",
+        ),
+        (
+            "[directory]\nurl = \"ldaps://x\"\nbind_dn = \"cn=x\"\nbind_password = \"p\"\nusers_base = \"dc=x\"\n",
+            "security.master_key",
+        ),
+        ("[server]\nlisten = \"nowhere\"\n", "directory"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).expect("write");
+        for cmd in ["check-config", "serve"] {
+            let (code, _, err) = run_cli(&path, &[cmd]);
+            assert_eq!(code, 78, "{cmd} with {key}: {err}");
+            assert!(err.contains(key), "{cmd}: `{key}` not named in: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert!(!err.contains("p\""), "{err}");
+        }
+    }
+    let (code, _, err) = run_cli(std::path::Path::new("/nonexistent.toml"), &["serve"]);
+    assert_eq!(code, 78);
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}
+
+#[test]
+fn tokens_are_shown_once_and_listed_without_secrets() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &slapd, 25, 1, "");
+    let (code, token, err) = run_cli(
+        &config,
+        &["token", "create", "--name", "ops", "--role", "global-admin"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim();
+    assert!(token.starts_with("lbt_") && token.len() > 40, "{token}");
+    assert!(!err.contains(token), "the token goes to stdout only");
+
+    let (code, _, err) = run_cli(
+        &config,
+        &["token", "create", "--name", "ops", "--role", "global-admin"],
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = run_cli(
+        &config,
+        &["token", "create", "--name", "x", "--role", "root"],
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("global-admin"), "known roles listed: {err}");
+
+    let (code, list, _) = run_cli(&config, &["token", "list"]);
+    assert_eq!(code, 0);
+    assert!(list.contains("ops") && list.contains("global-admin"));
+    assert!(!list.contains(token));
+    let (code, _, _) = run_cli(&config, &["token", "revoke", "--name", "ops"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = run_cli(&config, &["token", "revoke", "--name", "ops"]);
+    assert_eq!(code, 64, "{err}");
+    // The store never holds the token itself.
+    let db = std::fs::read(dir.path().join("state").join("lockbridge.db")).expect("db");
+    assert!(!String::from_utf8_lossy(&db).contains(token));
+}

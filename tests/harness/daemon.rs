@@ -1,0 +1,311 @@
+//! The real `lockbridge` binary, started with a temporary configuration against a
+//! sandbox slapd and mail sink, and talked to over HTTP.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::slapd::Slapd;
+use super::smtp::MailSink;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockbridge");
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    /// A global-admin token.
+    pub admin_token: String,
+    /// A password-admin token.
+    pub password_admin_token: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A configuration for the sandbox services; `extra` is appended (later keys win
+/// only for sections not already present, so pass whole extra sections).
+pub fn write_config(
+    dir: &Path,
+    slapd: &Slapd,
+    mail_port: u16,
+    http_port: u16,
+    extra: &str,
+) -> PathBuf {
+    let key_path = dir.join("master-key");
+    std::fs::write(&key_path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").expect("write key");
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{http_port}"
+public_url = "http://127.0.0.1:{http_port}"
+state_dir = "{state}"
+log_level = "debug,hyper=info,h2=info,sqlx=info"
+
+[security]
+master_key_file = "{key}"
+
+[directory]
+url = "{ldaps}"
+ca_file = "{ca}"
+bind_dn = "{svc_dn}"
+bind_password_file = "{svc_pw}"
+users_base = "{users}"
+admin_group_dns = ["{admins}"]
+connect_timeout_secs = 2
+operation_timeout_secs = 5
+retry_after_secs = 7
+
+[mail]
+relay = "127.0.0.1"
+port = {mail_port}
+security = "none"
+from = "lockbridge <no-reply@example.org>"
+timeout_secs = 3
+
+[outbox]
+poll_interval_ms = 200
+initial_backoff_secs = 1
+max_backoff_secs = 2
+{extra}
+"#,
+        state = dir.join("state").display(),
+        key = key_path.display(),
+        ldaps = slapd.ldaps_url,
+        ca = slapd.ca_file.display(),
+        svc_dn = slapd.service_dn,
+        svc_pw = slapd.service_password_file.display(),
+        users = slapd.users_base,
+        admins = slapd.admin_group_dn,
+    );
+    let path = dir.join("lockbridge.toml");
+    let mut f = std::fs::File::create(&path).expect("config file");
+    f.write_all(config.as_bytes()).expect("write config");
+    path
+}
+
+/// Runs `lockbridge ARGS --config CONFIG` to completion: (exit code, stdout, stderr).
+pub fn run_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run lockbridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Daemon {
+    pub fn start(slapd: &Slapd, mail: &MailSink) -> Daemon {
+        Self::start_with(slapd, mail.port, "")
+    }
+
+    pub fn start_with(slapd: &Slapd, mail_port: u16, extra: &str) -> Daemon {
+        Self::start_with_env(slapd, mail_port, extra, &[])
+    }
+
+    /// As `start_with`, with `LOCKBRIDGE__...` environment overrides for the daemon.
+    pub fn start_with_env(
+        slapd: &Slapd,
+        mail_port: u16,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config_path = write_config(dir.path(), slapd, mail_port, port, extra);
+        let admin_token = create_token(&config_path, "test-global-admin", "global-admin");
+        let password_admin_token =
+            create_token(&config_path, "test-password-admin", "password-admin");
+        let log_path = dir.path().join("lockbridge.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(log.try_clone().expect("log clone")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn lockbridge");
+        let daemon = Daemon {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            config_path,
+            log_path,
+            admin_token,
+            password_admin_token,
+        };
+        daemon.wait_until_listening();
+        daemon
+    }
+
+    fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/healthz", self.url);
+        while Instant::now() < deadline {
+            if let Ok(r) = http_status(&url)
+                && r == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("lockbridge did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Api {
+        Api {
+            base: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        None
+    }
+
+    /// Asserts that none of `secrets` appears in the daemon's log, the audit log or
+    /// the store file.
+    pub async fn assert_no_secrets(&self, secrets: &[&str]) {
+        let log = self.log();
+        let audit = self
+            .client()
+            .get(&self.admin_token, "/api/v1/audit?limit=500")
+            .await
+            .1
+            .to_string();
+        let mut store = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path().join("state"))
+            .expect("state dir")
+            .flatten()
+        {
+            store.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+        let store = String::from_utf8_lossy(&store);
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            assert!(!log.contains(secret), "a secret appears in the daemon log");
+            assert!(!audit.contains(secret), "a secret appears in the audit log");
+            assert!(
+                !store.contains(secret),
+                "a secret appears in the store file"
+            );
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn create_token(config: &Path, name: &str, role: &str) -> String {
+    let (code, stdout, stderr) =
+        run_cli(config, &["token", "create", "--name", name, "--role", role]);
+    assert_eq!(code, 0, "token create failed: {stderr}");
+    stdout.trim().to_string()
+}
+
+/// A tiny blocking GET returning the status code, for readiness polling.
+fn http_status(url: &str) -> std::io::Result<u16> {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+/// A small JSON client for the admin API.
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+pub type Reply = (u16, serde_json::Value, reqwest::header::HeaderMap);
+
+impl Api {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body, headers)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let (s, b, _) = self.get_full(token, path).await;
+        (s, b)
+    }
+
+    pub async fn get_full(&self, token: &str, path: &str) -> Reply {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: serde_json::Value) -> Reply {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post_raw(&self, token: &str, path: &str, body: &str) -> Reply {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self.send(req).await
+    }
+}
