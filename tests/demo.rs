@@ -1,0 +1,115 @@
+//! The README's first command, end to end: `scripts/demo` starts everything, and the
+//! `curl` reset it prints makes bob's new password work in a real `ldapwhoami`, with
+//! the ppolicy control saying the password must be changed.
+
+mod harness;
+
+use std::process::Command;
+
+/// Runs `script` in bash with the demo's environment file loaded.
+fn bash_with_env(env_file: &std::path::Path, script: &str) -> (bool, String) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -a; source '{}'; set +a; {script}",
+            env_file.display()
+        ))
+        .output()
+        .expect("bash runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The printed command starting with the line that contains `marker`, joining
+/// backslash-continued lines.
+fn printed_command(output: &str, marker: &str) -> String {
+    let mut lines = output.lines().skip_while(|l| !l.contains(marker));
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        let line = line.trim();
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                command.push_str(head);
+                command.push(' ');
+            }
+            None => {
+                command.push_str(line);
+                break;
+            }
+        }
+    }
+    assert!(
+        !command.is_empty(),
+        "`{marker}` not printed by the demo:\n{output}"
+    );
+    command
+}
+
+#[test]
+fn demo_prints_a_reset_that_works_in_a_real_bind() {
+    let dir = harness::temp_dir("lockbridge-demo-");
+    let demo_dir = dir.path().join("demo");
+    let root = harness::repo_root();
+    let out = Command::new(root.join("scripts/demo"))
+        .arg("--background")
+        .env("LOCKBRIDGE_BIN", harness::daemon::BIN)
+        .env("LOCKBRIDGE_DEMO_DIR", &demo_dir)
+        .current_dir(&root)
+        .output()
+        .expect("scripts/demo runs");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stop = || {
+        let _ = Command::new(root.join("scripts/demo"))
+            .arg("stop")
+            .env("LOCKBRIDGE_DEMO_DIR", &demo_dir)
+            .output();
+    };
+    if !out.status.success() {
+        stop();
+        panic!(
+            "scripts/demo failed:\n{printed}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let env_file = demo_dir.join("demo.env");
+    let env_text = std::fs::read_to_string(&env_file).expect("demo.env written");
+    for key in [
+        "LOCKBRIDGE_URL=",
+        "ADMIN_TOKEN=",
+        "LDAP_URL=",
+        "LDAP_CA_FILE=",
+        "MAIL_DIR=",
+    ] {
+        assert!(env_text.contains(key), "{key} missing from demo.env");
+    }
+
+    let reset = printed_command(&printed, "curl -s -X POST");
+    let (ok, reply) = bash_with_env(&env_file, &reset);
+    let password = serde_json::from_str::<serde_json::Value>(reply.trim())
+        .ok()
+        .and_then(|v| v["password"].as_str().map(str::to_string));
+    let Some(password) = password.filter(|_| ok) else {
+        stop();
+        panic!("the printed reset did not return a password: {reply}");
+    };
+
+    let whoami = printed_command(&printed, "ldapwhoami").replace("PASTE-PASSWORD", &password);
+    let (ok, bind) = bash_with_env(&env_file, &whoami);
+    let mail_count = std::fs::read_dir(demo_dir.join("mail/messages"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    stop();
+    assert!(ok, "ldapwhoami with the new password failed: {bind}");
+    assert!(
+        bind.contains("Password must be changed"),
+        "ppolicy did not say so: {bind}"
+    );
+    assert!(mail_count <= 1, "at most the one message to the helpdesk");
+    // The demo is gone after `scripts/demo stop`.
+    let (_, health) = bash_with_env(
+        &env_file,
+        "curl -s -o /dev/null -w '%{http_code}' --max-time 2 \"$LOCKBRIDGE_URL/healthz\"",
+    );
+    assert_ne!(health.trim(), "200", "the daemon still answers after stop");
+}
