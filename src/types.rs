@@ -46,7 +46,10 @@ impl PartialEq for Secret {
     /// Constant-time, so comparing a secret never leaks how much of it matched.
     fn eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq;
-        self.expose().as_bytes().ct_eq(other.expose().as_bytes()).into()
+        self.expose()
+            .as_bytes()
+            .ct_eq(other.expose().as_bytes())
+            .into()
     }
 }
 
