@@ -405,16 +405,18 @@ pub struct PasswordPolicyConfig {
 }
 
 impl Default for PasswordPolicyConfig {
+    /// The policy module's defaults are the single source of these values.
     fn default() -> Self {
+        let rules = crate::policy::PasswordRules::default();
         Self {
-            min_length: 12,
-            max_length: 256,
-            min_character_classes: 3,
-            min_strength_score: 3,
-            banned_words: Vec::new(),
+            min_length: rules.min_length,
+            max_length: rules.max_length,
+            min_character_classes: rules.min_character_classes,
+            min_strength_score: rules.min_strength_score,
+            banned_words: rules.banned_words,
             banned_words_file: None,
-            generated_length: 16,
-            exclude_lookalikes: true,
+            generated_length: rules.generated_length,
+            exclude_lookalikes: rules.exclude_lookalikes,
         }
     }
 }
