@@ -47,9 +47,14 @@
 //! ends with a symbol, so it is not taken for a command-line option nor
 //! confused with the punctuation around it in an e-mail.
 
+mod expiry;
 mod generate;
 mod rules;
 
+pub use expiry::{
+    DEFAULT_THRESHOLDS_DAYS, Evaluation, ExpiryAction, ExpiryPolicy, MAX_MAX_AGE_DAYS,
+    MAX_THRESHOLD_DAYS, MaxAge, Notice, PasswordFacts, evaluate, ledger_key,
+};
 pub use rules::{
     CharClass, MAX_ALLOWED_LENGTH, MIN_ALLOWED_LENGTH, MIN_BANNED_WORD_LENGTH,
     MIN_USER_INPUT_LENGTH, PasswordRules, Violation,
