@@ -11,6 +11,9 @@ use ldap3::LdapError;
 
 use super::ppolicy::{self, PolicyError, PolicyResponse};
 
+/// RFC 4511 noSuchObject.
+const NO_SUCH_OBJECT: u32 = 32;
+
 /// What went wrong talking to the directory, in the directory's own terms.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -26,6 +29,10 @@ pub enum DirectoryError {
     Timeout,
     #[error("no such user in the directory")]
     NoSuchUser,
+    /// An entry other than a user (e.g. a password policy) that the operation names does
+    /// not exist, or the service account cannot see it. Holds the DN.
+    #[error("directory entry {0} does not exist or the service account cannot read it")]
+    NoSuchEntry(String),
     /// The directory data does not allow a unique answer (e.g. two entries share a sign-in name).
     #[error("ambiguous directory data: {0}")]
     Ambiguous(String),
@@ -66,6 +73,7 @@ impl DirectoryError {
             Self::Unavailable(_) => "unavailable",
             Self::Timeout => "timeout",
             Self::NoSuchUser => "no_such_user",
+            Self::NoSuchEntry(_) => "no_such_entry",
             Self::Ambiguous(_) => "ambiguous",
             Self::InsufficientAccess => "insufficient_access",
             Self::InvalidCredentials => "invalid_credentials",
@@ -144,6 +152,26 @@ impl Failure {
             rc: res.rc,
             text: res.text.clone(),
             policy: ppolicy::find(&res.ctrls),
+        }
+    }
+
+    /// "No such object" (rc 32), for a read that found nothing where an entry must be.
+    pub(crate) fn no_such_object() -> Self {
+        Failure::Result {
+            rc: NO_SUCH_OBJECT,
+            text: String::new(),
+            policy: None,
+        }
+    }
+
+    /// For operations on an entry that is not a user: "no such object" names `dn`
+    /// ([`DirectoryError::NoSuchEntry`]) instead of meaning `NoSuchUser`.
+    pub(crate) fn naming_missing_entry(self, dn: &str) -> Self {
+        match self {
+            Failure::Result {
+                rc: NO_SUCH_OBJECT, ..
+            } => Failure::Mapped(DirectoryError::NoSuchEntry(dn.to_owned())),
+            other => other,
         }
     }
 
@@ -556,5 +584,30 @@ mod tests {
         assert!(!DirectoryError::Config("x".into()).is_unavailable());
         assert!(!DirectoryError::FlagNotApplied.is_unavailable());
         assert_eq!(DirectoryError::FlagNotApplied.kind(), "flag_not_applied");
+        assert!(!DirectoryError::NoSuchEntry("cn=x".into()).is_unavailable());
+    }
+
+    #[test]
+    fn missing_entries_other_than_users_name_their_dn() {
+        let dn = "cn=nope,ou=policies,dc=example,dc=org";
+        let e = map(
+            OpKind::Read,
+            Failure::no_such_object().naming_missing_entry(dn),
+        );
+        assert!(
+            matches!(&e, DirectoryError::NoSuchEntry(d) if d == dn),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(dn), "{e}");
+        assert_eq!(e.kind(), "no_such_entry");
+        // Without the renaming, 32 is a missing user; other failures pass unchanged.
+        assert!(matches!(
+            map(OpKind::Write, Failure::no_such_object()),
+            DirectoryError::NoSuchUser
+        ));
+        assert!(matches!(
+            map(OpKind::Write, res(50, "", None).naming_missing_entry(dn)),
+            DirectoryError::InsufficientAccess
+        ));
     }
 }

@@ -73,6 +73,92 @@ pub fn is_valid_filter(filter: &str) -> bool {
     filter.starts_with('(') && ldap3::parse_filter(filter).is_ok()
 }
 
+/// One unit of a DN string: a character as written, or an escaped one (`\,`, `\2C`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DnToken {
+    Raw(char),
+    Escaped,
+}
+
+/// Whether `dn` is a non-empty RFC 4514 distinguished name: `type=value` pairs joined by
+/// `+` into RDNs, RDNs joined by `,`; types are descriptors or numeric OIDs; values are
+/// non-empty, with `"` `;` `<` `>` escaped and every `\` followed by a special character
+/// or two hex digits, or `#` and hex pairs. Spaces around separators are tolerated (as
+/// servers do); control characters are not.
+///
+/// A syntax check only (DNs written into the directory are passed as they are, so a
+/// typo fails here, with a clear message, instead of as a server error); whether the
+/// entry exists is the directory's business.
+pub fn is_valid_dn(dn: &str) -> bool {
+    let mut tokens = Vec::with_capacity(dn.len());
+    let mut chars = dn.chars();
+    while let Some(c) = chars.next() {
+        if c.is_control() {
+            return false;
+        }
+        if c != '\\' {
+            tokens.push(DnToken::Raw(c));
+            continue;
+        }
+        match chars.next() {
+            Some(e) if " \"#+,;<=>\\".contains(e) => {}
+            Some(h) if h.is_ascii_hexdigit() => {
+                if !chars.next().is_some_and(|l| l.is_ascii_hexdigit()) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        tokens.push(DnToken::Escaped);
+    }
+    !tokens.is_empty()
+        && tokens
+            .split(|t| *t == DnToken::Raw(','))
+            .all(|rdn| rdn.split(|t| *t == DnToken::Raw('+')).all(is_valid_ava))
+}
+
+/// `type=value` of [`is_valid_dn`].
+fn is_valid_ava(ava: &[DnToken]) -> bool {
+    let Some(eq) = ava.iter().position(|t| *t == DnToken::Raw('=')) else {
+        return false;
+    };
+    let Some(attr) = ava[..eq]
+        .iter()
+        .map(|t| match t {
+            DnToken::Raw(c) => Some(*c),
+            DnToken::Escaped => None,
+        })
+        .collect::<Option<String>>()
+    else {
+        return false;
+    };
+    let attr = attr.trim_matches(' ');
+    if attr.contains(';') || !is_attribute_description(attr) {
+        return false;
+    }
+    let space = |t: &DnToken| *t == DnToken::Raw(' ');
+    let mut value = &ava[eq + 1..];
+    while value.first().is_some_and(space) {
+        value = &value[1..];
+    }
+    while value.last().is_some_and(space) {
+        value = &value[..value.len() - 1];
+    }
+    match value.split_first() {
+        None => false,
+        Some((DnToken::Raw('#'), hex)) => {
+            !hex.is_empty()
+                && hex.len() % 2 == 0
+                && hex
+                    .iter()
+                    .all(|t| matches!(t, DnToken::Raw(c) if c.is_ascii_hexdigit()))
+        }
+        Some(_) => !value
+            .iter()
+            .any(|t| matches!(t, DnToken::Raw('"' | ';' | '<' | '>'))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +249,51 @@ mod tests {
         assert!(!is_valid_filter("(&(a=b)"));
         assert!(!is_valid_filter("(a=b))"));
         assert!(!is_valid_filter(""));
+    }
+
+    #[test]
+    fn dn_syntax() {
+        for ok in [
+            "uid=bob,ou=people,dc=example,dc=org",
+            "cn=never-expires,ou=policies,dc=example,dc=org",
+            " UID=Bob , OU=People,dc=Example, dc=org ",
+            "cn=Smith\\, John,dc=x",
+            "cn=a\\2Cb,dc=x",
+            "cn=a\\ ,dc=x",
+            "cn=\\#1,dc=x",
+            "cn=a+sn=b,dc=x",
+            "2.5.4.3=x,dc=y",
+            "cn=#04024869,dc=x",
+            "cn=Jürgen Ω 李,dc=x",
+            "cn=a=b,dc=x",
+        ] {
+            assert!(is_valid_dn(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "admins",
+            "cn=,dc=x",
+            "cn=a,,dc=x",
+            "cn=a,dc=x,",
+            ",cn=a",
+            "cn=a+,dc=x",
+            "=a,dc=x",
+            "c n=a,dc=x",
+            "cn;lang-de=a,dc=x",
+            "cn=a\\,dc=x\\",
+            "cn=a\\x1,dc=x",
+            "cn=a\\4,dc=x",
+            "cn=a\"b,dc=x",
+            "cn=a;dc=x",
+            "cn=<a>,dc=x",
+            "cn=#0,dc=x",
+            "cn=#zz,dc=x",
+            "cn=a\nb,dc=x",
+            "cn=a\0,dc=x",
+            "cn\\3d=a,dc=x",
+        ] {
+            assert!(!is_valid_dn(bad), "{bad:?}");
+        }
     }
 }

@@ -18,7 +18,12 @@
 //! connection died, for a password write only when the request provably never left
 //! (the connection was already closed before sending). A password write whose outcome is
 //! unknown is never repeated: with password history a blind repeat would be rejected as
-//! "in history" and hide what really happened.
+//! "in history" and hide what really happened. The expiry writes (policy max age, a
+//! user's policy, must-change, lock, unlock) are replaces or tolerant deletes, so they
+//! count as idempotent too.
+//!
+//! Every write to a user refuses DNs outside `users_base` (and the service account);
+//! DNs are checked for RFC 4514 syntax before anything is sent.
 
 mod conn;
 mod dialect;
@@ -29,10 +34,12 @@ mod ppolicy;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::Stream;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::exop::WhoAmI;
 use ldap3::result::ExopResult;
@@ -47,8 +54,12 @@ use crate::types::Secret;
 pub use self::dialect::DirectoryKind;
 pub use self::error::{DirectoryError, PolicyRejection};
 
-/// Page size for the Paged Results control in [`Directory::search_users`].
+/// Page size for the Paged Results control in [`Directory::search_users`], and in
+/// [`Directory::stream_password_states`] when it is given 0.
 const PAGE_SIZE: i32 = 500;
+
+/// Entries [`Directory::stream_password_states`] reads ahead of its consumer.
+const STREAM_BUFFER: usize = 32;
 
 /// Everything the directory adapter needs; the config module maps the `[directory]`
 /// section onto this.
@@ -91,6 +102,35 @@ pub struct UserEntry {
     pub password_changed_at: Option<DateTime<Utc>>,
     /// Locked out (OpenLDAP: `pwdAccountLockedTime` present).
     pub locked: bool,
+    /// The password policy that applies instead of the directory's default one
+    /// (OpenLDAP: `pwdPolicySubentry`); `None` = the default policy.
+    pub policy_dn: Option<String>,
+}
+
+/// One user's password facts, as [`Directory::stream_password_states`] reads them for the
+/// expiry sweep. Facts only: what they mean (expiry date, which policy's age applies, what
+/// to do without a change time) is the caller's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordStateEntry {
+    pub dn: String,
+    /// A stable identifier that survives renames (OpenLDAP: `entryUUID`).
+    pub entry_uuid: Option<String>,
+    /// The sign-in name (`user_name_attribute`; the first value if there are several).
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    /// When the password was last changed (OpenLDAP: `pwdChangedTime`); `None` when the
+    /// directory has no record (e.g. entries loaded without ppolicy).
+    pub changed_at: Option<DateTime<Utc>>,
+    /// The policy that applies instead of the default one (OpenLDAP: `pwdPolicySubentry`).
+    pub policy_dn: Option<String>,
+    /// Must change the password at next sign-in (OpenLDAP: `pwdReset: TRUE`).
+    pub must_change: bool,
+    /// Locked (OpenLDAP: `pwdAccountLockedTime` present).
+    pub locked: bool,
+    /// When the entry was created (OpenLDAP: `createTimestamp`): a possible stand-in for
+    /// `changed_at`, reported, not applied.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// Result of [`Directory::search_users`].
@@ -159,6 +199,8 @@ struct Inner {
     admin_group_dns: Vec<String>,
     /// Attributes requested for every user read.
     user_attributes: Vec<String>,
+    /// Attributes requested by [`Directory::stream_password_states`].
+    sweep_attributes: Vec<String>,
     pool_size: u32,
     operation_timeout: Duration,
 }
@@ -319,6 +361,21 @@ impl Directory {
             }
         }
 
+        let mut sweep_attributes: Vec<String> = Vec::new();
+        for a in [
+            s.user_name_attribute.as_str(),
+            &s.mail_attribute,
+            &s.display_name_attribute,
+        ]
+        .into_iter()
+        .chain(dialect.state_attributes().iter().copied())
+        .chain(dialect.entry_attributes().iter().copied())
+        {
+            if !sweep_attributes.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                sweep_attributes.push(a.to_owned());
+            }
+        }
+
         let endpoint = Endpoint {
             url: s.url.clone(),
             display,
@@ -364,6 +421,7 @@ impl Directory {
                 mobile_attribute: s.mobile_attribute,
                 admin_group_dns: s.admin_group_dns,
                 user_attributes,
+                sweep_attributes,
                 pool_size: s.pool_size,
                 operation_timeout: s.operation_timeout,
             }),
@@ -606,20 +664,7 @@ impl Directory {
         new_password: &Secret,
         must_change: bool,
     ) -> Result<(), DirectoryError> {
-        if user_dn.is_empty() {
-            return Err(DirectoryError::NoSuchUser);
-        }
-        let inner = &*self.inner;
-        let dn = loose_dn(user_dn);
-        if dn == inner.bind_dn_loose || !dn.ends_with(&format!(",{}", inner.users_base_loose)) {
-            // Defence in depth: only entries found under users_base get passwords, never the
-            // service account itself (it may write its own userPassword).
-            tracing::warn!(
-                user.dn = user_dn,
-                "refusing to set a password outside users_base"
-            );
-            return Err(DirectoryError::NoSuchUser);
-        }
+        self.check_user_dn(user_dn, "set a password for")?;
         if new_password.expose().is_empty() {
             return Err(DirectoryError::PasswordRejected(PolicyRejection::Other(
                 "the new password is empty".into(),
@@ -785,6 +830,311 @@ impl Directory {
         result
     }
 
+    /// Every user under `users_base` that matches `user_filter` (and has a user name), with
+    /// the facts the expiry sweep needs, as a stream, read with the Paged Results control
+    /// (`page_size` entries per page; 0 = 500).
+    ///
+    /// Nothing happens until the stream is first polled; then one task holds ONE pooled
+    /// connection until the listing ends or the stream is dropped. Memory stays bounded
+    /// whatever the directory's size: the server sends one page at a time and the next page
+    /// is asked for only after the consumer has taken the previous one (at most about one
+    /// page plus 32 entries are held). Each page must arrive within `operation_timeout`;
+    /// time spent by the consumer does not count.
+    ///
+    /// The stream ends with an `Err` item (after which nothing follows) when the listing
+    /// could not be completed: the directory failed, the directory's size limit cut it short
+    /// (a `Config` error: an incomplete sweep must not pass for a complete one), or the
+    /// runtime shut down. A failure before the first entry is retried once on a fresh
+    /// connection, as for every read; after that, never (entries would come twice).
+    /// Dropping the stream abandons the search and returns the connection to the pool.
+    pub fn stream_password_states(
+        &self,
+        page_size: u32,
+    ) -> impl Stream<Item = Result<PasswordStateEntry, DirectoryError>> + Send + 'static {
+        let page_size = match page_size {
+            0 => PAGE_SIZE,
+            n => i32::try_from(n).unwrap_or(i32::MAX),
+        };
+        let this = self.clone();
+        let start = move || {
+            let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+            tokio::spawn(async move {
+                let last = match this.list_password_states(&tx, page_size).await {
+                    Ok(()) => SweepItem::Done,
+                    Err(e) => SweepItem::Failed(e),
+                };
+                // Nobody listening any more is fine.
+                let _ = tx.send(last).await;
+            });
+            rx
+        };
+        sweep_stream(start)
+    }
+
+    /// The body of [`Self::stream_password_states`]: list, and send each entry to `tx`.
+    async fn list_password_states(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<SweepItem>,
+        page_size: i32,
+    ) -> Result<(), DirectoryError> {
+        let inner = &*self.inner;
+        let filter = escape::and([
+            inner.user_filter.clone(),
+            escape::present(&inner.user_name_attribute),
+        ]);
+        let filter = filter.as_str();
+        let sent = AtomicUsize::new(0);
+        let sent = &sent;
+        self.run(
+            "stream_password_states",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                // Once entries went out, a failure must not be retried: wrap it so that
+                // `run` sees it as already mapped (never retried; the connection is still
+                // dropped when the failure was the connection's).
+                let once_started = |f: Failure| {
+                    if sent.load(Ordering::Relaxed) > 0 {
+                        Failure::Mapped(map_failure(OpKind::Read, &f))
+                    } else {
+                        f
+                    }
+                };
+                let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+                    Box::new(EntriesOnly::new()),
+                    Box::new(PagedResults::new(page_size)),
+                ];
+                let mut stream = ldap
+                    .with_timeout(inner.operation_timeout)
+                    .streaming_search_with(
+                        adapters,
+                        &inner.users_base,
+                        Scope::Subtree,
+                        filter,
+                        inner.sweep_attributes.clone(),
+                    )
+                    .await
+                    .map_err(|e| once_started(e.into()))?;
+                loop {
+                    match stream.next().await {
+                        Ok(Some(e)) => {
+                            let Some(entry) = self.password_state_entry(SearchEntry::construct(e))
+                            else {
+                                continue;
+                            };
+                            if tx.send(SweepItem::Entry(entry)).await.is_err() {
+                                // The consumer is gone: stop the server's work on this search.
+                                let _ = stream.finish().await;
+                                let msgid = stream.ldap_handle().last_id();
+                                let _ = ldap.abandon(msgid).await;
+                                return Ok(());
+                            }
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = stream.finish().await;
+                            return Err(once_started(e.into()));
+                        }
+                    }
+                }
+                let res = stream.finish().await;
+                match res.rc {
+                    0 => Ok(()),
+                    4 => Err(Failure::Mapped(config(format!(
+                        "the directory's size limit cut the user listing short after {} entries; \
+                         raise the service account's limits (OpenLDAP: limits \
+                         dn.exact=<bind_dn> size=unlimited) so every user can be checked",
+                        sent.load(Ordering::Relaxed)
+                    )))),
+                    32 => Err(Failure::Mapped(self.missing_users_base())),
+                    _ => Err(once_started(Failure::from_result(&res))),
+                }
+            },
+        )
+        .await
+    }
+
+    /// The maximum password age of the password policy entry `policy_dn` in seconds;
+    /// `None` when its passwords never expire (OpenLDAP: `pwdMaxAge` 0 or absent).
+    ///
+    /// A policy that does not exist (or that the service account cannot read) is
+    /// [`DirectoryError::NoSuchEntry`] naming the DN; an entry that is not a password
+    /// policy, or a DN that is not one, is a `Config` error.
+    pub async fn policy_max_age(&self, policy_dn: &str) -> Result<Option<u64>, DirectoryError> {
+        check_dn_syntax(policy_dn, "password policy")?;
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "policy_max_age",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                inner
+                    .dialect
+                    .policy_max_age(&mut ldap, policy_dn, t)
+                    .await
+                    .map_err(|f| f.naming_missing_entry(policy_dn))
+            },
+        )
+        .await
+    }
+
+    /// Replace the maximum password age of the password policy entry `policy_dn` (`None`
+    /// or `Some(0)`: never expires). Values the directory cannot hold (OpenLDAP: more than
+    /// 2^31 - 1 seconds, about 68 years) are refused as `Config` before anything is sent.
+    /// Errors as for [`Self::policy_max_age`]; `InsufficientAccess` when the service
+    /// account may not write the policy.
+    pub async fn set_policy_max_age(
+        &self,
+        policy_dn: &str,
+        max_age_secs: Option<u64>,
+    ) -> Result<(), DirectoryError> {
+        check_dn_syntax(policy_dn, "password policy")?;
+        let inner = &*self.inner;
+        let limit = inner.dialect.max_policy_age_limit();
+        if let Some(secs) = max_age_secs.filter(|s| *s > limit) {
+            return Err(config(format!(
+                "a maximum password age of {secs} seconds is more than the directory can \
+                 hold (at most {limit})"
+            )));
+        }
+        let t = inner.operation_timeout;
+        self.run(
+            "set_policy_max_age",
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                inner
+                    .dialect
+                    .set_policy_max_age(&mut ldap, policy_dn, max_age_secs, t)
+                    .await
+                    .map_err(|f| f.naming_missing_entry(policy_dn))
+            },
+        )
+        .await?;
+        tracing::info!(
+            policy.dn = policy_dn,
+            max_age_secs,
+            "password policy maximum age changed"
+        );
+        Ok(())
+    }
+
+    /// Make the password policy `policy_dn` apply to the user instead of the default one
+    /// (OpenLDAP: `pwdPolicySubentry`), or go back to the default (`None`; fine when the
+    /// user already has it).
+    ///
+    /// `policy_dn` is read first and must be a password policy ([`DirectoryError::NoSuchEntry`]
+    /// or `Config` otherwise, as for [`Self::policy_max_age`]): the directory itself does not
+    /// check, and OpenLDAP's ppolicy applies *no* policy at all (no expiry, no lockout, no
+    /// quality checks) to a user whose policy entry is missing.
+    pub async fn set_user_policy(
+        &self,
+        user_dn: &str,
+        policy_dn: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        self.check_user_dn(user_dn, "change the password policy of")?;
+        if let Some(p) = policy_dn {
+            check_dn_syntax(p, "password policy")?;
+        }
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "set_user_policy",
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                if let Some(p) = policy_dn {
+                    inner
+                        .dialect
+                        .policy_max_age(&mut ldap, p, t)
+                        .await
+                        .map_err(|f| f.naming_missing_entry(p))?;
+                }
+                inner
+                    .dialect
+                    .set_user_policy(&mut ldap, user_dn, policy_dn, t)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Require a password change at the next sign-in (OpenLDAP: `pwdReset: TRUE`), e.g.
+    /// when a password has expired.
+    pub async fn require_password_change(&self, user_dn: &str) -> Result<(), DirectoryError> {
+        self.check_user_dn(user_dn, "require a password change of")?;
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "require_password_change",
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                inner
+                    .dialect
+                    .set_must_change(&mut ldap, user_dn, true, t)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Lock the account until an administrator unlocks it (OpenLDAP: `pwdAccountLockedTime:
+    /// 000001010000Z`; binds then fail, with "account locked" in the ppolicy control).
+    pub async fn lock_account(&self, user_dn: &str) -> Result<(), DirectoryError> {
+        self.set_locked("lock_account", user_dn, true).await
+    }
+
+    /// Unlock the account, whether an administrator or too many failed sign-ins locked it
+    /// (OpenLDAP: delete `pwdAccountLockedTime`; fine when it is not locked).
+    pub async fn unlock_account(&self, user_dn: &str) -> Result<(), DirectoryError> {
+        self.set_locked("unlock_account", user_dn, false).await
+    }
+
+    async fn set_locked(
+        &self,
+        op: &'static str,
+        user_dn: &str,
+        locked: bool,
+    ) -> Result<(), DirectoryError> {
+        self.check_user_dn(user_dn, if locked { "lock" } else { "unlock" })?;
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            op,
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                inner
+                    .dialect
+                    .set_locked(&mut ldap, user_dn, locked, t)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Defence in depth for writes to users: only entries under `users_base`, never the
+    /// service account itself (it may write its own `userPassword` and ppolicy state), and
+    /// only well-formed DNs. Anything else is `NoSuchUser`, before any I/O.
+    fn check_user_dn(&self, user_dn: &str, action: &str) -> Result<(), DirectoryError> {
+        let inner = &*self.inner;
+        let dn = loose_dn(user_dn);
+        if !escape::is_valid_dn(user_dn)
+            || dn == inner.bind_dn_loose
+            || !dn.ends_with(&format!(",{}", inner.users_base_loose))
+        {
+            tracing::warn!(
+                user.dn = user_dn,
+                "refusing to {action} an entry outside users_base"
+            );
+            return Err(DirectoryError::NoSuchUser);
+        }
+        Ok(())
+    }
+
     /// Run `op` on a pooled connection, with the retry rule, metrics and error mapping.
     async fn run<T, F, Fut>(
         &self,
@@ -919,6 +1269,29 @@ impl Directory {
             must_change: state.must_change,
             password_changed_at: state.changed_at,
             locked: state.locked,
+            policy_dn: state.policy_dn,
+            dn: entry.dn,
+        })
+    }
+
+    /// Build a `PasswordStateEntry`; `None` when the entry has no user name.
+    fn password_state_entry(&self, entry: SearchEntry) -> Option<PasswordStateEntry> {
+        let inner = &*self.inner;
+        let attrs = Attrs::new(entry.attrs);
+        let user_name = attrs.first(&inner.user_name_attribute)?.to_owned();
+        let state = inner.dialect.password_state(&entry.dn, &attrs);
+        let facts = inner.dialect.entry_facts(&entry.dn, &attrs);
+        let get = |a: &str| attrs.first(a).map(str::to_owned);
+        Some(PasswordStateEntry {
+            entry_uuid: facts.uuid,
+            user_name,
+            display_name: get(&inner.display_name_attribute),
+            mail: get(&inner.mail_attribute),
+            changed_at: state.changed_at,
+            policy_dn: state.policy_dn,
+            must_change: state.must_change,
+            locked: state.locked,
+            created_at: facts.created_at,
             dn: entry.dn,
         })
     }
@@ -932,6 +1305,69 @@ impl Directory {
             .as_ref()
             .map(|(_, e)| e.clone())
     }
+}
+
+/// Whether two DNs name the same entry, compared the way lockbridge compares DNs from the
+/// directory with DNs from the settings: case-insensitively and ignoring spaces around
+/// `,` and `=` (not a full RFC 4514 normalisation). E.g. to tell whether a user's
+/// [`PasswordStateEntry::policy_dn`] is the configured "never expires" policy.
+pub fn same_dn(a: &str, b: &str) -> bool {
+    loose_dn(a) == loose_dn(b)
+}
+
+/// `Config` unless `dn` is a well-formed DN; `what` names it in the message.
+fn check_dn_syntax(dn: &str, what: &str) -> Result<(), DirectoryError> {
+    if escape::is_valid_dn(dn) {
+        Ok(())
+    } else {
+        Err(config(format!(
+            "{what} {dn:?} is not a valid DN (expected e.g. cn=default,ou=policies,dc=example,dc=org)"
+        )))
+    }
+}
+
+/// What the listing task of [`Directory::stream_password_states`] sends.
+enum SweepItem {
+    Entry(PasswordStateEntry),
+    /// The listing failed; nothing follows.
+    Failed(DirectoryError),
+    /// The listing is complete.
+    Done,
+}
+
+/// The consumer's side of [`Directory::stream_password_states`]: `start` is called on the
+/// first poll. A channel that closes without `Done` or `Failed` (the task was cancelled by
+/// a runtime shutdown, or panicked) ends the stream with an error, so an interrupted
+/// listing never looks complete.
+fn sweep_stream<F>(
+    start: F,
+) -> impl Stream<Item = Result<PasswordStateEntry, DirectoryError>> + Send + 'static
+where
+    F: FnOnce() -> tokio::sync::mpsc::Receiver<SweepItem> + Send + 'static,
+{
+    enum State<F> {
+        NotStarted(F),
+        Running(tokio::sync::mpsc::Receiver<SweepItem>),
+        Finished,
+    }
+    futures::stream::unfold(State::NotStarted(start), |state| async move {
+        let mut rx = match state {
+            State::NotStarted(start) => start(),
+            State::Running(rx) => rx,
+            State::Finished => return None,
+        };
+        match rx.recv().await {
+            Some(SweepItem::Entry(e)) => Some((Ok(e), State::Running(rx))),
+            Some(SweepItem::Failed(e)) => Some((Err(e), State::Finished)),
+            Some(SweepItem::Done) => None,
+            None => Some((
+                Err(DirectoryError::Unavailable(
+                    "the user listing was interrupted (lockbridge is shutting down)".into(),
+                )),
+                State::Finished,
+            )),
+        }
+    })
 }
 
 /// A DN lower-cased with the spaces around `,` and `=` removed: enough to compare DNs
@@ -1156,6 +1592,162 @@ mod tests {
         send(d.set_password("", s, false));
         send(d.is_admin(""));
         send(d.check_user_password("", s));
+        send(d.stream_password_states(1));
+        send(d.policy_max_age(""));
+        send(d.set_policy_max_age("", None));
+        send(d.set_user_policy("", None));
+        send(d.require_password_change(""));
+        send(d.lock_account(""));
+        send(d.unlock_account(""));
+    }
+
+    #[tokio::test]
+    async fn user_writes_refuse_dns_outside_users_base() {
+        let d = Directory::new(settings()).unwrap();
+        let never = "cn=never-expires,ou=policies,dc=example,dc=org";
+        for dn in [
+            "",
+            "cn=svc,dc=example,dc=org",
+            "uid=x,ou=other,dc=example,dc=org",
+            "ou=people,dc=example,dc=org",
+            "uid=x,ou=people,dc=example,dc=org,dc=evil",
+            "uid=x<y,ou=people,dc=example,dc=org",
+            "uid=x;ou=people,dc=example,dc=org",
+        ] {
+            // The directory is unreachable: each of these is refused before any I/O.
+            for result in [
+                d.set_user_policy(dn, Some(never)).await,
+                d.set_user_policy(dn, None).await,
+                d.require_password_change(dn).await,
+                d.lock_account(dn).await,
+                d.unlock_account(dn).await,
+            ] {
+                assert!(
+                    matches!(result, Err(DirectoryError::NoSuchUser)),
+                    "{dn}: {result:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_policy_dns_and_ages_are_refused_before_any_io() {
+        let d = Directory::new(settings()).unwrap();
+        let user = "uid=bob,ou=people,dc=example,dc=org";
+        for bad in ["", "never-expires", "cn=a,,dc=x", "cn=a\\zz,dc=x"] {
+            let e = d.policy_max_age(bad).await.unwrap_err();
+            assert!(
+                matches!(&e, DirectoryError::Config(t) if t.contains("not a valid DN")),
+                "{bad:?}: {e:?}"
+            );
+            let e = d.set_policy_max_age(bad, Some(60)).await.unwrap_err();
+            assert!(matches!(e, DirectoryError::Config(_)), "{bad:?}: {e:?}");
+            let e = d.set_user_policy(user, Some(bad)).await.unwrap_err();
+            assert!(matches!(e, DirectoryError::Config(_)), "{bad:?}: {e:?}");
+        }
+        let policy = "cn=default,ou=policies,dc=example,dc=org";
+        let e = d
+            .set_policy_max_age(policy, Some(1 << 31))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, DirectoryError::Config(t) if t.contains("2147483647")),
+            "{e:?}"
+        );
+        // Well-formed: these do try the (unreachable) directory.
+        assert!(d.policy_max_age(policy).await.unwrap_err().is_unavailable());
+        assert!(
+            d.set_policy_max_age(policy, Some(i32::MAX as u64))
+                .await
+                .unwrap_err()
+                .is_unavailable()
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_of_an_unreachable_directory_is_one_error() {
+        use futures::StreamExt;
+        let d = Directory::new(settings()).unwrap();
+        let items: Vec<_> = d.stream_password_states(10).collect().await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(items[0].as_ref().unwrap_err().is_unavailable(), "{items:?}");
+    }
+
+    fn state_entry(name: &str) -> PasswordStateEntry {
+        PasswordStateEntry {
+            dn: format!("uid={name},ou=people,dc=example,dc=org"),
+            entry_uuid: None,
+            user_name: name.into(),
+            display_name: None,
+            mail: None,
+            changed_at: None,
+            policy_dn: None,
+            must_change: false,
+            locked: false,
+            created_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sweep_stream_ends_cleanly_only_on_done() {
+        use futures::StreamExt;
+        // Done: the entries, then the end.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(SweepItem::Entry(state_entry("a"))).await.unwrap();
+        tx.send(SweepItem::Done).await.unwrap();
+        drop(tx);
+        let items: Vec<_> = sweep_stream(move || rx).collect().await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].as_ref().unwrap().user_name, "a");
+
+        // Failed: the entries, the error, nothing after it.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(SweepItem::Entry(state_entry("a"))).await.unwrap();
+        tx.send(SweepItem::Failed(DirectoryError::Timeout))
+            .await
+            .unwrap();
+        tx.send(SweepItem::Entry(state_entry("b"))).await.unwrap();
+        drop(tx);
+        let items: Vec<_> = sweep_stream(move || rx).collect().await;
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert!(matches!(items[1], Err(DirectoryError::Timeout)));
+
+        // The task vanished without saying "done": an error, not a silent short listing.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(SweepItem::Entry(state_entry("a"))).await.unwrap();
+        drop(tx);
+        let items: Vec<_> = sweep_stream(move || rx).collect().await;
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert!(
+            matches!(&items[1], Err(DirectoryError::Unavailable(t)) if t.contains("interrupted")),
+            "{items:?}"
+        );
+    }
+
+    #[test]
+    fn sweep_stream_starts_on_first_poll() {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = started.clone();
+        let stream = sweep_stream(move || {
+            flag.store(true, Ordering::SeqCst);
+            let (_tx, rx) = tokio::sync::mpsc::channel(1);
+            rx
+        });
+        assert!(!started.load(Ordering::SeqCst));
+        drop(stream);
+        assert!(!started.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn same_dns() {
+        assert!(same_dn(
+            "cn=Never-Expires, ou=Policies,dc=example,dc=org",
+            "CN=never-expires,ou=policies,DC=example,DC=org"
+        ));
+        assert!(!same_dn(
+            "cn=never-expires,ou=policies,dc=example,dc=org",
+            "cn=default,ou=policies,dc=example,dc=org"
+        ));
     }
 
     #[test]

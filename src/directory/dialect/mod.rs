@@ -1,5 +1,6 @@
 //! What differs between directory kinds: how a password is set, where "must change at
-//! next sign-in" lives, and how a user's password state is read.
+//! next sign-in" lives, how a user's password state is read, and where password policies
+//! (maximum age, the policy that applies to a user) and administrative locks live.
 //!
 //! The facade (`Directory`) owns connections, retries, timeouts and error mapping; a
 //! dialect only issues the kind-specific operations on the connection it is given and
@@ -30,6 +31,18 @@ pub(crate) struct PasswordState {
     pub must_change: bool,
     pub changed_at: Option<DateTime<Utc>>,
     pub locked: bool,
+    /// The password policy that applies to this user instead of the directory's default
+    /// (OpenLDAP: `pwdPolicySubentry`).
+    pub policy_dn: Option<String>,
+}
+
+/// Identity and age of an entry, for reports (not password facts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryFacts {
+    /// A stable identifier that survives renames (OpenLDAP: `entryUUID`).
+    pub uuid: Option<String>,
+    /// When the entry was created (OpenLDAP: `createTimestamp`).
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// An entry's attributes, looked up case-insensitively (servers may answer `CN` for `cn`).
@@ -66,6 +79,54 @@ pub(crate) trait Dialect: Send + Sync + 'static {
 
     /// Read the password state from an entry fetched with [`Self::state_attributes`].
     fn password_state(&self, dn: &str, attrs: &Attrs) -> PasswordState;
+
+    /// Operational attributes that identify an entry and say when it was created.
+    fn entry_attributes(&self) -> &'static [&'static str];
+
+    /// Read them from an entry fetched with [`Self::entry_attributes`].
+    fn entry_facts(&self, dn: &str, attrs: &Attrs) -> EntryFacts;
+
+    /// The largest maximum password age (seconds) the directory can store and honour.
+    fn max_policy_age_limit(&self) -> u64;
+
+    /// The maximum password age of the policy entry `policy_dn` in seconds; `None` when it
+    /// never expires. A missing entry is "no such object" (rc 32, as the server says it,
+    /// or [`Failure::no_such_object`] when the search came back empty).
+    async fn policy_max_age(
+        &self,
+        ldap: &mut Ldap,
+        policy_dn: &str,
+        timeout: Duration,
+    ) -> Result<Option<u64>, Failure>;
+
+    /// Replace the maximum password age of the policy entry (`None`: never expires).
+    /// Callers keep the value within [`Self::max_policy_age_limit`].
+    async fn set_policy_max_age(
+        &self,
+        ldap: &mut Ldap,
+        policy_dn: &str,
+        max_age_secs: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(), Failure>;
+
+    /// Point the user at a password policy, or back at the default one (`None`).
+    /// Idempotent.
+    async fn set_user_policy(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        policy_dn: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), Failure>;
+
+    /// Lock the account until an administrator unlocks it, or unlock it. Idempotent.
+    async fn set_locked(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        locked: bool,
+        timeout: Duration,
+    ) -> Result<(), Failure>;
 
     /// Set `dn`'s password as the (already bound) service account. Must never include the
     /// password in what it returns.
