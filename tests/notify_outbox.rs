@@ -1,6 +1,8 @@
 //! The outbox against a real SMTP server (aiosmtpd): queue → worker → relay, with
 //! retries while the relay is down, dead-lettering on a permanent refusal, and the
-//! secret gone from the store once a message is finished.
+//! secret gone from the store once a message is finished; bulk mail paced by the daily
+//! cap, notices queued once across instances, a digest with its CSV attachment, and
+//! SMTP connections reused.
 
 mod harness;
 
@@ -9,12 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::MailSink;
+use harness::{MailSink, SinkMessage};
 use lockbridge::notify::{
-    MailSettings, Mailer, Notifier, OutboxSettings, OutboxWorker, Sealer, SmtpSecurity,
-    TEMPORARY_PASSWORD, Templates, derive_key,
+    EXPIRY_DIGEST, MailSettings, Mailer, Notifier, OutboxSettings, OutboxWorker, PASSWORD_EXPIRING,
+    Sealer, SmtpSecurity, TEMPORARY_PASSWORD, Templates, derive_key,
 };
-use lockbridge::store::{OutboxMessage, OutboxStatus, SqliteStore, Store};
+use lockbridge::store::{MailClass, OutboxMessage, OutboxStatus, SqliteStore, Store};
 use lockbridge::types::Secret;
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -27,12 +29,30 @@ struct Rig {
     dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     notifier: Notifier,
+    sealer: Arc<Sealer>,
+    port: u16,
     stop: CancellationToken,
     worker: Option<JoinHandle<()>>,
 }
 
+/// Fast retries, no bulk limits.
+fn settings(max_attempts: u32, poll_interval: Duration) -> OutboxSettings {
+    OutboxSettings {
+        poll_interval,
+        initial_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+        max_attempts,
+        max_bulk_per_minute: 0,
+        max_bulk_per_day: 0,
+    }
+}
+
 impl Rig {
     async fn start(port: u16, max_attempts: u32, poll_interval: Duration) -> Rig {
+        Rig::start_with(port, settings(max_attempts, poll_interval)).await
+    }
+
+    async fn start_with(port: u16, settings: OutboxSettings) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("lockbridge.db"))
@@ -41,9 +61,24 @@ impl Rig {
         );
         let sealer = Arc::new(Sealer::new(derive_key(&[42; 32], "outbox-secrets")));
         let notifier = Notifier::new(store.clone(), sealer.clone());
+        let mut rig = Rig {
+            dir,
+            store,
+            notifier,
+            sealer,
+            port,
+            stop: CancellationToken::new(),
+            worker: None,
+        };
+        rig.start_worker(settings);
+        rig
+    }
+
+    /// Starts a worker (after [`Rig::shutdown`], a new one with other settings).
+    fn start_worker(&mut self, settings: OutboxSettings) {
         let mailer = Mailer::new(&MailSettings {
             relay: "127.0.0.1".into(),
-            port,
+            port: self.port,
             security: SmtpSecurity::None,
             ca_file: None,
             username: None,
@@ -53,27 +88,15 @@ impl Rig {
         })
         .expect("mailer");
         let worker = OutboxWorker::new(
-            store.clone(),
-            sealer,
+            self.store.clone(),
+            self.sealer.clone(),
             mailer,
             Templates::new(None).expect("templates"),
-            OutboxSettings {
-                poll_interval,
-                initial_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(1),
-                max_attempts,
-            },
-            notifier.waker(),
+            settings,
+            self.notifier.waker(),
         );
-        let stop = CancellationToken::new();
-        let worker = Some(tokio::spawn(worker.run(stop.clone())));
-        Rig {
-            dir,
-            store,
-            notifier,
-            stop,
-            worker,
-        }
+        self.stop = CancellationToken::new();
+        self.worker = Some(tokio::spawn(worker.run(self.stop.clone())));
     }
 
     async fn enqueue(&self, to: &str, password: &str) -> i64 {
@@ -353,6 +376,361 @@ async fn starttls_relay_is_verified_against_the_configured_ca() {
     assert!(untrusted.test_connection().await.is_err());
 }
 
+fn expiring_context(n: usize) -> serde_json::Value {
+    json!({
+        "display_name": format!("User {n}"),
+        "user_name": format!("user{n}"),
+        "expires_at_local": "Monday 3 March 2025, 14:00 CET",
+        "days_left": 7,
+        "change_password_url": "https://pw.example.org/change",
+    })
+}
+
+/// Records the expiry notice `key` for `user{n}@example.org` through `notifier`.
+async fn record(notifier: &Notifier, key: &str, n: usize) -> bool {
+    let message = notifier
+        .prepare(
+            PASSWORD_EXPIRING,
+            &format!("user{n}@example.org"),
+            expiring_context(n),
+            MailClass::Bulk,
+        )
+        .expect("prepare");
+    notifier
+        .record_notice(key, Some("sweep-1"), &message)
+        .await
+        .expect("record")
+}
+
+fn recipients(messages: &[SinkMessage]) -> Vec<String> {
+    messages.iter().flat_map(|m| m.to.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_arrives_with_a_csv_attachment_that_parses() {
+    let sink = MailSink::start();
+    let mut rig = Rig::start(sink.port, 5, Duration::from_millis(100)).await;
+    let hostile_name = "=HYPERLINK(\"http://evil.example\",\"Zoë, click\")";
+    let context = json!({
+        "sweep_at_local": "Monday 3 March 2025, 06:00 CET",
+        "organization": "Contoso",
+        "counts": {"scanned": 3, "notified": 2, "expiring": 2, "expired": 1, "not_notified": 1},
+        "expiring": [
+            {"user_name": "ada", "display_name": "Ada Lovelace", "mail": "ada@example.org",
+             "expires_at_local": "Monday 10 March 2025, 14:00 CET", "days_left": 7},
+            {"user_name": "+mallory", "display_name": hostile_name, "mail": "m@example.org",
+             "expires_at_local": "Tuesday 4 March 2025, 09:00 CET", "days_left": 1},
+        ],
+        "expired": [
+            {"user_name": "alan", "display_name": "Alan Turing", "mail": null,
+             "expired_at_local": "Sunday 2 March 2025, 09:00 CET"},
+        ],
+        "not_notified": [{"user_name": "alan", "reason": "no mail address\nin the directory"}],
+        "attachment_name": "password-expiry-2025-03-03.csv",
+    });
+    let id = rig
+        .notifier
+        .enqueue_bulk(EXPIRY_DIGEST, "it-admins@example.org", context)
+        .await
+        .expect("enqueue digest");
+
+    let messages = tokio::task::block_in_place(|| sink.wait_for_count(1, WAIT));
+    let row = rig
+        .wait_for(id, "sent", |m| m.status == OutboxStatus::Sent)
+        .await;
+    assert_eq!(row.class, MailClass::Bulk);
+    let mail = &messages[0];
+    assert_eq!(mail.to, vec!["it-admins@example.org".to_string()]);
+    assert_eq!(
+        mail.subject,
+        "Password expiry report for Contoso: 2 expiring soon, 1 expired, 1 not notified"
+    );
+    assert!(
+        mail.text
+            .contains("Sweep of Monday 3 March 2025, 06:00 CET"),
+        "{}",
+        mail.text
+    );
+    assert!(mail.html.contains("Password expiry report"));
+
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.raw.as_bytes())
+        .expect("parse message");
+    use mail_parser::MimeHeaders;
+    assert!(
+        parsed.is_content_type("multipart", "mixed"),
+        "{:?}",
+        parsed.content_type()
+    );
+    assert_eq!(parsed.attachment_count(), 1);
+    let file = parsed.attachment(0).expect("attachment");
+    assert_eq!(
+        file.attachment_name(),
+        Some("password-expiry-2025-03-03.csv")
+    );
+    assert!(file.is_content_type("text", "csv"));
+    assert_eq!(
+        file.content_type().and_then(|c| c.attribute("charset")),
+        Some("utf-8")
+    );
+    let bytes = file.contents();
+    assert!(
+        bytes.starts_with("\u{feff}".as_bytes()),
+        "UTF-8 byte-order mark"
+    );
+
+    // Python's csv module reads it back (RFC 4180, CRLF, quoted line breaks).
+    let rows = parse_csv(bytes);
+    let expected: Vec<Vec<&str>> = vec![
+        vec![
+            "status",
+            "user_name",
+            "display_name",
+            "mail",
+            "expires_at",
+            "days_left",
+            "reason",
+        ],
+        vec![
+            "expiring",
+            "ada",
+            "Ada Lovelace",
+            "ada@example.org",
+            "Monday 10 March 2025, 14:00 CET",
+            "7",
+            "",
+        ],
+        vec![
+            "expiring",
+            "'+mallory",
+            "'=HYPERLINK(\"http://evil.example\",\"Zoë, click\")",
+            "m@example.org",
+            "Tuesday 4 March 2025, 09:00 CET",
+            "1",
+            "",
+        ],
+        vec![
+            "expired",
+            "alan",
+            "Alan Turing",
+            "",
+            "Sunday 2 March 2025, 09:00 CET",
+            "",
+            "",
+        ],
+        vec![
+            "not_notified",
+            "alan",
+            "",
+            "",
+            "",
+            "",
+            "no mail address\r\nin the directory",
+        ],
+    ];
+    assert_eq!(rows, expected);
+    rig.shutdown().await;
+}
+
+/// Rows of a CSV file as read by Python's csv module (an independent RFC 4180 reader).
+fn parse_csv(bytes: &[u8]) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("digest.csv");
+    std::fs::write(&path, bytes).expect("write csv");
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import csv, json, sys\n\
+             with open(sys.argv[1], newline='', encoding='utf-8-sig') as f:\n\
+             \x20   print(json.dumps(list(csv.reader(f, strict=True))))",
+        )
+        .arg(&path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows as JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_mail_beyond_the_daily_cap_waits_and_then_goes_out_in_order() {
+    let sink = MailSink::start();
+    let mut rig = Rig::start_with(
+        sink.port,
+        OutboxSettings {
+            max_bulk_per_day: 3,
+            ..settings(5, Duration::from_millis(100))
+        },
+    )
+    .await;
+    for n in 0..5 {
+        assert!(record(&rig.notifier, &format!("expiry:user{n}:1:7"), n).await);
+    }
+    let id = rig.enqueue("urgent@example.org", "Tmp-Pass-Cap-1").await;
+
+    let messages = tokio::task::block_in_place(|| sink.wait_for_count(4, WAIT));
+    rig.wait_for(id, "sent", |m| m.status == OutboxStatus::Sent)
+        .await;
+    // Several polls later, still only what the cap allows.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let messages_now = sink.messages();
+    assert_eq!(messages_now.len(), 4, "{:?}", recipients(&messages_now));
+    let bulk: Vec<String> = recipients(&messages)
+        .into_iter()
+        .filter(|r| r != "urgent@example.org")
+        .collect();
+    assert_eq!(
+        bulk,
+        [
+            "user0@example.org",
+            "user1@example.org",
+            "user2@example.org"
+        ]
+    );
+    assert!(recipients(&messages).contains(&"urgent@example.org".to_string()));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.subject == "Your account password expires in 7 days")
+    );
+    let counts = rig.store.outbox_counts().await.expect("counts");
+    assert_eq!(
+        (counts.pending, counts.pending_bulk, counts.sent),
+        (2, 2, 4)
+    );
+
+    // A day later (here: a worker with a higher cap), the rest goes out, in order.
+    rig.shutdown().await;
+    rig.start_worker(OutboxSettings {
+        max_bulk_per_day: 10,
+        ..settings(5, Duration::from_millis(100))
+    });
+    let messages = tokio::task::block_in_place(|| sink.wait_for_count(6, WAIT));
+    assert_eq!(
+        recipients(&messages[4..]),
+        ["user3@example.org", "user4@example.org"]
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.messages().len(), 6);
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_recording_the_same_notices_send_each_once() {
+    let sink = MailSink::start();
+    let mut rig = Rig::start(sink.port, 5, Duration::from_millis(100)).await;
+    // A second instance: its own store handle on the same database file.
+    let other_store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&rig.dir.path().join("lockbridge.db"))
+            .await
+            .expect("second store"),
+    );
+    let other = Notifier::new(other_store, rig.sealer.clone());
+    let sweep = |notifier: Notifier| async move {
+        let mut queued = 0;
+        for n in 0..20 {
+            queued += usize::from(record(&notifier, &format!("expiry:user{n}:1:7"), n).await);
+        }
+        queued
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(sweep(rig.notifier.clone())),
+        tokio::spawn(sweep(other))
+    );
+    assert_eq!(a.expect("a") + b.expect("b"), 20, "each notice queued once");
+    // A rerun queues nothing.
+    assert_eq!(sweep(rig.notifier.clone()).await, 0);
+
+    let messages = tokio::task::block_in_place(|| sink.wait_for_count(20, WAIT));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(sink.messages().len(), 20);
+    let mut to = recipients(&messages);
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 20, "one message per user");
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_connections_are_reused() {
+    let relay = ScriptRelay::start(COUNTING_RELAY, &[]);
+    let mut rig = Rig::start(relay.port, 5, Duration::from_millis(100)).await;
+    let count = |file: &str| {
+        std::fs::read_to_string(relay.dir.path().join(file))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // One after the other: every message goes over the same pooled connection.
+    for n in 0..3 {
+        let id = rig
+            .enqueue(&format!("user{n}@example.org"), "Pool-Pass-1")
+            .await;
+        rig.wait_for(id, "sent", |m| m.status == OutboxStatus::Sent)
+            .await;
+    }
+    assert_eq!(count("received"), 3);
+    assert_eq!(
+        count("connections"),
+        1,
+        "one pooled connection for three messages"
+    );
+
+    // A backlog sent back to back: lettre hands a connection back to its pool in a
+    // spawned task, so a second one may open, but never one per message.
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(
+            rig.enqueue(&format!("backlog{n}@example.org"), "Pool-Pass-2")
+                .await,
+        );
+    }
+    for id in ids {
+        rig.wait_for(id, "sent", |m| m.status == OutboxStatus::Sent)
+            .await;
+    }
+    assert_eq!(count("received"), 15);
+    assert!(
+        count("connections") <= 4,
+        "{} connections for 15 messages",
+        count("connections")
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bulk_mail_is_listed_as_a_dead_letter() {
+    let relay = ScriptRelay::start(REJECTING_RELAY, &[]);
+    let mut rig = Rig::start(relay.port, 10, Duration::from_millis(100)).await;
+    assert!(record(&rig.notifier, "expiry:gone:1:7", 7).await);
+    let dead = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let dead = rig.store.list_dead_mail(None, 10).await.expect("list");
+            if !dead.is_empty() {
+                break dead;
+            }
+            assert!(Instant::now() < deadline, "never dead-lettered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].class, MailClass::Bulk);
+    assert_eq!(dead[0].recipient, "user7@example.org");
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("550"))
+    );
+    let counts = rig.store.outbox_counts().await.expect("counts");
+    assert_eq!((counts.pending, counts.dead), (0, 1));
+    rig.shutdown().await;
+}
+
 /// A throwaway CA and a certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
 fn make_ca_and_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let openssl = |args: &[&str]| {
@@ -465,6 +843,25 @@ def make_smtp(args):
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(args[0], args[1])
     return SMTP(Handler(), hostname="tls.localhost", require_starttls=True, tls_context=ctx)
+"#;
+
+/// Accepts everything; notes each TCP connection in `connections` and each message in
+/// `received`.
+const COUNTING_RELAY: &str = r#"
+class CountingSMTP(SMTP):
+    def connection_made(self, transport):
+        with open(os.path.join(DIR, "connections"), "a") as f:
+            f.write("1\n")
+        super().connection_made(transport)
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        with open(os.path.join(DIR, "received"), "a") as f:
+            f.write("1\n")
+        return "250 OK"
+
+def make_smtp(args):
+    return CountingSMTP(Handler(), hostname="count.localhost")
 "#;
 
 /// Starts the handler, writes the chosen port to DIR/port, and serves until killed.

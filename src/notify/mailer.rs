@@ -1,8 +1,9 @@
 //! SMTP delivery through the operator's relay (lettre, tokio, rustls).
 //!
 //! Owns [`MailSettings`], [`SmtpSecurity`] and [`Mailer`]: building one
-//! multipart/alternative message (plain text + HTML) with a given Message-ID and
-//! handing it to the relay over a pooled, verified-TLS connection. It sorts failures
+//! multipart/alternative message (plain text + HTML), wrapped in multipart/mixed with
+//! the attachment when there is one, with a given Message-ID, and handing it to the
+//! relay over a pooled (reused), verified-TLS connection. It sorts failures
 //! into transient and permanent ([`NotifyError::is_permanent`]).
 //!
 //! It must not queue, retry or render (the outbox worker does), must not log
@@ -11,8 +12,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -145,7 +146,8 @@ impl Mailer {
 
     /// Sends `mail` to `to` as multipart/alternative (text, then HTML) with the header
     /// `Message-ID: message_id` (e.g. `<uuid@lockbridge>`), so a resend of the same
-    /// outbox row carries the same id.
+    /// outbox row carries the same id. With an attachment, the message is
+    /// multipart/mixed: the alternative part, then the file.
     pub async fn send(
         &self,
         to: &str,
@@ -156,6 +158,22 @@ impl Mailer {
             .trim()
             .parse()
             .map_err(|_| NotifyError::InvalidAddress(to.to_string()))?;
+        let body = MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone());
+        let body = match &mail.attachment {
+            None => body,
+            Some(file) => {
+                let content_type = ContentType::parse(&file.content_type).map_err(|e| {
+                    NotifyError::InvalidContext(format!(
+                        "attachment content type `{}`: {e}",
+                        file.content_type
+                    ))
+                })?;
+                MultiPart::mixed().multipart(body).singlepart(
+                    Attachment::new(file.file_name.clone())
+                        .body(file.content.clone(), content_type),
+                )
+            }
+        };
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -164,10 +182,7 @@ impl Mailer {
             .date_now()
             .header(AutoSubmitted)
             .header(AutoResponseSuppress)
-            .multipart(MultiPart::alternative_plain_html(
-                mail.text.clone(),
-                mail.html.clone(),
-            ))?;
+            .multipart(body)?;
         self.transport
             .send(message)
             .await
@@ -268,6 +283,7 @@ mod tests {
             subject: "s".into(),
             text: "t".into(),
             html: "<p>h</p>".into(),
+            attachment: None,
         }
     }
 

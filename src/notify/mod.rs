@@ -17,4 +17,7 @@ pub use error::NotifyError;
 pub use mailer::{MailSettings, Mailer, SmtpSecurity};
 pub use outbox::{Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE};
 pub use seal::{Sealer, derive_key};
-pub use templates::{RenderedMail, TEMPORARY_PASSWORD, Templates};
+pub use templates::{
+    ATTACHMENT_NAME_VARIABLE, EXPIRY_DIGEST, MailAttachment, PASSWORD_EXPIRED, PASSWORD_EXPIRING,
+    RenderedMail, TEMPORARY_PASSWORD, Templates, csv_field,
+};

@@ -7,20 +7,28 @@
 //! in the store, opened only in memory at send time, and erased from the row as soon as
 //! the message is sent or dead.
 //!
+//! Messages have a class ([`MailClass`]): transactional mail (temporary passwords) goes
+//! out as soon as it can; bulk mail (expiry notices, digests) waits behind it and is
+//! paced by [`OutboxSettings::max_bulk_per_minute`] and
+//! [`OutboxSettings::max_bulk_per_day`], counted from the store so that the limits hold
+//! across restarts and instances. A message may carry a stale time after which it is
+//! dropped unsent instead of arriving out of date.
+//!
 //! It must not log recipient addresses at info level or above, nor any secret or body,
-//! and it must not change anything but outbox rows.
+//! and it must not change anything but outbox rows (and, through
+//! [`Notifier::record_notice`], the notice ledger that goes with them).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
 use super::{Mailer, NotifyError, Sealer, Templates};
-use crate::store::{NewOutboxMessage, OutboxMessage, Store};
+use crate::store::{MailClass, NewOutboxMessage, OutboxMessage, Store};
 use crate::types::Secret;
 
 /// The template variable a sealed secret is given as at send time.
@@ -67,6 +75,15 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
+    /// Messages given up on (dead letters), newest first, for operators to inspect.
+    pub async fn dead_letters(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::OutboxMessage>, crate::store::StoreError> {
+        self.store.list_dead_mail(before_id, limit).await
+    }
+
     /// A notifier with a new waker; hand [`Notifier::waker`] to the [`OutboxWorker`].
     pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>) -> Notifier {
         Notifier {
@@ -95,48 +112,125 @@ impl Notifier {
         context: serde_json::Value,
         secret: Option<&Secret>,
     ) -> Result<i64, NotifyError> {
-        let to = to.trim();
-        if to.parse::<lettre::Address>().is_err() {
-            return Err(NotifyError::InvalidAddress(
-                to.chars().take(254).collect::<String>(),
-            ));
-        }
-        if template.is_empty()
-            || !template
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let mut message = checked(template, to, context, MailClass::Transactional)?;
+        message.sealed_secret = secret.map(|s| self.sealer.seal(s));
+        self.enqueue_message(&message).await
+    }
+
+    /// Checks a message of kind `template` for `to` and returns it ready for
+    /// [`Notifier::record_notice`] (or [`Store::record_notice`]); queues nothing. Unlike
+    /// [`Notifier::enqueue`], `template` must be one of lockbridge's own message kinds
+    /// ([`Templates::kinds`]), so a typo cannot consume a ledger entry with a message that
+    /// can never be sent. The message carries no secret; set
+    /// [`NewOutboxMessage::stale_after`] on it for a notice that must not arrive late.
+    ///
+    /// Errors as for [`Notifier::enqueue`], plus [`NotifyError::UnknownTemplate`] for a
+    /// kind lockbridge does not send.
+    pub fn prepare(
+        &self,
+        template: &str,
+        to: &str,
+        context: serde_json::Value,
+        class: MailClass,
+    ) -> Result<NewOutboxMessage, NotifyError> {
+        if !Templates::kinds().any(|kind| kind == template) {
             return Err(NotifyError::UnknownTemplate(template.to_string()));
         }
-        let context = match context {
-            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-            serde_json::Value::Object(map) if map.contains_key(SECRET_VARIABLE) => {
-                return Err(NotifyError::InvalidContext(format!(
-                    "`{SECRET_VARIABLE}` must be passed as the secret, not as a template \
-                     variable, so it is never stored in clear"
-                )));
-            }
-            serde_json::Value::Object(map) => serde_json::Value::Object(map),
-            _ => {
-                return Err(NotifyError::InvalidContext(
-                    "template variables must be a JSON object".into(),
-                ));
-            }
-        };
-        let id = self
+        checked(template, to, context, class)
+    }
+
+    /// Queues bulk mail (a digest, say): [`Notifier::prepare`] with [`MailClass::Bulk`],
+    /// then queued and the worker woken. Returns the outbox id.
+    pub async fn enqueue_bulk(
+        &self,
+        template: &str,
+        to: &str,
+        context: serde_json::Value,
+    ) -> Result<i64, NotifyError> {
+        let message = self.prepare(template, to, context, MailClass::Bulk)?;
+        self.enqueue_message(&message).await
+    }
+
+    /// Records `ledger_key` and queues `message` in one transaction
+    /// ([`Store::record_notice`]), waking the worker when it was queued. False, with
+    /// nothing queued, when the key was recorded before.
+    pub async fn record_notice(
+        &self,
+        ledger_key: &str,
+        sweep_id: Option<&str>,
+        message: &NewOutboxMessage,
+    ) -> Result<bool, NotifyError> {
+        let queued = self
             .store
-            .enqueue_mail(&NewOutboxMessage {
-                template: template.to_string(),
-                recipient: to.to_string(),
-                context,
-                sealed_secret: secret.map(|s| self.sealer.seal(s)),
-                created_at: Utc::now(),
-            })
+            .record_notice(ledger_key, sweep_id, message)
             .await?;
-        tracing::debug!(outbox.id = id, template, "mail queued");
+        if queued {
+            tracing::debug!(
+                template = message.template.as_str(),
+                "notice recorded and queued"
+            );
+            self.waker.wake();
+        }
+        Ok(queued)
+    }
+
+    async fn enqueue_message(&self, message: &NewOutboxMessage) -> Result<i64, NotifyError> {
+        let id = self.store.enqueue_mail(message).await?;
+        tracing::debug!(
+            outbox.id = id,
+            template = message.template.as_str(),
+            class = message.class.as_str(),
+            "mail queued"
+        );
         self.waker.wake();
         Ok(id)
     }
+}
+
+/// A message without secret, after checking what [`Notifier::enqueue`] promises: an
+/// email address, a template name of safe characters, an object context (null for none)
+/// without a `password` entry.
+fn checked(
+    template: &str,
+    to: &str,
+    context: serde_json::Value,
+    class: MailClass,
+) -> Result<NewOutboxMessage, NotifyError> {
+    let to = to.trim();
+    if to.parse::<lettre::Address>().is_err() {
+        return Err(NotifyError::InvalidAddress(
+            to.chars().take(254).collect::<String>(),
+        ));
+    }
+    if template.is_empty()
+        || !template
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(NotifyError::UnknownTemplate(template.to_string()));
+    }
+    let context = match context {
+        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+        serde_json::Value::Object(map) if map.contains_key(SECRET_VARIABLE) => {
+            return Err(NotifyError::InvalidContext(format!(
+                "`{SECRET_VARIABLE}` must be passed as the secret, not as a template \
+                 variable, so it is never stored in clear"
+            )));
+        }
+        serde_json::Value::Object(map) => serde_json::Value::Object(map),
+        _ => {
+            return Err(NotifyError::InvalidContext(
+                "template variables must be a JSON object".into(),
+            ));
+        }
+    };
+    Ok(NewOutboxMessage::new(
+        template,
+        to,
+        context,
+        class,
+        Utc::now(),
+    ))
 }
 
 /// How the worker paces itself (the `[outbox]` settings).
@@ -150,14 +244,48 @@ pub struct OutboxSettings {
     pub max_backoff: Duration,
     /// Attempts after which a message is dead-lettered (at least 1).
     pub max_attempts: u32,
+    /// Bulk messages sent in any 60 seconds, at most; attempts are also spaced at least
+    /// `60 s / max_bulk_per_minute` apart. 0 = unlimited.
+    pub max_bulk_per_minute: u32,
+    /// Bulk messages sent in any 24 hours, at most. 0 = unlimited.
+    pub max_bulk_per_day: u32,
 }
 
-/// Delivers queued messages until shut down.
+impl Default for OutboxSettings {
+    /// The `[outbox]` defaults: poll every second, retry after 5 s doubling up to 15 min,
+    /// give up after 20 attempts, at most 120 bulk messages a minute and 5000 a day.
+    fn default() -> Self {
+        OutboxSettings {
+            poll_interval: Duration::from_secs(1),
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(900),
+            max_attempts: 20,
+            max_bulk_per_minute: 120,
+            max_bulk_per_day: 5000,
+        }
+    }
+}
+
+/// Whether bulk mail may be claimed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkGate {
+    Open,
+    /// Too soon after the last bulk attempt; open again in this long.
+    Spacing(Duration),
+    /// A bulk limit is reached (its metric label).
+    Limit(&'static str),
+}
+
+/// Delivers queued messages until shut down: transactional mail first, bulk mail while
+/// under the bulk limits (the rest stays pending and goes out later, in order).
 ///
 /// Metrics: counters `lockbridge_mail_sent_total`, `lockbridge_mail_failed_total`
 /// (every failed attempt, including the last one of a dead message) and
-/// `lockbridge_mail_dead_total`, each labelled with `template`; gauges
-/// `lockbridge_outbox_pending` and `lockbridge_outbox_dead`.
+/// `lockbridge_mail_dead_total`, each labelled with `template`;
+/// `lockbridge_mail_held_total{limit="per_minute"|"per_day"}` (bulk messages left
+/// pending by a bulk limit, each counted once) and `lockbridge_mail_stale_total`
+/// (messages dropped unsent because out of date); gauges
+/// `lockbridge_outbox_pending{class="transactional"|"bulk"}` and `lockbridge_outbox_dead`.
 pub struct OutboxWorker {
     store: Arc<dyn Store>,
     sealer: Arc<Sealer>,
@@ -165,6 +293,8 @@ pub struct OutboxWorker {
     templates: Templates,
     settings: OutboxSettings,
     waker: OutboxWaker,
+    /// When this worker last tried a bulk message (for the spacing).
+    last_bulk: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for OutboxWorker {
@@ -178,6 +308,19 @@ impl std::fmt::Debug for OutboxWorker {
 /// Extra lease time beyond the longest a delivery may take, so a slow but live worker
 /// does not lose its message to another.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Metric labels of the bulk limits.
+const PER_MINUTE: &str = "per_minute";
+const PER_DAY: &str = "per_day";
+
+/// What one pass over the due messages did.
+#[derive(Debug, Default)]
+struct Drained {
+    /// Messages tried.
+    tried: usize,
+    /// Bulk mail waits for the spacing and may go in this long.
+    bulk_resumes_in: Option<Duration>,
+}
 
 impl OutboxWorker {
     /// A worker that listens to `waker` (from [`Notifier::waker`]).
@@ -196,6 +339,7 @@ impl OutboxWorker {
             templates,
             settings,
             waker,
+            last_bulk: Mutex::new(None),
         }
     }
 
@@ -212,11 +356,21 @@ impl OutboxWorker {
             poll_interval_ms =
                 u64::try_from(self.settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
             max_attempts = self.settings.max_attempts,
+            max_bulk_per_minute = self.settings.max_bulk_per_minute,
+            max_bulk_per_day = self.settings.max_bulk_per_day,
             "outbox worker started"
         );
         loop {
-            if let Err(e) = self.drain(&shutdown).await {
-                tracing::warn!(error = %e, "outbox: cannot read due messages; will try again");
+            let mut wait = self.settings.poll_interval;
+            match self.drain(&shutdown).await {
+                Ok(drained) => {
+                    if let Some(resume) = drained.bulk_resumes_in {
+                        wait = wait.min(resume);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox: cannot read due messages; will try again");
+                }
             }
             self.publish_counts().await;
             if shutdown.is_cancelled() {
@@ -225,7 +379,7 @@ impl OutboxWorker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.waker.woken() => {},
-                () = tokio::time::sleep(self.settings.poll_interval) => {},
+                () = tokio::time::sleep(wait) => {},
             }
         }
         tracing::info!("outbox worker stopped");
@@ -233,28 +387,105 @@ impl OutboxWorker {
 
     /// Delivers every message due now, one at a time, and returns how many were tried.
     /// For tests and one-shot commands; the daemon uses [`OutboxWorker::run`].
+    /// Bulk mail held back by the bulk limits stays pending (see [`OutboxWorker`]).
     pub async fn deliver_due(&self) -> Result<usize, NotifyError> {
-        let tried = self.drain(&CancellationToken::new()).await?;
+        let drained = self.drain(&CancellationToken::new()).await?;
         self.publish_counts().await;
-        Ok(tried)
+        Ok(drained.tried)
     }
 
     /// Claims one message at a time, so that at shutdown no claimed message is left
-    /// waiting for its lease to run out.
-    async fn drain(&self, shutdown: &CancellationToken) -> Result<usize, NotifyError> {
-        let mut tried = 0;
+    /// waiting for its lease to run out, and so that the bulk limits are checked before
+    /// each bulk message.
+    async fn drain(&self, shutdown: &CancellationToken) -> Result<Drained, NotifyError> {
+        let mut drained = Drained::default();
+        let stale = self.store.dead_letter_stale_mail(Utc::now()).await?;
+        if stale > 0 {
+            metrics::counter!("lockbridge_mail_stale_total").increment(stale);
+            tracing::warn!(
+                messages = stale,
+                "outbox: mail not sent before its stale time dropped unsent (dead-lettered)"
+            );
+        }
+        let lease = self.send_budget() + LEASE_MARGIN;
         while !shutdown.is_cancelled() {
-            let claimed = self
-                .store
-                .claim_due_mail(Utc::now(), 1, self.send_budget() + LEASE_MARGIN)
-                .await?;
+            let now = Utc::now();
+            let claimed = match self.bulk_gate(now).await? {
+                BulkGate::Open => self.store.claim_due_mail(now, 1, lease).await?,
+                gate => {
+                    let claimed = self
+                        .store
+                        .claim_due_mail_of_class(MailClass::Transactional, now, 1, lease)
+                        .await?;
+                    if claimed.is_empty() {
+                        match gate {
+                            BulkGate::Spacing(resume) => drained.bulk_resumes_in = Some(resume),
+                            BulkGate::Limit(limit) => self.note_held(limit, now).await?,
+                            BulkGate::Open => {}
+                        }
+                    }
+                    claimed
+                }
+            };
             let Some(message) = claimed.into_iter().next() else {
                 break;
             };
+            if message.class == MailClass::Bulk {
+                *self.last_bulk.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
             self.deliver(message).await;
-            tried += 1;
+            drained.tried += 1;
         }
-        Ok(tried)
+        Ok(drained)
+    }
+
+    /// Whether a bulk message may be tried now: spaced after the last one, and under the
+    /// per-minute and per-day limits (sent messages counted in the store, so the limits
+    /// hold across restarts and instances).
+    async fn bulk_gate(&self, now: DateTime<Utc>) -> Result<BulkGate, NotifyError> {
+        let OutboxSettings {
+            max_bulk_per_minute: per_minute,
+            max_bulk_per_day: per_day,
+            ..
+        } = self.settings;
+        if per_minute > 0 {
+            let gap = Duration::from_secs(60) / per_minute;
+            let last = *self.last_bulk.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(resume) =
+                last.and_then(|t| (t + gap).checked_duration_since(Instant::now()))
+                && !resume.is_zero()
+            {
+                return Ok(BulkGate::Spacing(resume));
+            }
+            let since = now - chrono::Duration::minutes(1);
+            let sent = self.store.count_sent_since(MailClass::Bulk, since).await?;
+            if sent >= u64::from(per_minute) {
+                return Ok(BulkGate::Limit(PER_MINUTE));
+            }
+        }
+        if per_day > 0 {
+            let since = now - chrono::Duration::days(1);
+            let sent = self.store.count_sent_since(MailClass::Bulk, since).await?;
+            if sent >= u64::from(per_day) {
+                return Ok(BulkGate::Limit(PER_DAY));
+            }
+        }
+        Ok(BulkGate::Open)
+    }
+
+    /// Counts (once each) the due bulk messages a limit holds back.
+    async fn note_held(&self, limit: &'static str, now: DateTime<Utc>) -> Result<(), NotifyError> {
+        let newly = self.store.mark_due_mail_held(MailClass::Bulk, now).await?;
+        if newly > 0 {
+            metrics::counter!("lockbridge_mail_held_total", "limit" => limit).increment(newly);
+            tracing::info!(
+                messages = newly,
+                limit,
+                "outbox: bulk mail held back by outbox.max_bulk_{limit}; it goes out later, \
+                 in order, as the limit allows"
+            );
+        }
+        Ok(())
     }
 
     /// The longest one delivery may take: connect, TLS, EHLO, AUTH, MAIL, RCPT, DATA,
@@ -374,7 +605,11 @@ impl OutboxWorker {
     async fn publish_counts(&self) {
         match self.store.outbox_counts().await {
             Ok(counts) => {
-                metrics::gauge!("lockbridge_outbox_pending").set(counts.pending as f64);
+                let transactional = counts.pending.saturating_sub(counts.pending_bulk);
+                metrics::gauge!("lockbridge_outbox_pending", "class" => MailClass::Transactional.as_str())
+                    .set(transactional as f64);
+                metrics::gauge!("lockbridge_outbox_pending", "class" => MailClass::Bulk.as_str())
+                    .set(counts.pending_bulk as f64);
                 metrics::gauge!("lockbridge_outbox_dead").set(counts.dead as f64);
             }
             Err(e) => tracing::debug!(error = %e, "outbox: cannot count messages"),
@@ -432,6 +667,8 @@ mod tests {
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
             max_attempts,
+            max_bulk_per_minute: 0,
+            max_bulk_per_day: 0,
         }
     }
 
@@ -665,6 +902,368 @@ mod tests {
             .await
             .expect("stopped in time")
             .expect("no panic");
+    }
+
+    fn limited(per_minute: u32, per_day: u32) -> OutboxSettings {
+        OutboxSettings {
+            max_bulk_per_minute: per_minute,
+            max_bulk_per_day: per_day,
+            ..settings(20)
+        }
+    }
+
+    fn limited_worker(
+        store: Arc<dyn Store>,
+        notifier: &Notifier,
+        limits: OutboxSettings,
+    ) -> OutboxWorker {
+        OutboxWorker::new(
+            store,
+            sealer(),
+            dead_relay(),
+            Templates::new(None).expect("templates"),
+            limits,
+            notifier.waker(),
+        )
+    }
+
+    fn expiring_ctx() -> serde_json::Value {
+        json!({
+            "display_name": "Ada",
+            "user_name": "ada",
+            "expires_at_local": "Monday 3 March 2025, 14:00 CET",
+            "days_left": 7,
+            "change_password_url": "https://pw.example.org",
+        })
+    }
+
+    /// `n` bulk messages recorded as sent `ago` before now.
+    async fn sent_bulk(store: &Arc<dyn Store>, n: usize, ago: chrono::Duration) {
+        for i in 0..n {
+            let id = store
+                .enqueue_mail(&NewOutboxMessage::new(
+                    "password-expiring",
+                    format!("sent{i}@example.org"),
+                    json!({}),
+                    MailClass::Bulk,
+                    Utc::now() - ago,
+                ))
+                .await
+                .expect("enqueue");
+            store
+                .mark_mail_sent(id, Utc::now() - ago)
+                .await
+                .expect("sent");
+        }
+    }
+
+    #[tokio::test]
+    async fn prepare_checks_without_queueing() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        let m = notifier
+            .prepare(
+                crate::notify::PASSWORD_EXPIRING,
+                " ada@example.org ",
+                expiring_ctx(),
+                MailClass::Bulk,
+            )
+            .expect("prepare");
+        assert_eq!(m.recipient, "ada@example.org");
+        assert_eq!(m.class, MailClass::Bulk);
+        assert_eq!(m.template, "password-expiring");
+        assert!(m.sealed_secret.is_none() && m.stale_after.is_none());
+        let m = notifier
+            .prepare(
+                crate::notify::EXPIRY_DIGEST,
+                "admins@example.org",
+                serde_json::Value::Null,
+                MailClass::Transactional,
+            )
+            .expect("null context");
+        assert_eq!(m.context, json!({}));
+
+        let err = notifier
+            .prepare("no-such-kind", "a@example.org", json!({}), MailClass::Bulk)
+            .expect_err("unknown kind");
+        assert!(matches!(err, NotifyError::UnknownTemplate(_)), "{err:?}");
+        let err = notifier
+            .prepare("password-expiring", "nope", json!({}), MailClass::Bulk)
+            .expect_err("bad address");
+        assert!(matches!(err, NotifyError::InvalidAddress(_)), "{err:?}");
+        let err = notifier
+            .prepare(
+                "password-expiring",
+                "a@example.org",
+                json!({"password": "x"}),
+                MailClass::Bulk,
+            )
+            .expect_err("clear secret");
+        assert!(matches!(err, NotifyError::InvalidContext(_)), "{err:?}");
+        assert_eq!(store.outbox_counts().await.expect("counts").pending, 0);
+    }
+
+    #[tokio::test]
+    async fn record_notice_queues_once_and_wakes_the_worker() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        let waker = notifier.waker();
+        let m = notifier
+            .prepare(
+                "password-expiring",
+                "ada@example.org",
+                expiring_ctx(),
+                MailClass::Bulk,
+            )
+            .expect("prepare");
+        assert!(
+            notifier
+                .record_notice("k1", Some("s1"), &m)
+                .await
+                .expect("record")
+        );
+        tokio::time::timeout(Duration::from_millis(100), waker.woken())
+            .await
+            .expect("the worker was woken");
+        assert!(
+            !notifier
+                .record_notice("k1", Some("s2"), &m)
+                .await
+                .expect("again")
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), waker.woken())
+                .await
+                .is_err(),
+            "nothing queued, nobody woken"
+        );
+        let id = notifier
+            .enqueue_bulk(
+                crate::notify::EXPIRY_DIGEST,
+                "admins@example.org",
+                json!({}),
+            )
+            .await
+            .expect("bulk");
+        assert_eq!(
+            store.get_mail(id).await.expect("get").expect("row").class,
+            MailClass::Bulk
+        );
+        let counts = store.outbox_counts().await.expect("counts");
+        assert_eq!((counts.pending, counts.pending_bulk), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn the_daily_cap_holds_bulk_mail_but_not_transactional_mail() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        sent_bulk(&store, 2, chrono::Duration::hours(23)).await;
+        let bulk = notifier
+            .enqueue_bulk("password-expiring", "ada@example.org", expiring_ctx())
+            .await
+            .expect("bulk");
+        let transactional = notifier
+            .enqueue(
+                "temporary-password",
+                "bob@example.org",
+                ctx(),
+                Some(&Secret::new("pw")),
+            )
+            .await
+            .expect("transactional");
+
+        let w = limited_worker(store.clone(), &notifier, limited(0, 2));
+        assert_eq!(
+            w.deliver_due().await.expect("run"),
+            1,
+            "only the transactional one"
+        );
+        let t = store
+            .get_mail(transactional)
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(t.attempts, 1, "tried (the test relay is down)");
+        let b = store.get_mail(bulk).await.expect("get").expect("row");
+        assert_eq!(
+            (b.status, b.attempts),
+            (OutboxStatus::Pending, 0),
+            "held back"
+        );
+        assert_eq!(
+            store
+                .mark_due_mail_held(MailClass::Bulk, Utc::now())
+                .await
+                .expect("held"),
+            0,
+            "already counted as held"
+        );
+
+        // A higher cap lets it go (in a day's time the old ones leave the window).
+        let w = limited_worker(store.clone(), &notifier, limited(0, 3));
+        assert_eq!(w.deliver_due().await.expect("run"), 1);
+        let b = store.get_mail(bulk).await.expect("get").expect("row");
+        assert_eq!(b.attempts, 1, "tried once the cap allows");
+    }
+
+    #[tokio::test]
+    async fn sent_mail_older_than_a_day_does_not_count() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        sent_bulk(&store, 2, chrono::Duration::hours(25)).await;
+        let bulk = notifier
+            .enqueue_bulk("password-expiring", "ada@example.org", expiring_ctx())
+            .await
+            .expect("bulk");
+        let w = limited_worker(store.clone(), &notifier, limited(0, 2));
+        assert_eq!(w.deliver_due().await.expect("run"), 1);
+        assert_eq!(
+            store
+                .get_mail(bulk)
+                .await
+                .expect("get")
+                .expect("row")
+                .attempts,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_per_minute_limit_counts_the_last_minute() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        sent_bulk(&store, 2, chrono::Duration::seconds(30)).await;
+        let bulk = notifier
+            .enqueue_bulk("password-expiring", "ada@example.org", expiring_ctx())
+            .await
+            .expect("bulk");
+        let w = limited_worker(store.clone(), &notifier, limited(2, 0));
+        assert_eq!(w.deliver_due().await.expect("run"), 0, "two sent 30 s ago");
+        assert_eq!(
+            store
+                .get_mail(bulk)
+                .await
+                .expect("get")
+                .expect("row")
+                .attempts,
+            0
+        );
+
+        let store = self::store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        sent_bulk(&store, 2, chrono::Duration::seconds(61)).await;
+        notifier
+            .enqueue_bulk("password-expiring", "ada@example.org", expiring_ctx())
+            .await
+            .expect("bulk");
+        let w = limited_worker(store.clone(), &notifier, limited(2, 0));
+        assert_eq!(
+            w.deliver_due().await.expect("run"),
+            1,
+            "the minute has passed"
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_attempts_are_spaced_and_transactional_mail_is_not() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        for n in 0..3 {
+            notifier
+                .enqueue_bulk(
+                    "password-expiring",
+                    &format!("u{n}@example.org"),
+                    expiring_ctx(),
+                )
+                .await
+                .expect("bulk");
+        }
+        // One a minute: the first goes, the others wait for the spacing.
+        let w = limited_worker(store.clone(), &notifier, limited(1, 0));
+        assert_eq!(w.deliver_due().await.expect("run"), 1);
+        let drained = w.drain(&CancellationToken::new()).await.expect("drain");
+        assert_eq!(drained.tried, 0);
+        let resume = drained.bulk_resumes_in.expect("a resume hint");
+        assert!(
+            resume > Duration::from_secs(50) && resume <= Duration::from_secs(60),
+            "{resume:?}"
+        );
+
+        for n in 0..2 {
+            notifier
+                .enqueue(
+                    "temporary-password",
+                    &format!("t{n}@example.org"),
+                    ctx(),
+                    None,
+                )
+                .await
+                .expect("transactional");
+        }
+        assert_eq!(w.deliver_due().await.expect("run"), 2, "not spaced");
+
+        // 600 a minute: 100 ms apart.
+        let w = limited_worker(store.clone(), &notifier, limited(600, 0));
+        let started = Instant::now();
+        let mut tried = 0;
+        while tried < 2 {
+            tried += w.deliver_due().await.expect("run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn stale_mail_is_dropped_before_it_is_sent() {
+        let store = store().await;
+        let notifier = Notifier::new(store.clone(), sealer());
+        let mut message = notifier
+            .prepare(
+                "password-expiring",
+                "ada@example.org",
+                expiring_ctx(),
+                MailClass::Bulk,
+            )
+            .expect("prepare");
+        message.stale_after = Some(Utc::now() - chrono::Duration::seconds(1));
+        assert!(
+            notifier
+                .record_notice("k", None, &message)
+                .await
+                .expect("record")
+        );
+        let w = worker(store.clone(), sealer(), &notifier, 20);
+        assert_eq!(w.deliver_due().await.expect("run"), 0, "not tried");
+        let dead = store.list_dead_mail(None, 10).await.expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 0);
+        assert!(
+            dead[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("out of date")),
+            "{:?}",
+            dead[0].last_error
+        );
+        assert!(
+            store.notice_recorded("k").await.expect("recorded"),
+            "still never twice"
+        );
+    }
+
+    #[test]
+    fn default_settings_match_the_documented_defaults() {
+        let d = OutboxSettings::default();
+        assert_eq!(d.poll_interval, Duration::from_secs(1));
+        assert_eq!(
+            (d.max_attempts, d.max_bulk_per_minute, d.max_bulk_per_day),
+            (20, 120, 5000)
+        );
+        assert!(d.initial_backoff <= d.max_backoff);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Persistent state: API token hashes, the audit log and the mail outbox.
+//! Persistent state: API token hashes, the audit log, the mail outbox, and what the
+//! password-expiry sweep needs (the notice ledger, leases, sweep history, run-time
+//! settings).
 //!
 //! Owns the [`Store`] trait, its records, the SQL schema (`migrations/<backend>/`) and
 //! the backends ([`SqliteStore`] today; a PostgreSQL backend can be added behind the
@@ -44,8 +46,9 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a message for delivery, due at once, with a fresh Message-ID. Returns its id.
     async fn enqueue_mail(&self, m: &NewOutboxMessage) -> Result<i64, StoreError>;
     /// Leases up to `limit` due messages (pending, `next_attempt_at <= now`, no lease or
-    /// an expired one) until `now + lease`, oldest due first. The lease is taken in one
-    /// atomic statement, so two workers never hold the same message at once.
+    /// an expired one) until `now + lease`: transactional messages first, then bulk ones,
+    /// each oldest due first. The lease is taken in one atomic statement, so two workers
+    /// never hold the same message at once.
     async fn claim_due_mail(
         &self,
         now: DateTime<Utc>,
@@ -67,6 +70,89 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
     /// One message by id.
     async fn get_mail(&self, id: i64) -> Result<Option<OutboxMessage>, StoreError>;
+
+    /// Like [`Store::claim_due_mail`], but only messages of `class`.
+    async fn claim_due_mail_of_class(
+        &self,
+        class: MailClass,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// How many messages of `class` were sent at or after `since` (the bulk limits).
+    async fn count_sent_since(
+        &self,
+        class: MailClass,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Notes `now` as the time every due, unleased, pending message of `class` was first
+    /// held back, and returns how many had not been noted before (so each held message is
+    /// counted once).
+    async fn mark_due_mail_held(
+        &self,
+        class: MailClass,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Dead-letters every unleased pending message whose `stale_after` is at or before
+    /// `now` (it would arrive out of date), erasing any sealed secret. Returns how many.
+    async fn dead_letter_stale_mail(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Dead messages, newest first (keyset paging by id: only ids below `before_id`).
+    /// `limit` is capped at [`MAX_PAGE`]. They hold no secret.
+    async fn list_dead_mail(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Records a notice in the ledger and queues its message in ONE transaction (the
+    /// message gets a fresh Message-ID, as with [`Store::enqueue_mail`]). Returns false,
+    /// and queues nothing, when the ledger already holds `ledger_key`: a notice is queued
+    /// at most once, whatever reruns, crashes or concurrent callers there are.
+    async fn record_notice(
+        &self,
+        ledger_key: &str,
+        sweep_id: Option<&str>,
+        message: &NewOutboxMessage,
+    ) -> Result<bool, StoreError>;
+    /// True when the ledger holds `ledger_key` (dry runs).
+    async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError>;
+
+    /// Takes the lease `name` for `holder` until `until`, atomically. Succeeds when the
+    /// lease is free, expired (`held until <= now`) or already `holder`'s (a renewal,
+    /// which moves `until`); false when someone else holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease up if `holder` holds it; does nothing otherwise.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Saves a new sweep run. `Conflict("sweep run id")` when the id is taken.
+    async fn insert_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError>;
+    /// Overwrites the run with `run.id` (progress, outcome). `NotFound` for an unknown id.
+    async fn update_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError>;
+    /// One sweep run by id.
+    async fn get_sweep_run(&self, id: &str) -> Result<Option<SweepRun>, StoreError>;
+    /// The latest sweep runs, newest first (by start time); `limit` is capped at
+    /// [`MAX_PAGE`].
+    async fn list_sweep_runs(&self, limit: u32) -> Result<Vec<SweepRun>, StoreError>;
+    /// Marks every run still `running`, except `except_id`, as `interrupted` at `at` with
+    /// `error`, and returns how many. For the lease holder at the start of a sweep: a run
+    /// left `running` then belongs to an instance that stopped mid-sweep.
+    async fn interrupt_sweep_runs(
+        &self,
+        except_id: Option<&str>,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// A run-time setting (JSON), `None` when never set.
+    async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Creates or replaces a run-time setting.
+    async fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
 }
 
 /// A token to save. Only the keyed hash of the token is stored, never the token.
@@ -146,6 +232,50 @@ pub struct AuditQuery {
 /// The largest audit page a backend returns.
 pub const MAX_AUDIT_PAGE: u32 = 1000;
 
+/// The largest page of dead letters or sweep runs a backend returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// How a message is paced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailClass {
+    /// Mail a user is waiting for (a temporary password): never held back.
+    #[default]
+    Transactional,
+    /// Mail sent in numbers (expiry notices, digests): held back by the bulk limits.
+    Bulk,
+}
+
+impl MailClass {
+    /// Every class.
+    pub const ALL: [MailClass; 2] = [MailClass::Transactional, MailClass::Bulk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailClass::Transactional => "transactional",
+            MailClass::Bulk => "bulk",
+        }
+    }
+}
+
+impl fmt::Display for MailClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MailClass {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "transactional" => Ok(MailClass::Transactional),
+            "bulk" => Ok(MailClass::Bulk),
+            other => Err(format!("unknown mail class `{other}`")),
+        }
+    }
+}
+
 /// A message to queue.
 #[derive(Debug, Clone)]
 pub struct NewOutboxMessage {
@@ -158,6 +288,32 @@ pub struct NewOutboxMessage {
     /// sent or dead.
     pub sealed_secret: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
+    /// How the message is paced.
+    pub class: MailClass,
+    /// When set, the message is dead-lettered instead of sent if it is still pending at
+    /// this time (it would arrive out of date).
+    pub stale_after: Option<DateTime<Utc>>,
+}
+
+impl NewOutboxMessage {
+    /// A message without a secret and without a stale time.
+    pub fn new(
+        template: impl Into<String>,
+        recipient: impl Into<String>,
+        context: serde_json::Value,
+        class: MailClass,
+        created_at: DateTime<Utc>,
+    ) -> NewOutboxMessage {
+        NewOutboxMessage {
+            template: template.into(),
+            recipient: recipient.into(),
+            context,
+            sealed_secret: None,
+            created_at,
+            class,
+            stale_after: None,
+        }
+    }
 }
 
 /// Where a queued message stands.
@@ -219,6 +375,8 @@ pub struct OutboxMessage {
     /// Stable RFC 5322 Message-ID (`<uuid@lockbridge>`), fixed at enqueue, so a resend
     /// after a crash can be recognised as the same message.
     pub message_id: String,
+    pub class: MailClass,
+    pub stale_after: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for OutboxMessage {
@@ -238,14 +396,63 @@ impl fmt::Debug for OutboxMessage {
             .field("created_at", &self.created_at)
             .field("sent_at", &self.sent_at)
             .field("message_id", &self.message_id)
+            .field("class", &self.class)
+            .field("stale_after", &self.stale_after)
             .finish_non_exhaustive()
     }
 }
 
 /// Outbox message counts by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutboxCounts {
+    /// Pending messages of every class.
     pub pending: u64,
     pub sent: u64,
     pub dead: u64,
+    /// Of `pending`, how many are [`MailClass::Bulk`].
+    pub pending_bulk: u64,
+}
+
+/// One run of the password-expiry sweep: its history entry, and its progress while it
+/// runs. The store keeps what it is given; the values below are the sweep's vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepRun {
+    /// A UUID.
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `completed`, `failed` or `interrupted` (the store refuses others).
+    pub status: String,
+    /// True when nothing was queued, only counted.
+    pub dry_run: bool,
+    /// What started it: `schedule`, `api` or `cli`.
+    pub trigger: String,
+    /// The sweep's notion of now (which passwords count as expiring).
+    pub at: DateTime<Utc>,
+    /// Accounts looked at.
+    pub scanned: u64,
+    /// Notices queued by this run.
+    pub notified: u64,
+    /// Notices due but already in the ledger (queued by an earlier run).
+    pub already_notified: u64,
+    /// Accounts with a notice due but no mail address.
+    pub no_mail: u64,
+    /// Accounts whose password has expired.
+    pub expired: u64,
+    /// Accounts that could not be handled (errors).
+    pub failed: u64,
+    /// Why the run failed or was interrupted.
+    pub error: Option<String>,
+    /// Anything else worth keeping (JSON).
+    pub summary: Option<serde_json::Value>,
+}
+
+/// [`SweepRun::status`] values.
+pub mod sweep_status {
+    pub const RUNNING: &str = "running";
+    pub const COMPLETED: &str = "completed";
+    pub const FAILED: &str = "failed";
+    pub const INTERRUPTED: &str = "interrupted";
 }

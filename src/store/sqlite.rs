@@ -14,12 +14,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use super::{
-    AuditQuery, AuditRecord, MAX_AUDIT_PAGE, NewAuditRecord, NewOutboxMessage, NewToken,
-    OutboxCounts, OutboxMessage, OutboxStatus, Store, StoreError, TokenRecord,
+    AuditQuery, AuditRecord, MAX_AUDIT_PAGE, MAX_PAGE, MailClass, NewAuditRecord, NewOutboxMessage,
+    NewToken, OutboxCounts, OutboxMessage, OutboxStatus, Store, StoreError, SweepRun, TokenRecord,
+    sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -199,6 +201,8 @@ struct OutboxRow {
     created_at: DateTime<Utc>,
     sent_at: Option<DateTime<Utc>>,
     message_id: String,
+    class: String,
+    stale_after: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<OutboxRow> for OutboxMessage {
@@ -208,6 +212,8 @@ impl TryFrom<OutboxRow> for OutboxMessage {
         let context = serde_json::from_str(&r.context)
             .map_err(|e| decode_error(format!("outbox {}: context is not JSON: {e}", r.id)))?;
         let status = OutboxStatus::from_str(&r.status)
+            .map_err(|e| decode_error(format!("outbox {}: {e}", r.id)))?;
+        let class = MailClass::from_str(&r.class)
             .map_err(|e| decode_error(format!("outbox {}: {e}", r.id)))?;
         Ok(OutboxMessage {
             id: r.id,
@@ -222,6 +228,8 @@ impl TryFrom<OutboxRow> for OutboxMessage {
             created_at: r.created_at,
             sent_at: r.sent_at,
             message_id: r.message_id,
+            class,
+            stale_after: r.stale_after,
         })
     }
 }
@@ -230,8 +238,125 @@ impl TryFrom<OutboxRow> for OutboxMessage {
 macro_rules! outbox_columns {
     () => {
         "id, template, recipient, context, sealed_secret, status, attempts, \
-         next_attempt_at, last_error, created_at, sent_at, message_id"
+         next_attempt_at, last_error, created_at, sent_at, message_id, class, stale_after"
     };
+}
+
+/// The conditions that make an outbox row claimable at `?2` (a macro for the same
+/// reason as `outbox_columns`).
+macro_rules! claimable {
+    () => {
+        "status = 'pending' AND next_attempt_at <= ?2 \
+         AND (lease_until IS NULL OR lease_until <= ?2)"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct SweepRow {
+    id: String,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    status: String,
+    dry_run: bool,
+    triggered_by: String,
+    sweep_at: DateTime<Utc>,
+    scanned: i64,
+    notified: i64,
+    already_notified: i64,
+    no_mail: i64,
+    expired: i64,
+    failed: i64,
+    error: Option<String>,
+    summary: Option<String>,
+}
+
+impl TryFrom<SweepRow> for SweepRun {
+    type Error = StoreError;
+
+    fn try_from(r: SweepRow) -> Result<Self, StoreError> {
+        let summary = r
+            .summary
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| decode_error(format!("sweep run {}: summary is not JSON: {e}", r.id)))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(SweepRun {
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            status: r.status,
+            dry_run: r.dry_run,
+            trigger: r.triggered_by,
+            at: r.sweep_at,
+            scanned: count(r.scanned),
+            notified: count(r.notified),
+            already_notified: count(r.already_notified),
+            no_mail: count(r.no_mail),
+            expired: count(r.expired),
+            failed: count(r.failed),
+            error: r.error,
+            summary,
+            id: r.id,
+        })
+    }
+}
+
+macro_rules! sweep_columns {
+    () => {
+        "id, started_at, finished_at, status, dry_run, triggered_by, sweep_at, scanned, \
+         notified, already_notified, no_mail, expired, failed, error, summary"
+    };
+}
+
+/// A counter as SQLite's signed integer.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_json_text(value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))
+}
+
+/// Inserts one outbox row (due at once, fresh Message-ID) on `conn`, which may be inside
+/// a transaction, and returns its id.
+async fn insert_outbox(
+    conn: &mut SqliteConnection,
+    m: &NewOutboxMessage,
+) -> Result<i64, StoreError> {
+    let message_id = format!("<{}@lockbridge>", uuid::Uuid::new_v4());
+    let created = ts(m.created_at);
+    let done = sqlx::query(
+        "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
+                             status, attempts, next_attempt_at, created_at, class, stale_after) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?7, ?8)",
+    )
+    .bind(message_id)
+    .bind(&m.template)
+    .bind(&m.recipient)
+    .bind(to_json_text(&m.context)?)
+    .bind(&m.sealed_secret)
+    .bind(created)
+    .bind(m.class.as_str())
+    .bind(m.stale_after.map(ts))
+    .execute(conn)
+    .await
+    .map_err(err("outbox message id"))?;
+    Ok(done.last_insert_rowid())
+}
+
+/// Claimed rows in claiming order: transactional first, then oldest due.
+fn claimed(rows: Vec<OutboxRow>) -> Result<Vec<OutboxMessage>, StoreError> {
+    let mut messages = rows
+        .into_iter()
+        .map(OutboxMessage::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING gives no order guarantee.
+    messages.sort_by_key(|m| (m.class == MailClass::Bulk, m.next_attempt_at, m.id));
+    Ok(messages)
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1));
+    now.checked_add_signed(lease).unwrap_or(now)
 }
 
 /// Long error texts from a relay are cut, so one bad reply cannot bloat the table.
@@ -357,25 +482,8 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_mail(&self, m: &NewOutboxMessage) -> Result<i64, StoreError> {
-        let message_id = format!("<{}@lockbridge>", uuid::Uuid::new_v4());
-        let context = serde_json::to_string(&m.context)
-            .map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?;
-        let created = ts(m.created_at);
-        let done = sqlx::query(
-            "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
-                                 status, attempts, next_attempt_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
-        )
-        .bind(message_id)
-        .bind(&m.template)
-        .bind(&m.recipient)
-        .bind(context)
-        .bind(&m.sealed_secret)
-        .bind(created)
-        .execute(&self.pool)
-        .await
-        .map_err(err("outbox message id"))?;
-        Ok(done.last_insert_rowid())
+        let mut conn = self.pool.acquire().await.map_err(err("outbox"))?;
+        insert_outbox(&mut conn, m).await
     }
 
     async fn claim_due_mail(
@@ -387,32 +495,34 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1));
-        let lease_until = now.checked_add_signed(lease).unwrap_or(now);
         // One UPDATE statement is one SQLite write transaction: the rows it selects
-        // cannot be leased by anyone else between the SELECT and the SET.
+        // cannot be leased by anyone else between the SELECT and the SET. Each class is
+        // read through its own index, at most `limit` rows each, then ranked.
         let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
             "UPDATE outbox SET lease_until = ?1 WHERE id IN ( \
-                 SELECT id FROM outbox \
-                 WHERE status = 'pending' AND next_attempt_at <= ?2 \
-                   AND (lease_until IS NULL OR lease_until <= ?2) \
-                 ORDER BY next_attempt_at, id LIMIT ?3) \
+                 SELECT id FROM ( \
+                     SELECT id, 0 AS rank, next_attempt_at AS due FROM ( \
+                         SELECT id, next_attempt_at FROM outbox \
+                         WHERE class = 'transactional' AND ",
+            claimable!(),
+            "           ORDER BY next_attempt_at, id LIMIT ?3) \
+                     UNION ALL \
+                     SELECT id, 1 AS rank, next_attempt_at AS due FROM ( \
+                         SELECT id, next_attempt_at FROM outbox \
+                         WHERE class = 'bulk' AND ",
+            claimable!(),
+            "           ORDER BY next_attempt_at, id LIMIT ?3)) \
+                 ORDER BY rank, due, id LIMIT ?3) \
              RETURNING ",
             outbox_columns!()
         ))
-        .bind(ts(lease_until))
+        .bind(ts(lease_end(now, lease)))
         .bind(ts(now))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(err("outbox"))?;
-        let mut messages = rows
-            .into_iter()
-            .map(OutboxMessage::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        // RETURNING gives no order guarantee.
-        messages.sort_by_key(|m| (m.next_attempt_at, m.id));
-        Ok(messages)
+        claimed(rows)
     }
 
     async fn mark_mail_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -469,7 +579,16 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(err("outbox"))?;
-        let mut counts = OutboxCounts::default();
+        let pending_bulk: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND class = 'bulk'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        let mut counts = OutboxCounts {
+            pending_bulk: u64::try_from(pending_bulk).unwrap_or(0),
+            ..OutboxCounts::default()
+        };
         for (status, n) in rows {
             let n = u64::try_from(n).unwrap_or(0);
             match OutboxStatus::from_str(&status) {
@@ -493,6 +612,323 @@ impl Store for SqliteStore {
         .await
         .map_err(err("outbox"))?;
         row.map(OutboxMessage::try_from).transpose()
+    }
+
+    async fn claim_due_mail_of_class(
+        &self,
+        class: MailClass,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+            "UPDATE outbox SET lease_until = ?1 WHERE id IN ( \
+                 SELECT id FROM outbox WHERE class = ?4 AND ",
+            claimable!(),
+            "    ORDER BY next_attempt_at, id LIMIT ?3) \
+             RETURNING ",
+            outbox_columns!()
+        ))
+        .bind(ts(lease_end(now, lease)))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .bind(class.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        claimed(rows)
+    }
+
+    async fn count_sent_since(
+        &self,
+        class: MailClass,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND class = ?1 AND sent_at >= ?2",
+        )
+        .bind(class.as_str())
+        .bind(ts(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn mark_due_mail_held(
+        &self,
+        class: MailClass,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(concat!(
+            "UPDATE outbox SET held_at = ?2 \
+             WHERE class = ?1 AND held_at IS NULL AND ",
+            claimable!()
+        ))
+        .bind(class.as_str())
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn dead_letter_stale_mail(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', sealed_secret = NULL, lease_until = NULL, \
+                 last_error = 'not sent by ' || stale_after || ', after which it would be out \
+                               of date; dropped unsent' \
+             WHERE status = 'pending' AND stale_after IS NOT NULL AND stale_after <= ?1 \
+               AND (lease_until IS NULL OR lease_until <= ?1)",
+        )
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_dead_mail(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM outbox WHERE status = 'dead' AND (?1 IS NULL OR id < ?1) \
+              ORDER BY id DESC LIMIT ?2"
+        ))
+        .bind(before_id)
+        .bind(i64::from(limit.min(MAX_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        rows.into_iter().map(OutboxMessage::try_from).collect()
+    }
+
+    async fn record_notice(
+        &self,
+        ledger_key: &str,
+        sweep_id: Option<&str>,
+        message: &NewOutboxMessage,
+    ) -> Result<bool, StoreError> {
+        // IMMEDIATE takes the write lock at BEGIN, so concurrent recorders queue up on
+        // the busy timeout instead of failing to upgrade a read snapshot.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("notice ledger"))?;
+        let inserted = sqlx::query(
+            "INSERT INTO notice_ledger (key, sweep_id, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(ledger_key)
+        .bind(sweep_id)
+        .bind(ts(message.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err("notice ledger key"))?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await.map_err(err("notice ledger"))?;
+            return Ok(false);
+        }
+        let outbox_id = insert_outbox(&mut tx, message).await?;
+        sqlx::query("UPDATE notice_ledger SET outbox_id = ?1 WHERE key = ?2")
+            .bind(outbox_id)
+            .bind(ledger_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("notice ledger"))?;
+        tx.commit().await.map_err(err("notice ledger"))?;
+        Ok(true)
+    }
+
+    async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError> {
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notice_ledger WHERE key = ?1)")
+                .bind(ledger_key)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err("notice ledger"))?;
+        Ok(found)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // One statement: insert, or take over only when the lease is ours or has run out.
+        // A refused upsert changes no row.
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, held_until) VALUES (?1, ?2, ?4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                                              held_until = excluded.held_until \
+             WHERE leases.holder = excluded.holder OR leases.held_until <= ?3",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ts(now))
+        .bind(ts(until))
+        .execute(&self.pool)
+        .await
+        .map_err(err("lease"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(err("lease"))?;
+        Ok(())
+    }
+
+    async fn insert_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO sweep_runs (",
+            sweep_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))
+        .bind(&run.id)
+        .bind(ts(run.started_at))
+        .bind(run.finished_at.map(ts))
+        .bind(&run.status)
+        .bind(run.dry_run)
+        .bind(&run.trigger)
+        .bind(ts(run.at))
+        .bind(int(run.scanned))
+        .bind(int(run.notified))
+        .bind(int(run.already_notified))
+        .bind(int(run.no_mail))
+        .bind(int(run.expired))
+        .bind(int(run.failed))
+        .bind(&run.error)
+        .bind(run.summary.as_ref().map(to_json_text).transpose()?)
+        .execute(&self.pool)
+        .await
+        .map_err(err("sweep run id"))?;
+        Ok(())
+    }
+
+    async fn update_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE sweep_runs SET started_at = ?2, finished_at = ?3, status = ?4, \
+                 dry_run = ?5, triggered_by = ?6, sweep_at = ?7, scanned = ?8, notified = ?9, \
+                 already_notified = ?10, no_mail = ?11, expired = ?12, failed = ?13, \
+                 error = ?14, summary = ?15 \
+             WHERE id = ?1",
+        )
+        .bind(&run.id)
+        .bind(ts(run.started_at))
+        .bind(run.finished_at.map(ts))
+        .bind(&run.status)
+        .bind(run.dry_run)
+        .bind(&run.trigger)
+        .bind(ts(run.at))
+        .bind(int(run.scanned))
+        .bind(int(run.notified))
+        .bind(int(run.already_notified))
+        .bind(int(run.no_mail))
+        .bind(int(run.expired))
+        .bind(int(run.failed))
+        .bind(&run.error)
+        .bind(run.summary.as_ref().map(to_json_text).transpose()?)
+        .execute(&self.pool)
+        .await
+        .map_err(err("sweep run"))?;
+        found(done.rows_affected())
+    }
+
+    async fn get_sweep_run(&self, id: &str) -> Result<Option<SweepRun>, StoreError> {
+        let row: Option<SweepRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            sweep_columns!(),
+            " FROM sweep_runs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("sweep run"))?;
+        row.map(SweepRun::try_from).transpose()
+    }
+
+    async fn list_sweep_runs(&self, limit: u32) -> Result<Vec<SweepRun>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<SweepRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            sweep_columns!(),
+            " FROM sweep_runs ORDER BY started_at DESC, id DESC LIMIT ?1"
+        ))
+        .bind(i64::from(limit.min(MAX_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("sweep run"))?;
+        rows.into_iter().map(SweepRun::try_from).collect()
+    }
+
+    async fn interrupt_sweep_runs(
+        &self,
+        except_id: Option<&str>,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sweep_runs SET status = ?1, finished_at = ?2, error = ?3 \
+             WHERE status = ?4 AND (?5 IS NULL OR id <> ?5)",
+        )
+        .bind(sweep_status::INTERRUPTED)
+        .bind(ts(at))
+        .bind(clip(error))
+        .bind(sweep_status::RUNNING)
+        .bind(except_id)
+        .execute(&self.pool)
+        .await
+        .map_err(err("sweep run"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("setting"))?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| decode_error(format!("setting {key}: value is not JSON: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                                             updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(to_json_text(value)?)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(err("setting"))?;
+        Ok(())
     }
 }
 
@@ -531,11 +967,14 @@ mod tests {
 
     fn mail(n: usize, secret: Option<&[u8]>) -> NewOutboxMessage {
         NewOutboxMessage {
-            template: "temporary-password".into(),
-            recipient: format!("user{n}@example.org"),
-            context: serde_json::json!({ "user_name": format!("user{n}") }),
             sealed_secret: secret.map(<[u8]>::to_vec),
-            created_at: t0(),
+            ..NewOutboxMessage::new(
+                "temporary-password",
+                format!("user{n}@example.org"),
+                serde_json::json!({ "user_name": format!("user{n}") }),
+                MailClass::Transactional,
+                t0(),
+            )
         }
     }
 
@@ -588,7 +1027,11 @@ mod tests {
             .fetch_one(store.pool())
             .await
             .expect("migrations table");
-        assert_eq!(applied, 1);
+        assert_eq!(
+            applied,
+            i64::try_from(MIGRATOR.iter().count()).expect("count")
+        );
+        assert!(applied >= 2, "0001 and 0002 applied");
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(store.pool())
             .await
@@ -966,7 +1409,8 @@ mod tests {
             OutboxCounts {
                 pending: 0,
                 sent: 1,
-                dead: 0
+                dead: 0,
+                pending_bulk: 0,
             }
         );
     }
@@ -1000,7 +1444,8 @@ mod tests {
             OutboxCounts {
                 pending: 1,
                 sent: 0,
-                dead: 1
+                dead: 1,
+                pending_bulk: 0,
             }
         );
     }
@@ -1080,6 +1525,665 @@ mod tests {
         ));
         assert!(store.get_mail(42).await.expect("get").is_none());
         store.ping().await.expect("ping");
+    }
+
+    fn bulk(n: usize) -> NewOutboxMessage {
+        NewOutboxMessage::new(
+            "password-expiring",
+            format!("user{n}@example.org"),
+            serde_json::json!({ "user_name": format!("user{n}") }),
+            MailClass::Bulk,
+            t0(),
+        )
+    }
+
+    fn secs(n: i64) -> chrono::Duration {
+        chrono::Duration::seconds(n)
+    }
+
+    #[tokio::test]
+    async fn a_notice_is_recorded_and_queued_once() {
+        let (_dir, store) = temp_store().await;
+        assert!(
+            !store
+                .notice_recorded("expiry:ada:1:7")
+                .await
+                .expect("recorded?")
+        );
+        assert!(
+            store
+                .record_notice("expiry:ada:1:7", Some("sweep-1"), &bulk(1))
+                .await
+                .expect("record")
+        );
+        assert!(
+            store
+                .notice_recorded("expiry:ada:1:7")
+                .await
+                .expect("recorded?")
+        );
+        // Again, from another sweep and with another message: nothing more is queued.
+        assert!(
+            !store
+                .record_notice("expiry:ada:1:7", Some("sweep-2"), &bulk(2))
+                .await
+                .expect("record again")
+        );
+        // Another threshold is another notice.
+        assert!(
+            store
+                .record_notice("expiry:ada:1:3", None, &bulk(1))
+                .await
+                .expect("record other")
+        );
+
+        let rows: Vec<(String, Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT key, sweep_id, outbox_id FROM notice_ledger ORDER BY key DESC")
+                .fetch_all(store.pool())
+                .await
+                .expect("ledger");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, "expiry:ada:1:7");
+        assert_eq!(rows[0].1.as_deref(), Some("sweep-1"));
+        let id = rows[0].2.expect("linked to its outbox row");
+        let m = store.get_mail(id).await.expect("get").expect("row");
+        assert_eq!(m.recipient, "user1@example.org");
+        assert_eq!(m.class, MailClass::Bulk);
+        assert_eq!(m.template, "password-expiring");
+        assert_eq!(rows[1].1, None);
+        let counts = store.outbox_counts().await.expect("counts");
+        assert_eq!((counts.pending, counts.pending_bulk), (2, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_recorders_queue_a_notice_exactly_once() {
+        let (dir, first) = temp_store().await;
+        // A second store on the same file stands in for a second instance.
+        let second = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("second store");
+        for round in 0..5 {
+            let key = format!("expiry:user:{round}:7");
+            let barrier = Arc::new(tokio::sync::Barrier::new(8));
+            let handles: Vec<_> = (0..8)
+                .map(|n| {
+                    let store = if n % 2 == 0 {
+                        first.clone()
+                    } else {
+                        second.clone()
+                    };
+                    let (key, barrier) = (key.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store
+                            .record_notice(&key, Some(&format!("sweep-{n}")), &bulk(n))
+                            .await
+                            .expect("record")
+                    })
+                })
+                .collect();
+            let mut queued = 0;
+            for h in handles {
+                queued += usize::from(h.await.expect("task"));
+            }
+            assert_eq!(queued, 1, "round {round}: exactly one recorder queues");
+        }
+        let counts = first.outbox_counts().await.expect("counts");
+        assert_eq!(counts.pending, 5, "one outbox row per key");
+        let ledger: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notice_ledger")
+            .fetch_one(first.pool())
+            .await
+            .expect("count");
+        assert_eq!(ledger, 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_enqueue_records_no_notice() {
+        let (_dir, store) = temp_store().await;
+        // Make the outbox insert fail inside the transaction.
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'no'); END",
+        )
+        .execute(store.pool())
+        .await
+        .expect("trigger");
+        assert!(store.record_notice("k", None, &bulk(1)).await.is_err());
+        assert!(
+            !store.notice_recorded("k").await.expect("recorded?"),
+            "rolled back"
+        );
+        sqlx::query("DROP TRIGGER refuse")
+            .execute(store.pool())
+            .await
+            .expect("drop");
+        assert!(
+            store
+                .record_notice("k", None, &bulk(1))
+                .await
+                .expect("record")
+        );
+    }
+
+    #[tokio::test]
+    async fn leases_are_exclusive_renewable_and_expire() {
+        let (_dir, store) = temp_store().await;
+        let now = t0();
+        let until = now + secs(60);
+        assert!(
+            store
+                .acquire_lease("sweep", "a", now, until)
+                .await
+                .expect("a")
+        );
+        assert!(
+            !store
+                .acquire_lease("sweep", "b", now + secs(1), until)
+                .await
+                .expect("b")
+        );
+        // Other names are other leases.
+        assert!(
+            store
+                .acquire_lease("other", "b", now, until)
+                .await
+                .expect("other")
+        );
+        // The holder renews, moving the end.
+        assert!(
+            store
+                .acquire_lease("sweep", "a", now + secs(50), now + secs(120))
+                .await
+                .expect("renew")
+        );
+        assert!(
+            !store
+                .acquire_lease("sweep", "b", now + secs(90), now + secs(150))
+                .await
+                .expect("still renewed")
+        );
+        // Run out: someone else takes it, and the old holder cannot renew.
+        assert!(
+            store
+                .acquire_lease("sweep", "b", now + secs(120), now + secs(180))
+                .await
+                .expect("expired")
+        );
+        assert!(
+            !store
+                .acquire_lease("sweep", "a", now + secs(121), now + secs(181))
+                .await
+                .expect("lost")
+        );
+        // Only the holder releases.
+        store
+            .release_lease("sweep", "a")
+            .await
+            .expect("release by other");
+        assert!(
+            !store
+                .acquire_lease("sweep", "a", now + secs(122), now + secs(182))
+                .await
+                .expect("still b's")
+        );
+        store.release_lease("sweep", "b").await.expect("release");
+        assert!(
+            store
+                .acquire_lease("sweep", "a", now + secs(123), now + secs(183))
+                .await
+                .expect("free")
+        );
+        store
+            .release_lease("nothing", "a")
+            .await
+            .expect("unknown lease");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_of_many_concurrent_lease_takers_wins() {
+        let (dir, first) = temp_store().await;
+        let second = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("second store");
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let store = if n % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    store
+                        .acquire_lease("sweep", &format!("holder-{n}"), t0(), t0() + secs(60))
+                        .await
+                        .expect("acquire")
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for h in handles {
+            winners += usize::from(h.await.expect("task"));
+        }
+        assert_eq!(winners, 1);
+    }
+
+    fn run(id: &str, started: DateTime<Utc>) -> SweepRun {
+        SweepRun {
+            id: id.into(),
+            started_at: started,
+            finished_at: None,
+            status: sweep_status::RUNNING.into(),
+            dry_run: false,
+            trigger: "api".into(),
+            at: started,
+            scanned: 0,
+            notified: 0,
+            already_notified: 0,
+            no_mail: 0,
+            expired: 0,
+            failed: 0,
+            error: None,
+            summary: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sweep_runs_round_trip_and_list_newest_first() {
+        let (_dir, store) = temp_store().await;
+        let mut a = run("run-a", t0());
+        store.insert_sweep_run(&a).await.expect("insert");
+        assert_eq!(
+            store.get_sweep_run("run-a").await.expect("get"),
+            Some(a.clone())
+        );
+        assert!(matches!(
+            store.insert_sweep_run(&a).await,
+            Err(StoreError::Conflict("sweep run id"))
+        ));
+
+        a.scanned = 10_000;
+        a.notified = 42;
+        a.already_notified = 7;
+        a.no_mail = 3;
+        a.expired = 2;
+        a.failed = 1;
+        a.status = sweep_status::COMPLETED.into();
+        a.finished_at = Some(t0() + secs(95));
+        a.dry_run = true;
+        a.summary = Some(serde_json::json!({"thresholds": [14, 7, 3, 1], "note": "ok"}));
+        store.update_sweep_run(&a).await.expect("update");
+        assert_eq!(
+            store.get_sweep_run("run-a").await.expect("get"),
+            Some(a.clone())
+        );
+
+        let mut b = run("run-b", t0() + secs(3600));
+        b.trigger = "schedule".into();
+        store.insert_sweep_run(&b).await.expect("insert b");
+        store
+            .insert_sweep_run(&run("run-c", t0() - secs(3600)))
+            .await
+            .expect("insert c");
+        let ids = |runs: Vec<SweepRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.list_sweep_runs(10).await.expect("list")),
+            ["run-b", "run-a", "run-c"]
+        );
+        assert_eq!(
+            ids(store.list_sweep_runs(1).await.expect("list")),
+            ["run-b"]
+        );
+        assert!(store.list_sweep_runs(0).await.expect("list").is_empty());
+
+        // A run left running by a stopped instance is marked interrupted; ours is not.
+        let n = store
+            .interrupt_sweep_runs(Some("run-b"), t0() + secs(7200), "instance stopped")
+            .await
+            .expect("interrupt");
+        assert_eq!(n, 1, "only run-c was still running besides run-b");
+        let c = store.get_sweep_run("run-c").await.expect("get").expect("c");
+        assert_eq!(c.status, sweep_status::INTERRUPTED);
+        assert_eq!(c.finished_at, Some(t0() + secs(7200)));
+        assert_eq!(c.error.as_deref(), Some("instance stopped"));
+        let b_now = store.get_sweep_run("run-b").await.expect("get").expect("b");
+        assert_eq!(b_now, b);
+        assert_eq!(
+            store
+                .get_sweep_run("run-a")
+                .await
+                .expect("get")
+                .expect("a")
+                .status,
+            sweep_status::COMPLETED,
+            "finished runs are left alone"
+        );
+
+        assert!(matches!(
+            store.update_sweep_run(&run("nope", t0())).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(store.get_sweep_run("nope").await.expect("get").is_none());
+        let mut bad = run("run-d", t0());
+        bad.status = "exploded".into();
+        assert!(
+            store.insert_sweep_run(&bad).await.is_err(),
+            "unknown status refused"
+        );
+
+        let json = serde_json::to_value(&a).expect("serialize");
+        assert_eq!(json["alreadyNotified"], 7);
+        assert_eq!(json["dryRun"], true);
+        assert_eq!(json["trigger"], "api");
+        assert!(json.get("startedAt").is_some() && json.get("finishedAt").is_some());
+    }
+
+    #[tokio::test]
+    async fn settings_round_trip() {
+        let (dir, store) = temp_store().await;
+        assert_eq!(store.get_setting("expiry.policy").await.expect("get"), None);
+        let policy =
+            serde_json::json!({"maxAgeDays": 90, "notifyDays": [14, 7, 1], "onExpiry": null});
+        store
+            .put_setting("expiry.policy", &policy)
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get_setting("expiry.policy").await.expect("get"),
+            Some(policy)
+        );
+        let replaced = serde_json::json!({"maxAgeDays": 0});
+        store
+            .put_setting("expiry.policy", &replaced)
+            .await
+            .expect("replace");
+        store
+            .put_setting("other", &serde_json::json!("text"))
+            .await
+            .expect("put");
+        store.close().await;
+        let store = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("reopen");
+        assert_eq!(
+            store.get_setting("expiry.policy").await.expect("get"),
+            Some(replaced)
+        );
+        assert_eq!(
+            store.get_setting("other").await.expect("get"),
+            Some(serde_json::json!("text"))
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_newest_first_in_pages() {
+        let (_dir, store) = temp_store().await;
+        let mut dead = Vec::new();
+        for n in 0..5 {
+            let id = store
+                .enqueue_mail(&mail(n, Some(b"sealed")))
+                .await
+                .expect("enqueue");
+            store.enqueue_mail(&bulk(n)).await.expect("enqueue alive");
+            store
+                .mark_mail_dead(id, &format!("550 refused {n}"))
+                .await
+                .expect("dead");
+            dead.push(id);
+        }
+        dead.reverse();
+        let page = store.list_dead_mail(None, 3).await.expect("page");
+        assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), dead[..3]);
+        assert!(
+            page.iter()
+                .all(|m| m.status == OutboxStatus::Dead && m.sealed_secret.is_none())
+        );
+        assert_eq!(page[0].last_error.as_deref(), Some("550 refused 4"));
+        let rest = store
+            .list_dead_mail(page.last().map(|m| m.id), 10)
+            .await
+            .expect("page 2");
+        assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), dead[3..]);
+        assert!(
+            store
+                .list_dead_mail(None, 0)
+                .await
+                .expect("zero")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn transactional_mail_is_claimed_before_older_bulk_mail() {
+        let (_dir, store) = temp_store().await;
+        let lease = Duration::from_secs(60);
+        let b1 = store.enqueue_mail(&bulk(1)).await.expect("b1");
+        let b2 = store.enqueue_mail(&bulk(2)).await.expect("b2");
+        let later = NewOutboxMessage {
+            created_at: t0() + secs(10),
+            ..mail(3, None)
+        };
+        let t = store.enqueue_mail(&later).await.expect("t");
+        let now = t0() + secs(20);
+
+        let all = store.claim_due_mail(now, 10, lease).await.expect("claim");
+        assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), [t, b1, b2]);
+        let first = store
+            .claim_due_mail(now + secs(61), 1, lease)
+            .await
+            .expect("claim one");
+        assert_eq!(first[0].id, t);
+        assert_eq!(first[0].class, MailClass::Transactional);
+
+        let later_still = now + secs(200);
+        let only_bulk = store
+            .claim_due_mail_of_class(MailClass::Bulk, later_still, 10, lease)
+            .await
+            .expect("claim bulk");
+        assert_eq!(only_bulk.iter().map(|m| m.id).collect::<Vec<_>>(), [b1, b2]);
+        let only_t = store
+            .claim_due_mail_of_class(MailClass::Transactional, later_still, 10, lease)
+            .await
+            .expect("claim transactional");
+        assert_eq!(only_t.iter().map(|m| m.id).collect::<Vec<_>>(), [t]);
+        assert!(
+            store
+                .claim_due_mail_of_class(MailClass::Bulk, later_still, 10, lease)
+                .await
+                .expect("leased")
+                .is_empty()
+        );
+        assert!(
+            store
+                .claim_due_mail_of_class(MailClass::Bulk, later_still, 0, lease)
+                .await
+                .expect("zero")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn sent_mail_is_counted_by_class_and_time() {
+        let (_dir, store) = temp_store().await;
+        for (n, minutes_ago) in [(1, 30), (2, 2), (3, 0)] {
+            let id = store.enqueue_mail(&bulk(n)).await.expect("enqueue");
+            store
+                .mark_mail_sent(id, t0() - chrono::Duration::minutes(minutes_ago))
+                .await
+                .expect("sent");
+        }
+        let t = store.enqueue_mail(&mail(9, None)).await.expect("enqueue");
+        store.mark_mail_sent(t, t0()).await.expect("sent");
+        store.enqueue_mail(&bulk(4)).await.expect("pending bulk");
+
+        let count = |class, minutes| {
+            let store = store.clone();
+            async move {
+                store
+                    .count_sent_since(class, t0() - chrono::Duration::minutes(minutes))
+                    .await
+                    .expect("count")
+            }
+        };
+        assert_eq!(count(MailClass::Bulk, 1).await, 1);
+        assert_eq!(count(MailClass::Bulk, 2).await, 2, "the bound is inclusive");
+        assert_eq!(count(MailClass::Bulk, 60).await, 3);
+        assert_eq!(count(MailClass::Transactional, 60).await, 1);
+    }
+
+    #[tokio::test]
+    async fn held_mail_is_counted_once() {
+        let (_dir, store) = temp_store().await;
+        store.enqueue_mail(&bulk(1)).await.expect("b1");
+        store.enqueue_mail(&bulk(2)).await.expect("b2");
+        store.enqueue_mail(&mail(3, None)).await.expect("t");
+        let now = t0() + secs(1);
+        assert_eq!(
+            store
+                .mark_due_mail_held(MailClass::Bulk, now)
+                .await
+                .expect("held"),
+            2
+        );
+        assert_eq!(
+            store
+                .mark_due_mail_held(MailClass::Bulk, now)
+                .await
+                .expect("again"),
+            0
+        );
+        store.enqueue_mail(&bulk(4)).await.expect("b4");
+        assert_eq!(
+            store
+                .mark_due_mail_held(MailClass::Bulk, now)
+                .await
+                .expect("new"),
+            1
+        );
+        // Not yet due: not held.
+        let future = NewOutboxMessage {
+            created_at: t0() + secs(3600),
+            ..bulk(5)
+        };
+        store.enqueue_mail(&future).await.expect("b5");
+        assert_eq!(
+            store
+                .mark_due_mail_held(MailClass::Bulk, now)
+                .await
+                .expect("none"),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn stale_mail_is_dead_lettered_unsent() {
+        let (_dir, store) = temp_store().await;
+        let stale = store
+            .enqueue_mail(&NewOutboxMessage {
+                stale_after: Some(t0() + secs(10)),
+                sealed_secret: Some(b"sealed".to_vec()),
+                ..bulk(1)
+            })
+            .await
+            .expect("stale");
+        let fresh = store
+            .enqueue_mail(&NewOutboxMessage {
+                stale_after: Some(t0() + secs(100)),
+                ..bulk(2)
+            })
+            .await
+            .expect("fresh");
+        let never = store.enqueue_mail(&bulk(3)).await.expect("never stale");
+        assert_eq!(
+            store
+                .dead_letter_stale_mail(t0() + secs(5))
+                .await
+                .expect("none"),
+            0
+        );
+
+        let leased = store
+            .claim_due_mail_of_class(MailClass::Bulk, t0() + secs(11), 1, Duration::from_secs(60))
+            .await
+            .expect("lease the stale one");
+        assert_eq!(leased[0].id, stale);
+        assert_eq!(leased[0].stale_after, Some(t0() + secs(10)));
+        assert_eq!(
+            store
+                .dead_letter_stale_mail(t0() + secs(12))
+                .await
+                .expect("leased"),
+            0,
+            "a message being sent is left to its sender"
+        );
+
+        assert_eq!(
+            store
+                .dead_letter_stale_mail(t0() + secs(80))
+                .await
+                .expect("stale"),
+            1
+        );
+        let m = store.get_mail(stale).await.expect("get").expect("row");
+        assert_eq!(m.status, OutboxStatus::Dead);
+        assert_eq!(m.attempts, 0, "never tried");
+        assert!(m.sealed_secret.is_none());
+        let error = m.last_error.expect("reason");
+        assert!(error.contains("not sent by 2030-01-02T03:04:15"), "{error}");
+        for id in [fresh, never] {
+            let m = store.get_mail(id).await.expect("get").expect("row");
+            assert_eq!(m.status, OutboxStatus::Pending);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_0002_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lockbridge.db");
+        // A deployed database: only 0001 applied, with a queued message.
+        let old = tempfile::tempdir().expect("migrations");
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/store/migrations/sqlite/0001_init.sql"
+            ),
+            old.path().join("0001_init.sql"),
+        )
+        .expect("copy 0001");
+        {
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("pool");
+            Migrator::new(old.path())
+                .await
+                .expect("0001 only")
+                .run(&pool)
+                .await
+                .expect("migrate to 0001");
+            sqlx::query(
+                "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
+                                     next_attempt_at, created_at) \
+                 VALUES ('<old@lockbridge>', 'temporary-password', 'old@example.org', '{}', \
+                         x'01', '2030-01-02T03:04:05.000000Z', '2030-01-02T03:04:05.000000Z')",
+            )
+            .execute(&pool)
+            .await
+            .expect("old row");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("upgrade");
+        let m = store.get_mail(1).await.expect("get").expect("old row kept");
+        assert_eq!(m.class, MailClass::Transactional);
+        assert_eq!(m.stale_after, None);
+        assert_eq!(m.sealed_secret.as_deref(), Some(&[1u8][..]));
+        assert!(
+            store
+                .record_notice("k", None, &bulk(1))
+                .await
+                .expect("ledger works")
+        );
     }
 
     #[tokio::test]
