@@ -12,17 +12,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::AccountService;
+use crate::account::expiry::{ExpiryService, ExpirySettings, MaxAgeSource};
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, TokenKey, TokenService};
-use crate::config::{Config, DirectoryKindConfig, SmtpSecurityConfig};
+use crate::config::{
+    Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, SmtpSecurityConfig,
+};
 use crate::directory::{Directory, DirectoryError, DirectoryKind, DirectorySettings};
 use crate::http::{HealthState, RateLimit, RouterParts, router};
 use crate::notify::{
     MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer,
     SmtpSecurity, Templates, derive_key,
 };
+use crate::policy::{ExpiryAction, ExpiryPolicy};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::sweep::engine::{SweepDeps, SweepSettings};
+use crate::sweep::routes::SweepState;
+use crate::sweep::schedule::{ScheduleError, SweepSchedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,6 +41,8 @@ pub enum AppError {
     Notify(#[from] NotifyError),
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    Schedule(#[from] ScheduleError),
 }
 
 /// The directory settings from the configuration.
@@ -115,17 +124,49 @@ fn install_metrics() -> PrometheusHandle {
         .clone()
 }
 
-/// Runs the daemon on `listener` until `shutdown` completes.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AppError> {
-    let metrics = install_metrics();
-    let store = open_store(&config).await?;
-    let directory = Directory::new(directory_settings(&config))?;
+/// Every long-lived service, built once from the configuration.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub directory: Directory,
+    pub audit: AuditLog,
+    pub account: Arc<AccountService>,
+    pub expiry: Arc<ExpiryService>,
+    pub sweep: SweepDeps,
+    pub schedule: SweepSchedule,
+    pub worker: OutboxWorker,
+}
+
+fn expiry_settings(config: &Config) -> ExpirySettings {
+    let e = &config.expiry;
+    ExpirySettings {
+        source: match (e.source, &e.default_policy_dn) {
+            (ExpirySource::Directory, Some(dn)) => MaxAgeSource::Directory {
+                default_policy_dn: dn.clone(),
+            },
+            _ => MaxAgeSource::Lockbridge,
+        },
+        never_expires_policy_dn: e.never_expires_policy_dn.clone(),
+        defaults: ExpiryPolicy {
+            max_age_days: (e.max_age_days > 0).then_some(e.max_age_days),
+            thresholds_days: e.notify_days.clone(),
+            on_expiry: match e.on_expiry {
+                ExpiryActionConfig::Nothing => ExpiryAction::Nothing,
+                ExpiryActionConfig::RequireChange => ExpiryAction::RequireChange,
+                ExpiryActionConfig::Lock => ExpiryAction::Lock,
+            },
+        },
+    }
+}
+
+/// Builds every service. Talks to nothing yet: the directory and the relay may be down.
+pub async fn build(config: &Config) -> Result<Services, AppError> {
+    // Validated at start, so a typo in the schedule stops the daemon with a clear error.
+    let schedule = SweepSchedule::parse(&config.sweep.schedule, &config.sweep.time_zone)?;
+    let store = open_store(config).await?;
+    let directory = Directory::new(directory_settings(config))?;
     let templates = Templates::new(config.mail.templates_dir.as_deref())?;
-    let mailer = Mailer::new(&mail_settings(&config))?;
+    templates.check()?;
+    let mailer = Mailer::new(&mail_settings(config))?;
     let sealer = Arc::new(Sealer::new(derive_key(
         &config.master_key,
         "outbox-secrets",
@@ -141,6 +182,8 @@ pub async fn serve(
             initial_backoff: Duration::from_secs(config.outbox.initial_backoff_secs),
             max_backoff: Duration::from_secs(config.outbox.max_backoff_secs),
             max_attempts: config.outbox.max_attempts,
+            max_bulk_per_minute: config.outbox.max_bulk_per_minute,
+            max_bulk_per_day: config.outbox.max_bulk_per_day,
         },
         notifier.waker(),
     );
@@ -148,15 +191,70 @@ pub async fn serve(
     let account = AccountService::new(
         directory.clone(),
         config.password_policy.to_rules(),
-        notifier,
+        notifier.clone(),
         audit.clone(),
         config.server.public_url.clone(),
         config.directory.retry_after_secs,
     );
+    let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));
+    let sweep = SweepDeps {
+        expiry: expiry.clone(),
+        directory: directory.clone(),
+        store: store.clone(),
+        notifier,
+        settings: SweepSettings {
+            time_zone: schedule.time_zone(),
+            admin_recipients: config.sweep.admin_recipients.clone(),
+            change_password_url: if config.sweep.change_password_url.is_empty() {
+                config.server.public_url.clone()
+            } else {
+                config.sweep.change_password_url.clone()
+            },
+            page_size: config.sweep.page_size,
+            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            lease: Duration::from_secs(config.sweep.lease_secs),
+        },
+    };
+    Ok(Services {
+        store,
+        directory,
+        audit,
+        account,
+        expiry,
+        sweep,
+        schedule,
+        worker,
+    })
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let metrics = install_metrics();
+    let services = build(&config).await?;
+    let Services {
+        store,
+        directory,
+        audit,
+        account,
+        expiry,
+        sweep,
+        schedule,
+        worker,
+    } = services;
     let app = router(RouterParts {
         admin: AdminState {
             account,
+            expiry,
+            notifier: sweep.notifier.clone(),
             audit: audit.clone(),
+            auth: Authenticator::new(store.clone(), token_key(&config)),
+        },
+        sweep: SweepState {
+            deps: sweep.clone(),
             auth: Authenticator::new(store.clone(), token_key(&config)),
         },
         health: HealthState { directory, audit },
@@ -170,6 +268,15 @@ pub async fn serve(
 
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
+    // A sweep cut short by a crash is finished first (the ledger skips what it queued).
+    let resume_task = tokio::spawn(crate::sweep::resume_interrupted(
+        sweep.clone(),
+        stop.clone(),
+    ));
+    let scheduler_task = config.sweep.enabled.then(|| {
+        tracing::info!(schedule = %schedule, "expiry sweeps are scheduled");
+        tokio::spawn(crate::sweep::run_scheduled(sweep, schedule, stop.clone()))
+    });
 
     let address = listener
         .local_addr()
@@ -193,6 +300,11 @@ pub async fn serve(
     })
     .await;
     stop.cancel();
+    resume_task.abort();
+    if let Some(task) = scheduler_task {
+        // A sweep cut short is marked interrupted and redone by the next one.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     // Let the outbox finish the message in hand; a queued message is safe in the store.
     match tokio::time::timeout(Duration::from_secs(15), worker_task).await {
         Ok(Ok(())) => {}

@@ -50,6 +50,17 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run one password-expiry sweep now: queue the notices that are due.
+    Sweep {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Show what would be sent; send and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Sweep as of this time (RFC 3339, e.g. 2026-03-01T06:00:00Z) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +123,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::CheckConfig(args) => check_config(args).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Sweep {
+            config,
+            dry_run,
+            at,
+        } => sweep(config, dry_run, at).await,
     }
 }
 
@@ -136,7 +152,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
     };
     match app::serve(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ app::AppError::Directory(_)) => fail(EXIT_CONFIG, e),
+        Err(e @ (app::AppError::Directory(_) | app::AppError::Schedule(_))) => fail(EXIT_CONFIG, e),
         Err(e) => fail(EXIT_SOFTWARE, e),
     }
 }
@@ -305,4 +321,109 @@ fn whoami() -> String {
     std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>) -> ExitCode {
+    use crate::sweep::engine::{SweepError, SweepRequest, Trigger, run_once};
+
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing(&config);
+    let at = match at.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+        None => chrono::Utc::now(),
+        Some(Ok(t)) => t.with_timezone(&chrono::Utc),
+        Some(Err(_)) => {
+            return fail(
+                EXIT_USAGE,
+                "--at must be an RFC 3339 time such as 2026-03-01T06:00:00Z",
+            );
+        }
+    };
+    let services = match app::build(&config).await {
+        Ok(s) => s,
+        Err(e @ app::AppError::Schedule(_)) => return fail(EXIT_CONFIG, e),
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let progress_bar = bar.clone();
+    let progress = move |run: &crate::store::SweepRun| {
+        progress_bar.set_message(format!(
+            "{} accounts scanned, {} notices {}",
+            run.scanned,
+            run.notified,
+            if run.dry_run { "due" } else { "queued" }
+        ));
+    };
+    let request = SweepRequest::new(at, dry_run, Trigger::Cli);
+    let result = run_once(&services.sweep, request, &progress).await;
+    bar.finish_and_clear();
+    let outcome = match result {
+        Ok(o) => o,
+        Err(SweepError::AlreadyRunning) => {
+            return fail(EXIT_UNAVAILABLE, SweepError::AlreadyRunning);
+        }
+        Err(e) => return fail(EXIT_UNAVAILABLE, format!("the sweep failed: {e}")),
+    };
+    let run = &outcome.run;
+    println!(
+        "sweep {} as of {}{}",
+        run.id,
+        run.at.to_rfc3339(),
+        if dry_run {
+            " (dry run: nothing sent)"
+        } else {
+            ""
+        }
+    );
+    println!();
+    println!("{:<28} {:>8}", "accounts scanned", run.scanned);
+    println!(
+        "{:<28} {:>8}",
+        if dry_run {
+            "notices due"
+        } else {
+            "notices queued"
+        },
+        run.notified
+    );
+    println!(
+        "{:<28} {:>8}",
+        "already notified earlier", run.already_notified
+    );
+    println!("{:<28} {:>8}", "expired", run.expired);
+    println!("{:<28} {:>8}", "due but no mail address", run.no_mail);
+    println!(
+        "{:<28} {:>8}",
+        "without a change time", outcome.no_change_time
+    );
+    println!("{:<28} {:>8}", "failed", run.failed);
+    if !outcome.rows.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<8} {:<14} {:>5}  expires",
+            "user", "notice", "status", "days"
+        );
+        for row in &outcome.rows {
+            println!(
+                "{:<24} {:<8} {:<14} {:>5}  {}",
+                row.user_name, row.notice, row.status, row.days_left, row.expires_at_local
+            );
+        }
+    }
+    if !dry_run && run.notified > 0 {
+        println!();
+        println!("the running daemon delivers the queued messages (outbox)");
+    }
+    if run.failed > 0 {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -7,7 +7,7 @@
 //! |-------------|-----------------------------------------------------|
 //! | entry       | `cli`, then `app` (the composition root)            |
 //! | edge        | `http` (router, middleware, error → response)       |
-//! | features    | `admin`                                             |
+//! | features    | `admin`, `scim`, `sweep`                            |
 //! | domain      | `account` (the one place passwords change)          |
 //! | services    | `auth`, `audit`, `notify`                           |
 //! | adapters    | `directory` (LDAP), `store` (SQLite)                |
@@ -24,5 +24,7 @@ pub mod directory;
 pub mod http;
 pub mod notify;
 pub mod policy;
+pub mod scim;
 pub mod store;
+pub mod sweep;
 pub mod types;

@@ -3,11 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use lockbridge::cli::{Cli, Command};
 
 fn main() -> anyhow::Result<ExitCode> {
-    let cli = lockbridge::cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let cli = Cli::parse();
+    // A one-shot sweep is one stream consumed in order: a single thread avoids waking
+    // another core for every entry. The daemon serves requests on all cores.
+    let runtime = match cli.command {
+        Command::Sweep { .. } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     Ok(runtime.block_on(lockbridge::cli::run(cli)))
 }

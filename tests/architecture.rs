@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["app"],
     &["http"],
-    &["admin"],
+    &["admin", "scim", "sweep"],
     &["account"],
     &["auth", "audit", "notify"],
     &["directory", "store"],

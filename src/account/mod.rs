@@ -6,6 +6,8 @@
 //! on that user → write to the directory → queue the emails → record the outcome.
 //! Everything that can be refused is refused before the directory is touched.
 
+pub mod expiry;
+
 use std::sync::Arc;
 
 use serde_json::json;
@@ -93,6 +95,8 @@ pub enum AccountError {
     DirectoryAccessDenied,
     #[error("the user's account is locked in the directory")]
     AccountLocked,
+    #[error("{0}")]
+    Misconfigured(String),
     #[error("directory error: {0}")]
     Directory(DirectoryError),
     #[error("the audit log cannot be written, so nothing was changed: {0}")]
@@ -113,6 +117,7 @@ impl AccountError {
             AccountError::FlagNotApplied => "must_change_flag_not_applied",
             AccountError::DirectoryAccessDenied => "directory_access_denied",
             AccountError::AccountLocked => "account_locked",
+            AccountError::Misconfigured(_) => "misconfigured",
             AccountError::Directory(_) => "directory_error",
             AccountError::AuditUnavailable(_) => "store_unavailable",
         }
@@ -166,6 +171,11 @@ impl AccountService {
             DirectoryError::FlagNotApplied => AccountError::FlagNotApplied,
             DirectoryError::InsufficientAccess => AccountError::DirectoryAccessDenied,
             DirectoryError::AccountLocked => AccountError::AccountLocked,
+            DirectoryError::NoSuchEntry(dn) => AccountError::Misconfigured(format!(
+                "the directory has no entry `{dn}`; operators: check expiry.default_policy_dn and \
+                 expiry.never_expires_policy_dn"
+            )),
+            DirectoryError::Config(text) => AccountError::Misconfigured(text),
             other => AccountError::Directory(other),
         }
     }
@@ -203,6 +213,7 @@ impl AccountService {
                 e @ (AccountError::DirectoryUnavailable { .. }
                 | AccountError::OutcomeUnknown { .. }
                 | AccountError::FlagNotApplied
+                | AccountError::Misconfigured(_)
                 | AccountError::Directory(_)),
             ) => Outcome::Failed(e.code()),
             Err(e) => Outcome::Refused(e.code()),

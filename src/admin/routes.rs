@@ -10,10 +10,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminError;
+use crate::account::expiry::ExpiryService;
 use crate::account::{AccountService, Actor, PasswordChoice, ResetRequest};
 use crate::audit::AuditLog;
-use crate::auth::{Authenticator, Permission, ReadAudit, ReadUsers, Require, ResetPasswords};
+use crate::auth::{
+    Authenticator, ManageExpiry, Permission, ReadAudit, ReadUsers, Require, ResetPasswords,
+};
 use crate::directory::UserEntry;
+use crate::notify::Notifier;
 use crate::store::{AuditQuery, AuditRecord};
 use crate::types::Secret;
 
@@ -23,6 +27,8 @@ pub const MAX_SEARCH_RESULTS: usize = 1000;
 #[derive(Clone)]
 pub struct AdminState {
     pub account: Arc<AccountService>,
+    pub expiry: Arc<ExpiryService>,
+    pub notifier: Notifier,
     pub audit: AuditLog,
     pub auth: Authenticator,
 }
@@ -40,6 +46,15 @@ pub fn routes(state: AdminState) -> Router {
         .route("/users/{user_name}", get(get_user))
         .route("/users/{user_name}/password-reset", post(reset_password))
         .route("/audit", get(list_audit))
+        .route("/mail/dead-letters", get(list_dead_letters))
+        .route(
+            "/policy/expiration",
+            get(get_expiration_policy).put(put_expiration_policy),
+        )
+        .route(
+            "/users/{user_name}/password-never-expires",
+            axum::routing::put(put_never_expires),
+        )
         .with_state(state)
 }
 
@@ -65,12 +80,15 @@ pub struct UserView {
     pub password_last_changed: Option<DateTime<Utc>>,
     /// The directory has locked the account (too many failed sign-ins or an admin lock).
     pub locked: bool,
+    /// The password never expires (the user's policy is the no-expiry one).
+    pub password_never_expires: bool,
     pub dn: String,
 }
 
-impl From<UserEntry> for UserView {
-    fn from(u: UserEntry) -> Self {
+impl UserView {
+    fn new(u: UserEntry, expiry: &ExpiryService) -> Self {
         Self {
+            password_never_expires: expiry.is_never_expires(u.policy_dn.as_deref()),
             user_name: u.user_name,
             display_name: u.display_name,
             mail: u.mail,
@@ -138,7 +156,7 @@ pub async fn list_users(
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(UserView::from)
+        .map(|u| UserView::new(u, &state.expiry))
         .collect();
     Ok(Json(UserPage {
         users,
@@ -160,7 +178,7 @@ pub async fn get_user(
     Path(user_name): Path<String>,
 ) -> Result<Json<UserView>, AdminError> {
     let user = state.account.find_user(&user_name).await?;
-    Ok(Json(user.into()))
+    Ok(Json(UserView::new(user, &state.expiry)))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
@@ -362,6 +380,182 @@ pub async fn list_audit(
         .flatten();
     Ok(Json(AuditPage {
         records: records.into_iter().map(AuditRecordView::from).collect(),
+        next,
+    }))
+}
+
+/// The organisation's password expiration policy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExpirationPolicyView {
+    /// Days until a password expires; null = passwords never expire.
+    pub max_age_days: Option<u32>,
+    /// Days before expiry on which users are notified (e.g. [14, 7, 3, 1]).
+    pub notify_days: Vec<u32>,
+    /// "nothing", "require-change" or "lock".
+    pub on_expiry: String,
+    /// Where the maximum age is kept: "directory" or "lockbridge" (read-only).
+    #[serde(default, skip_deserializing)]
+    pub source: String,
+}
+
+fn policy_view(state: &AdminState, p: crate::policy::ExpiryPolicy) -> ExpirationPolicyView {
+    use crate::account::expiry::{MaxAgeSource, action_name};
+    ExpirationPolicyView {
+        max_age_days: p.max_age_days,
+        notify_days: p.thresholds_days,
+        on_expiry: action_name(p.on_expiry).to_string(),
+        source: match state.expiry.settings().source {
+            MaxAgeSource::Directory { .. } => "directory".into(),
+            MaxAgeSource::Lockbridge => "lockbridge".into(),
+        },
+    }
+}
+
+/// The password expiration policy in force.
+#[utoipa::path(get, path = "/api/v1/policy/expiration",
+    responses((status = 200, body = ExpirationPolicyView), (status = 503)),
+    security(("bearer" = [])), tag = "policy")]
+pub async fn get_expiration_policy(
+    State(state): State<AdminState>,
+    _caller: Require<ReadUsers>,
+) -> Result<Json<ExpirationPolicyView>, AdminError> {
+    let policy = state.expiry.policy().await?;
+    Ok(Json(policy_view(&state, policy)))
+}
+
+/// Change the password expiration policy (with the directory as source, the maximum age is
+/// written to the default ppolicy entry).
+#[utoipa::path(put, path = "/api/v1/policy/expiration", request_body = ExpirationPolicyView,
+    responses((status = 200, body = ExpirationPolicyView), (status = 400), (status = 403), (status = 503)),
+    security(("bearer" = [])), tag = "policy")]
+pub async fn put_expiration_policy(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<ManageExpiry>,
+    headers: HeaderMap,
+    body: Result<Json<ExpirationPolicyView>, JsonRejection>,
+) -> Result<Json<ExpirationPolicyView>, AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let on_expiry = crate::account::expiry::parse_action(&body.on_expiry).ok_or_else(|| {
+        AdminError::BadRequest(format!(
+            "onExpiry is `{}`; use \"nothing\", \"require-change\" or \"lock\"",
+            body.on_expiry
+        ))
+    })?;
+    let actor = Actor {
+        name: caller.name.clone(),
+        may_reset_admins: caller.can(Permission::ResetAdminPasswords),
+        request_id: request_id(&headers),
+    };
+    let policy = state
+        .expiry
+        .set_policy(
+            &actor,
+            crate::policy::ExpiryPolicy {
+                max_age_days: body.max_age_days,
+                thresholds_days: body.notify_days,
+                on_expiry,
+            },
+        )
+        .await?;
+    Ok(Json(policy_view(&state, policy)))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NeverExpiresBody {
+    pub never_expires: bool,
+}
+
+/// Set whether one user's password never expires.
+#[utoipa::path(put, path = "/api/v1/users/{userName}/password-never-expires",
+    params(("userName" = String, Path, description = "sign-in name")),
+    request_body = NeverExpiresBody,
+    responses((status = 200, body = NeverExpiresBody), (status = 400), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])), tag = "policy")]
+pub async fn put_never_expires(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<ManageExpiry>,
+    headers: HeaderMap,
+    Path(user_name): Path<String>,
+    body: Result<Json<NeverExpiresBody>, JsonRejection>,
+) -> Result<Json<NeverExpiresBody>, AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let actor = Actor {
+        name: caller.name.clone(),
+        may_reset_admins: caller.can(Permission::ResetAdminPasswords),
+        request_id: request_id(&headers),
+    };
+    let never_expires = state
+        .expiry
+        .set_never_expires(&actor, &user_name, body.never_expires)
+        .await?;
+    Ok(Json(NeverExpiresBody { never_expires }))
+}
+
+/// A message lockbridge gave up delivering.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterView {
+    pub id: i64,
+    /// Message kind, e.g. `temporary-password`, `password-expiring`.
+    pub template: String,
+    pub recipient: String,
+    pub attempts: u32,
+    /// The relay's last answer (or why it was dropped, e.g. stale).
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterParams {
+    /// Only messages older than this id (the `next` value of the previous page).
+    before: Option<i64>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterPage {
+    pub messages: Vec<DeadLetterView>,
+    pub next: Option<i64>,
+}
+
+/// Messages that kept failing and were given up (their secrets are already erased).
+#[utoipa::path(get, path = "/api/v1/mail/dead-letters", params(DeadLetterParams),
+    responses((status = 200, body = DeadLetterPage), (status = 401), (status = 403)),
+    security(("bearer" = [])), tag = "audit")]
+pub async fn list_dead_letters(
+    State(state): State<AdminState>,
+    _caller: Require<ReadAudit>,
+    params: Result<Query<DeadLetterParams>, QueryRejection>,
+) -> Result<Json<DeadLetterPage>, AdminError> {
+    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AdminError::BadRequest(format!(
+            "limit is {limit}; use a value from 1 to 500"
+        )));
+    }
+    let dead = state.notifier.dead_letters(params.before, limit).await?;
+    let next = (dead.len() == limit as usize)
+        .then(|| dead.last().map(|m| m.id))
+        .flatten();
+    Ok(Json(DeadLetterPage {
+        messages: dead
+            .into_iter()
+            .map(|m| DeadLetterView {
+                id: m.id,
+                template: m.template,
+                recipient: m.recipient,
+                attempts: m.attempts,
+                last_error: m.last_error,
+                created_at: m.created_at,
+            })
+            .collect(),
         next,
     }))
 }

@@ -15,6 +15,9 @@ pub enum Action {
     PasswordReset,
     TokenCreated,
     TokenRevoked,
+    ExpirationPolicyChanged,
+    PasswordNeverExpiresSet,
+    SweepRun,
 }
 
 impl Action {
@@ -23,6 +26,9 @@ impl Action {
             Action::PasswordReset => "password.reset",
             Action::TokenCreated => "token.created",
             Action::TokenRevoked => "token.revoked",
+            Action::ExpirationPolicyChanged => "policy.expiration.changed",
+            Action::PasswordNeverExpiresSet => "password.never_expires.set",
+            Action::SweepRun => "sweep.run",
         }
     }
 }
@@ -61,6 +67,22 @@ pub enum Detail {
     },
     #[serde(rename_all = "camelCase")]
     Token { role: &'static str },
+    #[serde(rename_all = "camelCase")]
+    ExpirationPolicy {
+        max_age_days: Option<u32>,
+        notify_days: Vec<u32>,
+        on_expiry: &'static str,
+    },
+    #[serde(rename_all = "camelCase")]
+    NeverExpires { never_expires: bool },
+    #[serde(rename_all = "camelCase")]
+    Sweep {
+        sweep_id: String,
+        dry_run: bool,
+        scanned: u64,
+        notified: u64,
+        failed: u64,
+    },
 }
 
 /// One thing to record.

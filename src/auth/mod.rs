@@ -8,5 +8,8 @@ mod roles;
 mod tokens;
 
 pub use principal::{AuthError, Authenticator, Principal, Require};
-pub use roles::{Permission, PermissionMarker, ReadAudit, ReadUsers, ResetPasswords, Role};
+pub use roles::{
+    ManageExpiry, Permission, PermissionMarker, ReadAudit, ReadUsers, ResetPasswords, Role,
+    RunSweeps,
+};
 pub use tokens::{IssuedToken, TokenKey, TokenService};

@@ -24,6 +24,10 @@ pub enum Permission {
     ResetAdminPasswords,
     /// Read the audit log.
     ReadAudit,
+    /// Change the expiration policy and "password never expires".
+    ManageExpiry,
+    /// Start expiry sweeps and read their results.
+    RunSweeps,
 }
 
 impl Role {
@@ -73,6 +77,8 @@ impl fmt::Display for Permission {
             Permission::ResetPasswords => "reset passwords",
             Permission::ResetAdminPasswords => "reset administrators' passwords",
             Permission::ReadAudit => "read the audit log",
+            Permission::ManageExpiry => "change password expiration settings",
+            Permission::RunSweeps => "run expiry sweeps",
         })
     }
 }
@@ -96,6 +102,8 @@ macro_rules! marker {
 marker!(ReadUsers);
 marker!(ResetPasswords);
 marker!(ReadAudit);
+marker!(ManageExpiry);
+marker!(RunSweeps);
 
 #[cfg(test)]
 mod tests {
@@ -104,13 +112,22 @@ mod tests {
     #[test]
     fn role_matrix() {
         use Permission::*;
-        for p in [ReadUsers, ResetPasswords, ResetAdminPasswords, ReadAudit] {
+        for p in [
+            ReadUsers,
+            ResetPasswords,
+            ResetAdminPasswords,
+            ReadAudit,
+            ManageExpiry,
+            RunSweeps,
+        ] {
             assert!(Role::GlobalAdmin.allows(p));
         }
         assert!(Role::PasswordAdmin.allows(ReadUsers));
         assert!(Role::PasswordAdmin.allows(ResetPasswords));
         assert!(!Role::PasswordAdmin.allows(ResetAdminPasswords));
         assert!(!Role::PasswordAdmin.allows(ReadAudit));
+        assert!(!Role::PasswordAdmin.allows(ManageExpiry));
+        assert!(!Role::PasswordAdmin.allows(RunSweeps));
     }
 
     #[test]

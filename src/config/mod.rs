@@ -51,6 +51,8 @@ pub struct Config {
     pub mail_password: Option<Secret>,
     pub outbox: OutboxConfig,
     pub password_policy: PasswordPolicyConfig,
+    pub expiry: ExpiryConfig,
+    pub sweep: SweepConfig,
     /// Absolute path of the SQLite file.
     pub store_path: PathBuf,
 }
@@ -179,6 +181,8 @@ impl FileConfig {
             );
         }
         password_policy.validate()?;
+        self.expiry.validate(self.sweep.enabled)?;
+        self.sweep.validate(&server.public_url)?;
 
         Ok(Config {
             server,
@@ -190,6 +194,8 @@ impl FileConfig {
             mail_password,
             outbox,
             password_policy,
+            expiry: self.expiry,
+            sweep: self.sweep,
             store_path,
         })
     }

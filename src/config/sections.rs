@@ -31,6 +31,10 @@ pub(super) struct FileConfig {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub password_policy: PasswordPolicyConfig,
+    #[serde(default)]
+    pub expiry: ExpiryConfig,
+    #[serde(default)]
+    pub sweep: SweepConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,8 +221,11 @@ impl DirectoryConfig {
                 "must be an LDAP filter in parentheses, e.g. (objectClass=inetOrgPerson)",
             ));
         }
-        if self.pool_size == 0 || self.pool_size > 256 {
-            return Err(key_err("directory.pool_size", "must be between 1 and 256"));
+        if self.pool_size < 2 || self.pool_size > 256 {
+            return Err(key_err(
+                "directory.pool_size",
+                "must be between 2 and 256 (the expiry sweep streams on one connection while using another)",
+            ));
         }
         if self.connect_timeout_secs == 0 || self.operation_timeout_secs == 0 {
             return Err(key_err(
@@ -360,6 +367,8 @@ pub struct OutboxConfig {
     pub initial_backoff_secs: u64,
     pub max_backoff_secs: u64,
     pub max_attempts: u32,
+    pub max_bulk_per_minute: u32,
+    pub max_bulk_per_day: u32,
 }
 
 impl Default for OutboxConfig {
@@ -369,6 +378,8 @@ impl Default for OutboxConfig {
             initial_backoff_secs: 5,
             max_backoff_secs: 900,
             max_attempts: 20,
+            max_bulk_per_minute: 120,
+            max_bulk_per_day: 5000,
         }
     }
 }
@@ -439,6 +450,158 @@ impl PasswordPolicyConfig {
             generated_length: self.generated_length,
             exclude_lookalikes: self.exclude_lookalikes,
         }
+    }
+}
+
+/// Where a password's maximum age comes from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpirySource {
+    /// The directory's own policy (OpenLDAP ppolicy `pwdMaxAge`, per-user `pwdPolicySubentry`).
+    Directory,
+    /// lockbridge's `max_age_days`, applied to the directory's last-changed timestamp.
+    Lockbridge,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpiryActionConfig {
+    Nothing,
+    RequireChange,
+    Lock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpiryConfig {
+    pub source: ExpirySource,
+    /// With source = "lockbridge": days before a password expires; 0 = never.
+    pub max_age_days: u32,
+    pub notify_days: Vec<u32>,
+    pub on_expiry: ExpiryActionConfig,
+    /// The organisation's default policy entry (read, and written when an admin changes
+    /// the maximum age, with source = "directory").
+    pub default_policy_dn: Option<String>,
+    /// A policy entry without expiry; "password never expires" points users at it.
+    pub never_expires_policy_dn: Option<String>,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        Self {
+            source: ExpirySource::Directory,
+            max_age_days: 0,
+            notify_days: vec![14, 7, 3, 1],
+            on_expiry: ExpiryActionConfig::Nothing,
+            default_policy_dn: None,
+            never_expires_policy_dn: None,
+        }
+    }
+}
+
+impl ExpiryConfig {
+    pub(super) fn validate(&self, sweep_enabled: bool) -> Result<(), ConfigError> {
+        if sweep_enabled
+            && self.source == ExpirySource::Directory
+            && self.default_policy_dn.is_none()
+        {
+            return Err(key_err(
+                "expiry.default_policy_dn",
+                "is required for the sweep with source = \"directory\": the DN of the ppolicy \
+                 default policy entry (ppolicy_default in slapd.conf)",
+            ));
+        }
+        let mut days = self.notify_days.clone();
+        days.sort_unstable();
+        days.dedup();
+        if days.len() != self.notify_days.len() || days.iter().any(|d| *d == 0 || *d > 365) {
+            return Err(key_err(
+                "expiry.notify_days",
+                "must be distinct numbers of days from 1 to 365, e.g. [14, 7, 3, 1]",
+            ));
+        }
+        if self.max_age_days > 3650 {
+            return Err(key_err(
+                "expiry.max_age_days",
+                "must be at most 3650 (ten years); use 0 for never",
+            ));
+        }
+        if self.max_age_days > 0
+            && days
+                .last()
+                .is_some_and(|longest| *longest >= self.max_age_days)
+        {
+            return Err(key_err(
+                "expiry.notify_days",
+                "every notification day must be shorter than max_age_days",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    /// Run the sweep on `schedule`. It can always be run by hand.
+    pub enabled: bool,
+    /// Five-field crontab expression, e.g. "0 6 * * *" for 06:00 every day.
+    pub schedule: String,
+    /// IANA time zone of the schedule and of dates in messages.
+    pub time_zone: String,
+    /// Who receives the digest after each sweep.
+    pub admin_recipients: Vec<String>,
+    /// Link in notifications where users change their password.
+    pub change_password_url: String,
+    /// Entries per page when streaming the directory.
+    pub page_size: u32,
+    /// How long a sweeping instance's lease lasts without renewal; after a crash, another
+    /// instance (or the restarted one) resumes the sweep once it has lapsed.
+    pub lease_secs: u64,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            schedule: "0 6 * * *".into(),
+            time_zone: "UTC".into(),
+            admin_recipients: Vec::new(),
+            change_password_url: String::new(),
+            page_size: 500,
+            lease_secs: 120,
+        }
+    }
+}
+
+impl SweepConfig {
+    pub(super) fn validate(&self, public_url: &str) -> Result<(), ConfigError> {
+        for address in &self.admin_recipients {
+            if address.parse::<lettre::Address>().is_err() {
+                return Err(key_err(
+                    "sweep.admin_recipients",
+                    format!("`{address}` is not a mail address such as admin@example.org"),
+                ));
+            }
+        }
+        let url = if self.change_password_url.is_empty() {
+            public_url
+        } else {
+            &self.change_password_url
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(key_err(
+                "sweep.change_password_url",
+                "must start with https:// or http://",
+            ));
+        }
+        if !(2..=3600).contains(&self.lease_secs) {
+            return Err(key_err("sweep.lease_secs", "must be between 2 and 3600"));
+        }
+        if !(10..=5000).contains(&self.page_size) {
+            return Err(key_err("sweep.page_size", "must be between 10 and 5000"));
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use crate::account::{AccountError, rejection_code};
 use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::directory::PolicyRejection;
+use crate::sweep::routes::SweepApiError;
 
 /// The body of every error response of the admin API.
 #[derive(Debug, Serialize, ToSchema)]
@@ -285,6 +286,15 @@ impl From<&AccountError> for ErrorBody {
                 e.to_string(),
                 "unlock the account in the directory first",
             ),
+            AccountError::Misconfigured(detail) => {
+                tracing::error!(detail = %detail, "configuration problem");
+                ErrorBody::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code,
+                    detail.clone(),
+                    "this is a server configuration problem; nothing was changed by this request",
+                )
+            }
             AccountError::Directory(cause) => {
                 tracing::error!(cause = %cause, "directory error");
                 ErrorBody::new(
@@ -311,6 +321,38 @@ impl From<&AdminError> for ErrorBody {
             ),
             AdminError::Store(cause) => store_unavailable(&cause.to_string()),
         }
+    }
+}
+
+impl From<&SweepApiError> for ErrorBody {
+    fn from(e: &SweepApiError) -> Self {
+        match e {
+            SweepApiError::NotFound(_) => ErrorBody::new(
+                StatusCode::NOT_FOUND,
+                "sweep_not_found",
+                e.to_string(),
+                "GET /api/v1/sweeps lists the latest sweeps",
+            ),
+            SweepApiError::AlreadyRunning(_) => ErrorBody::new(
+                StatusCode::CONFLICT,
+                "sweep_running",
+                e.to_string(),
+                "follow the running sweep at /api/v1/sweeps/{id}, or start a dry run",
+            ),
+            SweepApiError::BadRequest(detail) => ErrorBody::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                detail.clone(),
+                "fix the request (see /api/v1/openapi.json); nothing was started",
+            ),
+            SweepApiError::Store(cause) => store_unavailable(&cause.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for SweepApiError {
+    fn into_response(self) -> Response {
+        ErrorBody::from(&self).into_response()
     }
 }
 

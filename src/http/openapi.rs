@@ -4,15 +4,19 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::admin::routes as admin;
+use crate::sweep::routes as sweeps;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "lockbridge admin API", description = "Password management over LDAP: user lookup, password resets, audit log."),
-    paths(admin::list_users, admin::get_user, admin::reset_password, admin::list_audit),
+    paths(admin::list_users, admin::get_user, admin::reset_password, admin::list_audit,
+        admin::get_expiration_policy, admin::list_dead_letters, admin::put_expiration_policy, admin::put_never_expires,
+        sweeps::start_sweep, sweeps::get_sweep, sweeps::list_sweeps),
     components(schemas(admin::UserView, admin::UserPage, admin::ResetBody, admin::ResetMode,
-        admin::ResetResponse, admin::AuditPage, admin::AuditRecordView, super::ErrorBody)),
+        admin::ResetResponse, admin::AuditPage, admin::AuditRecordView, super::ErrorBody,
+        admin::ExpirationPolicyView, admin::DeadLetterPage, admin::DeadLetterView, admin::NeverExpiresBody, sweeps::StartSweep, sweeps::SweepStarted)),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "passwords"), (name = "audit"))
+    tags((name = "users"), (name = "passwords"), (name = "audit"), (name = "policy"), (name = "sweeps"))
 )]
 pub struct ApiDoc;
 

@@ -23,12 +23,14 @@ use super::health::{HealthState, healthz, readyz};
 use super::middleware::record_metrics;
 use super::openapi::ApiDoc;
 use crate::admin::{self, AdminState};
+use crate::sweep::routes::{self as sweep_routes, SweepState};
 
 /// Request bodies larger than this are refused with 413 (no endpoint needs more).
 const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 pub struct RouterParts {
     pub admin: AdminState,
+    pub sweep: SweepState,
     pub health: HealthState,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
@@ -85,10 +87,12 @@ fn rate_limited(api: Router, limit: RateLimit) -> Router {
 pub fn router(parts: RouterParts) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let metrics = parts.metrics;
-    let mut api = admin::routes(parts.admin).route(
-        "/openapi.json",
-        get(|| async { axum::Json(ApiDoc::openapi()) }),
-    );
+    let mut api = admin::routes(parts.admin)
+        .merge(sweep_routes::routes(parts.sweep))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        );
     if let Some(limit) = parts.rate_limit {
         api = rate_limited(api, limit);
     }

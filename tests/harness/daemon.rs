@@ -14,6 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_lockbridge");
 
 pub struct Daemon {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     pub url: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -130,17 +131,13 @@ impl Daemon {
         let password_admin_token =
             create_token(&config_path, "test-password-admin", "password-admin");
         let log_path = dir.path().join("lockbridge.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdout(Stdio::from(log.try_clone().expect("log clone")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn lockbridge");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_serve(&config_path, &log_path, &env);
         let daemon = Daemon {
+            env,
             child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
             dir,
@@ -176,6 +173,21 @@ impl Daemon {
             base: self.url.clone(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same configuration, state and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Some(spawn_serve(&self.config_path, &self.log_path, &self.env));
+        self.wait_until_listening();
     }
 
     /// Sends SIGTERM and waits; returns the exit code.
@@ -232,6 +244,24 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// `lockbridge serve`, its output appended to `log_path`.
+fn spawn_serve(config_path: &Path, log_path: &Path, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("log file");
+    Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::from(log.try_clone().expect("log clone")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn lockbridge")
 }
 
 pub fn create_token(config: &Path, name: &str, role: &str) -> String {

@@ -1,0 +1,520 @@
+//! One expiry sweep: stream the directory, work out each user's expiry from the user's
+//! effective policy, and queue each due notice once.
+//!
+//! "Once" is the store's doing: each notice is recorded in the notice ledger under
+//! (user, password-changed time, threshold) in the same transaction that queues its
+//! message, so a rerun, a crash and restart, or two instances cannot queue it twice. A
+//! lease keeps a second instance from sweeping at the same time; a sweep that finds a
+//! run left `running` marks it interrupted (its instance died) and simply does the work
+//! again, skipping what the ledger already holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::account::AccountError;
+use crate::account::expiry::{ExpiryService, FactsResolver, action_name};
+use crate::directory::{Directory, PasswordStateEntry};
+use crate::notify::Notifier;
+use crate::policy::{Evaluation, ExpiryAction, ExpiryPolicy, Notice, evaluate, ledger_key};
+use crate::store::{MailClass, Store, StoreError, SweepRun};
+
+/// The lease's name in the store.
+pub const LEASE: &str = "expiry-sweep";
+/// How often (in entries) progress is saved and the lease renewed.
+const PROGRESS_EVERY: u64 = 500;
+
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub time_zone: Tz,
+    pub admin_recipients: Vec<String>,
+    pub change_password_url: String,
+    pub page_size: u32,
+    /// This process, as lease holder.
+    pub instance: String,
+    /// How long the lease lasts without renewal (an instance that dies frees it then).
+    pub lease: Duration,
+}
+
+#[derive(Clone)]
+pub struct SweepDeps {
+    pub expiry: Arc<ExpiryService>,
+    pub directory: Directory,
+    pub store: Arc<dyn Store>,
+    pub notifier: Notifier,
+    pub settings: SweepSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Api,
+    Cli,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SweepRequest {
+    pub id: String,
+    /// The sweep's notion of now.
+    pub at: DateTime<Utc>,
+    pub dry_run: bool,
+    pub trigger: Trigger,
+}
+
+impl SweepRequest {
+    pub fn new(at: DateTime<Utc>, dry_run: bool, trigger: Trigger) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            at,
+            dry_run,
+            trigger,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("another sweep is running (lease `{LEASE}` is held); try again when it has finished")]
+    AlreadyRunning,
+    #[error("{0}")]
+    Account(#[from] AccountError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("queueing a notice: {0}")]
+    Notify(String),
+}
+
+/// One line of the digest and the plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanRow {
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    /// `t14`, `t7`, ... or `expired`.
+    pub notice: String,
+    pub expires_at: DateTime<Utc>,
+    pub expires_at_local: String,
+    pub days_left: u32,
+    /// `queued`, `already-sent`, `no-mail`, `would-queue` (dry run), `failed`.
+    pub status: &'static str,
+}
+
+/// What a sweep did (or, dry, would do).
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    pub run: SweepRun,
+    pub rows: Vec<PlanRow>,
+    pub not_notified: Vec<(String, String)>,
+    pub no_change_time: u64,
+}
+
+fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%A %-d %B %Y, %H:%M %Z")
+        .to_string()
+}
+
+/// Runs one sweep to the end. `progress` is called with the run every few hundred
+/// entries and at the end.
+pub async fn run_once(
+    deps: &SweepDeps,
+    request: SweepRequest,
+    progress: &(dyn Fn(&SweepRun) + Send + Sync),
+) -> Result<SweepOutcome, SweepError> {
+    let s = &deps.settings;
+    let holds_lease = !request.dry_run;
+    if holds_lease {
+        let now = Utc::now();
+        let until =
+            now + chrono::Duration::from_std(s.lease).unwrap_or(chrono::Duration::minutes(10));
+        if !deps
+            .store
+            .acquire_lease(LEASE, &s.instance, now, until)
+            .await?
+        {
+            return Err(SweepError::AlreadyRunning);
+        }
+        // A run still marked running belongs to an instance that stopped mid-sweep.
+        let interrupted = deps
+            .store
+            .interrupt_sweep_runs(
+                None,
+                now,
+                "the instance running it stopped before it finished",
+            )
+            .await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "resuming after an interrupted sweep");
+        }
+    }
+    let mut run = SweepRun {
+        id: request.id.clone(),
+        started_at: Utc::now(),
+        finished_at: None,
+        status: "running".into(),
+        dry_run: request.dry_run,
+        trigger: request.trigger.as_str().into(),
+        at: request.at,
+        scanned: 0,
+        notified: 0,
+        already_notified: 0,
+        no_mail: 0,
+        expired: 0,
+        failed: 0,
+        error: None,
+        summary: None,
+    };
+    deps.store.insert_sweep_run(&run).await?;
+    let result = sweep(deps, &request, &mut run, progress).await;
+    run.finished_at = Some(Utc::now());
+    let outcome = match result {
+        Ok(mut outcome) => {
+            run.status = "completed".into();
+            run.summary = Some(json!({
+                "noChangeTime": outcome.no_change_time,
+                "expiring": outcome.rows.iter().filter(|r| r.notice != "expired").count(),
+                "notNotified": outcome.not_notified.len(),
+            }));
+            outcome.run = run.clone();
+            Ok(outcome)
+        }
+        Err(e) => {
+            run.status = "failed".into();
+            run.error = Some(e.to_string());
+            Err(e)
+        }
+    };
+    if let Err(e) = deps.store.update_sweep_run(&run).await {
+        tracing::error!(error = %e, sweep.id = %run.id, "could not save the sweep's outcome");
+    }
+    if holds_lease && let Err(e) = deps.store.release_lease(LEASE, &s.instance).await {
+        tracing::warn!(error = %e, "could not release the sweep lease; it expires by itself");
+    }
+    progress(&run);
+    metrics::gauge!("lockbridge_sweep_last_run_timestamp_seconds")
+        .set(run.started_at.timestamp() as f64);
+    metrics::gauge!("lockbridge_sweep_last_scanned").set(run.scanned as f64);
+    metrics::gauge!("lockbridge_sweep_last_notified").set(run.notified as f64);
+    metrics::gauge!("lockbridge_sweep_last_failed").set(run.failed as f64);
+    if let Some(finished) = run.finished_at {
+        let secs = (finished - run.started_at).num_milliseconds() as f64 / 1000.0;
+        metrics::gauge!("lockbridge_sweep_last_duration_seconds").set(secs);
+    }
+    tracing::info!(
+        sweep.id = %run.id, status = %run.status, dry_run = run.dry_run, scanned = run.scanned,
+        notified = run.notified, already = run.already_notified, no_mail = run.no_mail,
+        expired = run.expired, failed = run.failed, "sweep finished"
+    );
+    outcome
+}
+
+async fn sweep(
+    deps: &SweepDeps,
+    request: &SweepRequest,
+    run: &mut SweepRun,
+    progress: &(dyn Fn(&SweepRun) + Send + Sync),
+) -> Result<SweepOutcome, SweepError> {
+    let s = &deps.settings;
+    let policy = deps.expiry.policy().await?;
+    let mut resolver = FactsResolver::new(&deps.expiry);
+    let mut outcome = SweepOutcome {
+        run: run.clone(),
+        rows: Vec::new(),
+        not_notified: Vec::new(),
+        no_change_time: 0,
+    };
+    let stream = deps.directory.stream_password_states(s.page_size);
+    futures::pin_mut!(stream);
+    let mut renewed = std::time::Instant::now();
+    while let Some(item) = stream.next().await {
+        let entry = item.map_err(|e| deps.expiry_account_error(e))?;
+        run.scanned += 1;
+        if let Err(e) = handle_entry(
+            deps,
+            request,
+            &policy,
+            &mut resolver,
+            &entry,
+            run,
+            &mut outcome,
+        )
+        .await
+        {
+            run.failed += 1;
+            tracing::warn!(error = %e, user.dn = %entry.dn, "sweep could not handle an account");
+            outcome
+                .not_notified
+                .push((entry.user_name.clone(), format!("error: {e}")));
+        }
+        // Renew well before the lease lapses, however slow the directory is.
+        if run.scanned.is_multiple_of(PROGRESS_EVERY) || renewed.elapsed() > s.lease / 4 {
+            renewed = std::time::Instant::now();
+            if !request.dry_run {
+                let now = Utc::now();
+                let until = now
+                    + chrono::Duration::from_std(s.lease).unwrap_or(chrono::Duration::minutes(10));
+                if !deps
+                    .store
+                    .acquire_lease(LEASE, &s.instance, now, until)
+                    .await?
+                {
+                    return Err(SweepError::AlreadyRunning);
+                }
+            }
+            deps.store.update_sweep_run(run).await?;
+            progress(run);
+        }
+    }
+    if !request.dry_run {
+        queue_digest(deps, request, run, &outcome).await?;
+    }
+    Ok(outcome)
+}
+
+impl SweepDeps {
+    fn expiry_account_error(&self, e: crate::directory::DirectoryError) -> AccountError {
+        // The stream's errors are directory errors; describe them as the account layer does.
+        match e {
+            e if e.is_unavailable() => AccountError::DirectoryUnavailable {
+                cause: e.to_string(),
+                retry_after_secs: 0,
+            },
+            other => AccountError::Directory(other),
+        }
+    }
+}
+
+async fn handle_entry(
+    deps: &SweepDeps,
+    request: &SweepRequest,
+    policy: &ExpiryPolicy,
+    resolver: &mut FactsResolver<'_>,
+    entry: &PasswordStateEntry,
+    run: &mut SweepRun,
+    outcome: &mut SweepOutcome,
+) -> Result<(), SweepError> {
+    let s = &deps.settings;
+    let facts = resolver.facts(entry).await?;
+    let evaluation = evaluate(request.at, s.time_zone, policy, &facts);
+    let (notice, expires_at, days_left) = match evaluation {
+        Evaluation::NoChangeTime => {
+            outcome.no_change_time += 1;
+            return Ok(());
+        }
+        Evaluation::NeverExpires | Evaluation::NotDue { .. } => return Ok(()),
+        Evaluation::Due {
+            expires_at,
+            days_left,
+            notice,
+        } => (notice, expires_at, days_left),
+        Evaluation::Expired { expired_at, .. } => {
+            run.expired += 1;
+            (Notice::Expired, expired_at, 0)
+        }
+    };
+    let Some(changed_at) = facts.changed_at else {
+        return Ok(());
+    };
+    let mut row = PlanRow {
+        user_name: entry.user_name.clone(),
+        display_name: entry.display_name.clone(),
+        mail: entry.mail.clone(),
+        notice: notice.key(),
+        expires_at,
+        expires_at_local: local(expires_at, s.time_zone),
+        days_left,
+        status: "queued",
+    };
+
+    if notice == Notice::Expired && !request.dry_run {
+        apply_expiry_action(deps, policy.on_expiry, entry).await?;
+    }
+
+    let Some(mail) = entry.mail.as_deref().filter(|m| !m.trim().is_empty()) else {
+        run.no_mail += 1;
+        row.status = "no-mail";
+        outcome
+            .not_notified
+            .push((entry.user_name.clone(), "no mail address".into()));
+        outcome.rows.push(row);
+        return Ok(());
+    };
+    let user_id = entry.entry_uuid.as_deref().unwrap_or(&entry.dn);
+    let key = ledger_key(user_id, changed_at, &notice);
+    if request.dry_run {
+        if deps.store.notice_recorded(&key).await? {
+            run.already_notified += 1;
+            row.status = "already-sent";
+        } else {
+            run.notified += 1;
+            row.status = "would-queue";
+        }
+        outcome.rows.push(row);
+        return Ok(());
+    }
+    let display_name = entry
+        .display_name
+        .clone()
+        .unwrap_or_else(|| entry.user_name.clone());
+    let (template, context) = match notice {
+        Notice::Expired => (
+            "password-expired",
+            json!({
+                "display_name": display_name,
+                "user_name": entry.user_name,
+                "expired_at_local": row.expires_at_local,
+                "action": action_name(policy.on_expiry),
+                "change_password_url": s.change_password_url,
+            }),
+        ),
+        Notice::Threshold(_) => (
+            "password-expiring",
+            json!({
+                "display_name": display_name,
+                "user_name": entry.user_name,
+                "expires_at_local": row.expires_at_local,
+                "days_left": days_left,
+                "change_password_url": s.change_password_url,
+            }),
+        ),
+    };
+    let message = match deps
+        .notifier
+        .prepare(template, mail, context, MailClass::Bulk)
+    {
+        // A notice held back by the daily cap past the expiry would be wrong: drop it then.
+        Ok(mut m) => {
+            if notice != Notice::Expired {
+                m.stale_after = Some(expires_at);
+            }
+            m
+        }
+        Err(e) => {
+            row.status = "failed";
+            outcome.rows.push(row);
+            outcome
+                .not_notified
+                .push((entry.user_name.clone(), format!("cannot mail: {e}")));
+            run.failed += 1;
+            return Ok(());
+        }
+    };
+    if deps
+        .notifier
+        .record_notice(&key, Some(&request.id), &message)
+        .await
+        .map_err(|e| SweepError::Notify(e.to_string()))?
+    {
+        run.notified += 1;
+        metrics::counter!("lockbridge_sweep_notices_total", "notice" => if notice == Notice::Expired { "expired" } else { "expiring" }).increment(1);
+    } else {
+        run.already_notified += 1;
+        row.status = "already-sent";
+    }
+    outcome.rows.push(row);
+    Ok(())
+}
+
+/// Applies the configured action to an expired password, unless the account is already
+/// in that state. Repeated on every sweep while the password stays expired: an admin who
+/// unlocks the account without resetting the password sees it locked again.
+async fn apply_expiry_action(
+    deps: &SweepDeps,
+    action: ExpiryAction,
+    entry: &PasswordStateEntry,
+) -> Result<(), SweepError> {
+    let result = match action {
+        ExpiryAction::Nothing => return Ok(()),
+        ExpiryAction::RequireChange if entry.must_change => return Ok(()),
+        ExpiryAction::Lock if entry.locked => return Ok(()),
+        ExpiryAction::RequireChange => deps.directory.require_password_change(&entry.dn).await,
+        ExpiryAction::Lock => deps.directory.lock_account(&entry.dn).await,
+    };
+    result.map_err(|e| SweepError::Account(deps.expiry_account_error(e)))
+}
+
+async fn queue_digest(
+    deps: &SweepDeps,
+    request: &SweepRequest,
+    run: &SweepRun,
+    outcome: &SweepOutcome,
+) -> Result<(), SweepError> {
+    let s = &deps.settings;
+    if s.admin_recipients.is_empty() {
+        return Ok(());
+    }
+    let user = |r: &PlanRow| -> Value {
+        json!({
+            "user_name": r.user_name,
+            "display_name": r.display_name.clone().unwrap_or_default(),
+            "mail": r.mail,
+            "expires_at_local": r.expires_at_local,
+            "expired_at_local": r.expires_at_local,
+            "days_left": r.days_left,
+        })
+    };
+    let expiring: Vec<Value> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.notice != "expired")
+        .map(user)
+        .collect();
+    let expired: Vec<Value> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.notice == "expired")
+        .map(user)
+        .collect();
+    let not_notified: Vec<Value> = outcome
+        .not_notified
+        .iter()
+        .map(|(user_name, reason)| json!({"user_name": user_name, "reason": reason}))
+        .collect();
+    let context = json!({
+        "sweep_at_local": local(request.at, s.time_zone),
+        "attachment_name": format!("password-expiry-{}.csv", request.at.with_timezone(&s.time_zone).format("%Y-%m-%d")),
+        "counts": {
+            "scanned": run.scanned,
+            "notified": run.notified,
+            "expiring": expiring.len(),
+            "expired": expired.len(),
+            "not_notified": not_notified.len(),
+        },
+        "expiring": expiring,
+        "expired": expired,
+        "not_notified": not_notified,
+    });
+    for admin in &s.admin_recipients {
+        match deps
+            .notifier
+            .prepare("expiry-digest", admin, context.clone(), MailClass::Bulk)
+        {
+            Ok(message) => {
+                deps.notifier
+                    .record_notice(
+                        &format!("digest|{}|{admin}", request.id),
+                        Some(&request.id),
+                        &message,
+                    )
+                    .await
+                    .map_err(|e| SweepError::Notify(e.to_string()))?;
+            }
+            Err(e) => tracing::error!(error = %e, "could not queue the sweep digest"),
+        }
+    }
+    Ok(())
+}

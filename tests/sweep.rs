@@ -1,0 +1,602 @@
+//! Password-expiry sweeps against a real slapd whose users' pwdChangedTime is spread
+//! over the past, with the daemon delivering through a real SMTP server.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::daemon::{Daemon, run_cli};
+use harness::slapd::Slapd;
+use harness::smtp::MailSink;
+use serde_json::json;
+
+/// Users whose passwords were set N days ago; the default policy's pwdMaxAge is 90 days.
+fn user(uid: &str, days_ago: i64, mail: bool, never_expires: bool) -> String {
+    let mut ldif = format!(
+        "dn: uid={uid},ou=people,dc=example,dc=org\n\
+         objectClass: inetOrgPerson\n\
+         uid: {uid}\ncn: User {uid}\nsn: {uid}\n\
+         userPassword: @SAMPLE_PASSWORD_HASH@\n\
+         pwdChangedTime: @DAYS_AGO:{days_ago}@\n"
+    );
+    if mail {
+        ldif.push_str(&format!("mail: {uid}@example.org\n"));
+    }
+    if never_expires {
+        ldif.push_str("pwdPolicySubentry: cn=never-expires,ou=policies,dc=example,dc=org\n");
+    }
+    ldif.push('\n');
+    ldif
+}
+
+const SWEEP_CONFIG: &str = r#"
+[expiry]
+source = "directory"
+notify_days = [14, 7, 3, 1]
+default_policy_dn = "cn=default,ou=policies,dc=example,dc=org"
+never_expires_policy_dn = "cn=never-expires,ou=policies,dc=example,dc=org"
+
+[sweep]
+time_zone = "Europe/Berlin"
+admin_recipients = ["admins@example.org"]
+change_password_url = "https://password.example.org/change"
+"#;
+
+fn sweep_cli(daemon: &Daemon, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["sweep"];
+    args.extend_from_slice(extra);
+    run_cli(&daemon.config_path, &args)
+}
+
+fn recipients(mail: &MailSink) -> Vec<String> {
+    let mut to: Vec<String> = mail
+        .messages()
+        .iter()
+        .flat_map(|m| m.envelope_to.clone())
+        .collect();
+    to.sort();
+    to
+}
+
+#[tokio::test]
+async fn sweep_mails_each_threshold_once_and_again_after_a_change() {
+    let ldif = [
+        user("due14", 80, true, false),   // 10 days left: the 14-day notice
+        user("due7", 85, true, false),    // 5 days left: the 7-day notice only
+        user("due3", 88, true, false),    // 2 days left: the 3-day notice only
+        user("expired", 95, true, false), // expired 5 days ago
+        user("nomail", 85, false, false), // due, but cannot be mailed
+        user("forever", 89, true, true),  // never expires: nothing
+        user("fresh", 30, true, false),   // 60 days left: nothing
+    ]
+    .concat();
+    let slapd = Slapd::start_with(0, &[&ldif]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, SWEEP_CONFIG);
+
+    // A dry run reports the plan and sends nothing.
+    let (code, plan, err) = sweep_cli(&daemon, &["--dry-run"]);
+    assert_eq!(code, 0, "{plan}\n{err}");
+    assert!(plan.contains("dry run"), "{plan}");
+    for (uid, notice) in [
+        ("due14", "t14"),
+        ("due7", "t7"),
+        ("due3", "t3"),
+        ("expired", "expired"),
+    ] {
+        let line = plan
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(uid) && l.contains("would-queue"))
+            .unwrap_or_default();
+        assert!(line.contains(notice), "{uid}: {plan}");
+    }
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("nomail") && l.contains("no-mail")),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("forever") && !plan.contains("fresh"),
+        "{plan}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(mail.messages().is_empty(), "a dry run sent mail");
+
+    // The real sweep queues exactly those notices and the digest; the daemon sends them.
+    let (code, out, err) = sweep_cli(&daemon, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let messages = mail.wait_for_count(5, Duration::from_secs(20));
+    assert_eq!(
+        recipients(&mail),
+        vec![
+            "admins@example.org",
+            "due14@example.org",
+            "due3@example.org",
+            "due7@example.org",
+            "expired@example.org"
+        ],
+    );
+    let due7 = messages
+        .iter()
+        .find(|m| m.envelope_to == ["due7@example.org"])
+        .expect("due7 mailed");
+    assert!(due7.text.contains("5 days"), "{}", due7.text);
+    assert!(due7.text.contains("https://password.example.org/change"));
+    let digest = messages
+        .iter()
+        .find(|m| m.envelope_to == ["admins@example.org"])
+        .expect("digest");
+    for uid in ["due14", "due7", "due3", "expired", "nomail"] {
+        assert!(
+            digest.text.contains(uid),
+            "digest lacks {uid}: {}",
+            digest.text
+        );
+    }
+    assert!(!digest.text.contains("forever"));
+    assert!(digest.raw.contains("text/csv"), "no CSV attachment");
+
+    // A second sweep sends nothing new.
+    let (code, out, _) = sweep_cli(&daemon, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("notices queued") && l.trim_end().ends_with(" 0")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("already notified earlier") && l.trim_end().ends_with(" 4")),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let users_mailed = recipients(&mail)
+        .into_iter()
+        .filter(|r| r != "admins@example.org")
+        .count();
+    assert_eq!(users_mailed, 4, "a user was mailed twice");
+
+    // due7 changes the password (as an admin reset does), and it ages again to 5 days
+    // left: the 7-day notice for the new password goes out.
+    let (status, body, _) = daemon
+        .client()
+        .post(
+            &daemon.admin_token,
+            "/api/v1/users/due7/password-reset",
+            json!({"mode": "auto", "showPassword": true, "requireChangeAtNextSignIn": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let aged = (chrono::Utc::now() - chrono::Duration::days(85)).format("%Y%m%d%H%M%SZ");
+    slapd.ldapmodify_as_root_relax(&format!(
+        "dn: uid=due7,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: pwdChangedTime\npwdChangedTime: {aged}\n"
+    ));
+    let before = mail.messages().len();
+    let (code, out, _) = sweep_cli(&daemon, &[]);
+    assert_eq!(code, 0, "{out}");
+    let after = mail.wait_for_count(before + 2, Duration::from_secs(20));
+    let new_to: Vec<_> = after[before..]
+        .iter()
+        .flat_map(|m| m.envelope_to.clone())
+        .collect();
+    assert!(
+        new_to.contains(&"due7@example.org".to_string()),
+        "{new_to:?}"
+    );
+
+    // The history shows the runs.
+    let (status, runs) = daemon
+        .client()
+        .get(&daemon.admin_token, "/api/v1/sweeps")
+        .await;
+    assert_eq!(status, 200, "{runs}");
+    assert!(runs.as_array().map_or(0, |r| r.len()) >= 4, "{runs}");
+}
+
+#[tokio::test]
+async fn sweep_api_job_and_policy_endpoints() {
+    let ldif = [user("soon", 85, true, false)].concat();
+    let slapd = Slapd::start_with(0, &[&ldif]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, SWEEP_CONFIG);
+    let api = daemon.client();
+    let t = &daemon.admin_token;
+
+    let (status, policy) = api.get(t, "/api/v1/policy/expiration").await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["maxAgeDays"], 90);
+    assert_eq!(policy["source"], "directory");
+    assert_eq!(policy["notifyDays"], json!([14, 7, 3, 1]));
+
+    // Changing the maximum age writes pwdMaxAge on the default policy entry.
+    let (status, body, _) = api.post_raw(t, "/api/v1/policy/expiration", "").await;
+    assert_eq!(status, 405, "{body}");
+    let reply = reqwest::Client::new()
+        .put(format!("{}/api/v1/policy/expiration", daemon.url))
+        .bearer_auth(t)
+        .json(&json!({"maxAgeDays": 120, "notifyDays": [10, 2], "onExpiry": "require-change"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        slapd.ldapsearch_attr("cn=default,ou=policies,dc=example,dc=org", "pwdMaxAge"),
+        vec![(120 * 86_400).to_string()]
+    );
+    let reply = reqwest::Client::new()
+        .put(format!("{}/api/v1/policy/expiration", daemon.url))
+        .bearer_auth(&daemon.password_admin_token)
+        .json(&json!({"maxAgeDays": 1, "notifyDays": [], "onExpiry": "nothing"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        reply.status(),
+        403,
+        "a password admin may not change the policy"
+    );
+    let reply = reqwest::Client::new()
+        .put(format!("{}/api/v1/policy/expiration", daemon.url))
+        .bearer_auth(t)
+        .json(&json!({"maxAgeDays": 5, "notifyDays": [7], "onExpiry": "nothing"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        reply.status(),
+        400,
+        "a notice day beyond the maximum age is refused"
+    );
+
+    // Never expires, the directory's way.
+    let reply = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v1/users/soon/password-never-expires",
+            daemon.url
+        ))
+        .bearer_auth(t)
+        .json(&json!({"neverExpires": true}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        slapd.ldapsearch_attr("uid=soon,ou=people,dc=example,dc=org", "pwdPolicySubentry"),
+        vec!["cn=never-expires,ou=policies,dc=example,dc=org".to_string()]
+    );
+    let (_, user) = api.get(t, "/api/v1/users/soon").await;
+    assert_eq!(user["passwordNeverExpires"], true, "{user}");
+
+    // A sweep started over the API runs as a job and reports its outcome.
+    let (status, started, _) = api.post(t, "/api/v1/sweeps", json!({"dryRun": true})).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().expect("id").to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let run = loop {
+        let (status, run) = api.get(t, &format!("/api/v1/sweeps/{id}")).await;
+        if status == 200 && run["status"] != "running" {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sweep job did not finish: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(
+        run["notified"], 0,
+        "never-expiring users are not due: {run}"
+    );
+    let (status, _) = api
+        .get(&daemon.password_admin_token, "/api/v1/sweeps")
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = api.get(t, "/api/v1/sweeps/nonexistent").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn invalid_schedule_stops_the_daemon_with_a_clear_error() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = harness::daemon::write_config(
+        dir.path(),
+        &slapd,
+        25,
+        1,
+        "[sweep]\nschedule = \"0 6 * *\"\n",
+    );
+    let (code, _, err) = run_cli(&config, &["serve"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("0 6 * *") && err.contains("five fields"),
+        "{err}"
+    );
+    let config = harness::daemon::write_config(
+        dir.path(),
+        &slapd,
+        25,
+        1,
+        "[sweep]\ntime_zone = \"Europe/Berln\"\n",
+    );
+    let (code, _, err) = run_cli(&config, &["sweep", "--dry-run"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("Europe/Berln"), "{err}");
+}
+
+/// The next spring-forward change in Europe/Berlin at least `after` from now: the UTC
+/// midnight of that local day.
+fn next_spring_forward(after: chrono::Duration) -> chrono::NaiveDate {
+    use chrono::{Offset, TimeZone};
+    let tz = chrono_tz::Europe::Berlin;
+    let mut day = (chrono::Utc::now() + after).date_naive();
+    loop {
+        let noon = |d: chrono::NaiveDate| {
+            tz.from_utc_datetime(&d.and_hms_opt(12, 0, 0).expect("noon"))
+                .offset()
+                .fix()
+                .local_minus_utc()
+        };
+        let next = day.succ_opt().expect("a next day");
+        if noon(day) == 3600 && noon(next) == 7200 {
+            return next;
+        }
+        day = next;
+    }
+}
+
+/// Expiry three days after a spring-forward change in Europe/Berlin: each notice goes
+/// out on the right local day, and only once.
+#[tokio::test]
+async fn scheduled_days_are_counted_in_local_dates_across_daylight_saving() {
+    let change = next_spring_forward(chrono::Duration::days(20));
+    let day = |offset: i64, hour_utc: u32| {
+        (change + chrono::Duration::days(offset))
+            .and_hms_opt(hour_utc, 0, 0)
+            .expect("time")
+            .and_utc()
+    };
+    // Expires at 07:00 CEST (05:00Z) three days after the change; set 90 days before.
+    let expires = day(3, 5);
+    let changed = expires - chrono::Duration::days(90);
+    let ldif = format!(
+        "dn: uid=dst,ou=people,dc=example,dc=org\n\
+         objectClass: inetOrgPerson\nuid: dst\ncn: DST\nsn: dst\nmail: dst@example.org\n\
+         userPassword: @SAMPLE_PASSWORD_HASH@\npwdChangedTime: {}\n\n",
+        changed.format("%Y%m%d%H%M%SZ")
+    );
+    let slapd = Slapd::start_with(0, &[&ldif]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, SWEEP_CONFIG);
+    let plan = |at: chrono::DateTime<chrono::Utc>| {
+        let at = at.to_rfc3339();
+        let (code, out, err) = sweep_cli(&daemon, &["--dry-run", "--at", &at]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out.lines()
+            .find(|l| l.starts_with("dst "))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    // 06:00 local each morning: 06:00 CET is 05:00Z before the change, 06:00 CEST 04:00Z after.
+    assert_eq!(plan(day(-5, 5)), "t14", "8 days before");
+    assert_eq!(plan(day(-4, 5)), "t7", "7 days before");
+    assert_eq!(
+        plan(day(0, 4)),
+        "t3",
+        "the day of the change: 3 days before"
+    );
+    assert_eq!(plan(day(2, 4)), "t1");
+    assert_eq!(
+        plan(day(3, 4)),
+        "t1",
+        "06:00 CEST on the day: not expired yet"
+    );
+    assert_eq!(plan(day(3, 5)), "expired");
+
+    // Real sweeps on those mornings (some twice) send 14, 7 and 3 once each.
+    for at in [day(-5, 5), day(-5, 6), day(-4, 5), day(0, 4), day(0, 4)] {
+        let (code, out, err) = sweep_cli(&daemon, &["--at", &at.to_rfc3339()]);
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    // Each real sweep also mails the admins' digest: 5 digests and 3 notices.
+    mail.wait_for_count(8, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notices: Vec<String> = mail
+        .messages()
+        .into_iter()
+        .filter(|m| m.envelope_to == ["dst@example.org"])
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(notices.len(), 3, "one mail per threshold, none twice");
+    for (notice, days) in notices.iter().zip(["8 days", "7 days", "3 days"]) {
+        assert!(notice.contains(days), "expected `{days}` in: {notice}");
+    }
+}
+
+#[tokio::test]
+async fn notices_queued_while_the_relay_is_down_arrive_once() {
+    let ldif = [user("a1", 85, true, false), user("a2", 88, true, false)].concat();
+    let slapd = Slapd::start_with(0, &[&ldif]);
+    let mut mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, SWEEP_CONFIG);
+    mail.stop();
+    let (code, out, err) = sweep_cli(&daemon, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mail.start_again();
+    mail.wait_for_count(3, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        recipients(&mail),
+        vec!["a1@example.org", "a2@example.org", "admins@example.org"],
+        "each notice once"
+    );
+}
+
+/// The daemon is killed (SIGKILL) in the middle of a sweep; after the restart the sweep
+/// is finished by itself and nobody is mailed twice.
+#[tokio::test]
+async fn a_sweep_killed_midway_is_finished_after_restart_without_duplicates() {
+    let users: Vec<String> = (0..40)
+        .map(|i| user(&format!("k{i:02}"), 85, true, false))
+        .collect();
+    let slapd = Slapd::start_with(0, &[&users.concat()]);
+    let mail = MailSink::start();
+    let config = format!("{SWEEP_CONFIG}lease_secs = 3\n");
+    let mut daemon = Daemon::start_with_env(
+        &slapd,
+        mail.port,
+        &config,
+        &[("LOCKBRIDGE__OUTBOX__MAX_BULK_PER_MINUTE", "0")],
+    );
+    let api = daemon.client();
+    // Freeze the directory so the sweep is caught midway, then start it and kill the daemon.
+    let pid = std::fs::read_to_string(slapd.dir.join("slapd.pid")).expect("slapd pid");
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.trim())
+            .status()
+            .expect("kill");
+    };
+    signal("STOP");
+    let (status, started, _) = api
+        .post(&daemon.admin_token, "/api/v1/sweeps", json!({}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().expect("id").to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, run) = api
+            .get(&daemon.admin_token, &format!("/api/v1/sweeps/{id}"))
+            .await;
+        if status == 200 && run["status"] == "running" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.kill();
+    signal("CONT");
+    daemon.restart();
+
+    // The restarted daemon resumes once the dead instance's lease lapses.
+    let messages = mail.wait_for_count(41, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut to: Vec<String> = mail
+        .messages()
+        .iter()
+        .flat_map(|m| m.envelope_to.clone())
+        .collect();
+    let total = to.len();
+    to.sort();
+    to.dedup();
+    assert_eq!(total, to.len(), "someone was mailed twice");
+    assert_eq!(messages.len(), 41, "40 notices and one digest");
+    let (_, runs) = api.get(&daemon.admin_token, "/api/v1/sweeps").await;
+    let statuses: Vec<&str> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert!(statuses.contains(&"interrupted"), "{runs}");
+    assert!(statuses.contains(&"completed"), "{runs}");
+}
+
+/// Turning expiry on for a directory full of old passwords stays within the daily cap;
+/// a temporary password is not held back by it.
+#[tokio::test]
+async fn first_enablement_stays_within_the_daily_cap() {
+    let users: Vec<String> = (0..6)
+        .map(|i| user(&format!("c{i}"), 85, true, false))
+        .collect();
+    let slapd = Slapd::start_with(0, &[&users.concat()]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with_env(
+        &slapd,
+        mail.port,
+        SWEEP_CONFIG,
+        &[
+            ("LOCKBRIDGE__OUTBOX__MAX_BULK_PER_DAY", "3"),
+            ("LOCKBRIDGE__OUTBOX__MAX_BULK_PER_MINUTE", "0"),
+        ],
+    );
+    let (code, out, err) = sweep_cli(&daemon, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("notices queued") && l.trim_end().ends_with(" 6")),
+        "{out}"
+    );
+    mail.wait_for_count(3, Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        mail.messages().len(),
+        3,
+        "more bulk mail than the daily cap"
+    );
+
+    let (status, body, _) = daemon
+        .client()
+        .post(
+            &daemon.admin_token,
+            "/api/v1/users/bob/password-reset",
+            json!({"mode": "auto", "sendTo": ["bob@example.org"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = mail.wait_for_count(4, Duration::from_secs(15));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.envelope_to == ["bob@example.org"]),
+        "the temporary password waited"
+    );
+}
+
+/// A notice that can no longer be true ("5 days left" for a password that has expired
+/// since) is not sent but dead-lettered, and the API shows it.
+#[tokio::test]
+async fn stale_notices_are_dead_lettered_and_listed() {
+    let slapd = Slapd::start_with(0, &[&user("late", 95, true, false)]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, SWEEP_CONFIG);
+    let ten_days_ago = (chrono::Utc::now() - chrono::Duration::days(10)).to_rfc3339();
+    let (code, out, err) = sweep_cli(&daemon, &["--at", &ten_days_ago]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let api = daemon.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let dead = loop {
+        let (status, page) = api
+            .get(&daemon.admin_token, "/api/v1/mail/dead-letters")
+            .await;
+        assert_eq!(status, 200, "{page}");
+        if page["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing dead-lettered: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        dead["messages"][0]["template"], "password-expiring",
+        "{dead}"
+    );
+    assert_eq!(dead["messages"][0]["recipient"], "late@example.org");
+    assert!(
+        mail.messages()
+            .iter()
+            .all(|m| m.envelope_to != ["late@example.org"])
+    );
+    let (status, _) = api
+        .get(&daemon.password_admin_token, "/api/v1/mail/dead-letters")
+        .await;
+    assert_eq!(status, 403);
+}
