@@ -154,6 +154,19 @@ impl Notifier {
     /// Records `ledger_key` and queues `message` in one transaction
     /// ([`Store::record_notice`]), waking the worker when it was queued. False, with
     /// nothing queued, when the key was recorded before.
+    /// [`Notifier::record_notice`] for a batch, in one transaction; wakes the worker once.
+    pub async fn record_notices(
+        &self,
+        sweep_id: Option<&str>,
+        notices: &[(String, NewOutboxMessage)],
+    ) -> Result<Vec<bool>, NotifyError> {
+        let queued = self.store.record_notices(sweep_id, notices).await?;
+        if queued.iter().any(|q| *q) {
+            self.waker.wake();
+        }
+        Ok(queued)
+    }
+
     pub async fn record_notice(
         &self,
         ledger_key: &str,

@@ -114,6 +114,19 @@ pub trait Store: Send + Sync + 'static {
         sweep_id: Option<&str>,
         message: &NewOutboxMessage,
     ) -> Result<bool, StoreError>;
+    /// [`Store::record_notice`] for many notices in ONE transaction (a sweep's batch):
+    /// each element of the result says whether that notice was queued. All or nothing.
+    async fn record_notices(
+        &self,
+        sweep_id: Option<&str>,
+        notices: &[(String, NewOutboxMessage)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut queued = Vec::with_capacity(notices.len());
+        for (key, message) in notices {
+            queued.push(self.record_notice(key, sweep_id, message).await?);
+        }
+        Ok(queued)
+    }
     /// True when the ledger holds `ledger_key` (dry runs).
     async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError>;
 

@@ -752,6 +752,48 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn record_notices(
+        &self,
+        sweep_id: Option<&str>,
+        notices: &[(String, NewOutboxMessage)],
+    ) -> Result<Vec<bool>, StoreError> {
+        // One write transaction for the whole batch: a commit per notice is what made a
+        // sweep that queues thousands of notices slow.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("notice ledger"))?;
+        let mut queued = Vec::with_capacity(notices.len());
+        for (ledger_key, message) in notices {
+            let inserted = sqlx::query(
+                "INSERT INTO notice_ledger (key, sweep_id, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(ledger_key)
+            .bind(sweep_id)
+            .bind(ts(message.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(err("notice ledger key"))?
+            .rows_affected();
+            if inserted == 0 {
+                queued.push(false);
+                continue;
+            }
+            let outbox_id = insert_outbox(&mut tx, message).await?;
+            sqlx::query("UPDATE notice_ledger SET outbox_id = ?1 WHERE key = ?2")
+                .bind(outbox_id)
+                .bind(ledger_key)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("notice ledger"))?;
+            queued.push(true);
+        }
+        tx.commit().await.map_err(err("notice ledger"))?;
+        Ok(queued)
+    }
+
     async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError> {
         let found: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notice_ledger WHERE key = ?1)")

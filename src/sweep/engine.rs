@@ -27,6 +27,16 @@ use crate::store::{MailClass, Store, StoreError, SweepRun};
 pub const LEASE: &str = "expiry-sweep";
 /// How often (in entries) progress is saved and the lease renewed.
 const PROGRESS_EVERY: u64 = 500;
+/// Notices recorded per store transaction.
+const BATCH: usize = 200;
+
+/// A due notice waiting for the next batch.
+struct Pending {
+    key: String,
+    message: crate::store::NewOutboxMessage,
+    row: usize,
+    expired: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct SweepSettings {
@@ -240,6 +250,7 @@ async fn sweep(
     let stream = deps.directory.stream_password_states(s.page_size);
     futures::pin_mut!(stream);
     let mut renewed = std::time::Instant::now();
+    let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
     while let Some(item) = stream.next().await {
         let entry = item.map_err(|e| deps.expiry_account_error(e))?;
         run.scanned += 1;
@@ -251,6 +262,7 @@ async fn sweep(
             &entry,
             run,
             &mut outcome,
+            &mut batch,
         )
         .await
         {
@@ -278,7 +290,11 @@ async fn sweep(
             deps.store.update_sweep_run(run).await?;
             progress(run);
         }
+        if batch.len() >= BATCH {
+            flush(deps, request, run, &mut outcome, &mut batch).await?;
+        }
     }
+    flush(deps, request, run, &mut outcome, &mut batch).await?;
     if !request.dry_run {
         queue_digest(deps, request, run, &outcome).await?;
     }
@@ -298,6 +314,46 @@ impl SweepDeps {
     }
 }
 
+/// Records the waiting notices in one transaction and settles their counts.
+async fn flush(
+    deps: &SweepDeps,
+    request: &SweepRequest,
+    run: &mut SweepRun,
+    outcome: &mut SweepOutcome,
+    batch: &mut Vec<Pending>,
+) -> Result<(), SweepError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let notices: Vec<(String, crate::store::NewOutboxMessage)> = batch
+        .iter()
+        .map(|p| (p.key.clone(), p.message.clone()))
+        .collect();
+    let queued = deps
+        .notifier
+        .record_notices(Some(&request.id), &notices)
+        .await
+        .map_err(|e| SweepError::Notify(e.to_string()))?;
+    for (pending, queued) in batch.drain(..).zip(queued) {
+        if queued {
+            run.notified += 1;
+            let kind = if pending.expired {
+                "expired"
+            } else {
+                "expiring"
+            };
+            metrics::counter!("lockbridge_sweep_notices_total", "notice" => kind).increment(1);
+        } else {
+            run.already_notified += 1;
+            if let Some(row) = outcome.rows.get_mut(pending.row) {
+                row.status = "already-sent";
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn handle_entry(
     deps: &SweepDeps,
     request: &SweepRequest,
@@ -306,6 +362,7 @@ async fn handle_entry(
     entry: &PasswordStateEntry,
     run: &mut SweepRun,
     outcome: &mut SweepOutcome,
+    batch: &mut Vec<Pending>,
 ) -> Result<(), SweepError> {
     let s = &deps.settings;
     let facts = resolver.facts(entry).await?;
@@ -413,18 +470,12 @@ async fn handle_entry(
             return Ok(());
         }
     };
-    if deps
-        .notifier
-        .record_notice(&key, Some(&request.id), &message)
-        .await
-        .map_err(|e| SweepError::Notify(e.to_string()))?
-    {
-        run.notified += 1;
-        metrics::counter!("lockbridge_sweep_notices_total", "notice" => if notice == Notice::Expired { "expired" } else { "expiring" }).increment(1);
-    } else {
-        run.already_notified += 1;
-        row.status = "already-sent";
-    }
+    batch.push(Pending {
+        key,
+        message,
+        row: outcome.rows.len(),
+        expired: notice == Notice::Expired,
+    });
     outcome.rows.push(row);
     Ok(())
 }

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# bench/sweep.sh: the expiry sweep over a large directory, against the directory's own
+# speed measured in the same run.
+#
+#   bench/sweep.sh            100,000 users, 1,000 of them due for a notice, 5 runs each
+#   USERS=20000 DUE=200 RUNS=3 bench/sweep.sh
+#
+# Prints, each measured here and now:
+#   - raw:    ldapsearch (paged, 500 per page, LDAPS, as the service account) fetching the
+#             attributes the sweep reads, whole process, median of RUNS;
+#   - sweep:  `lockbridge sweep` (whole process: start, store, directory stream, ledger),
+#             dry run, first real run (queues the notices) and steady state (all already
+#             queued), each as a ratio to raw (target <= 1.5) with its peak memory
+#             (target < 100 MB);
+#   - mail:   the rate at which the daemon's outbox hands the queued notices to a local
+#             SMTP server.
+# Uses a release build (built if missing, or LOCKBRIDGE_BIN).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+USERS=${USERS:-100000}
+DUE=${DUE:-1000}
+RUNS=${RUNS:-5}
+PY=/usr/bin/python3
+BIN=${LOCKBRIDGE_BIN:-$ROOT/target/release/lockbridge}
+[[ -x $BIN ]] || (cd "$ROOT" && cargo build --release --bin lockbridge)
+command -v /usr/bin/time >/dev/null || { echo "bench: needs GNU time (apt-get install time)" >&2; exit 1; }
+
+WORK=$(mktemp -d -t lockbridge-bench-XXXXXX)
+SINK_PID=""
+DAEMON_PID=""
+cleanup() {
+	[[ -n $DAEMON_PID ]] && kill "$DAEMON_PID" 2>/dev/null || true
+	[[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null || true
+	"$ROOT/scripts/lib/slapd-sandbox" stop "$WORK/ldap" >/dev/null 2>&1 || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "bench: building a directory of $USERS users plus $DUE whose passwords are 85 days old" >&2
+$PY - "$DUE" >"$WORK/due.ldif" <<'PYEOF'
+import sys
+for i in range(int(sys.argv[1])):
+    uid = "due%06d" % i
+    print(f"dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: {uid}\n"
+          f"cn: Due {i}\nsn: Due\nmail: {uid}@example.org\nuserPassword: @SAMPLE_PASSWORD_HASH@\n"
+          f"pwdChangedTime: @DAYS_AGO:85@\n")
+PYEOF
+"$ROOT/scripts/lib/slapd-sandbox" start "$WORK/ldap" --users "$USERS" --ldif "$WORK/due.ldif" >/dev/null
+# shellcheck disable=SC1091
+source "$WORK/ldap/sandbox.env"
+
+mkdir -p "$WORK/mail"
+$PY "$ROOT/scripts/lib/mail-sink.py" --dir "$WORK/mail" 2>"$WORK/mail.log" &
+SINK_PID=$!
+for _ in $(seq 100); do [[ -s $WORK/mail/port ]] && break; sleep 0.1; done
+MAIL_PORT=$(<"$WORK/mail/port")
+HTTP_PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+head -c32 /dev/urandom | base64 >"$WORK/master-key"
+cat >"$WORK/lockbridge.toml" <<TOML
+[server]
+listen = "127.0.0.1:$HTTP_PORT"
+state_dir = "$WORK/state"
+log_level = "warn"
+rate_limit_per_second = 0
+[security]
+master_key_file = "$WORK/master-key"
+[directory]
+url = "$LDAPS_URL"
+ca_file = "$LDAP_CA_FILE"
+bind_dn = "$LDAP_SERVICE_DN"
+bind_password_file = "$LDAP_SERVICE_PASSWORD_FILE"
+users_base = "$LDAP_USERS_BASE"
+[mail]
+relay = "127.0.0.1"
+port = $MAIL_PORT
+security = "none"
+[outbox]
+max_bulk_per_minute = 0
+max_bulk_per_day = 0
+poll_interval_ms = 100
+[expiry]
+default_policy_dn = "cn=default,ou=policies,$LDAP_BASE_DN"
+never_expires_policy_dn = "cn=never-expires,ou=policies,$LDAP_BASE_DN"
+[sweep]
+admin_recipients = ["admins@example.org"]
+page_size = 500
+TOML
+
+RAW=(env "LDAPTLS_CACERT=$LDAP_CA_FILE" ldapsearch -LLL -H "$LDAPS_URL" -x -D "$LDAP_SERVICE_DN"
+	-y "$LDAP_SERVICE_PASSWORD_FILE" -b "$LDAP_USERS_BASE" -E pr=500/noprompt
+	'(objectClass=inetOrgPerson)' uid cn displayName mail entryUUID pwdChangedTime
+	pwdPolicySubentry pwdReset pwdAccountLockedTime createTimestamp)
+# Whole-process wall seconds and peak resident KB of "$@".
+measure() {
+	local start end
+	start=$(date +%s.%N)
+	/usr/bin/time -f '%M' -o "$WORK/rss" "$@" >"$WORK/out" 2>"$WORK/err" || {
+		echo "bench: command failed: $*" >&2
+		cat "$WORK/err" >&2
+		exit 1
+	}
+	end=$(date +%s.%N)
+	echo "$(calc "$end - $start") $(<"$WORK/rss")"
+}
+calc() { awk "BEGIN { print $1 }"; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+SWEEP=("$BIN" sweep --config "$WORK/lockbridge.toml")
+
+"${RAW[@]}" >/dev/null # warm the directory's caches
+declare -a RAWT DRY
+for _ in $(seq "$RUNS"); do
+	RAWT+=("$(measure "${RAW[@]}")")
+	DRY+=("$(measure "${SWEEP[@]}" --dry-run)")
+done
+FIRST=$(measure "${SWEEP[@]}")
+grep -q "notices queued *$DUE\$" "$WORK/out" || { echo "bench: first sweep did not queue $DUE notices:" >&2; cat "$WORK/out" >&2; exit 1; }
+declare -a STEADY
+for _ in $(seq "$RUNS"); do STEADY+=("$(measure "${SWEEP[@]}")"); done
+
+raw_s=$(printf '%s\n' "${RAWT[@]}" | cut -d' ' -f1 | median)
+dry_s=$(printf '%s\n' "${DRY[@]}" | cut -d' ' -f1 | median)
+dry_kb=$(printf '%s\n' "${DRY[@]}" | cut -d' ' -f2 | sort -n | tail -1)
+first_s=${FIRST% *}
+first_kb=${FIRST#* }
+steady_s=$(printf '%s\n' "${STEADY[@]}" | cut -d' ' -f1 | median)
+steady_kb=$(printf '%s\n' "${STEADY[@]}" | cut -d' ' -f2 | sort -n | tail -1)
+
+# Delivery: the daemon hands the queued notices (and the digests) to the SMTP server.
+QUEUED=$((DUE + RUNS + 1))
+start=$(date +%s.%N)
+"$BIN" serve --config "$WORK/lockbridge.toml" 2>"$WORK/daemon.log" &
+DAEMON_PID=$!
+while (($(find "$WORK/mail/messages" -name '*.eml' 2>/dev/null | wc -l) < QUEUED)); do
+	sleep 0.1
+	kill -0 "$DAEMON_PID" 2>/dev/null || { echo "bench: daemon died" >&2; cat "$WORK/daemon.log" >&2; exit 1; }
+done
+end=$(date +%s.%N)
+mail_s=$(calc "$end - $start")
+
+printf '\nsweep over %d users (%d due), median of %d runs, whole processes\n' "$((USERS + DUE + 5))" "$DUE" "$RUNS"
+printf '  %-34s %8.2f s\n' "raw ldapsearch (paged, LDAPS)" "$raw_s"
+printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "sweep --dry-run" "$dry_s" "$(calc "$dry_s / $raw_s")" "$((dry_kb / 1024))"
+printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "first sweep (queues $DUE)" "$first_s" "$(calc "$first_s / $raw_s")" "$((first_kb / 1024))"
+printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "steady-state sweep" "$steady_s" "$(calc "$steady_s / $raw_s")" "$((steady_kb / 1024))"
+printf '  %-34s %8.0f messages/s (%d in %.1f s, daemon start included)\n' "outbox to SMTP" "$(calc "$QUEUED / $mail_s")" "$QUEUED" "$mail_s"
