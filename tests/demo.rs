@@ -96,6 +96,9 @@ fn demo_prints_a_reset_that_works_in_a_real_bind() {
 
     let whoami = printed_command(&printed, "ldapwhoami").replace("PASTE-PASSWORD", &password);
     let (ok, bind) = bash_with_env(&env_file, &whoami);
+    // The printed sweep plan: 80 days on, every sample user is due for the 14-day notice.
+    let sweep = printed_command(&printed, "sweep --config");
+    let (sweep_ok, plan) = bash_with_env(&env_file, &sweep);
     let mail_count = std::fs::read_dir(demo_dir.join("mail/messages"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -106,6 +109,12 @@ fn demo_prints_a_reset_that_works_in_a_real_bind() {
         "ppolicy did not say so: {bind}"
     );
     assert!(mail_count <= 1, "at most the one message to the helpdesk");
+    assert!(sweep_ok, "the printed sweep failed: {plan}");
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("carol") && l.contains("t14") && l.contains("would-queue")),
+        "{plan}"
+    );
     // The demo is gone after `scripts/demo stop`.
     let (_, health) = bash_with_env(
         &env_file,
