@@ -840,58 +840,30 @@ impl Store for SqliteStore {
     }
 
     async fn insert_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError> {
-        sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "INSERT INTO sweep_runs (",
             sweep_columns!(),
             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-        ))
-        .bind(&run.id)
-        .bind(ts(run.started_at))
-        .bind(run.finished_at.map(ts))
-        .bind(&run.status)
-        .bind(run.dry_run)
-        .bind(&run.trigger)
-        .bind(ts(run.at))
-        .bind(int(run.scanned))
-        .bind(int(run.notified))
-        .bind(int(run.already_notified))
-        .bind(int(run.no_mail))
-        .bind(int(run.expired))
-        .bind(int(run.failed))
-        .bind(&run.error)
-        .bind(run.summary.as_ref().map(to_json_text).transpose()?)
-        .execute(&self.pool)
-        .await
-        .map_err(err("sweep run id"))?;
+        ));
+        bind_run(query, run)?
+            .execute(&self.pool)
+            .await
+            .map_err(err("sweep run id"))?;
         Ok(())
     }
 
     async fn update_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE sweep_runs SET started_at = ?2, finished_at = ?3, status = ?4, \
                  dry_run = ?5, triggered_by = ?6, sweep_at = ?7, scanned = ?8, notified = ?9, \
                  already_notified = ?10, no_mail = ?11, expired = ?12, failed = ?13, \
                  error = ?14, summary = ?15 \
              WHERE id = ?1",
-        )
-        .bind(&run.id)
-        .bind(ts(run.started_at))
-        .bind(run.finished_at.map(ts))
-        .bind(&run.status)
-        .bind(run.dry_run)
-        .bind(&run.trigger)
-        .bind(ts(run.at))
-        .bind(int(run.scanned))
-        .bind(int(run.notified))
-        .bind(int(run.already_notified))
-        .bind(int(run.no_mail))
-        .bind(int(run.expired))
-        .bind(int(run.failed))
-        .bind(&run.error)
-        .bind(run.summary.as_ref().map(to_json_text).transpose()?)
-        .execute(&self.pool)
-        .await
-        .map_err(err("sweep run"))?;
+        );
+        let done = bind_run(query, run)?
+            .execute(&self.pool)
+            .await
+            .map_err(err("sweep run"))?;
         found(done.rows_affected())
     }
 
@@ -980,6 +952,29 @@ fn found(rows_affected: u64) -> Result<(), StoreError> {
     } else {
         Ok(())
     }
+}
+
+type SqliteQuery<'q> =
+    sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>;
+
+/// Binds a run's fields as ?1..?15, in `sweep_columns!()` order (insert and update share it).
+fn bind_run<'q>(query: SqliteQuery<'q>, run: &'q SweepRun) -> Result<SqliteQuery<'q>, StoreError> {
+    Ok(query
+        .bind(&run.id)
+        .bind(ts(run.started_at))
+        .bind(run.finished_at.map(ts))
+        .bind(&run.status)
+        .bind(run.dry_run)
+        .bind(&run.trigger)
+        .bind(ts(run.at))
+        .bind(int(run.scanned))
+        .bind(int(run.notified))
+        .bind(int(run.already_notified))
+        .bind(int(run.no_mail))
+        .bind(int(run.expired))
+        .bind(int(run.failed))
+        .bind(&run.error)
+        .bind(run.summary.as_ref().map(to_json_text).transpose()?))
 }
 
 #[cfg(test)]
