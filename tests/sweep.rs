@@ -600,3 +600,42 @@ async fn stale_notices_are_dead_lettered_and_listed() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// With lockbridge as the source of truth, its own maximum age applies to the
+/// directory's pwdChangedTime (the directory's pwdMaxAge of 90 days is ignored).
+#[tokio::test]
+async fn lockbridge_policy_applies_its_own_maximum_age() {
+    let ldif = [
+        user("month", 25, true, false),
+        user("fresh2", 5, true, false),
+    ]
+    .concat();
+    let slapd = Slapd::start_with(0, &[&ldif]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(
+        &slapd,
+        mail.port,
+        "[expiry]\nsource = \"lockbridge\"\nmax_age_days = 30\nnotify_days = [7, 1]\n",
+    );
+    let (code, plan, err) = sweep_cli(&daemon, &["--dry-run"]);
+    assert_eq!(code, 0, "{plan}\n{err}");
+    let month = plan
+        .lines()
+        .find(|l| l.starts_with("month "))
+        .unwrap_or_default();
+    assert!(
+        month.contains("t7") && month.contains("would-queue"),
+        "5 days left of 30: {plan}"
+    );
+    assert!(
+        !plan.lines().any(|l| l.starts_with("fresh2 ")),
+        "25 days left: not due: {plan}"
+    );
+    let (status, policy) = daemon
+        .client()
+        .get(&daemon.admin_token, "/api/v1/policy/expiration")
+        .await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["source"], "lockbridge");
+    assert_eq!(policy["maxAgeDays"], 30);
+}
