@@ -86,6 +86,11 @@ impl ExpiryService {
         &self.settings
     }
 
+    /// A directory failure in the account layer's vocabulary (the one shared mapping).
+    pub fn directory_error(&self, e: crate::directory::DirectoryError) -> AccountError {
+        self.account.directory_error(e)
+    }
+
     /// The organisation's policy now in force.
     pub async fn policy(&self) -> Result<ExpiryPolicy, AccountError> {
         let stored = self

@@ -252,7 +252,7 @@ async fn sweep(
     let mut renewed = std::time::Instant::now();
     let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
     while let Some(item) = stream.next().await {
-        let entry = item.map_err(|e| deps.expiry_account_error(e))?;
+        let entry = item.map_err(|e| deps.expiry.directory_error(e))?;
         run.scanned += 1;
         if let Err(e) = handle_entry(
             deps,
@@ -299,19 +299,6 @@ async fn sweep(
         queue_digest(deps, request, run, &outcome).await?;
     }
     Ok(outcome)
-}
-
-impl SweepDeps {
-    fn expiry_account_error(&self, e: crate::directory::DirectoryError) -> AccountError {
-        // The stream's errors are directory errors; describe them as the account layer does.
-        match e {
-            e if e.is_unavailable() => AccountError::DirectoryUnavailable {
-                cause: e.to_string(),
-                retry_after_secs: 0,
-            },
-            other => AccountError::Directory(other),
-        }
-    }
 }
 
 /// Records the waiting notices in one transaction and settles their counts.
@@ -495,7 +482,7 @@ async fn apply_expiry_action(
         ExpiryAction::RequireChange => deps.directory.require_password_change(&entry.dn).await,
         ExpiryAction::Lock => deps.directory.lock_account(&entry.dn).await,
     };
-    result.map_err(|e| SweepError::Account(deps.expiry_account_error(e)))
+    result.map_err(|e| SweepError::Account(deps.expiry.directory_error(e)))
 }
 
 async fn queue_digest(
