@@ -37,6 +37,7 @@ fn settings(slapd: &Slapd) -> DirectorySettings {
         bind_dn: slapd.service_dn.clone(),
         bind_password: Secret::new(slapd.service_password.clone()),
         users_base: slapd.users_base.clone(),
+        groups_base: slapd.groups_base.clone(),
         user_filter: "(objectClass=inetOrgPerson)".into(),
         user_name_attribute: "uid".into(),
         mail_attribute: "mail".into(),

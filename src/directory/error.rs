@@ -13,6 +13,8 @@ use super::ppolicy::{self, PolicyError, PolicyResponse};
 
 /// RFC 4511 noSuchObject.
 const NO_SUCH_OBJECT: u32 = 32;
+/// RFC 4511 entryAlreadyExists.
+const ENTRY_ALREADY_EXISTS: u32 = 68;
 
 /// What went wrong talking to the directory, in the directory's own terms.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -50,11 +52,35 @@ pub enum DirectoryError {
     /// The directory answered something we did not expect (result code and its text).
     #[error("unexpected directory response: {0}")]
     Protocol(String),
-    /// A password write was sent but no answer came (connection lost or timed out), so it
-    /// may or may not have been applied. Never retried automatically: a repeat could hit
-    /// the password history.
-    #[error("the directory stopped answering after the password change was sent: {0}")]
+    /// A write (a password, or an entry write) was sent but no answer came (connection lost
+    /// or timed out), so it may or may not have been applied. Never retried automatically:
+    /// a repeated password change could hit the password history, a repeated add would
+    /// find its own entry.
+    #[error("the directory stopped answering after the change was sent: {0}")]
     WriteOutcomeUnknown(String),
+    /// An entry to be added (or the new name of a renamed one) exists already. Holds the DN.
+    #[error("directory entry {0} already exists")]
+    AlreadyExists(String),
+    /// The Assertion control's filter no longer matched the entry, so the write was not
+    /// applied (RFC 4528, result code 122): the entry changed since it was read.
+    #[error("the directory entry changed since it was read; nothing was written")]
+    AssertionFailed,
+    /// A search matched more entries than the caller allowed (or than the directory's own
+    /// size limit let through). Holds that limit.
+    #[error("the search matched more than {0} entries")]
+    SizeLimit(usize),
+    /// The directory lacks a feature the operation needs (e.g. Server Side Sort and Virtual
+    /// List View, or the Assertion control): a short cause.
+    #[error("the directory does not support this operation: {0}")]
+    Unsupported(String),
+    /// The directory refused a write (other than a password's) because of the data in
+    /// it: noSuchAttribute (16), undefinedAttributeType (17), inappropriateMatching (18),
+    /// constraintViolation (19), attributeOrValueExists (20), invalidAttributeSyntax (21),
+    /// invalidDNSyntax (34), namingViolation (64), objectClassViolation (65),
+    /// notAllowedOnNonLeaf (66), notAllowedOnRDN (67), objectClassModsProhibited (69).
+    /// The result code and the server's text (or the code's name when it sent none).
+    #[error("the directory refused the change ({}): {message}", rc_name(*rc))]
+    Rejected { rc: u32, message: String },
 }
 
 impl DirectoryError {
@@ -82,6 +108,11 @@ impl DirectoryError {
             Self::FlagNotApplied => "flag_not_applied",
             Self::Protocol(_) => "protocol",
             Self::WriteOutcomeUnknown(_) => "write_outcome_unknown",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::AssertionFailed => "assertion_failed",
+            Self::SizeLimit(_) => "size_limit",
+            Self::Unsupported(_) => "unsupported",
+            Self::Rejected { .. } => "rejected",
         }
     }
 }
@@ -171,6 +202,22 @@ impl Failure {
             Failure::Result {
                 rc: NO_SUCH_OBJECT, ..
             } => Failure::Mapped(DirectoryError::NoSuchEntry(dn.to_owned())),
+            other => other,
+        }
+    }
+
+    /// For entry operations (add, modify, rename, delete): "no such object" names `dn`
+    /// ([`DirectoryError::NoSuchEntry`]) and "entry already exists" names `target` (the
+    /// added entry, or the new name of a renamed one).
+    pub(crate) fn naming_entry(self, dn: &str, target: &str) -> Self {
+        match self {
+            Failure::Result {
+                rc: NO_SUCH_OBJECT, ..
+            } => Failure::Mapped(DirectoryError::NoSuchEntry(dn.to_owned())),
+            Failure::Result {
+                rc: ENTRY_ALREADY_EXISTS,
+                ..
+            } => Failure::Mapped(DirectoryError::AlreadyExists(target.to_owned())),
             other => other,
         }
     }
@@ -272,6 +319,21 @@ fn map_result(
         49 => DirectoryError::InvalidCredentials,
         50 => DirectoryError::InsufficientAccess,
         51 | 52 | 80 => DirectoryError::Unavailable(describe(rc, text)),
+        12 => DirectoryError::Unsupported(describe(rc, text)),
+        122 => DirectoryError::AssertionFailed,
+        // (19 on a password write is a password rejection, above.)
+        16 | 17 | 18 | 19 | 20 | 21 | 34 | 64 | 65 | 66 | 67 | 69
+            if matches!(kind, OpKind::Write | OpKind::PasswordWrite) =>
+        {
+            DirectoryError::Rejected {
+                rc,
+                message: if text.is_empty() {
+                    rc_name(rc).to_owned()
+                } else {
+                    text.to_owned()
+                },
+            }
+        }
         _ => DirectoryError::Protocol(describe(rc, text)),
     }
 }
@@ -295,7 +357,17 @@ fn rejection_for(e: PolicyError) -> Option<PolicyRejection> {
 
 /// "rc=19 (constraintViolation): text".
 pub(crate) fn describe(rc: u32, text: &str) -> String {
-    let name = match rc {
+    let name = rc_name(rc);
+    if text.is_empty() {
+        format!("rc={rc} ({name})")
+    } else {
+        format!("rc={rc} ({name}): {text}")
+    }
+}
+
+/// The RFC 4511 name of a result code ("constraintViolation"), or "unknown".
+pub(crate) fn rc_name(rc: u32) -> &'static str {
+    match rc {
         1 => "operationsError",
         2 => "protocolError",
         3 => "timeLimitExceeded",
@@ -307,6 +379,7 @@ pub(crate) fn describe(rc: u32, text: &str) -> String {
         13 => "confidentialityRequired",
         16 => "noSuchAttribute",
         17 => "undefinedAttributeType",
+        18 => "inappropriateMatching",
         19 => "constraintViolation",
         20 => "attributeOrValueExists",
         21 => "invalidAttributeSyntax",
@@ -318,15 +391,18 @@ pub(crate) fn describe(rc: u32, text: &str) -> String {
         51 => "busy",
         52 => "unavailable",
         53 => "unwillingToPerform",
+        54 => "loopDetect",
         64 => "namingViolation",
         65 => "objectClassViolation",
+        66 => "notAllowedOnNonLeaf",
+        67 => "notAllowedOnRDN",
+        68 => "entryAlreadyExists",
+        69 => "objectClassModsProhibited",
+        71 => "affectsMultipleDSAs",
+        76 => "virtualListViewError",
         80 => "other",
+        122 => "assertionFailed",
         _ => "unknown",
-    };
-    if text.is_empty() {
-        format!("rc={rc} ({name})")
-    } else {
-        format!("rc={rc} ({name}): {text}")
     }
 }
 
@@ -443,9 +519,13 @@ mod tests {
             map(pw, res(53, "0000052D: Constraint violation", None)),
             DirectoryError::PasswordRejected(PolicyRejection::Other(_))
         ));
-        // Outside a password write, 19 and 53 are not password rejections.
+        // Outside a password write, 19 and 53 are not password rejections: 19 on a write
+        // is the data being refused, on a read it is unexpected.
         assert!(
-            matches!(map(OpKind::Write, res(19, "x", None)), DirectoryError::Protocol(t) if t.contains("constraintViolation"))
+            matches!(map(OpKind::Write, res(19, "x", None)), DirectoryError::Rejected { rc: 19, message } if message == "x")
+        );
+        assert!(
+            matches!(map(OpKind::Read, res(19, "x", None)), DirectoryError::Protocol(t) if t.contains("constraintViolation"))
         );
         assert!(matches!(
             map(OpKind::Read, res(53, "x", None)),
@@ -585,6 +665,78 @@ mod tests {
         assert!(!DirectoryError::FlagNotApplied.is_unavailable());
         assert_eq!(DirectoryError::FlagNotApplied.kind(), "flag_not_applied");
         assert!(!DirectoryError::NoSuchEntry("cn=x".into()).is_unavailable());
+    }
+
+    #[test]
+    fn entry_write_refusals() {
+        for rc in [16, 17, 18, 19, 20, 21, 34, 64, 65, 66, 67, 69] {
+            let e = map(OpKind::Write, res(rc, "the server's words", None));
+            assert!(
+                matches!(&e, DirectoryError::Rejected { rc: r, message } if *r == rc && message == "the server's words"),
+                "{rc}: {e:?}"
+            );
+            assert_eq!(e.kind(), "rejected");
+            assert!(!e.is_unavailable());
+            assert!(e.to_string().contains(rc_name(rc)), "{e}");
+        }
+        // A write that also sets a password (an add with userPassword) is refused as data
+        // for everything but constraintViolation, which is the password's.
+        assert!(matches!(
+            map(OpKind::PasswordWrite, res(65, "missing sn", None)),
+            DirectoryError::Rejected { rc: 65, .. }
+        ));
+        assert!(matches!(
+            map(OpKind::PasswordWrite, res(19, "too short", None)),
+            DirectoryError::PasswordRejected(_)
+        ));
+        // No text: the result code's name stands in.
+        assert!(matches!(
+            map(OpKind::Write, res(65, "", None)),
+            DirectoryError::Rejected { rc: 65, message } if message == "objectClassViolation"
+        ));
+        // 50 stays an access problem, whatever the operation.
+        assert!(matches!(
+            map(OpKind::Write, res(50, "", None)),
+            DirectoryError::InsufficientAccess
+        ));
+        for kind in [OpKind::Read, OpKind::Write, OpKind::PasswordWrite] {
+            assert!(matches!(
+                map(kind, res(122, "", None)),
+                DirectoryError::AssertionFailed
+            ));
+            assert!(
+                matches!(map(kind, res(12, "", None)), DirectoryError::Unsupported(t) if t.contains("unavailableCriticalExtension"))
+            );
+        }
+        // Entry operations name the entry for 32 and 68; everything else passes unchanged.
+        let dn = "uid=x,ou=people,dc=example,dc=org";
+        let new = "uid=y,ou=people,dc=example,dc=org";
+        assert!(matches!(
+            map(OpKind::Write, res(68, "", None).naming_entry(dn, new)),
+            DirectoryError::AlreadyExists(d) if d == new
+        ));
+        assert!(matches!(
+            map(OpKind::Write, res(32, "", None).naming_entry(dn, new)),
+            DirectoryError::NoSuchEntry(d) if d == dn
+        ));
+        assert!(matches!(
+            map(OpKind::Write, res(19, "t", None).naming_entry(dn, new)),
+            DirectoryError::Rejected { rc: 19, .. }
+        ));
+        assert_eq!(
+            DirectoryError::AlreadyExists(dn.into()).kind(),
+            "already_exists"
+        );
+        assert_eq!(DirectoryError::AssertionFailed.kind(), "assertion_failed");
+        assert_eq!(DirectoryError::SizeLimit(3).kind(), "size_limit");
+        assert_eq!(
+            DirectoryError::Unsupported("x".into()).kind(),
+            "unsupported"
+        );
+        assert_eq!(
+            DirectoryError::SizeLimit(3).to_string(),
+            "the search matched more than 3 entries"
+        );
     }
 
     #[test]

@@ -23,14 +23,19 @@
 //! count as idempotent too.
 //!
 //! Every write to a user refuses DNs outside `users_base` (and the service account);
-//! DNs are checked for RFC 4514 syntax before anything is sent.
+//! the generic entry writes (`entries`, for SCIM) refuse DNs that are not strictly below
+//! `users_base` or `groups_base`. DNs are checked for RFC 4514 syntax before anything is
+//! sent.
 
 mod conn;
+mod controls;
 mod dialect;
+mod entries;
 mod error;
 pub mod escape;
 mod gentime;
 mod ppolicy;
+mod userpassword;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,6 +57,7 @@ use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
 pub use self::dialect::DirectoryKind;
+pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery};
 pub use self::error::{DirectoryError, PolicyRejection};
 
 /// Page size for the Paged Results control in [`Directory::search_users`], and in
@@ -74,6 +80,9 @@ pub struct DirectorySettings {
     pub bind_dn: String,
     pub bind_password: Secret,
     pub users_base: String,
+    /// Subtree of the group entries that entry writes may touch (SCIM Groups); empty =
+    /// none.
+    pub groups_base: String,
     pub user_filter: String,
     pub user_name_attribute: String,
     pub mail_attribute: String,
@@ -189,6 +198,10 @@ struct Inner {
     /// `users_base` and `bind_dn` in [`loose_dn`] form, for the set_password guard.
     users_base_loose: String,
     bind_dn_loose: String,
+    /// `groups_base` in [`loose_dn`] form; `None` when not configured.
+    groups_base_loose: Option<String>,
+    /// Whether the root DSE lists Server Side Sort and Virtual List View, once known.
+    sorting_supported: std::sync::OnceLock<bool>,
     /// Parenthesised.
     user_filter: String,
     user_name_attribute: String,
@@ -212,6 +225,16 @@ impl std::fmt::Debug for Directory {
             .field("kind", &self.inner.dialect.kind())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Directory::run_with`] does with the connection after the operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterUse {
+    /// Back to the pool (unless the operation showed it is broken).
+    Keep,
+    /// Unbind and drop it: the operation left state on the server that only closing the
+    /// connection clears.
+    Close,
 }
 
 /// Whether an operation may be repeated on a fresh connection.
@@ -299,6 +322,15 @@ impl Directory {
             return Err(config(format!(
                 "users_base {:?} is not a DN (expected e.g. ou=people,dc=example,dc=org)",
                 s.users_base
+            )));
+        }
+        if !s.groups_base.trim().is_empty()
+            && (!s.groups_base.contains('=') || !escape::is_valid_dn(s.groups_base.trim()))
+        {
+            return Err(config(format!(
+                "groups_base {:?} is not a DN (expected e.g. ou=groups,dc=example,dc=org, or \
+                 empty for no groups)",
+                s.groups_base
             )));
         }
         let trimmed = s.user_filter.trim();
@@ -412,6 +444,8 @@ impl Directory {
                 dialect,
                 users_base_loose: loose_dn(&s.users_base),
                 bind_dn_loose: loose_dn(&s.bind_dn),
+                groups_base_loose: Some(loose_dn(&s.groups_base)).filter(|g| !g.is_empty()),
+                sorting_supported: std::sync::OnceLock::new(),
                 users_base: s.users_base,
                 user_filter,
                 user_name_attribute: s.user_name_attribute,
@@ -1120,12 +1154,7 @@ impl Directory {
     /// service account itself (it may write its own `userPassword` and ppolicy state), and
     /// only well-formed DNs. Anything else is `NoSuchUser`, before any I/O.
     fn check_user_dn(&self, user_dn: &str, action: &str) -> Result<(), DirectoryError> {
-        let inner = &*self.inner;
-        let dn = loose_dn(user_dn);
-        if !escape::is_valid_dn(user_dn)
-            || dn == inner.bind_dn_loose
-            || !dn.ends_with(&format!(",{}", inner.users_base_loose))
-        {
+        if !self.is_user_dn(user_dn) {
             tracing::warn!(
                 user.dn = user_dn,
                 "refusing to {action} an entry outside users_base"
@@ -1135,12 +1164,63 @@ impl Directory {
         Ok(())
     }
 
+    /// Defence in depth for generic entry writes (add, modify, rename, delete): only
+    /// well-formed DNs strictly below `users_base` or `groups_base`, never the service
+    /// account. Anything else is [`DirectoryError::NoSuchEntry`] naming the DN, before any
+    /// I/O.
+    fn check_entry_dn(&self, dn: &str, action: &str) -> Result<(), DirectoryError> {
+        let inner = &*self.inner;
+        let loose = loose_dn(dn);
+        let below = |base: &str| loose.ends_with(&format!(",{base}"));
+        if !escape::is_valid_dn(dn)
+            || loose == inner.bind_dn_loose
+            || !(below(&inner.users_base_loose)
+                || inner.groups_base_loose.as_deref().is_some_and(below))
+        {
+            tracing::warn!(
+                entry.dn = dn,
+                "refusing to {action} an entry outside users_base and groups_base"
+            );
+            return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether `dn` is strictly below `users_base` and not the service account (a
+    /// well-formed DN).
+    fn is_user_dn(&self, dn: &str) -> bool {
+        let loose = loose_dn(dn);
+        escape::is_valid_dn(dn)
+            && loose != self.inner.bind_dn_loose
+            && loose.ends_with(&format!(",{}", self.inner.users_base_loose))
+    }
+
     /// Run `op` on a pooled connection, with the retry rule, metrics and error mapping.
     async fn run<T, F, Fut>(
         &self,
         op: &'static str,
         kind: OpKind,
         retry: Retry,
+        attempt: F,
+    ) -> Result<T, DirectoryError>
+    where
+        F: FnMut(Ldap) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.run_with(op, kind, retry, AfterUse::Keep, attempt)
+            .await
+    }
+
+    /// [`Self::run`], choosing what happens to the connection after the attempt:
+    /// [`AfterUse::Close`] unbinds and drops it instead of returning it to the pool (for
+    /// operations that leave per-connection state on the server, such as a sorted VLV
+    /// search in OpenLDAP's sssvlv overlay).
+    async fn run_with<T, F, Fut>(
+        &self,
+        op: &'static str,
+        kind: OpKind,
+        retry: Retry,
+        after_use: AfterUse,
         mut attempt: F,
     ) -> Result<T, DirectoryError>
     where
@@ -1156,7 +1236,16 @@ impl Directory {
                 Err(e) => break Err(e),
             };
             let ldap = conn.ldap.clone();
-            match attempt(ldap).await {
+            let outcome = attempt(ldap).await;
+            if after_use == AfterUse::Close {
+                // The server frees what it keeps for the connection when it closes.
+                conn.broken = true;
+                if outcome.is_ok() && !conn.ldap.is_closed() {
+                    let t = self.inner.operation_timeout;
+                    let _ = conn.ldap.with_timeout(t).unbind().await;
+                }
+            }
+            match outcome {
                 Ok(v) => break Ok(v),
                 Err(failure) => {
                     let fate = failure.connection_fate();
@@ -1447,6 +1536,12 @@ fn redact(e: DirectoryError, password: &str) -> DirectoryError {
         DirectoryError::Unavailable(t) => DirectoryError::Unavailable(clean(t)),
         DirectoryError::Config(t) => DirectoryError::Config(clean(t)),
         DirectoryError::Ambiguous(t) => DirectoryError::Ambiguous(clean(t)),
+        DirectoryError::Rejected { rc, message } => DirectoryError::Rejected {
+            rc,
+            message: clean(message),
+        },
+        DirectoryError::Unsupported(t) => DirectoryError::Unsupported(clean(t)),
+        DirectoryError::WriteOutcomeUnknown(t) => DirectoryError::WriteOutcomeUnknown(clean(t)),
         other => other,
     }
 }
@@ -1466,6 +1561,7 @@ mod tests {
             bind_dn: "cn=svc,dc=example,dc=org".into(),
             bind_password: Secret::new("pw"),
             users_base: "ou=people,dc=example,dc=org".into(),
+            groups_base: "ou=groups,dc=example,dc=org".into(),
             user_filter: "(objectClass=inetOrgPerson)".into(),
             user_name_attribute: "uid".into(),
             mail_attribute: "mail".into(),
@@ -1537,6 +1633,20 @@ mod tests {
             ..settings()
         });
         assert!(t.contains("admin_group_dns"), "{t}");
+        for bad in ["groups", "ou=groups,,dc=x"] {
+            let t = config_error(DirectorySettings {
+                groups_base: bad.into(),
+                ..settings()
+            });
+            assert!(t.contains("groups_base"), "{t}");
+        }
+        assert!(
+            Directory::new(DirectorySettings {
+                groups_base: String::new(),
+                ..settings()
+            })
+            .is_ok()
+        );
         // ldapi needs neither TLS nor allow_plaintext; a bare filter gets its parentheses.
         let d = Directory::new(DirectorySettings {
             url: "ldapi://%2Ftmp%2Fnothing".into(),
@@ -1599,6 +1709,94 @@ mod tests {
         send(d.require_password_change(""));
         send(d.lock_account(""));
         send(d.unlock_account(""));
+        send(d.search_entries("", SearchScope::Subtree, "", &[], 1));
+        send(d.read_entry("", &[]));
+        send(d.search_window(&WindowQuery {
+            base: String::new(),
+            filter: String::new(),
+            attrs: vec![],
+            sort: None,
+            offset: 1,
+            count: 1,
+        }));
+        send(d.add_entry("", &[]));
+        send(d.modify_entry("", &[], None));
+        send(d.rename_entry("", "", None));
+        send(d.delete_entry("", None));
+        send(d.password_matches("", s));
+        send(d.supports_sorting());
+    }
+
+    #[tokio::test]
+    async fn entry_writes_refuse_dns_outside_the_bases_before_any_io() {
+        // The directory is unreachable: a refusal is NoSuchEntry, anything that got
+        // through would be Unavailable.
+        let d = Directory::new(settings()).unwrap();
+        let change = [Change::Replace("description".into(), vec!["x".into()])];
+        for dn in [
+            "",
+            "cn=svc,dc=example,dc=org",
+            "CN=Svc, DC=Example,dc=org",
+            "ou=people,dc=example,dc=org",
+            "ou=groups,dc=example,dc=org",
+            "uid=x,ou=other,dc=example,dc=org",
+            "uid=x,ou=people,dc=example,dc=org,dc=evil",
+            "uid=x<y,ou=people,dc=example,dc=org",
+            "uid=x;ou=people,dc=example,dc=org",
+            "uid=x,ou=people2,dc=example,dc=org",
+            "uid=x,xou=people,dc=example,dc=org",
+        ] {
+            for result in [
+                d.add_entry(dn, &[("cn".into(), vec!["x".into()])]).await,
+                d.modify_entry(dn, &change, None).await,
+                d.rename_entry(dn, "uid=y", None).await.map(|_| ()),
+                d.delete_entry(dn, None).await,
+                d.password_matches(dn, &Secret::new("x")).await.map(|_| ()),
+            ] {
+                assert!(
+                    matches!(&result, Err(DirectoryError::NoSuchEntry(d)) if d == dn),
+                    "{dn}: {result:?}"
+                );
+            }
+        }
+        // Below either base (any case and spacing): sent, so Unavailable here.
+        for dn in [
+            "uid=x,ou=people,dc=example,dc=org",
+            "UID=x, OU=People,DC=example,dc=org",
+            "cn=g,ou=groups,dc=example,dc=org",
+            "uid=x,ou=sub,ou=people,dc=example,dc=org",
+        ] {
+            let e = d.delete_entry(dn, None).await.unwrap_err();
+            assert!(e.is_unavailable(), "{dn}: {e:?}");
+        }
+        // Groups are writable only when groups_base is set; passwords are checked for
+        // users only.
+        let no_groups = Directory::new(DirectorySettings {
+            groups_base: String::new(),
+            ..settings()
+        })
+        .unwrap();
+        let group = "cn=g,ou=groups,dc=example,dc=org";
+        assert!(matches!(
+            no_groups.delete_entry(group, None).await,
+            Err(DirectoryError::NoSuchEntry(_))
+        ));
+        assert!(matches!(
+            d.password_matches(group, &Secret::new("x")).await,
+            Err(DirectoryError::NoSuchEntry(_))
+        ));
+        // Nothing to change: Ok without I/O; a bad assertion: refused without I/O.
+        let user = "uid=x,ou=people,dc=example,dc=org";
+        d.modify_entry(user, &[], None).await.unwrap();
+        assert!(matches!(
+            d.modify_entry(user, &change, Some("(broken")).await,
+            Err(DirectoryError::Protocol(_))
+        ));
+        // A new RDN that is not one RDN.
+        assert!(matches!(
+            d.rename_entry(user, "uid=y,ou=groups", None).await,
+            Err(DirectoryError::Rejected { rc: 34, .. })
+        ));
     }
 
     #[tokio::test]

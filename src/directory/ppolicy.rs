@@ -85,6 +85,13 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+impl DecodeError {
+    /// What was wrong, without naming the control (for the other controls' decoders).
+    pub(super) fn reason(&self) -> &'static str {
+        self.0
+    }
+}
+
 /// The ppolicy response among `ctrls`, decoded; `None` when the server sent none.
 pub fn find(ctrls: &[Control]) -> Option<Result<PolicyResponse, DecodeError>> {
     ctrls
@@ -136,7 +143,7 @@ pub fn decode(val: &[u8]) -> Result<PolicyResponse, DecodeError> {
 
 /// One tag-length-value: (tag byte, contents, remaining input). Only low tag numbers and
 /// definite lengths (as BER from every known server) are accepted.
-fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DecodeError> {
+pub(super) fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DecodeError> {
     let (&tag, rest) = input.split_first().ok_or(DecodeError("truncated tag"))?;
     if tag & 0x1f == 0x1f {
         return Err(DecodeError("high tag numbers are not used by this control"));
@@ -165,7 +172,7 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DecodeError> {
 }
 
 /// A non-negative INTEGER/ENUMERATED content that fits in u32.
-fn unsigned(content: &[u8]) -> Result<u32, DecodeError> {
+pub(super) fn unsigned(content: &[u8]) -> Result<u32, DecodeError> {
     if content.is_empty() || content.len() > 5 {
         return Err(DecodeError("bad integer length"));
     }

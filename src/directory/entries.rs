@@ -1,0 +1,863 @@
+//! Generic entry operations for features that work on whole entries (SCIM): search,
+//! sorted windows, read, add, modify, rename, delete, and checking a pushed password
+//! against the stored one without binding.
+//!
+//! Writes are confined to entries below `users_base` or `groups_base`, and never to the
+//! service account itself; they are sent once (retried only when the request provably
+//! never left), and one whose answer never came is
+//! [`DirectoryError::WriteOutcomeUnknown`]. A write that touches `userPassword` carries
+//! the ppolicy request control, so the directory's password policy refusals come back
+//! as [`DirectoryError::PasswordRejected`].
+//!
+//! Sorted windows use Server Side Sort + Virtual List View. OpenLDAP's sssvlv overlay
+//! keeps the sorted list of every VLV search for as long as the connection stays open
+//! (one slot of `sssvlv-maxperconn` per search, and of `sssvlv-max` for the whole
+//! server; a new VLV search on a connection whose slots are used up fails with "busy").
+//! A client cannot release a list except by closing the connection, and re-using its
+//! context ID would serve the old list for a new query. So a sorted window runs on a
+//! pooled connection that is then unbound and dropped instead of going back to the pool
+//! (`AfterUse::Close`): the server frees the list at once and the next request gets a
+//! fresh connection. That costs one connect and bind per sorted window, and keeps the
+//! number of connections within `pool_size`; the directory's `sssvlv-max` must allow as
+//! many concurrent sorts as lockbridge may run (`pool_size`, plus connections the server
+//! has not finished closing).
+
+use std::collections::BTreeMap;
+use std::collections::HashSet;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
+use ldap3::{Mod, Scope, SearchEntry, SearchOptions, SearchResult};
+use zeroize::Zeroizing;
+
+use super::controls::{self, MAX_INT};
+use super::error::{DirectoryError, Failure, OpKind, describe};
+use super::{AfterUse, Directory, PAGE_SIZE, Retry, escape, ppolicy, redact, userpassword};
+use crate::types::Secret;
+
+/// The attribute whose writes carry the ppolicy control and whose values are redacted
+/// from errors.
+const USER_PASSWORD: &str = "userPassword";
+
+/// An entry as read from the directory. Attribute names are kept in lower case so that
+/// lookups ignore the case the server answered with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub dn: String,
+    /// Lower-case attribute name → values, in the order the server sent them.
+    pub attrs: BTreeMap<String, Vec<String>>,
+}
+
+impl Entry {
+    /// An entry from a DN and attributes of any case.
+    pub fn new(
+        dn: impl Into<String>,
+        attrs: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Self {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in attrs {
+            map.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        }
+        Self {
+            dn: dn.into(),
+            attrs: map,
+        }
+    }
+
+    /// Every value of `name` (any case); empty when absent.
+    pub fn all(&self, name: &str) -> &[String] {
+        self.attrs
+            .get(&name.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The first value of `name` (any case).
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.all(name).first().map(String::as_str)
+    }
+
+    /// Whether `name` has at least one value.
+    pub fn has(&self, name: &str) -> bool {
+        !self.all(name).is_empty()
+    }
+}
+
+/// One change of an LDAP modify (RFC 4511 §4.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add these values (the attribute is created if absent).
+    Add(String, Vec<String>),
+    /// Delete these values; an empty list deletes the whole attribute.
+    Delete(String, Vec<String>),
+    /// Replace every value with these; an empty list deletes the attribute if present.
+    Replace(String, Vec<String>),
+}
+
+/// Search scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SearchScope {
+    Base,
+    OneLevel,
+    Subtree,
+}
+
+/// A server-side sort key (RFC 2891).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SortKey {
+    pub attribute: String,
+    /// An ordering matching rule, e.g. `caseIgnoreOrderingMatch` for `uid`, which has
+    /// no ORDERING rule of its own in OpenLDAP's schema.
+    pub ordering_rule: Option<String>,
+    pub reverse: bool,
+}
+
+/// A window of a search result: entries `offset .. offset + count` (1-based, as SCIM's
+/// `startIndex`) in a stable order. The search is subtree-scoped below `base`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowQuery {
+    pub base: String,
+    /// A complete RFC 4515 filter, already escaped.
+    pub filter: String,
+    pub attrs: Vec<String>,
+    /// `Some`: sorted by the server (Server Side Sort + Virtual List View controls).
+    /// `None`: the directory's own order, which is stable for an unchanged directory.
+    pub sort: Option<SortKey>,
+    /// 1-based position of the first entry wanted (0 counts as 1).
+    pub offset: u64,
+    /// How many entries at most; 0 = only count them.
+    pub count: u64,
+}
+
+/// What [`WindowQuery`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    pub entries: Vec<Entry>,
+    /// How many entries match the filter in all.
+    pub total: u64,
+}
+
+impl From<SearchScope> for Scope {
+    fn from(s: SearchScope) -> Scope {
+        match s {
+            SearchScope::Base => Scope::Base,
+            SearchScope::OneLevel => Scope::OneLevel,
+            SearchScope::Subtree => Scope::Subtree,
+        }
+    }
+}
+
+impl Entry {
+    /// From ldap3's entry; values that are not UTF-8 (`bin_attrs`) are left out.
+    fn from_search(e: SearchEntry) -> Self {
+        Entry::new(e.dn, e.attrs)
+    }
+}
+
+impl Directory {
+    /// Plain search; more than `limit` entries → [`DirectoryError::SizeLimit`]`(limit)`
+    /// (the server is asked for at most `limit + 1`). When the directory's own size limit
+    /// cuts the search short first, `SizeLimit` holds the number it let through. Entries
+    /// come with lower-cased attribute names. A missing `base` is
+    /// [`DirectoryError::NoSuchEntry`].
+    pub async fn search_entries(
+        &self,
+        base: &str,
+        scope: SearchScope,
+        filter: &str,
+        attrs: &[&str],
+        limit: usize,
+    ) -> Result<Vec<Entry>, DirectoryError> {
+        let t = self.inner.operation_timeout;
+        let sizelimit = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
+        self.run(
+            "search_entries",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let SearchResult(found, res) = ldap
+                    .with_search_options(SearchOptions::new().sizelimit(sizelimit))
+                    .with_timeout(t)
+                    .search(base, scope.into(), filter, attrs)
+                    .await?;
+                let entries: Vec<Entry> = found
+                    .into_iter()
+                    .filter(|e| !e.is_ref() && !e.is_intermediate())
+                    .map(|e| Entry::from_search(SearchEntry::construct(e)))
+                    .collect();
+                match res.rc {
+                    0 if entries.len() <= limit => Ok(entries),
+                    0 | 4 => Err(Failure::Mapped(size_limit(limit, entries.len() as u64))),
+                    _ => Err(Failure::from_result(&res).naming_missing_entry(base)),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Base-scope read of `dn`; `Ok(None)` when the entry does not exist (rc 32), is not
+    /// visible to the service account, or `dn` is not a DN (locally, or for the server:
+    /// rc 34).
+    pub async fn read_entry(
+        &self,
+        dn: &str,
+        attrs: &[&str],
+    ) -> Result<Option<Entry>, DirectoryError> {
+        if !escape::is_valid_dn(dn) {
+            return Ok(None);
+        }
+        let t = self.inner.operation_timeout;
+        self.run(
+            "read_entry",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let SearchResult(found, res) = ldap
+                    .with_timeout(t)
+                    .search(dn, Scope::Base, "(objectClass=*)", attrs)
+                    .await?;
+                match res.rc {
+                    0 => Ok(found
+                        .into_iter()
+                        .find(|e| !e.is_ref() && !e.is_intermediate())
+                        .map(|e| Entry::from_search(SearchEntry::construct(e)))),
+                    // noSuchObject; invalidDNSyntax (e.g. an unknown attribute type in
+                    // the DN) names no entry either.
+                    32 | 34 => Ok(None),
+                    _ => Err(Failure::from_result(&res)),
+                }
+            },
+        )
+        .await
+    }
+
+    /// A window of a search (see [`WindowQuery`]), always subtree-scoped.
+    ///
+    /// Sorted (`sort: Some`): one search with the Server Side Sort and Virtual List View
+    /// controls (by offset: beforeCount 0, afterCount `count - 1`, contentCount 0); the
+    /// total is the VLV response's contentCount; an offset beyond it gives no entries and
+    /// the right total. A directory that cannot sort (no sssvlv, no ordering rule for the
+    /// attribute) is [`DirectoryError::Unsupported`]. See the module documentation for
+    /// why the connection is closed afterwards.
+    ///
+    /// Unsorted: a Paged Results search read page by page in the directory's order: the
+    /// first `offset - 1` entries are skipped, the next `count` kept, the rest only
+    /// counted, so memory stays within a page plus `count` entries.
+    ///
+    /// `count == 0`: only the total (unsorted count, attributes `1.1`).
+    pub async fn search_window(&self, q: &WindowQuery) -> Result<Window, DirectoryError> {
+        match &q.sort {
+            Some(key) if q.count > 0 => match u32::try_from(q.offset.max(1)) {
+                Ok(offset) if offset <= MAX_INT => self.sorted_window(q, key, offset).await,
+                // Beyond what VLV can address: beyond the end of any list, too.
+                _ => Ok(Window {
+                    entries: Vec::new(),
+                    total: self.paged_window(q).await?.total,
+                }),
+            },
+            _ => self.paged_window(q).await,
+        }
+    }
+
+    async fn sorted_window(
+        &self,
+        q: &WindowQuery,
+        key: &SortKey,
+        offset: u32,
+    ) -> Result<Window, DirectoryError> {
+        let t = self.inner.operation_timeout;
+        let after = u32::try_from(q.count - 1).unwrap_or(MAX_INT);
+        let request: Vec<RawControl> = vec![
+            controls::sort_request(std::slice::from_ref(key)),
+            controls::vlv_request(0, after, offset, 0),
+        ];
+        let request = &request;
+        self.run_with(
+            "search_window_sorted",
+            OpKind::Read,
+            Retry::Idempotent,
+            AfterUse::Close,
+            |mut ldap| async move {
+                let SearchResult(found, res) = ldap
+                    .with_controls(request.clone())
+                    .with_timeout(t)
+                    .search(&q.base, Scope::Subtree, &q.filter, q.attrs.as_slice())
+                    .await?;
+                let cannot_sort = |why: String| {
+                    Failure::Mapped(DirectoryError::Unsupported(format!(
+                        "the directory cannot sort by {}: {why}",
+                        key.attribute
+                    )))
+                };
+                match controls::find_sort_result(&res.ctrls) {
+                    Some(Ok(s)) if s.code != 0 => {
+                        return Err(cannot_sort(describe(s.code, &res.text)));
+                    }
+                    Some(Err(e)) => {
+                        return Err(Failure::Mapped(DirectoryError::Protocol(e.to_string())));
+                    }
+                    _ => {}
+                }
+                let vlv = match controls::find_vlv_response(&res.ctrls) {
+                    Some(Ok(v)) => Some(v),
+                    Some(Err(e)) => {
+                        return Err(Failure::Mapped(DirectoryError::Protocol(e.to_string())));
+                    }
+                    None => None,
+                };
+                let past_the_end = |total: u32| {
+                    Ok(Window {
+                        entries: Vec::new(),
+                        total: u64::from(total),
+                    })
+                };
+                match (res.rc, &vlv) {
+                    (0, _) => {}
+                    (_, Some(v)) if controls::is_offset_range_error(v.result) => {
+                        return past_the_end(v.content_count);
+                    }
+                    // unavailableCriticalExtension, noSuchAttribute (unknown sort
+                    // attribute), inappropriateMatching (no ordering rule),
+                    // virtualListViewError (e.g. sort control missing)
+                    (12 | 16 | 18 | 76, _) => return Err(cannot_sort(describe(res.rc, &res.text))),
+                    (32, _) => {
+                        return Err(Failure::Mapped(DirectoryError::NoSuchEntry(q.base.clone())));
+                    }
+                    (4, _) => {
+                        return Err(Failure::Mapped(size_limit(usize::MAX, found.len() as u64)));
+                    }
+                    _ => return Err(Failure::from_result(&res)),
+                }
+                let Some(vlv) = vlv else {
+                    return Err(Failure::Mapped(DirectoryError::Protocol(
+                        "the directory answered a sorted window without a virtual list view \
+                         response control"
+                            .into(),
+                    )));
+                };
+                if vlv.result != 0 {
+                    if controls::is_offset_range_error(vlv.result) {
+                        return past_the_end(vlv.content_count);
+                    }
+                    return Err(cannot_sort(format!(
+                        "virtual list view result {} ({})",
+                        vlv.result,
+                        controls::vlv_result_name(vlv.result)
+                    )));
+                }
+                if offset > vlv.content_count {
+                    // Some servers position on the last entry instead of refusing.
+                    return past_the_end(vlv.content_count);
+                }
+                let entries = found
+                    .into_iter()
+                    .filter(|e| !e.is_ref() && !e.is_intermediate())
+                    .take(usize::try_from(q.count).unwrap_or(usize::MAX))
+                    .map(|e| Entry::from_search(SearchEntry::construct(e)))
+                    .collect();
+                Ok(Window {
+                    entries,
+                    total: u64::from(vlv.content_count),
+                })
+            },
+        )
+        .await
+    }
+
+    /// The unsorted window (and the count-only one), streamed with Paged Results.
+    async fn paged_window(&self, q: &WindowQuery) -> Result<Window, DirectoryError> {
+        let t = self.inner.operation_timeout;
+        let attrs: Vec<String> = if q.count == 0 {
+            vec!["1.1".to_owned()]
+        } else {
+            q.attrs.clone()
+        };
+        let attrs = &attrs;
+        let skip = q.offset.max(1) - 1;
+        let keep = q.count;
+        self.run(
+            "search_window",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+                    Box::new(EntriesOnly::new()),
+                    Box::new(PagedResults::new(PAGE_SIZE)),
+                ];
+                let mut stream = ldap
+                    .with_timeout(t)
+                    .streaming_search_with(
+                        adapters,
+                        &q.base,
+                        Scope::Subtree,
+                        &q.filter,
+                        attrs.clone(),
+                    )
+                    .await?;
+                let mut seen: u64 = 0;
+                let mut entries = Vec::new();
+                loop {
+                    match stream.next().await {
+                        Ok(Some(e)) => {
+                            seen += 1;
+                            if seen > skip && seen - skip <= keep {
+                                entries.push(Entry::from_search(SearchEntry::construct(e)));
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = stream.finish().await;
+                            return Err(Failure::from(e));
+                        }
+                    }
+                }
+                let res = stream.finish().await;
+                match res.rc {
+                    0 => Ok(Window {
+                        entries,
+                        total: seen,
+                    }),
+                    4 => Err(Failure::Mapped(size_limit(usize::MAX, seen))),
+                    _ => Err(Failure::from_result(&res).naming_missing_entry(&q.base)),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Add an entry. Attributes without values are left out (an attribute with no values
+    /// does not exist). An existing entry is [`DirectoryError::AlreadyExists`], a missing
+    /// parent [`DirectoryError::NoSuchEntry`] naming the parent.
+    pub async fn add_entry(
+        &self,
+        dn: &str,
+        attrs: &[(String, Vec<String>)],
+    ) -> Result<(), DirectoryError> {
+        self.check_entry_dn(dn, "add")?;
+        let parent = split_rdn(dn).map(|(_, p)| p).unwrap_or_default();
+        let password = attrs
+            .iter()
+            .any(|(a, v)| a.eq_ignore_ascii_case(USER_PASSWORD) && !v.is_empty());
+        let t = self.inner.operation_timeout;
+        let kind = if password {
+            OpKind::PasswordWrite
+        } else {
+            OpKind::Write
+        };
+        let result = self
+            .run("add_entry", kind, Retry::IfNotSent, |mut ldap| async move {
+                let list: Vec<(&str, HashSet<&str>)> = attrs
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(a, v)| (a.as_str(), v.iter().map(String::as_str).collect()))
+                    .collect();
+                if password {
+                    ldap.with_controls(ppolicy::request());
+                }
+                let res = ldap.with_timeout(t).add(dn, list).await?;
+                match res.rc {
+                    0 => Ok(()),
+                    _ => Err(Failure::from_result(&res).naming_entry(parent, dn)),
+                }
+            })
+            .await;
+        result.map_err(|e| redact_values(e, password_values(attrs.iter().map(|(a, v)| (a, v)))))
+    }
+
+    /// Apply every change in ONE modify request, so the server applies all of them or
+    /// none. `assertion` (an RFC 4515 filter such as `(entryCSN=…)`) is sent with the
+    /// critical Assertion control: if the entry no longer matches it, nothing is written
+    /// and the result is [`DirectoryError::AssertionFailed`]. No changes (adds without
+    /// values count as none): `Ok` without contacting the directory.
+    pub async fn modify_entry(
+        &self,
+        dn: &str,
+        changes: &[Change],
+        assertion: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        self.check_entry_dn(dn, "modify")?;
+        let changes: Vec<&Change> = changes
+            .iter()
+            .filter(|c| !matches!(c, Change::Add(_, v) if v.is_empty()))
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let assertion = assertion_control(assertion)?;
+        let password = changes
+            .iter()
+            .any(|c| change_attr(c).eq_ignore_ascii_case(USER_PASSWORD));
+        let kind = if password {
+            OpKind::PasswordWrite
+        } else {
+            OpKind::Write
+        };
+        let t = self.inner.operation_timeout;
+        let (changes, assertion) = (&changes, &assertion);
+        let result = self
+            .run(
+                "modify_entry",
+                kind,
+                Retry::IfNotSent,
+                |mut ldap| async move {
+                    let mods: Vec<Mod<&str>> = changes
+                        .iter()
+                        .map(|c| match c {
+                            Change::Add(a, v) => Mod::Add(a.as_str(), values(v)),
+                            Change::Delete(a, v) => Mod::Delete(a.as_str(), values(v)),
+                            Change::Replace(a, v) => Mod::Replace(a.as_str(), values(v)),
+                        })
+                        .collect();
+                    let mut ctrls: Vec<RawControl> = assertion.iter().cloned().collect();
+                    if password {
+                        ctrls.push(ppolicy::request());
+                    }
+                    if !ctrls.is_empty() {
+                        ldap.with_controls(ctrls);
+                    }
+                    let res = ldap.with_timeout(t).modify(dn, mods).await?;
+                    match res.rc {
+                        0 => Ok(()),
+                        _ => Err(Failure::from_result(&res).naming_entry(dn, dn)),
+                    }
+                },
+            )
+            .await;
+        result.map_err(|e| {
+            redact_values(
+                e,
+                password_values(changes.iter().map(|c| match c {
+                    Change::Add(a, v) | Change::Delete(a, v) | Change::Replace(a, v) => (a, v),
+                })),
+            )
+        })
+    }
+
+    /// Rename within the same parent (ModifyDN with deleteoldrdn): `new_rdn` is one RDN
+    /// such as `uid=newname`, its value escaped (RFC 4514). Returns the new DN. An entry
+    /// that already has that name is [`DirectoryError::AlreadyExists`] naming the new DN.
+    /// `assertion` as for [`Self::modify_entry`].
+    pub async fn rename_entry(
+        &self,
+        dn: &str,
+        new_rdn: &str,
+        assertion: Option<&str>,
+    ) -> Result<String, DirectoryError> {
+        self.check_entry_dn(dn, "rename")?;
+        let new_rdn = new_rdn.trim();
+        let Some((_, parent)) = split_rdn(dn) else {
+            return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
+        };
+        if !escape::is_valid_dn(new_rdn) || split_rdn(new_rdn).is_some() {
+            return Err(DirectoryError::Rejected {
+                rc: 34,
+                message: format!("the new name {new_rdn:?} is not one RDN (e.g. uid=newname)"),
+            });
+        }
+        let new_dn = format!("{new_rdn},{parent}");
+        self.check_entry_dn(&new_dn, "rename")?;
+        let assertion = assertion_control(assertion)?;
+        let t = self.inner.operation_timeout;
+        let (assertion, new_dn_ref) = (&assertion, new_dn.as_str());
+        self.run(
+            "rename_entry",
+            OpKind::Write,
+            Retry::IfNotSent,
+            |mut ldap| async move {
+                if let Some(a) = assertion {
+                    ldap.with_controls(a.clone());
+                }
+                let res = ldap
+                    .with_timeout(t)
+                    .modifydn(dn, new_rdn, true, None)
+                    .await?;
+                match res.rc {
+                    0 => Ok(()),
+                    _ => Err(Failure::from_result(&res).naming_entry(dn, new_dn_ref)),
+                }
+            },
+        )
+        .await?;
+        Ok(new_dn)
+    }
+
+    /// Delete a leaf entry (one with children is [`DirectoryError::Rejected`], rc 66). A
+    /// missing entry is [`DirectoryError::NoSuchEntry`]. `assertion` as for
+    /// [`Self::modify_entry`].
+    pub async fn delete_entry(
+        &self,
+        dn: &str,
+        assertion: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        self.check_entry_dn(dn, "delete")?;
+        let assertion = assertion_control(assertion)?;
+        let assertion = &assertion;
+        let t = self.inner.operation_timeout;
+        self.run(
+            "delete_entry",
+            OpKind::Write,
+            Retry::IfNotSent,
+            |mut ldap| async move {
+                if let Some(a) = assertion {
+                    ldap.with_controls(a.clone());
+                }
+                let res = ldap.with_timeout(t).delete(dn).await?;
+                match res.rc {
+                    0 => Ok(()),
+                    _ => Err(Failure::from_result(&res).naming_entry(dn, dn)),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Whether `candidate` is the user's current password, checked locally against the
+    /// `userPassword` values read as the service account (see `userpassword`): no bind and
+    /// no compare, so nothing in the directory changes (no failure count, no last-success
+    /// time, no lockout, no history). `Some(true)`/`Some(false)` when that can be told;
+    /// `None` when no stored value uses a scheme lockbridge can check (`{CRYPT}`,
+    /// `{SASL}`, …) or the service account cannot read the attribute.
+    ///
+    /// Only users (entries strictly below `users_base`, not the service account): anything
+    /// else is [`DirectoryError::NoSuchEntry`], as is a user that does not exist.
+    pub async fn password_matches(
+        &self,
+        dn: &str,
+        candidate: &Secret,
+    ) -> Result<Option<bool>, DirectoryError> {
+        if !self.is_user_dn(dn) {
+            tracing::warn!(
+                entry.dn = dn,
+                "refusing to check the password of an entry outside users_base"
+            );
+            return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
+        }
+        let t = self.inner.operation_timeout;
+        let stored: Vec<Zeroizing<Vec<u8>>> = self
+            .run(
+                "password_matches",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    let SearchResult(found, res) = ldap
+                        .with_timeout(t)
+                        .search(dn, Scope::Base, "(objectClass=*)", vec![USER_PASSWORD])
+                        .await?;
+                    if res.rc != 0 {
+                        return Err(Failure::from_result(&res).naming_missing_entry(dn));
+                    }
+                    let Some(entry) = found
+                        .into_iter()
+                        .find(|e| !e.is_ref() && !e.is_intermediate())
+                    else {
+                        return Err(Failure::Mapped(DirectoryError::NoSuchEntry(dn.to_owned())));
+                    };
+                    let entry = SearchEntry::construct(entry);
+                    let mut values: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+                    for (name, vals) in entry.attrs {
+                        if name.eq_ignore_ascii_case(USER_PASSWORD) {
+                            values.extend(vals.into_iter().map(|v| Zeroizing::new(v.into_bytes())));
+                        }
+                    }
+                    for (name, vals) in entry.bin_attrs {
+                        if name.eq_ignore_ascii_case(USER_PASSWORD) {
+                            values.extend(vals.into_iter().map(Zeroizing::new));
+                        }
+                    }
+                    Ok(values)
+                },
+            )
+            .await?;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        let candidate = candidate.clone();
+        // Argon2 is slow on purpose: keep it off the async workers.
+        let verdict = tokio::task::spawn_blocking(move || {
+            userpassword::matches_any(
+                stored.iter().map(|v| v.as_slice()),
+                candidate.expose().as_bytes(),
+            )
+        })
+        .await;
+        match verdict {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(DirectoryError::Unavailable(
+                "the password check was cancelled by shutdown".into(),
+            )),
+        }
+    }
+
+    /// Whether the root DSE lists both the Server Side Sort and the Virtual List View
+    /// request controls. The first successful answer is kept for the life of this
+    /// `Directory`; a root DSE the service account cannot read counts as "no".
+    pub async fn supports_sorting(&self) -> Result<bool, DirectoryError> {
+        if let Some(known) = self.inner.sorting_supported.get() {
+            return Ok(*known);
+        }
+        let t = self.inner.operation_timeout;
+        let supported = self
+            .run(
+                "supports_sorting",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    let SearchResult(found, res) = ldap
+                        .with_timeout(t)
+                        .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
+                        .await?;
+                    match res.rc {
+                        0 | 32 | 50 => {}
+                        _ => return Err(Failure::from_result(&res)),
+                    }
+                    let Some(dse) = found
+                        .into_iter()
+                        .find(|e| !e.is_ref() && !e.is_intermediate())
+                    else {
+                        return Ok(false);
+                    };
+                    let dse = Entry::from_search(SearchEntry::construct(dse));
+                    let listed = |oid: &str| dse.all("supportedControl").iter().any(|c| c == oid);
+                    Ok(listed(controls::SORT_REQUEST_OID) && listed(controls::VLV_REQUEST_OID))
+                },
+            )
+            .await?;
+        let _ = self.inner.sorting_supported.set(supported);
+        Ok(supported)
+    }
+}
+
+/// `SizeLimit`: our own `limit` when more than that many matched, otherwise (the
+/// directory's own limit cut the search short) the number it let through.
+fn size_limit(limit: usize, returned: u64) -> DirectoryError {
+    let returned = usize::try_from(returned).unwrap_or(usize::MAX);
+    if returned > limit {
+        DirectoryError::SizeLimit(limit)
+    } else {
+        tracing::warn!(
+            returned,
+            "the directory's size limit cut a search short; raise the service account's \
+             limits (OpenLDAP: limits dn.exact=<bind_dn> size=unlimited)"
+        );
+        DirectoryError::SizeLimit(returned)
+    }
+}
+
+/// The Assertion control for `filter`, checked before anything is sent.
+fn assertion_control(filter: Option<&str>) -> Result<Option<RawControl>, DirectoryError> {
+    match filter {
+        None => Ok(None),
+        Some(f) => controls::assertion(f).map(Some).ok_or_else(|| {
+            DirectoryError::Protocol(format!(
+                "the assertion {f:?} is not a valid LDAP filter (RFC 4515)"
+            ))
+        }),
+    }
+}
+
+fn change_attr(c: &Change) -> &str {
+    match c {
+        Change::Add(a, _) | Change::Delete(a, _) | Change::Replace(a, _) => a,
+    }
+}
+
+fn values(v: &[String]) -> HashSet<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The values of `userPassword` among `attrs`, for redaction.
+fn password_values<'a>(attrs: impl Iterator<Item = (&'a String, &'a Vec<String>)>) -> Vec<&'a str> {
+    attrs
+        .filter(|(a, _)| a.eq_ignore_ascii_case(USER_PASSWORD))
+        .flat_map(|(_, v)| v.iter().map(String::as_str))
+        .collect()
+}
+
+fn redact_values(mut e: DirectoryError, secrets: Vec<&str>) -> DirectoryError {
+    for s in secrets {
+        e = redact(e, s);
+    }
+    e
+}
+
+/// Split a DN into its first RDN and the rest (the parent), at the first comma that is
+/// not escaped; `None` for a DN of one RDN.
+pub(super) fn split_rdn(dn: &str) -> Option<(&str, &str)> {
+    let mut escaped = false;
+    for (i, c) in dn.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' => return Some((dn[..i].trim(), dn[i + 1..].trim())),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdn_split() {
+        assert_eq!(
+            split_rdn("uid=bob,ou=people,dc=example,dc=org"),
+            Some(("uid=bob", "ou=people,dc=example,dc=org"))
+        );
+        assert_eq!(
+            split_rdn("cn=Smith\\, John , ou=people,dc=x"),
+            Some(("cn=Smith\\, John", "ou=people,dc=x"))
+        );
+        assert_eq!(split_rdn("cn=a\\\\,dc=x"), Some(("cn=a\\\\", "dc=x")));
+        assert_eq!(split_rdn("cn=a\\2Cb,dc=x"), Some(("cn=a\\2Cb", "dc=x")));
+        assert_eq!(split_rdn("uid=bob"), None);
+        assert_eq!(split_rdn("cn=a\\,b"), None);
+    }
+
+    #[test]
+    fn entries_ignore_the_case_of_attribute_names() {
+        let e = Entry::new(
+            "uid=a,dc=x",
+            [
+                ("CN".to_string(), vec!["A".to_string()]),
+                ("cn".to_string(), vec!["B".to_string()]),
+            ],
+        );
+        assert_eq!(e.all("Cn"), ["A", "B"]);
+        assert_eq!(e.first("CN"), Some("A"));
+        assert!(e.has("cn") && !e.has("sn"));
+    }
+
+    #[test]
+    fn password_values_are_found_for_redaction() {
+        let attrs = [
+            ("cn".to_string(), vec!["x".to_string()]),
+            ("UserPassword".to_string(), vec!["s3cret".to_string()]),
+        ];
+        let found = password_values(attrs.iter().map(|(a, v)| (a, v)));
+        assert_eq!(found, ["s3cret"]);
+        let e = redact_values(
+            DirectoryError::Rejected {
+                rc: 21,
+                message: "value s3cret invalid".into(),
+            },
+            found,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the directory refused the change (invalidAttributeSyntax): value [redacted] invalid"
+        );
+    }
+
+    #[test]
+    fn assertion_filters_are_checked_before_sending() {
+        assert!(assertion_control(None).unwrap().is_none());
+        assert!(assertion_control(Some("(entryCSN=x)")).unwrap().is_some());
+        assert!(matches!(
+            assertion_control(Some("entryCSN=x")),
+            Err(DirectoryError::Protocol(_))
+        ));
+    }
+}
