@@ -72,7 +72,7 @@ pub enum TokenCommand {
         /// A unique name, shown in the audit log (e.g. "helpdesk-anna").
         #[arg(long)]
         name: String,
-        /// global-admin or password-admin.
+        /// global-admin, password-admin, or scim (an identity provider's provisioning token).
         #[arg(long)]
         role: String,
     },

@@ -67,6 +67,28 @@ pub struct ExpiryService {
     account: Arc<AccountService>,
     store: Arc<dyn Store>,
     settings: ExpirySettings,
+    /// Recently read policy facts for [`ExpiryService::password_expiry`], so that serving a
+    /// user (SCIM reads) costs no extra directory round trips.
+    cache: std::sync::Mutex<ExpiryCache>,
+}
+
+/// How long [`ExpiryService::password_expiry`] trusts what it read: a policy change shows
+/// in SCIM reads within this time.
+const EXPIRY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Default)]
+struct ExpiryCache {
+    org: Option<(std::time::Instant, ExpiryPolicy)>,
+    policy_ages: HashMap<String, (std::time::Instant, MaxAge)>,
+}
+
+/// What [`ExpiryService::password_expiry`] says of one password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordExpiry {
+    /// When it expires (or expired); `None` when it never does or the change time is unknown.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The user is on the no-expiry policy.
+    pub never_expires: bool,
 }
 
 impl ExpiryService {
@@ -79,7 +101,76 @@ impl ExpiryService {
             account,
             store,
             settings,
+            cache: std::sync::Mutex::new(ExpiryCache::default()),
         })
+    }
+
+    /// When a password changed at `changed_at`, under the policy entry `policy_dn` (`None`:
+    /// the default one), expires. Policy facts are cached for a minute.
+    pub async fn password_expiry(
+        &self,
+        changed_at: Option<chrono::DateTime<chrono::Utc>>,
+        policy_dn: Option<&str>,
+    ) -> Result<PasswordExpiry, AccountError> {
+        let never_expires = self.is_never_expires(policy_dn);
+        if never_expires {
+            return Ok(PasswordExpiry {
+                expires_at: None,
+                never_expires,
+            });
+        }
+        let now = std::time::Instant::now();
+        let fresh = |at: std::time::Instant| now.duration_since(at) < EXPIRY_CACHE_TTL;
+        let cached_org = self.lock_cache().org.clone().filter(|(at, _)| fresh(*at));
+        let org = match cached_org {
+            Some((_, policy)) => policy,
+            None => {
+                let policy = self.policy().await?;
+                self.lock_cache().org = Some((now, policy.clone()));
+                policy
+            }
+        };
+        let max_age = match (&self.settings.source, policy_dn) {
+            (MaxAgeSource::Directory { .. }, Some(dn)) => {
+                let key = dn.to_ascii_lowercase();
+                let cached = self
+                    .lock_cache()
+                    .policy_ages
+                    .get(&key)
+                    .copied()
+                    .filter(|(at, _)| fresh(*at));
+                match cached {
+                    Some((_, age)) => age,
+                    None => {
+                        let seconds = self
+                            .account
+                            .directory()
+                            .policy_max_age(dn)
+                            .await
+                            .map_err(|e| self.account.directory_error(e))?;
+                        let age = seconds.map_or(MaxAge::Never, MaxAge::from_pwd_max_age);
+                        self.lock_cache().policy_ages.insert(key, (now, age));
+                        age
+                    }
+                }
+            }
+            _ => MaxAge::OrgPolicy,
+        };
+        let facts = PasswordFacts {
+            changed_at,
+            never_expires,
+            max_age,
+        };
+        let evaluation = crate::policy::evaluate(chrono::Utc::now(), chrono_tz::UTC, &org, &facts);
+        Ok(PasswordExpiry {
+            expires_at: evaluation.expires_at(),
+            never_expires: matches!(evaluation, crate::policy::Evaluation::NeverExpires),
+        })
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, ExpiryCache> {
+        // The cache holds plain values; a panic elsewhere cannot leave it inconsistent.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn settings(&self) -> &ExpirySettings {
@@ -156,6 +247,7 @@ impl ExpiryService {
     }
 
     async fn apply_policy(&self, policy: &ExpiryPolicy) -> Result<(), AccountError> {
+        *self.lock_cache() = ExpiryCache::default();
         // The store first: if the directory write then fails, re-sending the same request
         // converges, and nothing the directory enforces changed.
         let stored = StoredPolicy {

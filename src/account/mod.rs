@@ -7,6 +7,7 @@
 //! Everything that can be refused is refused before the directory is touched.
 
 pub mod expiry;
+pub mod provision;
 
 use std::sync::Arc;
 

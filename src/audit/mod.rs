@@ -18,6 +18,10 @@ pub enum Action {
     ExpirationPolicyChanged,
     PasswordNeverExpiresSet,
     SweepRun,
+    ScimCreate,
+    ScimReplace,
+    ScimPatch,
+    ScimDelete,
 }
 
 impl Action {
@@ -29,6 +33,10 @@ impl Action {
             Action::ExpirationPolicyChanged => "policy.expiration.changed",
             Action::PasswordNeverExpiresSet => "password.never_expires.set",
             Action::SweepRun => "sweep.run",
+            Action::ScimCreate => "scim.create",
+            Action::ScimReplace => "scim.replace",
+            Action::ScimPatch => "scim.patch",
+            Action::ScimDelete => "scim.delete",
         }
     }
 }
@@ -75,6 +83,16 @@ pub enum Detail {
     },
     #[serde(rename_all = "camelCase")]
     NeverExpires { never_expires: bool },
+    /// A SCIM write: which resource, which LDAP attributes changed (names only) and what
+    /// happened to the password (`set`, `unchanged`: equal to the current one, or `none`).
+    #[serde(rename_all = "camelCase")]
+    Scim {
+        resource_type: &'static str,
+        id: Option<String>,
+        attributes: Vec<String>,
+        password: &'static str,
+        active: Option<bool>,
+    },
     #[serde(rename_all = "camelCase")]
     Sweep {
         sweep_id: String,

@@ -1,7 +1,9 @@
 //! Roles and what each may do, in one table (`Role::allows`).
 //!
 //! Modelled on Microsoft 365: a Password administrator resets passwords of
-//! non-administrators only; a Global administrator may do everything.
+//! non-administrators only; a Global administrator may do everything in the admin API.
+//! Provisioning (SCIM) is a scope of its own, like an enterprise application's token in
+//! Entra ID: a `scim` token may provision and nothing else, and no admin token may provision.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +13,8 @@ use std::str::FromStr;
 pub enum Role {
     GlobalAdmin,
     PasswordAdmin,
+    /// An identity provider's provisioning token (Entra ID, Okta): the SCIM API only.
+    Scim,
 }
 
 /// Something a caller may be allowed to do.
@@ -28,17 +32,20 @@ pub enum Permission {
     ManageExpiry,
     /// Start expiry sweeps and read their results.
     RunSweeps,
+    /// Provision users and groups and push passwords over SCIM.
+    Provision,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::GlobalAdmin, Role::PasswordAdmin];
+    pub const ALL: [Role; 3] = [Role::GlobalAdmin, Role::PasswordAdmin, Role::Scim];
 
     /// The whole role model. Keep it a single match so a review sees every grant.
     pub fn allows(self, permission: Permission) -> bool {
         use Permission::*;
         match self {
-            Role::GlobalAdmin => true,
+            Role::GlobalAdmin => !matches!(permission, Provision),
             Role::PasswordAdmin => matches!(permission, ReadUsers | ResetPasswords),
+            Role::Scim => matches!(permission, Provision),
         }
     }
 
@@ -46,6 +53,7 @@ impl Role {
         match self {
             Role::GlobalAdmin => "global-admin",
             Role::PasswordAdmin => "password-admin",
+            Role::Scim => "scim",
         }
     }
 }
@@ -79,6 +87,7 @@ impl fmt::Display for Permission {
             Permission::ReadAudit => "read the audit log",
             Permission::ManageExpiry => "change password expiration settings",
             Permission::RunSweeps => "run expiry sweeps",
+            Permission::Provision => "provision users over SCIM",
         })
     }
 }
@@ -104,6 +113,7 @@ marker!(ResetPasswords);
 marker!(ReadAudit);
 marker!(ManageExpiry);
 marker!(RunSweeps);
+marker!(Provision);
 
 #[cfg(test)]
 mod tests {
@@ -112,16 +122,21 @@ mod tests {
     #[test]
     fn role_matrix() {
         use Permission::*;
-        for p in [
+        let admin_api = [
             ReadUsers,
             ResetPasswords,
             ResetAdminPasswords,
             ReadAudit,
             ManageExpiry,
             RunSweeps,
-        ] {
+        ];
+        for p in admin_api {
             assert!(Role::GlobalAdmin.allows(p));
+            assert!(!Role::Scim.allows(p), "scim tokens are provisioning-only");
         }
+        assert!(Role::Scim.allows(Provision));
+        assert!(!Role::GlobalAdmin.allows(Provision));
+        assert!(!Role::PasswordAdmin.allows(Provision));
         assert!(Role::PasswordAdmin.allows(ReadUsers));
         assert!(Role::PasswordAdmin.allows(ResetPasswords));
         assert!(!Role::PasswordAdmin.allows(ResetAdminPasswords));
@@ -136,6 +151,8 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));
         }
         let err = "root".parse::<Role>().expect_err("unknown");
-        assert!(err.contains("global-admin") && err.contains("password-admin"));
+        assert!(
+            err.contains("global-admin") && err.contains("password-admin") && err.contains("scim")
+        );
     }
 }

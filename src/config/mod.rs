@@ -18,7 +18,12 @@ use crate::types::Secret;
 pub const ENV_PREFIX: &str = "LOCKBRIDGE";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["directory.admin_group_dns", "password_policy.banned_words"];
+const LIST_KEYS: &[&str] = &[
+    "directory.admin_group_dns",
+    "password_policy.banned_words",
+    "scim.user_object_classes",
+    "scim.group_object_classes",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +58,7 @@ pub struct Config {
     pub password_policy: PasswordPolicyConfig,
     pub expiry: ExpiryConfig,
     pub sweep: SweepConfig,
+    pub scim: ScimConfig,
     /// Absolute path of the SQLite file.
     pub store_path: PathBuf,
 }
@@ -183,6 +189,7 @@ impl FileConfig {
         password_policy.validate()?;
         self.expiry.validate(self.sweep.enabled)?;
         self.sweep.validate(&server.public_url)?;
+        self.scim.validate(&directory)?;
 
         Ok(Config {
             server,
@@ -196,6 +203,7 @@ impl FileConfig {
             password_policy,
             expiry: self.expiry,
             sweep: self.sweep,
+            scim: self.scim,
             store_path,
         })
     }

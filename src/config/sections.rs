@@ -35,6 +35,8 @@ pub(super) struct FileConfig {
     pub expiry: ExpiryConfig,
     #[serde(default)]
     pub sweep: SweepConfig,
+    #[serde(default)]
+    pub scim: ScimConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +150,10 @@ pub struct DirectoryConfig {
     #[serde(default)]
     pub bind_password_file: Option<PathBuf>,
     pub users_base: String,
+    /// Subtree that holds group entries (SCIM Groups and membership); empty = SCIM
+    /// serves no groups.
+    #[serde(default)]
+    pub groups_base: String,
     #[serde(default = "defaults::user_filter")]
     pub user_filter: String,
     #[serde(default = "defaults::user_name_attribute")]
@@ -600,6 +606,126 @@ impl SweepConfig {
         }
         if !(10..=5000).contains(&self.page_size) {
             return Err(key_err("sweep.page_size", "must be between 10 and 5000"));
+        }
+        Ok(())
+    }
+}
+
+/// What SCIM `DELETE /Users/{id}` does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScimDeleteMode {
+    /// Remove the entry (and its group memberships).
+    #[default]
+    Delete,
+    /// Keep the entry, lock it and remove its group memberships (the user still shows up
+    /// in GET with `active: false`).
+    Deactivate,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScimConfig {
+    /// Serve the SCIM 2.0 API under /scim/v2.
+    pub enabled: bool,
+    /// Where new users are created; empty = directory.users_base.
+    pub users_container: String,
+    /// Object classes of new user entries.
+    pub user_object_classes: Vec<String>,
+    /// LDAP attribute that stores the client's `externalId`; empty = not stored.
+    pub external_id_attribute: String,
+    /// Where new groups are created; empty = directory.groups_base.
+    pub groups_container: String,
+    /// Object classes of new group entries.
+    pub group_object_classes: Vec<String>,
+    /// LDAP attribute that stores a group's `externalId`; empty = not stored.
+    pub group_external_id_attribute: String,
+    /// What DELETE does to a user.
+    pub delete: ScimDeleteMode,
+    /// Largest page a client may ask for (`count`), also announced as filter.maxResults.
+    pub max_results: u32,
+    /// Also check pushed passwords against `[password_policy]` (the directory's own
+    /// policy always applies).
+    pub check_password_rules: bool,
+    /// Requests per second per client address on /scim/v2 (0 = no limit); identity
+    /// providers send bursts, so this is separate from server.rate_limit_per_second.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    /// SCIM attribute → LDAP attribute, replacing the default mapping for that attribute,
+    /// e.g. "name.givenName" = "givenName", "phoneNumbers.mobile" = "mobile".
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            users_container: String::new(),
+            user_object_classes: vec!["inetOrgPerson".into()],
+            external_id_attribute: String::new(),
+            groups_container: String::new(),
+            group_object_classes: vec!["groupOfNames".into()],
+            group_external_id_attribute: String::new(),
+            delete: ScimDeleteMode::Delete,
+            max_results: 1000,
+            check_password_rules: false,
+            rate_limit_per_second: 100,
+            rate_limit_burst: 1000,
+            attributes: Default::default(),
+        }
+    }
+}
+
+impl ScimConfig {
+    pub(super) fn validate(&self, directory: &DirectoryConfig) -> Result<(), ConfigError> {
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(key_err(
+                "scim.rate_limit_burst",
+                "must be at least 1 when rate_limit_per_second is set",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_results) {
+            return Err(key_err("scim.max_results", "must be between 1 and 10000"));
+        }
+        if self.user_object_classes.is_empty() {
+            return Err(key_err(
+                "scim.user_object_classes",
+                "must name at least one object class, e.g. [\"inetOrgPerson\"]",
+            ));
+        }
+        if self.group_object_classes.is_empty() {
+            return Err(key_err(
+                "scim.group_object_classes",
+                "must name at least one object class, e.g. [\"groupOfNames\"]",
+            ));
+        }
+        let users = if self.users_container.is_empty() {
+            &directory.users_base
+        } else {
+            &self.users_container
+        };
+        if !users
+            .to_ascii_lowercase()
+            .replace(' ', "")
+            .ends_with(&directory.users_base.to_ascii_lowercase().replace(' ', ""))
+        {
+            return Err(key_err(
+                "scim.users_container",
+                "must be directory.users_base or an entry below it",
+            ));
+        }
+        if !self.groups_container.is_empty()
+            && (directory.groups_base.is_empty()
+                || !self
+                    .groups_container
+                    .to_ascii_lowercase()
+                    .replace(' ', "")
+                    .ends_with(&directory.groups_base.to_ascii_lowercase().replace(' ', "")))
+        {
+            return Err(key_err(
+                "scim.groups_container",
+                "must be directory.groups_base or an entry below it (set directory.groups_base)",
+            ));
         }
         Ok(())
     }

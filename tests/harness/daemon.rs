@@ -60,6 +60,7 @@ ca_file = "{ca}"
 bind_dn = "{svc_dn}"
 bind_password_file = "{svc_pw}"
 users_base = "{users}"
+groups_base = "{groups}"
 admin_group_dns = ["{admins}"]
 connect_timeout_secs = 2
 operation_timeout_secs = 5
@@ -85,6 +86,7 @@ max_backoff_secs = 2
         svc_dn = slapd.service_dn,
         svc_pw = slapd.service_password_file.display(),
         users = slapd.users_base,
+        groups = slapd.groups_base,
         admins = slapd.admin_group_dn,
     );
     let path = dir.join("lockbridge.toml");
@@ -171,6 +173,15 @@ impl Daemon {
     pub fn client(&self) -> Api {
         Api {
             base: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A client for the SCIM API (`/scim/v2`).
+    pub fn scim(&self, token: &str) -> Scim {
+        Scim {
+            base: format!("{}/scim/v2", self.url),
+            token: token.to_string(),
             http: reqwest::Client::new(),
         }
     }
@@ -337,5 +348,63 @@ impl Api {
             .header("content-type", "application/json")
             .body(body.to_string());
         self.send(req).await
+    }
+}
+
+/// A SCIM client: every request carries the token and `application/scim+json`.
+pub struct Scim {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Scim {
+    /// Sends `method path` with an optional JSON body and extra headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body, headers)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.call("POST", path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.call("PUT", path, Some(body), &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.call("PATCH", path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call("DELETE", path, None, &[]).await
     }
 }
