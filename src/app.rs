@@ -17,7 +17,8 @@ use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, TokenKey, TokenService};
 use crate::config::{
-    Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, SmtpSecurityConfig,
+    Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
+    SmtpSecurityConfig,
 };
 use crate::directory::{Directory, DirectoryError, DirectoryKind, DirectorySettings};
 use crate::http::{HealthState, RateLimit, RouterParts, router};
@@ -26,6 +27,10 @@ use crate::notify::{
     SmtpSecurity, Templates, derive_key,
 };
 use crate::policy::{ExpiryAction, ExpiryPolicy};
+use crate::scim::resource::{GroupMapping, GroupMappingSettings, UserMapping, UserMappingSettings};
+use crate::scim::routes::ScimState;
+use crate::scim::schema::Discovery;
+use crate::scim::service::{DeleteMode, ScimService, ScimSettings};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::sweep::engine::{SweepDeps, SweepSettings};
 use crate::sweep::routes::SweepState;
@@ -43,6 +48,8 @@ pub enum AppError {
     Io(String),
     #[error("{0}")]
     Schedule(#[from] ScheduleError),
+    #[error("scim: {0}")]
+    Scim(String),
 }
 
 /// The directory settings from the configuration.
@@ -60,6 +67,7 @@ pub fn directory_settings(config: &Config) -> DirectorySettings {
         bind_dn: d.bind_dn.clone(),
         bind_password: config.directory_bind_password.clone(),
         users_base: d.users_base.clone(),
+        groups_base: d.groups_base.clone(),
         user_filter: d.user_filter.clone(),
         user_name_attribute: d.user_name_attribute.clone(),
         mail_attribute: d.mail_attribute.clone(),
@@ -126,6 +134,8 @@ fn install_metrics() -> PrometheusHandle {
 
 /// Every long-lived service, built once from the configuration.
 pub struct Services {
+    /// `None` when `[scim] enabled = false`.
+    pub scim: Option<Arc<ScimService>>,
     pub store: Arc<dyn Store>,
     pub directory: Directory,
     pub audit: AuditLog,
@@ -156,6 +166,62 @@ fn expiry_settings(config: &Config) -> ExpirySettings {
             },
         },
     }
+}
+
+/// The SCIM service from `[scim]` and `[directory]`; a bad attribute mapping stops
+/// start-up with a message naming the key.
+fn scim_service(
+    config: &Config,
+    account: Arc<AccountService>,
+    expiry: Arc<ExpiryService>,
+    audit: AuditLog,
+) -> Result<Arc<ScimService>, AppError> {
+    let s = &config.scim;
+    let d = &config.directory;
+    let optional = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    let users = UserMapping::new(UserMappingSettings {
+        user_name_attribute: d.user_name_attribute.clone(),
+        object_classes: s.user_object_classes.clone(),
+        external_id_attribute: optional(&s.external_id_attribute),
+        overrides: s.attributes.clone(),
+    })
+    .map_err(|e| AppError::Scim(format!("scim.attributes / scim.external_id_attribute: {e}")))?;
+    let groups = GroupMapping::new(GroupMappingSettings {
+        object_classes: s.group_object_classes.clone(),
+        external_id_attribute: optional(&s.group_external_id_attribute),
+    })
+    .map_err(|e| {
+        AppError::Scim(format!(
+            "scim.group_object_classes / scim.group_external_id_attribute: {e}"
+        ))
+    })?;
+    let base_url = format!("{}/scim/v2", config.server.public_url.trim_end_matches('/'));
+    let groups_base = optional(&d.groups_base);
+    Ok(ScimService::new(
+        account,
+        expiry,
+        audit,
+        users,
+        groups,
+        Discovery::new(base_url.clone(), u64::from(s.max_results)),
+        ScimSettings {
+            base_url,
+            users_base: d.users_base.clone(),
+            user_filter: d.user_filter.clone(),
+            users_container: optional(&s.users_container).unwrap_or_else(|| d.users_base.clone()),
+            groups_container: optional(&s.groups_container)
+                .or_else(|| groups_base.clone())
+                .unwrap_or_default(),
+            groups_base,
+            delete_mode: match s.delete {
+                ScimDeleteMode::Delete => DeleteMode::Delete,
+                ScimDeleteMode::Deactivate => DeleteMode::Deactivate,
+            },
+            max_results: s.max_results,
+            check_password_rules: s.check_password_rules,
+            protected_groups: d.admin_group_dns.clone(),
+        },
+    ))
 }
 
 /// Builds every service. Talks to nothing yet: the directory and the relay may be down.
@@ -215,7 +281,18 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             lease: Duration::from_secs(config.sweep.lease_secs),
         },
     };
+    let scim = if config.scim.enabled {
+        Some(scim_service(
+            config,
+            account.clone(),
+            expiry.clone(),
+            audit.clone(),
+        )?)
+    } else {
+        None
+    };
     Ok(Services {
+        scim,
         store,
         directory,
         audit,
@@ -236,6 +313,7 @@ pub async fn serve(
     let metrics = install_metrics();
     let services = build(&config).await?;
     let Services {
+        scim,
         store,
         directory,
         audit,
@@ -257,12 +335,20 @@ pub async fn serve(
             deps: sweep.clone(),
             auth: Authenticator::new(store.clone(), token_key(&config)),
         },
+        scim: scim.map(|service| ScimState {
+            service,
+            auth: Authenticator::new(store.clone(), token_key(&config)),
+        }),
         health: HealthState { directory, audit },
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         rate_limit: (config.server.rate_limit_per_second > 0).then_some(RateLimit {
             per_second: config.server.rate_limit_per_second,
             burst: config.server.rate_limit_burst,
+        }),
+        scim_rate_limit: (config.scim.rate_limit_per_second > 0).then_some(RateLimit {
+            per_second: config.scim.rate_limit_per_second,
+            burst: config.scim.rate_limit_burst,
         }),
     });
 

@@ -65,11 +65,24 @@ impl AccountService {
         if self.is_current_password(user_dn, password).await? == Some(true) {
             return Ok(PushOutcome::Unchanged);
         }
+        self.set_pushed_password(user_dn, password, must_change)
+            .await?;
+        Ok(PushOutcome::Set)
+    }
+
+    /// Writes a pushed password the caller already found to differ from the current one
+    /// ([`AccountService::is_current_password`]).
+    pub async fn set_pushed_password(
+        &self,
+        user_dn: &str,
+        password: &Secret,
+        must_change: bool,
+    ) -> Result<(), AccountError> {
         self.directory
             .set_password(user_dn, password, must_change)
             .await
             .map_err(|e| self.directory_error(e))?;
         tracing::info!(user.dn = %user_dn, must_change, "pushed password set");
-        Ok(PushOutcome::Set)
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ mod tokens;
 
 pub use principal::{AuthError, Authenticator, Principal, Require};
 pub use roles::{
-    ManageExpiry, Permission, PermissionMarker, Provision, ReadAudit, ReadUsers, ResetPasswords, Role,
-    RunSweeps,
+    ManageExpiry, Permission, PermissionMarker, Provision, ReadAudit, ReadUsers, ResetPasswords,
+    Role, RunSweeps,
 };
 pub use tokens::{IssuedToken, TokenKey, TokenService};

@@ -14,6 +14,7 @@ use crate::account::{AccountError, rejection_code};
 use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::directory::PolicyRejection;
+use crate::scim::error::ScimError;
 use crate::sweep::routes::SweepApiError;
 
 /// The body of every error response of the admin API.
@@ -368,6 +369,56 @@ impl IntoResponse for AdminError {
     }
 }
 
+/// SCIM errors (RFC 7644 §3.12): the SCIM error body with `status` as a string and
+/// `scimType` where defined, in `application/scim+json`. Internal causes are logged, not
+/// shown.
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::NOT_MODIFIED {
+            return status.into_response();
+        }
+        let detail = match &self {
+            ScimError::Internal(cause) => {
+                tracing::error!(cause = %cause, "SCIM request failed");
+                "internal error; the server log has the details under this response's \
+                 X-Request-Id"
+                    .to_owned()
+            }
+            other => {
+                if status.is_server_error() {
+                    tracing::warn!(error = %other, "SCIM request failed");
+                }
+                other.to_string()
+            }
+        };
+        let mut body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": status.as_u16().to_string(),
+            "detail": detail,
+        });
+        if let Some(t) = self.scim_type() {
+            body["scimType"] = serde_json::Value::from(t);
+        }
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/scim+json"),
+        );
+        if let Some(secs) = self.retry_after_secs()
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,5 +520,84 @@ mod tests {
     fn missing_token_asks_for_bearer() {
         let response = AuthError::MissingToken.into_response();
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+
+    /// Every SCIM error: status, `scimType`, the RFC 7644 body shape, and no internal
+    /// text for 500s.
+    #[tokio::test]
+    async fn scim_error_table() {
+        let cases: Vec<(ScimError, u16, Option<&str>)> = vec![
+            (
+                ScimError::InvalidFilter("x".into()),
+                400,
+                Some("invalidFilter"),
+            ),
+            (ScimError::InvalidPath("x".into()), 400, Some("invalidPath")),
+            (ScimError::NoTarget("x".into()), 400, Some("noTarget")),
+            (
+                ScimError::InvalidSyntax("x".into()),
+                400,
+                Some("invalidSyntax"),
+            ),
+            (
+                ScimError::InvalidValue("x".into()),
+                400,
+                Some("invalidValue"),
+            ),
+            (ScimError::Mutability("x".into()), 400, Some("mutability")),
+            (ScimError::TooMany("x".into()), 400, Some("tooMany")),
+            (ScimError::Uniqueness("x".into()), 409, Some("uniqueness")),
+            (ScimError::NotFound("x".into()), 404, None),
+            (ScimError::PreconditionFailed("x".into()), 412, None),
+            (ScimError::Sensitive("x".into()), 403, Some("sensitive")),
+            (ScimError::Forbidden("x".into()), 403, None),
+            (ScimError::Unauthorized("x".into()), 401, None),
+            (ScimError::NotImplemented("x".into()), 501, None),
+            (ScimError::MethodNotAllowed("x".into()), 405, None),
+            (
+                ScimError::TooManyRequests {
+                    retry_after_secs: 3,
+                },
+                429,
+                None,
+            ),
+            (
+                ScimError::Unavailable {
+                    detail: "x".into(),
+                    retry_after_secs: 7,
+                },
+                503,
+                None,
+            ),
+            (ScimError::Internal("secret cause".into()), 500, None),
+        ];
+        for (error, status, scim_type) in cases {
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/scim+json"
+            );
+            let retry = response.headers().get(header::RETRY_AFTER).cloned();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+            assert_eq!(
+                body["schemas"],
+                serde_json::json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+            );
+            assert_eq!(body["status"], serde_json::json!(status.to_string()));
+            assert_eq!(body["scimType"].as_str(), scim_type, "{body}");
+            assert!(!body["detail"].as_str().unwrap_or("").is_empty());
+            assert!(!body.to_string().contains("secret cause"), "{body}");
+            if matches!(status, 429 | 503) {
+                assert!(retry.is_some(), "Retry-After on {status}");
+            }
+        }
+        assert_eq!(
+            ScimError::NotModified.into_response().status(),
+            StatusCode::NOT_MODIFIED
+        );
     }
 }

@@ -23,6 +23,8 @@ use super::health::{HealthState, healthz, readyz};
 use super::middleware::record_metrics;
 use super::openapi::ApiDoc;
 use crate::admin::{self, AdminState};
+use crate::scim::error::ScimError;
+use crate::scim::routes::{self as scim_routes, ScimState};
 use crate::sweep::routes::{self as sweep_routes, SweepState};
 
 /// Request bodies larger than this are refused with 413 (no endpoint needs more).
@@ -30,11 +32,15 @@ const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 pub struct RouterParts {
     pub admin: AdminState,
+    /// `None`: SCIM is disabled.
+    pub scim: Option<ScimState>,
     pub sweep: SweepState,
     pub health: HealthState,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
     pub rate_limit: Option<RateLimit>,
+    /// The SCIM API's own limit: identity providers send bursts of hundreds of requests.
+    pub scim_rate_limit: Option<RateLimit>,
 }
 
 /// Per-client-address limit on API requests: a sustained rate plus a burst.
@@ -46,7 +52,11 @@ pub struct RateLimit {
 
 /// Wraps the API in a per-peer-address token bucket; excess requests get 429 with
 /// Retry-After. Needs the server to provide `ConnectInfo<SocketAddr>`.
-fn rate_limited(api: Router, limit: RateLimit) -> Router {
+fn rate_limited(
+    api: Router,
+    limit: RateLimit,
+    refusal: fn(u64) -> axum::response::Response,
+) -> Router {
     let period = Duration::from_nanos(1_000_000_000 / u64::from(limit.per_second.max(1)));
     let Some(config) = GovernorConfigBuilder::default()
         .period(period)
@@ -65,23 +75,36 @@ fn rate_limited(api: Router, limit: RateLimit) -> Router {
             limiter.retain_recent();
         }
     });
-    api.layer(GovernorLayer::new(config).error_handler(|e| {
+    api.layer(GovernorLayer::new(config).error_handler(move |e| {
         let wait = match e {
             GovernorError::TooManyRequests { wait_time, .. } => wait_time.max(1),
             _ => 1,
         };
         metrics::counter!("lockbridge_rate_limited_total").increment(1);
-        ErrorBody {
-            retry_after_secs: Some(wait),
-            ..ErrorBody::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this address",
-                "wait for the number of seconds in Retry-After, then retry",
-            )
-        }
-        .into_response()
+        refusal(wait)
     }))
+}
+
+fn admin_rate_limited(wait: u64) -> axum::response::Response {
+    ErrorBody {
+        retry_after_secs: Some(wait),
+        ..ErrorBody::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address",
+            "wait for the number of seconds in Retry-After, then retry",
+        )
+    }
+    .into_response()
+}
+
+/// RFC 7644 §3.12 lists no 429, but RFC 6585's status with a SCIM error body is what
+/// Entra ID and Okta back off on.
+fn scim_rate_limited(wait: u64) -> axum::response::Response {
+    ScimError::TooManyRequests {
+        retry_after_secs: wait,
+    }
+    .into_response()
 }
 
 pub fn router(parts: RouterParts) -> Router {
@@ -94,8 +117,15 @@ pub fn router(parts: RouterParts) -> Router {
             get(|| async { axum::Json(ApiDoc::openapi()) }),
         );
     if let Some(limit) = parts.rate_limit {
-        api = rate_limited(api, limit);
+        api = rate_limited(api, limit, admin_rate_limited);
     }
+    let scim = parts.scim.map(|state| {
+        let scim = scim_routes::routes(state);
+        match parts.scim_rate_limit {
+            Some(limit) => rate_limited(scim, limit, scim_rate_limited),
+            None => scim,
+        }
+    });
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -113,9 +143,11 @@ pub fn router(parts: RouterParts) -> Router {
             }),
         );
 
-    Router::new()
-        .nest("/api/v1", api)
-        .merge(ops)
+    let mut app = Router::new().nest("/api/v1", api);
+    if let Some(scim) = scim {
+        app = app.nest("/scim/v2", scim);
+    }
+    app.merge(ops)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(

@@ -4,12 +4,31 @@
 //! LDAP entries. This module holds what can be written and tested without I/O:
 //!
 //! - [`filter`]: the `filter` query parameter (RFC 7644 §3.4.2.2) and PATCH `path`
-//!   (RFC 7644 §3.5.2): syntax tree, parser, canonical printing, and translation into one
-//!   RFC 4515 LDAP filter the directory evaluates.
+//!   (RFC 7644 §3.5.2): syntax tree, parser, canonical printing, evaluation against JSON,
+//!   and translation into one RFC 4515 LDAP filter the directory evaluates.
+//! - [`error`]: the SCIM error vocabulary (RFC 7644 §3.12), with status and `scimType`.
+//! - [`schema`]: the discovery documents (`/ServiceProviderConfig`, `/ResourceTypes`,
+//!   `/Schemas`, compiled in from the crate's `scim/` folder) and the [`schema::ResourceSchema`]
+//!   view (mutability, `returned`, case sensitivity) the other modules work from.
+//! - [`model`]: protocol messages (list response, PATCH and search requests), list query
+//!   parameters, and the projection of a resource onto `attributes` /
+//!   `excludedAttributes`.
+//! - [`resource`]: the mapping between LDAP entries and SCIM resources, configurable by
+//!   settings: entry → resource, request body → write, write → LDAP changes, and the
+//!   filter mapping and sort keys that agree with it.
+//! - [`patch`]: PATCH (RFC 7644 §3.5.2) applied to a User resource's JSON, and read into
+//!   member changes for a Group.
 //!
-//! Nothing here opens a connection or reads configuration; the only code it uses from the
-//! rest of the crate is the RFC 4515 escaping in [`crate::directory::escape`] (a pure
-//! function in a lower layer), so the LDAP filters it builds are escaped exactly like
-//! every other filter lockbridge sends.
+//! Nothing here opens a connection or reads configuration; it uses the `directory`
+//! layer's plain data types ([`crate::directory::Entry`], [`crate::directory::Change`],
+//! [`crate::directory::SortKey`]) and its RFC 4515 escaping (a pure function), so the
+//! LDAP filters it builds are escaped exactly like every other filter lockbridge sends.
 
+pub mod error;
 pub mod filter;
+pub mod model;
+pub mod patch;
+pub mod resource;
+pub mod routes;
+pub mod schema;
+pub mod service;

@@ -8,6 +8,8 @@
 //!   panics on any input (property tests and the `fuzz/` targets check it).
 //! - `Display` on [`Filter`], [`AttrPath`] and [`PatchPath`] prints canonical syntax that
 //!   parses back to the same tree.
+//! - [`evaluate`] tests a [`Filter`] against JSON (one value of a multi-valued attribute),
+//!   for PATCH value paths such as `emails[type eq "work"].value`.
 //! - [`to_ldap`] translates a [`Filter`] into one RFC 4515 LDAP filter through a
 //!   [`FilterMapping`] that says how each SCIM attribute is stored
 //!   ([`DefaultUserMapping`], [`DefaultGroupMapping`]), failing with a [`TranslateError`]
@@ -26,11 +28,13 @@
 
 mod ast;
 mod display;
+mod eval;
 mod parser;
 mod path;
 mod to_ldap;
 
 pub use ast::{AttrPath, CompValue, CompareOp, Filter, JsonNumber};
+pub use eval::evaluate;
 pub use parser::{MAX_FILTER_LEN, MAX_NESTING, ParseError, parse_filter};
 pub use path::{PatchPath, parse_path};
 pub use to_ldap::{

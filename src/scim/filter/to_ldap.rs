@@ -215,7 +215,7 @@ pub enum Target {
         /// The LDAP attribute holding DNs.
         ldap: String,
     },
-    /// Translated by code, e.g. `active` → `(!(pwdAccountLockedTime=*))`.
+    /// Translated by code, e.g. `active eq true` → `(!(pwdAccountLockedTime=000001010000Z))`.
     Custom(CustomFn),
     /// Part of the schema but not filterable; the reason is a sentence for the client.
     Unsupported(String),
@@ -1008,7 +1008,7 @@ fn fixed_test(
 /// | `displayName`, `title`, `preferredLanguage` | the same names |
 /// | `emails` (`.value`) | `mail`, every value of `type` `work` |
 /// | `phoneNumbers` | `telephoneNumber` (`type` `work`), `mobile` (`type` `mobile`) |
-/// | `active` | `true`: `(!(pwdAccountLockedTime=*))`, `false`: `(pwdAccountLockedTime=*)` |
+/// | `active` | `true`: `(!(pwdAccountLockedTime=000001010000Z))`, `false`: `(pwdAccountLockedTime=000001010000Z)` (only an administrator's lock; a temporary lockout after failed binds is still active) |
 /// | `meta.created` / `meta.lastModified` | `createTimestamp` / `modifyTimestamp` |
 /// | `meta.resourceType` | fixed `User` |
 /// | enterprise `employeeNumber` / `department` / `organization` | `employeeNumber` / `departmentNumber` / `o` |
@@ -1130,10 +1130,13 @@ impl FilterMapping for DefaultUserMapping {
     }
 }
 
-/// `active`: an account is active unless ppolicy has locked it.
+/// `active`: an account is active unless an administrator locked it (OpenLDAP ppolicy:
+/// `pwdAccountLockedTime` is `000001010000Z`, "locked until unlocked"). A lockout after
+/// failed binds (a real timestamp) is temporary and leaves the account active, as
+/// [`crate::scim::resource`] reports it.
 fn active(test: Test<'_>) -> Result<String, TranslateError> {
-    const ACTIVE: &str = "(!(pwdAccountLockedTime=*))";
-    const LOCKED: &str = "(pwdAccountLockedTime=*)";
+    const ACTIVE: &str = "(!(pwdAccountLockedTime=000001010000Z))";
+    const LOCKED: &str = "(pwdAccountLockedTime=000001010000Z)";
     boolean_custom("active", test, ACTIVE, LOCKED)
 }
 
@@ -1331,9 +1334,9 @@ mod tests {
         "(departmentNumber=Tour Operations)"
     )]
     // custom
-    #[case("active eq true", "(!(pwdAccountLockedTime=*))")]
-    #[case("active eq false", "(pwdAccountLockedTime=*)")]
-    #[case("active ne true", "(pwdAccountLockedTime=*)")]
+    #[case("active eq true", "(!(pwdAccountLockedTime=000001010000Z))")]
+    #[case("active eq false", "(pwdAccountLockedTime=000001010000Z)")]
+    #[case("active ne true", "(pwdAccountLockedTime=000001010000Z)")]
     #[case("active pr", "(objectClass=*)")]
     #[case(
         "urn:lockbridge:params:scim:schemas:extension:password:2.0:User:mustChange eq true",
@@ -1348,7 +1351,7 @@ mod tests {
     )]
     #[case(
         r#"userName eq "a" and (displayName eq "b" or title eq "c") and active eq true"#,
-        "(&(uid=a)(|(displayName=b)(title=c))(!(pwdAccountLockedTime=*)))"
+        "(&(uid=a)(|(displayName=b)(title=c))(!(pwdAccountLockedTime=000001010000Z)))"
     )]
     #[case(r#"not (userName eq "a")"#, "(!(uid=a))")]
     #[case(r#"not (not (userName eq "a"))"#, "(uid=a)")]

@@ -1,0 +1,1865 @@
+//! The mapping between LDAP entries and SCIM resources: `inetOrgPerson` users and
+//! `groupOfNames` groups (OpenLDAP), configurable by [`UserMappingSettings`] and
+//! [`GroupMappingSettings`].
+//!
+//! The service's flows, which this module makes pure functions of:
+//!
+//! - read: entry → [`UserMapping::to_resource`] (with facts the service looked up:
+//!   [`UserExtras`]) → [`super::model::project`];
+//! - create: body → [`UserMapping::parse`] → [`UserMapping::new_entry`] → LDAP add;
+//! - replace (PUT, and PATCH after [`super::patch::apply_user_patch`]): body →
+//!   [`UserMapping::parse`] → [`UserMapping::rdn_change`] (rename) and
+//!   [`UserMapping::changes`] → one LDAP modify holding only what differs.
+//!
+//! # Default user mapping
+//!
+//! | SCIM | LDAP |
+//! |---|---|
+//! | `id` | `entryUUID` |
+//! | `externalId` | `external_id_attribute`, if configured (otherwise not stored, not in the schema view) |
+//! | `userName` | `user_name_attribute` (`uid`), also the RDN of new entries; a change renames the entry |
+//! | `name.givenName` / `name.familyName` / `name.formatted` | `givenName` / `sn` / `cn` |
+//! | `displayName`, `title`, `preferredLanguage` | the same names |
+//! | `emails` (type `work`; the first is `primary`) | `mail` |
+//! | `phoneNumbers` type `work` / `mobile` | `telephoneNumber` / `mobile` |
+//! | `active` | `false` exactly when `pwdAccountLockedTime` is `000001010000Z` (locked by an administrator); a temporary lockout after failed binds is still active |
+//! | enterprise `employeeNumber` / `department` / `organization` | `employeeNumber` / `departmentNumber` / `o` |
+//! | enterprise `manager` | `manager` (a DN; the service resolves it to and from an id) |
+//! | `meta.created` / `meta.lastModified` / `meta.version` | `createTimestamp` / `modifyTimestamp` / `W/"<entryCSN>"` |
+//! | password `passwordLastChanged` / `mustChange` | `pwdChangedTime` / `pwdReset: TRUE` |
+//! | password `passwordExpiresAt` / `neverExpires` | computed by the service ([`UserExtras`]) |
+//!
+//! `overrides` changes the LDAP attribute of any row from `name.givenName` to `manager`
+//! (keys: `name.givenName`, `name.familyName`, `name.formatted`, `displayName`, `title`,
+//! `preferredLanguage`, `emails`, `phoneNumbers.work`, `phoneNumbers.mobile`, and the
+//! enterprise attributes with or without their URN).
+//!
+//! `cn` and `sn` are required by `inetOrgPerson` (via `person`): when the write does not
+//! give them, `cn` is derived from `name.formatted`, `displayName`, the given and family
+//! names, or `userName`, and `sn` from `name.familyName` or `userName`.
+//!
+//! # Groups
+//!
+//! `displayName` is `cn` (and the RDN), `members` are the DNs in `member`. `groupOfNames`
+//! requires at least one `member`, so an empty group holds one empty DN (`member: `),
+//! which is never shown as a member, is removed when real members are added, and comes
+//! back when the last one leaves ([`GroupMapping::member_changes`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+use super::error::ScimError;
+use super::filter::{
+    AttrPath, CORE_GROUP, CORE_USER, DefaultGroupMapping, DefaultUserMapping, ENTERPRISE_USER,
+    Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target,
+};
+use super::model::{get_ci, truncate};
+use super::patch::GroupPatch;
+use super::schema::ResourceSchema;
+use crate::directory::escape::is_attribute_description;
+use crate::directory::{Change, Entry, SortKey};
+use crate::types::Secret;
+
+/// The `pwdAccountLockedTime` value OpenLDAP's ppolicy treats as "locked until an
+/// administrator unlocks": what `active: false` writes.
+pub const LOCKED_BY_ADMIN: &str = "000001010000Z";
+
+/// Operational attributes every user read requests.
+const USER_OPERATIONAL: [&str; 8] = [
+    "entryUUID",
+    "entryCSN",
+    "createTimestamp",
+    "modifyTimestamp",
+    "pwdChangedTime",
+    "pwdReset",
+    "pwdAccountLockedTime",
+    "pwdPolicySubentry",
+];
+
+/// Operational attributes every group read requests.
+const GROUP_OPERATIONAL: [&str; 4] = [
+    "entryUUID",
+    "entryCSN",
+    "createTimestamp",
+    "modifyTimestamp",
+];
+
+/// Whether a resource is being created (POST) or replaced (PUT, or the result of a
+/// PATCH). Both read the body the same way today: `userName` / `displayName` required,
+/// read-only attributes ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Create,
+    Replace,
+}
+
+// ---------------------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------------------
+
+/// How users are stored; the `[scim]` configuration section is mapped onto this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMappingSettings {
+    /// The LDAP attribute holding `userName` (`uid`), also the RDN attribute of new entries.
+    pub user_name_attribute: String,
+    /// Object classes of new entries (`["inetOrgPerson"]`, plus e.g. an auxiliary class).
+    pub object_classes: Vec<String>,
+    /// The LDAP attribute holding `externalId`; `None`: not stored.
+    pub external_id_attribute: Option<String>,
+    /// SCIM attribute (`name.givenName`, `phoneNumbers.mobile`,
+    /// `urn:…:enterprise:2.0:User:department`, …) → LDAP attribute, replacing the default.
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Default for UserMappingSettings {
+    fn default() -> Self {
+        Self {
+            user_name_attribute: "uid".into(),
+            object_classes: vec!["inetOrgPerson".into()],
+            external_id_attribute: None,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// The SCIM attributes stored in one LDAP attribute each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Field {
+    GivenName,
+    FamilyName,
+    Formatted,
+    DisplayName,
+    Title,
+    PreferredLanguage,
+    WorkEmail,
+    WorkPhone,
+    MobilePhone,
+    EmployeeNumber,
+    Department,
+    Organization,
+    Manager,
+}
+
+impl Field {
+    const ALL: [Field; 13] = [
+        Field::GivenName,
+        Field::FamilyName,
+        Field::Formatted,
+        Field::DisplayName,
+        Field::Title,
+        Field::PreferredLanguage,
+        Field::WorkEmail,
+        Field::WorkPhone,
+        Field::MobilePhone,
+        Field::EmployeeNumber,
+        Field::Department,
+        Field::Organization,
+        Field::Manager,
+    ];
+
+    /// The override key (as documented).
+    fn key(self) -> &'static str {
+        match self {
+            Field::GivenName => "name.givenName",
+            Field::FamilyName => "name.familyName",
+            Field::Formatted => "name.formatted",
+            Field::DisplayName => "displayName",
+            Field::Title => "title",
+            Field::PreferredLanguage => "preferredLanguage",
+            Field::WorkEmail => "emails",
+            Field::WorkPhone => "phoneNumbers.work",
+            Field::MobilePhone => "phoneNumbers.mobile",
+            Field::EmployeeNumber => "employeeNumber",
+            Field::Department => "department",
+            Field::Organization => "organization",
+            Field::Manager => "manager",
+        }
+    }
+
+    fn default_ldap(self) -> &'static str {
+        match self {
+            Field::GivenName => "givenName",
+            Field::FamilyName => "sn",
+            Field::Formatted => "cn",
+            Field::DisplayName => "displayName",
+            Field::Title => "title",
+            Field::PreferredLanguage => "preferredLanguage",
+            Field::WorkEmail => "mail",
+            Field::WorkPhone => "telephoneNumber",
+            Field::MobilePhone => "mobile",
+            Field::EmployeeNumber => "employeeNumber",
+            Field::Department => "departmentNumber",
+            Field::Organization => "o",
+            Field::Manager => "manager",
+        }
+    }
+
+    fn is_enterprise(self) -> bool {
+        matches!(
+            self,
+            Field::EmployeeNumber | Field::Department | Field::Organization | Field::Manager
+        )
+    }
+
+    /// Whether the SCIM attribute is multi-valued (its LDAP values are kept in order).
+    fn is_multi(self) -> bool {
+        matches!(
+            self,
+            Field::WorkEmail | Field::WorkPhone | Field::MobilePhone
+        )
+    }
+
+    /// The field an override key names: the documented key, any case; enterprise
+    /// attributes also with their URN; `emails.work` / `emails.value` for `emails`.
+    fn from_key(key: &str) -> Option<Field> {
+        let key = key.trim();
+        let unqualified = match key.get(..ENTERPRISE_USER.len() + 1) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(&format!("{ENTERPRISE_USER}:")) => {
+                let rest = &key[ENTERPRISE_USER.len() + 1..];
+                return Field::ALL
+                    .into_iter()
+                    .find(|f| f.is_enterprise() && f.key().eq_ignore_ascii_case(rest));
+            }
+            _ => key,
+        };
+        if unqualified.eq_ignore_ascii_case("emails.work")
+            || unqualified.eq_ignore_ascii_case("emails.value")
+        {
+            return Some(Field::WorkEmail);
+        }
+        Field::ALL
+            .into_iter()
+            .find(|f| f.key().eq_ignore_ascii_case(unqualified))
+    }
+}
+
+/// A group the user is a direct member of, as the service resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub id: String,
+    pub display: Option<String>,
+}
+
+/// Facts about a user that are not in its entry; the service looks them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserExtras {
+    /// The SCIM base URL, e.g. `https://idm.example.org/scim/v2` (for `meta.location`
+    /// and `$ref`s).
+    pub base_url: String,
+    /// The id of the entry `manager` names; `None` when there is none or it could not be
+    /// resolved (then `manager` is left out, and a write based on this resource clears it).
+    pub manager_id: Option<String>,
+    /// The manager's `displayName` (or user name), for `manager.displayName`.
+    pub manager_display: Option<String>,
+    /// The groups, when `groups` was asked for (`returned: request`); `None`: left out.
+    pub groups: Option<Vec<GroupRef>>,
+    /// When the password expires, under the organisation's policy.
+    pub password_expires_at: Option<DateTime<Utc>>,
+    /// The password is exempt from expiry.
+    pub never_expires: bool,
+}
+
+/// A user as a client wants it stored (from a POST or PUT body, or a patched resource).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UserWrite {
+    pub user_name: String,
+    /// Lower-case LDAP attribute → values, for every mapped attribute that has a value.
+    /// `manager` is not set by [`UserMapping::parse`]: the service resolves
+    /// [`UserWrite::manager_id`] to a DN and inserts it.
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// A new password (never stored in JSON or in `attrs`).
+    pub password: Option<Secret>,
+    /// `None`: not given, leave as is.
+    pub active: Option<bool>,
+    /// `None`: not given, leave as is.
+    pub must_change: Option<bool>,
+    /// The manager's id; `None`: no manager.
+    pub manager_id: Option<String>,
+    /// `None`: none (or not stored).
+    pub external_id: Option<String>,
+}
+
+/// The user mapping, built once from settings.
+pub struct UserMapping {
+    user_name: String,
+    object_classes: Vec<String>,
+    external_id: Option<String>,
+    /// LDAP attribute per field, as configured (spelling kept).
+    ldap: BTreeMap<Field, String>,
+    /// Whether the object classes include `person` (so `cn` and `sn` are required).
+    person: bool,
+    schema: ResourceSchema,
+    filter: UserFilterMapping,
+}
+
+impl std::fmt::Debug for UserMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserMapping")
+            .field("user_name", &self.user_name)
+            .field("object_classes", &self.object_classes)
+            .field("external_id", &self.external_id)
+            .field("ldap", &self.ldap)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_attribute(what: &str, name: &str) -> Result<(), String> {
+    if is_attribute_description(name) && !name.contains(';') {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} is \"{name}\", which is not an LDAP attribute name (letters, digits and \"-\", \
+             starting with a letter)"
+        ))
+    }
+}
+
+fn check_object_classes(classes: &[String]) -> Result<(), String> {
+    if classes.is_empty() {
+        return Err(
+            "object_classes is empty: give at least the structural class, e.g. \
+                    [\"inetOrgPerson\"]"
+                .into(),
+        );
+    }
+    for c in classes {
+        check_attribute("an object class", c)?;
+    }
+    Ok(())
+}
+
+fn is_operational(name: &str) -> bool {
+    USER_OPERATIONAL
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(name))
+        || name.eq_ignore_ascii_case("objectClass")
+}
+
+impl UserMapping {
+    /// Validate `s`: attribute names are LDAP names, override keys are known SCIM
+    /// attributes, and no two SCIM attributes share an LDAP attribute.
+    pub fn new(s: UserMappingSettings) -> Result<Self, String> {
+        check_attribute("user_name_attribute", &s.user_name_attribute)?;
+        check_object_classes(&s.object_classes)?;
+        let mut ldap: BTreeMap<Field, String> = Field::ALL
+            .into_iter()
+            .map(|f| (f, f.default_ldap().to_owned()))
+            .collect();
+        for (key, attr) in &s.overrides {
+            let field = Field::from_key(key).ok_or_else(|| {
+                format!(
+                    "overrides has \"{key}\", which is not a mapped SCIM attribute; use one of: {}",
+                    Field::ALL.map(Field::key).join(", ")
+                )
+            })?;
+            check_attribute(&format!("overrides.\"{key}\""), attr)?;
+            ldap.insert(field, attr.clone());
+        }
+        if let Some(x) = &s.external_id_attribute {
+            check_attribute("external_id_attribute", x)?;
+        }
+        // One LDAP attribute per SCIM attribute, and none of the operational ones.
+        let mut owners: Vec<(String, String)> = vec![(
+            s.user_name_attribute.clone(),
+            "userName (user_name_attribute)".to_owned(),
+        )];
+        if let Some(x) = &s.external_id_attribute {
+            owners.push((x.clone(), "externalId (external_id_attribute)".to_owned()));
+        }
+        owners.extend(ldap.iter().map(|(f, a)| (a.clone(), f.key().to_owned())));
+        for (i, (attr, owner)) in owners.iter().enumerate() {
+            if is_operational(attr) {
+                return Err(format!(
+                    "{owner} is mapped to \"{attr}\", which lockbridge manages itself; choose \
+                     another attribute"
+                ));
+            }
+            if let Some((_, other)) = owners[..i]
+                .iter()
+                .find(|(a, _)| a.eq_ignore_ascii_case(attr))
+            {
+                return Err(format!(
+                    "{other} and {owner} are both mapped to \"{attr}\"; map each SCIM attribute \
+                     to its own LDAP attribute (see overrides)"
+                ));
+            }
+        }
+        let person = s.object_classes.iter().any(|c| {
+            ["person", "organizationalPerson", "inetOrgPerson"]
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(c))
+        });
+        let schema = match &s.external_id_attribute {
+            Some(_) => ResourceSchema::user().clone(),
+            None => ResourceSchema::user().without("externalId"),
+        };
+        let mut renames: HashMap<String, String> = ldap
+            .iter()
+            .map(|(f, a)| (f.default_ldap().to_ascii_lowercase(), a.clone()))
+            .collect();
+        renames.insert("uid".into(), s.user_name_attribute.clone());
+        let filter = UserFilterMapping {
+            base: DefaultUserMapping {
+                external_id: s.external_id_attribute.clone(),
+            },
+            renames,
+            manager: ldap[&Field::Manager].clone(),
+        };
+        Ok(Self {
+            user_name: s.user_name_attribute,
+            object_classes: s.object_classes,
+            external_id: s.external_id_attribute,
+            ldap,
+            person,
+            schema,
+            filter,
+        })
+    }
+
+    fn attr(&self, f: Field) -> &str {
+        &self.ldap[&f]
+    }
+
+    /// The schema view for this mapping (`externalId` absent when not stored).
+    pub fn schema(&self) -> &ResourceSchema {
+        &self.schema
+    }
+
+    /// The LDAP attribute holding `userName`.
+    pub fn user_name_attribute(&self) -> &str {
+        &self.user_name
+    }
+
+    /// Every LDAP attribute to request when reading a user, operational ones included.
+    pub fn read_attributes(&self) -> Vec<String> {
+        let mut out = vec!["objectClass".to_owned(), self.user_name.clone()];
+        out.extend(self.ldap.values().cloned());
+        out.extend(self.external_id.iter().cloned());
+        out.extend(USER_OPERATIONAL.iter().map(|s| (*s).to_owned()));
+        if self.person {
+            for must in ["cn", "sn"] {
+                if !out.iter().any(|a| a.eq_ignore_ascii_case(must)) {
+                    out.push(must.to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    /// The filter mapping that agrees with this mapping (`manager` is a reference: the
+    /// service resolves its ids with [`super::filter::references`]).
+    pub fn filter_mapping(&self) -> &dyn FilterMapping {
+        &self.filter
+    }
+
+    /// The server-side sort key for `sortBy` (RFC 7644 §3.4.2.3), ascending (set
+    /// `reverse` for `sortOrder=descending`, [`super::model::ListQuery::descending`]).
+    pub fn sort_key(&self, path: &AttrPath) -> Result<SortKey, ScimError> {
+        sort_key(&self.filter, path)
+    }
+
+    /// The resource's version (`meta.version`, the ETag): `W/"<entryCSN>"`.
+    pub fn version(&self, entry: &Entry) -> Option<String> {
+        version(entry)
+    }
+
+    /// The full resource for `entry` (every attribute with a value; `groups` only when
+    /// `extras.groups` is given). `schemas` lists the extensions that have a value.
+    pub fn to_resource(&self, entry: &Entry, extras: &UserExtras) -> Value {
+        let base = extras.base_url.trim_end_matches('/');
+        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        let mut r = Map::new();
+        r.insert("id".into(), id.clone().into());
+        if let Some(x) = self.external_id.as_deref().and_then(|a| entry.first(a)) {
+            r.insert("externalId".into(), x.into());
+        }
+        if let Some(u) = entry.first(&self.user_name) {
+            r.insert("userName".into(), u.into());
+        }
+        let mut name = Map::new();
+        for (key, f) in [
+            ("formatted", Field::Formatted),
+            ("familyName", Field::FamilyName),
+            ("givenName", Field::GivenName),
+        ] {
+            if let Some(v) = entry.first(self.attr(f)) {
+                name.insert(key.into(), v.into());
+            }
+        }
+        if !name.is_empty() {
+            r.insert("name".into(), Value::Object(name));
+        }
+        for (key, f) in [
+            ("displayName", Field::DisplayName),
+            ("title", Field::Title),
+            ("preferredLanguage", Field::PreferredLanguage),
+        ] {
+            if let Some(v) = entry.first(self.attr(f)) {
+                r.insert(key.into(), v.into());
+            }
+        }
+        r.insert("active".into(), Value::Bool(!locked_by_admin(entry)));
+        let emails: Vec<Value> = entry
+            .all(self.attr(Field::WorkEmail))
+            .iter()
+            .map(|m| {
+                // No `primary`: the directory cannot keep it (a client's primary address is
+                // stored first), and a value that reads back differently from what was
+                // written would mislead clients that compare.
+                let mut e = Map::new();
+                e.insert("value".into(), m.as_str().into());
+                e.insert("type".into(), "work".into());
+                Value::Object(e)
+            })
+            .collect();
+        if !emails.is_empty() {
+            r.insert("emails".into(), Value::Array(emails));
+        }
+        let phones: Vec<Value> = [(Field::WorkPhone, "work"), (Field::MobilePhone, "mobile")]
+            .into_iter()
+            .flat_map(|(f, kind)| {
+                entry.all(self.attr(f)).iter().map(move |v| {
+                    let mut p = Map::new();
+                    p.insert("value".into(), v.as_str().into());
+                    p.insert("type".into(), kind.into());
+                    Value::Object(p)
+                })
+            })
+            .collect();
+        if !phones.is_empty() {
+            r.insert("phoneNumbers".into(), Value::Array(phones));
+        }
+        if let Some(groups) = extras.groups.as_ref().filter(|g| !g.is_empty()) {
+            let groups = groups
+                .iter()
+                .map(|g| {
+                    let mut o = Map::new();
+                    o.insert("value".into(), g.id.as_str().into());
+                    o.insert("$ref".into(), format!("{base}/Groups/{}", g.id).into());
+                    if let Some(d) = &g.display {
+                        o.insert("display".into(), d.as_str().into());
+                    }
+                    o.insert("type".into(), "direct".into());
+                    Value::Object(o)
+                })
+                .collect();
+            r.insert("groups".into(), Value::Array(groups));
+        }
+        let mut enterprise = Map::new();
+        for (key, f) in [
+            ("employeeNumber", Field::EmployeeNumber),
+            ("department", Field::Department),
+            ("organization", Field::Organization),
+        ] {
+            if let Some(v) = entry.first(self.attr(f)) {
+                enterprise.insert(key.into(), v.into());
+            }
+        }
+        if let Some(m) = &extras.manager_id {
+            let mut o = Map::new();
+            o.insert("value".into(), m.as_str().into());
+            o.insert("$ref".into(), format!("{base}/Users/{m}").into());
+            // No displayName: a client that set value and $ref gets back exactly that.
+            enterprise.insert("manager".into(), Value::Object(o));
+        }
+        let mut password = Map::new();
+        if let Some(t) = entry.first("pwdChangedTime").and_then(rfc3339) {
+            password.insert("passwordLastChanged".into(), t.into());
+        }
+        if let Some(t) = extras.password_expires_at {
+            password.insert(
+                "passwordExpiresAt".into(),
+                t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into(),
+            );
+        }
+        password.insert("mustChange".into(), must_change(entry).into());
+        password.insert("neverExpires".into(), extras.never_expires.into());
+        let mut schemas = vec![Value::from(CORE_USER)];
+        if !enterprise.is_empty() {
+            schemas.push(ENTERPRISE_USER.into());
+            r.insert(ENTERPRISE_USER.into(), Value::Object(enterprise));
+        }
+        schemas.push(PASSWORD_EXTENSION.into());
+        r.insert(PASSWORD_EXTENSION.into(), Value::Object(password));
+        r.insert(
+            "meta".into(),
+            meta(entry, "User", format!("{base}/Users/{id}")),
+        );
+        r.insert("schemas".into(), Value::Array(schemas));
+        Value::Object(r)
+    }
+
+    /// Read a User body (POST, PUT, or a patched resource). Lenient where clients differ:
+    /// names in any case, URN-qualified or flattened (`urn:…:User:department`,
+    /// `name.givenName`), booleans as `"True"`/`"false"`, the manager as an id string,
+    /// an object or a one-element array; read-only (`id`, `meta`, `groups`, …) and unknown
+    /// attributes are ignored; emails and phone numbers of types lockbridge does not store
+    /// are ignored like unknown attributes. `userName` is required; `password`, when
+    /// given, must be a non-empty string.
+    pub fn parse(&self, body: &Value, mode: WriteMode) -> Result<UserWrite, ScimError> {
+        let _ = mode;
+        let Value::Object(map) = body else {
+            return Err(ScimError::InvalidSyntax(
+                "a User must be a JSON object".into(),
+            ));
+        };
+        let b = Body {
+            map,
+            schema: &self.schema,
+        };
+        let user_name = match b.get(None, "userName") {
+            Some(v) => string(v, "userName")?,
+            None => None,
+        }
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            ScimError::InvalidValue("userName is required and must be a non-empty string".into())
+        })?;
+        let mut w = UserWrite {
+            user_name,
+            ..UserWrite::default()
+        };
+        let mut set = |f: Field, values: Vec<String>| {
+            if !values.is_empty() {
+                w.attrs.insert(self.attr(f).to_ascii_lowercase(), values);
+            }
+        };
+        for (sub, f) in [
+            ("givenName", Field::GivenName),
+            ("familyName", Field::FamilyName),
+            ("formatted", Field::Formatted),
+        ] {
+            if let Some(v) = b.get_sub(None, "name", sub) {
+                set(f, string(v, &format!("name.{sub}"))?.into_iter().collect());
+            }
+        }
+        for (name, f) in [
+            ("displayName", Field::DisplayName),
+            ("title", Field::Title),
+            ("preferredLanguage", Field::PreferredLanguage),
+        ] {
+            if let Some(v) = b.get(None, name) {
+                set(f, string(v, name)?.into_iter().collect());
+            }
+        }
+        for (name, f) in [
+            ("employeeNumber", Field::EmployeeNumber),
+            ("department", Field::Department),
+            ("organization", Field::Organization),
+        ] {
+            if let Some(v) = b.get(Some(ENTERPRISE_USER), name) {
+                set(f, string(v, name)?.into_iter().collect());
+            }
+        }
+        if let Some(v) = b.get(None, "emails") {
+            let mut mails = Vec::new();
+            for e in multi(v, "emails")? {
+                let kind = e.kind.as_deref().unwrap_or("work");
+                if kind.eq_ignore_ascii_case("work") {
+                    mails.push((e.primary, e.value));
+                }
+            }
+            // The primary address first: the first is what lockbridge reports as primary.
+            mails.sort_by_key(|(primary, _)| !primary);
+            set(Field::WorkEmail, dedup(mails.into_iter().map(|(_, v)| v)));
+        }
+        if let Some(v) = b.get(None, "phoneNumbers") {
+            let (mut work, mut mobile) = (Vec::new(), Vec::new());
+            for p in multi(v, "phoneNumbers")? {
+                match p.kind.as_deref().unwrap_or("work") {
+                    k if k.eq_ignore_ascii_case("work") => work.push(p.value),
+                    k if k.eq_ignore_ascii_case("mobile") => mobile.push(p.value),
+                    _ => {}
+                }
+            }
+            set(Field::WorkPhone, dedup(work));
+            set(Field::MobilePhone, dedup(mobile));
+        }
+        if let Some(v) = b.get(Some(ENTERPRISE_USER), "manager") {
+            w.manager_id = manager_id(v)?;
+        }
+        if self.external_id.is_some()
+            && let Some(v) = b.get(None, "externalId")
+        {
+            w.external_id = string(v, "externalId")?;
+        }
+        if let Some(v) = b.get(None, "active") {
+            w.active = boolean(v, "active")?;
+        }
+        if let Some(v) = b.get(Some(PASSWORD_EXTENSION), "mustChange") {
+            w.must_change = boolean(v, "mustChange")?;
+        }
+        if let Some(v) = b.get(None, "password") {
+            w.password = Some(password(v)?);
+        }
+        Ok(w)
+    }
+
+    /// `cn` and `sn` for `w` when the object classes require them and `w` does not give
+    /// them (lower-case name, value).
+    fn derived(&self, w: &UserWrite) -> Vec<(&'static str, String)> {
+        if !self.person {
+            return Vec::new();
+        }
+        let value = |f: Field| -> Option<&str> {
+            w.attrs
+                .get(&self.attr(f).to_ascii_lowercase())
+                .and_then(|v| v.first())
+                .map(String::as_str)
+        };
+        let mut out = Vec::new();
+        for must in ["cn", "sn"] {
+            if self.user_name.eq_ignore_ascii_case(must) || w.attrs.contains_key(must) {
+                continue;
+            }
+            let v = if must == "cn" {
+                let given_family = [value(Field::GivenName), value(Field::FamilyName)]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                value(Field::Formatted)
+                    .or(value(Field::DisplayName))
+                    .map(str::to_owned)
+                    .or(Some(given_family).filter(|g| !g.trim().is_empty()))
+            } else {
+                value(Field::FamilyName).map(str::to_owned)
+            };
+            out.push((must, v.unwrap_or_else(|| w.user_name.clone())));
+        }
+        out
+    }
+
+    /// The DN and attributes of a new entry for `w` under `container_dn`: the RDN is
+    /// `user_name_attribute=<userName>`; `cn`/`sn` are derived when missing; `active:
+    /// false` and `mustChange: true` are written as `pwdAccountLockedTime` / `pwdReset`.
+    /// The password is not among them (the service sets it after the add).
+    pub fn new_entry(
+        &self,
+        w: &UserWrite,
+        container_dn: &str,
+    ) -> (String, Vec<(String, Vec<String>)>) {
+        let dn = format!(
+            "{}={},{}",
+            self.user_name,
+            escape_rdn_value(&w.user_name),
+            container_dn
+        );
+        let mut attrs = vec![
+            ("objectClass".to_owned(), self.object_classes.clone()),
+            (self.user_name.clone(), vec![w.user_name.clone()]),
+        ];
+        for (must, v) in self.derived(w) {
+            attrs.push((must.to_owned(), vec![v]));
+        }
+        for f in Field::ALL {
+            if let Some(v) = w.attrs.get(&self.attr(f).to_ascii_lowercase())
+                && !v.is_empty()
+            {
+                attrs.push((self.attr(f).to_owned(), v.clone()));
+            }
+        }
+        if let (Some(a), Some(x)) = (&self.external_id, &w.external_id) {
+            attrs.push((a.clone(), vec![x.clone()]));
+        }
+        if w.active == Some(false) {
+            attrs.push(("pwdAccountLockedTime".into(), vec![LOCKED_BY_ADMIN.into()]));
+        }
+        if w.must_change == Some(true) {
+            attrs.push(("pwdReset".into(), vec!["TRUE".into()]));
+        }
+        (dn, attrs)
+    }
+
+    /// The new RDN (`uid=<new userName>`, escaped) when `userName` changes and the entry
+    /// is named by `user_name_attribute`; the service renames the entry (modrdn, old RDN
+    /// value deleted). `None` when nothing changes, or when the entry is named by another
+    /// attribute (then [`UserMapping::changes`] replaces the attribute instead).
+    pub fn rdn_change(&self, current: &Entry, w: &UserWrite) -> Option<String> {
+        let (attr, value) = rdn_of(&current.dn)?;
+        (attr.eq_ignore_ascii_case(&self.user_name) && value != w.user_name)
+            .then(|| format!("{}={}", self.user_name, escape_rdn_value(&w.user_name)))
+    }
+
+    /// The LDAP changes that make `current` hold `w`, and nothing else: replace semantics
+    /// for every mapped attribute (absent in `w` = cleared; `cn`/`sn` re-derived), only
+    /// for attributes whose values differ (values compared exactly; for single-valued SCIM
+    /// attributes, other LDAP values after the first are kept). `active` and `mustChange`
+    /// change only when given. The RDN value of an entry named by a mapped attribute is
+    /// kept. A `userName` change is a rename ([`UserMapping::rdn_change`]) unless the entry
+    /// is named by another attribute. `manager`: `attrs["manager"]` if the service resolved
+    /// it; cleared if `manager_id` is `None`; untouched if `manager_id` is set but not
+    /// resolved.
+    pub fn changes(&self, current: &Entry, w: &UserWrite) -> Vec<Change> {
+        let rdn = rdn_of(&current.dn);
+        let mut out = Vec::new();
+        let derived = self.derived(w);
+        for f in Field::ALL {
+            let ldap = self.attr(f);
+            let key = ldap.to_ascii_lowercase();
+            if f == Field::Manager && w.manager_id.is_some() && !w.attrs.contains_key(&key) {
+                continue;
+            }
+            let new = match w.attrs.get(&key) {
+                Some(v) => v.clone(),
+                None => derived
+                    .iter()
+                    .filter(|(m, _)| m.eq_ignore_ascii_case(ldap))
+                    .map(|(_, v)| v.clone())
+                    .collect(),
+            };
+            push_change(&mut out, current, ldap, new, f.is_multi(), rdn.as_ref());
+        }
+        for (must, v) in &derived {
+            if !self.ldap.values().any(|a| a.eq_ignore_ascii_case(must)) {
+                push_change(
+                    &mut out,
+                    current,
+                    must,
+                    vec![v.clone()],
+                    false,
+                    rdn.as_ref(),
+                );
+            }
+        }
+        if let Some(a) = &self.external_id {
+            let new = w.external_id.iter().cloned().collect();
+            push_change(&mut out, current, a, new, false, rdn.as_ref());
+        }
+        let named_by_user_name = rdn
+            .as_ref()
+            .is_some_and(|(a, _)| a.eq_ignore_ascii_case(&self.user_name));
+        if !named_by_user_name {
+            push_change(
+                &mut out,
+                current,
+                &self.user_name,
+                vec![w.user_name.clone()],
+                false,
+                rdn.as_ref(),
+            );
+        }
+        let locked = locked_by_admin(current);
+        match w.active {
+            Some(false) if !locked => out.push(Change::Replace(
+                "pwdAccountLockedTime".into(),
+                vec![LOCKED_BY_ADMIN.into()],
+            )),
+            Some(true) if locked => {
+                out.push(Change::Replace("pwdAccountLockedTime".into(), vec![]))
+            }
+            _ => {}
+        }
+        let reset = must_change(current);
+        match w.must_change {
+            Some(true) if !reset => {
+                out.push(Change::Replace("pwdReset".into(), vec!["TRUE".into()]))
+            }
+            Some(false) if reset => out.push(Change::Replace("pwdReset".into(), vec![])),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// Append `Replace(ldap, new)` unless `current` already holds `new`.
+fn push_change(
+    out: &mut Vec<Change>,
+    current: &Entry,
+    ldap: &str,
+    mut new: Vec<String>,
+    multi: bool,
+    rdn: Option<&(String, String)>,
+) {
+    let cur = current.all(ldap);
+    if !multi && new.len() == 1 && cur.first() == new.first() {
+        return;
+    }
+    // Never remove the value the entry is named by.
+    if let Some((a, v)) = rdn
+        && a.eq_ignore_ascii_case(ldap)
+        && !new.iter().any(|n| n.eq_ignore_ascii_case(v))
+        && let Some(kept) = cur.iter().find(|c| c.eq_ignore_ascii_case(v))
+    {
+        new.push(kept.clone());
+    }
+    if cur == new.as_slice() {
+        return;
+    }
+    out.push(Change::Replace(ldap.to_owned(), new));
+}
+
+fn locked_by_admin(entry: &Entry) -> bool {
+    entry.first("pwdAccountLockedTime") == Some(LOCKED_BY_ADMIN)
+}
+
+fn must_change(entry: &Entry) -> bool {
+    entry
+        .first("pwdReset")
+        .is_some_and(|v| v.eq_ignore_ascii_case("TRUE"))
+}
+
+fn meta(entry: &Entry, resource_type: &str, location: String) -> Value {
+    let mut m = Map::new();
+    m.insert("resourceType".into(), resource_type.into());
+    if let Some(t) = entry.first("createTimestamp").and_then(rfc3339) {
+        m.insert("created".into(), t.into());
+    }
+    if let Some(t) = entry.first("modifyTimestamp").and_then(rfc3339) {
+        m.insert("lastModified".into(), t.into());
+    }
+    m.insert("location".into(), location.into());
+    if let Some(v) = version(entry) {
+        m.insert("version".into(), v.into());
+    }
+    Value::Object(m)
+}
+
+/// `W/"<entryCSN>"`: a weak ETag, since the representation also depends on the
+/// `attributes` asked for.
+fn version(entry: &Entry) -> Option<String> {
+    entry.first("entryCSN").map(|csn| format!("W/\"{csn}\""))
+}
+
+/// The user filter mapping: [`DefaultUserMapping`] with the configured LDAP names,
+/// `manager` as a reference, and the password extension's dateTime.
+struct UserFilterMapping {
+    base: DefaultUserMapping,
+    /// Lower-case default LDAP name → configured name.
+    renames: HashMap<String, String>,
+    manager: String,
+}
+
+impl UserFilterMapping {
+    fn rename(&self, t: Target) -> Target {
+        match t {
+            Target::Attribute { ldap, syntax } => Target::Attribute {
+                ldap: self
+                    .renames
+                    .get(&ldap.to_ascii_lowercase())
+                    .cloned()
+                    .unwrap_or(ldap),
+                syntax,
+            },
+            other => other,
+        }
+    }
+}
+
+impl FilterMapping for UserFilterMapping {
+    fn attribute(&self, path: &AttrPath) -> Option<Target> {
+        let in_enterprise = path
+            .urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(ENTERPRISE_USER));
+        if in_enterprise && path.name_is("manager") {
+            return Some(match path.sub_attr.as_deref() {
+                None => Target::Reference {
+                    ldap: self.manager.clone(),
+                },
+                Some(s) if s.eq_ignore_ascii_case("value") => Target::Reference {
+                    ldap: self.manager.clone(),
+                },
+                Some(_) => {
+                    Target::unsupported("only manager.value (the manager's id) can be filtered")
+                }
+            });
+        }
+        let in_password = path
+            .urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(PASSWORD_EXTENSION));
+        if in_password && path.sub_attr.is_none() {
+            if path.name_is("passwordLastChanged") {
+                return Some(Target::attribute("pwdChangedTime", Syntax::GeneralizedTime));
+            }
+            if path.name_is("passwordExpiresAt") || path.name_is("neverExpires") {
+                return Some(Target::unsupported(format!(
+                    "{} is computed from the expiration policy, so it cannot be filtered",
+                    path.name
+                )));
+            }
+        }
+        self.base.attribute(path).map(|t| self.rename(t))
+    }
+
+    fn elements(&self, path: &AttrPath) -> Option<Vec<Element>> {
+        self.base.elements(path).map(|kinds| {
+            kinds
+                .into_iter()
+                .map(|k| Element {
+                    sub_attrs: k
+                        .sub_attrs
+                        .into_iter()
+                        .map(|(n, t)| (n, self.rename(t)))
+                        .collect(),
+                })
+                .collect()
+        })
+    }
+}
+
+/// `sortBy` → LDAP sort key, through the filter mapping: only attributes stored in one
+/// LDAP attribute with an ordering can be sorted.
+fn sort_key(map: &dyn FilterMapping, path: &AttrPath) -> Result<SortKey, ScimError> {
+    let refuse = |why: &str| {
+        Err(ScimError::InvalidValue(format!(
+            "sortBy \"{}\": {why}",
+            truncate(&path.to_string())
+        )))
+    };
+    let target = match map.elements(&path.parent()) {
+        Some(mut kinds) => {
+            let sub = path.sub_attr.as_deref().unwrap_or("value");
+            if kinds.len() != 1 || !sub.eq_ignore_ascii_case("value") {
+                return refuse("this multi-valued attribute cannot be sorted by");
+            }
+            let kind = kinds.remove(0);
+            kind.sub_attrs
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("value"))
+                .map(|(_, t)| t)
+        }
+        None => map.attribute(path),
+    };
+    let (ldap, syntax) = match target {
+        Some(Target::Attribute { ldap, syntax }) => (ldap, syntax),
+        Some(_) => return refuse("this attribute cannot be sorted by"),
+        None => return refuse("no such attribute; sort by an attribute listed at /Schemas"),
+    };
+    let rule = match syntax {
+        Syntax::CaseIgnoreString => "caseIgnoreOrderingMatch",
+        Syntax::CaseExactString => "caseExactOrderingMatch",
+        Syntax::GeneralizedTime => "generalizedTimeOrderingMatch",
+        Syntax::Integer => "integerOrderingMatch",
+        Syntax::Uuid => "UUIDOrderingMatch",
+        Syntax::Boolean | Syntax::Dn => return refuse("this attribute has no order"),
+    };
+    Ok(SortKey {
+        attribute: ldap,
+        ordering_rule: Some(rule.to_owned()),
+        reverse: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Groups
+// ---------------------------------------------------------------------------------------
+
+/// How groups are stored; the `[scim]` configuration section is mapped onto this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMappingSettings {
+    /// Object classes of new entries (`["groupOfNames"]`).
+    pub object_classes: Vec<String>,
+    /// The LDAP attribute holding `externalId`; `None`: not stored.
+    pub external_id_attribute: Option<String>,
+}
+
+impl Default for GroupMappingSettings {
+    fn default() -> Self {
+        Self {
+            object_classes: vec!["groupOfNames".into()],
+            external_id_attribute: None,
+        }
+    }
+}
+
+/// What a member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    User,
+    Group,
+}
+
+impl MemberKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Group => "Group",
+        }
+    }
+
+    fn endpoint(self) -> &'static str {
+        match self {
+            Self::User => "Users",
+            Self::Group => "Groups",
+        }
+    }
+}
+
+/// A member as the service resolved it from its DN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRef {
+    pub id: String,
+    pub kind: MemberKind,
+    pub display: Option<String>,
+}
+
+/// A group as a client wants it stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupWrite {
+    pub display_name: String,
+    pub external_id: Option<String>,
+    /// Member ids, without duplicates; the service resolves them to DNs.
+    pub member_ids: Vec<String>,
+}
+
+/// The group mapping, built once from settings.
+#[derive(Debug)]
+pub struct GroupMapping {
+    object_classes: Vec<String>,
+    external_id: Option<String>,
+    schema: ResourceSchema,
+    filter: DefaultGroupMapping,
+}
+
+/// The member value of an empty `groupOfNames`: the empty DN.
+const EMPTY_MEMBER: &str = "";
+
+impl GroupMapping {
+    /// Validate `s`.
+    pub fn new(s: GroupMappingSettings) -> Result<Self, String> {
+        check_object_classes(&s.object_classes)?;
+        if let Some(x) = &s.external_id_attribute {
+            check_attribute("external_id_attribute", x)?;
+            if ["cn", "member"].iter().any(|a| a.eq_ignore_ascii_case(x)) || is_operational(x) {
+                return Err(format!(
+                    "external_id_attribute is \"{x}\", which holds the group's name, members or \
+                     state; choose another attribute"
+                ));
+            }
+        }
+        let schema = match &s.external_id_attribute {
+            Some(_) => ResourceSchema::group().clone(),
+            None => ResourceSchema::group().without("externalId"),
+        };
+        Ok(Self {
+            filter: DefaultGroupMapping {
+                external_id: s.external_id_attribute.clone(),
+            },
+            object_classes: s.object_classes,
+            external_id: s.external_id_attribute,
+            schema,
+        })
+    }
+
+    /// The schema view for this mapping.
+    pub fn schema(&self) -> &ResourceSchema {
+        &self.schema
+    }
+
+    /// Every LDAP attribute to request when reading a group.
+    pub fn read_attributes(&self) -> Vec<String> {
+        let mut out = vec![
+            "objectClass".to_owned(),
+            "cn".to_owned(),
+            "member".to_owned(),
+        ];
+        out.extend(self.external_id.iter().cloned());
+        out.extend(GROUP_OPERATIONAL.iter().map(|s| (*s).to_owned()));
+        out
+    }
+
+    /// The filter mapping that agrees with this mapping.
+    pub fn filter_mapping(&self) -> &dyn FilterMapping {
+        &self.filter
+    }
+
+    /// The server-side sort key for `sortBy`, ascending.
+    pub fn sort_key(&self, path: &AttrPath) -> Result<SortKey, ScimError> {
+        sort_key(&self.filter, path)
+    }
+
+    /// The resource's version (`meta.version`, the ETag): `W/"<entryCSN>"`.
+    pub fn version(&self, entry: &Entry) -> Option<String> {
+        version(entry)
+    }
+
+    /// The LDAP filter every group matches: its object classes, e.g.
+    /// `(objectClass=groupOfNames)`.
+    pub fn object_filter(&self) -> String {
+        let parts: Vec<String> = self
+            .object_classes
+            .iter()
+            .map(|c| format!("(objectClass={c})"))
+            .collect();
+        match parts.as_slice() {
+            [one] => one.clone(),
+            _ => format!("(&{})", parts.concat()),
+        }
+    }
+
+    /// The member DNs of `entry`, without the empty-group placeholder: what the service
+    /// resolves into [`MemberRef`]s.
+    pub fn member_dns(&self, entry: &Entry) -> Vec<String> {
+        entry
+            .all("member")
+            .iter()
+            .filter(|m| !m.trim().is_empty())
+            .cloned()
+            .collect()
+    }
+
+    fn display_name(entry: &Entry) -> Option<String> {
+        match rdn_of(&entry.dn) {
+            Some((a, v)) if a.eq_ignore_ascii_case("cn") => Some(v),
+            _ => entry.first("cn").map(str::to_owned),
+        }
+    }
+
+    /// The full resource for `entry`, with `members` as the service resolved them (empty:
+    /// no `members` attribute).
+    pub fn to_resource(&self, entry: &Entry, members: &[MemberRef], base_url: &str) -> Value {
+        let base = base_url.trim_end_matches('/');
+        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        let mut r = Map::new();
+        r.insert("schemas".into(), Value::Array(vec![CORE_GROUP.into()]));
+        r.insert("id".into(), id.clone().into());
+        if let Some(x) = self.external_id.as_deref().and_then(|a| entry.first(a)) {
+            r.insert("externalId".into(), x.into());
+        }
+        if let Some(d) = Self::display_name(entry) {
+            r.insert("displayName".into(), d.into());
+        }
+        if !members.is_empty() {
+            let members = members
+                .iter()
+                .map(|m| {
+                    let mut o = Map::new();
+                    o.insert("value".into(), m.id.as_str().into());
+                    o.insert(
+                        "$ref".into(),
+                        format!("{base}/{}/{}", m.kind.endpoint(), m.id).into(),
+                    );
+                    // value, $ref and type, as a client writes them (no display: the
+                    // schema does not publish it, so a member reads back as written).
+                    o.insert("type".into(), m.kind.as_str().into());
+                    Value::Object(o)
+                })
+                .collect();
+            r.insert("members".into(), Value::Array(members));
+        }
+        r.insert(
+            "meta".into(),
+            meta(entry, "Group", format!("{base}/Groups/{id}")),
+        );
+        Value::Object(r)
+    }
+
+    /// Read a Group body (POST or PUT): `displayName` required; `members` as objects
+    /// with `value` (or only a `$ref`, whose last segment is the id) or as id strings;
+    /// read-only and unknown attributes ignored.
+    pub fn parse(&self, body: &Value) -> Result<GroupWrite, ScimError> {
+        let Value::Object(map) = body else {
+            return Err(ScimError::InvalidSyntax(
+                "a Group must be a JSON object".into(),
+            ));
+        };
+        let b = Body {
+            map,
+            schema: &self.schema,
+        };
+        let display_name = match b.get(None, "displayName") {
+            Some(v) => string(v, "displayName")?,
+            None => None,
+        }
+        .filter(|d| !d.trim().is_empty())
+        .ok_or_else(|| {
+            ScimError::InvalidValue("displayName is required and must be a non-empty string".into())
+        })?;
+        let mut w = GroupWrite {
+            display_name,
+            ..GroupWrite::default()
+        };
+        if self.external_id.is_some()
+            && let Some(v) = b.get(None, "externalId")
+        {
+            w.external_id = string(v, "externalId")?;
+        }
+        if let Some(v) = b.get(None, "members") {
+            w.member_ids = member_ids(v)?;
+        }
+        Ok(w)
+    }
+
+    /// The DN and attributes of a new group named `displayName` under `container_dn`,
+    /// with `member_dns` (the service resolved the ids), or the empty-DN placeholder.
+    pub fn new_entry(
+        &self,
+        w: &GroupWrite,
+        member_dns: &[String],
+        container_dn: &str,
+    ) -> (String, Vec<(String, Vec<String>)>) {
+        let dn = format!("cn={},{container_dn}", escape_rdn_value(&w.display_name));
+        let mut members = dedup_dns(member_dns.iter().filter(|m| !m.trim().is_empty()));
+        if members.is_empty() {
+            members.push(EMPTY_MEMBER.to_owned());
+        }
+        let mut attrs = vec![
+            ("objectClass".to_owned(), self.object_classes.clone()),
+            ("cn".to_owned(), vec![w.display_name.clone()]),
+            ("member".to_owned(), members),
+        ];
+        if let (Some(a), Some(x)) = (&self.external_id, &w.external_id) {
+            attrs.push((a.clone(), vec![x.clone()]));
+        }
+        (dn, attrs)
+    }
+
+    /// The new RDN (`cn=<displayName>`) when the group is named by `cn` and
+    /// `display_name` differs; the service renames the entry.
+    pub fn rdn_change(&self, current: &Entry, display_name: &str) -> Option<String> {
+        let (attr, value) = rdn_of(&current.dn)?;
+        (attr.eq_ignore_ascii_case("cn") && value != display_name)
+            .then(|| format!("cn={}", escape_rdn_value(display_name)))
+    }
+
+    /// The changes (other than members and the rename) that make `current` hold `w`:
+    /// `externalId` (cleared when absent), and `cn` when the entry is not named by it.
+    /// Members: [`GroupMapping::member_changes`] with `replace`.
+    pub fn changes(&self, current: &Entry, w: &GroupWrite) -> Vec<Change> {
+        self.attribute_changes(
+            current,
+            Some(&w.display_name),
+            Some(w.external_id.as_deref()),
+        )
+    }
+
+    /// The changes (other than members and the rename) a [`GroupPatch`] asks for.
+    pub fn patch_changes(&self, current: &Entry, p: &GroupPatch) -> Vec<Change> {
+        self.attribute_changes(
+            current,
+            p.display_name.as_deref(),
+            p.external_id.as_ref().map(Option::as_deref),
+        )
+    }
+
+    fn attribute_changes(
+        &self,
+        current: &Entry,
+        display_name: Option<&str>,
+        external_id: Option<Option<&str>>,
+    ) -> Vec<Change> {
+        let rdn = rdn_of(&current.dn);
+        let mut out = Vec::new();
+        let named_by_cn = rdn
+            .as_ref()
+            .is_some_and(|(a, _)| a.eq_ignore_ascii_case("cn"));
+        if let Some(d) = display_name
+            && !named_by_cn
+        {
+            push_change(
+                &mut out,
+                current,
+                "cn",
+                vec![d.to_owned()],
+                false,
+                rdn.as_ref(),
+            );
+        }
+        if let (Some(a), Some(x)) = (&self.external_id, external_id) {
+            let new = x.iter().map(|s| (*s).to_owned()).collect();
+            push_change(&mut out, current, a, new, false, rdn.as_ref());
+        }
+        out
+    }
+
+    /// Member changes: add `add_dns`, remove `remove_dns`, or (when `replace` is given)
+    /// make the members exactly `replace`. Removing a non-member and adding a member are
+    /// no-ops (Entra ID and Okta do both and expect success); DNs compare ignoring case
+    /// and spaces around separators. The empty-DN placeholder is removed when the first
+    /// real member comes and added when the last one goes (in the same modify, so the
+    /// entry always satisfies `groupOfNames`).
+    pub fn member_changes(
+        &self,
+        current: &Entry,
+        add_dns: &[String],
+        remove_dns: &[String],
+        replace: Option<&[String]>,
+    ) -> Vec<Change> {
+        let stored = current.all("member");
+        let placeholder = stored.iter().any(|m| m.trim().is_empty());
+        let real: Vec<&String> = stored.iter().filter(|m| !m.trim().is_empty()).collect();
+        let is_real = |dn: &str| real.iter().any(|r| dn_key(r) == dn_key(dn));
+        let (to_add, to_remove): (Vec<String>, Vec<String>) = match replace {
+            Some(target) => {
+                let target = dedup_dns(target.iter().filter(|m| !m.trim().is_empty()));
+                let add = target.iter().filter(|t| !is_real(t)).cloned().collect();
+                let remove = real
+                    .iter()
+                    .filter(|r| !target.iter().any(|t| dn_key(t) == dn_key(r)))
+                    .map(|r| (*r).clone())
+                    .collect();
+                (add, remove)
+            }
+            None => {
+                let removing = |dn: &str| remove_dns.iter().any(|r| dn_key(r) == dn_key(dn));
+                let add = dedup_dns(
+                    add_dns
+                        .iter()
+                        .filter(|a| !a.trim().is_empty() && !is_real(a) && !removing(a)),
+                );
+                let remove = real
+                    .iter()
+                    .filter(|r| removing(r))
+                    .map(|r| (*r).clone())
+                    .collect();
+                (add, remove)
+            }
+        };
+        let remaining = real.len() - to_remove.len() + to_add.len();
+        let mut out = Vec::new();
+        if remaining == 0 && !placeholder {
+            out.push(Change::Add("member".into(), vec![EMPTY_MEMBER.into()]));
+        }
+        if !to_add.is_empty() {
+            out.push(Change::Add("member".into(), to_add));
+        }
+        if !to_remove.is_empty() {
+            out.push(Change::Delete("member".into(), to_remove));
+        }
+        if remaining > 0 && placeholder {
+            let empties: Vec<String> = stored
+                .iter()
+                .filter(|m| m.trim().is_empty())
+                .cloned()
+                .collect();
+            out.push(Change::Delete("member".into(), empties));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading bodies
+// ---------------------------------------------------------------------------------------
+
+/// A request body, looked up the lenient way: any case, nested or flattened URN-qualified
+/// names, flattened sub-attributes (`"name.givenName": "x"`).
+struct Body<'a> {
+    map: &'a Map<String, Value>,
+    schema: &'a ResourceSchema,
+}
+
+fn non_null(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| !v.is_null())
+}
+
+impl Body<'_> {
+    /// The value of attribute `name` of extension `ext` (`None`: core).
+    fn get(&self, ext: Option<&str>, name: &str) -> Option<&Value> {
+        match ext {
+            None => non_null(get_ci(self.map, name))
+                .or_else(|| non_null(get_ci(self.map, &format!("{}:{name}", self.schema.core.id)))),
+            Some(urn) => {
+                let nested = get_ci(self.map, urn)
+                    .and_then(Value::as_object)
+                    .and_then(|o| non_null(get_ci(o, name)));
+                nested
+                    .or_else(|| non_null(get_ci(self.map, &format!("{urn}:{name}"))))
+                    .or_else(|| {
+                        // Unqualified, when the core schema has no such attribute.
+                        if self.schema.core.attribute(name).is_none() {
+                            non_null(get_ci(self.map, name))
+                        } else {
+                            None
+                        }
+                    })
+            }
+        }
+    }
+
+    /// The value of sub-attribute `sub` of the complex attribute `name`.
+    fn get_sub(&self, ext: Option<&str>, name: &str, sub: &str) -> Option<&Value> {
+        if let Some(Value::Object(o)) = self.get(ext, name)
+            && let Some(v) = non_null(get_ci(o, sub))
+        {
+            return Some(v);
+        }
+        let flat = format!("{name}.{sub}");
+        match ext {
+            None => non_null(get_ci(self.map, &flat))
+                .or_else(|| non_null(get_ci(self.map, &format!("{}:{flat}", self.schema.core.id)))),
+            Some(urn) => non_null(get_ci(self.map, &format!("{urn}:{flat}"))),
+        }
+    }
+}
+
+/// A string attribute: `""` is no value; numbers are taken as their text; a one-element
+/// array is its element.
+fn string(v: &Value, what: &str) -> Result<Option<String>, ScimError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Array(a) if a.len() <= 1 => match a.first() {
+            Some(x) if !x.is_array() => string(x, what),
+            None => Ok(None),
+            Some(_) => Err(not_a_string(what)),
+        },
+        _ => Err(not_a_string(what)),
+    }
+}
+
+fn not_a_string(what: &str) -> ScimError {
+    ScimError::InvalidValue(format!("{what} must be a string"))
+}
+
+/// A boolean attribute: `true`/`false`, or the strings `"True"`/`"false"` in any case.
+fn boolean(v: &Value, what: &str) -> Result<Option<bool>, ScimError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(Some(false)),
+        _ => Err(ScimError::InvalidValue(format!(
+            "{what} must be true or false"
+        ))),
+    }
+}
+
+/// The password: a non-empty string. The message never repeats the value.
+fn password(v: &Value) -> Result<Secret, ScimError> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(Secret::new(s.as_str())),
+        _ => Err(ScimError::InvalidValue(
+            "password must be a non-empty string".into(),
+        )),
+    }
+}
+
+/// One value of a multi-valued attribute (`emails`, `phoneNumbers`).
+struct MultiValue {
+    value: String,
+    kind: Option<String>,
+    primary: bool,
+}
+
+/// The values of a multi-valued attribute: an array of objects (or a single object, or
+/// plain strings); values without `value` are skipped.
+fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Value::Object(o) => {
+                let Some(value) = non_null(get_ci(o, "value"))
+                    .map(|v| string(v, &format!("{what}.value")))
+                    .transpose()?
+                    .flatten()
+                else {
+                    continue;
+                };
+                let kind = non_null(get_ci(o, "type"))
+                    .map(|v| string(v, &format!("{what}.type")))
+                    .transpose()?
+                    .flatten();
+                let primary = non_null(get_ci(o, "primary"))
+                    .map(|v| boolean(v, &format!("{what}.primary")))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or(false);
+                out.push(MultiValue {
+                    value,
+                    kind,
+                    primary,
+                });
+            }
+            Value::String(s) if !s.is_empty() => out.push(MultiValue {
+                value: s.clone(),
+                kind: None,
+                primary: false,
+            }),
+            Value::Null => {}
+            _ => {
+                return Err(ScimError::InvalidValue(format!(
+                    "{what} must be an array of objects with a \"value\""
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Values without duplicates (ignoring case, as the directory compares them), in order.
+fn dedup(values: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.iter().any(|o| o.to_lowercase() == v.to_lowercase()) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The manager's id: `"id"`, `{"value": "id"}`, or `[{"value": "id"}]` (Entra ID);
+/// empty means none.
+fn manager_id(v: &Value) -> Result<Option<String>, ScimError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+        Value::Object(o) => match non_null(get_ci(o, "value")) {
+            Some(v) => manager_id(v),
+            // A client may name the manager by its URI alone.
+            None => Ok(non_null(get_ci(o, "$ref"))
+                .and_then(Value::as_str)
+                .and_then(|r| r.trim_end_matches('/').rsplit('/').next())
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty())),
+        },
+        Value::Array(a) if a.len() <= 1 => match a.first() {
+            Some(x) => manager_id(x),
+            None => Ok(None),
+        },
+        _ => Err(ScimError::InvalidValue(
+            "manager must be the manager's id, or an object with the id as \"value\"".into(),
+        )),
+    }
+}
+
+/// Member ids from a `members` value: objects with `value` (or `$ref`), or strings.
+pub(crate) fn member_ids(v: &Value) -> Result<Vec<String>, ScimError> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let id = match item {
+            Value::String(s) => Some(s.trim().to_owned()),
+            Value::Object(o) => match non_null(get_ci(o, "value")) {
+                Some(Value::String(s)) => Some(s.trim().to_owned()),
+                Some(_) => None,
+                None => non_null(get_ci(o, "$ref"))
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.trim_end_matches('/').rsplit('/').next())
+                    .map(str::to_owned),
+            },
+            _ => None,
+        };
+        match id.filter(|i| !i.is_empty()) {
+            Some(id) => {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(&id)) {
+                    out.push(id);
+                }
+            }
+            None => {
+                return Err(ScimError::InvalidValue(
+                    "each member must be an object with the member's id as \"value\"".into(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// DNs and times
+// ---------------------------------------------------------------------------------------
+
+/// Escape an attribute value for use in an RDN (RFC 4514 §2.4).
+pub fn escape_rdn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 4);
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The bytes of a DN string, each marked escaped or not (`\,` and `\2C` are both an
+/// escaped `,`); `None` for a dangling escape.
+fn dn_tokens(dn: &str) -> Option<Vec<(u8, bool)>> {
+    let mut out = Vec::with_capacity(dn.len());
+    let mut chars = dn.chars();
+    let mut buf = [0u8; 4];
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.extend(c.encode_utf8(&mut buf).bytes().map(|b| (b, false)));
+            continue;
+        }
+        let n = chars.next()?;
+        if n.is_ascii_hexdigit() {
+            let l = chars.next()?;
+            let byte = u8::from_str_radix(&format!("{n}{l}"), 16).ok()?;
+            out.push((byte, true));
+        } else {
+            out.extend(n.encode_utf8(&mut buf).bytes().map(|b| (b, true)));
+        }
+    }
+    Some(out)
+}
+
+/// `tokens` without unescaped spaces at either end.
+fn trim_tokens(mut tokens: &[(u8, bool)]) -> &[(u8, bool)] {
+    while let [(b' ', false), rest @ ..] = tokens {
+        tokens = rest;
+    }
+    while let [rest @ .., (b' ', false)] = tokens {
+        tokens = rest;
+    }
+    tokens
+}
+
+/// The attribute and (unescaped) value of the first RDN of `dn`; `None` for a
+/// multi-valued RDN or a malformed DN.
+pub fn rdn_of(dn: &str) -> Option<(String, String)> {
+    let tokens = dn_tokens(dn)?;
+    let end = tokens
+        .iter()
+        .position(|t| matches!(t, (b',' | b';', false)))
+        .unwrap_or(tokens.len());
+    let rdn = &tokens[..end];
+    if rdn.contains(&(b'+', false)) {
+        return None;
+    }
+    let eq = rdn.iter().position(|t| *t == (b'=', false))?;
+    let text = |t: &[(u8, bool)]| String::from_utf8(t.iter().map(|(b, _)| *b).collect()).ok();
+    let attr = text(trim_tokens(&rdn[..eq]))?;
+    if attr.is_empty() || rdn[..eq].iter().any(|(_, escaped)| *escaped) {
+        return None;
+    }
+    let value = text(trim_tokens(&rdn[eq + 1..]))?;
+    Some((attr, value))
+}
+
+/// A DN in a form to compare: types and values in lower case, unescaped spaces around
+/// `,` `=` `+` removed, escapes written one way.
+fn dn_key(dn: &str) -> String {
+    let Some(tokens) = dn_tokens(dn) else {
+        return dn.to_lowercase();
+    };
+    let mut out = String::with_capacity(dn.len());
+    for (i, part) in tokens
+        .split(|t| matches!(t, (b',' | b'+' | b'=' | b';', false)))
+        .enumerate()
+    {
+        if i > 0 {
+            // The separator itself: find it again by position.
+            let sep_index = tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t, (b',' | b'+' | b'=' | b';', false)))
+                .nth(i - 1)
+                .map(|(j, _)| tokens[j].0);
+            out.push(match sep_index {
+                Some(b';') => ',',
+                Some(b) => char::from(b),
+                None => ',',
+            });
+        }
+        let part = trim_tokens(part);
+        let mut bytes = Vec::with_capacity(part.len());
+        for (b, escaped) in part {
+            if *escaped && b.is_ascii_punctuation() {
+                bytes.push(b'\\');
+            }
+            bytes.push(*b);
+        }
+        out.push_str(&String::from_utf8_lossy(&bytes).to_lowercase());
+    }
+    out
+}
+
+fn dedup_dns<'a>(dns: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for dn in dns {
+        if !out.iter().any(|o| dn_key(o) == dn_key(dn)) {
+            out.push(dn.clone());
+        }
+    }
+    out
+}
+
+/// GeneralizedTime (`YYYYMMDDHH[MM[SS]][.fraction](Z|±HHMM)`) as an RFC 3339 dateTime
+/// in UTC; `None` when malformed.
+pub fn rfc3339(generalized: &str) -> Option<String> {
+    parse_generalized_time(generalized).map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+fn parse_generalized_time(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    let num = |from: usize, n: usize| -> Option<u32> {
+        let part = b.get(from..from + n)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let year = num(0, 4)? as i32;
+    let (month, day, hour) = (num(4, 2)?, num(6, 2)?, num(8, 2)?);
+    let mut pos = 10;
+    let (mut minute, mut second) = (0, 0);
+    if let Some(m) = num(pos, 2) {
+        minute = m;
+        pos += 2;
+        if let Some(sec) = num(pos, 2) {
+            second = sec;
+            pos += 2;
+        }
+    }
+    let mut nanos = 0u32;
+    if matches!(b.get(pos), Some(b'.' | b',')) {
+        pos += 1;
+        let start = pos;
+        while b.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        let digits = s.get(start..pos.min(start + 9))?;
+        if digits.is_empty() {
+            return None;
+        }
+        nanos = digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32);
+    }
+    let offset: i64 = match b.get(pos) {
+        Some(b'Z') => {
+            pos += 1;
+            0
+        }
+        Some(sign @ (b'+' | b'-')) => {
+            let hh = num(pos + 1, 2)? as i64;
+            let mm = num(pos + 3, 2).unwrap_or(0) as i64;
+            pos += if num(pos + 3, 2).is_some() { 5 } else { 3 };
+            let secs = hh * 3600 + mm * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    if pos != b.len() {
+        return None;
+    }
+    let naive = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_nano_opt(
+        hour,
+        minute,
+        second.min(59),
+        nanos,
+    )?;
+    let t = Utc.from_utc_datetime(&naive) - chrono::Duration::seconds(offset);
+    Some(t)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,1518 @@
+use super::*;
+use crate::scim::filter::{Reference, WithReferences, parse_filter, references, to_ldap};
+use proptest::prelude::*;
+use rstest::rstest;
+use serde_json::json;
+
+const PEOPLE: &str = "ou=people,dc=example,dc=org";
+const BASE: &str = "https://idm.example.org/scim/v2";
+
+fn settings() -> UserMappingSettings {
+    UserMappingSettings {
+        external_id_attribute: Some("scimExternalId".into()),
+        ..UserMappingSettings::default()
+    }
+}
+
+fn mapping() -> UserMapping {
+    UserMapping::new(settings()).expect("valid settings")
+}
+
+fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
+    Entry::new(
+        dn,
+        attrs.iter().map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+        }),
+    )
+}
+
+fn bjensen() -> Entry {
+    entry(
+        &format!("uid=bjensen,{PEOPLE}"),
+        &[
+            ("objectClass", &["inetOrgPerson"]),
+            ("uid", &["bjensen"]),
+            ("cn", &["Barbara Jensen"]),
+            ("sn", &["Jensen"]),
+            ("givenName", &["Barbara"]),
+            ("displayName", &["Babs Jensen"]),
+            ("title", &["Tour Guide"]),
+            ("preferredLanguage", &["en-US"]),
+            ("mail", &["bjensen@example.com", "babs@example.com"]),
+            ("telephoneNumber", &["+1 555 555 5555"]),
+            ("mobile", &["+1 555 555 4444"]),
+            ("employeeNumber", &["701984"]),
+            ("departmentNumber", &["Tour Operations"]),
+            ("o", &["Universal Studios"]),
+            ("manager", &["uid=jsmith,ou=people,dc=example,dc=org"]),
+            ("scimExternalId", &["bjensen-ext"]),
+            ("entryUUID", &["2819c223-7f76-453a-919d-413861904646"]),
+            ("entryCSN", &["20240102030405.123456Z#000000#000#000000"]),
+            ("createTimestamp", &["20110501184320Z"]),
+            ("modifyTimestamp", &["20240102030405Z"]),
+            ("pwdChangedTime", &["20240101120000Z"]),
+        ],
+    )
+}
+
+fn extras() -> UserExtras {
+    UserExtras {
+        base_url: BASE.into(),
+        manager_id: Some("26118915-6090-4610-87e4-49d8ca9f808d".into()),
+        manager_display: Some("John Smith".into()),
+        ..UserExtras::default()
+    }
+}
+
+// -- settings ---------------------------------------------------------------------------
+
+#[rstest]
+#[case(UserMappingSettings { user_name_attribute: "uid)(x".into(), ..settings() }, "user_name_attribute")]
+#[case(UserMappingSettings { object_classes: vec![], ..settings() }, "object_classes is empty")]
+#[case(UserMappingSettings { object_classes: vec!["inet OrgPerson".into()], ..settings() }, "object class")]
+#[case(UserMappingSettings { external_id_attribute: Some("".into()), ..settings() }, "external_id_attribute")]
+#[case(
+    UserMappingSettings { overrides: BTreeMap::from([("nickName".into(), "x".into())]), ..settings() },
+    "not a mapped SCIM attribute"
+)]
+#[case(
+    UserMappingSettings { overrides: BTreeMap::from([("title".into(), "a b".into())]), ..settings() },
+    "overrides.\"title\""
+)]
+#[case(
+    UserMappingSettings { overrides: BTreeMap::from([("displayName".into(), "CN".into())]), ..settings() },
+    "both mapped to \"CN\""
+)]
+#[case(
+    UserMappingSettings { user_name_attribute: "mail".into(), ..settings() },
+    "both mapped to \"mail\""
+)]
+#[case(
+    UserMappingSettings { overrides: BTreeMap::from([("title".into(), "pwdReset".into())]), ..settings() },
+    "manages itself"
+)]
+fn settings_are_validated(#[case] s: UserMappingSettings, #[case] reason: &str) {
+    match UserMapping::new(s) {
+        Ok(m) => panic!("accepted: {m:?}"),
+        Err(e) => assert!(e.contains(reason), "{e}"),
+    }
+}
+
+#[test]
+fn override_keys_accept_documented_spellings() {
+    for key in [
+        "phoneNumbers.mobile",
+        "PHONENUMBERS.MOBILE",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        "department",
+        "emails",
+        "emails.value",
+        "name.givenName",
+    ] {
+        let s = UserMappingSettings {
+            overrides: BTreeMap::from([(key.to_owned(), "x-custom".to_owned())]),
+            ..settings()
+        };
+        assert!(UserMapping::new(s).is_ok(), "{key}");
+    }
+}
+
+#[test]
+fn read_attributes_include_mapped_and_operational_attributes() {
+    let attrs = mapping().read_attributes();
+    for a in [
+        "uid",
+        "cn",
+        "sn",
+        "givenName",
+        "mail",
+        "telephoneNumber",
+        "mobile",
+        "departmentNumber",
+        "manager",
+        "scimExternalId",
+        "entryUUID",
+        "entryCSN",
+        "createTimestamp",
+        "modifyTimestamp",
+        "pwdChangedTime",
+        "pwdReset",
+        "pwdAccountLockedTime",
+        "pwdPolicySubentry",
+    ] {
+        assert!(attrs.iter().any(|x| x == a), "{a} missing from {attrs:?}");
+    }
+}
+
+#[test]
+fn schema_view_omits_external_id_when_not_stored() {
+    let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
+    assert!(m.schema().resolve(&AttrPath::new("externalId")).is_none());
+    assert!(
+        mapping()
+            .schema()
+            .resolve(&AttrPath::new("externalId"))
+            .is_some()
+    );
+}
+
+// -- entry → resource -------------------------------------------------------------------
+
+#[test]
+fn full_entry_becomes_full_resource() {
+    let r = mapping().to_resource(&bjensen(), &extras());
+    assert_eq!(
+        r,
+        json!({
+            "schemas": [CORE_USER, ENTERPRISE_USER, PASSWORD_EXTENSION],
+            "id": "2819c223-7f76-453a-919d-413861904646",
+            "externalId": "bjensen-ext",
+            "userName": "bjensen",
+            "name": {"formatted": "Barbara Jensen", "familyName": "Jensen", "givenName": "Barbara"},
+            "displayName": "Babs Jensen",
+            "title": "Tour Guide",
+            "preferredLanguage": "en-US",
+            "active": true,
+            "emails": [
+                {"value": "bjensen@example.com", "type": "work"},
+                {"value": "babs@example.com", "type": "work"}
+            ],
+            "phoneNumbers": [
+                {"value": "+1 555 555 5555", "type": "work"},
+                {"value": "+1 555 555 4444", "type": "mobile"}
+            ],
+            ENTERPRISE_USER: {
+                "employeeNumber": "701984",
+                "department": "Tour Operations",
+                "organization": "Universal Studios",
+                "manager": {
+                    "value": "26118915-6090-4610-87e4-49d8ca9f808d",
+                    "$ref": format!("{BASE}/Users/26118915-6090-4610-87e4-49d8ca9f808d")
+                }
+            },
+            PASSWORD_EXTENSION: {
+                "passwordLastChanged": "2024-01-01T12:00:00Z",
+                "mustChange": false,
+                "neverExpires": false
+            },
+            "meta": {
+                "resourceType": "User",
+                "created": "2011-05-01T18:43:20Z",
+                "lastModified": "2024-01-02T03:04:05Z",
+                "location": format!("{BASE}/Users/2819c223-7f76-453a-919d-413861904646"),
+                "version": "W/\"20240102030405.123456Z#000000#000#000000\""
+            }
+        })
+    );
+}
+
+#[test]
+fn minimal_entry_lists_only_extensions_with_values() {
+    let e = entry(
+        &format!("uid=min,{PEOPLE}"),
+        &[
+            ("uid", &["min"]),
+            ("cn", &["min"]),
+            ("sn", &["min"]),
+            ("entryUUID", &["6c5bb468-14b2-4183-baf2-06d523e03bd3"]),
+        ],
+    );
+    let r = mapping().to_resource(&e, &UserExtras::default());
+    assert_eq!(r["schemas"], json!([CORE_USER, PASSWORD_EXTENSION]));
+    assert!(r.get(ENTERPRISE_USER).is_none());
+    assert!(r.get("emails").is_none());
+    assert!(r.get("groups").is_none());
+    assert_eq!(r["active"], true);
+    assert!(r["meta"].get("version").is_none());
+}
+
+#[rstest]
+#[case(None, true)]
+#[case(Some("000001010000Z"), false)]
+#[case(Some("20240101120000Z"), true)]
+fn active_is_false_only_when_locked_by_an_administrator(
+    #[case] locked: Option<&str>,
+    #[case] active: bool,
+) {
+    let mut e = bjensen();
+    if let Some(t) = locked {
+        e.attrs
+            .insert("pwdaccountlockedtime".into(), vec![t.into()]);
+    }
+    assert_eq!(mapping().to_resource(&e, &extras())["active"], active);
+}
+
+#[test]
+fn password_facts_come_from_the_entry_and_the_extras() {
+    let mut e = bjensen();
+    e.attrs.insert("pwdreset".into(), vec!["TRUE".into()]);
+    let x = UserExtras {
+        password_expires_at: Utc.with_ymd_and_hms(2024, 3, 31, 12, 0, 0).single(),
+        never_expires: true,
+        ..extras()
+    };
+    let r = mapping().to_resource(&e, &x);
+    assert_eq!(
+        r[PASSWORD_EXTENSION],
+        json!({
+            "passwordLastChanged": "2024-01-01T12:00:00Z",
+            "passwordExpiresAt": "2024-03-31T12:00:00Z",
+            "mustChange": true,
+            "neverExpires": true
+        })
+    );
+}
+
+#[test]
+fn groups_are_listed_only_when_the_service_resolved_them() {
+    let m = mapping();
+    assert!(m.to_resource(&bjensen(), &extras()).get("groups").is_none());
+    let x = UserExtras {
+        groups: Some(vec![GroupRef {
+            id: "g1".into(),
+            display: Some("Tour Guides".into()),
+        }]),
+        ..extras()
+    };
+    assert_eq!(
+        m.to_resource(&bjensen(), &x)["groups"],
+        json!([{"value": "g1", "$ref": format!("{BASE}/Groups/g1"), "display": "Tour Guides", "type": "direct"}])
+    );
+}
+
+// -- body → write -----------------------------------------------------------------------
+
+fn parse(body: Value) -> Result<UserWrite, ScimError> {
+    mapping().parse(&body, WriteMode::Create)
+}
+
+fn attr<'a>(w: &'a UserWrite, name: &str) -> Option<&'a [String]> {
+    w.attrs.get(name).map(Vec::as_slice)
+}
+
+/// Microsoft Entra ID's "Create User" request (SCIM provisioning documentation).
+#[test]
+fn entra_id_create_user() {
+    let w = parse(json!({
+        "schemas": [
+            "urn:ietf:params:scim:schemas:core:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+        ],
+        "externalId": "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef",
+        "userName": "Test_User_ab6490ee-1e48-479e-a20b-2d77186b5dd1",
+        "active": true,
+        "emails": [{
+            "primary": true,
+            "type": "work",
+            "value": "Test_User_fd0ea19b-0777-472c-9f96-4f70d2226f2e@testuser.com"
+        }],
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
+        "roles": []
+    }))
+    .expect("valid");
+    assert_eq!(
+        w.user_name,
+        "Test_User_ab6490ee-1e48-479e-a20b-2d77186b5dd1"
+    );
+    assert_eq!(
+        w.external_id.as_deref(),
+        Some("0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef")
+    );
+    assert_eq!(w.active, Some(true));
+    assert_eq!(
+        attr(&w, "mail"),
+        Some(&["Test_User_fd0ea19b-0777-472c-9f96-4f70d2226f2e@testuser.com".to_owned()][..])
+    );
+    assert_eq!(
+        attr(&w, "cn"),
+        Some(&["givenName familyName".to_owned()][..])
+    );
+    assert_eq!(attr(&w, "sn"), Some(&["familyName".to_owned()][..]));
+    assert_eq!(attr(&w, "givenname"), Some(&["givenName".to_owned()][..]));
+    assert!(w.password.is_none());
+}
+
+/// Okta's "Create the User" request (SCIM 2.0 reference), with a password.
+#[test]
+fn okta_create_user_with_password() {
+    let w = parse(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "test.user@okta.local",
+        "name": {"givenName": "Test", "familyName": "User"},
+        "emails": [{"primary": true, "value": "test.user@okta.local", "type": "work"}],
+        "displayName": "Test User",
+        "locale": "en-US",
+        "externalId": "00ujl29u0le5T6Aj10h7",
+        "groups": [],
+        "password": "1mz050nq",
+        "active": true
+    }))
+    .expect("valid");
+    assert_eq!(w.user_name, "test.user@okta.local");
+    assert_eq!(w.password.as_ref().map(Secret::expose), Some("1mz050nq"));
+    assert_eq!(attr(&w, "displayname"), Some(&["Test User".to_owned()][..]));
+    assert!(format!("{w:?}").contains("[redacted]"));
+    assert!(!format!("{w:?}").contains("1mz050nq"));
+}
+
+/// Entra ID with the enterprise extension, its manager forms, and booleans as strings.
+#[rstest]
+#[case(json!("26118915"))]
+#[case(json!({"value": "26118915"}))]
+#[case(json!([{"$ref": null, "value": "26118915"}]))]
+#[case(json!({"Value": " 26118915 ", "displayName": "John Smith"}))]
+fn manager_in_every_form_entra_id_sends(#[case] manager: Value) {
+    let w = parse(json!({
+        "userName": "u",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+            "department": "Tour Operations",
+            "manager": manager
+        }
+    }))
+    .expect("valid");
+    assert_eq!(w.manager_id.as_deref(), Some("26118915"));
+    assert_eq!(
+        attr(&w, "departmentnumber"),
+        Some(&["Tour Operations".to_owned()][..])
+    );
+}
+
+#[rstest]
+#[case(json!(""))]
+#[case(json!(null))]
+#[case(json!({}))]
+#[case(json!([]))]
+fn empty_manager_is_no_manager(#[case] manager: Value) {
+    let w = parse(json!({"userName": "u", ENTERPRISE_USER: {"manager": manager}})).expect("valid");
+    assert_eq!(w.manager_id, None);
+}
+
+#[test]
+fn flattened_and_qualified_names_in_any_case() {
+    let w = parse(json!({
+        "urn:ietf:params:scim:schemas:core:2.0:User:userName": "u",
+        "NAME.GIVENNAME": "Barbara",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": 701984,
+        "Urn:Ietf:Params:Scim:Schemas:Extension:Enterprise:2.0:User": {"ORGANIZATION": "Universal"},
+        "DisplayName": "Babs",
+        "organization": "ignored: the nested value wins"
+    }))
+    .expect("valid");
+    assert_eq!(w.user_name, "u");
+    assert_eq!(attr(&w, "givenname"), Some(&["Barbara".to_owned()][..]));
+    assert_eq!(attr(&w, "employeenumber"), Some(&["701984".to_owned()][..]));
+    assert_eq!(attr(&w, "o"), Some(&["Universal".to_owned()][..]));
+    assert_eq!(attr(&w, "displayname"), Some(&["Babs".to_owned()][..]));
+}
+
+#[rstest]
+#[case(json!("True"), Some(true))]
+#[case(json!("false"), Some(false))]
+#[case(json!("FALSE"), Some(false))]
+#[case(json!(true), Some(true))]
+#[case(json!(null), None)]
+fn booleans_as_strings(#[case] v: Value, #[case] expected: Option<bool>) {
+    let w = parse(json!({
+        "userName": "u",
+        "active": v.clone(),
+        PASSWORD_EXTENSION: {"mustChange": v.clone()},
+        "emails": [{"value": "a@x", "primary": "false"}, {"value": "b@x", "primary": "True"}]
+    }))
+    .expect("valid");
+    assert_eq!(w.active, expected);
+    assert_eq!(w.must_change, expected);
+    // the primary address goes first
+    assert_eq!(
+        attr(&w, "mail"),
+        Some(&["b@x".to_owned(), "a@x".to_owned()][..])
+    );
+}
+
+#[rstest]
+#[case(json!({"userName": "u", "active": "yes"}), "active must be true or false")]
+#[case(json!({"userName": "u", "displayName": {"x": 1}}), "displayName must be a string")]
+#[case(json!({"userName": "u", "emails": [5]}), "emails must be an array of objects")]
+#[case(json!({"userName": "u", "emails": [{"value": "a@x", "primary": 2}]}), "emails.primary")]
+#[case(json!({"userName": "u", ENTERPRISE_USER: {"manager": 5}}), "manager must be")]
+#[case(json!({"displayName": "x"}), "userName is required")]
+#[case(json!({"userName": ""}), "userName is required")]
+#[case(json!({"userName": "  "}), "userName is required")]
+#[case(json!({"userName": true}), "userName must be a string")]
+fn invalid_values_are_refused(#[case] body: Value, #[case] reason: &str) {
+    let e = parse(body).expect_err("invalid");
+    assert_eq!(e.scim_type(), Some("invalidValue"), "{e}");
+    assert!(e.to_string().contains(reason), "{e}");
+}
+
+#[rstest]
+#[case(json!(""))]
+#[case(json!(12345678))]
+#[case(json!(["hunter2"]))]
+#[case(json!({"value": "hunter2"}))]
+fn password_must_be_a_non_empty_string_and_is_never_echoed(#[case] pw: Value) {
+    let e = parse(json!({"userName": "u", "password": pw})).expect_err("invalid");
+    assert_eq!(e.scim_type(), Some("invalidValue"));
+    let text = e.to_string();
+    assert!(
+        text.contains("password must be a non-empty string"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2") && !text.contains("12345678"),
+        "{text}"
+    );
+}
+
+#[test]
+fn read_only_and_unknown_attributes_are_ignored() {
+    let w = parse(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "id": "not-the-id",
+        "meta": {"resourceType": "User", "version": "W/\"x\""},
+        "groups": [{"value": "g1"}],
+        "userName": "u",
+        "nickName": "Babs",
+        "addresses": [{"type": "work", "streetAddress": "100 Universal City Plaza"}],
+        "roles": [],
+        "x509Certificates": [{"value": "MIIDQzCCA"}],
+        PASSWORD_EXTENSION: {"passwordLastChanged": "2024-01-01T00:00:00Z", "neverExpires": true},
+        "urn:example:custom": {"x": 1}
+    }))
+    .expect("valid");
+    assert_eq!(
+        w,
+        UserWrite {
+            user_name: "u".into(),
+            ..UserWrite::default()
+        }
+    );
+}
+
+#[test]
+fn email_and_phone_types_lockbridge_does_not_store_are_ignored() {
+    let w = parse(json!({
+        "userName": "u",
+        "emails": [
+            {"value": "home@x", "type": "home"},
+            {"value": "work@x", "type": "Work"},
+            {"value": "WORK@x"},
+            {"value": "untyped@x"},
+            {"type": "work"}
+        ],
+        "phoneNumbers": [
+            {"value": "1", "type": "work"},
+            {"value": "2", "type": "MOBILE"},
+            {"value": "3", "type": "fax"},
+            {"value": "4"}
+        ]
+    }))
+    .expect("valid");
+    assert_eq!(
+        attr(&w, "mail"),
+        Some(&["work@x".to_owned(), "untyped@x".to_owned()][..])
+    );
+    assert_eq!(
+        attr(&w, "telephonenumber"),
+        Some(&["1".to_owned(), "4".to_owned()][..])
+    );
+    assert_eq!(attr(&w, "mobile"), Some(&["2".to_owned()][..]));
+}
+
+#[test]
+fn not_an_object_is_invalid_syntax() {
+    let e = parse(json!(["userName"])).expect_err("invalid");
+    assert_eq!(e.scim_type(), Some("invalidSyntax"));
+}
+
+#[test]
+fn external_id_is_ignored_when_not_stored() {
+    let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
+    let w = m
+        .parse(
+            &json!({"userName": "u", "externalId": "x"}),
+            WriteMode::Create,
+        )
+        .expect("valid");
+    assert_eq!(w.external_id, None);
+}
+
+// -- write → new entry ------------------------------------------------------------------
+
+fn write(body: Value) -> UserWrite {
+    parse(body).expect("valid")
+}
+
+fn new_attr(attrs: &[(String, Vec<String>)], name: &str) -> Option<Vec<String>> {
+    attrs
+        .iter()
+        .find(|(a, _)| a.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+#[rstest]
+#[case(json!({"userName": "u", "name": {"formatted": "F", "familyName": "Fam", "givenName": "G"}, "displayName": "D"}), "F", "Fam")]
+#[case(json!({"userName": "u", "displayName": "D"}), "D", "u")]
+#[case(json!({"userName": "u", "name": {"givenName": "G", "familyName": "Fam"}}), "G Fam", "Fam")]
+#[case(json!({"userName": "u", "name": {"givenName": "G"}}), "G", "u")]
+#[case(json!({"userName": "u"}), "u", "u")]
+fn new_entry_derives_cn_and_sn(#[case] body: Value, #[case] cn: &str, #[case] sn: &str) {
+    let (_, attrs) = mapping().new_entry(&write(body), PEOPLE);
+    assert_eq!(new_attr(&attrs, "cn"), Some(vec![cn.to_owned()]));
+    assert_eq!(new_attr(&attrs, "sn"), Some(vec![sn.to_owned()]));
+}
+
+#[test]
+fn new_entry_has_escaped_rdn_object_classes_and_state() {
+    let m = UserMapping::new(UserMappingSettings {
+        object_classes: vec!["inetOrgPerson".into(), "lockbridgeContact".into()],
+        ..settings()
+    })
+    .expect("valid");
+    let w = write(json!({
+        "userName": " a,b+c#",
+        "active": false,
+        "externalId": "x1",
+        "emails": [{"value": "a@x"}],
+        PASSWORD_EXTENSION: {"mustChange": true},
+        "password": "secret value"
+    }));
+    let (dn, attrs) = m.new_entry(&w, PEOPLE);
+    assert_eq!(dn, format!("uid=\\ a\\,b\\+c#,{PEOPLE}"));
+    assert_eq!(rdn_of(&dn), Some(("uid".into(), " a,b+c#".into())));
+    assert_eq!(
+        attrs[0],
+        (
+            "objectClass".to_owned(),
+            vec!["inetOrgPerson".to_owned(), "lockbridgeContact".to_owned()]
+        )
+    );
+    assert_eq!(new_attr(&attrs, "uid"), Some(vec![" a,b+c#".to_owned()]));
+    assert_eq!(new_attr(&attrs, "mail"), Some(vec!["a@x".to_owned()]));
+    assert_eq!(
+        new_attr(&attrs, "scimExternalId"),
+        Some(vec!["x1".to_owned()])
+    );
+    assert_eq!(
+        new_attr(&attrs, "pwdAccountLockedTime"),
+        Some(vec![LOCKED_BY_ADMIN.to_owned()])
+    );
+    assert_eq!(new_attr(&attrs, "pwdReset"), Some(vec!["TRUE".to_owned()]));
+    assert!(!format!("{attrs:?}").contains("secret value"));
+}
+
+// -- write → changes --------------------------------------------------------------------
+
+/// The resource of `e` as a client would PUT it back, changed by `edit`.
+fn put(e: &Entry, edit: impl FnOnce(&mut Value)) -> UserWrite {
+    let m = mapping();
+    let mut r = m.to_resource(e, &extras());
+    edit(&mut r);
+    let mut w = m.parse(&r, WriteMode::Replace).expect("valid");
+    // the service resolves the manager id
+    if w.manager_id.as_deref() == Some("26118915-6090-4610-87e4-49d8ca9f808d") {
+        w.attrs.insert(
+            "manager".into(),
+            vec!["uid=jsmith,ou=people,dc=example,dc=org".into()],
+        );
+    }
+    w
+}
+
+fn replace(attr: &str, values: &[&str]) -> Change {
+    Change::Replace(
+        attr.into(),
+        values.iter().map(|s| (*s).to_owned()).collect(),
+    )
+}
+
+#[test]
+fn unchanged_resource_means_no_changes() {
+    let e = bjensen();
+    let w = put(&e, |_| {});
+    assert_eq!(mapping().changes(&e, &w), []);
+    assert_eq!(mapping().rdn_change(&e, &w), None);
+}
+
+#[test]
+fn only_what_differs_is_replaced() {
+    let e = bjensen();
+    let w = put(&e, |r| {
+        r["displayName"] = json!("Barbara");
+        r["emails"] = json!([{"value": "babs@example.com", "primary": true}, {"value": "bjensen@example.com"}]);
+    });
+    assert_eq!(
+        mapping().changes(&e, &w),
+        [
+            replace("displayName", &["Barbara"]),
+            replace("mail", &["babs@example.com", "bjensen@example.com"]),
+        ]
+    );
+}
+
+#[test]
+fn absent_attributes_are_cleared_with_an_empty_replace() {
+    let e = bjensen();
+    let w = put(&e, |r| {
+        let o = r.as_object_mut().expect("object");
+        o.remove("title");
+        o.remove("phoneNumbers");
+        o.remove(ENTERPRISE_USER);
+    });
+    assert_eq!(
+        mapping().changes(&e, &w),
+        [
+            replace("title", &[]),
+            replace("telephoneNumber", &[]),
+            replace("mobile", &[]),
+            replace("employeeNumber", &[]),
+            replace("departmentNumber", &[]),
+            replace("o", &[]),
+            replace("manager", &[]),
+        ]
+    );
+}
+
+#[test]
+fn attributes_absent_from_entry_and_write_give_no_change() {
+    let e = entry(
+        &format!("uid=u,{PEOPLE}"),
+        &[("uid", &["u"]), ("cn", &["u"]), ("sn", &["u"])],
+    );
+    let w = write(json!({"userName": "u"}));
+    assert_eq!(mapping().changes(&e, &w), []);
+}
+
+#[test]
+fn must_attributes_are_re_derived_when_cleared() {
+    let e = bjensen();
+    let w = put(&e, |r| {
+        r.as_object_mut().map(|o| o.remove("name"));
+    });
+    assert_eq!(
+        mapping().changes(&e, &w),
+        [
+            replace("givenName", &[]),
+            replace("sn", &["bjensen"]),
+            replace("cn", &["Babs Jensen"]),
+        ]
+    );
+}
+
+#[test]
+fn extra_values_of_single_valued_attributes_are_kept() {
+    let mut e = bjensen();
+    e.attrs
+        .insert("cn".into(), vec!["Barbara Jensen".into(), "Babs".into()]);
+    let w = put(&e, |_| {});
+    assert_eq!(mapping().changes(&e, &w), []);
+    // but a new value replaces them all
+    let w = put(&e, |r| r["name"]["formatted"] = json!("B. Jensen"));
+    assert_eq!(mapping().changes(&e, &w), [replace("cn", &["B. Jensen"])]);
+}
+
+#[test]
+fn values_compare_case_sensitively() {
+    let e = bjensen();
+    let w = put(&e, |r| r["title"] = json!("tour guide"));
+    assert_eq!(
+        mapping().changes(&e, &w),
+        [replace("title", &["tour guide"])]
+    );
+}
+
+#[rstest]
+#[case(None, Some(false), Some(replace("pwdAccountLockedTime", &[LOCKED_BY_ADMIN])))]
+#[case(Some(LOCKED_BY_ADMIN), Some(false), None)]
+#[case(Some(LOCKED_BY_ADMIN), Some(true), Some(replace("pwdAccountLockedTime", &[])))]
+#[case(Some("20240101120000Z"), Some(true), None)]
+#[case(Some("20240101120000Z"), Some(false), Some(replace("pwdAccountLockedTime", &[LOCKED_BY_ADMIN])))]
+#[case(None, Some(true), None)]
+#[case(Some(LOCKED_BY_ADMIN), None, None)]
+fn active_locks_and_unlocks(
+    #[case] locked: Option<&str>,
+    #[case] active: Option<bool>,
+    #[case] expected: Option<Change>,
+) {
+    let mut e = bjensen();
+    if let Some(t) = locked {
+        e.attrs
+            .insert("pwdaccountlockedtime".into(), vec![t.into()]);
+    }
+    let mut w = put(&e, |_| {});
+    w.active = active;
+    assert_eq!(
+        mapping().changes(&e, &w),
+        expected.into_iter().collect::<Vec<_>>()
+    );
+}
+
+#[rstest]
+#[case(None, Some(true), Some(replace("pwdReset", &["TRUE"])))]
+#[case(Some("TRUE"), Some(true), None)]
+#[case(Some("TRUE"), Some(false), Some(replace("pwdReset", &[])))]
+#[case(Some("FALSE"), Some(false), None)]
+#[case(None, Some(false), None)]
+#[case(Some("TRUE"), None, None)]
+fn must_change_sets_and_clears_pwd_reset(
+    #[case] reset: Option<&str>,
+    #[case] must_change: Option<bool>,
+    #[case] expected: Option<Change>,
+) {
+    let mut e = bjensen();
+    if let Some(v) = reset {
+        e.attrs.insert("pwdreset".into(), vec![v.into()]);
+    }
+    let mut w = put(&e, |_| {});
+    w.must_change = must_change;
+    assert_eq!(
+        mapping().changes(&e, &w),
+        expected.into_iter().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn manager_changes_follow_what_the_service_resolved() {
+    let e = bjensen();
+    let m = mapping();
+    // resolved to a new DN
+    let mut w = put(&e, |_| {});
+    w.attrs.insert(
+        "manager".into(),
+        vec!["uid=boss,ou=people,dc=example,dc=org".into()],
+    );
+    assert_eq!(
+        m.changes(&e, &w),
+        [replace(
+            "manager",
+            &["uid=boss,ou=people,dc=example,dc=org"]
+        )]
+    );
+    // an id the service did not resolve: untouched
+    let mut w = put(&e, |_| {});
+    w.attrs.remove("manager");
+    assert_eq!(m.changes(&e, &w), []);
+    // no manager: cleared
+    let w = put(&e, |r| {
+        r[ENTERPRISE_USER]
+            .as_object_mut()
+            .map(|o| o.remove("manager"));
+    });
+    assert_eq!(m.changes(&e, &w), [replace("manager", &[])]);
+}
+
+#[test]
+fn user_name_change_is_a_rename() {
+    let e = bjensen();
+    let w = put(&e, |r| r["userName"] = json!("barbara,j"));
+    let m = mapping();
+    assert_eq!(m.rdn_change(&e, &w).as_deref(), Some("uid=barbara\\,j"));
+    assert_eq!(m.changes(&e, &w), []);
+    // a case-only change is a change too
+    let w = put(&e, |r| r["userName"] = json!("BJensen"));
+    assert_eq!(m.rdn_change(&e, &w).as_deref(), Some("uid=BJensen"));
+}
+
+#[test]
+fn entries_named_by_another_attribute_keep_their_rdn_value() {
+    let mut e = bjensen();
+    e.dn = format!("cn=Barbara Jensen,{PEOPLE}");
+    let m = mapping();
+    let w = put(&e, |r| {
+        r["userName"] = json!("babs");
+        r["name"]["formatted"] = json!("Babs J");
+    });
+    assert_eq!(m.rdn_change(&e, &w), None);
+    assert_eq!(
+        m.changes(&e, &w),
+        [
+            replace("cn", &["Babs J", "Barbara Jensen"]),
+            replace("uid", &["babs"]),
+        ]
+    );
+}
+
+// -- configuration agrees everywhere ------------------------------------------------------
+
+fn custom() -> UserMapping {
+    UserMapping::new(UserMappingSettings {
+        user_name_attribute: "loginName".into(),
+        object_classes: vec!["inetOrgPerson".into()],
+        external_id_attribute: None,
+        overrides: BTreeMap::from([
+            ("phoneNumbers.mobile".to_owned(), "pager".to_owned()),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department".to_owned(),
+                "ou".to_owned(),
+            ),
+        ]),
+    })
+    .expect("valid")
+}
+
+#[test]
+fn overrides_apply_to_reading_writing_filtering_and_sorting() {
+    let m = custom();
+    let e = entry(
+        &format!("loginName=bob,{PEOPLE}"),
+        &[
+            ("loginName", &["bob"]),
+            ("cn", &["Bob"]),
+            ("sn", &["B"]),
+            ("pager", &["123"]),
+            ("ou", &["Ops"]),
+            ("mobile", &["not mapped any more"]),
+        ],
+    );
+    let r = m.to_resource(&e, &UserExtras::default());
+    assert_eq!(r["userName"], "bob");
+    assert_eq!(
+        r["phoneNumbers"],
+        json!([{"value": "123", "type": "mobile"}])
+    );
+    assert_eq!(r[ENTERPRISE_USER]["department"], "Ops");
+    let w = m.parse(&r, WriteMode::Replace).expect("valid");
+    assert_eq!(w.attrs.get("pager"), Some(&vec!["123".to_owned()]));
+    assert_eq!(m.changes(&e, &w), []);
+    let (dn, _) = m.new_entry(&w, PEOPLE);
+    assert!(dn.starts_with("loginName=bob,"), "{dn}");
+    let ldap = |f: &str| to_ldap(&parse_filter(f).expect(f), m.filter_mapping());
+    assert_eq!(
+        ldap(r#"userName eq "bob""#).as_deref(),
+        Ok("(loginName=bob)")
+    );
+    assert_eq!(
+        ldap(r#"phoneNumbers[type eq "mobile" and value eq "1"]"#).as_deref(),
+        Ok("(pager=1)")
+    );
+    assert_eq!(ldap(r#"department eq "Ops""#).as_deref(), Ok("(ou=Ops)"));
+    let key = m.sort_key(&AttrPath::new("userName")).expect("sortable");
+    assert_eq!(key.attribute, "loginName");
+}
+
+#[rstest]
+#[case("active eq false", "(pwdAccountLockedTime=000001010000Z)")]
+#[case("active eq true", "(!(pwdAccountLockedTime=000001010000Z))")]
+#[case(
+    r#"urn:lockbridge:params:scim:schemas:extension:password:2.0:User:passwordLastChanged lt "2024-01-01T00:00:00Z""#,
+    "(&(pwdChangedTime<=20240101000000Z)(!(pwdChangedTime=20240101000000Z)))"
+)]
+#[case("mustChange eq true", "(pwdReset=TRUE)")]
+#[case(r#"externalId eq "x""#, "(scimExternalId=x)")]
+#[case(r#"emails[type eq "work"].value eq "a@x""#, "(mail=a@x)")]
+fn filter_mapping_agrees_with_the_resource(#[case] filter: &str, #[case] ldap: &str) {
+    let f = parse_filter(filter).expect(filter);
+    assert_eq!(to_ldap(&f, mapping().filter_mapping()).as_deref(), Ok(ldap));
+}
+
+#[test]
+fn manager_filters_resolve_ids_like_members() {
+    let m = mapping();
+    let f = parse_filter(&format!(r#"{ENTERPRISE_USER}:manager.value eq "m1""#)).expect("valid");
+    let ids = references(&f, m.filter_mapping());
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].1, "m1");
+    let resolved = HashMap::from([(
+        "m1".to_owned(),
+        Reference::Dn("uid=jsmith,ou=people,dc=example,dc=org".to_owned()),
+    )]);
+    assert_eq!(
+        to_ldap(&f, &WithReferences::new(m.filter_mapping(), resolved)).as_deref(),
+        Ok("(manager=uid=jsmith,ou=people,dc=example,dc=org)")
+    );
+    let f = parse_filter(r#"passwordExpiresAt gt "2024-01-01T00:00:00Z""#).expect("valid");
+    assert!(
+        to_ldap(&f, m.filter_mapping()).is_err_and(|e| e.to_string().contains("expiration policy"))
+    );
+}
+
+#[rstest]
+#[case("userName", "uid", "caseIgnoreOrderingMatch")]
+#[case("USERNAME", "uid", "caseIgnoreOrderingMatch")]
+#[case("name.familyName", "sn", "caseIgnoreOrderingMatch")]
+#[case("displayName", "displayName", "caseIgnoreOrderingMatch")]
+#[case("emails", "mail", "caseIgnoreOrderingMatch")]
+#[case("emails.value", "mail", "caseIgnoreOrderingMatch")]
+#[case("meta.lastModified", "modifyTimestamp", "generalizedTimeOrderingMatch")]
+#[case("meta.created", "createTimestamp", "generalizedTimeOrderingMatch")]
+#[case("id", "entryUUID", "UUIDOrderingMatch")]
+#[case("externalId", "scimExternalId", "caseExactOrderingMatch")]
+#[case(
+    "passwordLastChanged",
+    "pwdChangedTime",
+    "generalizedTimeOrderingMatch"
+)]
+fn sort_keys(#[case] path: &str, #[case] attribute: &str, #[case] rule: &str) {
+    let p = crate::scim::filter::parse_path(path).expect(path).attr;
+    let key = mapping().sort_key(&p).expect("sortable");
+    assert_eq!(
+        key,
+        SortKey {
+            attribute: attribute.into(),
+            ordering_rule: Some(rule.into()),
+            reverse: false,
+        }
+    );
+}
+
+#[rstest]
+#[case("phoneNumbers")]
+#[case("active")]
+#[case("manager")]
+#[case("emails.type")]
+#[case("nickName")]
+#[case("password")]
+#[case("groups")]
+fn unsortable_attributes_are_invalid_values(#[case] path: &str) {
+    let p = crate::scim::filter::parse_path(path).expect(path).attr;
+    let e = mapping().sort_key(&p).expect_err("unsortable");
+    assert_eq!(e.scim_type(), Some("invalidValue"), "{path}: {e}");
+    assert!(e.to_string().contains("sortBy"), "{e}");
+}
+
+// -- groups -----------------------------------------------------------------------------
+
+const GROUPS: &str = "ou=groups,dc=example,dc=org";
+
+fn groups() -> GroupMapping {
+    GroupMapping::new(GroupMappingSettings {
+        external_id_attribute: Some("scimExternalId".into()),
+        ..GroupMappingSettings::default()
+    })
+    .expect("valid")
+}
+
+fn group(members: &[&str]) -> Entry {
+    entry(
+        &format!("cn=Tour Guides,{GROUPS}"),
+        &[
+            ("objectClass", &["groupOfNames"]),
+            ("cn", &["Tour Guides", "guides"]),
+            ("member", members),
+            ("entryUUID", &["e9e30dba-f08f-4109-8486-d5c6a331660a"]),
+            ("entryCSN", &["20240102030405.000000Z#000000#000#000000"]),
+            ("createTimestamp", &["20110501184320Z"]),
+            ("modifyTimestamp", &["20240102030405Z"]),
+        ],
+    )
+}
+
+const ALICE: &str = "uid=alice,ou=people,dc=example,dc=org";
+const BOB: &str = "uid=bob,ou=people,dc=example,dc=org";
+
+#[test]
+fn group_settings_are_validated() {
+    for (s, reason) in [
+        (
+            GroupMappingSettings {
+                object_classes: vec![],
+                external_id_attribute: None,
+            },
+            "object_classes",
+        ),
+        (
+            GroupMappingSettings {
+                external_id_attribute: Some("member".into()),
+                ..GroupMappingSettings::default()
+            },
+            "choose another",
+        ),
+    ] {
+        let e = GroupMapping::new(s).expect_err("invalid");
+        assert!(e.contains(reason), "{e}");
+    }
+    assert!(
+        groups()
+            .read_attributes()
+            .iter()
+            .any(|a| a == "scimExternalId")
+    );
+}
+
+#[test]
+fn group_resource_never_shows_the_placeholder() {
+    let g = groups();
+    let e = group(&["", ALICE]);
+    assert_eq!(g.member_dns(&e), [ALICE]);
+    let r = g.to_resource(
+        &e,
+        &[MemberRef {
+            id: "a1".into(),
+            kind: MemberKind::User,
+            display: Some("Alice".into()),
+        }],
+        BASE,
+    );
+    assert_eq!(
+        r,
+        json!({
+            "schemas": [CORE_GROUP],
+            "id": "e9e30dba-f08f-4109-8486-d5c6a331660a",
+            "displayName": "Tour Guides",
+            "members": [{"value": "a1", "$ref": format!("{BASE}/Users/a1"), "type": "User"}],
+            "meta": {
+                "resourceType": "Group",
+                "created": "2011-05-01T18:43:20Z",
+                "lastModified": "2024-01-02T03:04:05Z",
+                "location": format!("{BASE}/Groups/e9e30dba-f08f-4109-8486-d5c6a331660a"),
+                "version": "W/\"20240102030405.000000Z#000000#000#000000\""
+            }
+        })
+    );
+    let empty = g.to_resource(&group(&[""]), &[], BASE);
+    assert!(empty.get("members").is_none());
+    assert!(g.member_dns(&group(&[""])).is_empty());
+}
+
+/// Microsoft Entra ID's "Create Group" request.
+#[test]
+fn entra_id_create_group() {
+    let w = groups()
+        .parse(&json!({
+            "schemas": [
+                "urn:ietf:params:scim:schemas:core:2.0:Group",
+                "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
+            ],
+            "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+            "displayName": "displayName",
+            "meta": {"resourceType": "Group"}
+        }))
+        .expect("valid");
+    assert_eq!(
+        w,
+        GroupWrite {
+            display_name: "displayName".into(),
+            external_id: Some("8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159".into()),
+            member_ids: vec![],
+        }
+    );
+}
+
+/// Okta's "Update a specific Group name" PUT, with members (value and display).
+#[test]
+fn okta_put_group_with_members() {
+    let w = groups()
+        .parse(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "abf4dd94-a4c0-4f67-89c9-76b03340cb9b",
+            "displayName": "Test SCIMv2",
+            "members": [
+                {"value": "b1c794f24f4c49f4b5d503a4cb2686ea", "display": "SCIM 2 Group A"},
+                {"value": "B1C794F24F4C49F4B5D503A4CB2686EA"},
+                {"$ref": "https://x/scim/v2/Users/u2"},
+                "u3"
+            ]
+        }))
+        .expect("valid");
+    assert_eq!(w.display_name, "Test SCIMv2");
+    assert_eq!(
+        w.member_ids,
+        ["b1c794f24f4c49f4b5d503a4cb2686ea", "u2", "u3"]
+    );
+}
+
+#[rstest]
+#[case(json!({"members": []}), "displayName is required")]
+#[case(json!({"displayName": ""}), "displayName is required")]
+#[case(json!({"displayName": "g", "members": [{"display": "x"}]}), "each member")]
+#[case(json!({"displayName": "g", "members": [7]}), "each member")]
+fn invalid_groups_are_refused(#[case] body: Value, #[case] reason: &str) {
+    let e = groups().parse(&body).expect_err("invalid");
+    assert_eq!(e.scim_type(), Some("invalidValue"));
+    assert!(e.to_string().contains(reason), "{e}");
+}
+
+#[test]
+fn new_group_holds_the_placeholder_or_its_members() {
+    let g = groups();
+    let w = GroupWrite {
+        display_name: "Admins, EU".into(),
+        external_id: Some("x".into()),
+        member_ids: vec![],
+    };
+    let (dn, attrs) = g.new_entry(&w, &[], GROUPS);
+    assert_eq!(dn, format!("cn=Admins\\, EU,{GROUPS}"));
+    assert_eq!(new_attr(&attrs, "member"), Some(vec![String::new()]));
+    assert_eq!(
+        new_attr(&attrs, "scimExternalId"),
+        Some(vec!["x".to_owned()])
+    );
+    let (_, attrs) = g.new_entry(
+        &w,
+        &[
+            ALICE.into(),
+            "UID=Alice, ou=People,dc=example,dc=org".into(),
+            BOB.into(),
+        ],
+        GROUPS,
+    );
+    assert_eq!(
+        new_attr(&attrs, "member"),
+        Some(vec![ALICE.to_owned(), BOB.to_owned()])
+    );
+}
+
+fn add(values: &[&str]) -> Change {
+    Change::Add(
+        "member".into(),
+        values.iter().map(|s| (*s).to_owned()).collect(),
+    )
+}
+
+fn delete(values: &[&str]) -> Change {
+    Change::Delete(
+        "member".into(),
+        values.iter().map(|s| (*s).to_owned()).collect(),
+    )
+}
+
+fn dns(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[rstest]
+// the first member replaces the placeholder
+#[case(&[""], &[ALICE], &[], None, vec![add(&[ALICE]), delete(&[""])])]
+// the last member leaving brings the placeholder back
+#[case(&[ALICE], &[], &[ALICE], None, vec![add(&[""]), delete(&[ALICE])])]
+// removing a non-member, adding a member: nothing (DNs compare loosely)
+#[case(&[ALICE], &[], &[BOB], None, vec![])]
+#[case(&[ALICE], &["UID=Alice , OU=People,dc=Example,dc=org"], &[], None, vec![])]
+#[case(&[ALICE, BOB], &[], &["uid=BOB,ou=people,dc=example,dc=org"], None, vec![delete(&[BOB])])]
+#[case(&[ALICE], &[BOB, BOB], &[], None, vec![add(&[BOB])])]
+// replace
+#[case(&[ALICE], &[], &[], Some(&[BOB][..]), vec![add(&[BOB]), delete(&[ALICE])])]
+#[case(&[ALICE, BOB], &[], &[], Some(&[][..]), vec![add(&[""]), delete(&[ALICE, BOB])])]
+#[case(&[""], &[], &[], Some(&[][..]), vec![])]
+#[case(&[""], &[], &[], Some(&[ALICE][..]), vec![add(&[ALICE]), delete(&[""])])]
+#[case(&[ALICE], &[], &[], Some(&["uid=alice,ou=people,dc=example,dc=org"][..]), vec![])]
+// a group read without any member value (not written by lockbridge)
+#[case(&[], &[], &[ALICE], None, vec![add(&[""])])]
+fn member_changes(
+    #[case] stored: &[&str],
+    #[case] add_dns: &[&str],
+    #[case] remove_dns: &[&str],
+    #[case] replace: Option<&[&str]>,
+    #[case] expected: Vec<Change>,
+) {
+    let replace = replace.map(dns);
+    let changes = groups().member_changes(
+        &group(stored),
+        &dns(add_dns),
+        &dns(remove_dns),
+        replace.as_deref(),
+    );
+    assert_eq!(changes, expected);
+}
+
+#[test]
+fn group_rename_and_external_id() {
+    let g = groups();
+    let e = group(&[ALICE]);
+    assert_eq!(g.rdn_change(&e, "Tour Guides"), None);
+    assert_eq!(
+        g.rdn_change(&e, "Guides+Co").as_deref(),
+        Some("cn=Guides\\+Co")
+    );
+    let w = GroupWrite {
+        display_name: "Tour Guides".into(),
+        external_id: Some("x".into()),
+        member_ids: vec![],
+    };
+    assert_eq!(
+        g.changes(&e, &w),
+        [Change::Replace("scimExternalId".into(), vec!["x".into()])]
+    );
+    let p = GroupPatch {
+        external_id: Some(None),
+        ..GroupPatch::default()
+    };
+    assert_eq!(g.patch_changes(&e, &p), []);
+    let mut e2 = e.clone();
+    e2.attrs.insert("scimexternalid".into(), vec!["x".into()]);
+    assert_eq!(
+        g.patch_changes(&e2, &p),
+        [Change::Replace("scimExternalId".into(), vec![])]
+    );
+    // a group not named by cn: displayName is a replace of cn
+    let mut e3 = e.clone();
+    e3.dn = format!("ou=guides,{GROUPS}");
+    assert_eq!(
+        g.patch_changes(
+            &e3,
+            &GroupPatch {
+                display_name: Some("Guides".into()),
+                ..GroupPatch::default()
+            }
+        ),
+        [Change::Replace("cn".into(), vec!["Guides".into()])]
+    );
+}
+
+#[test]
+fn object_filter_and_version() {
+    assert_eq!(groups().object_filter(), "(objectClass=groupOfNames)");
+    let g = GroupMapping::new(GroupMappingSettings {
+        object_classes: vec!["groupOfNames".into(), "lockbridgeGroup".into()],
+        external_id_attribute: None,
+    })
+    .expect("valid");
+    assert_eq!(
+        g.object_filter(),
+        "(&(objectClass=groupOfNames)(objectClass=lockbridgeGroup))"
+    );
+    assert_eq!(
+        g.version(&group(&[])).as_deref(),
+        Some("W/\"20240102030405.000000Z#000000#000#000000\"")
+    );
+    assert_eq!(
+        mapping().version(&bjensen()).as_deref(),
+        Some("W/\"20240102030405.123456Z#000000#000#000000\"")
+    );
+    assert_eq!(mapping().version(&Entry::default()), None);
+}
+
+#[test]
+fn group_sort_keys() {
+    let key = groups()
+        .sort_key(&AttrPath::new("displayName"))
+        .expect("sortable");
+    assert_eq!(key.attribute, "cn");
+    assert!(!key.reverse);
+    assert!(groups().sort_key(&AttrPath::new("members")).is_err());
+}
+
+// -- DNs and times ------------------------------------------------------------------------
+
+#[rstest]
+#[case("simple", "simple")]
+#[case("a,b", "a\\,b")]
+#[case("#x", "\\#x")]
+#[case("x#", "x#")]
+#[case(" x ", "\\ x\\ ")]
+#[case("a+b=c;d<e>f\"g\\h", "a\\+b\\=c\\;d\\<e\\>f\\\"g\\\\h")]
+#[case("nul\0", "nul\\00")]
+#[case("Jürgen 李", "Jürgen 李")]
+fn rdn_values_are_escaped(#[case] value: &str, #[case] escaped: &str) {
+    assert_eq!(escape_rdn_value(value), escaped);
+    let dn = format!("uid={escaped},{PEOPLE}");
+    assert!(crate::directory::escape::is_valid_dn(&dn), "{dn}");
+    assert_eq!(rdn_of(&dn), Some(("uid".to_owned(), value.to_owned())));
+}
+
+#[rstest]
+#[case("uid=bjensen,ou=people", Some(("uid", "bjensen")))]
+#[case(" UID = Bob Smith , ou=people", Some(("UID", "Bob Smith")))]
+#[case("cn=Smith\\2C John,dc=x", Some(("cn", "Smith, John")))]
+#[case("cn=a\\ ,dc=x", Some(("cn", "a ")))]
+#[case("cn=a+sn=b,dc=x", None)]
+#[case("novalue", None)]
+#[case("cn=dangling\\", None)]
+#[case("", None)]
+fn rdns_are_read(#[case] dn: &str, #[case] expected: Option<(&str, &str)>) {
+    assert_eq!(
+        rdn_of(dn),
+        expected.map(|(a, v)| (a.to_owned(), v.to_owned()))
+    );
+}
+
+#[test]
+fn dn_keys_ignore_case_and_spaces_around_separators() {
+    assert_eq!(
+        dn_key(" UID=Bob , OU=People,dc=Example, dc=org "),
+        "uid=bob,ou=people,dc=example,dc=org"
+    );
+    assert_eq!(
+        dn_key("cn=Smith\\2C John,dc=x"),
+        dn_key("CN=smith\\, john,DC=x")
+    );
+    assert_ne!(dn_key("cn=a\\,b,dc=x"), dn_key("cn=a,b,dc=x"));
+}
+
+#[rstest]
+#[case("20240101120000Z", Some("2024-01-01T12:00:00Z"))]
+#[case("20240101120000.5Z", Some("2024-01-01T12:00:00.500Z"))]
+#[case("20240101120000.123456Z", Some("2024-01-01T12:00:00.123456Z"))]
+#[case("20240101140000+0200", Some("2024-01-01T12:00:00Z"))]
+#[case("202401011200Z", Some("2024-01-01T12:00:00Z"))]
+#[case("2024010112Z", Some("2024-01-01T12:00:00Z"))]
+#[case("20240230120000Z", None)]
+#[case("20240101120000", None)]
+#[case("2024-01-01T12:00:00Z", None)]
+#[case("", None)]
+fn generalized_times_become_rfc3339(#[case] gt: &str, #[case] expected: Option<&str>) {
+    assert_eq!(rfc3339(gt).as_deref(), expected);
+}
+
+// -- properties ---------------------------------------------------------------------------
+
+fn text() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9][A-Za-z0-9 ,.'+=#\"\\\\é李-]{0,10}"
+}
+
+fn unique_ci(s: impl Strategy<Value = String>, max: usize) -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(s, 0..max).prop_map(|v| {
+        let mut out: Vec<String> = Vec::new();
+        for x in v {
+            if !out.iter().any(|o| o.to_lowercase() == x.to_lowercase()) {
+                out.push(x);
+            }
+        }
+        out
+    })
+}
+
+prop_compose! {
+    fn arb_entry()(
+        uid in "[A-Za-z0-9 ,+#=._\\\\-]{1,12}".prop_filter("not blank", |s| !s.trim().is_empty()),
+        cn in prop::collection::vec(text(), 1..3),
+        sn in prop::collection::vec(text(), 1..2),
+        given in prop::option::of(text()),
+        display in prop::option::of(text()),
+        title in prop::option::of(text()),
+        lang in prop::option::of("[a-z]{2}(-[A-Z]{2})?"),
+        mail in unique_ci("[a-z]{1,6}@[a-z]{1,6}\\.(org|com)", 4),
+        phone in unique_ci("[+0-9 ]{1,12}".prop_filter("digits", |s| !s.trim().is_empty()), 3),
+        mobile in unique_ci("[0-9]{3,10}", 2),
+        employee in prop::option::of("[0-9]{1,8}"),
+        department in prop::option::of(text()),
+        org in prop::option::of(text()),
+        manager in prop::option::of(Just("uid=boss,ou=people,dc=example,dc=org".to_owned())),
+        external in prop::option::of("[A-Za-z0-9-]{1,20}"),
+        reset in prop::option::of(prop::sample::select(&["TRUE", "FALSE"][..])),
+        locked in prop::option::of(prop::sample::select(&[LOCKED_BY_ADMIN, "20240101120000Z"][..])),
+        changed in prop::option::of(Just("20240101120000Z")),
+    ) -> Entry {
+        let mut attrs: Vec<(String, Vec<String>)> = vec![
+            ("uid".into(), vec![uid.clone()]),
+            ("cn".into(), cn),
+            ("sn".into(), sn),
+            ("entryUUID".into(), vec!["2819c223-7f76-453a-919d-413861904646".into()]),
+        ];
+        let mut opt = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                attrs.push((name.to_owned(), vec![v]));
+            }
+        };
+        opt("givenName", given);
+        opt("displayName", display);
+        opt("title", title);
+        opt("preferredLanguage", lang);
+        opt("employeeNumber", employee);
+        opt("departmentNumber", department);
+        opt("o", org);
+        opt("manager", manager);
+        opt("scimExternalId", external);
+        opt("pwdReset", reset.map(str::to_owned));
+        opt("pwdAccountLockedTime", locked.map(str::to_owned));
+        opt("pwdChangedTime", changed.map(str::to_owned));
+        for (name, values) in [("mail", mail), ("telephoneNumber", phone), ("mobile", mobile)] {
+            if !values.is_empty() {
+                attrs.push((name.to_owned(), values));
+            }
+        }
+        Entry::new(format!("uid={},{PEOPLE}", escape_rdn_value(&uid)), attrs)
+    }
+}
+
+/// Arbitrary JSON, with the attribute names of a User or Group among the keys so that
+/// the parser's deeper paths are reached.
+pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<String>().prop_map(Value::String),
+        prop::sample::select(&["", "True", "false", "work", "mobile", "x@y"][..])
+            .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    let key = prop_oneof![
+        prop::sample::select(
+            &[
+                "userName",
+                "name",
+                "givenName",
+                "familyName",
+                "formatted",
+                "emails",
+                "value",
+                "type",
+                "primary",
+                "phoneNumbers",
+                "active",
+                "password",
+                "displayName",
+                "members",
+                "$ref",
+                "display",
+                "externalId",
+                "manager",
+                "mustChange",
+                "id",
+                "meta",
+                "schemas",
+                "title",
+                "name.givenName",
+                ENTERPRISE_USER,
+                PASSWORD_EXTENSION,
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+            ][..]
+        )
+        .prop_map(str::to_owned),
+        any::<String>(),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((key.clone(), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A resource read from an entry and written back unchanged changes nothing.
+    #[test]
+    fn to_resource_then_parse_then_changes_is_empty(e in arb_entry()) {
+        let m = mapping();
+        let x = UserExtras {
+            base_url: BASE.into(),
+            manager_id: e.first("manager").map(|_| "boss-id".to_owned()),
+            ..UserExtras::default()
+        };
+        let r = m.to_resource(&e, &x);
+        let mut w = m.parse(&r, WriteMode::Replace).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if let Some(dn) = e.first("manager") {
+            prop_assert_eq!(w.manager_id.as_deref(), Some("boss-id"));
+            w.attrs.insert("manager".into(), vec![dn.to_owned()]);
+        }
+        prop_assert_eq!(m.changes(&e, &w), vec![], "{}", r);
+        prop_assert_eq!(m.rdn_change(&e, &w), None);
+    }
+
+    /// Parsing never panics, whatever the JSON.
+    #[test]
+    fn parse_never_panics(v in arb_json()) {
+        let _ = mapping().parse(&v, WriteMode::Create);
+        let _ = groups().parse(&v);
+        if let Value::Object(mut o) = v {
+            o.insert("userName".into(), json!("u"));
+            let _ = mapping().parse(&Value::Object(o), WriteMode::Create);
+        }
+    }
+
+    /// Any value survives the RDN escaping.
+    #[test]
+    fn rdn_escaping_round_trips(v in any::<String>().prop_filter("non-empty", |s| !s.is_empty())) {
+        let dn = format!("uid={},{PEOPLE}", escape_rdn_value(&v));
+        prop_assert_eq!(rdn_of(&dn), Some(("uid".to_owned(), v)));
+    }
+}

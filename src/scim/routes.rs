@@ -1,0 +1,490 @@
+//! The SCIM HTTP surface (RFC 7644 §3): routes, `application/scim+json` bodies, ETags,
+//! query parameters. Each handler parses, calls [`ScimService`], and shapes the answer;
+//! every failure is a [`ScimError`], rendered as a SCIM error body by `http::error`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequestParts, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::request::Parts;
+use serde_json::Value;
+
+use super::error::ScimError;
+use super::model::{ListQuery, PatchRequest, SearchRequest};
+use super::service::{Caller, Kind, ScimService, Served, Shape, none_match};
+use crate::auth::{AuthError, Authenticator, Permission};
+
+/// The media type of every SCIM body (RFC 7644 §3.1).
+pub const SCIM_MEDIA_TYPE: &str = "application/scim+json";
+
+/// A SCIM request body may be larger than an admin API body (a group PATCH with many
+/// members), but stays bounded.
+pub const SCIM_BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ScimState {
+    pub service: Arc<ScimService>,
+    pub auth: Authenticator,
+}
+
+impl FromRef<ScimState> for Authenticator {
+    fn from_ref(state: &ScimState) -> Authenticator {
+        state.auth.clone()
+    }
+}
+
+pub fn routes(state: ScimState) -> Router {
+    Router::new()
+        .route("/ServiceProviderConfig", get(service_provider_config))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/ResourceTypes/{name}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{urn}", get(schema))
+        .route("/Users", get(list_users).post(create_user))
+        .route("/Users/.search", post(search_users))
+        .route(
+            "/Users/{id}",
+            get(get_user)
+                .put(replace_user)
+                .patch(patch_user)
+                .delete(delete_user),
+        )
+        .route("/Groups", get(list_groups).post(create_group))
+        .route("/Groups/.search", post(search_groups))
+        .route(
+            "/Groups/{id}",
+            get(get_group)
+                .put(replace_group)
+                .patch(patch_group)
+                .delete(delete_group),
+        )
+        .route("/Me", axum::routing::any(me))
+        .route("/Bulk", axum::routing::any(bulk))
+        .route("/.search", post(root_search))
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(SCIM_BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+/// A caller holding a token with the `scim` role; failures are SCIM errors.
+pub struct Provisioner(pub Caller);
+
+impl FromRequestParts<ScimState> for Provisioner {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ScimState) -> Result<Self, ScimError> {
+        let principal = crate::auth::Principal::from_request_parts(parts, state)
+            .await
+            .map_err(|e| match e {
+                AuthError::MissingToken => ScimError::Unauthorized(
+                    "no bearer token: send `Authorization: Bearer <token>` with a token of role `scim` (lockbridge token create --role scim)".into(),
+                ),
+                AuthError::InvalidToken => ScimError::Unauthorized(
+                    "the bearer token is not valid (unknown, revoked or mistyped)".into(),
+                ),
+                AuthError::Forbidden { .. } => ScimError::Forbidden(
+                    "this token may not use the SCIM API; create a token with role `scim`".into(),
+                ),
+                AuthError::Store(cause) => {
+                    tracing::error!(cause = %cause, "store unavailable while checking a token");
+                    ScimError::Unavailable {
+                        detail: "lockbridge's own database is unavailable".into(),
+                        retry_after_secs: 5,
+                    }
+                }
+            })?;
+        if !principal.can(Permission::Provision) {
+            return Err(ScimError::Forbidden(format!(
+                "a {} token may not use the SCIM API; create a token with role `scim`",
+                principal.role
+            )));
+        }
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Provisioner(Caller {
+            name: principal.name,
+            request_id,
+        }))
+    }
+}
+
+/// A JSON body as SCIM clients send it: `application/scim+json` or `application/json`
+/// (Entra and Okta send either); anything else, or text that is not JSON, is
+/// `invalidSyntax`.
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !(essence == SCIM_MEDIA_TYPE || essence == "application/json" || essence.is_empty()) {
+            return Err(ScimError::InvalidSyntax(format!(
+                "the body's Content-Type is `{essence}`; send {SCIM_MEDIA_TYPE} (or application/json)"
+            )));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ScimError::InvalidSyntax(format!(
+            "the body is not valid JSON ({}, line {} column {}); send a SCIM resource as JSON",
+            e.classify_name(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected data",
+            serde_json::error::Category::Eof => "unexpected end",
+        }
+    }
+}
+
+/// A SCIM response: the media type, and Location/ETag when a resource is returned.
+fn scim_json(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(SCIM_MEDIA_TYPE),
+    );
+    response
+}
+
+fn resource_response(status: StatusCode, served: &Served) -> Response {
+    let mut response = scim_json(status, &served.resource);
+    if let Some(v) = &served.version
+        && let Ok(h) = HeaderValue::from_str(v)
+    {
+        response.headers_mut().insert(header::ETAG, h);
+    }
+    if status == StatusCode::CREATED
+        && let Ok(h) = HeaderValue::from_str(&served.location)
+    {
+        response.headers_mut().insert(header::LOCATION, h);
+    }
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn shape(raw: Option<&str>) -> Result<Shape, ScimError> {
+    let q = ListQuery::parse(raw.unwrap_or(""), u32::MAX)?;
+    Ok(Shape {
+        attributes: q.attributes,
+        excluded: q.excluded_attributes,
+    })
+}
+
+// ----- discovery (RFC 7644 §4) -----------------------------------------------------------
+
+async fn service_provider_config(State(s): State<ScimState>, _: Provisioner) -> Response {
+    scim_json(
+        StatusCode::OK,
+        &s.service.discovery().service_provider_config(),
+    )
+}
+
+async fn resource_types(State(s): State<ScimState>, _: Provisioner) -> Response {
+    scim_json(StatusCode::OK, &s.service.discovery().resource_types_list())
+}
+
+async fn resource_type(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    Path(name): Path<String>,
+) -> Result<Response, ScimError> {
+    let doc = s.service.discovery().resource_type(&name).ok_or_else(|| {
+        ScimError::NotFound(format!("no resource type \"{name}\"; see /ResourceTypes"))
+    })?;
+    Ok(scim_json(StatusCode::OK, &doc))
+}
+
+async fn schemas(State(s): State<ScimState>, _: Provisioner) -> Response {
+    scim_json(StatusCode::OK, &s.service.discovery().schemas_list())
+}
+
+async fn schema(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    Path(urn): Path<String>,
+) -> Result<Response, ScimError> {
+    let doc = s
+        .service
+        .discovery()
+        .schema(&urn)
+        .ok_or_else(|| ScimError::NotFound(format!("no schema \"{urn}\"; see /Schemas")))?;
+    Ok(scim_json(StatusCode::OK, &doc))
+}
+
+// ----- users -----------------------------------------------------------------------------
+
+async fn list(s: &ScimState, kind: Kind, raw: Option<&str>) -> Result<Response, ScimError> {
+    let query = ListQuery::parse(raw.unwrap_or(""), s.service.settings().max_results)?;
+    let body = s.service.list(kind, &query).await?;
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+async fn search(
+    s: &ScimState,
+    kind: Kind,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ScimError> {
+    let value = json_body(headers, body)?;
+    let request: SearchRequest = serde_json::from_value(value).map_err(|e| {
+        ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
+    })?;
+    let query = request.into_query(s.service.settings().max_results)?;
+    let body = s.service.list(kind, &query).await?;
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+async fn get_resource(
+    s: &ScimState,
+    kind: Kind,
+    id: &str,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ScimError> {
+    let served = s.service.get(kind, id, &shape(raw)?).await?;
+    if let Some(tags) = header_str(headers, header::IF_NONE_MATCH)
+        && none_match(served.version.as_deref(), tags)
+    {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        if let Some(v) = served
+            .version
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+        return Ok(r);
+    }
+    Ok(resource_response(StatusCode::OK, &served))
+}
+
+async fn list_users(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ScimError> {
+    list(&s, Kind::User, q.as_deref()).await
+}
+
+async fn search_users(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    search(&s, Kind::User, &headers, &body).await
+}
+
+async fn get_user(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    get_resource(&s, Kind::User, &id, q.as_deref(), &headers).await
+}
+
+async fn create_user(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let value = json_body(&headers, &body)?;
+    let served = s.service.create_user(&caller, &value).await?;
+    Ok(resource_response(StatusCode::CREATED, &served))
+}
+
+async fn replace_user(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let value = json_body(&headers, &body)?;
+    let served = s
+        .service
+        .replace_user(&caller, &id, &value, header_str(&headers, header::IF_MATCH))
+        .await?;
+    Ok(resource_response(StatusCode::OK, &served))
+}
+
+fn patch_request(headers: &HeaderMap, body: &Bytes) -> Result<PatchRequest, ScimError> {
+    let value = json_body(headers, body)?;
+    PatchRequest::from_value(value)
+}
+
+async fn patch_user(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let patch = patch_request(&headers, &body)?;
+    let served = s
+        .service
+        .patch_user(&caller, &id, &patch, header_str(&headers, header::IF_MATCH))
+        .await?;
+    Ok(resource_response(StatusCode::OK, &served))
+}
+
+async fn delete_user(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ScimError> {
+    s.service
+        .delete_user(&caller, &id, header_str(&headers, header::IF_MATCH))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- groups ----------------------------------------------------------------------------
+
+async fn list_groups(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ScimError> {
+    list(&s, Kind::Group, q.as_deref()).await
+}
+
+async fn search_groups(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    search(&s, Kind::Group, &headers, &body).await
+}
+
+async fn get_group(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    get_resource(&s, Kind::Group, &id, q.as_deref(), &headers).await
+}
+
+async fn create_group(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let value = json_body(&headers, &body)?;
+    let served = s.service.create_group(&caller, &value).await?;
+    Ok(resource_response(StatusCode::CREATED, &served))
+}
+
+async fn replace_group(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let value = json_body(&headers, &body)?;
+    let served = s
+        .service
+        .replace_group(&caller, &id, &value, header_str(&headers, header::IF_MATCH))
+        .await?;
+    Ok(resource_response(StatusCode::OK, &served))
+}
+
+async fn patch_group(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let patch = patch_request(&headers, &body)?;
+    let served = s
+        .service
+        .patch_group(&caller, &id, &patch, header_str(&headers, header::IF_MATCH))
+        .await?;
+    Ok(resource_response(StatusCode::OK, &served))
+}
+
+async fn delete_group(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ScimError> {
+    s.service
+        .delete_group(&caller, &id, header_str(&headers, header::IF_MATCH))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- unsupported (RFC 7644 §3.7, §3.11, §3.4.3) ------------------------------------------
+
+async fn me(_: Provisioner) -> ScimError {
+    ScimError::NotImplemented(
+        "/Me is not supported: a provisioning token does not stand for a user; use /Users/{id}"
+            .into(),
+    )
+}
+
+async fn bulk(_: Provisioner) -> ScimError {
+    ScimError::NotImplemented(
+        "bulk operations are not supported (ServiceProviderConfig bulk.supported is false); send one request per resource".into(),
+    )
+}
+
+/// `POST /.search` (RFC 7644 §3.4.3): Users, then Groups, as one list.
+async fn root_search(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let value = json_body(&headers, &body)?;
+    let request: SearchRequest = serde_json::from_value(value).map_err(|e| {
+        ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
+    })?;
+    let query = request.into_query(s.service.settings().max_results)?;
+    let body = s.service.list_all(&query).await?;
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+async fn method_not_allowed() -> ScimError {
+    ScimError::MethodNotAllowed(
+        "this endpoint does not take this HTTP method; see RFC 7644 section 3.2 for the methods of each endpoint".into(),
+    )
+}
+
+async fn unknown_endpoint() -> ScimError {
+    ScimError::NotFound(
+        "no such SCIM endpoint; see /scim/v2/ResourceTypes for the resource endpoints".into(),
+    )
+}

@@ -1,0 +1,1523 @@
+//! The SCIM service: RFC 7644 operations on Users and Groups carried out on the LDAP
+//! entries themselves. Nothing is copied into lockbridge's store; the store only gets
+//! the audit record of every write.
+//!
+//! Every write follows the same order: parse and check the whole request → look up
+//! everything it refers to (uniqueness, manager, members) → check the audit log can be
+//! written → one LDAP modify (plus a rename when the naming attribute changes) → the
+//! password, through the account layer → read the entry back. A password the directory
+//! refuses undoes the attribute change, so a request is applied whole or not at all.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value;
+
+use super::error::ScimError;
+use super::filter::{
+    AttrPath, Filter, FilterMapping, PASSWORD_EXTENSION, Reference, WithReferences, references,
+    to_ldap,
+};
+use super::model::{ListQuery, ListResponse, PatchRequest, project};
+use super::patch::{apply_user_patch, parse_group_patch};
+use super::resource::{
+    GroupMapping, GroupRef, MemberKind, MemberRef, UserExtras, UserMapping, UserWrite, WriteMode,
+    escape_rdn_value,
+};
+use super::schema::Discovery;
+use crate::account::expiry::{ExpiryService, PasswordExpiry};
+use crate::account::{AccountError, AccountService};
+use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
+use crate::directory::escape::equals;
+use crate::directory::{
+    Change, Directory, DirectoryError, Entry, SearchScope, WindowQuery, same_dn,
+};
+use crate::types::Secret;
+
+/// Ids looked up in one directory search when resolving references.
+const RESOLVE_BATCH: usize = 50;
+
+/// What DELETE does to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    Delete,
+    Deactivate,
+}
+
+/// Where resources live and how the service behaves; mapped from `[scim]` and
+/// `[directory]` by the composition root.
+#[derive(Debug, Clone)]
+pub struct ScimSettings {
+    /// Absolute base URL of the SCIM API, e.g. `https://idm.example.org/scim/v2`.
+    pub base_url: String,
+    /// Subtree searched for users.
+    pub users_base: String,
+    /// Filter every user matches, with parentheses.
+    pub user_filter: String,
+    /// Where new users are created.
+    pub users_container: String,
+    /// Subtree searched for groups; `None`: groups are not served.
+    pub groups_base: Option<String>,
+    /// Where new groups are created.
+    pub groups_container: String,
+    pub delete_mode: DeleteMode,
+    /// Largest page a client gets.
+    pub max_results: u32,
+    /// Check pushed passwords against lockbridge's own rules too.
+    pub check_password_rules: bool,
+    /// Groups SCIM may read but never change: lockbridge's administrator groups
+    /// (`directory.admin_group_dns`), so a provisioning token cannot make anyone an admin.
+    pub protected_groups: Vec<String>,
+}
+
+/// Who is calling: the token's name (for the audit log) and the request id.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub request_id: Option<String>,
+}
+
+/// A resource as returned to the client, with its version for the ETag header.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub resource: Value,
+    pub version: Option<String>,
+    pub location: String,
+}
+
+/// Which kind of resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+}
+
+/// How the client wants the resources shaped (`attributes`, `excludedAttributes`).
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub attributes: Vec<AttrPath>,
+    pub excluded: Vec<AttrPath>,
+}
+
+impl Shape {
+    /// Does the client ask for `name` (so that it is worth computing)?
+    fn wants(&self, name: &str) -> bool {
+        self.attributes
+            .iter()
+            .any(|a| a.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Does the client ask for the password extension's computed facts?
+    fn wants_password_facts(&self) -> bool {
+        self.attributes.iter().any(|a| {
+            let urn = a.urn.as_deref().unwrap_or("");
+            urn.eq_ignore_ascii_case(PASSWORD_EXTENSION)
+                || a.full_urn().eq_ignore_ascii_case(PASSWORD_EXTENSION)
+                || ["passwordExpiresAt", "neverExpires", "passwordLastChanged"]
+                    .iter()
+                    .any(|n| a.name.eq_ignore_ascii_case(n))
+        })
+    }
+
+    fn excludes(&self, name: &str) -> bool {
+        self.excluded
+            .iter()
+            .any(|a| a.name.eq_ignore_ascii_case(name))
+    }
+}
+
+pub struct ScimService {
+    directory: Directory,
+    account: Arc<AccountService>,
+    expiry: Arc<ExpiryService>,
+    audit: AuditLog,
+    users: UserMapping,
+    groups: GroupMapping,
+    discovery: Discovery,
+    settings: ScimSettings,
+}
+
+impl ScimService {
+    pub fn new(
+        account: Arc<AccountService>,
+        expiry: Arc<ExpiryService>,
+        audit: AuditLog,
+        users: UserMapping,
+        groups: GroupMapping,
+        discovery: Discovery,
+        settings: ScimSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            directory: account.directory().clone(),
+            account,
+            expiry,
+            audit,
+            users,
+            groups,
+            discovery,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &ScimSettings {
+        &self.settings
+    }
+
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    fn groups_base(&self) -> Result<&str, ScimError> {
+        self.settings.groups_base.as_deref().ok_or_else(|| {
+            ScimError::NotFound(
+                "this service provider serves no groups (directory.groups_base is not set)".into(),
+            )
+        })
+    }
+
+    fn location(&self, kind: Kind, id: &str) -> String {
+        let collection = match kind {
+            Kind::User => "Users",
+            Kind::Group => "Groups",
+        };
+        format!("{}/{collection}/{id}", self.settings.base_url)
+    }
+
+    // ----- errors -----------------------------------------------------------------------
+
+    fn directory_failure(&self, e: DirectoryError) -> ScimError {
+        match e {
+            DirectoryError::AlreadyExists(_) => ScimError::Uniqueness(
+                "an entry with this name already exists in the directory".into(),
+            ),
+            DirectoryError::AssertionFailed => ScimError::PreconditionFailed(
+                "the resource changed since the version given in If-Match; read it again".into(),
+            ),
+            DirectoryError::Rejected { message, .. } => {
+                ScimError::InvalidValue(format!("the directory refused the change: {message}"))
+            }
+            DirectoryError::SizeLimit(n) => {
+                ScimError::TooMany(format!("more than {n} entries match; narrow the filter"))
+            }
+            DirectoryError::Unsupported(what) => ScimError::NotImplemented(what),
+            DirectoryError::NoSuchEntry(_) | DirectoryError::NoSuchUser => {
+                ScimError::NotFound("the resource no longer exists".into())
+            }
+            other => from_account(self.account.directory_error(other)),
+        }
+    }
+
+    // ----- reads ------------------------------------------------------------------------
+
+    /// The user entry with SCIM id `id`.
+    async fn user_entry(&self, id: &str) -> Result<Entry, ScimError> {
+        let not_found = || ScimError::NotFound(format!("no User with id \"{}\"", clip(id)));
+        let uuid = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
+        let filter = format!(
+            "(&{}{})",
+            self.settings.user_filter,
+            equals("entryUUID", &uuid.hyphenated().to_string())
+        );
+        let attrs = self.users.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let mut found = self
+            .directory
+            .search_entries(
+                &self.settings.users_base,
+                SearchScope::Subtree,
+                &filter,
+                &attrs,
+                2,
+            )
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(not_found()),
+            _ => Err(ScimError::Internal(format!(
+                "two users have entryUUID {id}"
+            ))),
+        }
+    }
+
+    async fn user_by_dn(&self, dn: &str) -> Result<Entry, ScimError> {
+        let attrs = self.users.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        self.directory
+            .read_entry(dn, &attrs)
+            .await
+            .map_err(|e| self.directory_failure(e))?
+            .ok_or_else(|| ScimError::NotFound("the user no longer exists".into()))
+    }
+
+    async fn group_entry(&self, id: &str) -> Result<Entry, ScimError> {
+        let base = self.groups_base()?;
+        let not_found = || ScimError::NotFound(format!("no Group with id \"{}\"", clip(id)));
+        let uuid = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
+        let filter = format!(
+            "(&{}{})",
+            self.groups.object_filter(),
+            equals("entryUUID", &uuid.hyphenated().to_string())
+        );
+        let attrs = self.groups.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let mut found = self
+            .directory
+            .search_entries(base, SearchScope::Subtree, &filter, &attrs, 2)
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(not_found()),
+            _ => Err(ScimError::Internal(format!(
+                "two groups have entryUUID {id}"
+            ))),
+        }
+    }
+
+    /// Refuses changes to lockbridge's administrator groups.
+    fn check_writable_group(&self, group: &Entry) -> Result<(), ScimError> {
+        if self
+            .settings
+            .protected_groups
+            .iter()
+            .any(|g| same_dn(g, &group.dn))
+        {
+            return Err(ScimError::Forbidden(
+                "this group is one of lockbridge's administrator groups (directory.admin_group_dns); \
+                 its membership is managed in the directory, not over SCIM"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn group_by_dn(&self, dn: &str) -> Result<Entry, ScimError> {
+        let attrs = self.groups.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        self.directory
+            .read_entry(dn, &attrs)
+            .await
+            .map_err(|e| self.directory_failure(e))?
+            .ok_or_else(|| ScimError::NotFound("the group no longer exists".into()))
+    }
+
+    /// entryUUID (and kind) of each DN, looked up in batches; DNs that are not users or
+    /// groups under the configured bases are left out.
+    async fn ids_of(
+        &self,
+        dns: &[String],
+    ) -> Result<HashMap<String, (String, Kind, Option<String>)>, ScimError> {
+        let mut out = HashMap::new();
+        let wanted: BTreeSet<String> = dns
+            .iter()
+            .filter(|d| !d.is_empty())
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        for chunk in wanted.chunks(RESOLVE_BATCH) {
+            let any = chunk
+                .iter()
+                .map(|dn| equals("entryDN", dn))
+                .collect::<String>();
+            let filter = format!("(|{any})");
+            let mut bases = vec![(self.settings.users_base.as_str(), Kind::User)];
+            if let Some(g) = self.settings.groups_base.as_deref() {
+                bases.push((g, Kind::Group));
+            }
+            for (base, kind) in bases {
+                let found = self
+                    .directory
+                    .search_entries(
+                        base,
+                        SearchScope::Subtree,
+                        &filter,
+                        &["entryUUID", "displayName", "cn"],
+                        chunk.len() * 2,
+                    )
+                    .await
+                    .map_err(|e| self.directory_failure(e))?;
+                for e in found {
+                    if let Some(id) = e.first("entryUUID") {
+                        let display = e
+                            .first("displayName")
+                            .or_else(|| e.first("cn"))
+                            .map(str::to_owned);
+                        out.entry(e.dn.to_ascii_lowercase()).or_insert((
+                            id.to_owned(),
+                            kind,
+                            display,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// DN (and kind) of each id; ids that name nothing are left out.
+    async fn dns_of(
+        &self,
+        ids: &[String],
+        allow_groups: bool,
+    ) -> Result<HashMap<String, (String, Kind)>, ScimError> {
+        let mut out = HashMap::new();
+        let wanted: BTreeSet<String> = ids
+            .iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .map(|u| u.hyphenated().to_string())
+            .collect();
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        for chunk in wanted.chunks(RESOLVE_BATCH) {
+            let any = chunk
+                .iter()
+                .map(|id| equals("entryUUID", id))
+                .collect::<String>();
+            let mut bases = vec![(
+                self.settings.users_base.as_str(),
+                Kind::User,
+                self.settings.user_filter.clone(),
+            )];
+            if allow_groups && let Some(g) = self.settings.groups_base.as_deref() {
+                bases.push((g, Kind::Group, self.groups.object_filter()));
+            }
+            for (base, kind, class) in bases {
+                let filter = format!("(&{class}(|{any}))");
+                let found = self
+                    .directory
+                    .search_entries(
+                        base,
+                        SearchScope::Subtree,
+                        &filter,
+                        &["entryUUID"],
+                        chunk.len() * 2,
+                    )
+                    .await
+                    .map_err(|e| self.directory_failure(e))?;
+                for e in found {
+                    if let Some(id) = e.first("entryUUID") {
+                        out.entry(id.to_ascii_lowercase())
+                            .or_insert((e.dn.clone(), kind));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn user_extras(&self, entry: &Entry, shape: &Shape) -> Result<UserExtras, ScimError> {
+        let (manager_id, manager_display) = match entry.first("manager") {
+            Some(dn) => match self
+                .ids_of(&[dn.to_owned()])
+                .await?
+                .remove(&dn.to_ascii_lowercase())
+            {
+                Some((id, _, display)) => (Some(id), display),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let groups = if shape.wants("groups") {
+            Some(self.groups_of(&entry.dn).await?)
+        } else {
+            None
+        };
+        // passwordExpiresAt and neverExpires are `returned: request`: computed only then.
+        let expiry = if shape.wants_password_facts() {
+            let changed_at = entry.first("pwdChangedTime").and_then(generalized_time);
+            self.expiry
+                .password_expiry(changed_at, entry.first("pwdPolicySubentry"))
+                .await
+                .map_err(from_account)?
+        } else {
+            PasswordExpiry {
+                expires_at: None,
+                never_expires: false,
+            }
+        };
+        Ok(UserExtras {
+            base_url: self.settings.base_url.clone(),
+            manager_id,
+            manager_display,
+            groups,
+            password_expires_at: expiry.expires_at,
+            never_expires: expiry.never_expires,
+        })
+    }
+
+    /// The groups that list `dn` as a direct member.
+    async fn groups_of(&self, dn: &str) -> Result<Vec<GroupRef>, ScimError> {
+        let Some(base) = self.settings.groups_base.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let filter = format!("(&{}{})", self.groups.object_filter(), equals("member", dn));
+        let found = self
+            .directory
+            .search_entries(
+                base,
+                SearchScope::Subtree,
+                &filter,
+                &["entryUUID", "cn"],
+                10_000,
+            )
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|g| {
+                let id = g.first("entryUUID")?.to_owned();
+                Some(GroupRef {
+                    display: g.first("cn").map(str::to_owned),
+                    id,
+                })
+            })
+            .collect())
+    }
+
+    async fn serve_user(&self, entry: &Entry, shape: &Shape) -> Result<Served, ScimError> {
+        let extras = self.user_extras(entry, shape).await?;
+        let mut resource = self.users.to_resource(entry, &extras);
+        project(
+            &mut resource,
+            &shape.attributes,
+            &shape.excluded,
+            self.discovery.user_schema(),
+        );
+        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        Ok(Served {
+            resource,
+            version: self.users.version(entry),
+            location: self.location(Kind::User, &id),
+        })
+    }
+
+    async fn members_of(&self, entry: &Entry) -> Result<Vec<MemberRef>, ScimError> {
+        let dns: Vec<String> = entry
+            .all("member")
+            .iter()
+            .filter(|d| !d.is_empty())
+            .cloned()
+            .collect();
+        let ids = self.ids_of(&dns).await?;
+        Ok(dns
+            .iter()
+            .filter_map(|dn| {
+                let (id, kind, display) = ids.get(&dn.to_ascii_lowercase())?.clone();
+                Some(MemberRef {
+                    kind: match kind {
+                        Kind::User => MemberKind::User,
+                        Kind::Group => MemberKind::Group,
+                    },
+                    display,
+                    id,
+                })
+            })
+            .collect())
+    }
+
+    async fn serve_group(&self, entry: &Entry, shape: &Shape) -> Result<Served, ScimError> {
+        let members = if shape.excludes("members")
+            || (!shape.attributes.is_empty() && !shape.wants("members"))
+        {
+            Vec::new()
+        } else {
+            self.members_of(entry).await?
+        };
+        let mut resource = self
+            .groups
+            .to_resource(entry, &members, &self.settings.base_url);
+        project(
+            &mut resource,
+            &shape.attributes,
+            &shape.excluded,
+            self.discovery.group_schema(),
+        );
+        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        Ok(Served {
+            resource,
+            version: self.groups.version(entry),
+            location: self.location(Kind::Group, &id),
+        })
+    }
+
+    pub async fn get(&self, kind: Kind, id: &str, shape: &Shape) -> Result<Served, ScimError> {
+        match kind {
+            Kind::User => {
+                let entry = self.user_entry(id).await?;
+                self.serve_user(&entry, shape).await
+            }
+            Kind::Group => {
+                let entry = self.group_entry(id).await?;
+                self.serve_group(&entry, shape).await
+            }
+        }
+    }
+
+    /// `GET /Users`, `GET /Groups` and their `/.search` (RFC 7644 §3.4.2, §3.4.3).
+    pub async fn list(&self, kind: Kind, query: &ListQuery) -> Result<Value, ScimError> {
+        let start = query.start_index.max(1);
+        let count = query.count.min(u64::from(self.settings.max_results));
+        let (total, resources) = self.list_page(kind, query, start, count).await?;
+        Ok(ListResponse::new(total, start, resources).to_value())
+    }
+
+    /// The total and the resources `start .. start + count` of a list.
+    async fn list_page(
+        &self,
+        kind: Kind,
+        query: &ListQuery,
+        start: u64,
+        count: u64,
+    ) -> Result<(u64, Vec<Value>), ScimError> {
+        let (base, class): (&str, String) = match kind {
+            Kind::User => (
+                self.settings.users_base.as_str(),
+                self.settings.user_filter.clone(),
+            ),
+            Kind::Group => (self.groups_base()?, self.groups.object_filter()),
+        };
+        let ldap = match &query.filter {
+            Some(filter) => self.translate(filter, kind).await?,
+            None => "(objectClass=*)".to_owned(),
+        };
+        let sort = match &query.sort_by {
+            Some(path) => {
+                let mut key = match kind {
+                    Kind::User => self.users.sort_key(path)?,
+                    Kind::Group => self.groups.sort_key(path)?,
+                };
+                key.reverse = query.descending();
+                Some(key)
+            }
+            None => None,
+        };
+        let attrs = match kind {
+            Kind::User => self.users.read_attributes(),
+            Kind::Group => self.groups.read_attributes(),
+        };
+        let window = self
+            .directory
+            .search_window(&WindowQuery {
+                base: base.to_owned(),
+                filter: format!("(&{class}{ldap})"),
+                attrs,
+                sort,
+                offset: start,
+                count,
+            })
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        let shape = Shape {
+            attributes: query.attributes.clone(),
+            excluded: query.excluded_attributes.clone(),
+        };
+        let mut resources = Vec::with_capacity(window.entries.len());
+        for entry in &window.entries {
+            let served = match kind {
+                Kind::User => self.serve_user(entry, &shape).await?,
+                Kind::Group => self.serve_group(entry, &shape).await?,
+            };
+            resources.push(served.resource);
+        }
+        Ok((window.total, resources))
+    }
+
+    /// `POST /.search` at the root (RFC 7644 §3.4.3): Users, then Groups, paged as one
+    /// list. A filter that only makes sense for one resource type selects nothing of the
+    /// other.
+    pub async fn list_all(&self, query: &ListQuery) -> Result<Value, ScimError> {
+        let start = query.start_index.max(1);
+        let mut users_query = query.clone();
+        users_query.count = 0;
+        let users_total = match self.list_page(Kind::User, &users_query, 1, 0).await {
+            Ok((total, _)) => total,
+            Err(ScimError::InvalidFilter(_)) if self.settings.groups_base.is_some() => 0,
+            Err(e) => return Err(e),
+        };
+        let count = query.count.min(u64::from(self.settings.max_results));
+        let mut resources = Vec::new();
+        if start <= users_total && count > 0 {
+            let (_, page) = self.list_page(Kind::User, query, start, count).await?;
+            resources = page;
+        }
+        let mut groups_total = 0;
+        if self.settings.groups_base.is_some() {
+            let left = count.saturating_sub(resources.len() as u64);
+            let group_start = start.saturating_sub(users_total).max(1);
+            match self.list_page(Kind::Group, query, group_start, left).await {
+                Ok((total, page)) => {
+                    groups_total = total;
+                    resources.extend(page);
+                }
+                Err(ScimError::InvalidFilter(_)) if users_total > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ListResponse::new(users_total + groups_total, start, resources).to_value())
+    }
+
+    /// Translates a filter, first looking up the ids it compares with references.
+    async fn translate(&self, filter: &Filter, kind: Kind) -> Result<String, ScimError> {
+        let refs = references(filter, self.mapping(kind));
+        if refs.is_empty() {
+            return Ok(to_ldap(filter, self.mapping(kind))?);
+        }
+        let ids: Vec<String> = refs.iter().map(|(_, id)| id.clone()).collect();
+        let found = self.dns_of(&ids, true).await?;
+        let resolved = refs
+            .into_iter()
+            .map(|(_, id)| {
+                let r = uuid::Uuid::parse_str(&id)
+                    .ok()
+                    .and_then(|u| found.get(&u.hyphenated().to_string()))
+                    .map_or(Reference::NotFound, |(dn, _)| Reference::Dn(dn.clone()));
+                (id, r)
+            })
+            .collect();
+        Ok(to_ldap(
+            filter,
+            &WithReferences::new(self.mapping(kind), resolved),
+        )?)
+    }
+
+    fn mapping(&self, kind: Kind) -> &dyn FilterMapping {
+        match kind {
+            Kind::User => self.users.filter_mapping(),
+            Kind::Group => self.groups.filter_mapping(),
+        }
+    }
+
+    // ----- user writes ------------------------------------------------------------------
+
+    async fn user_name_taken(
+        &self,
+        user_name: &str,
+        except_dn: Option<&str>,
+    ) -> Result<bool, ScimError> {
+        let filter = format!(
+            "(&{}{})",
+            self.settings.user_filter,
+            equals(self.users.user_name_attribute(), user_name)
+        );
+        let found = self
+            .directory
+            .search_entries(
+                &self.settings.users_base,
+                SearchScope::Subtree,
+                &filter,
+                &["1.1"],
+                10,
+            )
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        Ok(found
+            .iter()
+            .any(|e| except_dn.is_none_or(|dn| !same_dn(dn, &e.dn))))
+    }
+
+    /// Puts the manager's DN into `w` (an id that names no user is refused).
+    async fn resolve_manager(&self, w: &mut UserWrite) -> Result<(), ScimError> {
+        if let Some(id) = w.manager_id.clone().filter(|s| !s.is_empty()) {
+            let found = self.dns_of(std::slice::from_ref(&id), false).await?;
+            let key = uuid::Uuid::parse_str(&id)
+                .map(|u| u.hyphenated().to_string())
+                .unwrap_or_default();
+            match found.get(&key) {
+                Some((dn, _)) => {
+                    w.attrs.insert("manager".into(), vec![dn.clone()]);
+                }
+                None => {
+                    return Err(ScimError::InvalidValue(format!(
+                        "manager \"{}\" is not the id of a User; give the manager's id as returned by GET /Users",
+                        clip(&id)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_password(&self, password: &Secret, user_name: &str) -> Result<(), ScimError> {
+        if self.settings.check_password_rules {
+            self.account
+                .check_rules(password, &[user_name])
+                .map_err(from_account)?;
+        }
+        Ok(())
+    }
+
+    async fn audit_ready(&self) -> Result<(), ScimError> {
+        self.audit
+            .ping()
+            .await
+            .map_err(|e| from_account(AccountError::AuditUnavailable(e)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        caller: &Caller,
+        action: Action,
+        kind: Kind,
+        target: &str,
+        id: Option<String>,
+        attributes: Vec<String>,
+        password: &'static str,
+        active: Option<bool>,
+        result: &Result<(), &ScimError>,
+    ) {
+        let outcome = match result {
+            Ok(()) => Outcome::Success,
+            Err(e) if e.status() >= 500 => Outcome::Failed(e.code()),
+            Err(e) => Outcome::Refused(e.code()),
+        };
+        let _ = self
+            .audit
+            .record(AuditEvent {
+                actor: caller.name.clone(),
+                action,
+                target: Some(target.to_owned()),
+                outcome,
+                detail: Some(Detail::Scim {
+                    resource_type: kind.as_str(),
+                    id,
+                    attributes,
+                    password,
+                    active,
+                }),
+                request_id: caller.request_id.clone(),
+            })
+            .await;
+    }
+
+    /// `POST /Users`.
+    pub async fn create_user(&self, caller: &Caller, body: &Value) -> Result<Served, ScimError> {
+        let mut w = self.users.parse(body, WriteMode::Create)?;
+        let user_name = w.user_name.clone();
+        let active = w.active;
+        let has_password = w.password.is_some();
+        let result = self.try_create_user(&mut w).await;
+        let attrs: Vec<String> = w.attrs.keys().cloned().collect();
+        let (id, password) = match &result {
+            Ok(s) => (
+                s.resource
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                if has_password { "set" } else { "none" },
+            ),
+            Err(_) => (None, if has_password { "refused" } else { "none" }),
+        };
+        self.record(
+            caller,
+            Action::ScimCreate,
+            Kind::User,
+            &user_name,
+            id,
+            attrs,
+            password,
+            active,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+        result
+    }
+
+    async fn try_create_user(&self, w: &mut UserWrite) -> Result<Served, ScimError> {
+        if self.user_name_taken(&w.user_name, None).await? {
+            return Err(ScimError::Uniqueness(format!(
+                "userName \"{}\" is already taken; choose another, or find the existing user with filter=userName eq \"{}\"",
+                clip(&w.user_name),
+                clip(&w.user_name)
+            )));
+        }
+        self.resolve_manager(w).await?;
+        if let Some(p) = &w.password {
+            self.check_password(p, &w.user_name)?;
+        }
+        let (dn, attrs) = self.users.new_entry(w, &self.settings.users_container);
+        self.audit_ready().await?;
+        self.directory
+            .add_entry(&dn, &attrs)
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        if let Some(password) = &w.password
+            && let Err(e) = self
+                .account
+                .push_password(&dn, password, w.must_change.unwrap_or(false))
+                .await
+        {
+            // The entry is new: take it away again rather than leave a user without the
+            // password the client believes it set.
+            if let Err(undo) = self.directory.delete_entry(&dn, None).await {
+                tracing::error!(user.dn = %dn, error = %undo, "could not remove a user whose password was refused");
+            }
+            return Err(from_account(e));
+        }
+        let entry = self.user_by_dn(&dn).await?;
+        self.serve_user(&entry, &Shape::default()).await
+    }
+
+    /// `PUT /Users/{id}`: replaces every attribute the mapping manages; the password only
+    /// when one is sent.
+    pub async fn replace_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Served, ScimError> {
+        let result = async {
+            let current = self.user_entry(id).await?;
+            check_version(self.users.version(&current), if_match)?;
+            let w = self.users.parse(body, WriteMode::Replace)?;
+            self.update_user(current, w, if_match.is_some()).await
+        }
+        .await;
+        self.record_update(caller, Action::ScimReplace, id, &result)
+            .await;
+        result.map(|(served, _)| served)
+    }
+
+    /// `PATCH /Users/{id}` (RFC 7644 §3.5.2), applied to the resource as it is now and
+    /// written as one change.
+    pub async fn patch_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        patch: &PatchRequest,
+        if_match: Option<&str>,
+    ) -> Result<Served, ScimError> {
+        let result = async {
+            let current = self.user_entry(id).await?;
+            check_version(self.users.version(&current), if_match)?;
+            let extras = self.user_extras(&current, &Shape::default()).await?;
+            let mut resource = self.users.to_resource(&current, &extras);
+            let outcome = apply_user_patch(&mut resource, patch, self.discovery.user_schema())?;
+            let mut w = self.users.parse(&resource, WriteMode::Replace)?;
+            w.password = outcome.password;
+            self.update_user(current, w, if_match.is_some()).await
+        }
+        .await;
+        self.record_update(caller, Action::ScimPatch, id, &result)
+            .await;
+        result.map(|(served, _)| served)
+    }
+
+    async fn record_update(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        result: &Result<(Served, UpdateSummary), ScimError>,
+    ) {
+        let (attrs, password, active, target) = match result {
+            Ok((served, s)) => (
+                s.attributes.clone(),
+                s.password,
+                s.active,
+                served
+                    .resource
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or(id)
+                    .to_owned(),
+            ),
+            Err(_) => (Vec::new(), "none", None, id.to_owned()),
+        };
+        self.record(
+            caller,
+            action,
+            Kind::User,
+            &target,
+            Some(id.to_owned()),
+            attrs,
+            password,
+            active,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+    }
+
+    async fn update_user(
+        &self,
+        current: Entry,
+        mut w: UserWrite,
+        asserted: bool,
+    ) -> Result<(Served, UpdateSummary), ScimError> {
+        let new_rdn = self.users.rdn_change(&current, &w);
+        if new_rdn.is_some()
+            && self
+                .user_name_taken(&w.user_name, Some(&current.dn))
+                .await?
+        {
+            return Err(ScimError::Uniqueness(format!(
+                "userName \"{}\" is already taken by another user",
+                clip(&w.user_name)
+            )));
+        }
+        self.resolve_manager(&mut w).await?;
+        let mut password = w.password.take();
+        let mut password_note = "none";
+        if let Some(p) = &password {
+            self.check_password(p, &w.user_name)?;
+            if self
+                .account
+                .is_current_password(&current.dn, p)
+                .await
+                .map_err(from_account)?
+                == Some(true)
+            {
+                // Okta pushes the current password at every sign-in: change nothing.
+                password = None;
+                password_note = "unchanged";
+            }
+        }
+        let changes = self.users.changes(&current, &w);
+        let summary = UpdateSummary {
+            attributes: changed_names(&changes),
+            password: password_note,
+            active: w.active,
+        };
+        if changes.is_empty() && new_rdn.is_none() && password.is_none() {
+            let served = self.serve_user(&current, &Shape::default()).await?;
+            return Ok((served, summary));
+        }
+        self.audit_ready().await?;
+        let assertion = asserted
+            .then(|| current.first("entryCSN").map(|csn| equals("entryCSN", csn)))
+            .flatten();
+        let mut dn = current.dn.clone();
+        if let Some(rdn) = &new_rdn {
+            dn = self
+                .directory
+                .rename_entry(&current.dn, rdn, assertion.as_deref())
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+        }
+        let modify_assertion = if new_rdn.is_some() {
+            None
+        } else {
+            assertion.as_deref()
+        };
+        if let Err(e) = self
+            .directory
+            .modify_entry(&dn, &changes, modify_assertion)
+            .await
+        {
+            self.undo_rename(&current, &dn, new_rdn.is_some()).await;
+            return Err(self.directory_failure(e));
+        }
+        let mut summary = summary;
+        if let Some(p) = &password {
+            match self
+                .account
+                .set_pushed_password(&dn, p, w.must_change.unwrap_or(false))
+                .await
+            {
+                Ok(()) => summary.password = "set",
+                Err(e) => {
+                    let undo = inverse(&changes, &current);
+                    if let Err(u) = self.directory.modify_entry(&dn, &undo, None).await {
+                        tracing::error!(user.dn = %dn, error = %u, "could not undo the attribute change after the password was refused");
+                    }
+                    self.undo_rename(&current, &dn, new_rdn.is_some()).await;
+                    return Err(from_account(e));
+                }
+            }
+        }
+        let entry = self.user_by_dn(&dn).await?;
+        let served = self.serve_user(&entry, &Shape::default()).await?;
+        Ok((served, summary))
+    }
+
+    async fn undo_rename(&self, current: &Entry, dn: &str, renamed: bool) {
+        if !renamed {
+            return;
+        }
+        let Some(old_rdn) = current.dn.split(',').next() else {
+            return;
+        };
+        if let Err(e) = self.directory.rename_entry(dn, old_rdn, None).await {
+            tracing::error!(user.dn = %dn, error = %e, "could not undo a rename after a failed change");
+        }
+    }
+
+    /// `DELETE /Users/{id}`: removes the user from every group, then deletes the entry
+    /// (or, configured so, only locks it).
+    pub async fn delete_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), ScimError> {
+        let mut target = id.to_owned();
+        let result = async {
+            let current = self.user_entry(id).await?;
+            if let Some(name) = current.first(self.users.user_name_attribute()) {
+                target = name.to_owned();
+            }
+            check_version(self.users.version(&current), if_match)?;
+            self.audit_ready().await?;
+            self.leave_groups(&current.dn).await?;
+            match self.settings.delete_mode {
+                DeleteMode::Delete => self
+                    .directory
+                    .delete_entry(&current.dn, None)
+                    .await
+                    .map_err(|e| self.directory_failure(e)),
+                DeleteMode::Deactivate => {
+                    let mut w = self.users.parse(
+                        &self.users.to_resource(
+                            &current,
+                            &self.user_extras(&current, &Shape::default()).await?,
+                        ),
+                        WriteMode::Replace,
+                    )?;
+                    w.active = Some(false);
+                    self.resolve_manager(&mut w).await?;
+                    let changes = self.users.changes(&current, &w);
+                    self.directory
+                        .modify_entry(&current.dn, &changes, None)
+                        .await
+                        .map_err(|e| self.directory_failure(e))
+                }
+            }
+        }
+        .await;
+        self.record(
+            caller,
+            Action::ScimDelete,
+            Kind::User,
+            &target,
+            Some(id.to_owned()),
+            Vec::new(),
+            "none",
+            None,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+        result
+    }
+
+    async fn leave_groups(&self, dn: &str) -> Result<(), ScimError> {
+        let Some(base) = self.settings.groups_base.as_deref() else {
+            return Ok(());
+        };
+        let filter = format!("(&{}{})", self.groups.object_filter(), equals("member", dn));
+        let attrs = self.groups.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let groups = self
+            .directory
+            .search_entries(base, SearchScope::Subtree, &filter, &attrs, 10_000)
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        for g in groups {
+            let changes = self.groups.member_changes(&g, &[], &[dn.to_owned()], None);
+            self.directory
+                .modify_entry(&g.dn, &changes, None)
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+        }
+        Ok(())
+    }
+
+    // ----- group writes -----------------------------------------------------------------
+
+    /// Member ids → DNs; an id that names no user or group is refused when adding.
+    async fn member_dns(&self, ids: &[String], strict: bool) -> Result<Vec<String>, ScimError> {
+        let found = self.dns_of(ids, true).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = uuid::Uuid::parse_str(id)
+                .map(|u| u.hyphenated().to_string())
+                .unwrap_or_default();
+            match found.get(&key) {
+                Some((dn, _)) => out.push(dn.clone()),
+                None if strict => {
+                    return Err(ScimError::InvalidValue(format!(
+                        "member \"{}\" is not the id of a User or Group",
+                        clip(id)
+                    )));
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn group_name_taken(
+        &self,
+        name: &str,
+        except_dn: Option<&str>,
+    ) -> Result<bool, ScimError> {
+        let base = self.groups_base()?;
+        let filter = format!("(&{}{})", self.groups.object_filter(), equals("cn", name));
+        let found = self
+            .directory
+            .search_entries(base, SearchScope::Subtree, &filter, &["1.1"], 10)
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        Ok(found
+            .iter()
+            .any(|e| except_dn.is_none_or(|dn| !same_dn(dn, &e.dn))))
+    }
+
+    /// `POST /Groups`.
+    pub async fn create_group(&self, caller: &Caller, body: &Value) -> Result<Served, ScimError> {
+        let result = async {
+            self.groups_base()?;
+            let w = self.groups.parse(body)?;
+            if self.group_name_taken(&w.display_name, None).await? {
+                return Err(ScimError::Uniqueness(format!(
+                    "a group named \"{}\" already exists",
+                    clip(&w.display_name)
+                )));
+            }
+            let members = self.member_dns(&w.member_ids, true).await?;
+            let (dn, attrs) = self
+                .groups
+                .new_entry(&w, &members, &self.settings.groups_container);
+            self.audit_ready().await?;
+            self.directory
+                .add_entry(&dn, &attrs)
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+            let entry = self.group_by_dn(&dn).await?;
+            self.serve_group(&entry, &Shape::default()).await
+        }
+        .await;
+        let name = body
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_owned();
+        let id = result.as_ref().ok().and_then(|s| {
+            s.resource
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        self.record(
+            caller,
+            Action::ScimCreate,
+            Kind::Group,
+            &name,
+            id,
+            Vec::new(),
+            "none",
+            None,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+        result
+    }
+
+    /// `PUT /Groups/{id}`.
+    pub async fn replace_group(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Served, ScimError> {
+        let result = async {
+            let current = self.group_entry(id).await?;
+            self.check_writable_group(&current)?;
+            check_version(self.groups.version(&current), if_match)?;
+            let w = self.groups.parse(body)?;
+            let members = self.member_dns(&w.member_ids, true).await?;
+            let mut changes = self.groups.changes(&current, &w);
+            changes.extend(
+                self.groups
+                    .member_changes(&current, &[], &[], Some(&members)),
+            );
+            self.write_group(current, Some(w.display_name), changes, if_match.is_some())
+                .await
+        }
+        .await;
+        self.record(
+            caller,
+            Action::ScimReplace,
+            Kind::Group,
+            id,
+            Some(id.to_owned()),
+            Vec::new(),
+            "none",
+            None,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+        result
+    }
+
+    /// `PATCH /Groups/{id}`: membership changes become value adds and deletes in one modify.
+    pub async fn patch_group(
+        &self,
+        caller: &Caller,
+        id: &str,
+        patch: &PatchRequest,
+        if_match: Option<&str>,
+    ) -> Result<Served, ScimError> {
+        let result = async {
+            let current = self.group_entry(id).await?;
+            self.check_writable_group(&current)?;
+            check_version(self.groups.version(&current), if_match)?;
+            let members = self.members_of(&current).await?;
+            let resource = self
+                .groups
+                .to_resource(&current, &members, &self.settings.base_url);
+            let p = parse_group_patch(patch, &resource, self.discovery.group_schema())?;
+            let add = self.member_dns(&p.add_members, true).await?;
+            let remove = self.member_dns(&p.remove_members, false).await?;
+            let replace = match &p.replace_members {
+                Some(ids) => Some(self.member_dns(ids, true).await?),
+                None => None,
+            };
+            let mut changes = self.groups.patch_changes(&current, &p);
+            changes.extend(
+                self.groups
+                    .member_changes(&current, &add, &remove, replace.as_deref()),
+            );
+            self.write_group(current, p.display_name.clone(), changes, if_match.is_some())
+                .await
+        }
+        .await;
+        self.record(
+            caller,
+            Action::ScimPatch,
+            Kind::Group,
+            id,
+            Some(id.to_owned()),
+            Vec::new(),
+            "none",
+            None,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+        result
+    }
+
+    async fn write_group(
+        &self,
+        current: Entry,
+        display_name: Option<String>,
+        changes: Vec<Change>,
+        asserted: bool,
+    ) -> Result<Served, ScimError> {
+        let new_rdn = display_name
+            .filter(|n| current.first("cn").is_none_or(|cn| cn != n))
+            .map(|n| format!("cn={}", escape_rdn_value(&n)));
+        if let Some(rdn) = &new_rdn {
+            let name = rdn.trim_start_matches("cn=");
+            if self.group_name_taken(name, Some(&current.dn)).await? {
+                return Err(ScimError::Uniqueness(
+                    "a group with this displayName already exists".into(),
+                ));
+            }
+        }
+        self.audit_ready().await?;
+        let assertion = asserted
+            .then(|| current.first("entryCSN").map(|csn| equals("entryCSN", csn)))
+            .flatten();
+        let mut dn = current.dn.clone();
+        if let Some(rdn) = &new_rdn {
+            dn = self
+                .directory
+                .rename_entry(&current.dn, rdn, assertion.as_deref())
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+        }
+        // cn changes with the rename; the modify must not repeat it.
+        let changes: Vec<Change> = if new_rdn.is_some() {
+            changes
+                .into_iter()
+                .filter(|c| !change_attr(c).eq_ignore_ascii_case("cn"))
+                .collect()
+        } else {
+            changes
+        };
+        let modify_assertion = if new_rdn.is_some() {
+            None
+        } else {
+            assertion.as_deref()
+        };
+        if let Err(e) = self
+            .directory
+            .modify_entry(&dn, &changes, modify_assertion)
+            .await
+        {
+            self.undo_rename(&current, &dn, new_rdn.is_some()).await;
+            return Err(self.directory_failure(e));
+        }
+        let entry = self.group_by_dn(&dn).await?;
+        self.serve_group(&entry, &Shape::default()).await
+    }
+
+    /// `DELETE /Groups/{id}`.
+    pub async fn delete_group(
+        &self,
+        caller: &Caller,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), ScimError> {
+        let result = async {
+            let current = self.group_entry(id).await?;
+            self.check_writable_group(&current)?;
+            check_version(self.groups.version(&current), if_match)?;
+            self.audit_ready().await?;
+            self.directory
+                .delete_entry(&current.dn, None)
+                .await
+                .map_err(|e| self.directory_failure(e))
+        }
+        .await;
+        self.record(
+            caller,
+            Action::ScimDelete,
+            Kind::Group,
+            id,
+            Some(id.to_owned()),
+            Vec::new(),
+            "none",
+            None,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+        result
+    }
+}
+
+/// What an update did, for the audit record.
+#[derive(Debug, Clone)]
+struct UpdateSummary {
+    attributes: Vec<String>,
+    password: &'static str,
+    active: Option<bool>,
+}
+
+fn change_attr(c: &Change) -> &str {
+    match c {
+        Change::Add(a, _) | Change::Delete(a, _) | Change::Replace(a, _) => a,
+    }
+}
+
+fn changed_names(changes: &[Change]) -> Vec<String> {
+    let mut names: Vec<String> = changes.iter().map(|c| change_attr(c).to_owned()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The changes that put back what `current` held for every attribute `changes` touched.
+fn inverse(changes: &[Change], current: &Entry) -> Vec<Change> {
+    changed_names(changes)
+        .into_iter()
+        .map(|a| {
+            let values = current.all(&a).to_vec();
+            Change::Replace(a, values)
+        })
+        .collect()
+}
+
+/// RFC 7232 If-Match against the entry's version: `*` matches any existing resource.
+fn check_version(current: Option<String>, if_match: Option<&str>) -> Result<(), ScimError> {
+    let Some(wanted) = if_match else {
+        return Ok(());
+    };
+    let matches = wanted.split(',').map(str::trim).any(|tag| {
+        tag == "*"
+            || current
+                .as_deref()
+                .is_some_and(|c| strip_weak(tag) == strip_weak(c))
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ScimError::PreconditionFailed(
+            "the resource has changed since the version in If-Match; GET it again and retry with the new ETag".into(),
+        ))
+    }
+}
+
+fn strip_weak(tag: &str) -> &str {
+    tag.trim_start_matches("W/").trim_matches('"')
+}
+
+/// Whether an `If-None-Match` header names the current version (RFC 7232 §3.2).
+pub fn none_match(current: Option<&str>, if_none_match: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || current.is_some_and(|c| strip_weak(tag) == strip_weak(c)))
+}
+
+fn from_account(e: AccountError) -> ScimError {
+    match e {
+        AccountError::UnknownUser(_) => ScimError::NotFound("the user no longer exists".into()),
+        AccountError::InvalidRequest(text) => ScimError::InvalidValue(text),
+        AccountError::PolicyViolation(violations) => ScimError::InvalidValue(format!(
+            "the password does not meet the password rules: {}",
+            violations
+                .iter()
+                .map(|v| format!("the password {v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        AccountError::DirectoryRefused(r) => ScimError::InvalidValue(format!(
+            "the directory's password policy refused the password ({}): {r}; nothing was changed",
+            crate::account::rejection_code(&r)
+        )),
+        AccountError::DirectoryUnavailable { cause, retry_after_secs } => {
+            tracing::warn!(cause = %cause, "directory unavailable");
+            ScimError::Unavailable {
+                detail: "the directory is not reachable right now; nothing was changed".into(),
+                retry_after_secs,
+            }
+        }
+        AccountError::OutcomeUnknown { cause, retry_after_secs } => {
+            tracing::error!(cause = %cause, "directory write outcome unknown");
+            ScimError::OutcomeUnknown {
+                detail: "the directory stopped answering after a change was sent; read the resource to see whether it was applied".into(),
+                retry_after_secs,
+            }
+        }
+        AccountError::AuditUnavailable(cause) => {
+            tracing::error!(cause = %cause, "audit log unavailable");
+            ScimError::Unavailable {
+                detail: "lockbridge's audit log cannot be written, so nothing was changed".into(),
+                retry_after_secs: 5,
+            }
+        }
+        AccountError::DirectoryAccessDenied => ScimError::Internal(
+            "the directory denied lockbridge's service account the right to do this; operators: check the directory's ACLs".into(),
+        ),
+        AccountError::AccountLocked => ScimError::InvalidValue("the user's account is locked in the directory".into()),
+        other => ScimError::Internal(other.to_string()),
+    }
+}
+
+/// GeneralizedTime (`20261123142742Z`, optionally with a fraction) as UTC.
+fn generalized_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.strip_suffix('Z')?;
+    let (whole, _fraction) = s.split_once(['.', ',']).unwrap_or((s, ""));
+    NaiveDateTime::parse_from_str(whole, "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// At most 64 characters of client input, for messages.
+fn clip(s: &str) -> String {
+    let clipped: String = s.chars().take(64).collect();
+    clipped.replace(|c: char| c.is_control(), "?")
+}

@@ -1,0 +1,1014 @@
+//! The SCIM 2.0 API end to end: the real daemon binary over HTTP, a real slapd with
+//! ppolicy, and the habits of the two clients that matter (Microsoft Entra ID, Okta).
+
+mod harness;
+
+use harness::daemon::{Daemon, Scim, create_token};
+use harness::slapd::Slapd;
+use harness::smtp::MailSink;
+use serde_json::{Value, json};
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const PASSWORD_EXT: &str = "urn:lockbridge:params:scim:schemas:extension:password:2.0:User";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+const SCIM_CONFIG: &str = r#"
+[scim]
+user_object_classes = ["inetOrgPerson", "lockbridgeContact"]
+external_id_attribute = "lockbridgeExternalId"
+"#;
+
+struct Env {
+    slapd: Slapd,
+    _mail: MailSink,
+    daemon: Daemon,
+    scim: Scim,
+    token: String,
+}
+
+fn start_with(users: usize, extra: &str) -> Env {
+    let slapd = Slapd::start_with(users, &[]);
+    let mail = MailSink::start();
+    let expiry = format!(
+        "\n[expiry]\nsource = \"directory\"\ndefault_policy_dn = \"cn=default,ou=policies,{base}\"\nnever_expires_policy_dn = \"cn=never-expires,ou=policies,{base}\"\n",
+        base = slapd.base_dn
+    );
+    let daemon = Daemon::start_with(&slapd, mail.port, &format!("{SCIM_CONFIG}{expiry}{extra}"));
+    let token = create_token(&daemon.config_path, "entra-provisioning", "scim");
+    let scim = daemon.scim(&token);
+    Env {
+        slapd,
+        _mail: mail,
+        daemon,
+        scim,
+        token,
+    }
+}
+
+fn start() -> Env {
+    start_with(0, "")
+}
+
+fn patch(ops: Value) -> Value {
+    json!({ "schemas": [PATCH_OP], "Operations": ops })
+}
+
+fn new_user(name: &str, password: Option<&str>) -> Value {
+    let mut u = json!({
+        "schemas": [USER],
+        "userName": name,
+        "name": { "givenName": "Test", "familyName": name },
+        "displayName": format!("Test {name}"),
+        "emails": [{ "value": format!("{name}@example.org"), "type": "work", "primary": true }],
+        "active": true,
+    });
+    if let Some(p) = password {
+        u["password"] = json!(p);
+    }
+    u
+}
+
+impl Env {
+    fn dn(&self, uid: &str) -> String {
+        self.slapd.user_dn(uid)
+    }
+
+    async fn create(&self, name: &str, password: Option<&str>) -> Value {
+        let (status, body, _) = self.scim.post("/Users", new_user(name, password)).await;
+        assert_eq!(status, 201, "create {name}: {body}");
+        body
+    }
+
+    fn binds(&self, uid: &str, password: &str) -> bool {
+        self.slapd.bind_as(&self.dn(uid), password).success
+    }
+
+    fn attr(&self, uid: &str, attr: &str) -> Vec<String> {
+        self.slapd.ldapsearch_attr(&self.dn(uid), attr)
+    }
+
+    async fn find(&self, filter: &str) -> Value {
+        let q = urlencode(filter);
+        let (status, body, _) = self.scim.get(&format!("/Users?filter={q}")).await;
+        assert_eq!(status, 200, "filter {filter}: {body}");
+        body
+    }
+
+    async fn user_names(&self, filter: &str) -> Vec<String> {
+        let body = self.find(filter).await;
+        let mut names: Vec<String> = body["Resources"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["userName"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn assert_scim_error(body: &Value, status: u16, scim_type: Option<&str>) {
+    assert_eq!(body["schemas"], json!([ERROR]), "{body}");
+    assert_eq!(
+        body["status"],
+        json!(status.to_string()),
+        "status is a string: {body}"
+    );
+    if let Some(t) = scim_type {
+        assert_eq!(body["scimType"], json!(t), "{body}");
+    }
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
+
+// ----- protocol --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn discovery_documents_media_type_and_unsupported_endpoints() {
+    let env = start();
+    let (status, body, headers) = env.scim.get("/ServiceProviderConfig").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/scim+json")
+    );
+    assert_eq!(body["patch"]["supported"], json!(true));
+    assert_eq!(body["bulk"]["supported"], json!(false));
+    assert_eq!(body["filter"]["maxResults"], json!(1000));
+
+    let (status, body, _) = env.scim.get("/ResourceTypes").await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("\"User\"") && text.contains("\"Group\""),
+        "{text}"
+    );
+    let (status, body, _) = env.scim.get("/Schemas").await;
+    assert_eq!(status, 200);
+    let text = body.to_string();
+    for urn in [USER, GROUP, ENTERPRISE, PASSWORD_EXT] {
+        assert!(text.contains(urn), "Schemas lists {urn}");
+    }
+    let (status, body, _) = env.scim.get(&format!("/Schemas/{USER}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], json!(USER));
+
+    for path in ["/Bulk", "/Me"] {
+        let (status, body, _) = env.scim.post(path, json!({})).await;
+        assert_eq!(status, 501, "{path}: {body}");
+        assert_scim_error(&body, 501, None);
+    }
+    let (status, body, _) = env.scim.get("/Nope").await;
+    assert_eq!(status, 404);
+    assert_scim_error(&body, 404, None);
+
+    // Malformed JSON is a SCIM invalidSyntax, not a framework message.
+    let (status, body, _) = env
+        .scim
+        .call(
+            "POST",
+            "/Users",
+            None,
+            &[("content-type", "application/scim+json")],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_scim_error(&body, 400, Some("invalidSyntax"));
+}
+
+#[tokio::test]
+async fn scim_needs_a_scim_token_and_admin_tokens_are_refused() {
+    let env = start();
+    let anonymous = env.daemon.scim("");
+    let (status, body, _) = anonymous.get("/Users").await;
+    assert_eq!(status, 401, "{body}");
+    assert_scim_error(&body, 401, None);
+    let admin = env.daemon.scim(&env.daemon.admin_token);
+    let (status, body, _) = admin.get("/Users").await;
+    assert_eq!(status, 403, "{body}");
+    assert_scim_error(&body, 403, None);
+    // And the SCIM token cannot use the admin API.
+    let (status, _) = env
+        .daemon
+        .client()
+        .get(&env.token, "/api/v1/users?search=a")
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn create_read_etag_and_uniqueness() {
+    let env = start();
+    let created = env.create("maria", Some("Initial-Passw0rd-1")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(uuid_like(&id), "id is the entryUUID: {id}");
+    assert_eq!(created["userName"], json!("maria"));
+    assert_eq!(created["active"], json!(true));
+    assert!(
+        created.get("password").is_none(),
+        "password is never returned"
+    );
+    assert_eq!(created["meta"]["resourceType"], json!("User"));
+    assert!(
+        created["meta"]["location"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!("/scim/v2/Users/{id}")))
+    );
+    // the entry is really in the directory, with the mapped attributes
+    assert_eq!(env.attr("maria", "mail"), vec!["maria@example.org"]);
+    assert_eq!(env.attr("maria", "entryUUID"), vec![id.clone()]);
+
+    let (status, body, headers) = env.scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let etag = headers["etag"].to_str().expect("etag").to_owned();
+    assert_eq!(body["meta"]["version"], json!(etag));
+    // asked for, the password is still not returned
+    let (_, body, _) = env
+        .scim
+        .get(&format!("/Users/{id}?attributes=password,userName"))
+        .await;
+    assert!(body.get("password").is_none(), "{body}");
+
+    let (status, _, _) = env
+        .scim
+        .call(
+            "GET",
+            &format!("/Users/{id}"),
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(status, 304);
+
+    let mut replacement = new_user("maria", None);
+    replacement["displayName"] = json!("Maria Changed");
+    let (status, body, _) = env
+        .scim
+        .call(
+            "PUT",
+            &format!("/Users/{id}"),
+            Some(replacement.clone()),
+            &[("if-match", "W/\"stale\"")],
+        )
+        .await;
+    assert_eq!(status, 412, "{body}");
+    assert_scim_error(&body, 412, None);
+    let (status, body, headers) = env
+        .scim
+        .call(
+            "PUT",
+            &format!("/Users/{id}"),
+            Some(replacement),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(
+        headers["etag"].to_str().unwrap_or(""),
+        etag,
+        "the version changed"
+    );
+    assert_eq!(env.attr("maria", "displayName"), vec!["Maria Changed"]);
+
+    let (status, body, _) = env.scim.post("/Users", new_user("MARIA", None)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_scim_error(&body, 409, Some("uniqueness"));
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+// ----- passwords -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn passwords_pushed_by_post_put_and_patch_work_in_a_bind() {
+    let env = start();
+    let created = env.create("pat", Some("Created-Passw0rd-1")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(env.binds("pat", "Created-Passw0rd-1"));
+
+    let mut body = new_user("pat", Some("Put-Passw0rd-2"));
+    body["id"] = json!(id);
+    let (status, reply, _) = env.scim.put(&format!("/Users/{id}"), body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(env.binds("pat", "Put-Passw0rd-2"));
+    assert!(!env.binds("pat", "Created-Passw0rd-1"));
+
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": "password", "value": "Patch-Passw0rd-3" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.get("password").is_none());
+    assert!(env.binds("pat", "Patch-Passw0rd-3"));
+
+    // Okta: path-less replace with the password in the value object.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "value": { "password": "Okta-Passw0rd-4" } }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(env.binds("pat", "Okta-Passw0rd-4"));
+    env.daemon
+        .assert_no_secrets(&[
+            "Created-Passw0rd-1",
+            "Put-Passw0rd-2",
+            "Patch-Passw0rd-3",
+            "Okta-Passw0rd-4",
+            &env.token,
+        ])
+        .await;
+}
+
+#[tokio::test]
+async fn put_or_patch_without_a_password_leaves_the_old_one_working() {
+    let env = start();
+    let created = env.create("quinn", Some("Keep-This-Passw0rd")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let mut body = new_user("quinn", None);
+    body["displayName"] = json!("Quinn Renamed");
+    let (status, reply, _) = env.scim.put(&format!("/Users/{id}"), body).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": "title", "value": "Engineer" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(env.attr("quinn", "title"), vec!["Engineer"]);
+    assert!(env.binds("quinn", "Keep-This-Passw0rd"));
+}
+
+#[tokio::test]
+async fn a_policy_violating_password_is_invalid_value_and_changes_nothing() {
+    let env = start();
+    let created = env.create("rita", Some("Good-Passw0rd-Rita")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([
+                { "op": "replace", "path": "displayName", "value": "Should Not Stick" },
+                { "op": "replace", "path": "password", "value": "short" },
+            ])),
+        )
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    assert_scim_error(&reply, 400, Some("invalidValue"));
+    let detail = reply["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("short"), "the rule is named: {detail}");
+    assert!(
+        !detail.contains("\"short\""),
+        "the password is not echoed: {detail}"
+    );
+    assert_eq!(
+        env.attr("rita", "displayName"),
+        vec!["Test rita"],
+        "nothing changed"
+    );
+    assert!(env.binds("rita", "Good-Passw0rd-Rita"));
+
+    // A create with a refused password leaves no user behind.
+    let (status, reply, _) = env
+        .scim
+        .post("/Users", new_user("sam", Some("short")))
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        env.user_names("userName eq \"sam\"").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn pushing_the_current_password_again_changes_nothing() {
+    let env = start();
+    let created = env.create("okta1", Some("Same-Passw0rd-Okta")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    // A second, different password, so that there is a history entry to compare.
+    let (status, _, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "value": { "password": "Other-Passw0rd-Okta" } }])),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Backdate the change so that a rewrite would be visible in pwdChangedTime.
+    let backdated = (chrono::Utc::now() - chrono::TimeDelta::days(10))
+        .format("%Y%m%d%H%M%SZ")
+        .to_string();
+    env.slapd.ldapmodify_as_root_relax(&format!(
+        "dn: {}\nchangetype: modify\nreplace: pwdChangedTime\npwdChangedTime: {backdated}\n",
+        env.dn("okta1")
+    ));
+    // A wrong bind, so there is a failure counter that must not be touched either.
+    assert!(!env.binds("okta1", "Wrong-Passw0rd-Okta"));
+    let before: Vec<Vec<String>> = [
+        "pwdChangedTime",
+        "pwdHistory",
+        "pwdFailureTime",
+        "userPassword",
+    ]
+    .iter()
+    .map(|a| env.attr("okta1", a))
+    .collect();
+    assert_eq!(before[0], vec![backdated]);
+
+    // Okta's sign-in push (path-less PATCH), and a PUT carrying the same password.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "value": { "password": "Other-Passw0rd-Okta" } }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply, _) = env
+        .scim
+        .put(
+            &format!("/Users/{id}"),
+            new_user("okta1", Some("Other-Passw0rd-Okta")),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let after: Vec<Vec<String>> = [
+        "pwdChangedTime",
+        "pwdHistory",
+        "pwdFailureTime",
+        "userPassword",
+    ]
+    .iter()
+    .map(|a| env.attr("okta1", a))
+    .collect();
+    assert_eq!(
+        before, after,
+        "age, history, failure counter and hash untouched"
+    );
+    assert!(env.binds("okta1", "Other-Passw0rd-Okta"));
+}
+
+// ----- status ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn active_false_locks_a_real_bind_and_true_unlocks_it() {
+    let env = start();
+    let created = env.create("lena", Some("Lena-Passw0rd-123")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    // Okta: path-less replace of active.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "value": { "active": false } }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["active"], json!(false));
+    let bind = env.slapd.bind_as(&env.dn("lena"), "Lena-Passw0rd-123");
+    assert!(!bind.success, "locked: {}", bind.output);
+    // still returned by GET and by filters
+    let (status, body, _) = env.scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["active"], json!(false));
+    assert_eq!(env.user_names("active eq false").await, vec!["lena"]);
+    // Entra: op name capitalised, boolean as a string.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "Replace", "path": "active", "value": "True" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["active"], json!(true));
+    assert!(env.binds("lena", "Lena-Passw0rd-123"));
+}
+
+#[tokio::test]
+async fn password_extension_reports_state_and_must_change_is_writable() {
+    let env = start();
+    let created = env.create("mona", Some("Mona-Passw0rd-123")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    // By default only mustChange; the computed facts are returned when asked for.
+    assert_eq!(
+        created[PASSWORD_EXT],
+        json!({ "mustChange": false }),
+        "{created}"
+    );
+    let (status, body, _) = env
+        .scim
+        .get(&format!(
+            "/Users/{id}?attributes={}",
+            urlencode(PASSWORD_EXT)
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ext = &body[PASSWORD_EXT];
+    assert!(ext["passwordLastChanged"].is_string(), "{body}");
+    assert!(ext["passwordExpiresAt"].is_string(), "{body}");
+    assert_eq!(ext["mustChange"], json!(false));
+    assert_eq!(ext["neverExpires"], json!(false));
+    // the never-expires policy shows up as neverExpires
+    env.slapd.ldapmodify_as_root(&format!(
+        "dn: {}\nchangetype: modify\nreplace: pwdPolicySubentry\npwdPolicySubentry: cn=never-expires,ou=policies,{}\n",
+        env.dn("mona"),
+        env.slapd.base_dn
+    ));
+    let (_, body, _) = env
+        .scim
+        .get(&format!(
+            "/Users/{id}?attributes={}:neverExpires",
+            urlencode(PASSWORD_EXT)
+        ))
+        .await;
+    assert_eq!(body[PASSWORD_EXT]["neverExpires"], json!(true), "{body}");
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": format!("{PASSWORD_EXT}:mustChange"), "value": true }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(env.attr("mona", "pwdReset"), vec!["TRUE"]);
+    assert!(
+        env.slapd
+            .bind_as(&env.dn("mona"), "Mona-Passw0rd-123")
+            .must_change
+    );
+}
+
+// ----- filters ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn filters_with_every_operator_and_injection_attempts() {
+    let env = start();
+    for name in ["alpha", "alpine", "beta", "gamma"] {
+        env.create(&format!("f-{name}"), None).await;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        (r#"userName eq "f-alpha""#, &["f-alpha"]),
+        (r#"USERNAME EQ "F-ALPHA""#, &["f-alpha"]),
+        (r#"userName sw "f-alp""#, &["f-alpha", "f-alpine"]),
+        (r#"userName ew "ta""#, &["f-beta"]),
+        (r#"userName co "mm""#, &["f-gamma"]),
+        (
+            r#"userName sw "f-" and not (userName co "alp")"#,
+            &["f-beta", "f-gamma"],
+        ),
+        (
+            r#"userName eq "f-beta" or userName eq "f-gamma""#,
+            &["f-beta", "f-gamma"],
+        ),
+        (
+            r#"userName sw "f-" and (userName ew "ha" or userName ew "ma")"#,
+            &["f-alpha", "f-gamma"],
+        ),
+        (
+            r#"emails[type eq "work"].value eq "f-beta@example.org""#,
+            &["f-beta"],
+        ),
+        (
+            r#"emails[type eq "work" and value co "gamma"]"#,
+            &["f-gamma"],
+        ),
+        (
+            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "f-alpine""#,
+            &["f-alpine"],
+        ),
+        (r#"userName sw "f-" and title pr"#, &[]),
+        (
+            r#"userName sw "f-" and userName ne "f-alpha" and userName ne "f-beta""#,
+            &["f-alpine", "f-gamma"],
+        ),
+        (
+            r#"userName sw "f-" and meta.created gt "2000-01-01T00:00:00Z""#,
+            &["f-alpha", "f-alpine", "f-beta", "f-gamma"],
+        ),
+        (
+            r#"userName sw "f-" and meta.created lt "2000-01-01T00:00:00Z""#,
+            &[],
+        ),
+        (
+            r#"userName sw "f-" and meta.lastModified ge "2000-01-01T00:00:00Z""#,
+            &["f-alpha", "f-alpine", "f-beta", "f-gamma"],
+        ),
+        (
+            r#"userName sw "f-" and meta.lastModified le "2999-01-01T00:00:00Z""#,
+            &["f-alpha", "f-alpine", "f-beta", "f-gamma"],
+        ),
+        // injection attempts match literally, never widen
+        (r#"userName eq "*""#, &[]),
+        (r#"userName eq "f-alpha)(uid=*""#, &[]),
+        (r#"userName eq "*)(objectClass=*))(|(uid=*""#, &[]),
+        (r#"userName co "\\""#, &[]),
+    ];
+    for (filter, expected) in cases {
+        let got = env.user_names(filter).await;
+        assert_eq!(&got, expected, "filter {filter}");
+    }
+    for bad in [
+        r#"userName eq"#,
+        r#"nosuchattr eq "x""#,
+        r#"userName gt "a""#,
+    ] {
+        let q = urlencode(bad);
+        let (status, body, _) = env.scim.get(&format!("/Users?filter={q}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_scim_error(&body, 400, Some("invalidFilter"));
+    }
+    // A password in a URL would be logged: refused as sensitive (RFC 7644 §7.5.2).
+    let q = urlencode(r#"password eq "x""#);
+    let (status, body, _) = env.scim.get(&format!("/Users?filter={q}")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_scim_error(&body, 403, Some("sensitive"));
+    // POST /.search takes the same filter in the body
+    let (status, body, _) = env
+        .scim
+        .post(
+            "/Users/.search",
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName sw \"f-b\"",
+                "attributes": ["userName"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totalResults"], json!(1));
+    assert!(
+        body["Resources"][0].get("emails").is_none(),
+        "attributes honoured: {body}"
+    );
+}
+
+#[tokio::test]
+async fn paging_through_1000_users_returns_each_exactly_once_in_a_stable_order() {
+    let env = start_with(1000, "");
+    for sorted in [false, true] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut start = 1;
+        loop {
+            let sort = if sorted {
+                "&sortBy=userName&sortOrder=descending"
+            } else {
+                ""
+            };
+            let filter = urlencode(r#"userName sw "user""#);
+            let (status, body, _) = env
+                .scim
+                .get(&format!(
+                    "/Users?filter={filter}&startIndex={start}&count=97&attributes=userName{sort}"
+                ))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["totalResults"], json!(1000));
+            assert_eq!(body["startIndex"], json!(start));
+            let page: Vec<String> = body["Resources"]
+                .as_array()
+                .expect("Resources")
+                .iter()
+                .map(|r| r["userName"].as_str().expect("userName").to_owned())
+                .collect();
+            assert_eq!(body["itemsPerPage"], json!(page.len()));
+            if page.is_empty() {
+                break;
+            }
+            start += page.len();
+            seen.extend(page);
+        }
+        assert_eq!(seen.len(), 1000, "sorted={sorted}");
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 1000, "each exactly once (sorted={sorted})");
+        if sorted {
+            let mut expected = unique.clone();
+            expected.reverse();
+            assert_eq!(seen, expected, "descending userName order");
+        }
+    }
+    // count above the maximum is capped; count=0 only counts
+    let (_, body, _) = env.scim.get("/Users?count=0").await;
+    assert!(body["totalResults"].as_u64().is_some_and(|n| n >= 1000));
+    assert_eq!(body["Resources"].as_array().map_or(0, Vec::len), 0);
+}
+
+// ----- Entra ID habits -------------------------------------------------------------------
+
+#[tokio::test]
+async fn entra_patch_without_path_keyed_by_attribute_paths_and_manager_as_plain_id() {
+    let env = start();
+    let boss = env.create("boss", None).await;
+    let boss_id = boss["id"].as_str().expect("id").to_owned();
+    let created = env.create("worker", None).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([
+                { "op": "Add", "value": {
+                    "displayName": "Worker Bee",
+                    "name.givenName": "Worker",
+                    "name.familyName": "Bee",
+                    "externalId": "0a1b2c",
+                    format!("{ENTERPRISE}:department"): "Hive",
+                    format!("{ENTERPRISE}:employeeNumber"): "E-42",
+                }},
+                { "op": "Replace", "path": "emails[type eq \"work\"].value", "value": "worker.bee@example.org" },
+                { "op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": boss_id },
+                { "op": "Replace", "path": "active", "value": "False" },
+            ])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(env.attr("worker", "displayName"), vec!["Worker Bee"]);
+    assert_eq!(env.attr("worker", "givenName"), vec!["Worker"]);
+    assert_eq!(env.attr("worker", "sn"), vec!["Bee"]);
+    assert_eq!(env.attr("worker", "departmentNumber"), vec!["Hive"]);
+    assert_eq!(env.attr("worker", "employeeNumber"), vec!["E-42"]);
+    assert_eq!(env.attr("worker", "mail"), vec!["worker.bee@example.org"]);
+    assert_eq!(env.attr("worker", "lockbridgeExternalId"), vec!["0a1b2c"]);
+    assert_eq!(env.attr("worker", "manager"), vec![env.dn("boss")]);
+    assert_eq!(reply[ENTERPRISE]["manager"]["value"], json!(boss_id));
+    assert_eq!(reply["active"], json!(false));
+    assert_eq!(reply["externalId"], json!("0a1b2c"));
+
+    // Entra's existence check before creating.
+    assert_eq!(
+        env.user_names(r#"externalId eq "0a1b2c""#).await,
+        vec!["worker"]
+    );
+    assert_eq!(
+        env.user_names(r#"emails[type eq "work"].value eq "worker.bee@example.org""#)
+            .await,
+        vec!["worker"]
+    );
+
+    // Removing the manager.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "Remove", "path": format!("{ENTERPRISE}:manager") }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(env.attr("worker", "manager").is_empty());
+}
+
+#[tokio::test]
+async fn put_bodies_with_read_only_id_meta_and_groups_are_accepted() {
+    let env = start();
+    let created = env.create("putter", None).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let mut body = created.clone();
+    body["displayName"] = json!("Putter Two");
+    body["groups"] = json!([{ "value": "00000000-0000-0000-0000-000000000000", "display": "x" }]);
+    let (status, reply, _) = env.scim.put(&format!("/Users/{id}"), body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["id"], json!(id));
+    assert_eq!(env.attr("putter", "displayName"), vec!["Putter Two"]);
+}
+
+#[tokio::test]
+async fn renaming_a_user_moves_the_entry_and_keeps_the_id() {
+    let env = start();
+    let created = env.create("oldname", Some("Rename-Passw0rd-1")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": "userName", "value": "newname" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["userName"], json!("newname"));
+    assert_eq!(reply["id"], json!(id));
+    assert!(env.binds("newname", "Rename-Passw0rd-1"));
+}
+
+// ----- groups ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn groups_membership_checks_removal_by_value_list_and_non_members() {
+    let env = start();
+    let a = env.create("ga", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let b = env.create("gb", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let c = env.create("gc", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Entra creates the group empty, then adds members.
+    let (status, group, _) = env
+        .scim
+        .post(
+            "/Groups",
+            json!({ "schemas": [GROUP], "displayName": "Pilots", "members": [] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let gid = group["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        group["members"].as_array().map_or(0, Vec::len),
+        0,
+        "{group}"
+    );
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch(json!([{ "op": "Add", "path": "members", "value": [{ "value": a }, { "value": b }] }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    // Entra's membership check
+    let check = |user: &str| format!(r#"id eq "{gid}" and members eq "{user}""#);
+    for (user, expected) in [(&a, 1), (&c, 0)] {
+        let q = urlencode(&check(user));
+        let (status, body, _) = env
+            .scim
+            .get(&format!("/Groups?filter={q}&excludedAttributes=members"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["totalResults"], json!(expected), "{body}");
+        if expected == 1 {
+            assert!(
+                body["Resources"][0].get("members").is_none(),
+                "excludedAttributes: {body}"
+            );
+        }
+    }
+    // user.groups when asked for
+    let (_, body, _) = env.scim.get(&format!("/Users/{a}?attributes=groups")).await;
+    assert_eq!(body["groups"][0]["value"], json!(gid), "{body}");
+    // Removal by a value list, including a non-member (c), succeeds.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch(json!([{ "op": "Remove", "path": "members", "value": [{ "value": a }, { "value": c }] }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    // Okta's form: remove with a value filter in the path.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch(json!([{ "op": "remove", "path": format!("members[value eq \"{b}\"]") }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, body, _) = env.scim.get(&format!("/Groups/{gid}")).await;
+    assert_eq!(body["members"].as_array().map_or(0, Vec::len), 0, "{body}");
+    // Rename, then delete.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch(json!([{ "op": "replace", "value": { "displayName": "Crew" } }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["displayName"], json!("Crew"));
+    let (status, _, _) = env.scim.delete(&format!("/Groups/{gid}")).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = env.scim.get(&format!("/Groups/{gid}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn deleting_a_user_removes_the_entry_and_its_memberships() {
+    let env = start();
+    let u = env.create("leaver", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let stay = env.create("stayer", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, group, _) = env
+        .scim
+        .post(
+            "/Groups",
+            json!({ "schemas": [GROUP], "displayName": "Team", "members": [{ "value": u }, { "value": stay }] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let (status, _, _) = env.scim.delete(&format!("/Users/{u}")).await;
+    assert_eq!(status, 204);
+    let (status, body, _) = env.scim.get(&format!("/Users/{u}")).await;
+    assert_eq!(status, 404);
+    assert_scim_error(&body, 404, None);
+    let gid = group["id"].as_str().expect("id");
+    let (_, body, _) = env.scim.get(&format!("/Groups/{gid}")).await;
+    let members: Vec<&str> = body["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["value"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(members, vec![stay.as_str()]);
+}
+
+#[tokio::test]
+async fn writes_are_audited_with_the_token_name() {
+    let env = start();
+    let created = env.create("audited", Some("Audit-Passw0rd-1")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let _ = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": "title", "value": "X" }])),
+        )
+        .await;
+    let (status, body) = env
+        .daemon
+        .client()
+        .get(&env.daemon.admin_token, "/api/v1/audit?limit=50")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("scim.create") && text.contains("scim.patch"),
+        "{text}"
+    );
+    assert!(text.contains("entra-provisioning"), "{text}");
+    assert!(!text.contains("Audit-Passw0rd-1"));
+}
+
+#[tokio::test]
+async fn lockbridge_admin_groups_cannot_be_changed_over_scim() {
+    let env = start();
+    let user = env.create("climber", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let q = urlencode(r#"displayName eq "admins""#);
+    let (status, body, _) = env.scim.get(&format!("/Groups?filter={q}")).await;
+    assert_eq!(status, 200, "{body}");
+    let gid = body["Resources"][0]["id"]
+        .as_str()
+        .expect("admin group is visible")
+        .to_owned();
+    let (status, body, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch(json!([{ "op": "add", "path": "members", "value": [{ "value": user }] }])),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_scim_error(&body, 403, None);
+    let (status, _, _) = env.scim.delete(&format!("/Groups/{gid}")).await;
+    assert_eq!(status, 403);
+    let members = env
+        .slapd
+        .ldapsearch_attr(&env.slapd.admin_group_dn, "member");
+    assert!(
+        !members.iter().any(|m| m.contains("climber")),
+        "{members:?}"
+    );
+}
