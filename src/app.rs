@@ -323,21 +323,23 @@ pub async fn serve(
         schedule,
         worker,
     } = services;
+    // One authenticator, so its cache of recently checked tokens is shared.
+    let auth = Authenticator::new(store.clone(), token_key(&config));
     let app = router(RouterParts {
         admin: AdminState {
             account,
             expiry,
             notifier: sweep.notifier.clone(),
             audit: audit.clone(),
-            auth: Authenticator::new(store.clone(), token_key(&config)),
+            auth: auth.clone(),
         },
         sweep: SweepState {
             deps: sweep.clone(),
-            auth: Authenticator::new(store.clone(), token_key(&config)),
+            auth: auth.clone(),
         },
         scim: scim.map(|service| ScimState {
             service,
-            auth: Authenticator::new(store.clone(), token_key(&config)),
+            auth: auth.clone(),
         }),
         health: HealthState { directory, audit },
         metrics,

@@ -276,7 +276,10 @@ async fn token(cmd: TokenCommand) -> ExitCode {
                     Role::GlobalAdmin,
                 )
                 .await;
-                eprintln!("revoked token `{name}`");
+                eprintln!(
+                    "revoked token `{name}`; a running lockbridge stops accepting it within {} seconds",
+                    crate::auth::TOKEN_CACHE_TTL.as_secs()
+                );
                 ExitCode::SUCCESS
             }
             Ok(false) => fail(

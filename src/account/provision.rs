@@ -78,10 +78,12 @@ impl AccountService {
         password: &Secret,
         must_change: bool,
     ) -> Result<(), AccountError> {
-        self.directory
-            .set_password(user_dn, password, must_change)
-            .await
-            .map_err(|e| self.directory_error(e))?;
+        let written = if must_change {
+            self.directory.set_password(user_dn, password, true).await
+        } else {
+            self.directory.set_known_password(user_dn, password).await
+        };
+        written.map_err(|e| self.directory_error(e))?;
         tracing::info!(user.dn = %user_dn, must_change, "pushed password set");
         Ok(())
     }

@@ -114,14 +114,29 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
 }
 
+/// A successful [`AuditLog::ping`] (or record) is trusted this long, so that writes in a
+/// burst (an identity provider's provisioning run) do not each pay a store round trip
+/// before they start.
+const PING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct AuditLog {
     store: Arc<dyn Store>,
+    /// When the store last answered.
+    last_ok: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl AuditLog {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            last_ok: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    fn mark_ok(&self, ok: bool) {
+        let mut last = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        *last = ok.then(std::time::Instant::now);
     }
 
     pub async fn record(&self, event: AuditEvent) -> Result<i64, StoreError> {
@@ -147,6 +162,7 @@ impl AuditLog {
             detail: (!detail.is_null()).then(|| detail.to_string()),
         };
         let id = self.store.append_audit(&record).await;
+        self.mark_ok(id.is_ok());
         if let Err(e) = &id {
             tracing::error!(error = %e, action = record.action, "could not write an audit record");
         }
@@ -157,7 +173,19 @@ impl AuditLog {
         self.store.list_audit(q).await
     }
 
+    /// Whether records can be written now: asked of the store, unless it answered within
+    /// the last second (a failure is never remembered).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
+        let recent = self
+            .last_ok
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < PING_TTL);
+        if recent {
+            return Ok(());
+        }
+        let result = self.store.ping().await;
+        self.mark_ok(result.is_ok());
+        result
     }
 }

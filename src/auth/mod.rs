@@ -7,7 +7,7 @@ mod principal;
 mod roles;
 mod tokens;
 
-pub use principal::{AuthError, Authenticator, Principal, Require};
+pub use principal::{AuthError, Authenticator, Principal, Require, TOKEN_CACHE_TTL};
 pub use roles::{
     ManageExpiry, Permission, PermissionMarker, Provision, ReadAudit, ReadUsers, ResetPasswords,
     Role, RunSweeps,

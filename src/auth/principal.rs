@@ -1,8 +1,10 @@
 //! Request extractors: `Principal` (a valid token) and `Require<P>` (a valid token
 //! whose role grants permission `P`). Both fail before the handler runs.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts};
 use http::request::Parts;
@@ -37,16 +39,49 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// How long a token found valid is trusted without asking the store again: a revoked
+/// token (`lockbridge token revoke`, another process) stops working within this time.
+/// Identity providers send thousands of requests a minute with one token; this keeps the
+/// store out of every request's path.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// At most this many tokens are remembered (then the cache starts over).
+const TOKEN_CACHE_MAX: usize = 4096;
+
+/// Tokens recently found valid, by keyed hash (never the token itself).
+type TokenCache = Mutex<HashMap<Vec<u8>, (Instant, Principal)>>;
+
 /// Checks bearer tokens against the store.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Arc<dyn Store>,
     key: TokenKey,
+    cache: Arc<TokenCache>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, key: TokenKey) -> Self {
-        Self { store, key }
+        Self {
+            store,
+            key,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn cached(&self, hash: &[u8]) -> Option<Principal> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(hash)
+            .filter(|(at, _)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn remember(&self, hash: Vec<u8>, principal: &Principal) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= TOKEN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (Instant::now(), principal.clone()));
     }
 
     /// Resolves an `Authorization` header value to a principal.
@@ -66,22 +101,24 @@ impl Authenticator {
             return Err(AuthError::InvalidToken);
         }
         // The lookup is by keyed hash, so timing reveals nothing about stored tokens.
-        let record = self
-            .store
-            .find_token_by_hash(&self.key.hash(token))
-            .await?
-            .ok_or_else(|| {
-                metrics::counter!("lockbridge_auth_failures_total").increment(1);
-                AuthError::InvalidToken
-            })?;
+        let hash = self.key.hash(token);
+        if let Some(principal) = self.cached(&hash) {
+            return Ok(principal);
+        }
+        let record = self.store.find_token_by_hash(&hash).await?.ok_or_else(|| {
+            metrics::counter!("lockbridge_auth_failures_total").increment(1);
+            AuthError::InvalidToken
+        })?;
         let role = record
             .role
             .parse::<Role>()
             .map_err(|_| AuthError::InvalidToken)?;
-        Ok(Principal {
+        let principal = Principal {
             name: record.name,
             role,
-        })
+        };
+        self.remember(hash, &principal);
+        Ok(principal)
     }
 }
 

@@ -366,7 +366,6 @@ impl Directory {
 
     /// The unsorted window (and the count-only one), streamed with Paged Results.
     async fn paged_window(&self, q: &WindowQuery) -> Result<Window, DirectoryError> {
-        let t = self.inner.operation_timeout;
         let attrs: Vec<String> = if q.count == 0 {
             vec!["1.1".to_owned()]
         } else {
@@ -375,15 +374,38 @@ impl Directory {
         let attrs = &attrs;
         let skip = q.offset.max(1) - 1;
         let keep = q.count;
+        // Most SCIM lists are filters that match a handful of entries: a plain search
+        // answers them in one round trip, and costs the server less than one with the
+        // Paged Results control. Only when the server's size limit cuts a plain search
+        // short is the listing repeated page by page. Either way entries stream through
+        // and only the window is kept.
+        match self.window_search(q, attrs, skip, keep, false).await {
+            Err(DirectoryError::SizeLimit(_)) => {
+                self.window_search(q, attrs, skip, keep, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn window_search(
+        &self,
+        q: &WindowQuery,
+        attrs: &[String],
+        skip: u64,
+        keep: u64,
+        paged: bool,
+    ) -> Result<Window, DirectoryError> {
+        let t = self.inner.operation_timeout;
         self.run(
             "search_window",
             OpKind::Read,
             Retry::Idempotent,
             |mut ldap| async move {
-                let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
-                    Box::new(EntriesOnly::new()),
-                    Box::new(PagedResults::new(PAGE_SIZE)),
-                ];
+                let mut adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
+                    vec![Box::new(EntriesOnly::new())];
+                if paged {
+                    adapters.push(Box::new(PagedResults::new(PAGE_SIZE)));
+                }
                 let mut stream = ldap
                     .with_timeout(t)
                     .streaming_search_with(
@@ -391,7 +413,7 @@ impl Directory {
                         &q.base,
                         Scope::Subtree,
                         &q.filter,
-                        attrs.clone(),
+                        attrs.to_vec(),
                     )
                     .await?;
                 let mut seen: u64 = 0;

@@ -720,6 +720,35 @@ impl Directory {
         }
     }
 
+    /// Set a user's password and nothing else, for passwords the user already knows (an
+    /// identity provider's push): the must-change flag is left to the directory, which on
+    /// OpenLDAP clears `pwdReset` when a writer without `manage` (as lockbridge's service
+    /// account must be) changes a password. One write instead of two.
+    pub async fn set_known_password(
+        &self,
+        user_dn: &str,
+        new_password: &Secret,
+    ) -> Result<(), DirectoryError> {
+        self.check_user_dn(user_dn, "set a password for")?;
+        if new_password.expose().is_empty() {
+            return Err(DirectoryError::PasswordRejected(PolicyRejection::Other(
+                "the new password is empty".into(),
+            )));
+        }
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        let dn = user_dn;
+        let password = new_password;
+        self.run(
+            "set_password",
+            OpKind::PasswordWrite,
+            Retry::IfNotSent,
+            |mut ldap| async move { inner.dialect.set_password(&mut ldap, dn, password, t).await },
+        )
+        .await
+        .map_err(|e| redact(e, password.expose()))
+    }
+
     async fn set_password_to_end(
         &self,
         dn: &str,
