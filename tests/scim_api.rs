@@ -30,13 +30,22 @@ struct Env {
 }
 
 fn start_with(users: usize, extra: &str) -> Env {
+    start_with_scim(users, "", extra)
+}
+
+/// `scim_lines` are added to the `[scim]` section.
+fn start_with_scim(users: usize, scim_lines: &str, extra: &str) -> Env {
     let slapd = Slapd::start_with(users, &[]);
     let mail = MailSink::start();
     let expiry = format!(
         "\n[expiry]\nsource = \"directory\"\ndefault_policy_dn = \"cn=default,ou=policies,{base}\"\nnever_expires_policy_dn = \"cn=never-expires,ou=policies,{base}\"\n",
         base = slapd.base_dn
     );
-    let daemon = Daemon::start_with(&slapd, mail.port, &format!("{SCIM_CONFIG}{expiry}{extra}"));
+    let daemon = Daemon::start_with(
+        &slapd,
+        mail.port,
+        &format!("{SCIM_CONFIG}{scim_lines}\n{expiry}{extra}"),
+    );
     let token = create_token(&daemon.config_path, "entra-provisioning", "scim");
     let scim = daemon.scim(&token);
     Env {
@@ -569,6 +578,18 @@ async fn password_extension_reports_state_and_must_change_is_writable() {
             .bind_as(&env.dn("mona"), "Mona-Passw0rd-123")
             .must_change
     );
+    // A password pushed without mustChange is final: the flag goes.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "value": { "password": "Mona-Passw0rd-456", format!("{PASSWORD_EXT}:mustChange"): false } }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(env.attr("mona", "pwdReset").is_empty());
+    let bind = env.slapd.bind_as(&env.dn("mona"), "Mona-Passw0rd-456");
+    assert!(bind.success && !bind.must_change, "{}", bind.output);
 }
 
 // ----- filters ---------------------------------------------------------------------------
@@ -810,6 +831,14 @@ async fn renaming_a_user_moves_the_entry_and_keeps_the_id() {
     let env = start();
     let created = env.create("oldname", Some("Rename-Passw0rd-1")).await;
     let id = created["id"].as_str().expect("id").to_owned();
+    let (status, group, _) = env
+        .scim
+        .post(
+            "/Groups",
+            json!({ "schemas": [GROUP], "displayName": "Renamers", "members": [{ "value": id }] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
     let (status, reply, _) = env
         .scim
         .patch(
@@ -821,6 +850,14 @@ async fn renaming_a_user_moves_the_entry_and_keeps_the_id() {
     assert_eq!(reply["userName"], json!("newname"));
     assert_eq!(reply["id"], json!(id));
     assert!(env.binds("newname", "Rename-Passw0rd-1"));
+    // the membership follows the entry to its new DN
+    let gid = group["id"].as_str().expect("id");
+    let members = env
+        .slapd
+        .ldapsearch_attr(&format!("cn=Renamers,{}", env.slapd.groups_base), "member");
+    assert_eq!(members, vec![env.dn("newname")]);
+    let (_, body, _) = env.scim.get(&format!("/Groups/{gid}")).await;
+    assert_eq!(body["members"][0]["value"], json!(id), "{body}");
 }
 
 // ----- groups ----------------------------------------------------------------------------
@@ -1011,4 +1048,37 @@ async fn lockbridge_admin_groups_cannot_be_changed_over_scim() {
         !members.iter().any(|m| m.contains("climber")),
         "{members:?}"
     );
+}
+
+#[tokio::test]
+async fn delete_can_be_configured_to_only_deactivate() {
+    let env = start_with_scim(0, "delete = \"deactivate\"", "");
+    let id = env.create("dormant", Some("Dormant-Passw0rd-1")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _, _) = env.scim.delete(&format!("/Users/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, body, _) = env.scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(status, 200, "still there: {body}");
+    assert_eq!(body["active"], json!(false));
+    assert!(!env.binds("dormant", "Dormant-Passw0rd-1"), "locked");
+}
+
+#[tokio::test]
+async fn oversized_and_non_json_bodies_are_scim_errors() {
+    let env = start();
+    let huge = json!({ "schemas": [USER], "userName": "x".repeat(2 * 1024 * 1024) });
+    let (status, body, _) = env.scim.post("/Users", huge).await;
+    assert_eq!(status, 413, "{body}");
+    assert_scim_error(&body, 413, None);
+    let (status, body, _) = env
+        .scim
+        .call("POST", "/Users", None, &[("content-type", "text/plain")])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_scim_error(&body, 400, Some("invalidSyntax"));
+    let (status, body, _) = env.scim.call("POST", "/Users/some-id", None, &[]).await;
+    assert_eq!(status, 405, "{body}");
+    assert_scim_error(&body, 405, None);
 }

@@ -116,6 +116,27 @@ impl FromRequestParts<ScimState> for Provisioner {
     }
 }
 
+/// The raw request body; a body over [`SCIM_BODY_LIMIT_BYTES`] or one that cannot be read
+/// is a SCIM error, not the framework's plain-text answer.
+pub struct ScimBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ScimError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(ScimBody(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ScimError::PayloadTooLarge)
+            }
+            Err(e) => Err(ScimError::InvalidSyntax(format!(
+                "the request body could not be read ({})",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// A JSON body as SCIM clients send it: `application/scim+json` or `application/json`
 /// (Entra and Okta send either); anything else, or text that is not JSON, is
 /// `invalidSyntax`.
@@ -291,7 +312,7 @@ async fn search_users(
     State(s): State<ScimState>,
     _: Provisioner,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     search(&s, Kind::User, &headers, &body).await
 }
@@ -310,7 +331,7 @@ async fn create_user(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
     let served = s.service.create_user(&caller, &value).await?;
@@ -322,7 +343,7 @@ async fn replace_user(
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
     let served = s
@@ -342,7 +363,7 @@ async fn patch_user(
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let patch = patch_request(&headers, &body)?;
     let served = s
@@ -378,7 +399,7 @@ async fn search_groups(
     State(s): State<ScimState>,
     _: Provisioner,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     search(&s, Kind::Group, &headers, &body).await
 }
@@ -397,7 +418,7 @@ async fn create_group(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
     let served = s.service.create_group(&caller, &value).await?;
@@ -409,7 +430,7 @@ async fn replace_group(
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
     let served = s
@@ -424,7 +445,7 @@ async fn patch_group(
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let patch = patch_request(&headers, &body)?;
     let served = s
@@ -466,7 +487,7 @@ async fn root_search(
     State(s): State<ScimState>,
     _: Provisioner,
     headers: HeaderMap,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
     let request: SearchRequest = serde_json::from_value(value).map_err(|e| {

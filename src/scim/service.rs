@@ -906,6 +906,13 @@ impl ScimService {
             let outcome = apply_user_patch(&mut resource, patch, self.discovery.user_schema())?;
             let mut w = self.users.parse(&resource, WriteMode::Replace)?;
             w.password = outcome.password;
+            // A manager DN that names no user lockbridge serves is not in the resource;
+            // a PATCH that does not touch the manager must not clear it.
+            if extras.manager_id.is_none() && current.has("manager") && !mentions(patch, "manager")
+            {
+                w.attrs
+                    .insert("manager".into(), current.all("manager").to_vec());
+            }
             self.update_user(current, w, if_match.is_some()).await
         }
         .await;
@@ -1036,6 +1043,10 @@ impl ScimService {
                 }
             }
         }
+        if new_rdn.is_some() {
+            // Without the refint overlay, groups would keep pointing at the old DN.
+            self.move_memberships(&current.dn, &dn).await?;
+        }
         let entry = self.user_by_dn(&dn).await?;
         let served = self.serve_user(&entry, &Shape::default()).await?;
         Ok((served, summary))
@@ -1108,6 +1119,35 @@ impl ScimService {
         )
         .await;
         result
+    }
+
+    /// Points every group that lists `old_dn` at `new_dn` (a renamed user).
+    async fn move_memberships(&self, old_dn: &str, new_dn: &str) -> Result<(), ScimError> {
+        let Some(base) = self.settings.groups_base.as_deref() else {
+            return Ok(());
+        };
+        let filter = format!(
+            "(&{}{})",
+            self.groups.object_filter(),
+            equals("member", old_dn)
+        );
+        let attrs = self.groups.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let groups = self
+            .directory
+            .search_entries(base, SearchScope::Subtree, &filter, &attrs, 10_000)
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        for g in groups {
+            let changes =
+                self.groups
+                    .member_changes(&g, &[new_dn.to_owned()], &[old_dn.to_owned()], None);
+            self.directory
+                .modify_entry(&g.dn, &changes, None)
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+        }
+        Ok(())
     }
 
     async fn leave_groups(&self, dn: &str) -> Result<(), ScimError> {
@@ -1396,6 +1436,27 @@ impl ScimService {
         .await;
         result
     }
+}
+
+/// Whether any operation of `patch` names `attribute` in its path or its value's keys.
+fn mentions(patch: &PatchRequest, attribute: &str) -> bool {
+    let needle = attribute.to_ascii_lowercase();
+    patch.operations.iter().any(|op| {
+        op.path
+            .as_deref()
+            .is_some_and(|p| p.to_ascii_lowercase().contains(&needle))
+            || op.value.as_ref().is_some_and(|v| match v {
+                Value::Object(o) => o.iter().any(|(k, v)| {
+                    k.to_ascii_lowercase().contains(&needle)
+                        || v.as_object().is_some_and(|inner| {
+                            inner
+                                .keys()
+                                .any(|k| k.to_ascii_lowercase().contains(&needle))
+                        })
+                }),
+                _ => false,
+            })
+    })
 }
 
 /// What an update did, for the audit record.
