@@ -99,6 +99,17 @@ fn demo_prints_a_reset_that_works_in_a_real_bind() {
     // The printed sweep plan: 80 days on, every sample user is due for the 14-day notice.
     let sweep = printed_command(&printed, "sweep --config");
     let (sweep_ok, plan) = bash_with_env(&env_file, &sweep);
+    // The printed SCIM provisioning, then the printed filter finds the new user.
+    let (scim_ok, created) = bash_with_env(
+        &env_file,
+        &printed_command(&printed, "application/scim+json"),
+    );
+    let (found_ok, found) =
+        bash_with_env(&env_file, &printed_command(&printed, "--data-urlencode"));
+    let frank_binds = bash_with_env(
+        &env_file,
+        "LDAPTLS_CACERT=$LDAP_CA_FILE ldapwhoami -H $LDAP_URL -x -D uid=frank,$LDAP_USERS_BASE -w 'Fr4nk-Demo-Passw0rd'",
+    );
     let mail_count = std::fs::read_dir(demo_dir.join("mail/messages"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -109,6 +120,16 @@ fn demo_prints_a_reset_that_works_in_a_real_bind() {
         "ppolicy did not say so: {bind}"
     );
     assert!(mail_count <= 1, "at most the one message to the helpdesk");
+    assert!(
+        scim_ok && created.contains("\"userName\":\"frank\""),
+        "{created}"
+    );
+    assert!(found_ok && found.contains("\"totalResults\":1"), "{found}");
+    assert!(
+        frank_binds.0,
+        "the pushed password works: {}",
+        frank_binds.1
+    );
     assert!(sweep_ok, "the printed sweep failed: {plan}");
     assert!(
         plan.lines()
