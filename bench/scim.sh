@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# bench/scim.sh: SCIM reads and password pushes over a directory of 100,000 users, against
+# the directory's own speed measured in the same run by the same load generator.
+#
+#   bench/scim.sh                          100,000 users, 3 rounds, 10 s per measurement
+#   USERS=20000 ROUNDS=2 DURATION=5 bench/scim.sh
+#   RAW_ONLY=1 bench/scim.sh               the raw LDAP figures only (no daemon)
+#
+# Each round measures, after WARMUP seconds of the same load (the order is reversed every
+# other round, A B B A, so drift hits both sides alike):
+#   raw search   bench/scimload ldap-search: GET_CLIENTS (32) LDAPS connections bound as
+#                the service account, (&(objectClass=inetOrgPerson)(uid=userNNNNNN)),
+#                random users, the attributes a SCIM read needs (ATTRS)
+#   SCIM get     GET /scim/v2/Users?filter=userName eq "userNNNNNN", GET_CLIENTS keep-alive
+#                HTTP connections; 200 and totalResults 1
+#   raw passmod  RFC 3062 Password Modify with the ppolicy control, PATCH_CLIENTS (8)
+#                connections, each client on its own users, fresh random passwords
+#   SCIM patch   PATCH /scim/v2/Users/{id} replacing password, PATCH_CLIENTS connections
+#                (ids fetched first with filter GETs, not timed)
+# and prints ops/s and p50/p99 (medians of the rounds), the SCIM/raw ratio (median of the
+# per-round ratios) against the targets (get >= 0.7, patch >= 0.8), the CPU each operation
+# cost slapd, lockbridge and the load generator, and the daemon's peak memory.
+#
+# Environment: USERS ROUNDS DURATION WARMUP GET_CLIENTS PATCH_CLIENTS POOL_SIZE ATTRS
+# RAW_ONLY=1, LOCKBRIDGE_BIN=path (skips the release build), KEEP=1 (keeps the work folder
+# with the logs), SLAPD_SANDBOX_DEBUG (slapd log level, default 0 here: no per-op log).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+USERS=${USERS:-100000}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+GET_CLIENTS=${GET_CLIENTS:-32}
+PATCH_CLIENTS=${PATCH_CLIENTS:-8}
+POOL_SIZE=${POOL_SIZE:-32}
+RAW_ONLY=${RAW_ONLY:-0}
+KEEP=${KEEP:-0}
+ATTRS=${ATTRS:-objectClass,uid,givenName,sn,cn,displayName,title,preferredLanguage,mail,telephoneNumber,mobile,employeeNumber,departmentNumber,o,manager,entryUUID,entryCSN,createTimestamp,modifyTimestamp,pwdChangedTime,pwdReset,pwdAccountLockedTime,pwdPolicySubentry}
+export SLAPD_SANDBOX_DEBUG=${SLAPD_SANDBOX_DEBUG:-0}
+PY=/usr/bin/python3
+READY_TIMEOUT_SECS=60
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	printf 'bench: error: %s\n' "$*" >&2
+	exit 1
+}
+
+for v in USERS ROUNDS DURATION GET_CLIENTS PATCH_CLIENTS POOL_SIZE; do
+	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+[[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds (got '$WARMUP')"
+((USERS >= GET_CLIENTS && USERS >= PATCH_CLIENTS)) || die "USERS must be at least the number of clients"
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust first"
+command -v curl >/dev/null 2>&1 || die "curl not found (scripts/lib/ensure-packages installs it)"
+
+# ---- builds -------------------------------------------------------------------------------
+LOAD_TARGET=$ROOT/bench/scimload/target
+log "building the load generator (bench/scimload, release)"
+cargo build --release --quiet --manifest-path "$ROOT/bench/scimload/Cargo.toml" \
+	--target-dir "$LOAD_TARGET" || die "building bench/scimload failed"
+LOAD=$LOAD_TARGET/release/scimload
+
+BIN=""
+if ((!RAW_ONLY)); then
+	if [[ -n ${LOCKBRIDGE_BIN:-} ]]; then
+		BIN=$LOCKBRIDGE_BIN
+	else
+		log "building lockbridge (cargo build --release)"
+		(cd "$ROOT" && cargo build --release --quiet --bin lockbridge) ||
+			die "cargo build --release failed (RAW_ONLY=1 measures the directory alone)"
+		TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+			"$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+		BIN=$TARGET_DIR/release/lockbridge
+	fi
+	[[ -x $BIN ]] || die "$BIN is not an executable lockbridge binary"
+fi
+
+# ---- directory ----------------------------------------------------------------------------
+WORK=$(mktemp -d -t lockbridge-scim-bench-XXXXXX)
+DAEMON_PID=""
+cleanup() {
+	if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+		kill "$DAEMON_PID" 2>/dev/null || true
+		wait "$DAEMON_PID" 2>/dev/null || true
+	fi
+	"$ROOT/scripts/lib/slapd-sandbox" stop "$WORK/ldap" >/dev/null 2>&1 || true
+	if ((KEEP)); then
+		log "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "starting a directory of $USERS users"
+"$ROOT/scripts/lib/slapd-sandbox" start "$WORK/ldap" --users "$USERS" --watch-pid $$ >/dev/null ||
+	die "the sandbox directory did not start (scripts/lib/ensure-packages installs slapd)"
+# shellcheck disable=SC1091
+source "$WORK/ldap/sandbox.env"
+SLAPD_PID=$(<"$SLAPD_PID_FILE")
+# The import leaves dirty pages behind; flushing them now keeps them out of the first
+# write measurements (each directory write waits for its fsync).
+sync
+SLAPD_VERSION=$(/usr/sbin/slapd -VV 2>&1 | sed -n 's/.*slapd \([0-9][^ ]*\).*/\1/p' | head -n1)
+
+# ---- daemon -------------------------------------------------------------------------------
+URL=""
+if ((!RAW_ONLY)); then
+	HTTP_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	URL=http://127.0.0.1:$HTTP_PORT
+	(umask 077 && head -c32 /dev/urandom | base64 >"$WORK/master-key")
+	CONFIG=$WORK/lockbridge.toml
+	cat >"$CONFIG" <<TOML
+# Written by bench/scim.sh; see config/lockbridge.example.toml for every key.
+[server]
+listen = "127.0.0.1:$HTTP_PORT"
+public_url = "$URL"
+state_dir = "$WORK/state"
+log_level = "warn"
+rate_limit_per_second = 0
+[security]
+master_key_file = "$WORK/master-key"
+[directory]
+url = "$LDAPS_URL"
+ca_file = "$LDAP_CA_FILE"
+bind_dn = "$LDAP_SERVICE_DN"
+bind_password_file = "$LDAP_SERVICE_PASSWORD_FILE"
+users_base = "$LDAP_USERS_BASE"
+groups_base = "$LDAP_GROUPS_BASE"
+admin_group_dns = ["$LDAP_ADMIN_GROUP_DN"]
+pool_size = $POOL_SIZE
+[mail]
+# Nothing is mailed during the benchmark.
+relay = "127.0.0.1"
+port = 9
+security = "none"
+[expiry]
+default_policy_dn = "cn=default,ou=policies,$LDAP_BASE_DN"
+never_expires_policy_dn = "cn=never-expires,ou=policies,$LDAP_BASE_DN"
+[sweep]
+admin_recipients = ["admins@example.org"]
+[scim]
+# The load generator is one address sending thousands of requests a second.
+rate_limit_per_second = 0
+TOML
+
+	log "creating a SCIM token"
+	if ! TOKEN=$("$BIN" token create --config "$CONFIG" --name bench --role scim 2>"$WORK/token.err"); then
+		sed 's/^/  /' "$WORK/token.err" >&2
+		die "'lockbridge token create --role scim' failed: this lockbridge has no SCIM support yet (the scim role comes with the SCIM endpoints). RAW_ONLY=1 bench/scim.sh measures the directory alone."
+	fi
+	[[ -n $TOKEN ]] || die "lockbridge token create printed no token"
+	(umask 077 && printf '%s' "$TOKEN" >"$WORK/token" && printf 'Authorization: Bearer %s\n' "$TOKEN" >"$WORK/auth-header")
+
+	log "starting lockbridge on $URL (directory pool of $POOL_SIZE)"
+	"$BIN" serve --config "$CONFIG" </dev/null >"$WORK/daemon.log" 2>&1 &
+	DAEMON_PID=$!
+	deadline=$(($(date +%s) + READY_TIMEOUT_SECS))
+	until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/readyz" || true) == 200 ]]; do
+		kill -0 "$DAEMON_PID" 2>/dev/null || {
+			tail -n 20 "$WORK/daemon.log" >&2
+			die "lockbridge exited during start-up"
+		}
+		(($(date +%s) < deadline)) || {
+			tail -n 20 "$WORK/daemon.log" >&2
+			die "lockbridge was not ready within ${READY_TIMEOUT_SECS}s"
+		}
+		sleep 0.2
+	done
+	code=$(curl -s -o "$WORK/probe.json" -w '%{http_code}' --max-time 10 -H @"$WORK/auth-header" \
+		"$URL/scim/v2/ServiceProviderConfig" || true)
+	if [[ $code != 200 ]]; then
+		head -c 300 "$WORK/probe.json" >&2 || true
+		echo >&2
+		die "GET $URL/scim/v2/ServiceProviderConfig answered ${code:-nothing}: the SCIM endpoints are not served (RAW_ONLY=1 measures the directory alone)"
+	fi
+fi
+
+# ---- measurements -------------------------------------------------------------------------
+RESULTS=$WORK/results.txt
+: >"$RESULTS"
+LDAP_ARGS=(--ldap-url "$LDAPS_URL" --ca-file "$LDAP_CA_FILE" --bind-dn "$LDAP_SERVICE_DN"
+	--bind-password-file "$LDAP_SERVICE_PASSWORD_FILE" --users-base "$LDAP_USERS_BASE" --attrs "$ATTRS")
+SCIM_ARGS=(--scim-url "$URL/scim/v2" --token-file "$WORK/token")
+CPU_ARGS=(--cpu "slapd=$SLAPD_PID")
+[[ -z $DAEMON_PID ]] || CPU_ARGS+=(--cpu "lockbridge=$DAEMON_PID")
+
+# measure ROUND MODE CLIENTS ARGS...: one scimload run; its line goes to RESULTS.
+measure() {
+	local round=$1 mode=$2 clients=$3 line
+	shift 3
+	if ! line=$("$LOAD" --mode "$mode" --clients "$clients" --users "$USERS" \
+		--duration "$DURATION" --warmup "$WARMUP" "${CPU_ARGS[@]}" "$@" 2>"$WORK/load.err"); then
+		[[ -z $line ]] || echo "$line" >&2
+		sed 's/^/  /' "$WORK/load.err" >&2
+		die "scimload --mode $mode failed in round $round (KEEP=1 keeps the daemon and slapd logs)"
+	fi
+	log "round $round: $line"
+	echo "round=$round $line" >>"$RESULTS"
+}
+
+PER_ROUND=$((RAW_ONLY ? 2 : 4))
+log "measuring: $ROUNDS rounds of $PER_ROUND runs, ${WARMUP}s warm-up + ${DURATION}s each"
+for ((r = 1; r <= ROUNDS; r++)); do
+	if ((RAW_ONLY)); then
+		measure "$r" ldap-search "$GET_CLIENTS" "${LDAP_ARGS[@]}"
+		measure "$r" ldap-passmod "$PATCH_CLIENTS" "${LDAP_ARGS[@]}"
+	elif ((r % 2)); then
+		measure "$r" ldap-search "$GET_CLIENTS" "${LDAP_ARGS[@]}"
+		measure "$r" scim-get "$GET_CLIENTS" "${SCIM_ARGS[@]}"
+		measure "$r" ldap-passmod "$PATCH_CLIENTS" "${LDAP_ARGS[@]}"
+		measure "$r" scim-patch-password "$PATCH_CLIENTS" "${SCIM_ARGS[@]}"
+	else
+		measure "$r" scim-patch-password "$PATCH_CLIENTS" "${SCIM_ARGS[@]}"
+		measure "$r" ldap-passmod "$PATCH_CLIENTS" "${LDAP_ARGS[@]}"
+		measure "$r" scim-get "$GET_CLIENTS" "${SCIM_ARGS[@]}"
+		measure "$r" ldap-search "$GET_CLIENTS" "${LDAP_ARGS[@]}"
+	fi
+done
+
+PEAK_RSS_KB=""
+if [[ -n $DAEMON_PID ]]; then
+	PEAK_RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status" 2>/dev/null || true)
+fi
+
+# ---- report -------------------------------------------------------------------------------
+"$PY" - "$RESULTS" "$USERS" "$ROUNDS" "$DURATION" "$WARMUP" "$GET_CLIENTS" "$PATCH_CLIENTS" \
+	"$POOL_SIZE" "${SLAPD_VERSION:-?}" "$(nproc)" "${PEAK_RSS_KB:-}" <<'PYEOF'
+import statistics, sys
+
+(path, users, rounds, duration, warmup, get_clients, patch_clients, pool, slapd, cores,
+ rss_kb) = sys.argv[1:]
+runs = {}  # mode -> {round: fields}
+for line in open(path):
+    f = dict(kv.split("=", 1) for kv in line.split())
+    runs.setdefault(f["mode"], {})[int(f["round"])] = f
+
+def med(mode, key):
+    vals = [float(f[key]) for f in runs.get(mode, {}).values() if f.get(key, "NA") != "NA"]
+    return statistics.median(vals) if vals else None
+
+def fmt(v, spec):
+    return format(v, spec) if v is not None else "-"
+
+def row(label, mode):
+    if mode not in runs:
+        return
+    print(f"  {label:<34}{fmt(med(mode, 'ops_per_sec'), ',.0f'):>9}{fmt(med(mode, 'p50_ms'), '.2f'):>9}"
+          f"{fmt(med(mode, 'p99_ms'), '.2f'):>9}"
+          + "".join(f"{fmt(med(mode, 'cpu_ms_per_op.' + p), '.3f'):>10}" for p in ("slapd", "lockbridge", "self")))
+
+def ratio(label, raw, scim, target):
+    if raw not in runs or scim not in runs:
+        return
+    pairs = [float(runs[scim][r]["ops_per_sec"]) / float(runs[raw][r]["ops_per_sec"])
+             for r in runs[raw] if r in runs[scim]]
+    m = statistics.median(pairs)
+    verdict = "MEETS" if m >= target else "MISSES"
+    print(f"  {label:<34}{m:>9.2f}   (rounds {min(pairs):.2f}-{max(pairs):.2f}; "
+          f"target >= {target}: {verdict})")
+
+total_users = int(users) + 5
+print()
+print(f"SCIM benchmark: {total_users:,} users (slapd {slapd}, mdb, LDAPS), {cores} cores shared by "
+      "slapd, lockbridge and the load generator")
+print(f"{rounds} rounds, each run {warmup} s warm-up + {duration} s measured; medians of the rounds; "
+      f"lockbridge directory pool {pool}")
+print()
+print(f"  {'':<34}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'slapd':>10}{'daemon':>10}{'loadgen':>10}")
+print(f"GET one user by userName, {get_clients} clients")
+row("raw LDAP search", "ldap-search")
+row('SCIM GET /Users?filter=userName eq', "scim-get")
+ratio("SCIM / raw", "ldap-search", "scim-get", 0.7)
+print(f"Password change, {patch_clients} clients")
+row("raw Password Modify (RFC 3062)", "ldap-passmod")
+row("SCIM PATCH /Users/{id} password", "scim-patch-password")
+ratio("SCIM / raw", "ldap-passmod", "scim-patch-password", 0.8)
+print("(slapd, daemon, loadgen: CPU milliseconds each process spent per counted operation)")
+if rss_kb:
+    print(f"lockbridge peak RSS: {int(rss_kb) / 1024:.0f} MiB")
+PYEOF
