@@ -240,9 +240,11 @@ impl Directory {
     /// attribute) is [`DirectoryError::Unsupported`]. See the module documentation for
     /// why the connection is closed afterwards.
     ///
-    /// Unsorted: a Paged Results search read page by page in the directory's order: the
-    /// first `offset - 1` entries are skipped, the next `count` kept, the rest only
-    /// counted, so memory stays within a page plus `count` entries.
+    /// Unsorted: a search streamed in the directory's order: the first `offset - 1`
+    /// entries are skipped, the next `count` kept, the rest only counted, so memory stays
+    /// within `count` entries plus what is in flight. It is a plain search first (one round
+    /// trip for the small results most filters have); when the server's size limit cuts it
+    /// short, it is repeated with the Paged Results control.
     ///
     /// `count == 0`: only the total (unsorted count, attributes `1.1`).
     pub async fn search_window(&self, q: &WindowQuery) -> Result<Window, DirectoryError> {
