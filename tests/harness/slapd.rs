@@ -4,8 +4,9 @@
 //! The directory holds `dc=example,dc=org` with the sample users alice (member of
 //! `cn=admins`), bob, carol, dave and erin, all with the password in
 //! [`Slapd::sample_password`], the service account lockbridge binds as (write on
-//! `userPassword`, `pwdReset`, `pwdAccountLockedTime`, `pwdPolicySubentry`, read elsewhere,
-//! no `manage`), and the default password policy `cn=default,ou=policies` (min length 8,
+//! `userPassword`, `pwdReset`, `pwdAccountLockedTime`, `pwdPolicySubentry` and, for SCIM,
+//! on the entries below `ou=people` and `ou=groups`; read elsewhere; never `manage`), and
+//! the default password policy `cn=default,ou=policies` (min length 8,
 //! history 5, max age 90 days, must change after an admin reset, lockout after 5 failures).
 
 use std::collections::HashMap;
