@@ -800,6 +800,29 @@ impl ScimService {
             .await;
     }
 
+    /// The audit record of a Group write (no attributes or password to report).
+    async fn record_group<T>(
+        &self,
+        caller: &Caller,
+        action: Action,
+        target: &str,
+        id: Option<String>,
+        result: &Result<T, ScimError>,
+    ) {
+        self.record(
+            caller,
+            action,
+            Kind::Group,
+            target,
+            id,
+            Vec::new(),
+            "none",
+            None,
+            &result.as_ref().map(|_| ()),
+        )
+        .await;
+    }
+
     /// `POST /Users`.
     pub async fn create_user(&self, caller: &Caller, body: &Value) -> Result<Served, ScimError> {
         let mut w = self.users.parse(body, WriteMode::Create)?;
@@ -1045,7 +1068,7 @@ impl ScimService {
         }
         if new_rdn.is_some() {
             // Without the refint overlay, groups would keep pointing at the old DN.
-            self.move_memberships(&current.dn, &dn).await?;
+            self.rewrite_memberships(&current.dn, Some(&dn)).await?;
         }
         let entry = self.user_by_dn(&dn).await?;
         let served = self.serve_user(&entry, &Shape::default()).await?;
@@ -1080,7 +1103,7 @@ impl ScimService {
             }
             check_version(self.users.version(&current), if_match)?;
             self.audit_ready().await?;
-            self.leave_groups(&current.dn).await?;
+            self.rewrite_memberships(&current.dn, None).await?;
             match self.settings.delete_mode {
                 DeleteMode::Delete => self
                     .directory
@@ -1121,36 +1144,9 @@ impl ScimService {
         result
     }
 
-    /// Points every group that lists `old_dn` at `new_dn` (a renamed user).
-    async fn move_memberships(&self, old_dn: &str, new_dn: &str) -> Result<(), ScimError> {
-        let Some(base) = self.settings.groups_base.as_deref() else {
-            return Ok(());
-        };
-        let filter = format!(
-            "(&{}{})",
-            self.groups.object_filter(),
-            equals("member", old_dn)
-        );
-        let attrs = self.groups.read_attributes();
-        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
-        let groups = self
-            .directory
-            .search_entries(base, SearchScope::Subtree, &filter, &attrs, 10_000)
-            .await
-            .map_err(|e| self.directory_failure(e))?;
-        for g in groups {
-            let changes =
-                self.groups
-                    .member_changes(&g, &[new_dn.to_owned()], &[old_dn.to_owned()], None);
-            self.directory
-                .modify_entry(&g.dn, &changes, None)
-                .await
-                .map_err(|e| self.directory_failure(e))?;
-        }
-        Ok(())
-    }
-
-    async fn leave_groups(&self, dn: &str) -> Result<(), ScimError> {
+    /// Every group that lists `dn` as a member: it is replaced by `new_dn` (a renamed
+    /// user), or removed (`None`: a deleted user).
+    async fn rewrite_memberships(&self, dn: &str, new_dn: Option<&str>) -> Result<(), ScimError> {
         let Some(base) = self.settings.groups_base.as_deref() else {
             return Ok(());
         };
@@ -1162,8 +1158,9 @@ impl ScimService {
             .search_entries(base, SearchScope::Subtree, &filter, &attrs, 10_000)
             .await
             .map_err(|e| self.directory_failure(e))?;
+        let add: Vec<String> = new_dn.into_iter().map(str::to_owned).collect();
         for g in groups {
-            let changes = self.groups.member_changes(&g, &[], &[dn.to_owned()], None);
+            let changes = self.groups.member_changes(&g, &add, &[dn.to_owned()], None);
             self.directory
                 .modify_entry(&g.dn, &changes, None)
                 .await
@@ -1248,18 +1245,8 @@ impl ScimService {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         });
-        self.record(
-            caller,
-            Action::ScimCreate,
-            Kind::Group,
-            &name,
-            id,
-            Vec::new(),
-            "none",
-            None,
-            &result.as_ref().map(|_| ()),
-        )
-        .await;
+        self.record_group(caller, Action::ScimCreate, &name, id, &result)
+            .await;
         result
     }
 
@@ -1286,16 +1273,12 @@ impl ScimService {
                 .await
         }
         .await;
-        self.record(
+        self.record_group(
             caller,
             Action::ScimReplace,
-            Kind::Group,
             id,
             Some(id.to_owned()),
-            Vec::new(),
-            "none",
-            None,
-            &result.as_ref().map(|_| ()),
+            &result,
         )
         .await;
         result
@@ -1313,10 +1296,11 @@ impl ScimService {
             let current = self.group_entry(id).await?;
             self.check_writable_group(&current)?;
             check_version(self.groups.version(&current), if_match)?;
-            let members = self.members_of(&current).await?;
+            // Member operations are read from the request alone: resolving every member
+            // to an id (one search per 50) would be wasted on a large group.
             let resource = self
                 .groups
-                .to_resource(&current, &members, &self.settings.base_url);
+                .to_resource(&current, &[], &self.settings.base_url);
             let p = parse_group_patch(patch, &resource, self.discovery.group_schema())?;
             let add = self.member_dns(&p.add_members, true).await?;
             let remove = self.member_dns(&p.remove_members, false).await?;
@@ -1333,18 +1317,8 @@ impl ScimService {
                 .await
         }
         .await;
-        self.record(
-            caller,
-            Action::ScimPatch,
-            Kind::Group,
-            id,
-            Some(id.to_owned()),
-            Vec::new(),
-            "none",
-            None,
-            &result.as_ref().map(|_| ()),
-        )
-        .await;
+        self.record_group(caller, Action::ScimPatch, id, Some(id.to_owned()), &result)
+            .await;
         result
     }
 
@@ -1422,18 +1396,8 @@ impl ScimService {
                 .map_err(|e| self.directory_failure(e))
         }
         .await;
-        self.record(
-            caller,
-            Action::ScimDelete,
-            Kind::Group,
-            id,
-            Some(id.to_owned()),
-            Vec::new(),
-            "none",
-            None,
-            &result.as_ref().map(|_| ()),
-        )
-        .await;
+        self.record_group(caller, Action::ScimDelete, id, Some(id.to_owned()), &result)
+            .await;
         result
     }
 }
