@@ -1076,6 +1076,96 @@ async fn password_matches_checks_locally_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn search_for_write_brings_the_stored_password_but_never_in_the_entry() {
+    let slapd = Slapd::start();
+    let dir = directory(&slapd);
+    let sample = Secret::new(slapd.sample_password.clone());
+    let wrong = Secret::new("Not-the-password-1");
+    let before = password_state(&slapd, &slapd.user_dn("bob"));
+
+    // Users below users_base, and the service account's own entry, whose password must
+    // never be read for a comparison.
+    let found = dir
+        .search_entries_for_write(
+            &slapd.base_dn,
+            SearchScope::Subtree,
+            &format!(
+                "(|(uid=bob)(uid=alice)({}))",
+                slapd.service_dn.split(',').next().unwrap()
+            ),
+            &["uid", "cn", "entryCSN"],
+            10,
+        )
+        .await
+        .expect("search_entries_for_write");
+    assert_eq!(found.len(), 3, "{found:?}");
+    for (entry, stored) in &found {
+        assert!(
+            !entry.has("userPassword"),
+            "the entry carries the password: {}",
+            entry.dn
+        );
+        assert!(entry.has("entryCSN"), "{}", entry.dn);
+        let printed = format!("{stored:?}");
+        assert!(
+            !printed.contains("SSHA") && !printed.contains('{'),
+            "{printed}"
+        );
+        if entry.dn == slapd.service_dn {
+            assert!(
+                stored.is_empty(),
+                "the service account's password was returned"
+            );
+            assert_eq!(stored.matches(&sample).await.unwrap(), None);
+        } else {
+            assert_eq!(
+                stored.matches(&sample).await.unwrap(),
+                Some(true),
+                "{}",
+                entry.dn
+            );
+            assert_eq!(
+                stored.matches(&wrong).await.unwrap(),
+                Some(false),
+                "{}",
+                entry.dn
+            );
+        }
+    }
+    // Asking for userPassword explicitly does not put it in the entry either.
+    let found = dir
+        .search_entries_for_write(
+            &slapd.users_base,
+            SearchScope::Subtree,
+            "(uid=bob)",
+            &["uid", "userPassword"],
+            1,
+        )
+        .await
+        .expect("search_entries_for_write");
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].0.has("userPassword"));
+    assert_eq!(found[0].1.matches(&sample).await.unwrap(), Some(true));
+    // More matches than the limit: SizeLimit, as for search_entries.
+    let e = dir
+        .search_entries_for_write(
+            &slapd.users_base,
+            SearchScope::Subtree,
+            "(objectClass=inetOrgPerson)",
+            &["uid"],
+            1,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DirectoryError::SizeLimit(1)), "{e:?}");
+    assert_eq!(
+        password_state(&slapd, &slapd.user_dn("bob")),
+        before,
+        "reading the stored password changed the entry"
+    );
+}
+
+#[tokio::test]
 async fn password_writes_meet_the_directory_policy() {
     let slapd = Slapd::start();
     let dir = directory(&slapd);

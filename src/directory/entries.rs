@@ -32,7 +32,8 @@ use zeroize::Zeroizing;
 
 use super::controls::{self, MAX_INT};
 use super::error::{DirectoryError, Failure, OpKind, describe};
-use super::{AfterUse, Directory, PAGE_SIZE, Retry, escape, ppolicy, redact, userpassword};
+use super::userpassword::StoredPassword;
+use super::{AfterUse, Directory, PAGE_SIZE, Retry, escape, ppolicy, redact};
 use crate::types::Secret;
 
 /// The attribute whose writes carry the ppolicy control and whose values are redacted
@@ -152,6 +153,34 @@ impl Entry {
     fn from_search(e: SearchEntry) -> Self {
         Entry::new(e.dn, e.attrs)
     }
+}
+
+/// Splits the `userPassword` values (text or binary) out of a search entry.
+fn split_password(mut e: SearchEntry) -> (Entry, StoredPassword) {
+    let mut values: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    let text: Vec<String> = e
+        .attrs
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case(USER_PASSWORD))
+        .cloned()
+        .collect();
+    for name in text {
+        if let Some(vals) = e.attrs.remove(&name) {
+            values.extend(vals.into_iter().map(|v| Zeroizing::new(v.into_bytes())));
+        }
+    }
+    let binary: Vec<String> = e
+        .bin_attrs
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case(USER_PASSWORD))
+        .cloned()
+        .collect();
+    for name in binary {
+        if let Some(vals) = e.bin_attrs.remove(&name) {
+            values.extend(vals.into_iter().map(Zeroizing::new));
+        }
+    }
+    (Entry::from_search(e), StoredPassword::new(values))
 }
 
 impl Directory {
@@ -657,7 +686,7 @@ impl Directory {
             return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
         }
         let t = self.inner.operation_timeout;
-        let stored: Vec<Zeroizing<Vec<u8>>> = self
+        let stored = self
             .run(
                 "password_matches",
                 OpKind::Read,
@@ -676,41 +705,64 @@ impl Directory {
                     else {
                         return Err(Failure::Mapped(DirectoryError::NoSuchEntry(dn.to_owned())));
                     };
-                    let entry = SearchEntry::construct(entry);
-                    let mut values: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-                    for (name, vals) in entry.attrs {
-                        if name.eq_ignore_ascii_case(USER_PASSWORD) {
-                            values.extend(vals.into_iter().map(|v| Zeroizing::new(v.into_bytes())));
-                        }
-                    }
-                    for (name, vals) in entry.bin_attrs {
-                        if name.eq_ignore_ascii_case(USER_PASSWORD) {
-                            values.extend(vals.into_iter().map(Zeroizing::new));
-                        }
-                    }
-                    Ok(values)
+                    Ok(split_password(SearchEntry::construct(entry)).1)
                 },
             )
             .await?;
-        if stored.is_empty() {
-            return Ok(None);
+        stored.matches(candidate).await
+    }
+
+    /// [`Self::search_entries`] for an entry about to be written: each user entry comes
+    /// with its stored `userPassword` values, read in the same search, so that a pushed
+    /// password can be compared with the current one
+    /// ([`StoredPassword::matches`]) without another round trip. The values never appear
+    /// in the [`Entry`]; entries that are not users (see [`Self::password_matches`]) get
+    /// none.
+    pub async fn search_entries_for_write(
+        &self,
+        base: &str,
+        scope: SearchScope,
+        filter: &str,
+        attrs: &[&str],
+        limit: usize,
+    ) -> Result<Vec<(Entry, StoredPassword)>, DirectoryError> {
+        let t = self.inner.operation_timeout;
+        let sizelimit = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
+        let mut wanted: Vec<&str> = attrs.to_vec();
+        if !wanted.iter().any(|a| a.eq_ignore_ascii_case(USER_PASSWORD)) {
+            wanted.push(USER_PASSWORD);
         }
-        let candidate = candidate.clone();
-        // Argon2 is slow on purpose: keep it off the async workers.
-        let verdict = tokio::task::spawn_blocking(move || {
-            userpassword::matches_any(
-                stored.iter().map(|v| v.as_slice()),
-                candidate.expose().as_bytes(),
-            )
-        })
-        .await;
-        match verdict {
-            Ok(v) => Ok(v),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(DirectoryError::Unavailable(
-                "the password check was cancelled by shutdown".into(),
-            )),
-        }
+        let wanted = &wanted;
+        self.run(
+            "search_entries_for_write",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let SearchResult(found, res) = ldap
+                    .with_search_options(SearchOptions::new().sizelimit(sizelimit))
+                    .with_timeout(t)
+                    .search(base, scope.into(), filter, wanted.clone())
+                    .await?;
+                let entries: Vec<(Entry, StoredPassword)> = found
+                    .into_iter()
+                    .filter(|e| !e.is_ref() && !e.is_intermediate())
+                    .map(|e| {
+                        let (entry, stored) = split_password(SearchEntry::construct(e));
+                        if self.is_user_dn(&entry.dn) {
+                            (entry, stored)
+                        } else {
+                            (entry, StoredPassword::new(Vec::new()))
+                        }
+                    })
+                    .collect();
+                match res.rc {
+                    0 if entries.len() <= limit => Ok(entries),
+                    0 | 4 => Err(Failure::Mapped(size_limit(limit, entries.len() as u64))),
+                    _ => Err(Failure::from_result(&res).naming_missing_entry(base)),
+                }
+            },
+        )
+        .await
     }
 
     /// Whether the root DSE lists both the Server Side Sort and the Virtual List View

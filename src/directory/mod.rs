@@ -59,6 +59,7 @@ use crate::types::Secret;
 pub use self::dialect::DirectoryKind;
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery};
 pub use self::error::{DirectoryError, PolicyRejection};
+pub use self::userpassword::StoredPassword;
 
 /// Page size for the Paged Results control in [`Directory::search_users`], and in
 /// [`Directory::stream_password_states`] when it is given 0.

@@ -1,7 +1,8 @@
 //! Checking a candidate password against stored `userPassword` values, locally.
 //!
-//! Pure logic, no I/O: [`crate::directory::Directory::password_matches`] reads the values
-//! as the service account and asks here, so that checking changes nothing in the directory
+//! No I/O: [`crate::directory::Directory::password_matches`] and
+//! [`crate::directory::Directory::search_entries_for_write`] read the values as the
+//! service account and ask here, so that checking changes nothing in the directory
 //! (no bind, no compare: no failure counter, no last-success time, no lockout).
 //!
 //! Understood forms (RFC 2307 `{SCHEME}base64`, scheme names case-insensitive, as
@@ -24,6 +25,10 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::DirectoryError;
+use crate::types::Secret;
 
 /// What one stored value says about a candidate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +47,65 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
+
+/// A user's stored `userPassword` values, read only to check a pushed password against
+/// them locally ([`StoredPassword::matches`]). Zeroized when dropped, never printed.
+pub struct StoredPassword(Vec<Zeroizing<Vec<u8>>>);
+
+impl std::fmt::Debug for StoredPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredPassword({} value(s), redacted)", self.0.len())
+    }
+}
+
+impl StoredPassword {
+    pub(crate) fn new(values: Vec<Zeroizing<Vec<u8>>>) -> Self {
+        Self(values)
+    }
+
+    /// Whether no value was readable (none stored, or hidden from the service account).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Some(true)` when `candidate` matches a stored value, `Some(false)` when every
+    /// value was checked and none matches, `None` when that cannot be told without a bind
+    /// (no value, or one in a scheme checked only by the directory). Salted digests are
+    /// checked in place (a few microseconds); Argon2, slow on purpose, on the blocking
+    /// pool so that it does not stall the async workers.
+    pub async fn matches(&self, candidate: &Secret) -> Result<Option<bool>, DirectoryError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        if !self.0.iter().any(|v| is_slow(v)) {
+            return Ok(matches_any(
+                self.0.iter().map(|v| v.as_slice()),
+                candidate.expose().as_bytes(),
+            ));
+        }
+        let stored = self.0.clone();
+        let candidate = candidate.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            matches_any(
+                stored.iter().map(|v| v.as_slice()),
+                candidate.expose().as_bytes(),
+            )
+        })
+        .await;
+        match verdict {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(DirectoryError::Unavailable(
+                "the password check was cancelled by shutdown".into(),
+            )),
+        }
+    }
+}
+
+/// Whether checking `stored` costs more than a digest: a key-derivation scheme.
+fn is_slow(stored: &[u8]) -> bool {
+    split_scheme(stored).is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("ARGON2"))
+}
 
 /// Check `candidate` against every stored value: `Some(true)` when one of them matches,
 /// `Some(false)` when every value could be checked and none matches, `None` otherwise
@@ -182,6 +246,59 @@ mod tests {
 
     fn v(stored: &str, candidate: &str) -> Verdict {
         verify(stored.as_bytes(), candidate.as_bytes())
+    }
+
+    fn stored(values: &[&str]) -> StoredPassword {
+        StoredPassword::new(
+            values
+                .iter()
+                .map(|v| Zeroizing::new(v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn stored_password_checks_digests_in_place_and_argon2_off_the_workers() {
+        let secret = Secret::new(SECRET);
+        let wrong = Secret::new("Secret");
+        for values in [
+            &[SSHA_SECRET][..],
+            &[SHA_SECRET, SSHA_SECRET_2],
+            &[ARGON2I_SECRET],
+            &["{CRYPT}$6$abc$def", SSHA_SECRET],
+        ] {
+            let s = stored(values);
+            assert!(!s.is_empty());
+            assert_eq!(s.matches(&secret).await.unwrap(), Some(true), "{values:?}");
+        }
+        assert_eq!(
+            stored(&[SSHA_SECRET, ARGON2I_SECRET])
+                .matches(&wrong)
+                .await
+                .unwrap(),
+            Some(false)
+        );
+        // A value only the directory can check: unknown, unless another matches.
+        assert_eq!(
+            stored(&["{CRYPT}$6$abc$def", SSHA_SECRET])
+                .matches(&wrong)
+                .await
+                .unwrap(),
+            None
+        );
+        let none = stored(&[]);
+        assert!(none.is_empty());
+        assert_eq!(none.matches(&secret).await.unwrap(), None);
+        assert!(is_slow(ARGON2I_SECRET.as_bytes()));
+        assert!(is_slow(b"{argon2}$argon2id$..."));
+        assert!(!is_slow(SSHA_SECRET.as_bytes()));
+        assert!(!is_slow(b"clear text"));
+    }
+
+    #[test]
+    fn stored_password_is_never_printed() {
+        let printed = format!("{:?}", stored(&[SSHA_SECRET, ARGON2I_SECRET]));
+        assert_eq!(printed, "StoredPassword(2 value(s), redacted)");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::filter::{
     AttrPath, Filter, FilterMapping, PASSWORD_EXTENSION, Reference, WithReferences, references,
     to_ldap,
 };
-use super::model::{ListQuery, ListResponse, PatchRequest, project};
+use super::model::{ListQuery, ListResponse, PatchRequest, get_ci, project};
 use super::patch::{apply_user_patch, parse_group_patch};
 use super::resource::{
     GroupMapping, GroupRef, MemberKind, MemberRef, UserExtras, UserMapping, UserWrite, WriteMode,
@@ -31,7 +31,7 @@ use crate::account::{AccountError, AccountService};
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
-    Change, Directory, DirectoryError, Entry, SearchScope, WindowQuery, same_dn,
+    Change, Directory, DirectoryError, Entry, SearchScope, StoredPassword, WindowQuery, same_dn,
 };
 use crate::types::Secret;
 
@@ -221,16 +221,10 @@ impl ScimService {
 
     /// The user entry with SCIM id `id`.
     async fn user_entry(&self, id: &str) -> Result<Entry, ScimError> {
-        let not_found = || ScimError::NotFound(format!("no User with id \"{}\"", clip(id)));
-        let uuid = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
-        let filter = format!(
-            "(&{}{})",
-            self.settings.user_filter,
-            equals("entryUUID", &uuid.hyphenated().to_string())
-        );
         let attrs = self.users.read_attributes();
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
-        let mut found = self
+        let filter = self.user_id_filter(id)?;
+        let found = self
             .directory
             .search_entries(
                 &self.settings.users_base,
@@ -241,9 +235,51 @@ impl ScimService {
             )
             .await
             .map_err(|e| self.directory_failure(e))?;
+        Self::only_user(id, found)
+    }
+
+    /// [`Self::user_entry`] for a write; with `password`, also the stored password, read
+    /// in the same search (the write carries a password to compare with it).
+    async fn user_entry_for_write(
+        &self,
+        id: &str,
+        password: bool,
+    ) -> Result<(Entry, Option<StoredPassword>), ScimError> {
+        if !password {
+            return Ok((self.user_entry(id).await?, None));
+        }
+        let attrs = self.users.read_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let filter = self.user_id_filter(id)?;
+        let found = self
+            .directory
+            .search_entries_for_write(
+                &self.settings.users_base,
+                SearchScope::Subtree,
+                &filter,
+                &attrs,
+                2,
+            )
+            .await
+            .map_err(|e| self.directory_failure(e))?;
+        let (entry, stored) = Self::only_user(id, found)?;
+        Ok((entry, Some(stored)))
+    }
+
+    fn user_id_filter(&self, id: &str) -> Result<String, ScimError> {
+        let uuid = uuid::Uuid::parse_str(id).map_err(|_| user_not_found(id))?;
+        Ok(format!(
+            "(&{}{})",
+            self.settings.user_filter,
+            equals("entryUUID", &uuid.hyphenated().to_string())
+        ))
+    }
+
+    /// The one user a search by id found.
+    fn only_user<T>(id: &str, mut found: Vec<T>) -> Result<T, ScimError> {
         match found.len() {
             1 => Ok(found.remove(0)),
-            0 => Err(not_found()),
+            0 => Err(user_not_found(id)),
             _ => Err(ScimError::Internal(format!(
                 "two users have entryUUID {id}"
             ))),
@@ -901,10 +937,14 @@ impl ScimService {
         if_match: Option<&str>,
     ) -> Result<Served, ScimError> {
         let result = async {
-            let current = self.user_entry(id).await?;
+            let carries_password = body
+                .as_object()
+                .is_some_and(|o| get_ci(o, "password").is_some());
+            let (current, stored) = self.user_entry_for_write(id, carries_password).await?;
             check_version(self.users.version(&current), if_match)?;
             let w = self.users.parse(body, WriteMode::Replace)?;
-            self.update_user(current, w, if_match.is_some()).await
+            self.update_user(current, stored, w, if_match.is_some())
+                .await
         }
         .await;
         self.record_update(caller, Action::ScimReplace, id, &result)
@@ -922,7 +962,9 @@ impl ScimService {
         if_match: Option<&str>,
     ) -> Result<Served, ScimError> {
         let result = async {
-            let current = self.user_entry(id).await?;
+            let (current, stored) = self
+                .user_entry_for_write(id, mentions(patch, "password"))
+                .await?;
             check_version(self.users.version(&current), if_match)?;
             let extras = self.user_extras(&current, &Shape::default()).await?;
             let mut resource = self.users.to_resource(&current, &extras);
@@ -936,7 +978,8 @@ impl ScimService {
                 w.attrs
                     .insert("manager".into(), current.all("manager").to_vec());
             }
-            self.update_user(current, w, if_match.is_some()).await
+            self.update_user(current, stored, w, if_match.is_some())
+                .await
         }
         .await;
         self.record_update(caller, Action::ScimPatch, id, &result)
@@ -979,9 +1022,12 @@ impl ScimService {
         .await;
     }
 
+    /// `stored`: the current password, when read with `current` (a password in `w` is
+    /// compared with it; without it, the directory is asked).
     async fn update_user(
         &self,
         current: Entry,
+        stored: Option<StoredPassword>,
         mut w: UserWrite,
         asserted: bool,
     ) -> Result<(Served, UpdateSummary), ScimError> {
@@ -1001,13 +1047,18 @@ impl ScimService {
         let mut password_note = "none";
         if let Some(p) = &password {
             self.check_password(p, &w.user_name)?;
-            if self
-                .account
-                .is_current_password(&current.dn, p)
-                .await
-                .map_err(from_account)?
-                == Some(true)
-            {
+            let is_current = match &stored {
+                Some(stored) => stored
+                    .matches(p)
+                    .await
+                    .map_err(|e| self.directory_failure(e))?,
+                None => self
+                    .account
+                    .is_current_password(&current.dn, p)
+                    .await
+                    .map_err(from_account)?,
+            };
+            if is_current == Some(true) {
                 // Okta pushes the current password at every sign-in: change nothing.
                 password = None;
                 password_note = "unchanged";
@@ -1400,6 +1451,10 @@ impl ScimService {
             .await;
         result
     }
+}
+
+fn user_not_found(id: &str) -> ScimError {
+    ScimError::NotFound(format!("no User with id \"{}\"", clip(id)))
 }
 
 /// Whether any operation of `patch` names `attribute` in its path or its value's keys.
