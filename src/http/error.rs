@@ -415,6 +415,11 @@ impl IntoResponse for ScimError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read: the connection cannot carry another
+            // request, and a client that reused it would see it cut off.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -595,6 +600,9 @@ mod tests {
                 assert!(retry.is_some(), "Retry-After on {status}");
             }
         }
+        let too_large = ScimError::PayloadTooLarge.into_response();
+        assert_eq!(too_large.status().as_u16(), 413);
+        assert_eq!(too_large.headers()[header::CONNECTION], "close");
         assert_eq!(
             ScimError::NotModified.into_response().status(),
             StatusCode::NOT_MODIFIED
