@@ -118,9 +118,61 @@ fn init_tracing(config: &Config) {
     };
 }
 
+/// Runs `cli` on the runtime its command needs, and says how it ended.
+///
+/// - `serve`: a multi-threaded runtime of `server.worker_threads` workers (see
+///   [`crate::config::ServerConfig::worker_threads`]).
+/// - `sweep`: one thread. A one-shot sweep is one stream consumed in order: a second
+///   thread would only be woken for every entry.
+/// - the other commands: tokio's default.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match load(&args.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let workers = config.server.worker_threads();
+            on_runtime(
+                tokio::runtime::Builder::new_multi_thread().worker_threads(workers),
+                serve(config),
+            )
+        }
+        Command::Sweep {
+            config,
+            dry_run,
+            at,
+        } => on_runtime(
+            &mut tokio::runtime::Builder::new_current_thread(),
+            sweep(config, dry_run, at),
+        ),
+        command => on_runtime(
+            &mut tokio::runtime::Builder::new_multi_thread(),
+            run(Cli { command }),
+        ),
+    }
+}
+
+fn on_runtime(
+    builder: &mut tokio::runtime::Builder,
+    command: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => fail(
+            EXIT_SOFTWARE,
+            format!("cannot start the async runtime: {e}"),
+        ),
+    }
+}
+
+/// Runs `cli` on the caller's runtime (`serve` loads its configuration first).
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => match load(&args.config) {
+            Ok(config) => serve(config).await,
+            Err(code) => code,
+        },
         Command::CheckConfig(args) => check_config(args).await,
         Command::Token(cmd) => token(cmd).await,
         Command::Sweep {
@@ -131,11 +183,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(args: ConfigArg) -> ExitCode {
-    let config = match load(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn serve(config: Config) -> ExitCode {
     init_tracing(&config);
     let address = match config.server.listen_addr() {
         Ok(a) => a,

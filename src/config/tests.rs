@@ -159,3 +159,27 @@ fn missing_file_is_explained() {
         .to_string();
     assert!(err.contains("/nonexistent/lockbridge.toml"), "{err}");
 }
+
+#[test]
+fn worker_threads_default_to_the_cpus_and_at_least_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(&minimal(dir.path(), ""), &[]).expect("loads");
+    assert_eq!(cfg.server.worker_threads, 0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(cfg.server.worker_threads(), cpus.max(2));
+
+    let cfg = load_with(
+        &minimal(dir.path(), ""),
+        &[("LOCKBRIDGE__SERVER__WORKER_THREADS", "1")],
+    )
+    .expect("loads");
+    assert_eq!(cfg.server.worker_threads(), 1, "an explicit 1 is kept");
+
+    let cfg = load_with(
+        &minimal(dir.path(), ""),
+        &[("LOCKBRIDGE__SERVER__WORKER_THREADS", "100000")],
+    );
+    let err = cfg.expect_err("must fail").to_string();
+    assert!(err.contains("server.worker_threads"), "{err}");
+    assert!(err.contains("use 0"), "{err}");
+}
