@@ -2,12 +2,12 @@
 # bench/scim.sh: SCIM reads and password pushes over a directory of 100,000 users, against
 # the directory's own speed measured in the same run by the same load generator.
 #
-#   bench/scim.sh                          100,000 users, 3 rounds, 10 s per measurement
+#   bench/scim.sh                          100,000 users, 4 rounds, 10 s per measurement
 #   USERS=20000 ROUNDS=2 DURATION=5 bench/scim.sh
 #   RAW_ONLY=1 bench/scim.sh               the raw LDAP figures only (no daemon)
 #
 # Each round measures, after WARMUP seconds of the same load (the order is reversed every
-# other round, A B B A, so drift hits both sides alike):
+# other round, A B B A, so drift hits both sides alike over an even number of rounds):
 #   raw search   bench/scimload ldap-search: GET_CLIENTS (32) LDAPS connections bound as
 #                the service account, (&(objectClass=inetOrgPerson)(uid=userNNNNNN)),
 #                random users, the attributes a SCIM read needs (ATTRS)
@@ -21,21 +21,37 @@
 # per-round ratios) against the targets (get >= 0.7, patch >= 0.8), the CPU each operation
 # cost slapd, lockbridge and the load generator, and the daemon's peak memory.
 #
-# Environment: USERS ROUNDS DURATION WARMUP GET_CLIENTS PATCH_CLIENTS POOL_SIZE ATTRS
-# RAW_ONLY=1, LOCKBRIDGE_BIN=path (skips the release build), KEEP=1 (keeps the work folder
-# with the logs), SLAPD_SANDBOX_DEBUG (slapd log level, default 0 here: no per-op log).
+# CPU_LAYOUT says how the processes share the machine's CPUs:
+#   split (default)  slapd runs on the first half of the CPUs, in every run; the clients
+#                    (the load generator, and lockbridge in the SCIM runs) on the other
+#                    half. The directory has the same CPUs to itself in the raw and the
+#                    SCIM runs, as on a deployment where it has its own server, so the
+#                    ratio is lockbridge's throughput against the directory's.
+#   shared           every process may run on every CPU: in the SCIM runs lockbridge
+#                    takes CPU time from the directory, so the ratio also counts
+#                    lockbridge's CPU cost against the directory's throughput.
+#
+# Before the rounds, WRITE_WARMUP (20) seconds of raw Password Modify, not measured: a
+# freshly imported directory takes its first writes faster than later ones.
+#
+# Environment: USERS ROUNDS DURATION WARMUP WRITE_WARMUP GET_CLIENTS PATCH_CLIENTS POOL_SIZE ATTRS
+# CPU_LAYOUT, RAW_ONLY=1, LOCKBRIDGE_BIN=path (skips the release build), KEEP=1 (keeps the
+# work folder with the logs), SLAPD_SANDBOX_DEBUG (slapd log level, default 0 here: no
+# per-op log).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 USERS=${USERS:-100000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
+WRITE_WARMUP=${WRITE_WARMUP:-20}
 GET_CLIENTS=${GET_CLIENTS:-32}
 PATCH_CLIENTS=${PATCH_CLIENTS:-8}
 POOL_SIZE=${POOL_SIZE:-32}
 RAW_ONLY=${RAW_ONLY:-0}
 KEEP=${KEEP:-0}
+CPU_LAYOUT=${CPU_LAYOUT:-split}
 ATTRS=${ATTRS:-objectClass,uid,givenName,sn,cn,displayName,title,preferredLanguage,mail,telephoneNumber,mobile,employeeNumber,departmentNumber,o,manager,entryUUID,entryCSN,createTimestamp,modifyTimestamp,pwdChangedTime,pwdReset,pwdAccountLockedTime,pwdPolicySubentry}
 export SLAPD_SANDBOX_DEBUG=${SLAPD_SANDBOX_DEBUG:-0}
 PY=/usr/bin/python3
@@ -51,9 +67,35 @@ for v in USERS ROUNDS DURATION GET_CLIENTS PATCH_CLIENTS POOL_SIZE; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds (got '$WARMUP')"
+[[ $WRITE_WARMUP =~ ^[0-9]+$ ]] || die "WRITE_WARMUP must be a whole number of seconds (got '$WRITE_WARMUP')"
 ((USERS >= GET_CLIENTS && USERS >= PATCH_CLIENTS)) || die "USERS must be at least the number of clients"
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust first"
 command -v curl >/dev/null 2>&1 || die "curl not found (scripts/lib/ensure-packages installs it)"
+
+# ---- CPU layout ---------------------------------------------------------------------------
+# DIRECTORY_CPUS / CLIENT_CPUS: taskset CPU lists; empty = no pinning.
+DIRECTORY_CPUS=""
+CLIENT_CPUS=""
+case $CPU_LAYOUT in
+split)
+	command -v taskset >/dev/null 2>&1 || die "taskset not found (util-linux); CPU_LAYOUT=shared runs without it"
+	read -r DIRECTORY_CPUS CLIENT_CPUS < <("$PY" -c '
+import os
+cpus = sorted(os.sched_getaffinity(0))
+half = len(cpus) // 2
+print(",".join(map(str, cpus[:half])) or "-", ",".join(map(str, cpus[half:])))')
+	if [[ $DIRECTORY_CPUS == - ]]; then
+		log "only one CPU is available: CPU_LAYOUT=split needs two; running shared"
+		CPU_LAYOUT=shared DIRECTORY_CPUS="" CLIENT_CPUS=""
+	fi
+	;;
+shared) ;;
+*) die "CPU_LAYOUT must be split or shared (got '$CPU_LAYOUT')" ;;
+esac
+# ON_CLIENT_CPUS: the command prefix that runs a client on the clients' CPUs (taskset execs
+# the command, so a background job's $! is the client's own PID).
+ON_CLIENT_CPUS=()
+[[ -z $CLIENT_CPUS ]] || ON_CLIENT_CPUS=(taskset -c "$CLIENT_CPUS")
 
 # ---- builds -------------------------------------------------------------------------------
 LOAD_TARGET=$ROOT/bench/scimload/target
@@ -102,6 +144,13 @@ log "starting a directory of $USERS users"
 # shellcheck disable=SC1091
 source "$WORK/ldap/sandbox.env"
 SLAPD_PID=$(<"$SLAPD_PID_FILE")
+if [[ -n $DIRECTORY_CPUS ]]; then
+	# Every thread slapd has now; the ones it starts later inherit the affinity.
+	taskset -a -p -c "$DIRECTORY_CPUS" "$SLAPD_PID" >/dev/null || die "could not pin slapd to CPUs $DIRECTORY_CPUS"
+	log "CPU layout split: slapd on CPUs $DIRECTORY_CPUS, load generator and lockbridge on CPUs $CLIENT_CPUS"
+else
+	log "CPU layout shared: every process on every CPU"
+fi
 # The import leaves dirty pages behind; flushing them now keeps them out of the first
 # write measurements (each directory write waits for its fsync).
 sync
@@ -157,7 +206,7 @@ TOML
 	(umask 077 && printf '%s' "$TOKEN" >"$WORK/token" && printf 'Authorization: Bearer %s\n' "$TOKEN" >"$WORK/auth-header")
 
 	log "starting lockbridge on $URL (directory pool of $POOL_SIZE)"
-	"$BIN" serve --config "$CONFIG" </dev/null >"$WORK/daemon.log" 2>&1 &
+	"${ON_CLIENT_CPUS[@]}" "$BIN" serve --config "$CONFIG" </dev/null >"$WORK/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	deadline=$(($(date +%s) + READY_TIMEOUT_SECS))
 	until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/readyz" || true) == 200 ]]; do
@@ -193,7 +242,7 @@ CPU_ARGS=(--cpu "slapd=$SLAPD_PID")
 measure() {
 	local round=$1 mode=$2 clients=$3 line
 	shift 3
-	if ! line=$("$LOAD" --mode "$mode" --clients "$clients" --users "$USERS" \
+	if ! line=$("${ON_CLIENT_CPUS[@]}" "$LOAD" --mode "$mode" --clients "$clients" --users "$USERS" \
 		--duration "$DURATION" --warmup "$WARMUP" "${CPU_ARGS[@]}" "$@" 2>"$WORK/load.err"); then
 		[[ -z $line ]] || echo "$line" >&2
 		sed 's/^/  /' "$WORK/load.err" >&2
@@ -202,6 +251,19 @@ measure() {
 	log "round $round: $line"
 	echo "round=$round $line" >>"$RESULTS"
 }
+
+# A freshly imported directory takes its first writes faster than later ones (every
+# password written adds a pwdHistory value, and mdb's pages stop being packed), so the
+# first measured write run would have an edge over the others: write for a while first.
+if ((WRITE_WARMUP > 0)); then
+	log "warming up writes: ${WRITE_WARMUP}s of raw Password Modify, not measured"
+	"${ON_CLIENT_CPUS[@]}" "$LOAD" --mode ldap-passmod --clients "$PATCH_CLIENTS" --users "$USERS" \
+		--duration "$WRITE_WARMUP" --warmup 0 "${LDAP_ARGS[@]}" >/dev/null 2>"$WORK/load.err" ||
+		{
+			sed 's/^/  /' "$WORK/load.err" >&2
+			die "the write warm-up failed"
+		}
+fi
 
 PER_ROUND=$((RAW_ONLY ? 2 : 4))
 log "measuring: $ROUNDS rounds of $PER_ROUND runs, ${WARMUP}s warm-up + ${DURATION}s each"
@@ -229,11 +291,12 @@ fi
 
 # ---- report -------------------------------------------------------------------------------
 "$PY" - "$RESULTS" "$USERS" "$ROUNDS" "$DURATION" "$WARMUP" "$GET_CLIENTS" "$PATCH_CLIENTS" \
-	"$POOL_SIZE" "${SLAPD_VERSION:-?}" "$(nproc)" "${PEAK_RSS_KB:-}" <<'PYEOF'
+	"$POOL_SIZE" "${SLAPD_VERSION:-?}" "$(nproc)" "${PEAK_RSS_KB:-}" "$CPU_LAYOUT" \
+	"$DIRECTORY_CPUS" "$CLIENT_CPUS" <<'PYEOF'
 import statistics, sys
 
 (path, users, rounds, duration, warmup, get_clients, patch_clients, pool, slapd, cores,
- rss_kb) = sys.argv[1:]
+ rss_kb, layout, directory_cpus, client_cpus) = sys.argv[1:]
 runs = {}  # mode -> {round: fields}
 for line in open(path):
     f = dict(kv.split("=", 1) for kv in line.split())
@@ -265,8 +328,12 @@ def ratio(label, raw, scim, target):
 
 total_users = int(users) + 5
 print()
-print(f"SCIM benchmark: {total_users:,} users (slapd {slapd}, mdb, LDAPS), {cores} cores shared by "
-      "slapd, lockbridge and the load generator")
+print(f"SCIM benchmark: {total_users:,} users (slapd {slapd}, mdb, LDAPS), {cores} CPUs")
+if layout == "split":
+    print(f"CPU layout split: slapd alone on CPUs {directory_cpus} in every run; the load generator "
+          f"and lockbridge on CPUs {client_cpus}")
+else:
+    print("CPU layout shared: slapd, lockbridge and the load generator on every CPU")
 print(f"{rounds} rounds, each run {warmup} s warm-up + {duration} s measured; medians of the rounds; "
       f"lockbridge directory pool {pool}")
 print()
