@@ -157,30 +157,28 @@ impl Entry {
 
 /// Splits the `userPassword` values (text or binary) out of a search entry.
 fn split_password(mut e: SearchEntry) -> (Entry, StoredPassword) {
-    let mut values: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-    let text: Vec<String> = e
-        .attrs
-        .keys()
-        .filter(|k| k.eq_ignore_ascii_case(USER_PASSWORD))
-        .cloned()
-        .collect();
-    for name in text {
-        if let Some(vals) = e.attrs.remove(&name) {
-            values.extend(vals.into_iter().map(|v| Zeroizing::new(v.into_bytes())));
-        }
-    }
-    let binary: Vec<String> = e
-        .bin_attrs
-        .keys()
-        .filter(|k| k.eq_ignore_ascii_case(USER_PASSWORD))
-        .cloned()
-        .collect();
-    for name in binary {
-        if let Some(vals) = e.bin_attrs.remove(&name) {
-            values.extend(vals.into_iter().map(Zeroizing::new));
-        }
-    }
+    let text = take_user_password(&mut e.attrs)
+        .into_iter()
+        .map(|v| Zeroizing::new(v.into_bytes()));
+    let binary = take_user_password(&mut e.bin_attrs)
+        .into_iter()
+        .map(Zeroizing::new);
+    let values = text.chain(binary).collect();
     (Entry::from_search(e), StoredPassword::new(values))
+}
+
+/// Removes `userPassword`, under any case of its name, and returns its values.
+fn take_user_password<V>(attrs: &mut std::collections::HashMap<String, Vec<V>>) -> Vec<V> {
+    let names: Vec<String> = attrs
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case(USER_PASSWORD))
+        .cloned()
+        .collect();
+    names
+        .iter()
+        .filter_map(|name| attrs.remove(name))
+        .flatten()
+        .collect()
 }
 
 impl Directory {
@@ -197,30 +195,44 @@ impl Directory {
         attrs: &[&str],
         limit: usize,
     ) -> Result<Vec<Entry>, DirectoryError> {
+        self.search_with("search_entries", base, scope, filter, attrs, limit, |e| {
+            Entry::from_search(SearchEntry::construct(e))
+        })
+        .await
+    }
+
+    /// A plain search (see [`Self::search_entries`]) whose entries `make` turns into `T`.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_with<T: Send>(
+        &self,
+        op: &'static str,
+        base: &str,
+        scope: SearchScope,
+        filter: &str,
+        attrs: &[&str],
+        limit: usize,
+        make: impl Fn(ldap3::ResultEntry) -> T + Sync,
+    ) -> Result<Vec<T>, DirectoryError> {
         let t = self.inner.operation_timeout;
         let sizelimit = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
-        self.run(
-            "search_entries",
-            OpKind::Read,
-            Retry::Idempotent,
-            |mut ldap| async move {
-                let SearchResult(found, res) = ldap
-                    .with_search_options(SearchOptions::new().sizelimit(sizelimit))
-                    .with_timeout(t)
-                    .search(base, scope.into(), filter, attrs)
-                    .await?;
-                let entries: Vec<Entry> = found
-                    .into_iter()
-                    .filter(|e| !e.is_ref() && !e.is_intermediate())
-                    .map(|e| Entry::from_search(SearchEntry::construct(e)))
-                    .collect();
-                match res.rc {
-                    0 if entries.len() <= limit => Ok(entries),
-                    0 | 4 => Err(Failure::Mapped(size_limit(limit, entries.len() as u64))),
-                    _ => Err(Failure::from_result(&res).naming_missing_entry(base)),
-                }
-            },
-        )
+        let make = &make;
+        self.run(op, OpKind::Read, Retry::Idempotent, |mut ldap| async move {
+            let SearchResult(found, res) = ldap
+                .with_search_options(SearchOptions::new().sizelimit(sizelimit))
+                .with_timeout(t)
+                .search(base, scope.into(), filter, attrs)
+                .await?;
+            let entries: Vec<T> = found
+                .into_iter()
+                .filter(|e| !e.is_ref() && !e.is_intermediate())
+                .map(make)
+                .collect();
+            match res.rc {
+                0 if entries.len() <= limit => Ok(entries),
+                0 | 4 => Err(Failure::Mapped(size_limit(limit, entries.len() as u64))),
+                _ => Err(Failure::from_result(&res).naming_missing_entry(base)),
+            }
+        })
         .await
     }
 
@@ -726,39 +738,23 @@ impl Directory {
         attrs: &[&str],
         limit: usize,
     ) -> Result<Vec<(Entry, StoredPassword)>, DirectoryError> {
-        let t = self.inner.operation_timeout;
-        let sizelimit = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
         let mut wanted: Vec<&str> = attrs.to_vec();
         if !wanted.iter().any(|a| a.eq_ignore_ascii_case(USER_PASSWORD)) {
             wanted.push(USER_PASSWORD);
         }
-        let wanted = &wanted;
-        self.run(
+        self.search_with(
             "search_entries_for_write",
-            OpKind::Read,
-            Retry::Idempotent,
-            |mut ldap| async move {
-                let SearchResult(found, res) = ldap
-                    .with_search_options(SearchOptions::new().sizelimit(sizelimit))
-                    .with_timeout(t)
-                    .search(base, scope.into(), filter, wanted.clone())
-                    .await?;
-                let entries: Vec<(Entry, StoredPassword)> = found
-                    .into_iter()
-                    .filter(|e| !e.is_ref() && !e.is_intermediate())
-                    .map(|e| {
-                        let (entry, stored) = split_password(SearchEntry::construct(e));
-                        if self.is_user_dn(&entry.dn) {
-                            (entry, stored)
-                        } else {
-                            (entry, StoredPassword::new(Vec::new()))
-                        }
-                    })
-                    .collect();
-                match res.rc {
-                    0 if entries.len() <= limit => Ok(entries),
-                    0 | 4 => Err(Failure::Mapped(size_limit(limit, entries.len() as u64))),
-                    _ => Err(Failure::from_result(&res).naming_missing_entry(base)),
+            base,
+            scope,
+            filter,
+            &wanted,
+            limit,
+            |e| {
+                let (entry, stored) = split_password(SearchEntry::construct(e));
+                if self.is_user_dn(&entry.dn) {
+                    (entry, stored)
+                } else {
+                    (entry, StoredPassword::new(Vec::new()))
                 }
             },
         )

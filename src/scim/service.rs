@@ -221,49 +221,36 @@ impl ScimService {
 
     /// The user entry with SCIM id `id`.
     async fn user_entry(&self, id: &str) -> Result<Entry, ScimError> {
-        let attrs = self.users.read_attributes();
-        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
-        let filter = self.user_id_filter(id)?;
-        let found = self
-            .directory
-            .search_entries(
-                &self.settings.users_base,
-                SearchScope::Subtree,
-                &filter,
-                &attrs,
-                2,
-            )
-            .await
-            .map_err(|e| self.directory_failure(e))?;
-        Self::only_user(id, found)
+        Ok(self.user_entry_for_write(id, false).await?.0)
     }
 
-    /// [`Self::user_entry`] for a write; with `password`, also the stored password, read
-    /// in the same search (the write carries a password to compare with it).
+    /// [`Self::user_entry`]; with `password`, also the stored password, read in the same
+    /// search (for a write carrying a password to compare with it).
     async fn user_entry_for_write(
         &self,
         id: &str,
         password: bool,
     ) -> Result<(Entry, Option<StoredPassword>), ScimError> {
-        if !password {
-            return Ok((self.user_entry(id).await?, None));
-        }
         let attrs = self.users.read_attributes();
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
         let filter = self.user_id_filter(id)?;
-        let found = self
-            .directory
-            .search_entries_for_write(
-                &self.settings.users_base,
-                SearchScope::Subtree,
-                &filter,
-                &attrs,
-                2,
-            )
-            .await
-            .map_err(|e| self.directory_failure(e))?;
-        let (entry, stored) = Self::only_user(id, found)?;
-        Ok((entry, Some(stored)))
+        let (base, scope) = (&self.settings.users_base, SearchScope::Subtree);
+        if password {
+            let found = self
+                .directory
+                .search_entries_for_write(base, scope, &filter, &attrs, 2)
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+            let (entry, stored) = Self::only_user(id, found)?;
+            Ok((entry, Some(stored)))
+        } else {
+            let found = self
+                .directory
+                .search_entries(base, scope, &filter, &attrs, 2)
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+            Ok((Self::only_user(id, found)?, None))
+        }
     }
 
     fn user_id_filter(&self, id: &str) -> Result<String, ScimError> {
