@@ -699,12 +699,7 @@ impl Directory {
         new_password: &Secret,
         must_change: bool,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, "set a password for")?;
-        if new_password.expose().is_empty() {
-            return Err(DirectoryError::PasswordRejected(PolicyRejection::Other(
-                "the new password is empty".into(),
-            )));
-        }
+        self.check_new_password(user_dn, new_password)?;
         let this = self.clone();
         let dn = user_dn.to_owned();
         let password = new_password.clone();
@@ -730,16 +725,25 @@ impl Directory {
         user_dn: &str,
         new_password: &Secret,
     ) -> Result<(), DirectoryError> {
+        self.check_new_password(user_dn, new_password)?;
+        self.write_password(user_dn, new_password).await
+    }
+
+    fn check_new_password(&self, user_dn: &str, password: &Secret) -> Result<(), DirectoryError> {
         self.check_user_dn(user_dn, "set a password for")?;
-        if new_password.expose().is_empty() {
+        if password.expose().is_empty() {
             return Err(DirectoryError::PasswordRejected(PolicyRejection::Other(
                 "the new password is empty".into(),
             )));
         }
+        Ok(())
+    }
+
+    /// The Password Modify itself (the dialect's way, with the ppolicy control); the
+    /// password is redacted from any error.
+    async fn write_password(&self, dn: &str, password: &Secret) -> Result<(), DirectoryError> {
         let inner = &*self.inner;
         let t = inner.operation_timeout;
-        let dn = user_dn;
-        let password = new_password;
         self.run(
             "set_password",
             OpKind::PasswordWrite,
@@ -756,17 +760,9 @@ impl Directory {
         password: &Secret,
         must_change: bool,
     ) -> Result<(), DirectoryError> {
+        self.write_password(dn, password).await?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
-        self.run(
-            "set_password",
-            OpKind::PasswordWrite,
-            Retry::IfNotSent,
-            |mut ldap| async move { inner.dialect.set_password(&mut ldap, dn, password, t).await },
-        )
-        .await
-        .map_err(|e| redact(e, password.expose()))?;
-
         let set_flag = || {
             self.run(
                 "set_must_change",

@@ -86,15 +86,6 @@ const GROUP_OPERATIONAL: [&str; 4] = [
     "modifyTimestamp",
 ];
 
-/// Whether a resource is being created (POST) or replaced (PUT, or the result of a
-/// PATCH). Both read the body the same way today: `userName` / `displayName` required,
-/// read-only attributes ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    Create,
-    Replace,
-}
-
 // ---------------------------------------------------------------------------------------
 // Users
 // ---------------------------------------------------------------------------------------
@@ -598,8 +589,7 @@ impl UserMapping {
     /// attributes are ignored; emails and phone numbers of types lockbridge does not store
     /// are ignored like unknown attributes. `userName` is required; `password`, when
     /// given, must be a non-empty string.
-    pub fn parse(&self, body: &Value, mode: WriteMode) -> Result<UserWrite, ScimError> {
-        let _ = mode;
+    pub fn parse(&self, body: &Value) -> Result<UserWrite, ScimError> {
         let Value::Object(map) = body else {
             return Err(ScimError::InvalidSyntax(
                 "a User must be a JSON object".into(),

@@ -22,7 +22,7 @@ use super::filter::{
 use super::model::{ListQuery, ListResponse, PatchRequest, get_ci, project};
 use super::patch::{apply_user_patch, parse_group_patch};
 use super::resource::{
-    GroupMapping, GroupRef, MemberKind, MemberRef, UserExtras, UserMapping, UserWrite, WriteMode,
+    GroupMapping, GroupRef, MemberKind, MemberRef, UserExtras, UserMapping, UserWrite,
     escape_rdn_value,
 };
 use super::schema::Discovery;
@@ -848,7 +848,7 @@ impl ScimService {
 
     /// `POST /Users`.
     pub async fn create_user(&self, caller: &Caller, body: &Value) -> Result<Served, ScimError> {
-        let mut w = self.users.parse(body, WriteMode::Create)?;
+        let mut w = self.users.parse(body)?;
         let user_name = w.user_name.clone();
         let active = w.active;
         let has_password = w.password.is_some();
@@ -929,7 +929,7 @@ impl ScimService {
                 .is_some_and(|o| get_ci(o, "password").is_some());
             let (current, stored) = self.user_entry_for_write(id, carries_password).await?;
             check_version(self.users.version(&current), if_match)?;
-            let w = self.users.parse(body, WriteMode::Replace)?;
+            let w = self.users.parse(body)?;
             self.update_user(current, stored, w, if_match.is_some())
                 .await
         }
@@ -956,7 +956,7 @@ impl ScimService {
             let extras = self.user_extras(&current, &Shape::default()).await?;
             let mut resource = self.users.to_resource(&current, &extras);
             let outcome = apply_user_patch(&mut resource, patch, self.discovery.user_schema())?;
-            let mut w = self.users.parse(&resource, WriteMode::Replace)?;
+            let mut w = self.users.parse(&resource)?;
             w.password = outcome.password;
             // A manager DN that names no user lockbridge serves is not in the resource;
             // a PATCH that does not touch the manager must not clear it.
@@ -1062,30 +1062,9 @@ impl ScimService {
             return Ok((served, summary));
         }
         self.audit_ready().await?;
-        let assertion = asserted
-            .then(|| current.first("entryCSN").map(|csn| equals("entryCSN", csn)))
-            .flatten();
-        let mut dn = current.dn.clone();
-        if let Some(rdn) = &new_rdn {
-            dn = self
-                .directory
-                .rename_entry(&current.dn, rdn, assertion.as_deref())
-                .await
-                .map_err(|e| self.directory_failure(e))?;
-        }
-        let modify_assertion = if new_rdn.is_some() {
-            None
-        } else {
-            assertion.as_deref()
-        };
-        if let Err(e) = self
-            .directory
-            .modify_entry(&dn, &changes, modify_assertion)
-            .await
-        {
-            self.undo_rename(&current, &dn, new_rdn.is_some()).await;
-            return Err(self.directory_failure(e));
-        }
+        let dn = self
+            .rename_and_modify(&current, new_rdn.as_deref(), &changes, asserted)
+            .await?;
         let mut summary = summary;
         if let Some(p) = &password {
             match self
@@ -1113,6 +1092,44 @@ impl ScimService {
         Ok((served, summary))
     }
 
+    /// Renames `current` to `new_rdn` (when given), then applies `changes`, and returns
+    /// the entry's DN after both. With `asserted` (If-Match), the first write carries the
+    /// assertion on the entry's `entryCSN`; a failed modify undoes the rename.
+    async fn rename_and_modify(
+        &self,
+        current: &Entry,
+        new_rdn: Option<&str>,
+        changes: &[Change],
+        asserted: bool,
+    ) -> Result<String, ScimError> {
+        let assertion = asserted
+            .then(|| current.first("entryCSN").map(|csn| equals("entryCSN", csn)))
+            .flatten();
+        let mut dn = current.dn.clone();
+        if let Some(rdn) = new_rdn {
+            dn = self
+                .directory
+                .rename_entry(&current.dn, rdn, assertion.as_deref())
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+        }
+        // After a rename the entry's CSN has moved on: the rename carried the assertion.
+        let modify_assertion = if new_rdn.is_some() {
+            None
+        } else {
+            assertion.as_deref()
+        };
+        if let Err(e) = self
+            .directory
+            .modify_entry(&dn, changes, modify_assertion)
+            .await
+        {
+            self.undo_rename(current, &dn, new_rdn.is_some()).await;
+            return Err(self.directory_failure(e));
+        }
+        Ok(dn)
+    }
+
     async fn undo_rename(&self, current: &Entry, dn: &str, renamed: bool) {
         if !renamed {
             return;
@@ -1121,7 +1138,7 @@ impl ScimService {
             return;
         };
         if let Err(e) = self.directory.rename_entry(dn, old_rdn, None).await {
-            tracing::error!(user.dn = %dn, error = %e, "could not undo a rename after a failed change");
+            tracing::error!(entry.dn = %dn, error = %e, "could not undo a rename after a failed change");
         }
     }
 
@@ -1148,22 +1165,11 @@ impl ScimService {
                     .delete_entry(&current.dn, None)
                     .await
                     .map_err(|e| self.directory_failure(e)),
-                DeleteMode::Deactivate => {
-                    let mut w = self.users.parse(
-                        &self.users.to_resource(
-                            &current,
-                            &self.user_extras(&current, &Shape::default()).await?,
-                        ),
-                        WriteMode::Replace,
-                    )?;
-                    w.active = Some(false);
-                    self.resolve_manager(&mut w).await?;
-                    let changes = self.users.changes(&current, &w);
-                    self.directory
-                        .modify_entry(&current.dn, &changes, None)
-                        .await
-                        .map_err(|e| self.directory_failure(e))
-                }
+                DeleteMode::Deactivate => self
+                    .directory
+                    .lock_account(&current.dn)
+                    .await
+                    .map_err(|e| self.directory_failure(e)),
             }
         }
         .await;
@@ -1379,17 +1385,6 @@ impl ScimService {
             }
         }
         self.audit_ready().await?;
-        let assertion = asserted
-            .then(|| current.first("entryCSN").map(|csn| equals("entryCSN", csn)))
-            .flatten();
-        let mut dn = current.dn.clone();
-        if let Some(rdn) = &new_rdn {
-            dn = self
-                .directory
-                .rename_entry(&current.dn, rdn, assertion.as_deref())
-                .await
-                .map_err(|e| self.directory_failure(e))?;
-        }
         // cn changes with the rename; the modify must not repeat it.
         let changes: Vec<Change> = if new_rdn.is_some() {
             changes
@@ -1399,19 +1394,9 @@ impl ScimService {
         } else {
             changes
         };
-        let modify_assertion = if new_rdn.is_some() {
-            None
-        } else {
-            assertion.as_deref()
-        };
-        if let Err(e) = self
-            .directory
-            .modify_entry(&dn, &changes, modify_assertion)
-            .await
-        {
-            self.undo_rename(&current, &dn, new_rdn.is_some()).await;
-            return Err(self.directory_failure(e));
-        }
+        let dn = self
+            .rename_and_modify(&current, new_rdn.as_deref(), &changes, asserted)
+            .await?;
         let entry = self.group_by_dn(&dn).await?;
         self.serve_group(&entry, &Shape::default()).await
     }

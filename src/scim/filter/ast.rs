@@ -274,6 +274,21 @@ pub enum CompareOp {
 }
 
 impl CompareOp {
+    /// Whether `a op b` holds when comparing `a` with `b` gave `ord`; the substring
+    /// operators (`co`, `sw`, `ew`) never hold on an ordering.
+    pub fn holds_for(self, ord: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match self {
+            Self::Eq => ord == Equal,
+            Self::Ne => ord != Equal,
+            Self::Gt => ord == Greater,
+            Self::Lt => ord == Less,
+            Self::Ge => ord != Less,
+            Self::Le => ord != Greater,
+            Self::Co | Self::Sw | Self::Ew => false,
+        }
+    }
+
     /// Every operator, in the RFC's order.
     pub const ALL: [CompareOp; 9] = [
         Self::Eq,

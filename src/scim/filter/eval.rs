@@ -9,8 +9,6 @@
 //! different JSON types is false (so `ne` is true), never an error: a value path that
 //! selects nothing is the caller's business.
 
-use std::cmp::Ordering;
-
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 
@@ -117,7 +115,7 @@ fn scalar(found: &Value, op: CompareOp, value: &CompValue, exact: bool) -> bool 
             let (Some(a), b) = (a.as_f64(), b.as_f64()) else {
                 return false;
             };
-            a.partial_cmp(&b).is_some_and(|ord| ordered(op, ord))
+            a.partial_cmp(&b).is_some_and(|ord| op.holds_for(ord))
         }
         _ => false,
     }
@@ -127,7 +125,7 @@ fn strings(a: &str, op: CompareOp, b: &str, exact: bool) -> bool {
     if !op.is_substring()
         && let (Some(x), Some(y)) = (date_time(a), date_time(b))
     {
-        return ordered(op, x.cmp(&y));
+        return op.holds_for(x.cmp(&y));
     }
     let (a, b) = if exact {
         (a.to_owned(), b.to_owned())
@@ -138,24 +136,12 @@ fn strings(a: &str, op: CompareOp, b: &str, exact: bool) -> bool {
         CompareOp::Co => a.contains(&b),
         CompareOp::Sw => a.starts_with(&b),
         CompareOp::Ew => a.ends_with(&b),
-        _ => ordered(op, a.cmp(&b)),
+        _ => op.holds_for(a.cmp(&b)),
     }
 }
 
 fn date_time(s: &str) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(s).ok()
-}
-
-fn ordered(op: CompareOp, ord: Ordering) -> bool {
-    match op {
-        CompareOp::Eq => ord == Ordering::Equal,
-        CompareOp::Ne => ord != Ordering::Equal,
-        CompareOp::Gt => ord == Ordering::Greater,
-        CompareOp::Lt => ord == Ordering::Less,
-        CompareOp::Ge => ord != Ordering::Less,
-        CompareOp::Le => ord != Ordering::Greater,
-        CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@ use super::*;
 use crate::directory::Entry;
 use crate::scim::filter::{ENTERPRISE_USER, PASSWORD_EXTENSION};
 use crate::scim::model::PATCH_OP;
-use crate::scim::resource::{UserExtras, UserMapping, UserMappingSettings, WriteMode};
+use crate::scim::resource::{UserExtras, UserMapping, UserMappingSettings};
 use proptest::prelude::*;
 use rstest::rstest;
 use serde_json::json;
@@ -305,7 +305,7 @@ fn manager_in_every_form(#[case] op: Value) {
     // A $ref left from the previous manager is harmless: the id in value wins.
     assert_eq!(r[ENTERPRISE_USER]["manager"]["value"], json!("2819c223"));
     let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
-    let w = m.parse(&r, WriteMode::Replace).expect("valid");
+    let w = m.parse(&r).expect("valid");
     assert_eq!(w.manager_id.as_deref(), Some("2819c223"));
 }
 
@@ -511,7 +511,7 @@ fn patch_then_parse_then_changes_touches_only_the_patched_attributes() {
     ]));
     let outcome = apply_user_patch(&mut r, &req, m.schema()).expect("valid");
     assert!(outcome.changed);
-    let w = m.parse(&r, WriteMode::Replace).expect("valid");
+    let w = m.parse(&r).expect("valid");
     assert_eq!(
         m.changes(&e, &w),
         [

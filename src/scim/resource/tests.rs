@@ -287,7 +287,7 @@ fn groups_are_listed_only_when_the_service_resolved_them() {
 // -- body → write -----------------------------------------------------------------------
 
 fn parse(body: Value) -> Result<UserWrite, ScimError> {
-    mapping().parse(&body, WriteMode::Create)
+    mapping().parse(&body)
 }
 
 fn attr<'a>(w: &'a UserWrite, name: &str) -> Option<&'a [String]> {
@@ -533,10 +533,7 @@ fn not_an_object_is_invalid_syntax() {
 fn external_id_is_ignored_when_not_stored() {
     let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
     let w = m
-        .parse(
-            &json!({"userName": "u", "externalId": "x"}),
-            WriteMode::Create,
-        )
+        .parse(&json!({"userName": "u", "externalId": "x"}))
         .expect("valid");
     assert_eq!(w.external_id, None);
 }
@@ -612,7 +609,7 @@ fn put(e: &Entry, edit: impl FnOnce(&mut Value)) -> UserWrite {
     let m = mapping();
     let mut r = m.to_resource(e, &extras());
     edit(&mut r);
-    let mut w = m.parse(&r, WriteMode::Replace).expect("valid");
+    let mut w = m.parse(&r).expect("valid");
     // the service resolves the manager id
     if w.manager_id.as_deref() == Some("26118915-6090-4610-87e4-49d8ca9f808d") {
         w.attrs.insert(
@@ -875,7 +872,7 @@ fn overrides_apply_to_reading_writing_filtering_and_sorting() {
         json!([{"value": "123", "type": "mobile"}])
     );
     assert_eq!(r[ENTERPRISE_USER]["department"], "Ops");
-    let w = m.parse(&r, WriteMode::Replace).expect("valid");
+    let w = m.parse(&r).expect("valid");
     assert_eq!(w.attrs.get("pager"), Some(&vec!["123".to_owned()]));
     assert_eq!(m.changes(&e, &w), []);
     let (dn, _) = m.new_entry(&w, PEOPLE);
@@ -1489,7 +1486,7 @@ proptest! {
             ..UserExtras::default()
         };
         let r = m.to_resource(&e, &x);
-        let mut w = m.parse(&r, WriteMode::Replace).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut w = m.parse(&r).map_err(|e| TestCaseError::fail(e.to_string()))?;
         if let Some(dn) = e.first("manager") {
             prop_assert_eq!(w.manager_id.as_deref(), Some("boss-id"));
             w.attrs.insert("manager".into(), vec![dn.to_owned()]);
@@ -1501,11 +1498,11 @@ proptest! {
     /// Parsing never panics, whatever the JSON.
     #[test]
     fn parse_never_panics(v in arb_json()) {
-        let _ = mapping().parse(&v, WriteMode::Create);
+        let _ = mapping().parse(&v);
         let _ = groups().parse(&v);
         if let Value::Object(mut o) = v {
             o.insert("userName".into(), json!("u"));
-            let _ = mapping().parse(&Value::Object(o), WriteMode::Create);
+            let _ = mapping().parse(&Value::Object(o));
         }
     }
 
