@@ -44,23 +44,23 @@ pub fn routes(state: ScimState) -> Router {
         .route("/ResourceTypes/{name}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{urn}", get(schema))
-        .route("/Users", get(list_users).post(create_user))
-        .route("/Users/.search", post(search_users))
+        .route("/Users", get(list::<Users>).post(create::<Users>))
+        .route("/Users/.search", post(search::<Users>))
         .route(
             "/Users/{id}",
-            get(get_user)
-                .put(replace_user)
-                .patch(patch_user)
-                .delete(delete_user),
+            get(get_one::<Users>)
+                .put(replace::<Users>)
+                .patch(patch::<Users>)
+                .delete(delete::<Users>),
         )
-        .route("/Groups", get(list_groups).post(create_group))
-        .route("/Groups/.search", post(search_groups))
+        .route("/Groups", get(list::<Groups>).post(create::<Groups>))
+        .route("/Groups/.search", post(search::<Groups>))
         .route(
             "/Groups/{id}",
-            get(get_group)
-                .put(replace_group)
-                .patch(patch_group)
-                .delete(delete_group),
+            get(get_one::<Groups>)
+                .put(replace::<Groups>)
+                .patch(patch::<Groups>)
+                .delete(delete::<Groups>),
         )
         .route("/Me", axum::routing::any(me))
         .route("/Bulk", axum::routing::any(bulk))
@@ -253,38 +253,64 @@ async fn schema(
     Ok(scim_json(StatusCode::OK, &doc))
 }
 
-// ----- users -----------------------------------------------------------------------------
+// ----- Users and Groups ---------------------------------------------------------------------
 
-async fn list(s: &ScimState, kind: Kind, raw: Option<&str>) -> Result<Response, ScimError> {
-    let query = ListQuery::parse(raw.unwrap_or(""), s.service.settings().max_results)?;
-    let body = s.service.list(kind, &query).await?;
+/// The resource type a route serves: the same handlers serve `/Users` and `/Groups`.
+trait ResourceRoute {
+    const KIND: Kind;
+}
+
+struct Users;
+struct Groups;
+
+impl ResourceRoute for Users {
+    const KIND: Kind = Kind::User;
+}
+
+impl ResourceRoute for Groups {
+    const KIND: Kind = Kind::Group;
+}
+
+/// `GET /Users`, `GET /Groups`.
+async fn list<R: ResourceRoute>(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ScimError> {
+    let query = ListQuery::parse(
+        raw.as_deref().unwrap_or(""),
+        s.service.settings().max_results,
+    )?;
+    let body = s.service.list(R::KIND, &query).await?;
     Ok(scim_json(StatusCode::OK, &body))
 }
 
-async fn search(
-    s: &ScimState,
-    kind: Kind,
-    headers: &HeaderMap,
-    body: &Bytes,
+/// `POST /Users/.search`, `POST /Groups/.search`.
+async fn search<R: ResourceRoute>(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let value = json_body(headers, body)?;
+    let value = json_body(&headers, &body)?;
     let request: SearchRequest = serde_json::from_value(value).map_err(|e| {
         ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
     })?;
     let query = request.into_query(s.service.settings().max_results)?;
-    let body = s.service.list(kind, &query).await?;
+    let body = s.service.list(R::KIND, &query).await?;
     Ok(scim_json(StatusCode::OK, &body))
 }
 
-async fn get_resource(
-    s: &ScimState,
-    kind: Kind,
-    id: &str,
-    raw: Option<&str>,
-    headers: &HeaderMap,
+/// `GET /Users/{id}`, `GET /Groups/{id}`, with `If-None-Match`.
+async fn get_one<R: ResourceRoute>(
+    State(s): State<ScimState>,
+    _: Provisioner,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    let served = s.service.get(kind, id, &shape(raw)?).await?;
-    if let Some(tags) = header_str(headers, header::IF_NONE_MATCH)
+    let served = s.service.get(R::KIND, &id, &shape(raw.as_deref())?).await?;
+    if let Some(tags) = header_str(&headers, header::IF_NONE_MATCH)
         && none_match(served.version.as_deref(), tags)
     {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
@@ -300,45 +326,23 @@ async fn get_resource(
     Ok(resource_response(StatusCode::OK, &served))
 }
 
-async fn list_users(
-    State(s): State<ScimState>,
-    _: Provisioner,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ScimError> {
-    list(&s, Kind::User, q.as_deref()).await
-}
-
-async fn search_users(
-    State(s): State<ScimState>,
-    _: Provisioner,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimError> {
-    search(&s, Kind::User, &headers, &body).await
-}
-
-async fn get_user(
-    State(s): State<ScimState>,
-    _: Provisioner,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    get_resource(&s, Kind::User, &id, q.as_deref(), &headers).await
-}
-
-async fn create_user(
+/// `POST /Users`, `POST /Groups`.
+async fn create<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
-    let served = s.service.create_user(&caller, &value).await?;
+    let served = match R::KIND {
+        Kind::User => s.service.create_user(&caller, &value).await?,
+        Kind::Group => s.service.create_group(&caller, &value).await?,
+    };
     Ok(resource_response(StatusCode::CREATED, &served))
 }
 
-async fn replace_user(
+/// `PUT /Users/{id}`, `PUT /Groups/{id}`.
+async fn replace<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
@@ -346,124 +350,55 @@ async fn replace_user(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body)?;
-    let served = s
-        .service
-        .replace_user(&caller, &id, &value, header_str(&headers, header::IF_MATCH))
-        .await?;
+    let if_match = header_str(&headers, header::IF_MATCH);
+    let served = match R::KIND {
+        Kind::User => {
+            s.service
+                .replace_user(&caller, &id, &value, if_match)
+                .await?
+        }
+        Kind::Group => {
+            s.service
+                .replace_group(&caller, &id, &value, if_match)
+                .await?
+        }
+    };
     Ok(resource_response(StatusCode::OK, &served))
 }
 
-fn patch_request(headers: &HeaderMap, body: &Bytes) -> Result<PatchRequest, ScimError> {
-    let value = json_body(headers, body)?;
-    PatchRequest::from_value(value)
-}
-
-async fn patch_user(
+/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
+async fn patch<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let patch = patch_request(&headers, &body)?;
-    let served = s
-        .service
-        .patch_user(&caller, &id, &patch, header_str(&headers, header::IF_MATCH))
-        .await?;
+    let patch = PatchRequest::from_value(json_body(&headers, &body)?)?;
+    let if_match = header_str(&headers, header::IF_MATCH);
+    let served = match R::KIND {
+        Kind::User => s.service.patch_user(&caller, &id, &patch, if_match).await?,
+        Kind::Group => {
+            s.service
+                .patch_group(&caller, &id, &patch, if_match)
+                .await?
+        }
+    };
     Ok(resource_response(StatusCode::OK, &served))
 }
 
-async fn delete_user(
+/// `DELETE /Users/{id}`, `DELETE /Groups/{id}`.
+async fn delete<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
-    s.service
-        .delete_user(&caller, &id, header_str(&headers, header::IF_MATCH))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-// ----- groups ----------------------------------------------------------------------------
-
-async fn list_groups(
-    State(s): State<ScimState>,
-    _: Provisioner,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ScimError> {
-    list(&s, Kind::Group, q.as_deref()).await
-}
-
-async fn search_groups(
-    State(s): State<ScimState>,
-    _: Provisioner,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimError> {
-    search(&s, Kind::Group, &headers, &body).await
-}
-
-async fn get_group(
-    State(s): State<ScimState>,
-    _: Provisioner,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    get_resource(&s, Kind::Group, &id, q.as_deref(), &headers).await
-}
-
-async fn create_group(
-    State(s): State<ScimState>,
-    Provisioner(caller): Provisioner,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimError> {
-    let value = json_body(&headers, &body)?;
-    let served = s.service.create_group(&caller, &value).await?;
-    Ok(resource_response(StatusCode::CREATED, &served))
-}
-
-async fn replace_group(
-    State(s): State<ScimState>,
-    Provisioner(caller): Provisioner,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimError> {
-    let value = json_body(&headers, &body)?;
-    let served = s
-        .service
-        .replace_group(&caller, &id, &value, header_str(&headers, header::IF_MATCH))
-        .await?;
-    Ok(resource_response(StatusCode::OK, &served))
-}
-
-async fn patch_group(
-    State(s): State<ScimState>,
-    Provisioner(caller): Provisioner,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimError> {
-    let patch = patch_request(&headers, &body)?;
-    let served = s
-        .service
-        .patch_group(&caller, &id, &patch, header_str(&headers, header::IF_MATCH))
-        .await?;
-    Ok(resource_response(StatusCode::OK, &served))
-}
-
-async fn delete_group(
-    State(s): State<ScimState>,
-    Provisioner(caller): Provisioner,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ScimError> {
-    s.service
-        .delete_group(&caller, &id, header_str(&headers, header::IF_MATCH))
-        .await?;
+    let if_match = header_str(&headers, header::IF_MATCH);
+    match R::KIND {
+        Kind::User => s.service.delete_user(&caller, &id, if_match).await?,
+        Kind::Group => s.service.delete_group(&caller, &id, if_match).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
