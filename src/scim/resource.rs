@@ -599,14 +599,7 @@ impl UserMapping {
             map,
             schema: &self.schema,
         };
-        let user_name = match b.get(None, "userName") {
-            Some(v) => string(v, "userName")?,
-            None => None,
-        }
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| {
-            ScimError::InvalidValue("userName is required and must be a non-empty string".into())
-        })?;
+        let user_name = b.required_string("userName")?;
         let mut w = UserWrite {
             user_name,
             ..UserWrite::default()
@@ -1251,14 +1244,7 @@ impl GroupMapping {
             map,
             schema: &self.schema,
         };
-        let display_name = match b.get(None, "displayName") {
-            Some(v) => string(v, "displayName")?,
-            None => None,
-        }
-        .filter(|d| !d.trim().is_empty())
-        .ok_or_else(|| {
-            ScimError::InvalidValue("displayName is required and must be a non-empty string".into())
-        })?;
+        let display_name = b.required_string("displayName")?;
         let mut w = GroupWrite {
             display_name,
             ..GroupWrite::default()
@@ -1474,6 +1460,18 @@ impl Body<'_> {
                 .or_else(|| non_null(get_ci(self.map, &format!("{}:{flat}", self.schema.core.id)))),
             Some(urn) => non_null(get_ci(self.map, &format!("{urn}:{flat}"))),
         }
+    }
+
+    /// The core attribute `name`, which must be a string that is not blank.
+    fn required_string(&self, name: &str) -> Result<String, ScimError> {
+        match self.get(None, name) {
+            Some(v) => string(v, name)?,
+            None => None,
+        }
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            ScimError::InvalidValue(format!("{name} is required and must be a non-empty string"))
+        })
     }
 }
 
