@@ -71,6 +71,7 @@ ca_file = "$LDAP_CA_FILE"
 bind_dn = "$LDAP_SERVICE_DN"
 bind_password_file = "$LDAP_SERVICE_PASSWORD_FILE"
 users_base = "$LDAP_USERS_BASE"
+admin_group_dns = ["$LDAP_ADMIN_GROUP_DN"]
 [mail]
 relay = "127.0.0.1"
 port = $MAIL_PORT

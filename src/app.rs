@@ -11,8 +11,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::account::AccountService;
 use crate::account::expiry::{ExpiryService, ExpirySettings, MaxAgeSource};
+use crate::account::{AccountService, ProtectionSettings};
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, TokenKey, TokenService};
@@ -21,7 +21,7 @@ use crate::config::{
     SmtpSecurityConfig,
 };
 use crate::directory::{Directory, DirectoryError, DirectoryKind, DirectorySettings};
-use crate::http::{HealthState, RateLimit, RouterParts, router};
+use crate::http::{HealthState, RateLimit, RouterParts, ServerLimits, TrustedProxies, router};
 use crate::notify::{
     MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer,
     SmtpSecurity, Templates, derive_key,
@@ -118,7 +118,7 @@ pub fn token_service(config: &Config, store: Arc<dyn Store>) -> TokenService {
 }
 
 fn token_key(config: &Config) -> TokenKey {
-    TokenKey::new(derive_key(&config.master_key, "api-token-hash"))
+    TokenKey::new(derive_key(config.master_key.expose(), "api-token-hash"))
 }
 
 fn install_metrics() -> PrometheusHandle {
@@ -219,7 +219,6 @@ fn scim_service(
             },
             max_results: s.max_results,
             check_password_rules: s.check_password_rules,
-            protected_groups: d.admin_group_dns.clone(),
         },
     ))
 }
@@ -234,7 +233,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
     templates.check()?;
     let mailer = Mailer::new(&mail_settings(config))?;
     let sealer = Arc::new(Sealer::new(derive_key(
-        &config.master_key,
+        config.master_key.expose(),
         "outbox-secrets",
     )));
     let notifier = Notifier::new(store.clone(), sealer.clone());
@@ -248,6 +247,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             initial_backoff: Duration::from_secs(config.outbox.initial_backoff_secs),
             max_backoff: Duration::from_secs(config.outbox.max_backoff_secs),
             max_attempts: config.outbox.max_attempts,
+            retry_window: Duration::from_secs(u64::from(config.outbox.retry_window_hours) * 3600),
             max_bulk_per_minute: config.outbox.max_bulk_per_minute,
             max_bulk_per_day: config.outbox.max_bulk_per_day,
         },
@@ -256,6 +256,12 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
     let audit = AuditLog::new(store.clone());
     let account = AccountService::new(
         directory.clone(),
+        ProtectionSettings {
+            service_dn: config.directory.bind_dn.clone(),
+            admin_group_dns: config.directory.admin_group_dns.clone(),
+            provisioning_protected_dns: config.scim.protected_dns.clone(),
+            provisioning_may_write_administrators: config.scim.allow_writes_to_administrators,
+        },
         config.password_policy.to_rules(),
         notifier.clone(),
         audit.clone(),
@@ -341,9 +347,18 @@ pub async fn serve(
             service,
             auth: auth.clone(),
         }),
-        health: HealthState { directory, audit },
+        health: HealthState::new(directory, audit, auth.clone()),
+        auth,
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        auth_failures: (
+            config.server.auth_failures_per_minute,
+            config.server.auth_failure_burst,
+        ),
+        // Validated when the configuration was loaded.
+        trusted_proxies: TrustedProxies::new(
+            config.server.trusted_proxy_nets().unwrap_or_default(),
+        ),
         rate_limit: (config.server.rate_limit_per_second > 0).then_some(RateLimit {
             per_second: config.server.rate_limit_per_second,
             burst: config.server.rate_limit_burst,
@@ -374,11 +389,13 @@ pub async fn serve(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let stop_server = stop.clone();
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+        max_connections: usize::try_from(config.server.max_connections).unwrap_or(usize::MAX),
+        drain_timeout: Duration::from_secs(config.server.request_timeout_secs + 5),
+    };
+    let served = crate::http::server::serve(listener, app, limits, async move {
         tokio::select! {
             () = shutdown => {},
             () = stop_server.cancelled() => {},

@@ -53,9 +53,68 @@ impl PartialEq for Secret {
     }
 }
 
+/// A password the API hands its caller once, in a response body, because the caller
+/// asked to see it (or it would otherwise be lost). Serialises as the plain string;
+/// `Debug` stays redacted so a logged response cannot show it; zeroed on drop.
+#[derive(Clone, PartialEq)]
+pub struct RevealedPassword(Secret);
+
+impl RevealedPassword {
+    pub fn new(secret: Secret) -> Self {
+        Self(secret)
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for RevealedPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RevealedPassword([redacted])")
+    }
+}
+
+impl serde::Serialize for RevealedPassword {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose())
+    }
+}
+
+/// The 32-byte master key every other key is derived from (token hashing, sealing of
+/// queued secrets, audit seals). `Debug` prints `[redacted]` and the bytes are zeroed on
+/// drop, so a configuration dump cannot leak it.
+#[derive(Clone)]
+pub struct MasterKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl MasterKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(zeroize::Zeroizing::new(bytes))
+    }
+
+    /// The key bytes, for key derivation only.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn master_key_never_prints() {
+        let k = MasterKey::new([0xAB; 32]);
+        let shown = format!("{k:?}");
+        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab,"));
+        assert_eq!(k.expose(), &[0xAB; 32]);
+    }
 
     #[test]
     fn secret_never_prints() {

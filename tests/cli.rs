@@ -68,6 +68,17 @@ fn bad_configuration_is_one_clear_line_and_exit_78() {
             "security.master_key",
         ),
         ("[server]\nlisten = \"nowhere\"\n", "directory"),
+        (
+            // No administrator group and no decision that there is none: nobody would
+            // be protected from a password admin or a SCIM token.
+            "[directory]\nurl = \"ldaps://x\"\nbind_dn = \"cn=x\"\nbind_password = \"p\"\nusers_base = \"dc=x\"\n[security]\nmaster_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+            "directory.admin_group_dns",
+        ),
+        (
+            // Temporary passwords in clear text to another host.
+            "[directory]\nurl = \"ldaps://x\"\nbind_dn = \"cn=x\"\nbind_password = \"p\"\nusers_base = \"dc=x\"\nadmin_group_dns = [\"cn=admins,dc=x\"]\n[mail]\nrelay = \"mail.example.org\"\nsecurity = \"none\"\n[security]\nmaster_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+            "mail.security",
+        ),
     ];
     for (text, key) in cases {
         let path = dir.path().join("bad.toml");

@@ -627,6 +627,7 @@ fn window(slapd: &Slapd, sort: Option<SortKey>, offset: u64, count: u64) -> Wind
         sort,
         offset,
         count,
+        scan_limit: None,
     }
 }
 
@@ -765,6 +766,34 @@ async fn unsorted_windows_return_every_user_once_and_count_zero_gives_the_total(
         dir.search_window(&q).await,
         Err(DirectoryError::NoSuchEntry(_))
     ));
+
+    // The scan limit bounds what one unsorted window may walk, whether the window is at
+    // the start, deep in the list or only counts.
+    for (offset, count) in [(1, 10), (990, 10), (1, 0)] {
+        let mut q = window(&slapd, None, offset, count);
+        q.scan_limit = Some(700);
+        assert!(
+            matches!(
+                dir.search_window(&q).await,
+                Err(DirectoryError::ScanLimit(700))
+            ),
+            "offset {offset}, count {count}"
+        );
+    }
+    let mut q = window(&slapd, None, 1000, 10);
+    q.scan_limit = Some(1005);
+    let w = dir.search_window(&q).await.unwrap();
+    assert_eq!(
+        (w.entries.len(), w.total),
+        (6, 1005),
+        "exactly at the limit"
+    );
+    // The connection that stopped early is still good for the next search.
+    let w = dir
+        .search_window(&window(&slapd, None, 1, 3))
+        .await
+        .unwrap();
+    assert_eq!(w.entries.len(), 3);
 }
 
 #[tokio::test]

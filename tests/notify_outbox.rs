@@ -42,6 +42,7 @@ fn settings(max_attempts: u32, poll_interval: Duration) -> OutboxSettings {
         initial_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(1),
         max_attempts,
+        retry_window: Duration::from_secs(3600),
         max_bulk_per_minute: 0,
         max_bulk_per_day: 0,
     }

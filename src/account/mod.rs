@@ -7,11 +7,14 @@
 //! Everything that can be refused is refused before the directory is touched.
 
 pub mod expiry;
+pub mod protection;
 pub mod provision;
 
 use std::sync::Arc;
 
 use serde_json::json;
+
+pub use protection::{Protection, ProtectionSettings};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry};
@@ -72,6 +75,8 @@ pub enum AccountError {
     UnknownUser(String),
     #[error("`{0}` is an administrator; only a global admin may reset an administrator's password")]
     AdministratorTarget(String),
+    #[error("`{target}` {}", why.explanation())]
+    ProtectedTarget { target: String, why: Protection },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("the password does not meet the password rules")]
@@ -102,6 +107,23 @@ pub enum AccountError {
     Directory(DirectoryError),
     #[error("the audit log cannot be written, so nothing was changed: {0}")]
     AuditUnavailable(crate::store::StoreError),
+    /// The reset failed part-way (`error`: the must-change flag was not written, or the
+    /// directory stopped answering) after a password that may now be in force was
+    /// chosen: it is handed over anyway, so it is never lost.
+    #[error("{error}")]
+    PasswordMayBeInForce {
+        error: Box<AccountError>,
+        handover: Handover,
+    },
+}
+
+/// Where a password that may be in force went after a reset failed part-way.
+#[derive(Debug)]
+pub struct Handover {
+    /// Shown to the caller: asked for, or not queued for anyone.
+    pub password: Option<Secret>,
+    /// Addresses a message with it was queued for.
+    pub sent_to: Vec<String>,
 }
 
 impl AccountError {
@@ -110,6 +132,7 @@ impl AccountError {
         match self {
             AccountError::UnknownUser(_) => "user_not_found",
             AccountError::AdministratorTarget(_) => "forbidden_target",
+            AccountError::ProtectedTarget { .. } => "protected_target",
             AccountError::InvalidRequest(_) => "invalid_request",
             AccountError::PolicyViolation(_) => "password_policy",
             AccountError::DirectoryRefused(r) => rejection_code(r),
@@ -121,12 +144,14 @@ impl AccountError {
             AccountError::Misconfigured(_) => "misconfigured",
             AccountError::Directory(_) => "directory_error",
             AccountError::AuditUnavailable(_) => "store_unavailable",
+            AccountError::PasswordMayBeInForce { error, .. } => error.code(),
         }
     }
 }
 
 pub struct AccountService {
     directory: Directory,
+    protection: ProtectionSettings,
     rules: PasswordRules,
     notifier: Notifier,
     audit: AuditLog,
@@ -137,6 +162,7 @@ pub struct AccountService {
 impl AccountService {
     pub fn new(
         directory: Directory,
+        protection: ProtectionSettings,
         rules: PasswordRules,
         notifier: Notifier,
         audit: AuditLog,
@@ -145,6 +171,7 @@ impl AccountService {
     ) -> Arc<Self> {
         Arc::new(Self {
             directory,
+            protection,
             rules,
             notifier,
             audit,
@@ -193,31 +220,48 @@ impl AccountService {
     }
 
     /// An administrator resets `user_name`'s password (Microsoft 365 "Reset password").
+    ///
+    /// The audit record says what actually happened to the password: whether it is in
+    /// force (`yes`, `no`, or `unknown` when the directory stopped answering), where it
+    /// was mailed and whether it was shown.
     pub async fn reset_password(
         &self,
         actor: &Actor,
         user_name: &str,
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
-        let generated = matches!(req.choice, PasswordChoice::Generate);
-        let detail = Detail::PasswordReset {
-            mode: if generated { "auto" } else { "manual" },
-            require_change_at_next_sign_in: req.require_change,
-            sent_to: req.send_to.clone(),
-            password_shown: req.show_password,
+        let mode = match req.choice {
+            PasswordChoice::Generate => "auto",
+            PasswordChoice::Chosen(_) => "manual",
         };
+        let require_change = req.require_change;
         let result = self.try_reset(actor, user_name, req).await;
-        let outcome = match &result {
-            Ok(_) => Outcome::Success,
+        let (outcome, sent_to, password_shown, password_in_force) = match &result {
+            Ok(r) => (
+                Outcome::Success,
+                r.sent_to.clone(),
+                r.password.is_some(),
+                "yes",
+            ),
             Err(AccountError::AuditUnavailable(_)) => return result,
+            Err(AccountError::PasswordMayBeInForce { error, handover }) => (
+                Outcome::Failed(error.code()),
+                handover.sent_to.clone(),
+                handover.password.is_some(),
+                if matches!(**error, AccountError::FlagNotApplied) {
+                    "yes"
+                } else {
+                    "unknown"
+                },
+            ),
             Err(
                 e @ (AccountError::DirectoryUnavailable { .. }
                 | AccountError::OutcomeUnknown { .. }
                 | AccountError::FlagNotApplied
                 | AccountError::Misconfigured(_)
                 | AccountError::Directory(_)),
-            ) => Outcome::Failed(e.code()),
-            Err(e) => Outcome::Refused(e.code()),
+            ) => (Outcome::Failed(e.code()), Vec::new(), false, "no"),
+            Err(e) => (Outcome::Refused(e.code()), Vec::new(), false, "no"),
         };
         // The change is already made; a failed audit write is logged by AuditLog and
         // must not turn a completed reset into an error the admin would retry.
@@ -228,7 +272,13 @@ impl AccountService {
                 action: Action::PasswordReset,
                 target: Some(user_name.to_string()),
                 outcome,
-                detail: Some(detail),
+                detail: Some(Detail::PasswordReset {
+                    mode,
+                    require_change_at_next_sign_in: require_change,
+                    sent_to,
+                    password_shown,
+                    password_in_force,
+                }),
                 request_id: actor.request_id.clone(),
             })
             .await;
@@ -254,13 +304,13 @@ impl AccountService {
         }
 
         let user = self.find_user(user_name).await?;
-        if !actor.may_reset_admins
-            && self
-                .directory
-                .is_admin(&user.dn)
-                .await
-                .map_err(|e| self.directory_error(e))?
-        {
+        if let Some(Protection::ServiceAccount) = self.protection.static_protection(&user.dn) {
+            return Err(AccountError::ProtectedTarget {
+                target: user_name.to_owned(),
+                why: Protection::ServiceAccount,
+            });
+        }
+        if !actor.may_reset_admins && self.is_administrator(&user.dn).await? {
             return Err(AccountError::AdministratorTarget(user_name.to_string()));
         }
 
@@ -280,15 +330,25 @@ impl AccountService {
             .await
             .map_err(AccountError::AuditUnavailable)?;
 
-        self.directory
+        // From here on the new password may be in force, so it is handed over (mailed,
+        // or shown) whatever else fails: a lost temporary password locks the user out.
+        let partial = match self
+            .directory
             .set_password(&user.dn, &password, req.require_change)
             .await
-            .map_err(|e| self.directory_error(e))?;
+        {
+            Ok(()) => None,
+            Err(e @ (DirectoryError::FlagNotApplied | DirectoryError::WriteOutcomeUnknown(_))) => {
+                Some(self.directory_error(e))
+            }
+            Err(e) => return Err(self.directory_error(e)),
+        };
         tracing::info!(
             user.dn = %user.dn,
             actor = %actor.name,
             generated,
             require_change = req.require_change,
+            complete = partial.is_none(),
             "password reset"
         );
 
@@ -319,14 +379,23 @@ impl AccountService {
                 }
             }
         }
-
+        // Shown when asked for, and when it was not queued: never lose a password that
+        // may be in force.
+        let shown = (req.show_password || delivery_failed).then_some(password);
+        if let Some(error) = partial {
+            return Err(AccountError::PasswordMayBeInForce {
+                error: Box::new(error),
+                handover: Handover {
+                    password: shown,
+                    sent_to,
+                },
+            });
+        }
         Ok(ResetReceipt {
             require_change: req.require_change,
             generated,
             sent_to,
-            // Shown when asked for, and when it was not queued: never lose a password
-            // that is already in force.
-            password: (req.show_password || delivery_failed).then_some(password),
+            password: shown,
             delivery_failed,
             user,
         })

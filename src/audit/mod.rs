@@ -69,9 +69,13 @@ pub enum Detail {
     PasswordReset {
         mode: &'static str,
         require_change_at_next_sign_in: bool,
-        /// Where the temporary password was sent (addresses, not the password).
+        /// Where a message with the new password was queued (addresses, not the password).
         sent_to: Vec<String>,
+        /// The new password was shown to the caller.
         password_shown: bool,
+        /// Whether the new password is in force: `yes`, `no`, or `unknown` (the directory
+        /// stopped answering after the change was sent).
+        password_in_force: &'static str,
     },
     #[serde(rename_all = "camelCase")]
     Token { role: &'static str },

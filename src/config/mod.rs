@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use sections::*;
 
-use crate::types::Secret;
+use crate::types::{MasterKey, Secret};
 
 /// The environment prefix: `LOCKBRIDGE__DIRECTORY__URL` overrides `[directory] url`.
 pub const ENV_PREFIX: &str = "LOCKBRIDGE";
@@ -23,6 +23,8 @@ const LIST_KEYS: &[&str] = &[
     "password_policy.banned_words",
     "scim.user_object_classes",
     "scim.group_object_classes",
+    "server.trusted_proxies",
+    "sweep.admin_recipients",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    pub master_key: [u8; 32],
+    pub master_key: MasterKey,
     pub directory: DirectoryConfig,
     pub directory_bind_password: Secret,
     pub store: StoreConfig,
@@ -59,6 +61,7 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     pub sweep: SweepConfig,
     pub scim: ScimConfig,
+    pub audit: AuditConfig,
     /// Absolute path of the SQLite file.
     pub store_path: PathBuf,
 }
@@ -190,6 +193,7 @@ impl FileConfig {
         self.expiry.validate(self.sweep.enabled)?;
         self.sweep.validate(&server.public_url)?;
         self.scim.validate(&directory)?;
+        self.audit.validate()?;
 
         Ok(Config {
             server,
@@ -204,6 +208,7 @@ impl FileConfig {
             expiry: self.expiry,
             sweep: self.sweep,
             scim: self.scim,
+            audit: self.audit,
             store_path,
         })
     }
@@ -247,7 +252,7 @@ fn resolve_secret(
     }
 }
 
-fn decode_master_key(b64: &Secret) -> Result<[u8; 32], ConfigError> {
+fn decode_master_key(b64: &Secret) -> Result<MasterKey, ConfigError> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.expose().trim())
@@ -257,15 +262,19 @@ fn decode_master_key(b64: &Secret) -> Result<[u8; 32], ConfigError> {
                 "is not valid base64; generate one with: head -c32 /dev/urandom | base64",
             )
         })?;
-    bytes.try_into().map_err(|b: Vec<u8>| {
+    let bytes = zeroize::Zeroizing::new(bytes);
+    let mut key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
         ConfigError::key(
             "security.master_key",
             format!(
                 "decodes to {} bytes but must be exactly 32; generate one with: head -c32 /dev/urandom | base64",
-                b.len()
+                bytes.len()
             ),
         )
-    })
+    })?;
+    let master = MasterKey::new(key);
+    zeroize::Zeroize::zeroize(&mut key);
+    Ok(master)
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub(super) struct FileConfig {
     pub sweep: SweepConfig,
     #[serde(default)]
     pub scim: ScimConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,8 +50,22 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Admin API requests per second allowed to one token (after authentication).
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Failed authentications (no, unknown or revoked token) allowed per client address
+    /// and minute, plus a burst; beyond them such requests get 429. Valid tokens are
+    /// never held back by this limit.
+    pub auth_failures_per_minute: u32,
+    pub auth_failure_burst: u32,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Time a client has to send a request's whole head once it has started one.
+    pub header_read_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Open client connections at most; a connection beyond it gets 503 and is closed.
+    pub max_connections: u32,
     /// Threads serving requests; 0 = as many as the CPUs lockbridge may run on, and at
     /// least 2.
     pub worker_threads: usize,
@@ -66,6 +82,12 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             rate_limit_per_second: 20,
             rate_limit_burst: 40,
+            auth_failures_per_minute: 30,
+            auth_failure_burst: 10,
+            trusted_proxies: Vec::new(),
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 512,
             worker_threads: 0,
         }
     }
@@ -91,6 +113,26 @@ impl ServerConfig {
             .map(std::num::NonZeroUsize::get)
             .unwrap_or(1)
             .max(2)
+    }
+
+    /// `trusted_proxies` as networks (a bare address is a /32 or /128).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        key_err(
+                            "server.trusted_proxies",
+                            format!(
+                                "`{p}` is not an IP address or CIDR block such as 10.0.0.5 or 10.0.0.0/24"
+                            ),
+                        )
+                    })
+            })
+            .collect()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -121,6 +163,31 @@ impl ServerConfig {
         }
         if self.request_timeout_secs == 0 {
             return Err(key_err("server.request_timeout_secs", "must be at least 1"));
+        }
+        if self.auth_failures_per_minute > 0 && self.auth_failure_burst == 0 {
+            return Err(key_err(
+                "server.auth_failure_burst",
+                "must be at least 1 when auth_failures_per_minute is set",
+            ));
+        }
+        self.trusted_proxy_nets()?;
+        if !(1..=300).contains(&self.header_read_timeout_secs) {
+            return Err(key_err(
+                "server.header_read_timeout_secs",
+                "must be between 1 and 300 seconds",
+            ));
+        }
+        if !(1..=3600).contains(&self.idle_timeout_secs) {
+            return Err(key_err(
+                "server.idle_timeout_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_connections) {
+            return Err(key_err(
+                "server.max_connections",
+                "must be between 1 and 100000",
+            ));
         }
         if self.worker_threads > MAX_WORKER_THREADS {
             return Err(key_err(
@@ -202,6 +269,11 @@ pub struct DirectoryConfig {
     pub mobile_attribute: String,
     #[serde(default)]
     pub admin_group_dns: Vec<String>,
+    /// The site has no administrator group: nobody is protected as an administrator.
+    /// Required (true) when `admin_group_dns` is empty, so that an empty list is a
+    /// decision and never an oversight.
+    #[serde(default)]
+    pub no_admin_groups: bool,
     #[serde(default = "defaults::pool_size")]
     pub pool_size: u32,
     #[serde(default = "defaults::connect_timeout_secs")]
@@ -273,6 +345,21 @@ impl DirectoryConfig {
                 "timeouts must be at least 1 second",
             ));
         }
+        if self.admin_group_dns.iter().all(|g| g.trim().is_empty()) && !self.no_admin_groups {
+            return Err(key_err(
+                "directory.admin_group_dns",
+                "is empty, so no account would be protected as an administrator (a password-admin \
+                 or a SCIM token could reset every account); list the DNs of the groups whose \
+                 members administer this directory, or set no_admin_groups = true if the site \
+                 really has none",
+            ));
+        }
+        if self.no_admin_groups && self.admin_group_dns.iter().any(|g| !g.trim().is_empty()) {
+            return Err(key_err(
+                "directory.no_admin_groups",
+                "is true but admin_group_dns lists groups; remove one of the two",
+            ));
+        }
         Ok(())
     }
 }
@@ -329,6 +416,9 @@ pub struct MailConfig {
     pub from: String,
     pub timeout_secs: u64,
     pub templates_dir: Option<PathBuf>,
+    /// Allow `security = "none"` with a relay that is not on this host. Temporary
+    /// passwords would cross the network unencrypted.
+    pub allow_plaintext_relay: bool,
 }
 
 impl Default for MailConfig {
@@ -344,8 +434,20 @@ impl Default for MailConfig {
             from: "lockbridge <no-reply@example.org>".into(),
             timeout_secs: 10,
             templates_dir: None,
+            allow_plaintext_relay: false,
         }
     }
+}
+
+/// Whether `host` names this machine: `localhost` (or a name below it) or a loopback
+/// address. Only such a relay may be spoken to without TLS by default.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
 }
 
 impl MailConfig {
@@ -369,6 +471,20 @@ impl MailConfig {
             return Err(key_err(
                 "mail.username",
                 "SMTP AUTH needs both username and password (or password_file); give both or neither",
+            ));
+        }
+        if self.security == SmtpSecurityConfig::None
+            && !is_loopback_host(&self.relay)
+            && !self.allow_plaintext_relay
+        {
+            return Err(key_err(
+                "mail.security",
+                format!(
+                    "is \"none\" for relay `{}`, which is not on this host: temporary passwords would \
+                     cross the network unencrypted. Use starttls or tls, or (a relay on a trusted \
+                     link only) set mail.allow_plaintext_relay = true",
+                    self.relay
+                ),
             ));
         }
         if has_password && self.security == SmtpSecurityConfig::None {
@@ -406,7 +522,12 @@ pub struct OutboxConfig {
     pub poll_interval_ms: u64,
     pub initial_backoff_secs: u64,
     pub max_backoff_secs: u64,
+    /// Failed attempts after which a message is given up; 0 = no limit (the retry
+    /// window decides).
     pub max_attempts: u32,
+    /// A message that keeps failing is retried for this long after it was queued, then
+    /// given up (dead-lettered, its secret erased).
+    pub retry_window_hours: u32,
     pub max_bulk_per_minute: u32,
     pub max_bulk_per_day: u32,
 }
@@ -417,7 +538,8 @@ impl Default for OutboxConfig {
             poll_interval_ms: 1000,
             initial_backoff_secs: 5,
             max_backoff_secs: 900,
-            max_attempts: 20,
+            max_attempts: 0,
+            retry_window_hours: 72,
             max_bulk_per_minute: 120,
             max_bulk_per_day: 5000,
         }
@@ -435,8 +557,11 @@ impl OutboxConfig {
                 "must be at least initial_backoff_secs, which must be at least 1",
             ));
         }
-        if self.max_attempts == 0 {
-            return Err(key_err("outbox.max_attempts", "must be at least 1"));
+        if !(1..=720).contains(&self.retry_window_hours) {
+            return Err(key_err(
+                "outbox.retry_window_hours",
+                "must be between 1 and 720 (30 days)",
+            ));
         }
         Ok(())
     }
@@ -685,6 +810,12 @@ pub struct ScimConfig {
     /// providers send bursts, so this is separate from server.rate_limit_per_second.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Entries SCIM never writes, besides the administrators and the service account.
+    pub protected_dns: Vec<String>,
+    /// Let SCIM write members of `directory.admin_group_dns` (reset, lock, rename,
+    /// delete). Off: an identity provider's token is never a way into the accounts that
+    /// run lockbridge.
+    pub allow_writes_to_administrators: bool,
     /// SCIM attribute → LDAP attribute, replacing the default mapping for that attribute,
     /// e.g. "name.givenName" = "givenName", "phoneNumbers.mobile" = "mobile".
     pub attributes: std::collections::BTreeMap<String, String>,
@@ -705,6 +836,8 @@ impl Default for ScimConfig {
             check_password_rules: false,
             rate_limit_per_second: 100,
             rate_limit_burst: 1000,
+            protected_dns: Vec::new(),
+            allow_writes_to_administrators: false,
             attributes: Default::default(),
         }
     }
@@ -716,6 +849,16 @@ impl ScimConfig {
             return Err(key_err(
                 "scim.rate_limit_burst",
                 "must be at least 1 when rate_limit_per_second is set",
+            ));
+        }
+        if let Some(bad) = self
+            .protected_dns
+            .iter()
+            .find(|dn| !dn.contains('=') || dn.trim().is_empty())
+        {
+            return Err(key_err(
+                "scim.protected_dns",
+                format!("`{bad}` is not a DN such as uid=break-glass,ou=people,dc=example,dc=org"),
             ));
         }
         if !(1..=10_000).contains(&self.max_results) {
@@ -759,6 +902,33 @@ impl ScimConfig {
             return Err(key_err(
                 "scim.groups_container",
                 "must be directory.groups_base or an entry below it (set directory.groups_base)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often the head of the audit chain is signed (when records were added since).
+    pub seal_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            seal_interval_secs: 300,
+        }
+    }
+}
+
+impl AuditConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.seal_interval_secs) {
+            return Err(key_err(
+                "audit.seal_interval_secs",
+                "must be between 1 and 86400 (a day)",
             ));
         }
         Ok(())

@@ -27,6 +27,7 @@ url = "ldaps://ldap.example.org"
 bind_dn = "cn=lockbridge,dc=example,dc=org"
 bind_password_file = "bind-password"
 users_base = "ou=people,dc=example,dc=org"
+admin_group_dns = ["cn=admins,ou=groups,dc=example,dc=org"]
 {extra}
 "#
         ),
@@ -52,7 +53,101 @@ fn minimal_file_gets_documented_defaults() {
         cfg.store_path,
         dir.path().join("state").join("lockbridge.db")
     );
-    assert_eq!(&cfg.master_key, b"0123456789abcdef0123456789abcdef");
+    assert_eq!(cfg.master_key.expose(), b"0123456789abcdef0123456789abcdef");
+    assert_eq!(cfg.server.header_read_timeout_secs, 10);
+    assert_eq!(cfg.server.idle_timeout_secs, 60);
+    assert_eq!(cfg.server.max_connections, 512);
+    assert_eq!(cfg.outbox.retry_window_hours, 72);
+    assert_eq!(cfg.outbox.max_attempts, 0);
+    assert!(!cfg.scim.allow_writes_to_administrators);
+}
+
+#[test]
+fn debug_output_never_shows_the_master_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(&minimal(dir.path(), ""), &[]).expect("loads");
+    let shown = format!("{cfg:?}");
+    // The key is the ASCII text 0123456789abcdef twice: its bytes start 48, 49, 50.
+    assert!(!shown.contains("48, 49, 50"), "{shown}");
+    assert!(!shown.contains(KEY_B64));
+    assert!(!shown.contains("0123456789abcdef"));
+    assert!(!shown.contains("s3rvice"), "nor the bind password");
+}
+
+#[test]
+fn an_empty_admin_group_list_must_be_a_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), "");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let without = text.replace(
+        "admin_group_dns = [\"cn=admins,ou=groups,dc=example,dc=org\"]",
+        "",
+    );
+    std::fs::write(&path, &without).expect("write");
+    let err = load_with(&path, &[]).expect_err("refused").to_string();
+    assert!(err.contains("directory.admin_group_dns"), "{err}");
+    assert!(
+        err.contains("no_admin_groups = true"),
+        "says what to do: {err}"
+    );
+    let cfg = load_with(&path, &[("LOCKBRIDGE__DIRECTORY__NO_ADMIN_GROUPS", "true")])
+        .expect("an explicit decision is accepted");
+    assert!(cfg.directory.admin_group_dns.is_empty());
+    // Both at once is a contradiction.
+    let both = minimal(dir.path(), "no_admin_groups = true");
+    let err = load_with(&both, &[]).expect_err("refused").to_string();
+    assert!(err.contains("directory.no_admin_groups"), "{err}");
+}
+
+#[rstest::rstest]
+#[case::remote("relay = \"mail.example.org\"\nsecurity = \"none\"", false)]
+#[case::remote_ip("relay = \"192.0.2.25\"\nsecurity = \"none\"", false)]
+#[case::localhost("relay = \"localhost\"\nsecurity = \"none\"", true)]
+#[case::loopback_v4("relay = \"127.0.0.1\"\nsecurity = \"none\"", true)]
+#[case::loopback_v6("relay = \"::1\"\nsecurity = \"none\"", true)]
+#[case::opted_in(
+    "relay = \"mail.example.org\"\nsecurity = \"none\"\nallow_plaintext_relay = true",
+    true
+)]
+#[case::tls("relay = \"mail.example.org\"\nsecurity = \"starttls\"", true)]
+fn plaintext_mail_only_to_this_host(#[case] mail: &str, #[case] accepted: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), &format!("[mail]\n{mail}"));
+    match load_with(&path, &[]) {
+        Ok(_) => assert!(accepted, "{mail} should be refused"),
+        Err(e) => {
+            assert!(!accepted, "{mail} should be accepted: {e}");
+            let e = e.to_string();
+            assert!(e.contains("mail.security"), "{e}");
+            assert!(
+                e.contains("allow_plaintext_relay"),
+                "says how to opt in: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn trusted_proxies_are_addresses_or_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), "");
+    let cfg = load_with(
+        &path,
+        &[(
+            "LOCKBRIDGE__SERVER__TRUSTED_PROXIES",
+            "10.0.0.5,10.1.0.0/16,::1",
+        )],
+    )
+    .expect("loads");
+    assert_eq!(cfg.server.trusted_proxy_nets().expect("nets").len(), 3);
+    let err = load_with(
+        &path,
+        &[("LOCKBRIDGE__SERVER__TRUSTED_PROXIES", "proxy.example.org")],
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("server.trusted_proxies"), "{err}");
+    assert!(err.contains("proxy.example.org"), "{err}");
 }
 
 #[test]

@@ -128,6 +128,10 @@ pub struct WindowQuery {
     pub offset: u64,
     /// How many entries at most; 0 = only count them.
     pub count: u64,
+    /// Unsorted only: the most entries one request may walk (skipped ones included).
+    /// When more match, the search stops there and the answer is
+    /// [`DirectoryError::ScanLimit`]; `None`: no limit.
+    pub scan_limit: Option<u64>,
 }
 
 /// What [`WindowQuery`] found.
@@ -195,9 +199,50 @@ impl Directory {
         attrs: &[&str],
         limit: usize,
     ) -> Result<Vec<Entry>, DirectoryError> {
-        self.search_with("search_entries", base, scope, filter, attrs, limit, |e| {
-            Entry::from_search(SearchEntry::construct(e))
-        })
+        self.search_with(
+            "search_entries",
+            base,
+            scope,
+            filter,
+            attrs,
+            limit,
+            None,
+            |e| Entry::from_search(SearchEntry::construct(e)),
+        )
+        .await
+    }
+
+    /// [`Self::search_entries`] that returns only the attribute values the items of
+    /// `values_filter` match (the Matched Values control, RFC 3876), e.g.
+    /// `((member=uid=a,…)(member=uid=b,…)(cn=*))` to learn which of a page's users each
+    /// group lists without reading every member of every group. An attribute no item
+    /// names is not returned at all (OpenLDAP): name every attribute wanted whole with a
+    /// presence item such as `(cn=*)`. A
+    /// server without the control ignores it (the control is not critical) and sends
+    /// every value, which costs more but gives the same answer to a caller that looks
+    /// for the values it asked about.
+    ///
+    /// `values_filter` must be built from [`escape::equals`] items.
+    pub async fn search_entries_matching_values(
+        &self,
+        base: &str,
+        scope: SearchScope,
+        filter: &str,
+        attrs: &[&str],
+        limit: usize,
+        values_filter: &str,
+    ) -> Result<Vec<Entry>, DirectoryError> {
+        let control = ldap3::controls::MatchedValues::new(values_filter);
+        self.search_with(
+            "search_entries_matching_values",
+            base,
+            scope,
+            filter,
+            attrs,
+            limit,
+            Some(control),
+            |e| Entry::from_search(SearchEntry::construct(e)),
+        )
         .await
     }
 
@@ -211,12 +256,17 @@ impl Directory {
         filter: &str,
         attrs: &[&str],
         limit: usize,
+        control: Option<RawControl>,
         make: impl Fn(ldap3::ResultEntry) -> T + Sync,
     ) -> Result<Vec<T>, DirectoryError> {
         let t = self.inner.operation_timeout;
         let sizelimit = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
         let make = &make;
+        let control = &control;
         self.run(op, OpKind::Read, Retry::Idempotent, |mut ldap| async move {
+            if let Some(c) = control {
+                ldap.with_controls(vec![c.clone()]);
+            }
             let SearchResult(found, res) = ldap
                 .with_search_options(SearchOptions::new().sizelimit(sizelimit))
                 .with_timeout(t)
@@ -415,30 +465,31 @@ impl Directory {
             q.attrs.clone()
         };
         let attrs = &attrs;
-        let skip = q.offset.max(1) - 1;
-        let keep = q.count;
         // Most SCIM lists are filters that match a handful of entries: a plain search
         // answers them in one round trip, and costs the server less than one with the
         // Paged Results control. Only when the server's size limit cuts a plain search
         // short is the listing repeated page by page. Either way entries stream through
         // and only the window is kept.
-        match self.window_search(q, attrs, skip, keep, false).await {
-            Err(DirectoryError::SizeLimit(_)) => {
-                self.window_search(q, attrs, skip, keep, true).await
-            }
+        match self.window_search(q, attrs, false).await {
+            Err(DirectoryError::SizeLimit(_)) => self.window_search(q, attrs, true).await,
             other => other,
         }
     }
 
+    /// One streamed search for [`Self::paged_window`]: skips `offset - 1` entries, keeps
+    /// `count`, counts the rest, and stops with [`DirectoryError::ScanLimit`] past
+    /// `scan_limit` entries (a plain search asks the server for one more than the limit,
+    /// so it stops the search itself; a paged one is abandoned).
     async fn window_search(
         &self,
         q: &WindowQuery,
         attrs: &[String],
-        skip: u64,
-        keep: u64,
         paged: bool,
     ) -> Result<Window, DirectoryError> {
         let t = self.inner.operation_timeout;
+        let skip = q.offset.max(1) - 1;
+        let keep = q.count;
+        let cap = q.scan_limit;
         self.run(
             "search_window",
             OpKind::Read,
@@ -448,6 +499,9 @@ impl Directory {
                     vec![Box::new(EntriesOnly::new())];
                 if paged {
                     adapters.push(Box::new(PagedResults::new(PAGE_SIZE)));
+                } else if let Some(cap) = cap {
+                    let sizelimit = i32::try_from(cap.saturating_add(1)).unwrap_or(i32::MAX);
+                    ldap.with_search_options(SearchOptions::new().sizelimit(sizelimit));
                 }
                 let mut stream = ldap
                     .with_timeout(t)
@@ -465,6 +519,14 @@ impl Directory {
                     match stream.next().await {
                         Ok(Some(e)) => {
                             seen += 1;
+                            if let Some(cap) = cap
+                                && seen > cap
+                            {
+                                let msgid = stream.ldap_handle().last_id();
+                                let _ = stream.finish().await;
+                                let _ = ldap.abandon(msgid).await;
+                                return Err(Failure::Mapped(DirectoryError::ScanLimit(cap)));
+                            }
                             if seen > skip && seen - skip <= keep {
                                 entries.push(Entry::from_search(SearchEntry::construct(e)));
                             }
@@ -749,6 +811,7 @@ impl Directory {
             filter,
             &wanted,
             limit,
+            None,
             |e| {
                 let (entry, stored) = split_password(SearchEntry::construct(e));
                 if self.is_user_dn(&entry.dn) {
@@ -853,6 +916,14 @@ fn redact_values(mut e: DirectoryError, secrets: Vec<&str>) -> DirectoryError {
     e
 }
 
+/// The DN an entry at `dn` gets when renamed to `new_rdn` (same parent).
+pub fn renamed_dn(dn: &str, new_rdn: &str) -> String {
+    match split_rdn(dn) {
+        Some((_, parent)) => format!("{new_rdn},{parent}"),
+        None => new_rdn.to_owned(),
+    }
+}
+
 /// Split a DN into its first RDN and the rest (the parent), at the first comma that is
 /// not escaped; `None` for a DN of one RDN.
 pub(super) fn split_rdn(dn: &str) -> Option<(&str, &str)> {
@@ -871,6 +942,15 @@ pub(super) fn split_rdn(dn: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renamed_keeps_the_parent() {
+        assert_eq!(
+            renamed_dn("uid=bob,ou=people,dc=example,dc=org", "uid=rob"),
+            "uid=rob,ou=people,dc=example,dc=org"
+        );
+        assert_eq!(renamed_dn("uid=a\\,b,ou=p", "uid=c"), "uid=c,ou=p");
+    }
 
     #[test]
     fn rdn_split() {

@@ -69,6 +69,10 @@ pub enum DirectoryError {
     /// size limit let through). Holds that limit.
     #[error("the search matched more than {0} entries")]
     SizeLimit(usize),
+    /// An unsorted window would have to walk more entries than the caller allows one
+    /// request to walk ([`crate::directory::WindowQuery::scan_limit`]). Holds that limit.
+    #[error("more than {0} entries match; an unsorted listing walks at most that many")]
+    ScanLimit(u64),
     /// The directory lacks a feature the operation needs (e.g. Server Side Sort and Virtual
     /// List View, or the Assertion control): a short cause.
     #[error("the directory does not support this operation: {0}")]
@@ -111,6 +115,7 @@ impl DirectoryError {
             Self::AlreadyExists(_) => "already_exists",
             Self::AssertionFailed => "assertion_failed",
             Self::SizeLimit(_) => "size_limit",
+            Self::ScanLimit(_) => "scan_limit",
             Self::Unsupported(_) => "unsupported",
             Self::Rejected { .. } => "rejected",
         }

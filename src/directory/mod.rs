@@ -57,7 +57,7 @@ use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
 pub use self::dialect::DirectoryKind;
-pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery};
+pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
 pub use self::userpassword::StoredPassword;
 
@@ -1488,7 +1488,7 @@ where
 /// A DN lower-cased with the spaces around `,` and `=` removed: enough to compare DNs
 /// that the directory itself returned with DNs from the settings (not a full RFC 4514
 /// normalisation; escaped separators are left alone).
-fn loose_dn(dn: &str) -> String {
+pub fn loose_dn(dn: &str) -> String {
     let mut out = String::with_capacity(dn.len());
     let mut chars = dn.trim().chars().flat_map(char::to_lowercase).peekable();
     let mut escaped = false;
@@ -1744,6 +1744,7 @@ mod tests {
             sort: None,
             offset: 1,
             count: 1,
+            scan_limit: None,
         }));
         send(d.add_entry("", &[]));
         send(d.modify_entry("", &[], None));

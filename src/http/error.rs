@@ -16,6 +16,7 @@ use crate::auth::AuthError;
 use crate::directory::PolicyRejection;
 use crate::scim::error::ScimError;
 use crate::sweep::routes::SweepApiError;
+use crate::types::RevealedPassword;
 
 /// The body of every error response of the admin API.
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,6 +33,14 @@ pub struct ErrorBody {
     /// For `password_policy`: each rule the password breaks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<ViolationView>,
+    /// A reset that failed part-way: the new password, which may be in force, when the
+    /// caller asked to see it (or it could not be mailed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<RevealedPassword>,
+    /// A reset that failed part-way: where the new password was mailed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_to: Option<Vec<String>>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
     #[serde(skip)]
@@ -57,6 +66,8 @@ impl ErrorBody {
             detail: detail.into(),
             hint: hint.into(),
             violations: Vec::new(),
+            password: None,
+            sent_to: None,
             retry_after_secs: None,
             www_authenticate: None,
         }
@@ -194,6 +205,33 @@ impl From<&AccountError> for ErrorBody {
                 e.to_string(),
                 "ask a global admin to reset this password",
             ),
+            AccountError::ProtectedTarget { .. } => ErrorBody::new(
+                StatusCode::FORBIDDEN,
+                code,
+                e.to_string(),
+                "nothing was changed; change this account in the directory itself",
+            ),
+            AccountError::PasswordMayBeInForce { error, handover } => {
+                let mut body = ErrorBody::from(error.as_ref());
+                body.hint = match (&handover.password, handover.sent_to.is_empty()) {
+                    (Some(_), _) => format!(
+                        "the new password (in `password`) may be in force: pass it to the user \
+                         securely; {}",
+                        body.hint
+                    ),
+                    (None, false) => format!(
+                        "the new password may be in force and was mailed to the addresses in \
+                         `sentTo`; {}",
+                        body.hint
+                    ),
+                    (None, true) => {
+                        format!("the password you chose may be in force; {}", body.hint)
+                    }
+                };
+                body.password = handover.password.clone().map(RevealedPassword::new);
+                body.sent_to = Some(handover.sent_to.clone());
+                body
+            }
             AccountError::InvalidRequest(detail) => ErrorBody::new(
                 StatusCode::BAD_REQUEST,
                 code,

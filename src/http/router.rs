@@ -1,16 +1,14 @@
 //! Mounts every feature's router and wraps them in the shared middleware.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, Request, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
-use tower_governor::GovernorError;
-use tower_governor::GovernorLayer;
-use tower_governor::governor::GovernorConfigBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -19,10 +17,14 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use super::error::ErrorBody;
-use super::health::{HealthState, healthz, readyz};
-use super::middleware::record_metrics;
+use super::health::{HealthState, healthz, readiness_details, readyz};
+use super::limits::{
+    ApiGuard, Exceeded, FailureLimiter, RateLimit, Refusals, TrustedProxies, api_guard,
+};
+use super::middleware::{REQUEST_ID, record_metrics, sanitize_request_id};
 use super::openapi::ApiDoc;
 use crate::admin::{self, AdminState};
+use crate::auth::{AuthError, Authenticator};
 use crate::scim::error::ScimError;
 use crate::scim::routes::{self as scim_routes, ScimState};
 use crate::sweep::routes::{self as sweep_routes, SweepState};
@@ -36,62 +38,29 @@ pub struct RouterParts {
     pub scim: Option<ScimState>,
     pub sweep: SweepState,
     pub health: HealthState,
+    pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
+    /// Per admin-API token.
     pub rate_limit: Option<RateLimit>,
-    /// The SCIM API's own limit: identity providers send bursts of hundreds of requests.
+    /// Per SCIM token: identity providers send bursts of hundreds of requests.
     pub scim_rate_limit: Option<RateLimit>,
+    /// Failed authentications per client address and minute, and the burst.
+    pub auth_failures: (u32, u32),
+    pub trusted_proxies: TrustedProxies,
 }
 
-/// Per-client-address limit on API requests: a sustained rate plus a burst.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-/// Wraps the API in a per-peer-address token bucket; excess requests get 429 with
-/// Retry-After. Needs the server to provide `ConnectInfo<SocketAddr>`.
-fn rate_limited(
-    api: Router,
-    limit: RateLimit,
-    refusal: fn(u64) -> axum::response::Response,
-) -> Router {
-    let period = Duration::from_nanos(1_000_000_000 / u64::from(limit.per_second.max(1)));
-    let Some(config) = GovernorConfigBuilder::default()
-        .period(period)
-        .burst_size(limit.burst.max(1))
-        .finish()
-    else {
-        tracing::error!("invalid rate limit settings; API requests are not rate limited");
-        return api;
+fn admin_rate_limited(wait: u64, exceeded: Exceeded) -> Response {
+    let detail = match exceeded {
+        Exceeded::TokenRate => "too many requests with this token",
+        Exceeded::AuthFailures => "too many requests without a valid token from this address",
     };
-    let limiter = config.limiter().clone();
-    // Forget idle clients now and then so the table stays small.
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            limiter.retain_recent();
-        }
-    });
-    api.layer(GovernorLayer::new(config).error_handler(move |e| {
-        let wait = match e {
-            GovernorError::TooManyRequests { wait_time, .. } => wait_time.max(1),
-            _ => 1,
-        };
-        metrics::counter!("lockbridge_rate_limited_total").increment(1);
-        refusal(wait)
-    }))
-}
-
-fn admin_rate_limited(wait: u64) -> axum::response::Response {
     ErrorBody {
         retry_after_secs: Some(wait),
         ..ErrorBody::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            "too many requests from this address",
+            detail,
             "wait for the number of seconds in Retry-After, then retry",
         )
     }
@@ -100,31 +69,59 @@ fn admin_rate_limited(wait: u64) -> axum::response::Response {
 
 /// RFC 7644 §3.12 lists no 429, but RFC 6585's status with a SCIM error body is what
 /// Entra ID and Okta back off on.
-fn scim_rate_limited(wait: u64) -> axum::response::Response {
+fn scim_rate_limited(wait: u64, _: Exceeded) -> Response {
     ScimError::TooManyRequests {
         retry_after_secs: wait,
     }
     .into_response()
 }
 
+fn admin_unauthenticated(e: AuthError) -> Response {
+    e.into_response()
+}
+
+fn scim_unauthenticated(e: AuthError) -> Response {
+    scim_routes::auth_error(e).into_response()
+}
+
 pub fn router(parts: RouterParts) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(REQUEST_ID);
     let metrics = parts.metrics;
-    let mut api = admin::routes(parts.admin)
+    let proxies = Arc::new(parts.trusted_proxies);
+    let failures = FailureLimiter::new(parts.auth_failures.0, parts.auth_failures.1);
+    let admin_guard = ApiGuard::new(
+        parts.auth.clone(),
+        proxies.clone(),
+        parts.rate_limit,
+        failures.clone(),
+        Refusals {
+            unauthenticated: admin_unauthenticated,
+            rate_limited: admin_rate_limited,
+        },
+    );
+    let api = admin::routes(parts.admin)
         .merge(sweep_routes::routes(parts.sweep))
+        .route(
+            "/readiness",
+            get(readiness_details).with_state(parts.health.clone()),
+        )
         .route(
             "/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
-        );
-    if let Some(limit) = parts.rate_limit {
-        api = rate_limited(api, limit, admin_rate_limited);
-    }
+        )
+        .layer(axum::middleware::from_fn_with_state(admin_guard, api_guard));
     let scim = parts.scim.map(|state| {
-        let scim = scim_routes::routes(state);
-        match parts.scim_rate_limit {
-            Some(limit) => rate_limited(scim, limit, scim_rate_limited),
-            None => scim,
-        }
+        let guard = ApiGuard::new(
+            parts.auth.clone(),
+            proxies.clone(),
+            parts.scim_rate_limit,
+            failures.clone(),
+            Refusals {
+                unauthenticated: scim_unauthenticated,
+                rate_limited: scim_rate_limited,
+            },
+        );
+        scim_routes::routes(state).layer(axum::middleware::from_fn_with_state(guard, api_guard))
     });
     let ops = Router::new()
         .route("/healthz", get(healthz))
@@ -153,12 +150,13 @@ pub fn router(parts: RouterParts) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .map_request(sanitize_request_id)
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                         let id = req
                             .headers()
-                            .get("x-request-id")
+                            .get(REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
                         // The path only: query strings may hold search terms (mail addresses).

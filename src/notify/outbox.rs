@@ -255,8 +255,11 @@ pub struct OutboxSettings {
     pub initial_backoff: Duration,
     /// Upper bound for the delay between retries.
     pub max_backoff: Duration,
-    /// Attempts after which a message is dead-lettered (at least 1).
+    /// Failed attempts after which a message is dead-lettered; 0 = no limit (only
+    /// `retry_window` decides).
     pub max_attempts: u32,
+    /// A message that keeps failing is retried until it is this old, then dead-lettered.
+    pub retry_window: Duration,
     /// Bulk messages sent in any 60 seconds, at most; attempts are also spaced at least
     /// `60 s / max_bulk_per_minute` apart. 0 = unlimited.
     pub max_bulk_per_minute: u32,
@@ -266,13 +269,14 @@ pub struct OutboxSettings {
 
 impl Default for OutboxSettings {
     /// The `[outbox]` defaults: poll every second, retry after 5 s doubling up to 15 min,
-    /// give up after 20 attempts, at most 120 bulk messages a minute and 5000 a day.
+    /// give up 72 hours after queueing, at most 120 bulk messages a minute and 5000 a day.
     fn default() -> Self {
         OutboxSettings {
             poll_interval: Duration::from_secs(1),
             initial_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(900),
-            max_attempts: 20,
+            max_attempts: 0,
+            retry_window: Duration::from_secs(72 * 3600),
             max_bulk_per_minute: 120,
             max_bulk_per_day: 5000,
         }
@@ -298,7 +302,9 @@ enum BulkGate {
 /// `lockbridge_mail_held_total{limit="per_minute"|"per_day"}` (bulk messages left
 /// pending by a bulk limit, each counted once) and `lockbridge_mail_stale_total`
 /// (messages dropped unsent because out of date); gauges
-/// `lockbridge_outbox_pending{class="transactional"|"bulk"}` and `lockbridge_outbox_dead`.
+/// `lockbridge_outbox_pending{class="transactional"|"bulk"}`,
+/// `lockbridge_outbox_retrying{class=...}` (pending messages that failed at least once:
+/// alert on the transactional one) and `lockbridge_outbox_dead`.
 pub struct OutboxWorker {
     store: Arc<dyn Store>,
     sealer: Arc<Sealer>,
@@ -369,6 +375,7 @@ impl OutboxWorker {
             poll_interval_ms =
                 u64::try_from(self.settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
             max_attempts = self.settings.max_attempts,
+            retry_window_hours = self.settings.retry_window.as_secs() / 3600,
             max_bulk_per_minute = self.settings.max_bulk_per_minute,
             max_bulk_per_day = self.settings.max_bulk_per_day,
             "outbox worker started"
@@ -537,7 +544,12 @@ impl OutboxWorker {
                 let error = e.to_string();
                 // The relay's reply may quote the address: keep it out of the log.
                 let logged = redact(&error, &message.recipient);
-                if e.is_permanent() || attempt >= self.settings.max_attempts {
+                let age = (Utc::now() - message.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                let out_of_attempts =
+                    self.settings.max_attempts > 0 && attempt >= self.settings.max_attempts;
+                if e.is_permanent() || out_of_attempts || age >= self.settings.retry_window {
                     metrics::counter!("lockbridge_mail_dead_total", "template" => label.clone())
                         .increment(1);
                     tracing::warn!(
@@ -553,14 +565,34 @@ impl OutboxWorker {
                     let delay = self.backoff(attempt);
                     let next = Utc::now()
                         + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
-                    tracing::warn!(
-                        outbox.id = message.id,
-                        template,
-                        attempt,
-                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %logged,
-                        "mail delivery failed; will retry"
-                    );
+                    let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    let gives_up_at = message.created_at
+                        + chrono::Duration::from_std(self.settings.retry_window)
+                            .unwrap_or(chrono::Duration::days(3));
+                    if message.class == MailClass::Transactional {
+                        // Someone is waiting for this message (a temporary password): an
+                        // operator must hear about it while it waits, not when it is lost.
+                        tracing::error!(
+                            outbox.id = message.id,
+                            template,
+                            attempt,
+                            retry_in_ms,
+                            gives_up_at = %gives_up_at.to_rfc3339(),
+                            error = %logged,
+                            "mail a user is waiting for cannot be delivered yet; retrying \
+                             (check the relay: mail.relay)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            outbox.id = message.id,
+                            template,
+                            attempt,
+                            retry_in_ms,
+                            gives_up_at = %gives_up_at.to_rfc3339(),
+                            error = %logged,
+                            "mail delivery failed; will retry"
+                        );
+                    }
                     self.store.mark_mail_failed(message.id, &error, next).await
                 }
             }
@@ -624,6 +656,10 @@ impl OutboxWorker {
                 metrics::gauge!("lockbridge_outbox_pending", "class" => MailClass::Bulk.as_str())
                     .set(counts.pending_bulk as f64);
                 metrics::gauge!("lockbridge_outbox_dead").set(counts.dead as f64);
+                metrics::gauge!("lockbridge_outbox_retrying", "class" => MailClass::Transactional.as_str())
+                    .set(counts.retrying_transactional as f64);
+                metrics::gauge!("lockbridge_outbox_retrying", "class" => MailClass::Bulk.as_str())
+                    .set(counts.retrying_bulk as f64);
             }
             Err(e) => tracing::debug!(error = %e, "outbox: cannot count messages"),
         }
@@ -680,6 +716,7 @@ mod tests {
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
             max_attempts,
+            retry_window: Duration::from_secs(3600),
             max_bulk_per_minute: 0,
             max_bulk_per_day: 0,
         }
@@ -797,6 +834,68 @@ mod tests {
         assert!(matches!(err, NotifyError::UnknownTemplate(_)), "{err:?}");
 
         assert_eq!(store.outbox_counts().await.expect("counts").pending, 0);
+    }
+
+    /// A relay outage of hours must not cost a temporary password the API reported as
+    /// sent: the message waits through any number of attempts within the window.
+    #[tokio::test]
+    async fn waiting_mail_is_retried_for_the_whole_window_then_given_up() {
+        let sqlite = SqliteStore::open_in_memory().await.expect("store");
+        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+        let sealer = sealer();
+        let notifier = Notifier::new(store.clone(), sealer.clone());
+        let id = notifier
+            .enqueue(
+                "temporary-password",
+                "ada@example.org",
+                ctx(),
+                Some(&Secret::new("pw")),
+            )
+            .await
+            .expect("enqueue");
+        let w = OutboxWorker::new(
+            store.clone(),
+            sealer,
+            dead_relay(),
+            Templates::new(None).expect("templates"),
+            OutboxSettings {
+                retry_window: Duration::from_secs(72 * 3600),
+                ..settings(0)
+            },
+            notifier.waker(),
+        );
+        // Hours of outage: far more failed attempts than the old limit of 20.
+        for _ in 0..30 {
+            store
+                .mark_mail_failed(id, "relay down", Utc::now())
+                .await
+                .expect("fail");
+        }
+        assert_eq!(w.deliver_due().await.expect("run"), 1);
+        let row = store.get_mail(id).await.expect("get").expect("row");
+        assert_eq!(row.status, OutboxStatus::Pending, "still waiting");
+        assert_eq!(row.attempts, 31);
+        assert!(row.sealed_secret.is_some(), "the password is kept");
+        let counts = store.outbox_counts().await.expect("counts");
+        assert_eq!(counts.retrying_transactional, 1);
+
+        // Past the window: given up and erased.
+        let old = (Utc::now() - chrono::Duration::hours(73))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sqlx::query("UPDATE outbox SET created_at = ?1 WHERE id = ?2")
+            .bind(old)
+            .bind(id)
+            .execute(sqlite.pool())
+            .await
+            .expect("age the message");
+        store
+            .mark_mail_failed(id, "relay down", Utc::now())
+            .await
+            .expect("due");
+        assert_eq!(w.deliver_due().await.expect("run"), 1);
+        let row = store.get_mail(id).await.expect("get").expect("row");
+        assert_eq!(row.status, OutboxStatus::Dead);
+        assert!(row.sealed_secret.is_none(), "erased when given up");
     }
 
     #[tokio::test]
@@ -1274,8 +1373,9 @@ mod tests {
         assert_eq!(d.poll_interval, Duration::from_secs(1));
         assert_eq!(
             (d.max_attempts, d.max_bulk_per_minute, d.max_bulk_per_day),
-            (20, 120, 5000)
+            (0, 120, 5000)
         );
+        assert_eq!(d.retry_window, Duration::from_secs(72 * 3600));
         assert!(d.initial_backoff <= d.max_backoff);
     }
 

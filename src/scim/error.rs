@@ -71,8 +71,8 @@ pub enum ScimError {
     NotImplemented(String),
     /// 429: this client sent more requests than the configured rate allows.
     #[error(
-        "too many requests from this address; wait {retry_after_secs} seconds (Retry-After) \
-         and send fewer requests at a time"
+        "too many requests; wait {retry_after_secs} seconds (Retry-After) and send fewer \
+         requests at a time"
     )]
     TooManyRequests {
         /// How long the client should wait (`Retry-After`).
@@ -89,6 +89,10 @@ pub enum ScimError {
     /// 403: authenticated, but not allowed to do this.
     #[error("forbidden: {0}; ask an administrator for a token with the needed role")]
     Forbidden(String),
+    /// 403: the target is one of the accounts that run lockbridge (an administrator, the
+    /// service account, an administrator group, a `scim.protected_dns` entry).
+    #[error("{0}")]
+    Protected(String),
     /// 401: no valid credentials.
     #[error("unauthorized: {0}; send a valid API token as \"Authorization: Bearer <token>\"")]
     Unauthorized(String),
@@ -132,7 +136,7 @@ impl ScimError {
             Self::NotFound(_) => 404,
             Self::PreconditionFailed(_) => 412,
             Self::NotModified => 304,
-            Self::Sensitive(_) | Self::Forbidden(_) => 403,
+            Self::Sensitive(_) | Self::Forbidden(_) | Self::Protected(_) => 403,
             Self::NotImplemented(_) => 501,
             Self::MethodNotAllowed(_) => 405,
             Self::TooManyRequests { .. } => 429,
@@ -174,6 +178,7 @@ impl ScimError {
             Self::TooManyRequests { .. } => "tooManyRequests",
             Self::PayloadTooLarge => "payloadTooLarge",
             Self::Forbidden(_) => "forbidden",
+            Self::Protected(_) => "protectedTarget",
             Self::Unauthorized(_) => "unauthorized",
             Self::Unavailable { .. } => "unavailable",
             Self::OutcomeUnknown { .. } => "outcomeUnknown",
@@ -241,6 +246,7 @@ mod tests {
     #[case(ScimError::NotImplemented(s()), 501, None)]
     #[case(ScimError::PayloadTooLarge, 413, None)]
     #[case(ScimError::Forbidden(s()), 403, None)]
+    #[case(ScimError::Protected("`alice` is a member of an administrator group".into()), 403, None)]
     #[case(ScimError::Unauthorized(s()), 401, None)]
     #[case(ScimError::Unavailable { detail: s(), retry_after_secs: 5 }, 503, None)]
     #[case(ScimError::OutcomeUnknown { detail: s(), retry_after_secs: 5 }, 503, None)]

@@ -116,11 +116,118 @@ impl PatchOpKind {
 
 /// One PATCH operation. `path` is kept as sent (parsed by the PATCH code, which reports
 /// `invalidPath`); an empty path counts as absent; a `null` value as absent.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A password in it is overwritten when the operation is dropped, and `Debug` never
+/// shows one.
+#[derive(Clone, PartialEq)]
 pub struct PatchOperation {
     pub op: PatchOpKind,
     pub path: Option<String>,
     pub value: Option<Value>,
+}
+
+impl PatchOperation {
+    /// Whether the operation's path names the password.
+    fn targets_password(&self) -> bool {
+        self.path
+            .as_deref()
+            .is_some_and(|p| p.to_ascii_lowercase().contains("password"))
+    }
+
+    fn carries_secret(&self) -> bool {
+        self.targets_password() || self.value.as_ref().is_some_and(holds_secret)
+    }
+}
+
+impl std::fmt::Debug for PatchOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("PatchOperation");
+        d.field("op", &self.op).field("path", &self.path);
+        if self.carries_secret() {
+            d.field("value", &"[redacted]");
+        } else {
+            d.field("value", &self.value);
+        }
+        d.finish()
+    }
+}
+
+impl Drop for PatchOperation {
+    fn drop(&mut self) {
+        if let Some(value) = self.value.as_mut() {
+            if self
+                .path
+                .as_deref()
+                .is_some_and(|p| p.to_ascii_lowercase().contains("password"))
+            {
+                zeroize_strings(value);
+            } else {
+                scrub_secrets(value);
+            }
+        }
+    }
+}
+
+/// Whether `value` holds a string under a `password` key (any case, any depth).
+pub fn holds_secret(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| (k.eq_ignore_ascii_case("password") && !v.is_null()) || holds_secret(v)),
+        Value::Array(items) => items.iter().any(holds_secret),
+        _ => false,
+    }
+}
+
+/// Overwrites (zeroes, then empties) every string held under a `password` key, at any
+/// depth, so a request's cleartext password does not linger in freed memory.
+pub fn scrub_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k.eq_ignore_ascii_case("password") {
+                    zeroize_strings(v);
+                } else {
+                    scrub_secrets(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(scrub_secrets),
+        _ => {}
+    }
+}
+
+/// Overwrites every string in `value`.
+fn zeroize_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Object(map) => map.values_mut().for_each(zeroize_strings),
+        Value::Array(items) => items.iter_mut().for_each(zeroize_strings),
+        _ => {}
+    }
+}
+
+/// A SCIM request body as parsed JSON: a password in it is overwritten on drop, and
+/// `Debug` does not show the body.
+pub struct RequestBody(pub Value);
+
+impl std::ops::Deref for RequestBody {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestBody([not shown])")
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        scrub_secrets(&mut self.0);
+    }
 }
 
 /// A PATCH request body (RFC 7644 §3.5.2).
@@ -130,9 +237,9 @@ pub struct PatchRequest {
 }
 
 impl PatchRequest {
-    /// [`PatchRequest::from_json`] of an owned value.
-    pub fn from_value(body: Value) -> Result<Self, ScimError> {
-        Self::from_json(&body)
+    /// [`PatchRequest::from_json`] of a request body.
+    pub fn from_body(body: &RequestBody) -> Result<Self, ScimError> {
+        Self::from_json(body)
     }
 
     /// Read a PATCH body: `schemas` must contain the PatchOp URN, `Operations` (any
@@ -792,6 +899,46 @@ fn project_attribute(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn secrets_in_bodies_are_overwritten_and_never_shown() {
+        let mut body = json!({
+            "userName": "bob",
+            "Password": "Zq-1-secret",
+            "nested": [{"password": "Zq-2-secret"}],
+        });
+        assert!(holds_secret(&body));
+        scrub_secrets(&mut body);
+        let text = body.to_string();
+        assert!(!text.contains("Zq-"), "{text}");
+        assert_eq!(body["userName"], "bob", "other values are kept");
+
+        let op = PatchOperation {
+            op: PatchOpKind::Replace,
+            path: Some("password".into()),
+            value: Some(json!("Zq-3-secret")),
+        };
+        assert!(!format!("{op:?}").contains("Zq-3"));
+        let op = PatchOperation {
+            op: PatchOpKind::Replace,
+            path: None,
+            value: Some(json!({"password": "Zq-4-secret", "active": true})),
+        };
+        assert!(!format!("{op:?}").contains("Zq-4"));
+        let plain = PatchOperation {
+            op: PatchOpKind::Replace,
+            path: Some("displayName".into()),
+            value: Some(json!("Bob")),
+        };
+        assert!(
+            format!("{plain:?}").contains("Bob"),
+            "ordinary values stay visible"
+        );
+
+        let request = RequestBody(json!({"password": "Zq-5-secret"}));
+        assert!(!format!("{request:?}").contains("Zq-5"));
+    }
+
     use super::*;
     use crate::scim::filter::{ENTERPRISE_USER, PASSWORD_EXTENSION};
     use proptest::prelude::*;

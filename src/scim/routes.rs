@@ -11,10 +11,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::request::Parts;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ScimError;
-use super::model::{ListQuery, PatchRequest, SearchRequest};
+use super::model::{ListQuery, PatchRequest, RequestBody, SearchRequest};
 use super::service::{Caller, Kind, ScimService, Served, Shape, none_match};
 use crate::auth::{AuthError, Authenticator, Permission};
 
@@ -80,24 +81,7 @@ impl FromRequestParts<ScimState> for Provisioner {
     async fn from_request_parts(parts: &mut Parts, state: &ScimState) -> Result<Self, ScimError> {
         let principal = crate::auth::Principal::from_request_parts(parts, state)
             .await
-            .map_err(|e| match e {
-                AuthError::MissingToken => ScimError::Unauthorized(
-                    "no bearer token: send `Authorization: Bearer <token>` with a token of role `scim` (lockbridge token create --role scim)".into(),
-                ),
-                AuthError::InvalidToken => ScimError::Unauthorized(
-                    "the bearer token is not valid (unknown, revoked or mistyped)".into(),
-                ),
-                AuthError::Forbidden { .. } => ScimError::Forbidden(
-                    "this token may not use the SCIM API; create a token with role `scim`".into(),
-                ),
-                AuthError::Store(cause) => {
-                    tracing::error!(cause = %cause, "store unavailable while checking a token");
-                    ScimError::Unavailable {
-                        detail: "lockbridge's own database is unavailable".into(),
-                        retry_after_secs: 5,
-                    }
-                }
-            })?;
+            .map_err(auth_error)?;
         if !principal.can(Permission::Provision) {
             return Err(ScimError::Forbidden(format!(
                 "a {} token may not use the SCIM API; create a token with role `scim`",
@@ -116,9 +100,40 @@ impl FromRequestParts<ScimState> for Provisioner {
     }
 }
 
+/// A failed authentication as a SCIM error.
+pub fn auth_error(e: AuthError) -> ScimError {
+    match e {
+        AuthError::MissingToken => ScimError::Unauthorized(
+            "no bearer token: send `Authorization: Bearer <token>` with a token of role `scim` (lockbridge token create --role scim)".into(),
+        ),
+        AuthError::InvalidToken => ScimError::Unauthorized(
+            "the bearer token is not valid (unknown, revoked or mistyped)".into(),
+        ),
+        AuthError::Forbidden { .. } => ScimError::Forbidden(
+            "this token may not use the SCIM API; create a token with role `scim`".into(),
+        ),
+        AuthError::Store(cause) => {
+            tracing::error!(cause = %cause, "store unavailable while checking a token");
+            ScimError::Unavailable {
+                detail: "lockbridge's own database is unavailable".into(),
+                retry_after_secs: 5,
+            }
+        }
+    }
+}
+
 /// The raw request body; a body over [`SCIM_BODY_LIMIT_BYTES`] or one that cannot be read
-/// is a SCIM error, not the framework's plain-text answer.
+/// is a SCIM error, not the framework's plain-text answer. It may hold a password, so
+/// its bytes are overwritten when it is dropped (when no other reference shares them).
 pub struct ScimBody(pub Bytes);
+
+impl Drop for ScimBody {
+    fn drop(&mut self) {
+        if let Ok(mut bytes) = std::mem::take(&mut self.0).try_into_mut() {
+            zeroize::Zeroize::zeroize(bytes.as_mut());
+        }
+    }
+}
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for ScimBody {
     type Rejection = ScimError;
@@ -140,7 +155,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for ScimBody {
 /// A JSON body as SCIM clients send it: `application/scim+json` or `application/json`
 /// (Entra and Okta send either); anything else, or text that is not JSON, is
 /// `invalidSyntax`.
-fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<RequestBody, ScimError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -150,7 +165,7 @@ fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
             )));
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
+    serde_json::from_slice(body).map(RequestBody).map_err(|e| {
         ScimError::InvalidSyntax(format!(
             "the body is not valid JSON ({}, line {} column {}); send a SCIM resource as JSON",
             e.classify_name(),
@@ -290,10 +305,10 @@ async fn search<R: ResourceRoute>(
     State(s): State<ScimState>,
     _: Provisioner,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    body: ScimBody,
 ) -> Result<Response, ScimError> {
-    let value = json_body(&headers, &body)?;
-    let request: SearchRequest = serde_json::from_value(value).map_err(|e| {
+    let value = json_body(&headers, &body.0)?;
+    let request = SearchRequest::deserialize(&*value).map_err(|e| {
         ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
     })?;
     let query = request.into_query(s.service.settings().max_results)?;
@@ -331,9 +346,9 @@ async fn create<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    body: ScimBody,
 ) -> Result<Response, ScimError> {
-    let value = json_body(&headers, &body)?;
+    let value = json_body(&headers, &body.0)?;
     let served = match R::KIND {
         Kind::User => s.service.create_user(&caller, &value).await?,
         Kind::Group => s.service.create_group(&caller, &value).await?,
@@ -347,9 +362,9 @@ async fn replace<R: ResourceRoute>(
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    body: ScimBody,
 ) -> Result<Response, ScimError> {
-    let value = json_body(&headers, &body)?;
+    let value = json_body(&headers, &body.0)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let served = match R::KIND {
         Kind::User => {
@@ -372,9 +387,9 @@ async fn patch<R: ResourceRoute>(
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    body: ScimBody,
 ) -> Result<Response, ScimError> {
-    let patch = PatchRequest::from_value(json_body(&headers, &body)?)?;
+    let patch = PatchRequest::from_body(&json_body(&headers, &body.0)?)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let served = match R::KIND {
         Kind::User => s.service.patch_user(&caller, &id, &patch, if_match).await?,
@@ -422,10 +437,10 @@ async fn root_search(
     State(s): State<ScimState>,
     _: Provisioner,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    body: ScimBody,
 ) -> Result<Response, ScimError> {
-    let value = json_body(&headers, &body)?;
-    let request: SearchRequest = serde_json::from_value(value).map_err(|e| {
+    let value = json_body(&headers, &body.0)?;
+    let request = SearchRequest::deserialize(&*value).map_err(|e| {
         ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
     })?;
     let query = request.into_query(s.service.settings().max_results)?;

@@ -8,7 +8,7 @@
 //! password, through the account layer → read the entry back. A password the directory
 //! refuses undoes the attribute change, so a request is applied whole or not at all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -31,12 +31,18 @@ use crate::account::{AccountError, AccountService};
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
-    Change, Directory, DirectoryError, Entry, SearchScope, StoredPassword, WindowQuery, same_dn,
+    Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, WindowQuery,
+    loose_dn, renamed_dn, same_dn,
 };
 use crate::types::Secret;
 
 /// Ids looked up in one directory search when resolving references.
 const RESOLVE_BATCH: usize = 50;
+
+/// The most entries an unsorted list walks for one request (skipped entries included).
+/// A larger result is paged in sorted order instead, a window at a time, so no request
+/// costs a walk through the whole directory.
+pub const UNSORTED_SCAN_LIMIT: u64 = 2000;
 
 /// What DELETE does to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +72,6 @@ pub struct ScimSettings {
     pub max_results: u32,
     /// Check pushed passwords against lockbridge's own rules too.
     pub check_password_rules: bool,
-    /// Groups SCIM may read but never change: lockbridge's administrator groups
-    /// (`directory.admin_group_dns`), so a provisioning token cannot make anyone an admin.
-    pub protected_groups: Vec<String>,
 }
 
 /// Who is calling: the token's name (for the audit log) and the request id.
@@ -308,21 +311,35 @@ impl ScimService {
         }
     }
 
-    /// Refuses changes to lockbridge's administrator groups.
-    fn check_writable_group(&self, group: &Entry) -> Result<(), ScimError> {
-        if self
-            .settings
-            .protected_groups
-            .iter()
-            .any(|g| same_dn(g, &group.dn))
-        {
-            return Err(ScimError::Forbidden(
-                "this group is one of lockbridge's administrator groups (directory.admin_group_dns); \
-                 its membership is managed in the directory, not over SCIM"
-                    .into(),
-            ));
-        }
-        Ok(())
+    /// Refuses changes to the groups that make administrators (and to other protected
+    /// entries), so a provisioning token cannot make anyone an administrator.
+    async fn check_writable_group(&self, group: &Entry) -> Result<(), ScimError> {
+        let name = group.first("cn").unwrap_or(&group.dn);
+        self.account
+            .check_provisioning_target(name, &group.dn)
+            .await
+            .map_err(from_account)
+    }
+
+    /// Refuses writes to the accounts that run lockbridge: administrators (unless the
+    /// operator opted in), the service account, `scim.protected_dns`.
+    async fn check_writable_user(&self, user: &Entry) -> Result<(), ScimError> {
+        let name = user
+            .first(self.users.user_name_attribute())
+            .unwrap_or(&user.dn);
+        self.account
+            .check_provisioning_target(name, &user.dn)
+            .await
+            .map_err(from_account)
+    }
+
+    /// Refuses to create an entry at `dn`, or rename one to it, when `dn` is protected
+    /// or an administrator group still lists it.
+    async fn check_new_dn(&self, name: &str, dn: &str) -> Result<(), ScimError> {
+        self.account
+            .check_provisioning_new_dn(name, dn)
+            .await
+            .map_err(from_account)
     }
 
     async fn group_by_dn(&self, dn: &str) -> Result<Entry, ScimError> {
@@ -438,78 +455,122 @@ impl ScimService {
         Ok(out)
     }
 
-    async fn user_extras(&self, entry: &Entry, shape: &Shape) -> Result<UserExtras, ScimError> {
-        let (manager_id, manager_display) = match entry.first("manager") {
-            Some(dn) => match self
-                .ids_of(&[dn.to_owned()])
-                .await?
-                .remove(&dn.to_ascii_lowercase())
-            {
-                Some((id, _, display)) => (Some(id), display),
-                None => (None, None),
-            },
-            None => (None, None),
+    /// What each of `entries` needs besides its own attributes, looked up for all of
+    /// them at once: one search per [`RESOLVE_BATCH`] managers, and (when `groups` is
+    /// asked for) one per [`RESOLVE_BATCH`] users, never one per entry.
+    async fn users_extras(
+        &self,
+        entries: &[Entry],
+        shape: &Shape,
+    ) -> Result<Vec<UserExtras>, ScimError> {
+        let managers: Vec<String> = entries
+            .iter()
+            .filter_map(|e| e.first("manager").map(str::to_owned))
+            .collect();
+        let managers = if managers.is_empty() {
+            HashMap::new()
+        } else {
+            self.ids_of(&managers).await?
         };
-        let groups = if shape.wants("groups") {
-            Some(self.groups_of(&entry.dn).await?)
+        let mut groups = if shape.wants("groups") {
+            Some(self.groups_of(entries).await?)
         } else {
             None
         };
-        // passwordExpiresAt and neverExpires are `returned: request`: computed only then.
-        let expiry = if shape.wants_password_facts() {
-            let changed_at = entry.first("pwdChangedTime").and_then(generalized_time);
-            self.expiry
-                .password_expiry(changed_at, entry.first("pwdPolicySubentry"))
-                .await
-                .map_err(from_account)?
-        } else {
-            PasswordExpiry {
-                expires_at: None,
-                never_expires: false,
-            }
-        };
-        Ok(UserExtras {
-            base_url: self.settings.base_url.clone(),
-            manager_id,
-            manager_display,
-            groups,
-            password_expires_at: expiry.expires_at,
-            never_expires: expiry.never_expires,
-        })
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (manager_id, manager_display) = entry
+                .first("manager")
+                .and_then(|dn| managers.get(&dn.to_ascii_lowercase()))
+                .map(|(id, _, display)| (Some(id.clone()), display.clone()))
+                .unwrap_or((None, None));
+            // passwordExpiresAt and neverExpires are `returned: request`: computed only then.
+            let expiry = if shape.wants_password_facts() {
+                let changed_at = entry.first("pwdChangedTime").and_then(generalized_time);
+                self.expiry
+                    .password_expiry(changed_at, entry.first("pwdPolicySubentry"))
+                    .await
+                    .map_err(from_account)?
+            } else {
+                PasswordExpiry {
+                    expires_at: None,
+                    never_expires: false,
+                }
+            };
+            out.push(UserExtras {
+                base_url: self.settings.base_url.clone(),
+                manager_id,
+                manager_display,
+                groups: groups
+                    .as_mut()
+                    .map(|g| g.remove(&loose_dn(&entry.dn)).unwrap_or_default()),
+                password_expires_at: expiry.expires_at,
+                never_expires: expiry.never_expires,
+            });
+        }
+        Ok(out)
     }
 
-    /// The groups that list `dn` as a direct member.
-    async fn groups_of(&self, dn: &str) -> Result<Vec<GroupRef>, ScimError> {
+    /// The groups that list each of `users` as a direct member, by [`loose_dn`] of the
+    /// user: one search per [`RESOLVE_BATCH`] users, which asks the directory for only
+    /// the `member` values that name those users (Matched Values), so a large group costs
+    /// no more than a small one.
+    async fn groups_of(
+        &self,
+        users: &[Entry],
+    ) -> Result<HashMap<String, Vec<GroupRef>>, ScimError> {
+        let mut out: HashMap<String, Vec<GroupRef>> = HashMap::new();
         let Some(base) = self.settings.groups_base.as_deref() else {
-            return Ok(Vec::new());
+            return Ok(out);
         };
-        let filter = format!("(&{}{})", self.groups.object_filter(), equals("member", dn));
-        let found = self
-            .directory
-            .search_entries(
-                base,
-                SearchScope::Subtree,
-                &filter,
-                &["entryUUID", "cn"],
-                10_000,
-            )
-            .await
-            .map_err(|e| self.directory_failure(e))?;
-        Ok(found
-            .into_iter()
-            .filter_map(|g| {
-                let id = g.first("entryUUID")?.to_owned();
-                Some(GroupRef {
-                    display: g.first("cn").map(str::to_owned),
-                    id,
-                })
-            })
-            .collect())
+        for chunk in users.chunks(RESOLVE_BATCH) {
+            let items: String = chunk.iter().map(|u| equals("member", &u.dn)).collect();
+            let filter = format!("(&{}(|{items}))", self.groups.object_filter());
+            let found = self
+                .directory
+                .search_entries_matching_values(
+                    base,
+                    SearchScope::Subtree,
+                    &filter,
+                    &["entryUUID", "cn", "member"],
+                    10_000,
+                    // Values of attributes the filter does not name are not returned
+                    // at all: the presence items keep entryUUID and cn whole.
+                    &format!("({items}(entryUUID=*)(cn=*))"),
+                )
+                .await
+                .map_err(|e| self.directory_failure(e))?;
+            let wanted: HashSet<String> = chunk.iter().map(|u| loose_dn(&u.dn)).collect();
+            for group in found {
+                let Some(id) = group.first("entryUUID") else {
+                    continue;
+                };
+                for member in group.all("member") {
+                    let key = loose_dn(member);
+                    if wanted.contains(&key) {
+                        out.entry(key).or_default().push(GroupRef {
+                            id: id.to_owned(),
+                            display: group.first("cn").map(str::to_owned),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn serve_user(&self, entry: &Entry, shape: &Shape) -> Result<Served, ScimError> {
-        let extras = self.user_extras(entry, shape).await?;
-        let mut resource = self.users.to_resource(entry, &extras);
+        let extras = self
+            .users_extras(std::slice::from_ref(entry), shape)
+            .await?
+            .pop()
+            .unwrap_or_default();
+        Ok(self.served_user(entry, &extras, shape))
+    }
+
+    /// A user as served, from its entry and the extras looked up for it.
+    fn served_user(&self, entry: &Entry, extras: &UserExtras, shape: &Shape) -> Served {
+        let mut resource = self.users.to_resource(entry, extras);
         project(
             &mut resource,
             &shape.attributes,
@@ -517,48 +578,66 @@ impl ScimService {
             self.discovery.user_schema(),
         );
         let id = entry.first("entryUUID").unwrap_or_default().to_owned();
-        Ok(Served {
+        Served {
             resource,
             version: self.users.version(entry),
             location: self.location(Kind::User, &id),
-        })
+        }
     }
 
-    async fn members_of(&self, entry: &Entry) -> Result<Vec<MemberRef>, ScimError> {
-        let dns: Vec<String> = entry
-            .all("member")
+    /// The members of each of `groups` as references, resolved for all of them at once
+    /// (one search per [`RESOLVE_BATCH`] distinct members); empty lists when the client
+    /// does not want members.
+    async fn members_of(
+        &self,
+        groups: &[Entry],
+        shape: &Shape,
+    ) -> Result<Vec<Vec<MemberRef>>, ScimError> {
+        if shape.excludes("members") || (!shape.attributes.is_empty() && !shape.wants("members")) {
+            return Ok(vec![Vec::new(); groups.len()]);
+        }
+        let dns: Vec<String> = groups
             .iter()
+            .flat_map(|g| g.all("member"))
             .filter(|d| !d.is_empty())
             .cloned()
             .collect();
         let ids = self.ids_of(&dns).await?;
-        Ok(dns
+        Ok(groups
             .iter()
-            .filter_map(|dn| {
-                let (id, kind, display) = ids.get(&dn.to_ascii_lowercase())?.clone();
-                Some(MemberRef {
-                    kind: match kind {
-                        Kind::User => MemberKind::User,
-                        Kind::Group => MemberKind::Group,
-                    },
-                    display,
-                    id,
-                })
+            .map(|g| {
+                g.all("member")
+                    .iter()
+                    .filter_map(|dn| {
+                        let (id, kind, display) = ids.get(&dn.to_ascii_lowercase())?.clone();
+                        Some(MemberRef {
+                            kind: match kind {
+                                Kind::User => MemberKind::User,
+                                Kind::Group => MemberKind::Group,
+                            },
+                            display,
+                            id,
+                        })
+                    })
+                    .collect()
             })
             .collect())
     }
 
     async fn serve_group(&self, entry: &Entry, shape: &Shape) -> Result<Served, ScimError> {
-        let members = if shape.excludes("members")
-            || (!shape.attributes.is_empty() && !shape.wants("members"))
-        {
-            Vec::new()
-        } else {
-            self.members_of(entry).await?
-        };
+        let members = self
+            .members_of(std::slice::from_ref(entry), shape)
+            .await?
+            .pop()
+            .unwrap_or_default();
+        Ok(self.served_group(entry, &members, shape))
+    }
+
+    /// A group as served, from its entry and its resolved members.
+    fn served_group(&self, entry: &Entry, members: &[MemberRef], shape: &Shape) -> Served {
         let mut resource = self
             .groups
-            .to_resource(entry, &members, &self.settings.base_url);
+            .to_resource(entry, members, &self.settings.base_url);
         project(
             &mut resource,
             &shape.attributes,
@@ -566,11 +645,11 @@ impl ScimService {
             self.discovery.group_schema(),
         );
         let id = entry.first("entryUUID").unwrap_or_default().to_owned();
-        Ok(Served {
+        Served {
             resource,
             version: self.groups.version(entry),
             location: self.location(Kind::Group, &id),
-        })
+        }
     }
 
     pub async fn get(&self, kind: Kind, id: &str, shape: &Shape) -> Result<Served, ScimError> {
@@ -628,31 +707,79 @@ impl ScimService {
             Kind::User => self.users.read_attributes(),
             Kind::Group => self.groups.read_attributes(),
         };
-        let window = self
-            .directory
-            .search_window(&WindowQuery {
-                base: base.to_owned(),
-                filter: format!("(&{class}{ldap})"),
-                attrs,
-                sort,
-                offset: start,
-                count,
-            })
-            .await
-            .map_err(|e| self.directory_failure(e))?;
+        let mut window_query = WindowQuery {
+            base: base.to_owned(),
+            filter: format!("(&{class}{ldap})"),
+            attrs,
+            sort,
+            offset: start,
+            count,
+            scan_limit: Some(UNSORTED_SCAN_LIMIT),
+        };
+        let window = match self.directory.search_window(&window_query).await {
+            // Too many to page through in the directory's order (each page would walk
+            // every entry before it): page them sorted by the naming attribute instead,
+            // which the directory answers a window at a time. The order is the same for
+            // every page of this query, since the choice depends on its size alone.
+            Err(DirectoryError::ScanLimit(limit)) => {
+                window_query.sort = Some(self.default_sort_key(kind)?);
+                let only_count = window_query.count == 0;
+                window_query.count = window_query.count.max(1);
+                match self.directory.search_window(&window_query).await {
+                    Ok(mut w) => {
+                        if only_count {
+                            w.entries.clear();
+                        }
+                        w
+                    }
+                    Err(DirectoryError::Unsupported(why)) => {
+                        return Err(ScimError::TooMany(format!(
+                            "more than {limit} resources match and the directory cannot sort \
+                             them ({why}), so they cannot be paged; narrow the filter \
+                             (operators: enable server-side sorting, e.g. OpenLDAP's sssvlv \
+                             overlay)"
+                        )));
+                    }
+                    Err(e) => return Err(self.directory_failure(e)),
+                }
+            }
+            other => other.map_err(|e| self.directory_failure(e))?,
+        };
         let shape = Shape {
             attributes: query.attributes.clone(),
             excluded: query.excluded_attributes.clone(),
         };
-        let mut resources = Vec::with_capacity(window.entries.len());
-        for entry in &window.entries {
-            let served = match kind {
-                Kind::User => self.serve_user(entry, &shape).await?,
-                Kind::Group => self.serve_group(entry, &shape).await?,
-            };
-            resources.push(served.resource);
-        }
+        // Everything the page refers to is looked up for the page at once.
+        let resources = match kind {
+            Kind::User => {
+                let extras = self.users_extras(&window.entries, &shape).await?;
+                window
+                    .entries
+                    .iter()
+                    .zip(&extras)
+                    .map(|(entry, extras)| self.served_user(entry, extras, &shape).resource)
+                    .collect()
+            }
+            Kind::Group => {
+                let members = self.members_of(&window.entries, &shape).await?;
+                window
+                    .entries
+                    .iter()
+                    .zip(&members)
+                    .map(|(entry, members)| self.served_group(entry, members, &shape).resource)
+                    .collect()
+            }
+        };
         Ok((window.total, resources))
+    }
+
+    /// The order of a large list the client did not sort: by `userName` (users) or
+    /// `displayName` (groups), the naming attributes.
+    fn default_sort_key(&self, kind: Kind) -> Result<SortKey, ScimError> {
+        match kind {
+            Kind::User => self.users.sort_key(&AttrPath::new("userName")),
+            Kind::Group => self.groups.sort_key(&AttrPath::new("displayName")),
+        }
     }
 
     /// `POST /.search` at the root (RFC 7644 §3.4.3): Users, then Groups, paged as one
@@ -892,6 +1019,7 @@ impl ScimService {
             self.check_password(p, &w.user_name)?;
         }
         let (dn, attrs) = self.users.new_entry(w, &self.settings.users_container);
+        self.check_new_dn(&w.user_name, &dn).await?;
         self.audit_ready().await?;
         self.directory
             .add_entry(&dn, &attrs)
@@ -953,7 +1081,11 @@ impl ScimService {
                 .user_entry_for_write(id, mentions(patch, "password"))
                 .await?;
             check_version(self.users.version(&current), if_match)?;
-            let extras = self.user_extras(&current, &Shape::default()).await?;
+            let extras = self
+                .users_extras(std::slice::from_ref(&current), &Shape::default())
+                .await?
+                .pop()
+                .unwrap_or_default();
             let mut resource = self.users.to_resource(&current, &extras);
             let outcome = apply_user_patch(&mut resource, patch, self.discovery.user_schema())?;
             let mut w = self.users.parse(&resource)?;
@@ -1018,16 +1150,20 @@ impl ScimService {
         mut w: UserWrite,
         asserted: bool,
     ) -> Result<(Served, UpdateSummary), ScimError> {
+        self.check_writable_user(&current).await?;
         let new_rdn = self.users.rdn_change(&current, &w);
-        if new_rdn.is_some()
-            && self
+        if let Some(rdn) = &new_rdn {
+            if self
                 .user_name_taken(&w.user_name, Some(&current.dn))
                 .await?
-        {
-            return Err(ScimError::Uniqueness(format!(
-                "userName \"{}\" is already taken by another user",
-                clip(&w.user_name)
-            )));
+            {
+                return Err(ScimError::Uniqueness(format!(
+                    "userName \"{}\" is already taken by another user",
+                    clip(&w.user_name)
+                )));
+            }
+            self.check_new_dn(&w.user_name, &renamed_dn(&current.dn, rdn))
+                .await?;
         }
         self.resolve_manager(&mut w).await?;
         let mut password = w.password.take();
@@ -1156,6 +1292,7 @@ impl ScimService {
             if let Some(name) = current.first(self.users.user_name_attribute()) {
                 target = name.to_owned();
             }
+            self.check_writable_user(&current).await?;
             check_version(self.users.version(&current), if_match)?;
             self.audit_ready().await?;
             self.rewrite_memberships(&current.dn, None).await?;
@@ -1204,6 +1341,16 @@ impl ScimService {
             .map_err(|e| self.directory_failure(e))?;
         let add: Vec<String> = new_dn.into_iter().map(str::to_owned).collect();
         for g in groups {
+            if self.account.is_protected_group(&g.dn) {
+                // Only reachable with scim.allow_writes_to_administrators: an
+                // administrator group is never edited over SCIM, even then.
+                tracing::warn!(
+                    group.dn = %g.dn,
+                    user.dn = %dn,
+                    "left a protected group's membership alone; update it in the directory"
+                );
+                continue;
+            }
             let changes = self.groups.member_changes(&g, &add, &[dn.to_owned()], None);
             self.directory
                 .modify_entry(&g.dn, &changes, None)
@@ -1269,6 +1416,7 @@ impl ScimService {
             let (dn, attrs) = self
                 .groups
                 .new_entry(&w, &members, &self.settings.groups_container);
+            self.check_new_dn(&w.display_name, &dn).await?;
             self.audit_ready().await?;
             self.directory
                 .add_entry(&dn, &attrs)
@@ -1304,7 +1452,7 @@ impl ScimService {
     ) -> Result<Served, ScimError> {
         let result = async {
             let current = self.group_entry(id).await?;
-            self.check_writable_group(&current)?;
+            self.check_writable_group(&current).await?;
             check_version(self.groups.version(&current), if_match)?;
             let w = self.groups.parse(body)?;
             let members = self.member_dns(&w.member_ids, true).await?;
@@ -1338,7 +1486,7 @@ impl ScimService {
     ) -> Result<Served, ScimError> {
         let result = async {
             let current = self.group_entry(id).await?;
-            self.check_writable_group(&current)?;
+            self.check_writable_group(&current).await?;
             check_version(self.groups.version(&current), if_match)?;
             // Member operations are read from the request alone: resolving every member
             // to an id (one search per 50) would be wasted on a large group.
@@ -1383,6 +1531,8 @@ impl ScimService {
                     "a group with this displayName already exists".into(),
                 ));
             }
+            self.check_new_dn(name, &renamed_dn(&current.dn, rdn))
+                .await?;
         }
         self.audit_ready().await?;
         // cn changes with the rename; the modify must not repeat it.
@@ -1410,7 +1560,7 @@ impl ScimService {
     ) -> Result<(), ScimError> {
         let result = async {
             let current = self.group_entry(id).await?;
-            self.check_writable_group(&current)?;
+            self.check_writable_group(&current).await?;
             check_version(self.groups.version(&current), if_match)?;
             self.audit_ready().await?;
             self.directory
@@ -1555,6 +1705,9 @@ fn from_account(e: AccountError) -> ScimError {
             "the directory denied lockbridge's service account the right to do this; operators: check the directory's ACLs".into(),
         ),
         AccountError::AccountLocked => ScimError::InvalidValue("the user's account is locked in the directory".into()),
+        e @ AccountError::ProtectedTarget { .. } => {
+            ScimError::Protected(format!("{e}; nothing was changed"))
+        }
         other => ScimError::Internal(other.to_string()),
     }
 }

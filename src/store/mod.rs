@@ -425,6 +425,11 @@ pub struct OutboxCounts {
     pub dead: u64,
     /// Of `pending`, how many are [`MailClass::Bulk`].
     pub pending_bulk: u64,
+    /// Of `pending`, the transactional messages that failed at least once (waiting for
+    /// a retry).
+    pub retrying_transactional: u64,
+    /// Of `pending`, the bulk messages that failed at least once.
+    pub retrying_bulk: u64,
 }
 
 /// One run of the password-expiry sweep: its history entry, and its progress while it

@@ -579,16 +579,26 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(err("outbox"))?;
-        let pending_bulk: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND class = 'bulk'",
+        let pending: Vec<(String, bool, i64)> = sqlx::query_as(
+            "SELECT class, attempts > 0, COUNT(*) FROM outbox WHERE status = 'pending' \
+             GROUP BY 1, 2",
         )
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(err("outbox"))?;
-        let mut counts = OutboxCounts {
-            pending_bulk: u64::try_from(pending_bulk).unwrap_or(0),
-            ..OutboxCounts::default()
-        };
+        let mut counts = OutboxCounts::default();
+        for (class, retrying, n) in pending {
+            let n = u64::try_from(n).unwrap_or(0);
+            match (class.as_str(), retrying) {
+                ("bulk", false) => counts.pending_bulk += n,
+                ("bulk", true) => {
+                    counts.pending_bulk += n;
+                    counts.retrying_bulk += n;
+                }
+                (_, true) => counts.retrying_transactional += n,
+                _ => {}
+            }
+        }
         for (status, n) in rows {
             let n = u64::try_from(n).unwrap_or(0);
             match OutboxStatus::from_str(&status) {
@@ -1448,6 +1458,7 @@ mod tests {
                 sent: 1,
                 dead: 0,
                 pending_bulk: 0,
+                ..OutboxCounts::default()
             }
         );
     }
@@ -1483,6 +1494,7 @@ mod tests {
                 sent: 0,
                 dead: 1,
                 pending_bulk: 0,
+                ..OutboxCounts::default()
             }
         );
     }
