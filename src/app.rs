@@ -15,6 +15,7 @@ use crate::account::expiry::{ExpiryService, ExpirySettings, MaxAgeSource};
 use crate::account::{AccountService, ProtectionSettings};
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
+use crate::audit::chain::SealKey;
 use crate::auth::{Authenticator, TokenKey, TokenService};
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
@@ -119,6 +120,11 @@ pub fn token_service(config: &Config, store: Arc<dyn Store>) -> TokenService {
 
 fn token_key(config: &Config) -> TokenKey {
     TokenKey::new(derive_key(config.master_key.expose(), "api-token-hash"))
+}
+
+/// The key that signs the audit chain's head.
+pub fn seal_key(config: &Config) -> SealKey {
+    SealKey::new(config.master_key.derive(SealKey::PURPOSE))
 }
 
 fn install_metrics() -> PrometheusHandle {
@@ -371,6 +377,12 @@ pub async fn serve(
 
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
+    let sealer_task = tokio::spawn(crate::audit::chain::seal_periodically(
+        store.clone(),
+        seal_key(&config),
+        Duration::from_secs(config.audit.seal_interval_secs),
+        stop.clone(),
+    ));
     // A sweep cut short by a crash is finished first (the ledger skips what it queued).
     let resume_task = tokio::spawn(crate::sweep::resume_interrupted(
         sweep.clone(),
@@ -409,6 +421,13 @@ pub async fn serve(
     if let Some(task) = scheduler_task {
         // A sweep cut short is marked interrupted and redone by the next one.
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    // The last records of this run are sealed before the process ends.
+    if tokio::time::timeout(Duration::from_secs(5), sealer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit chain could not be sealed at shutdown within 5 s");
     }
     // Let the outbox finish the message in hand; a queued message is safe in the store.
     match tokio::time::timeout(Duration::from_secs(15), worker_task).await {

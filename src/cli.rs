@@ -1,8 +1,10 @@
-//! The command line: `serve`, `check-config` and `token create|list|revoke`.
+//! The command line: `serve`, `check-config`, `token create|list|revoke`, `sweep` and
+//! `audit verify|export|seal`.
 //!
 //! Exit codes follow sysexits(3) so service managers and scripts can tell problems
-//! apart: 0 ok, 64 bad usage, 69 a service is unreachable, 70 internal failure,
-//! 78 bad configuration.
+//! apart: 0 ok, 64 bad usage, 65 the audit log was tampered with, 69 a service is
+//! unreachable, 70 internal failure, 73 an output file cannot be written, 78 bad
+//! configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +16,8 @@ use crate::auth::Role;
 use crate::config::{self, Config, LogFormat};
 
 pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_DATAERR: u8 = 65;
+pub const EXIT_CANTCREAT: u8 = 73;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_SOFTWARE: u8 = 70;
 pub const EXIT_CONFIG: u8 = 78;
@@ -60,6 +64,37 @@ pub enum Command {
         /// Sweep as of this time (RFC 3339, e.g. 2026-03-01T06:00:00Z) instead of now.
         #[arg(long)]
         at: Option<String>,
+    },
+    /// Check or export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no audit record was changed, removed or reordered: recompute the hash
+    /// chain and check every signed seal. Exit 65 names the first bad record.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write audit records as JSON lines (one record per line, oldest first, with their
+    /// chain hashes), e.g. for a SIEM.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only records at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Sign the chain's head now (the daemon does so every audit.seal_interval_secs and
+    /// at shutdown), e.g. before a backup.
+    Seal {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -180,6 +215,111 @@ pub async fn run(cli: Cli) -> ExitCode {
             dry_run,
             at,
         } => sweep(config, dry_run, at).await,
+        Command::Audit(cmd) => audit(cmd).await,
+    }
+}
+
+async fn audit(cmd: AuditCommand) -> ExitCode {
+    use crate::audit::chain;
+
+    let args = match &cmd {
+        AuditCommand::Verify { config }
+        | AuditCommand::Export { config, .. }
+        | AuditCommand::Seal { config } => config,
+    };
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match app::open_store(&config).await {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let key = app::seal_key(&config);
+    match cmd {
+        AuditCommand::Verify { .. } => match chain::verify(store.as_ref(), &key).await {
+            Ok(v) => {
+                if let Some(problem) = &v.problem {
+                    println!("audit log: TAMPERED: {problem}");
+                    println!(
+                        "{} records before it are intact{}",
+                        v.records,
+                        v.last_id
+                            .map(|id| format!(" (up to record {id})"))
+                            .unwrap_or_default()
+                    );
+                    return ExitCode::from(EXIT_DATAERR);
+                }
+                match v.last_id {
+                    Some(last) => println!(
+                        "audit log: {} records (up to record {last}), chain intact",
+                        v.records
+                    ),
+                    None => println!("audit log: empty"),
+                }
+                match v.last_sealed {
+                    Some((id, at)) => println!(
+                        "seals: {} checked; the newest covers record {id} (sealed {})",
+                        v.seals,
+                        at.to_rfc3339()
+                    ),
+                    None => println!("seals: none yet"),
+                }
+                if v.unsealed > 0 {
+                    println!(
+                        "{} records after the newest seal are covered by the chain only, until \
+                         the next seal",
+                        v.unsealed
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_UNAVAILABLE, e),
+        },
+        AuditCommand::Export { since, output, .. } => {
+            let since = match since.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                None => None,
+                Some(Ok(t)) => Some(t.with_timezone(&chrono::Utc)),
+                Some(Err(_)) => {
+                    return fail(
+                        EXIT_USAGE,
+                        "--since must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+                    );
+                }
+            };
+            let mut out: Box<dyn std::io::Write> = match &output {
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(f) => Box::new(std::io::BufWriter::new(f)),
+                    Err(e) => {
+                        return fail(
+                            EXIT_CANTCREAT,
+                            format!("cannot create {}: {e}", path.display()),
+                        );
+                    }
+                },
+            };
+            match chain::export(store.as_ref(), since, &mut out).await {
+                Ok(n) => {
+                    drop(out);
+                    eprintln!("exported {n} audit records");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ chain::ExportError::Write(_)) => fail(EXIT_CANTCREAT, e),
+                Err(e) => fail(EXIT_UNAVAILABLE, e),
+            }
+        }
+        AuditCommand::Seal { .. } => match chain::seal(store.as_ref(), &key).await {
+            Ok(Some(s)) => {
+                println!("sealed the audit chain at record {}", s.record_id);
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!("nothing to seal: the audit log is empty or already sealed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_UNAVAILABLE, e),
+        },
     }
 }
 

@@ -81,6 +81,23 @@ impl serde::Serialize for RevealedPassword {
     }
 }
 
+/// Derives a 32-byte key for one `purpose` from the master key (HKDF-SHA256, no salt,
+/// info = `"lockbridge " + purpose`). Different purposes give independent keys, so the
+/// token-hash key, the outbox key and the audit seal key can never be confused.
+pub fn derive_key(master: &[u8; 32], purpose: &str) -> [u8; 32] {
+    use hkdf::Hkdf;
+    use sha2::Sha256;
+    let hk = Hkdf::<Sha256>::new(None, master);
+    let mut info = Vec::with_capacity(11 + purpose.len());
+    info.extend_from_slice(b"lockbridge ");
+    info.extend_from_slice(purpose.as_bytes());
+    let mut key = [0u8; 32];
+    // HKDF-SHA256 can produce up to 255 * 32 bytes; 32 always fits.
+    hk.expand(&info, &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
 /// The 32-byte master key every other key is derived from (token hashing, sealing of
 /// queued secrets, audit seals). `Debug` prints `[redacted]` and the bytes are zeroed on
 /// drop, so a configuration dump cannot leak it.
@@ -95,6 +112,11 @@ impl MasterKey {
     /// The key bytes, for key derivation only.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The key for one purpose ([`derive_key`]).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        derive_key(self.expose(), purpose)
     }
 }
 

@@ -2,6 +2,10 @@
 //!
 //! Records are built from typed values only ([`AuditEvent`]): there is no field that
 //! takes free text from a request, so a password, code or token cannot end up here.
+//! The store chains every record to the one before it; [`chain`] verifies the chain,
+//! signs its head and exports the log.
+
+pub mod chain;
 
 use std::sync::Arc;
 

@@ -1,39 +1,23 @@
-//! Sealing secrets that wait in the outbox, and deriving purpose keys from the master key.
+//! Sealing secrets that wait in the outbox.
 //!
 //! Owns [`Sealer`] (XChaCha20-Poly1305, a fresh random 24-byte nonce per message,
-//! output `nonce || ciphertext+tag`) and [`derive_key`] (HKDF-SHA256). It never writes
+//! output `nonce || ciphertext+tag`); its key comes from [`derive_key`]. It never writes
 //! a secret anywhere, never logs, and keeps no cleartext beyond the [`Secret`] it returns.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::Hkdf;
 use rand::RngCore;
-use sha2::Sha256;
 use zeroize::Zeroize;
 
 use super::NotifyError;
 use crate::types::Secret;
+pub use crate::types::derive_key;
 
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// Binds sealed data to this use, so a ciphertext made for something else under the
 /// same key does not open here.
 const AAD: &[u8] = b"lockbridge outbox secret v1";
-
-/// Derives a 32-byte key for one `purpose` from the master key (HKDF-SHA256, no salt,
-/// info = `"lockbridge " + purpose`). Different purposes give independent keys, so the
-/// token-hash key and the outbox key can never be confused.
-pub fn derive_key(master: &[u8; 32], purpose: &str) -> [u8; 32] {
-    let hk = Hkdf::<Sha256>::new(None, master);
-    let mut info = Vec::with_capacity(11 + purpose.len());
-    info.extend_from_slice(b"lockbridge ");
-    info.extend_from_slice(purpose.as_bytes());
-    let mut key = [0u8; 32];
-    // HKDF-SHA256 can produce up to 255 * 32 bytes; 32 always fits.
-    hk.expand(&info, &mut key)
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
-    key
-}
 
 /// Encrypts and decrypts secrets kept in the outbox.
 pub struct Sealer {

@@ -8,6 +8,7 @@
 //! a cleartext token, password or code (tokens arrive as keyed hashes, mail secrets
 //! sealed), never logs record contents, and imports nothing but `types`.
 
+pub mod chain;
 mod error;
 mod sqlite;
 
@@ -38,10 +39,34 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the token in force named `name`; false when there is none.
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Appends an audit record and returns its id. Records are never changed or removed.
+    /// Appends an audit record chained to the newest one (its `prev_hash` is that
+    /// record's hash; see [`chain`]) and returns its id. Records are never changed or
+    /// removed. The commit is synced to disk before this returns (it survives a power
+    /// loss); appends that arrive together share one commit.
     async fn append_audit(&self, r: &NewAuditRecord) -> Result<i64, StoreError>;
     /// Audit records matching `q`, newest first (keyset paging by id).
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Audit records with their chain hashes, oldest first: ids above `after_id`, and
+    /// only those at or after `since` when given; at most `limit` (capped at
+    /// [`MAX_AUDIT_PAGE`]).
+    async fn audit_chain_page(
+        &self,
+        after_id: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<ChainedAuditRecord>, StoreError>;
+    /// The newest audit record's id and hash (the chain's head).
+    async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// Appends a signed chain head. Seals are never changed or removed.
+    async fn append_audit_seal(&self, s: &AuditSeal) -> Result<i64, StoreError>;
+    /// Seals oldest first: ids above `after_id`, at most `limit` (capped at [`MAX_PAGE`]).
+    async fn audit_seals_page(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAuditSeal>, StoreError>;
+    /// The newest seal.
+    async fn last_audit_seal(&self) -> Result<Option<StoredAuditSeal>, StoreError>;
 
     /// Queues a message for delivery, due at once, with a fresh Message-ID. Returns its id.
     async fn enqueue_mail(&self, m: &NewOutboxMessage) -> Result<i64, StoreError>;
@@ -228,6 +253,61 @@ pub struct AuditRecord {
     pub target: Option<String>,
     pub outcome: String,
     pub detail: Option<String>,
+}
+
+/// A stored audit record with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedAuditRecord {
+    pub record: AuditRecord,
+    /// `at` exactly as stored (the hash covers this text).
+    pub at_text: String,
+    /// The hash of the record before it ([`chain::GENESIS`] for the first); `None` only
+    /// for a record written outside lockbridge.
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+}
+
+impl ChainedAuditRecord {
+    /// The fields the record's hash covers.
+    pub fn chain_fields(&self) -> chain::ChainFields<'_> {
+        let r = &self.record;
+        chain::ChainFields {
+            id: r.id,
+            at: &self.at_text,
+            request_id: r.request_id.as_deref(),
+            actor: &r.actor,
+            action: &r.action,
+            target: r.target.as_deref(),
+            outcome: &r.outcome,
+            detail: r.detail.as_deref(),
+        }
+    }
+}
+
+/// A signed chain head: record `record_id` had hash `head_hash` at `at`; `mac` is
+/// computed by the audit service over those three.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuditSeal {
+    pub at: DateTime<Utc>,
+    pub record_id: i64,
+    pub head_hash: Vec<u8>,
+    pub mac: Vec<u8>,
+}
+
+impl fmt::Debug for AuditSeal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditSeal")
+            .field("at", &self.at)
+            .field("record_id", &self.record_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A seal as stored, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditSeal {
+    pub id: i64,
+    pub seal: AuditSeal,
 }
 
 /// Which audit records to list. Filters combine with AND; `None` means any.

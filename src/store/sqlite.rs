@@ -18,10 +18,13 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::{self, GENESIS};
 use super::{
-    AuditQuery, AuditRecord, MAX_AUDIT_PAGE, MAX_PAGE, MailClass, NewAuditRecord, NewOutboxMessage,
-    NewToken, OutboxCounts, OutboxMessage, OutboxStatus, Store, StoreError, SweepRun, TokenRecord,
-    sweep_status,
+    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, MAX_AUDIT_PAGE, MAX_PAGE, MailClass,
+    NewAuditRecord, NewOutboxMessage, NewToken, OutboxCounts, OutboxMessage, OutboxStatus, Store,
+    StoreError, StoredAuditSeal, SweepRun, TokenRecord, sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -32,11 +35,29 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
+/// The setting that records when the audit chain began (so existing records are
+/// chained once, at the upgrade, and never again).
+const CHAIN_STARTED: &str = "audit.chain_started";
+/// Most audit records committed together.
+const AUDIT_BATCH: usize = 256;
+/// Audit appends that may wait for the writer.
+const AUDIT_QUEUE: usize = 4096;
+
+/// One audit append waiting for the writer, and where its id goes.
+type AuditAppend = (NewAuditRecord, oneshot::Sender<Result<i64, StoreError>>);
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection whose commits are synced to disk (`synchronous = FULL`), for what
+    /// must survive a power loss: the audit log and the notice ledger. (The other
+    /// connections use NORMAL: in WAL mode a crash loses nothing committed, a power cut
+    /// may lose the last commits.)
+    durable: SqlitePool,
+    /// Audit appends for the writer task, which commits whatever has queued up in one
+    /// transaction (group commit): one sync per batch instead of one per record.
+    audit_writer: mpsc::Sender<AuditAppend>,
 }
 
 impl SqliteStore {
@@ -57,10 +78,17 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::migrate(pool).await
+        MIGRATOR.run(&pool).await?;
+        let durable = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.synchronous(SqliteSynchronous::Full))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Self::start(pool, durable).await
     }
 
     /// A private in-memory database, for tests. It lives as long as the store.
@@ -77,16 +105,49 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::classify(e, "in-memory database"))?;
-        Self::migrate(pool).await
+        MIGRATOR.run(&pool).await?;
+        Self::start(pool.clone(), pool).await
     }
 
-    async fn migrate(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
-        MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+    /// Chains the audit records written before the chain existed (once, the first time
+    /// a store with the chain opens the database), and starts the audit writer. Must be
+    /// called inside a Tokio runtime.
+    async fn start(pool: SqlitePool, durable: SqlitePool) -> Result<SqliteStore, StoreError> {
+        let mut tx = durable
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("audit record"))?;
+        let started: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
+                .bind(CHAIN_STARTED)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err("audit record"))?;
+        // Only once: a record that has no hash later was not written by lockbridge, and
+        // chaining it then would launder it.
+        if started.is_none() {
+            let chained = chain_existing_records(&mut tx).await?;
+            sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)")
+                .bind(CHAIN_STARTED)
+                .bind(serde_json::json!({ "existingRecords": chained }).to_string())
+                .bind(ts(Utc::now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(err("audit record"))?;
+        }
+        tx.commit().await.map_err(err("audit record"))?;
+        let (audit_writer, queue) = mpsc::channel(AUDIT_QUEUE);
+        tokio::spawn(write_audit_batches(durable.clone(), queue));
+        Ok(SqliteStore {
+            pool,
+            durable,
+            audit_writer,
+        })
     }
 
     /// Closes every connection (checkpointing the WAL into the main file).
     pub async fn close(&self) {
+        self.durable.close().await;
         self.pool.close().await;
     }
 
@@ -137,6 +198,199 @@ fn err(unique: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 fn decode_error(what: String) -> StoreError {
     StoreError::Other(sqlx::Error::Decode(what.into()))
+}
+
+/// The audit writer: commits queued appends in batches until the store is dropped.
+async fn write_audit_batches(durable: SqlitePool, mut queue: mpsc::Receiver<AuditAppend>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < AUDIT_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
+        match append_chained(&durable, &records).await {
+            Ok(ids) => {
+                for ((_, reply), id) in batch.into_iter().zip(ids) {
+                    let _ = reply.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                let cause = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Appends `records` after the chain's head in one IMMEDIATE transaction (so another
+/// process appending at the same time waits, and the chain stays one line).
+async fn append_chained(
+    durable: &SqlitePool,
+    records: &[&NewAuditRecord],
+) -> Result<Vec<i64>, StoreError> {
+    let mut tx = durable
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(err("audit record"))?;
+    // The newest chained record: one without a hash was not written by lockbridge and
+    // is reported by `audit verify`, not built upon.
+    let head: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err("audit record"))?;
+    let mut prev = head.unwrap_or_else(|| GENESIS.to_vec());
+    // AUTOINCREMENT's counter, so ids are never reused even after the newest records
+    // were removed; the id is part of the hash, so it is chosen before the insert.
+    let (sequence, newest): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
+                COALESCE((SELECT MAX(id) FROM audit_log), 0)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err("audit record"))?;
+    let mut id = sequence.max(newest);
+    let mut ids = Vec::with_capacity(records.len());
+    for r in records {
+        id += 1;
+        let at = ts(r.at);
+        let hash = chain::record_hash(
+            &prev,
+            &chain::ChainFields {
+                id,
+                at: &at,
+                request_id: r.request_id.as_deref(),
+                actor: &r.actor,
+                action: &r.action,
+                target: r.target.as_deref(),
+                outcome: &r.outcome,
+                detail: r.detail.as_deref(),
+            },
+        );
+        sqlx::query(
+            "INSERT INTO audit_log \
+             (id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(id)
+        .bind(&at)
+        .bind(&r.request_id)
+        .bind(&r.actor)
+        .bind(&r.action)
+        .bind(&r.target)
+        .bind(&r.outcome)
+        .bind(&r.detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("audit record"))?;
+        prev = hash;
+        ids.push(id);
+    }
+    tx.commit().await.map_err(err("audit record"))?;
+    Ok(ids)
+}
+
+/// Chains the records written before the chain existed, in id order, and returns how
+/// many there were.
+async fn chain_existing_records(conn: &mut SqliteConnection) -> Result<usize, StoreError> {
+    let rows: Vec<ChainRow> = sqlx::query_as(
+        "SELECT id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash \
+         FROM audit_log WHERE hash IS NULL ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err("audit record"))?;
+    let mut prev = GENESIS.to_vec();
+    let count = rows.len();
+    for row in rows {
+        let record = row.into_record()?;
+        let hash = chain::record_hash(&prev, &record.chain_fields());
+        sqlx::query("UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE id = ?3")
+            .bind(&prev)
+            .bind(&hash)
+            .bind(record.record.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("audit record"))?;
+        prev = hash;
+    }
+    if count > 0 {
+        tracing::info!(
+            records = count,
+            "audit log: chained the records written before the chain existed"
+        );
+    }
+    Ok(count)
+}
+
+#[derive(sqlx::FromRow)]
+struct ChainRow {
+    id: i64,
+    at: String,
+    request_id: Option<String>,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    outcome: String,
+    detail: Option<String>,
+    prev_hash: Option<Vec<u8>>,
+    hash: Option<Vec<u8>>,
+}
+
+impl ChainRow {
+    fn into_record(self) -> Result<ChainedAuditRecord, StoreError> {
+        let at = DateTime::parse_from_rfc3339(&self.at)
+            .map_err(|e| {
+                decode_error(format!("audit record {}: time {:?}: {e}", self.id, self.at))
+            })?
+            .with_timezone(&Utc);
+        Ok(ChainedAuditRecord {
+            record: AuditRecord {
+                id: self.id,
+                at,
+                request_id: self.request_id,
+                actor: self.actor,
+                action: self.action,
+                target: self.target,
+                outcome: self.outcome,
+                detail: self.detail,
+            },
+            at_text: self.at,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SealRow {
+    id: i64,
+    at: DateTime<Utc>,
+    record_id: i64,
+    head_hash: Vec<u8>,
+    mac: Vec<u8>,
+}
+
+impl From<SealRow> for StoredAuditSeal {
+    fn from(r: SealRow) -> Self {
+        StoredAuditSeal {
+            id: r.id,
+            seal: AuditSeal {
+                at: r.at,
+                record_id: r.record_id,
+                head_hash: r.head_hash,
+                mac: r.mac,
+            },
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -443,21 +697,85 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, r: &NewAuditRecord) -> Result<i64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO audit_log (at, request_id, actor, action, target, outcome, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        let stopped = || StoreError::Unavailable("the audit writer has stopped".into());
+        let (reply, id) = oneshot::channel();
+        self.audit_writer
+            .send((r.clone(), reply))
+            .await
+            .map_err(|_| stopped())?;
+        id.await.map_err(|_| stopped())?
+    }
+
+    async fn audit_chain_page(
+        &self,
+        after_id: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<ChainedAuditRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ChainRow> = sqlx::query_as(
+            "SELECT id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash \
+             FROM audit_log WHERE id > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY id LIMIT ?3",
         )
-        .bind(ts(r.at))
-        .bind(&r.request_id)
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(&r.target)
-        .bind(&r.outcome)
-        .bind(&r.detail)
-        .execute(&self.pool)
+        .bind(after_id)
+        .bind(since.map(ts))
+        .bind(i64::from(limit.min(MAX_AUDIT_PAGE)))
+        .fetch_all(&self.pool)
         .await
         .map_err(err("audit record"))?;
+        rows.into_iter().map(ChainRow::into_record).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let head: Option<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err("audit record"))?;
+        Ok(head.and_then(|(id, hash)| hash.map(|h| (id, h))))
+    }
+
+    async fn append_audit_seal(&self, s: &AuditSeal) -> Result<i64, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO audit_seals (at, record_id, head_hash, mac) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(ts(s.at))
+        .bind(s.record_id)
+        .bind(&s.head_hash)
+        .bind(&s.mac)
+        .execute(&self.durable)
+        .await
+        .map_err(err("audit seal"))?;
         Ok(done.last_insert_rowid())
+    }
+
+    async fn audit_seals_page(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAuditSeal>, StoreError> {
+        let rows: Vec<SealRow> = sqlx::query_as(
+            "SELECT id, at, record_id, head_hash, mac FROM audit_seals WHERE id > ?1 \
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit.min(MAX_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("audit seal"))?;
+        Ok(rows.into_iter().map(StoredAuditSeal::from).collect())
+    }
+
+    async fn last_audit_seal(&self) -> Result<Option<StoredAuditSeal>, StoreError> {
+        let row: Option<SealRow> = sqlx::query_as(
+            "SELECT id, at, record_id, head_hash, mac FROM audit_seals ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("audit seal"))?;
+        Ok(row.map(StoredAuditSeal::from))
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
@@ -730,9 +1048,10 @@ impl Store for SqliteStore {
         message: &NewOutboxMessage,
     ) -> Result<bool, StoreError> {
         // IMMEDIATE takes the write lock at BEGIN, so concurrent recorders queue up on
-        // the busy timeout instead of failing to upgrade a read snapshot.
+        // the busy timeout instead of failing to upgrade a read snapshot. The ledger is
+        // what keeps a notice from going out twice: its commit is synced (durable).
         let mut tx = self
-            .pool
+            .durable
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("notice ledger"))?;
@@ -768,9 +1087,9 @@ impl Store for SqliteStore {
         notices: &[(String, NewOutboxMessage)],
     ) -> Result<Vec<bool>, StoreError> {
         // One write transaction for the whole batch: a commit per notice is what made a
-        // sweep that queues thousands of notices slow.
+        // sweep that queues thousands of notices slow. Synced, as in record_notice.
         let mut tx = self
-            .pool
+            .durable
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("notice ledger"))?;
@@ -1043,6 +1362,63 @@ mod tests {
             .await
             .expect("open store");
         (dir, store)
+    }
+
+    /// A database from before the chain (records without hashes, no start marker) is
+    /// chained once when opened; a record that turns up without a hash later is not.
+    #[tokio::test]
+    async fn records_from_before_the_chain_are_chained_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lockbridge.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        for stmt in [
+            "DELETE FROM settings WHERE key = 'audit.chain_started'",
+            "INSERT INTO audit_log (at, actor, action, outcome) \
+             VALUES ('2025-01-01T00:00:00.000000Z', 'cli:ops', 'token.created', 'success')",
+            "INSERT INTO audit_log (at, actor, action, outcome) \
+             VALUES ('2025-01-02T00:00:00.000000Z', 'cli:ops', 'token.revoked', 'success')",
+        ] {
+            sqlx::query(stmt).execute(store.pool()).await.expect(stmt);
+        }
+        store.close().await;
+
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let id = store
+            .append_audit(&NewAuditRecord {
+                at: Utc::now(),
+                request_id: None,
+                actor: "cli:ops".into(),
+                action: "token.created".into(),
+                target: None,
+                outcome: "success".into(),
+                detail: None,
+            })
+            .await
+            .expect("append");
+        assert_eq!(id, 3);
+        let page = store.audit_chain_page(0, None, 10).await.expect("page");
+        assert_eq!(page.len(), 3);
+        assert_eq!(page[0].prev_hash.as_deref(), Some(&GENESIS[..]));
+        for pair in page.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "one chain");
+        }
+
+        // Written behind lockbridge's back after the chain began: left unchained.
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(store.pool())
+            .await
+            .expect("drop trigger");
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, outcome) \
+             VALUES ('2025-01-03T00:00:00.000000Z', 'cli:root', 'token.created', 'success')",
+        )
+        .execute(store.pool())
+        .await
+        .expect("insert");
+        store.close().await;
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let page = store.audit_chain_page(3, None, 10).await.expect("page");
+        assert_eq!(page[0].hash, None, "not laundered into the chain");
     }
 
     async fn raw_secret(store: &SqliteStore, id: i64) -> Option<Vec<u8>> {
