@@ -235,7 +235,9 @@ pub struct ResetResponse {
     request_body = ResetBody,
     responses((status = 200, body = ResetResponse), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 422, description = "the password breaks a rule; the body says which"),
-        (status = 503, description = "the directory is unavailable; retry after Retry-After seconds")),
+        (status = 429, description = "too many requests; retry after Retry-After seconds"),
+        (status = 502, description = "the password was set but the must-change flag was not; `password` (when showPassword) and `sentTo` say where the new password went"),
+        (status = 503, description = "the directory is unavailable (nothing changed), or stopped answering after the change was sent (the new password may be in force: see `password` and `sentTo`); retry after Retry-After seconds")),
     security(("bearer" = [])), tag = "passwords")]
 pub async fn reset_password(
     State(state): State<AdminState>,

@@ -11,12 +11,13 @@ use crate::sweep::routes as sweeps;
     info(title = "lockbridge admin API", description = "Password management over LDAP: user lookup, password resets, audit log."),
     paths(admin::list_users, admin::get_user, admin::reset_password, admin::list_audit,
         admin::get_expiration_policy, admin::list_dead_letters, admin::put_expiration_policy, admin::put_never_expires,
-        sweeps::start_sweep, sweeps::get_sweep, sweeps::list_sweeps),
+        sweeps::start_sweep, sweeps::get_sweep, sweeps::list_sweeps, super::health::readiness_details),
     components(schemas(admin::UserView, admin::UserPage, admin::ResetBody, admin::ResetMode,
         admin::ResetResponse, admin::AuditPage, admin::AuditRecordView, super::ErrorBody,
-        admin::ExpirationPolicyView, admin::DeadLetterPage, admin::DeadLetterView, admin::NeverExpiresBody, sweeps::StartSweep, sweeps::SweepStarted)),
+        admin::ExpirationPolicyView, admin::DeadLetterPage, admin::DeadLetterView, admin::NeverExpiresBody, sweeps::StartSweep, sweeps::SweepStarted,
+        super::health::ReadinessView)),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "passwords"), (name = "audit"), (name = "policy"), (name = "sweeps"))
+    tags((name = "users"), (name = "passwords"), (name = "audit"), (name = "policy"), (name = "sweeps"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

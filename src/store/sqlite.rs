@@ -237,25 +237,20 @@ async fn append_chained(
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(err("audit record"))?;
-    // The newest chained record: one without a hash was not written by lockbridge and
-    // is reported by `audit verify`, not built upon.
-    let head: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(err("audit record"))?;
-    let mut prev = head.unwrap_or_else(|| GENESIS.to_vec());
-    // AUTOINCREMENT's counter, so ids are never reused even after the newest records
-    // were removed; the id is part of the hash, so it is chosen before the insert.
-    let (sequence, newest): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
-                COALESCE((SELECT MAX(id) FROM audit_log), 0)",
+    // The newest chained record (one without a hash was not written by lockbridge: it
+    // is reported by `audit verify`, not built upon), and AUTOINCREMENT's counter, so
+    // that ids are never reused even after the newest records were removed (the gap
+    // shows the removal). The id is part of the hash, so it is chosen before the insert.
+    let (sequence, newest, head): (Option<i64>, Option<i64>, Option<Vec<u8>>) = sqlx::query_as(
+        "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), \
+                (SELECT MAX(id) FROM audit_log), \
+                (SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1)",
     )
     .fetch_one(&mut *tx)
     .await
     .map_err(err("audit record"))?;
-    let mut id = sequence.max(newest);
+    let mut prev = head.unwrap_or_else(|| GENESIS.to_vec());
+    let mut id = sequence.unwrap_or(0).max(newest.unwrap_or(0));
     let mut ids = Vec::with_capacity(records.len());
     for r in records {
         id += 1;
