@@ -28,10 +28,10 @@ use crate::notify::{
     SmtpSecurity, Templates, derive_key,
 };
 use crate::policy::{ExpiryAction, ExpiryPolicy};
+use crate::scim::provider::{ScimParts, ScimProvider, has_lockbridge_schema};
 use crate::scim::resource::{GroupMapping, GroupMappingSettings, UserMapping, UserMappingSettings};
 use crate::scim::routes::ScimState;
-use crate::scim::schema::Discovery;
-use crate::scim::service::{DeleteMode, ScimService, ScimSettings};
+use crate::scim::service::{DeleteMode, ScimSettings};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::sweep::engine::{SweepDeps, SweepSettings};
 use crate::sweep::routes::SweepState;
@@ -141,7 +141,7 @@ fn install_metrics() -> PrometheusHandle {
 /// Every long-lived service, built once from the configuration.
 pub struct Services {
     /// `None` when `[scim] enabled = false`.
-    pub scim: Option<Arc<ScimService>>,
+    pub scim: Option<Arc<ScimProvider>>,
     pub store: Arc<dyn Store>,
     pub directory: Directory,
     pub audit: AuditLog,
@@ -174,43 +174,96 @@ fn expiry_settings(config: &Config) -> ExpirySettings {
     }
 }
 
-/// The SCIM service from `[scim]` and `[directory]`; a bad attribute mapping stops
-/// start-up with a message naming the key.
-fn scim_service(
+/// The SCIM service from `[scim]` and `[directory]`, built on first use (it depends on
+/// the directory's schema); a bad attribute mapping stops start-up with a message naming
+/// the key.
+fn scim_provider(
+    config: &Config,
+    directory: Directory,
+    account: Arc<AccountService>,
+    expiry: Arc<ExpiryService>,
+    audit: AuditLog,
+) -> Result<Arc<ScimProvider>, AppError> {
+    ScimProvider::new(directory, scim_parts(config, account, expiry, audit)).map_err(AppError::Scim)
+}
+
+/// How SCIM users and groups are stored, from `[scim]` and `[directory]` (whether the
+/// directory has lockbridge's LDAP schema is filled in later).
+fn scim_mapping_settings(config: &Config) -> (UserMappingSettings, GroupMappingSettings) {
+    let s = &config.scim;
+    let optional = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    (
+        UserMappingSettings {
+            user_name_attribute: config.directory.user_name_attribute.clone(),
+            object_classes: s.user_object_classes.clone(),
+            external_id_attribute: optional(&s.external_id_attribute),
+            overrides: s.attributes.clone(),
+            lockbridge_schema: false,
+        },
+        GroupMappingSettings {
+            object_classes: s.group_object_classes.clone(),
+            external_id_attribute: optional(&s.group_external_id_attribute),
+            lockbridge_schema: false,
+        },
+    )
+}
+
+/// The `check-config` line for SCIM: which SCIM attributes have no home in this
+/// directory (when it lacks lockbridge's LDAP schema).
+async fn check_scim(config: &Config, directory: &Directory) -> Result<String, String> {
+    let present = has_lockbridge_schema(directory)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (users, groups) = scim_mapping_settings(config);
+    let users = UserMapping::new(UserMappingSettings {
+        lockbridge_schema: present,
+        ..users
+    })?;
+    let groups = GroupMapping::new(GroupMappingSettings {
+        lockbridge_schema: present,
+        ..groups
+    })?;
+    let mut homeless: Vec<String> = Vec::new();
+    if !users.stores_external_id() {
+        homeless.push("User externalId".into());
+    }
+    if !groups.stores_external_id() {
+        homeless.push("Group externalId".into());
+    }
+    homeless.extend(users.homeless_names().into_iter().map(str::to_owned));
+    Ok(if homeless.is_empty() {
+        "every attribute of the served SCIM schema has a home in the directory".to_owned()
+    } else {
+        format!(
+            "WARNING: the directory lacks lockbridge's LDAP schema (scim/lockbridge.schema, see \
+             docs/directories/openldap.md), so these SCIM attributes have no home: they are not \
+             offered in /Schemas and writes of them are ignored: {}",
+            homeless.join(", ")
+        )
+    })
+}
+
+/// The parts of the SCIM service, from `[scim]` and `[directory]`.
+pub fn scim_parts(
     config: &Config,
     account: Arc<AccountService>,
     expiry: Arc<ExpiryService>,
     audit: AuditLog,
-) -> Result<Arc<ScimService>, AppError> {
+) -> ScimParts {
     let s = &config.scim;
     let d = &config.directory;
     let optional = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
-    let users = UserMapping::new(UserMappingSettings {
-        user_name_attribute: d.user_name_attribute.clone(),
-        object_classes: s.user_object_classes.clone(),
-        external_id_attribute: optional(&s.external_id_attribute),
-        overrides: s.attributes.clone(),
-    })
-    .map_err(|e| AppError::Scim(format!("scim.attributes / scim.external_id_attribute: {e}")))?;
-    let groups = GroupMapping::new(GroupMappingSettings {
-        object_classes: s.group_object_classes.clone(),
-        external_id_attribute: optional(&s.group_external_id_attribute),
-    })
-    .map_err(|e| {
-        AppError::Scim(format!(
-            "scim.group_object_classes / scim.group_external_id_attribute: {e}"
-        ))
-    })?;
     let base_url = format!("{}/scim/v2", config.server.public_url.trim_end_matches('/'));
     let groups_base = optional(&d.groups_base);
-    Ok(ScimService::new(
+    let (users, groups) = scim_mapping_settings(config);
+    ScimParts {
         account,
         expiry,
         audit,
         users,
         groups,
-        Discovery::new(base_url.clone(), u64::from(s.max_results)),
-        ScimSettings {
+        max_results: u64::from(s.max_results),
+        settings: ScimSettings {
             base_url,
             users_base: d.users_base.clone(),
             user_filter: d.user_filter.clone(),
@@ -226,7 +279,7 @@ fn scim_service(
             max_results: s.max_results,
             check_password_rules: s.check_password_rules,
         },
-    ))
+    }
 }
 
 /// Builds every service. Talks to nothing yet: the directory and the relay may be down.
@@ -294,8 +347,9 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         },
     };
     let scim = if config.scim.enabled {
-        Some(scim_service(
+        Some(scim_provider(
             config,
+            directory.clone(),
             account.clone(),
             expiry.clone(),
             audit.clone(),
@@ -349,8 +403,8 @@ pub async fn serve(
             deps: sweep.clone(),
             auth: auth.clone(),
         },
-        scim: scim.map(|service| ScimState {
-            service,
+        scim: scim.map(|provider| ScimState {
+            provider,
             auth: auth.clone(),
         }),
         health: HealthState::new(directory, audit, auth.clone()),
@@ -443,7 +497,8 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
     let mut report = Vec::new();
     let settings = directory_settings(config);
     let url = settings.url.clone();
-    let directory = match Directory::new(settings) {
+    let handle = Directory::new(settings);
+    let directory = match &handle {
         Ok(d) => match d.ping().await {
             Ok(info) => Ok(format!(
                 "{url}: bound as {} in {} ms{}{}",
@@ -462,7 +517,14 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         },
         Err(e) => Err(format!("{url}: {e}")),
     };
+    let reachable = directory.is_ok();
     report.push(("directory".to_string(), directory));
+    if config.scim.enabled
+        && reachable
+        && let Ok(d) = &handle
+    {
+        report.push(("scim".to_string(), check_scim(config, d).await));
+    }
 
     let mail = mail_settings(config);
     let target = format!("{}:{}", mail.relay, mail.port);

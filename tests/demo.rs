@@ -1,6 +1,8 @@
 //! The README's first command, end to end: `scripts/demo` starts everything, and the
 //! `curl` reset it prints makes bob's new password work in a real `ldapwhoami`, with
-//! the ppolicy control saying the password must be changed.
+//! the ppolicy control saying the password must be changed. The SCIM conformance
+//! tester then runs against the demo's own configuration, as an identity provider
+//! would meet it.
 
 mod harness;
 
@@ -113,7 +115,38 @@ fn demo_prints_a_reset_that_works_in_a_real_bind() {
     let mail_count = std::fs::read_dir(demo_dir.join("mail/messages"))
         .map(|d| d.count())
         .unwrap_or(0);
+    // scim2-tester against the demo's configuration (not the tests' own): externalId,
+    // the whole User schema and Groups must round-trip with what the demo ships.
+    let (conformance_ok, conformance) = bash_with_env(
+        &env_file,
+        &format!(
+            "LOCKBRIDGE_SCIM_TOKEN=$SCIM_TOKEN '{}' --verbose \"$LOCKBRIDGE_URL/scim/v2\"",
+            root.join("scripts/lib/scim-conformance").display()
+        ),
+    );
     stop();
+    let failures: Vec<&str> = conformance
+        .lines()
+        .filter(|l| {
+            ["ERROR", "CRITICAL", "SKIPPED", "DEVIATION"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert!(
+        conformance_ok && failures.is_empty(),
+        "scim2-tester against the demo reported failures ({}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        conformance
+            .lines()
+            .filter(|l| l.starts_with("SUCCESS"))
+            .count()
+            >= 90,
+        "the tester ran its checks:\n{conformance}"
+    );
     assert!(ok, "ldapwhoami with the new password failed: {bind}");
     assert!(
         bind.contains("Password must be changed"),

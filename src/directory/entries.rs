@@ -863,6 +863,91 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// Which of the object classes `names` the directory's schema defines (read from the
+    /// subschema subentry the root DSE names, RFC 4512 §4.2), in the order asked. A
+    /// schema the service account cannot read counts as defining none.
+    pub async fn defines_object_classes(
+        &self,
+        names: &[&str],
+    ) -> Result<Vec<bool>, DirectoryError> {
+        let t = self.inner.operation_timeout;
+        self.run(
+            "defines_object_classes",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let SearchResult(found, res) = ldap
+                    .with_timeout(t)
+                    .search(
+                        "",
+                        Scope::Base,
+                        "(objectClass=*)",
+                        vec!["subschemaSubentry"],
+                    )
+                    .await?;
+                match res.rc {
+                    0 | 32 | 50 => {}
+                    _ => return Err(Failure::from_result(&res)),
+                }
+                let subschema = found
+                    .into_iter()
+                    .find(|e| !e.is_ref() && !e.is_intermediate())
+                    .map(|e| Entry::from_search(SearchEntry::construct(e)))
+                    .and_then(|dse| dse.first("subschemaSubentry").map(str::to_owned));
+                let Some(subschema) = subschema else {
+                    return Ok(vec![false; names.len()]);
+                };
+                let SearchResult(found, res) = ldap
+                    .with_timeout(t)
+                    .search(
+                        &subschema,
+                        Scope::Base,
+                        "(objectClass=subschema)",
+                        vec!["objectClasses"],
+                    )
+                    .await?;
+                match res.rc {
+                    0 | 32 | 50 => {}
+                    _ => return Err(Failure::from_result(&res)),
+                }
+                let definitions: Vec<String> = found
+                    .into_iter()
+                    .filter(|e| !e.is_ref() && !e.is_intermediate())
+                    .flat_map(|e| {
+                        Entry::from_search(SearchEntry::construct(e))
+                            .all("objectClasses")
+                            .to_vec()
+                    })
+                    .collect();
+                Ok(names
+                    .iter()
+                    .map(|n| definitions.iter().any(|d| defines_name(d, n)))
+                    .collect())
+            },
+        )
+        .await
+    }
+}
+
+/// Whether a schema definition (RFC 4512 §4.1, `( OID NAME 'a' ... )` or
+/// `NAME ( 'a' 'b' )`) has the name `name` (any case).
+fn defines_name(definition: &str, name: &str) -> bool {
+    let Some(start) = definition.find(" NAME ") else {
+        return false;
+    };
+    let rest = definition[start + 6..].trim_start();
+    let names = if let Some(list) = rest.strip_prefix('(') {
+        list.split(')').next().unwrap_or("")
+    } else {
+        rest.split_whitespace().next().unwrap_or("")
+    };
+    names
+        .split_whitespace()
+        .map(|n| n.trim_matches('\''))
+        .any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// `SizeLimit`: our own `limit` when more than that many matched, otherwise (the
 /// directory's own limit cut the search short) the number it let through.
 fn size_limit(limit: usize, returned: u64) -> DirectoryError {
@@ -942,6 +1027,18 @@ pub(super) fn split_rdn(dn: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_names_are_read_from_definitions() {
+        let d = "( 2.25.1.1.2 NAME 'lockbridgeScimUser' DESC 'x' SUP top AUXILIARY )";
+        assert!(defines_name(d, "lockbridgeScimUser"));
+        assert!(defines_name(d, "LOCKBRIDGESCIMUSER"));
+        assert!(!defines_name(d, "lockbridgeScim"));
+        assert!(!defines_name(d, "x"), "a DESC is not a name");
+        let both = "( 2.5.6.6 NAME ( 'person' 'human' ) SUP top STRUCTURAL )";
+        assert!(defines_name(both, "human") && defines_name(both, "person"));
+        assert!(!defines_name("( 1.2.3 DESC 'no name' )", "no"));
+    }
 
     #[test]
     fn renamed_keeps_the_parent() {

@@ -1,7 +1,9 @@
-//! SCIM 2.0 (RFC 7643 core schema, RFC 7644 protocol) over LDAP entries: the pure parts.
+//! SCIM 2.0 (RFC 7643 core schema, RFC 7644 protocol) over LDAP entries.
 //!
-//! lockbridge is becoming a SCIM service provider whose resources (`User`, `Group`) are
-//! LDAP entries. This module holds what can be written and tested without I/O:
+//! lockbridge is a SCIM service provider whose resources (`User`, `Group`) are LDAP
+//! entries. [`routes`] is the HTTP surface, [`service`] the operations on the
+//! directory, and [`provider`] builds the service once the directory's schema is known.
+//! The rest is pure, written and tested without I/O:
 //!
 //! - [`filter`]: the `filter` query parameter (RFC 7644 §3.4.2.2) and PATCH `path`
 //!   (RFC 7644 §3.5.2): syntax tree, parser, canonical printing, evaluation against JSON,
@@ -19,7 +21,7 @@
 //! - [`patch`]: PATCH (RFC 7644 §3.5.2) applied to a User resource's JSON, and read into
 //!   member changes for a Group.
 //!
-//! Nothing here opens a connection or reads configuration; it uses the `directory`
+//! The pure parts open no connection and read no configuration; they use the `directory`
 //! layer's plain data types ([`crate::directory::Entry`], [`crate::directory::Change`],
 //! [`crate::directory::SortKey`]) and its RFC 4515 escaping (a pure function), so the
 //! LDAP filters it builds are escaped exactly like every other filter lockbridge sends.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod filter;
 pub mod model;
 pub mod patch;
+pub mod provider;
 pub mod resource;
 pub mod routes;
 pub mod schema;

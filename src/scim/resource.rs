@@ -57,7 +57,7 @@ use super::filter::{
 };
 use super::model::{get_ci, truncate};
 use super::patch::GroupPatch;
-use super::schema::ResourceSchema;
+use super::schema::{Hidden, ResourceSchema};
 use crate::directory::escape::is_attribute_description;
 use crate::directory::{Change, Entry, SortKey};
 use crate::types::Secret;
@@ -102,6 +102,12 @@ pub struct UserMappingSettings {
     /// SCIM attribute (`name.givenName`, `phoneNumbers.mobile`,
     /// `urn:…:enterprise:2.0:User:department`, …) → LDAP attribute, replacing the default.
     pub overrides: BTreeMap<String, String>,
+    /// The directory has lockbridge's LDAP schema (`scim/lockbridge.schema`): the SCIM
+    /// attributes inetOrgPerson has no home for (and `externalId`, unless
+    /// `external_id_attribute` names another) are kept there, and [`SCIM_USER_CLASS`] is
+    /// added to an entry the first time one of them is written. Without it those
+    /// attributes have no home: they are left out of the schema and ignored in writes.
+    pub lockbridge_schema: bool,
 }
 
 impl Default for UserMappingSettings {
@@ -111,6 +117,58 @@ impl Default for UserMappingSettings {
             object_classes: vec!["inetOrgPerson".into()],
             external_id_attribute: None,
             overrides: BTreeMap::new(),
+            lockbridge_schema: false,
+        }
+    }
+}
+
+/// An auxiliary object class an entry gains the first time one of its attributes gets a
+/// value (lockbridge's LDAP schema), so that entries created elsewhere need no change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AuxClass {
+    name: &'static str,
+    /// Lower-case LDAP attributes that need the class.
+    attributes: Vec<String>,
+}
+
+impl AuxClass {
+    fn needed_by(&self, attr: &str) -> bool {
+        self.attributes.iter().any(|a| a.eq_ignore_ascii_case(attr))
+    }
+
+    fn held_by(&self, entry: &Entry) -> bool {
+        entry
+            .all("objectClass")
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(self.name))
+    }
+
+    /// Adds the class to a modify of `current` that gives one of its attributes a value
+    /// while the entry lacks the class.
+    fn complete(&self, current: &Entry, changes: &mut Vec<Change>) {
+        let writes_value = changes.iter().any(|c| match c {
+            Change::Add(a, v) | Change::Replace(a, v) => !v.is_empty() && self.needed_by(a),
+            Change::Delete(..) => false,
+        });
+        if writes_value && !self.held_by(current) {
+            changes.insert(0, Change::Add("objectClass".into(), vec![self.name.into()]));
+        }
+    }
+
+    /// Adds the class to a new entry's object classes when one of its attributes is set.
+    fn complete_new(&self, attrs: &mut [(String, Vec<String>)]) {
+        let needed = attrs
+            .iter()
+            .any(|(a, v)| !v.is_empty() && self.needed_by(a));
+        if !needed {
+            return;
+        }
+        if let Some((_, classes)) = attrs
+            .iter_mut()
+            .find(|(a, _)| a.eq_ignore_ascii_case("objectClass"))
+            && !classes.iter().any(|c| c.eq_ignore_ascii_case(self.name))
+        {
+            classes.push(self.name.into());
         }
     }
 }
@@ -121,32 +179,93 @@ enum Field {
     GivenName,
     FamilyName,
     Formatted,
+    MiddleName,
+    HonorificPrefix,
+    HonorificSuffix,
     DisplayName,
+    NickName,
+    ProfileUrl,
     Title,
+    UserType,
     PreferredLanguage,
+    Locale,
+    Timezone,
     WorkEmail,
     WorkPhone,
     MobilePhone,
     EmployeeNumber,
+    CostCenter,
     Department,
     Organization,
+    Division,
     Manager,
 }
 
+/// The single-valued string attributes of the core User schema, in schema order: JSON
+/// name and field.
+const CORE_STRINGS: [(&str, Field); 8] = [
+    ("displayName", Field::DisplayName),
+    ("nickName", Field::NickName),
+    ("profileUrl", Field::ProfileUrl),
+    ("title", Field::Title),
+    ("userType", Field::UserType),
+    ("preferredLanguage", Field::PreferredLanguage),
+    ("locale", Field::Locale),
+    ("timezone", Field::Timezone),
+];
+
+/// The sub-attributes of `name`: JSON name and field.
+const NAME_PARTS: [(&str, Field); 6] = [
+    ("formatted", Field::Formatted),
+    ("familyName", Field::FamilyName),
+    ("givenName", Field::GivenName),
+    ("middleName", Field::MiddleName),
+    ("honorificPrefix", Field::HonorificPrefix),
+    ("honorificSuffix", Field::HonorificSuffix),
+];
+
+/// The single-valued string attributes of the enterprise extension.
+const ENTERPRISE_STRINGS: [(&str, Field); 5] = [
+    ("employeeNumber", Field::EmployeeNumber),
+    ("costCenter", Field::CostCenter),
+    ("organization", Field::Organization),
+    ("division", Field::Division),
+    ("department", Field::Department),
+];
+
+/// The auxiliary object class of lockbridge's LDAP schema (`scim/lockbridge.schema`) that
+/// holds the User attributes inetOrgPerson has no home for.
+pub const SCIM_USER_CLASS: &str = "lockbridgeScimUser";
+/// The auxiliary object class of lockbridge's LDAP schema that holds a group's
+/// `externalId`.
+pub const SCIM_GROUP_CLASS: &str = "lockbridgeScimGroup";
+/// Where lockbridge's LDAP schema keeps `externalId`.
+pub const EXTERNAL_ID_ATTRIBUTE: &str = "lockbridgeExternalId";
+
 impl Field {
-    const ALL: [Field; 13] = [
+    const ALL: [Field; 23] = [
         Field::GivenName,
         Field::FamilyName,
         Field::Formatted,
+        Field::MiddleName,
+        Field::HonorificPrefix,
+        Field::HonorificSuffix,
         Field::DisplayName,
+        Field::NickName,
+        Field::ProfileUrl,
         Field::Title,
+        Field::UserType,
         Field::PreferredLanguage,
+        Field::Locale,
+        Field::Timezone,
         Field::WorkEmail,
         Field::WorkPhone,
         Field::MobilePhone,
         Field::EmployeeNumber,
+        Field::CostCenter,
         Field::Department,
         Field::Organization,
+        Field::Division,
         Field::Manager,
     ];
 
@@ -156,41 +275,95 @@ impl Field {
             Field::GivenName => "name.givenName",
             Field::FamilyName => "name.familyName",
             Field::Formatted => "name.formatted",
+            Field::MiddleName => "name.middleName",
+            Field::HonorificPrefix => "name.honorificPrefix",
+            Field::HonorificSuffix => "name.honorificSuffix",
             Field::DisplayName => "displayName",
+            Field::NickName => "nickName",
+            Field::ProfileUrl => "profileUrl",
             Field::Title => "title",
+            Field::UserType => "userType",
             Field::PreferredLanguage => "preferredLanguage",
+            Field::Locale => "locale",
+            Field::Timezone => "timezone",
             Field::WorkEmail => "emails",
             Field::WorkPhone => "phoneNumbers.work",
             Field::MobilePhone => "phoneNumbers.mobile",
             Field::EmployeeNumber => "employeeNumber",
+            Field::CostCenter => "costCenter",
             Field::Department => "department",
             Field::Organization => "organization",
+            Field::Division => "division",
             Field::Manager => "manager",
         }
     }
 
+    /// The field's LDAP attribute when not configured otherwise: inetOrgPerson's, or
+    /// one of lockbridge's LDAP schema ([`Field::in_lockbridge_schema`]).
     fn default_ldap(self) -> &'static str {
         match self {
             Field::GivenName => "givenName",
             Field::FamilyName => "sn",
             Field::Formatted => "cn",
+            Field::MiddleName => "lockbridgeMiddleName",
+            Field::HonorificPrefix => "lockbridgeHonorificPrefix",
+            Field::HonorificSuffix => "lockbridgeHonorificSuffix",
             Field::DisplayName => "displayName",
+            Field::NickName => "lockbridgeNickName",
+            Field::ProfileUrl => "lockbridgeProfileUrl",
             Field::Title => "title",
+            Field::UserType => "lockbridgeUserType",
             Field::PreferredLanguage => "preferredLanguage",
+            Field::Locale => "lockbridgeLocale",
+            Field::Timezone => "lockbridgeTimezone",
             Field::WorkEmail => "mail",
             Field::WorkPhone => "telephoneNumber",
             Field::MobilePhone => "mobile",
             Field::EmployeeNumber => "employeeNumber",
+            Field::CostCenter => "lockbridgeCostCenter",
             Field::Department => "departmentNumber",
             Field::Organization => "o",
+            Field::Division => "lockbridgeDivision",
             Field::Manager => "manager",
+        }
+    }
+
+    /// Whether the default home is in lockbridge's LDAP schema ([`SCIM_USER_CLASS`]):
+    /// without that schema (and without an override) the field has no home.
+    fn in_lockbridge_schema(self) -> bool {
+        self.default_ldap().starts_with("lockbridge")
+    }
+
+    /// The schema entry of the field, for leaving it out of the schema view.
+    fn hidden(self) -> Hidden {
+        let (urn, key) = if self.is_enterprise() {
+            (ENTERPRISE_USER, self.key())
+        } else {
+            (CORE_USER, self.key())
+        };
+        match key.split_once('.') {
+            Some((name, sub)) => Hidden {
+                urn,
+                name,
+                sub: Some(sub),
+            },
+            None => Hidden {
+                urn,
+                name: key,
+                sub: None,
+            },
         }
     }
 
     fn is_enterprise(self) -> bool {
         matches!(
             self,
-            Field::EmployeeNumber | Field::Department | Field::Organization | Field::Manager
+            Field::EmployeeNumber
+                | Field::CostCenter
+                | Field::Department
+                | Field::Organization
+                | Field::Division
+                | Field::Manager
         )
     }
 
@@ -277,8 +450,14 @@ pub struct UserMapping {
     user_name: String,
     object_classes: Vec<String>,
     external_id: Option<String>,
-    /// LDAP attribute per field, as configured (spelling kept).
+    /// LDAP attribute per field, as configured (spelling kept); a field without a home
+    /// (lockbridge's schema absent, no override) is not in it.
     ldap: BTreeMap<Field, String>,
+    /// [`SCIM_USER_CLASS`], with the attributes that need it, when the directory has
+    /// lockbridge's schema.
+    aux: Option<AuxClass>,
+    /// The fields without a home.
+    homeless: Vec<Field>,
     /// Whether the object classes include `person` (so `cn` and `sn` are required).
     person: bool,
     schema: ResourceSchema,
@@ -336,6 +515,7 @@ impl UserMapping {
         check_object_classes(&s.object_classes)?;
         let mut ldap: BTreeMap<Field, String> = Field::ALL
             .into_iter()
+            .filter(|f| s.lockbridge_schema || !f.in_lockbridge_schema())
             .map(|f| (f, f.default_ldap().to_owned()))
             .collect();
         for (key, attr) in &s.overrides {
@@ -351,12 +531,16 @@ impl UserMapping {
         if let Some(x) = &s.external_id_attribute {
             check_attribute("external_id_attribute", x)?;
         }
+        let external_id = s.external_id_attribute.clone().or_else(|| {
+            s.lockbridge_schema
+                .then(|| EXTERNAL_ID_ATTRIBUTE.to_owned())
+        });
         // One LDAP attribute per SCIM attribute, and none of the operational ones.
         let mut owners: Vec<(String, String)> = vec![(
             s.user_name_attribute.clone(),
             "userName (user_name_attribute)".to_owned(),
         )];
-        if let Some(x) = &s.external_id_attribute {
+        if let Some(x) = &external_id {
             owners.push((x.clone(), "externalId (external_id_attribute)".to_owned()));
         }
         owners.extend(ldap.iter().map(|(f, a)| (a.clone(), f.key().to_owned())));
@@ -382,35 +566,79 @@ impl UserMapping {
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(c))
         });
-        let schema = match &s.external_id_attribute {
-            Some(_) => ResourceSchema::user().clone(),
-            None => ResourceSchema::user().without("externalId"),
+        let homeless: Vec<Field> = Field::ALL
+            .into_iter()
+            .filter(|f| !ldap.contains_key(f))
+            .collect();
+        let hidden: Vec<Hidden> = homeless.iter().map(|f| f.hidden()).collect();
+        let schema = match &external_id {
+            Some(_) => ResourceSchema::user().hiding(&hidden),
+            None => ResourceSchema::user().without("externalId").hiding(&hidden),
         };
         let mut renames: HashMap<String, String> = ldap
             .iter()
             .map(|(f, a)| (f.default_ldap().to_ascii_lowercase(), a.clone()))
             .collect();
         renames.insert("uid".into(), s.user_name_attribute.clone());
+        // The attributes in lockbridge's schema that this mapping writes there (an
+        // override elsewhere needs no class of ours).
+        let aux = s.lockbridge_schema.then(|| AuxClass {
+            name: SCIM_USER_CLASS,
+            attributes: ldap
+                .iter()
+                .filter(|(f, a)| f.in_lockbridge_schema() && a.as_str() == f.default_ldap())
+                .map(|(_, a)| a.to_ascii_lowercase())
+                .chain(
+                    external_id
+                        .iter()
+                        .filter(|x| x.eq_ignore_ascii_case(EXTERNAL_ID_ATTRIBUTE))
+                        .map(|x| x.to_ascii_lowercase()),
+                )
+                .collect(),
+        });
         let filter = UserFilterMapping {
             base: DefaultUserMapping {
-                external_id: s.external_id_attribute.clone(),
+                external_id: external_id.clone(),
             },
             renames,
+            homeless: homeless
+                .iter()
+                .map(|f| f.default_ldap().to_ascii_lowercase())
+                .collect(),
             manager: ldap[&Field::Manager].clone(),
         };
         Ok(Self {
             user_name: s.user_name_attribute,
             object_classes: s.object_classes,
-            external_id: s.external_id_attribute,
+            external_id,
             ldap,
+            aux,
+            homeless,
             person,
             schema,
             filter,
         })
     }
 
-    fn attr(&self, f: Field) -> &str {
-        &self.ldap[&f]
+    /// The field's LDAP attribute; `None` when it has no home.
+    fn attr(&self, f: Field) -> Option<&str> {
+        self.ldap.get(&f).map(String::as_str)
+    }
+
+    /// The SCIM attributes this mapping has no home for (lockbridge's LDAP schema is not
+    /// loaded and no override gives one): left out of the schema view, ignored in writes.
+    pub fn homeless(&self) -> Vec<Hidden> {
+        self.homeless.iter().map(|f| f.hidden()).collect()
+    }
+
+    /// The same, as attribute paths for operators (`name.middleName`, `costCenter`, …).
+    pub fn homeless_names(&self) -> Vec<&'static str> {
+        self.homeless.iter().map(|f| f.key()).collect()
+    }
+
+    /// Whether `externalId` is stored.
+    pub fn stores_external_id(&self) -> bool {
+        self.external_id.is_some()
     }
 
     /// The schema view for this mapping (`externalId` absent when not stored).
@@ -469,31 +697,24 @@ impl UserMapping {
         if let Some(u) = entry.first(&self.user_name) {
             r.insert("userName".into(), u.into());
         }
+        let value = |f: Field| self.attr(f).and_then(|a| entry.first(a));
         let mut name = Map::new();
-        for (key, f) in [
-            ("formatted", Field::Formatted),
-            ("familyName", Field::FamilyName),
-            ("givenName", Field::GivenName),
-        ] {
-            if let Some(v) = entry.first(self.attr(f)) {
+        for (key, f) in NAME_PARTS {
+            if let Some(v) = value(f) {
                 name.insert(key.into(), v.into());
             }
         }
         if !name.is_empty() {
             r.insert("name".into(), Value::Object(name));
         }
-        for (key, f) in [
-            ("displayName", Field::DisplayName),
-            ("title", Field::Title),
-            ("preferredLanguage", Field::PreferredLanguage),
-        ] {
-            if let Some(v) = entry.first(self.attr(f)) {
+        for (key, f) in CORE_STRINGS {
+            if let Some(v) = value(f) {
                 r.insert(key.into(), v.into());
             }
         }
         r.insert("active".into(), Value::Bool(!locked_by_admin(entry)));
-        let emails: Vec<Value> = entry
-            .all(self.attr(Field::WorkEmail))
+        let all = |f: Field| self.attr(f).map(|a| entry.all(a)).unwrap_or(&[]);
+        let emails: Vec<Value> = all(Field::WorkEmail)
             .iter()
             .map(|m| {
                 // No `primary`: the directory cannot keep it (a client's primary address is
@@ -511,7 +732,7 @@ impl UserMapping {
         let phones: Vec<Value> = [(Field::WorkPhone, "work"), (Field::MobilePhone, "mobile")]
             .into_iter()
             .flat_map(|(f, kind)| {
-                entry.all(self.attr(f)).iter().map(move |v| {
+                all(f).iter().map(move |v| {
                     let mut p = Map::new();
                     p.insert("value".into(), v.as_str().into());
                     p.insert("type".into(), kind.into());
@@ -539,12 +760,8 @@ impl UserMapping {
             r.insert("groups".into(), Value::Array(groups));
         }
         let mut enterprise = Map::new();
-        for (key, f) in [
-            ("employeeNumber", Field::EmployeeNumber),
-            ("department", Field::Department),
-            ("organization", Field::Organization),
-        ] {
-            if let Some(v) = entry.first(self.attr(f)) {
+        for (key, f) in ENTERPRISE_STRINGS {
+            if let Some(v) = value(f) {
                 enterprise.insert(key.into(), v.into());
             }
         }
@@ -604,34 +821,25 @@ impl UserMapping {
             user_name,
             ..UserWrite::default()
         };
+        // A field without a home is ignored like an unknown attribute.
         let mut set = |f: Field, values: Vec<String>| {
-            if !values.is_empty() {
-                w.attrs.insert(self.attr(f).to_ascii_lowercase(), values);
+            if let Some(a) = self.attr(f)
+                && !values.is_empty()
+            {
+                w.attrs.insert(a.to_ascii_lowercase(), values);
             }
         };
-        for (sub, f) in [
-            ("givenName", Field::GivenName),
-            ("familyName", Field::FamilyName),
-            ("formatted", Field::Formatted),
-        ] {
+        for (sub, f) in NAME_PARTS {
             if let Some(v) = b.get_sub(None, "name", sub) {
                 set(f, string(v, &format!("name.{sub}"))?.into_iter().collect());
             }
         }
-        for (name, f) in [
-            ("displayName", Field::DisplayName),
-            ("title", Field::Title),
-            ("preferredLanguage", Field::PreferredLanguage),
-        ] {
+        for (name, f) in CORE_STRINGS {
             if let Some(v) = b.get(None, name) {
                 set(f, string(v, name)?.into_iter().collect());
             }
         }
-        for (name, f) in [
-            ("employeeNumber", Field::EmployeeNumber),
-            ("department", Field::Department),
-            ("organization", Field::Organization),
-        ] {
+        for (name, f) in ENTERPRISE_STRINGS {
             if let Some(v) = b.get(Some(ENTERPRISE_USER), name) {
                 set(f, string(v, name)?.into_iter().collect());
             }
@@ -688,7 +896,7 @@ impl UserMapping {
         }
         let value = |f: Field| -> Option<&str> {
             w.attrs
-                .get(&self.attr(f).to_ascii_lowercase())
+                .get(&self.attr(f)?.to_ascii_lowercase())
                 .and_then(|v| v.first())
                 .map(String::as_str)
         };
@@ -737,15 +945,18 @@ impl UserMapping {
         for (must, v) in self.derived(w) {
             attrs.push((must.to_owned(), vec![v]));
         }
-        for f in Field::ALL {
-            if let Some(v) = w.attrs.get(&self.attr(f).to_ascii_lowercase())
+        for ldap in self.ldap.values() {
+            if let Some(v) = w.attrs.get(&ldap.to_ascii_lowercase())
                 && !v.is_empty()
             {
-                attrs.push((self.attr(f).to_owned(), v.clone()));
+                attrs.push((ldap.clone(), v.clone()));
             }
         }
         if let (Some(a), Some(x)) = (&self.external_id, &w.external_id) {
             attrs.push((a.clone(), vec![x.clone()]));
+        }
+        if let Some(aux) = &self.aux {
+            aux.complete_new(&mut attrs);
         }
         if w.active == Some(false) {
             attrs.push(("pwdAccountLockedTime".into(), vec![LOCKED_BY_ADMIN.into()]));
@@ -779,8 +990,8 @@ impl UserMapping {
         let rdn = rdn_of(&current.dn);
         let mut out = Vec::new();
         let derived = self.derived(w);
-        for f in Field::ALL {
-            let ldap = self.attr(f);
+        for (&f, ldap) in &self.ldap {
+            let ldap = ldap.as_str();
             let key = ldap.to_ascii_lowercase();
             if f == Field::Manager && w.manager_id.is_some() && !w.attrs.contains_key(&key) {
                 continue;
@@ -842,6 +1053,9 @@ impl UserMapping {
             }
             Some(false) if reset => out.push(Change::Replace("pwdReset".into(), vec![])),
             _ => {}
+        }
+        if let Some(aux) = &self.aux {
+            aux.complete(current, &mut out);
         }
         out
     }
@@ -912,12 +1126,22 @@ struct UserFilterMapping {
     base: DefaultUserMapping,
     /// Lower-case default LDAP name → configured name.
     renames: HashMap<String, String>,
+    /// Lower-case default LDAP names of the fields without a home.
+    homeless: Vec<String>,
     manager: String,
 }
 
 impl UserFilterMapping {
     fn rename(&self, t: Target) -> Target {
         match t {
+            Target::Attribute { ldap, .. }
+                if self.homeless.contains(&ldap.to_ascii_lowercase()) =>
+            {
+                Target::unsupported(
+                    "this attribute is not stored (the directory lacks lockbridge's LDAP schema, \
+                     scim/lockbridge.schema), so it cannot be filtered",
+                )
+            }
             Target::Attribute { ldap, syntax } => Target::Attribute {
                 ldap: self
                     .renames
@@ -1036,8 +1260,11 @@ fn sort_key(map: &dyn FilterMapping, path: &AttrPath) -> Result<SortKey, ScimErr
 pub struct GroupMappingSettings {
     /// Object classes of new entries (`["groupOfNames"]`).
     pub object_classes: Vec<String>,
-    /// The LDAP attribute holding `externalId`; `None`: not stored.
+    /// The LDAP attribute holding `externalId`; `None`: lockbridge's schema's
+    /// [`EXTERNAL_ID_ATTRIBUTE`] when the directory has it, else not stored.
     pub external_id_attribute: Option<String>,
+    /// The directory has lockbridge's LDAP schema ([`SCIM_GROUP_CLASS`]).
+    pub lockbridge_schema: bool,
 }
 
 impl Default for GroupMappingSettings {
@@ -1045,6 +1272,7 @@ impl Default for GroupMappingSettings {
         Self {
             object_classes: vec!["groupOfNames".into()],
             external_id_attribute: None,
+            lockbridge_schema: false,
         }
     }
 }
@@ -1094,6 +1322,8 @@ pub struct GroupWrite {
 pub struct GroupMapping {
     object_classes: Vec<String>,
     external_id: Option<String>,
+    /// [`SCIM_GROUP_CLASS`] for an automatic `externalId` home.
+    aux: Option<AuxClass>,
     schema: ResourceSchema,
     filter: DefaultGroupMapping,
 }
@@ -1114,16 +1344,24 @@ impl GroupMapping {
                 ));
             }
         }
-        let schema = match &s.external_id_attribute {
+        let automatic = s.external_id_attribute.is_none() && s.lockbridge_schema;
+        let external_id = s
+            .external_id_attribute
+            .or_else(|| automatic.then(|| EXTERNAL_ID_ATTRIBUTE.to_owned()));
+        let schema = match &external_id {
             Some(_) => ResourceSchema::group().clone(),
             None => ResourceSchema::group().without("externalId"),
         };
         Ok(Self {
             filter: DefaultGroupMapping {
-                external_id: s.external_id_attribute.clone(),
+                external_id: external_id.clone(),
             },
             object_classes: s.object_classes,
-            external_id: s.external_id_attribute,
+            aux: automatic.then(|| AuxClass {
+                name: SCIM_GROUP_CLASS,
+                attributes: vec![EXTERNAL_ID_ATTRIBUTE.to_ascii_lowercase()],
+            }),
+            external_id,
             schema,
         })
     }
@@ -1131,6 +1369,11 @@ impl GroupMapping {
     /// The schema view for this mapping.
     pub fn schema(&self) -> &ResourceSchema {
         &self.schema
+    }
+
+    /// Whether `externalId` is stored.
+    pub fn stores_external_id(&self) -> bool {
+        self.external_id.is_some()
     }
 
     /// Every LDAP attribute to request when reading a group.
@@ -1281,6 +1524,9 @@ impl GroupMapping {
         if let (Some(a), Some(x)) = (&self.external_id, &w.external_id) {
             attrs.push((a.clone(), vec![x.clone()]));
         }
+        if let Some(aux) = &self.aux {
+            aux.complete_new(&mut attrs);
+        }
         (dn, attrs)
     }
 
@@ -1338,6 +1584,9 @@ impl GroupMapping {
         if let (Some(a), Some(x)) = (&self.external_id, external_id) {
             let new = x.iter().map(|s| (*s).to_owned()).collect();
             push_change(&mut out, current, a, new, false, rdn.as_ref());
+        }
+        if let Some(aux) = &self.aux {
+            aux.complete(current, &mut out);
         }
         out
     }

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::error::ScimError;
 use super::model::{ListQuery, PatchRequest, RequestBody, SearchRequest};
+use super::provider::ScimProvider;
 use super::service::{Caller, Kind, ScimService, Served, Shape, none_match};
 use crate::auth::{AuthError, Authenticator, Permission};
 
@@ -28,8 +29,15 @@ pub const SCIM_BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct ScimState {
-    pub service: Arc<ScimService>,
+    pub provider: Arc<ScimProvider>,
     pub auth: Authenticator,
+}
+
+impl ScimState {
+    /// The service (built on first use, once the directory's schema is known).
+    async fn service(&self) -> Result<Arc<ScimService>, ScimError> {
+        self.provider.service().await
+    }
 }
 
 impl FromRef<ScimState> for Authenticator {
@@ -229,15 +237,21 @@ fn shape(raw: Option<&str>) -> Result<Shape, ScimError> {
 
 // ----- discovery (RFC 7644 §4) -----------------------------------------------------------
 
-async fn service_provider_config(State(s): State<ScimState>, _: Provisioner) -> Response {
-    scim_json(
+async fn service_provider_config(
+    State(s): State<ScimState>,
+    _: Provisioner,
+) -> Result<Response, ScimError> {
+    Ok(scim_json(
         StatusCode::OK,
-        &s.service.discovery().service_provider_config(),
-    )
+        &s.service().await?.discovery().service_provider_config(),
+    ))
 }
 
-async fn resource_types(State(s): State<ScimState>, _: Provisioner) -> Response {
-    scim_json(StatusCode::OK, &s.service.discovery().resource_types_list())
+async fn resource_types(State(s): State<ScimState>, _: Provisioner) -> Result<Response, ScimError> {
+    Ok(scim_json(
+        StatusCode::OK,
+        &s.service().await?.discovery().resource_types_list(),
+    ))
 }
 
 async fn resource_type(
@@ -245,14 +259,22 @@ async fn resource_type(
     _: Provisioner,
     Path(name): Path<String>,
 ) -> Result<Response, ScimError> {
-    let doc = s.service.discovery().resource_type(&name).ok_or_else(|| {
-        ScimError::NotFound(format!("no resource type \"{name}\"; see /ResourceTypes"))
-    })?;
+    let doc = s
+        .service()
+        .await?
+        .discovery()
+        .resource_type(&name)
+        .ok_or_else(|| {
+            ScimError::NotFound(format!("no resource type \"{name}\"; see /ResourceTypes"))
+        })?;
     Ok(scim_json(StatusCode::OK, &doc))
 }
 
-async fn schemas(State(s): State<ScimState>, _: Provisioner) -> Response {
-    scim_json(StatusCode::OK, &s.service.discovery().schemas_list())
+async fn schemas(State(s): State<ScimState>, _: Provisioner) -> Result<Response, ScimError> {
+    Ok(scim_json(
+        StatusCode::OK,
+        &s.service().await?.discovery().schemas_list(),
+    ))
 }
 
 async fn schema(
@@ -261,7 +283,8 @@ async fn schema(
     Path(urn): Path<String>,
 ) -> Result<Response, ScimError> {
     let doc = s
-        .service
+        .service()
+        .await?
         .discovery()
         .schema(&urn)
         .ok_or_else(|| ScimError::NotFound(format!("no schema \"{urn}\"; see /Schemas")))?;
@@ -294,9 +317,9 @@ async fn list<R: ResourceRoute>(
 ) -> Result<Response, ScimError> {
     let query = ListQuery::parse(
         raw.as_deref().unwrap_or(""),
-        s.service.settings().max_results,
+        s.service().await?.settings().max_results,
     )?;
-    let body = s.service.list(R::KIND, &query).await?;
+    let body = s.service().await?.list(R::KIND, &query).await?;
     Ok(scim_json(StatusCode::OK, &body))
 }
 
@@ -311,8 +334,8 @@ async fn search<R: ResourceRoute>(
     let request = SearchRequest::deserialize(&*value).map_err(|e| {
         ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
     })?;
-    let query = request.into_query(s.service.settings().max_results)?;
-    let body = s.service.list(R::KIND, &query).await?;
+    let query = request.into_query(s.service().await?.settings().max_results)?;
+    let body = s.service().await?.list(R::KIND, &query).await?;
     Ok(scim_json(StatusCode::OK, &body))
 }
 
@@ -324,7 +347,11 @@ async fn get_one<R: ResourceRoute>(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    let served = s.service.get(R::KIND, &id, &shape(raw.as_deref())?).await?;
+    let served = s
+        .service()
+        .await?
+        .get(R::KIND, &id, &shape(raw.as_deref())?)
+        .await?;
     if let Some(tags) = header_str(&headers, header::IF_NONE_MATCH)
         && none_match(served.version.as_deref(), tags)
     {
@@ -350,8 +377,8 @@ async fn create<R: ResourceRoute>(
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body.0)?;
     let served = match R::KIND {
-        Kind::User => s.service.create_user(&caller, &value).await?,
-        Kind::Group => s.service.create_group(&caller, &value).await?,
+        Kind::User => s.service().await?.create_user(&caller, &value).await?,
+        Kind::Group => s.service().await?.create_group(&caller, &value).await?,
     };
     Ok(resource_response(StatusCode::CREATED, &served))
 }
@@ -368,12 +395,14 @@ async fn replace<R: ResourceRoute>(
     let if_match = header_str(&headers, header::IF_MATCH);
     let served = match R::KIND {
         Kind::User => {
-            s.service
+            s.service()
+                .await?
                 .replace_user(&caller, &id, &value, if_match)
                 .await?
         }
         Kind::Group => {
-            s.service
+            s.service()
+                .await?
                 .replace_group(&caller, &id, &value, if_match)
                 .await?
         }
@@ -392,9 +421,15 @@ async fn patch<R: ResourceRoute>(
     let patch = PatchRequest::from_body(&json_body(&headers, &body.0)?)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let served = match R::KIND {
-        Kind::User => s.service.patch_user(&caller, &id, &patch, if_match).await?,
+        Kind::User => {
+            s.service()
+                .await?
+                .patch_user(&caller, &id, &patch, if_match)
+                .await?
+        }
         Kind::Group => {
-            s.service
+            s.service()
+                .await?
                 .patch_group(&caller, &id, &patch, if_match)
                 .await?
         }
@@ -411,8 +446,18 @@ async fn delete<R: ResourceRoute>(
 ) -> Result<StatusCode, ScimError> {
     let if_match = header_str(&headers, header::IF_MATCH);
     match R::KIND {
-        Kind::User => s.service.delete_user(&caller, &id, if_match).await?,
-        Kind::Group => s.service.delete_group(&caller, &id, if_match).await?,
+        Kind::User => {
+            s.service()
+                .await?
+                .delete_user(&caller, &id, if_match)
+                .await?
+        }
+        Kind::Group => {
+            s.service()
+                .await?
+                .delete_group(&caller, &id, if_match)
+                .await?
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -443,8 +488,8 @@ async fn root_search(
     let request = SearchRequest::deserialize(&*value).map_err(|e| {
         ScimError::InvalidSyntax(format!("the search request is not a SearchRequest: {e}"))
     })?;
-    let query = request.into_query(s.service.settings().max_results)?;
-    let body = s.service.list_all(&query).await?;
+    let query = request.into_query(s.service().await?.settings().max_results)?;
+    let body = s.service().await?.list_all(&query).await?;
     Ok(scim_json(StatusCode::OK, &body))
 }
 

@@ -205,6 +205,19 @@ impl ResourceSchema {
         out
     }
 
+    /// The same schema without each attribute of `hidden` (attributes the directory has
+    /// no home for: they are not offered, and writes of them are ignored).
+    pub fn hiding(&self, hidden: &[Hidden]) -> ResourceSchema {
+        let mut out = self.clone();
+        for h in hidden {
+            let defs = std::iter::once(&mut out.core).chain(out.extensions.iter_mut());
+            for def in defs.filter(|d| d.id.eq_ignore_ascii_case(h.urn)) {
+                h.remove_from(&mut def.attributes);
+            }
+        }
+        out
+    }
+
     /// The canonical URN of the extension `urn` (any case), if it is one of this
     /// resource type's extensions.
     pub fn extension_urn(&self, urn: &str) -> Option<&str> {
@@ -267,6 +280,57 @@ impl ResourceSchema {
     /// The schema URNs of this resource type: core first, then the extensions.
     pub fn urns(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.core.id.as_str()).chain(self.extensions.iter().map(|e| e.id.as_str()))
+    }
+}
+
+/// An attribute left out of the schema view: `urn`'s attribute `name`, or its
+/// sub-attribute `sub`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hidden {
+    pub urn: &'static str,
+    pub name: &'static str,
+    pub sub: Option<&'static str>,
+}
+
+impl Hidden {
+    fn remove_from(&self, attributes: &mut Vec<Attribute>) {
+        match self.sub {
+            None => attributes.retain(|a| !a.name.eq_ignore_ascii_case(self.name)),
+            Some(sub) => {
+                for a in attributes
+                    .iter_mut()
+                    .filter(|a| a.name.eq_ignore_ascii_case(self.name))
+                {
+                    a.sub_attributes
+                        .retain(|s| !s.name.eq_ignore_ascii_case(sub));
+                }
+            }
+        }
+    }
+
+    /// Removes the attribute from a schema document (`/Schemas/{urn}`).
+    fn remove_from_document(&self, doc: &mut Value) {
+        if !id_is(doc, self.urn) {
+            return;
+        }
+        let Some(Value::Array(attributes)) = doc.get_mut("attributes") else {
+            return;
+        };
+        let named = |v: &Value, name: &str| {
+            v.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        };
+        match self.sub {
+            None => attributes.retain(|a| !named(a, self.name)),
+            Some(sub) => {
+                for a in attributes.iter_mut().filter(|a| named(a, self.name)) {
+                    if let Some(Value::Array(subs)) = a.get_mut("subAttributes") {
+                        subs.retain(|s| !named(s, sub));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -364,11 +428,15 @@ fn load() -> Result<Documents, String> {
 }
 
 /// The discovery endpoints of one SCIM service: the documents with `meta.location`
-/// under its base URL and `filter.maxResults` set to its page limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// under its base URL, `filter.maxResults` set to its page limit, and without the
+/// attributes its directory has no home for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Discovery {
     base_url: String,
     max_results: u64,
+    hidden: Vec<Hidden>,
+    user: ResourceSchema,
+    group: ResourceSchema,
 }
 
 impl Discovery {
@@ -378,7 +446,25 @@ impl Discovery {
         Self {
             base_url: base_url.into(),
             max_results,
+            hidden: Vec::new(),
+            user: ResourceSchema::user().clone(),
+            group: ResourceSchema::group().clone(),
         }
+    }
+
+    /// The same, without the attributes in `hidden`.
+    pub fn hiding(mut self, hidden: &[Hidden]) -> Self {
+        self.user = self.user.hiding(hidden);
+        self.group = self.group.hiding(hidden);
+        self.hidden = hidden.to_vec();
+        self
+    }
+
+    fn visible(&self, mut doc: Value) -> Value {
+        for h in &self.hidden {
+            h.remove_from_document(&mut doc);
+        }
+        doc
     }
 
     /// `GET /ServiceProviderConfig`.
@@ -398,23 +484,28 @@ impl Discovery {
 
     /// `GET /Schemas`: a ListResponse (RFC 7644 §4).
     pub fn schemas_list(&self) -> Value {
-        list(schemas(&self.base_url))
+        list(
+            schemas(&self.base_url)
+                .into_iter()
+                .map(|d| self.visible(d))
+                .collect(),
+        )
     }
 
     /// `GET /Schemas/{urn}`.
     pub fn schema(&self, urn: &str) -> Option<Value> {
-        schema(&self.base_url, urn)
+        schema(&self.base_url, urn).map(|d| self.visible(d))
     }
 
     /// The User schema view (with `externalId`; the mapping's own view,
     /// [`super::resource::UserMapping::schema`], leaves it out when it is not stored).
-    pub fn user_schema(&self) -> &'static ResourceSchema {
-        ResourceSchema::user()
+    pub fn user_schema(&self) -> &ResourceSchema {
+        &self.user
     }
 
     /// The Group schema view.
-    pub fn group_schema(&self) -> &'static ResourceSchema {
-        ResourceSchema::group()
+    pub fn group_schema(&self) -> &ResourceSchema {
+        &self.group
     }
 }
 
@@ -685,13 +776,54 @@ mod tests {
             s.resolve(&path(&format!("{CORE_USER}:department")))
                 .is_none()
         );
-        assert!(s.resolve(&path("nickName")).is_none());
-        assert!(s.resolve(&path("name.middleName")).is_none());
+        assert!(s.resolve(&path("nickName")).is_some());
+        assert!(s.resolve(&path("name.middleName")).is_some());
+        assert!(s.resolve(&path("favoriteColor")).is_none());
         assert_eq!(
             s.path_as_extension(&path(&ENTERPRISE_USER.to_lowercase())),
             Some(ENTERPRISE_USER)
         );
         assert_eq!(s.path_as_extension(&path("userName")), None);
+    }
+
+    #[test]
+    fn hidden_attributes_leave_the_view_and_the_documents() {
+        let hidden = [
+            Hidden {
+                urn: CORE_USER,
+                name: "nickName",
+                sub: None,
+            },
+            Hidden {
+                urn: CORE_USER,
+                name: "name",
+                sub: Some("middleName"),
+            },
+            Hidden {
+                urn: ENTERPRISE_USER,
+                name: "costCenter",
+                sub: None,
+            },
+        ];
+        let d = Discovery::new("https://x/v2", 100).hiding(&hidden);
+        let s = d.user_schema();
+        assert!(s.resolve(&path("nickName")).is_none());
+        assert!(s.resolve(&path("name.middleName")).is_none());
+        assert!(s.resolve(&path("name.givenName")).is_some());
+        assert!(s.resolve(&path("costCenter")).is_none());
+        assert!(s.resolve(&path("division")).is_some());
+        let text = d.schemas_list().to_string();
+        assert!(!text.contains("\"nickName\""), "not announced");
+        assert!(!text.contains("\"middleName\""));
+        assert!(!text.contains("\"costCenter\""));
+        assert!(text.contains("\"division\"") && text.contains("\"givenName\""));
+        let enterprise = d.schema(ENTERPRISE_USER).expect("enterprise").to_string();
+        assert!(!enterprise.contains("costCenter"));
+        // Without hiding, all of them are announced.
+        let text = Discovery::new("https://x/v2", 100)
+            .schemas_list()
+            .to_string();
+        assert!(text.contains("\"nickName\"") && text.contains("\"costCenter\""));
     }
 
     #[test]

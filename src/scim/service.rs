@@ -180,6 +180,21 @@ impl ScimService {
         &self.discovery
     }
 
+    /// The SCIM attributes this service has no home for (lockbridge's LDAP schema is not
+    /// in the directory): `externalId` of Users and Groups when not stored, then the
+    /// User attributes (`name.middleName`, `nickName`, …).
+    pub fn homeless_attributes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.users.stores_external_id() {
+            out.push("User externalId".to_owned());
+        }
+        if !self.groups.stores_external_id() {
+            out.push("Group externalId".to_owned());
+        }
+        out.extend(self.users.homeless_names().into_iter().map(str::to_owned));
+        out
+    }
+
     fn groups_base(&self) -> Result<&str, ScimError> {
         self.settings.groups_base.as_deref().ok_or_else(|| {
             ScimError::NotFound(

@@ -997,13 +997,16 @@ fn fixed_test(
 /// | `externalId` | [`DefaultUserMapping::external_id`], if set |
 /// | `userName` | `uid` |
 /// | `name.givenName` / `name.familyName` / `name.formatted` | `givenName` / `sn` / `cn` |
+/// | `name.middleName` / `honorificPrefix` / `honorificSuffix` | `lockbridgeMiddleName` / `lockbridgeHonorificPrefix` / `lockbridgeHonorificSuffix` (lockbridge's LDAP schema) |
 /// | `displayName`, `title`, `preferredLanguage` | the same names |
+/// | `nickName`, `profileUrl`, `userType`, `locale`, `timezone` | `lockbridgeNickName`, `lockbridgeProfileUrl` (case-exact), `lockbridgeUserType`, `lockbridgeLocale`, `lockbridgeTimezone` |
 /// | `emails` (`.value`) | `mail`, every value of `type` `work` |
 /// | `phoneNumbers` | `telephoneNumber` (`type` `work`), `mobile` (`type` `mobile`) |
 /// | `active` | `true`: `(!(pwdAccountLockedTime=000001010000Z))`, `false`: `(pwdAccountLockedTime=000001010000Z)` (only an administrator's lock; a temporary lockout after failed binds is still active) |
 /// | `meta.created` / `meta.lastModified` | `createTimestamp` / `modifyTimestamp` |
 /// | `meta.resourceType` | fixed `User` |
 /// | enterprise `employeeNumber` / `department` / `organization` | `employeeNumber` / `departmentNumber` / `o` |
+/// | enterprise `costCenter` / `division` | `lockbridgeCostCenter` / `lockbridgeDivision` |
 /// | enterprise `manager` | unsupported for now |
 /// | lockbridge `mustChange` | `true`: `(pwdReset=TRUE)`, `false`: `(!(pwdReset=TRUE))` |
 ///
@@ -1032,9 +1035,19 @@ impl DefaultUserMapping {
             ("name", Some("givenname")) => string("givenName"),
             ("name", Some("familyname")) => string("sn"),
             ("name", Some("formatted")) => string("cn"),
+            ("name", Some("middlename")) => string("lockbridgeMiddleName"),
+            ("name", Some("honorificprefix")) => string("lockbridgeHonorificPrefix"),
+            ("name", Some("honorificsuffix")) => string("lockbridgeHonorificSuffix"),
             ("displayname", None) => string("displayName"),
+            ("nickname", None) => string("lockbridgeNickName"),
+            ("profileurl", None) => {
+                Some(Target::attribute("lockbridgeProfileUrl", CaseExactString))
+            }
             ("title", None) => string("title"),
+            ("usertype", None) => string("lockbridgeUserType"),
             ("preferredlanguage", None) => string("preferredLanguage"),
+            ("locale", None) => string("lockbridgeLocale"),
+            ("timezone", None) => string("lockbridgeTimezone"),
             ("active", None) => Some(Target::custom(active)),
             ("meta", Some("created")) => {
                 Some(Target::attribute("createTimestamp", GeneralizedTime))
@@ -1053,8 +1066,10 @@ impl DefaultUserMapping {
         let string = |ldap: &str| Some(Target::attribute(ldap, Syntax::CaseIgnoreString));
         match (path.name.to_ascii_lowercase().as_str(), &path.sub_attr) {
             ("employeenumber", None) => string("employeeNumber"),
+            ("costcenter", None) => string("lockbridgeCostCenter"),
             ("department", None) => string("departmentNumber"),
             ("organization", None) => string("o"),
+            ("division", None) => string("lockbridgeDivision"),
             ("manager", _) => Some(Target::unsupported("filtering on manager is not supported")),
             _ => None,
         }
@@ -1383,6 +1398,15 @@ mod tests {
     #[case(r#"meta.resourceType eq "User""#, "(objectClass=*)")]
     #[case(r#"meta.resourceType eq "Group" or userName eq "x""#, "(uid=x)")]
     #[case(r#"meta.resourceType eq "User" and userName eq "x""#, "(uid=x)")]
+    // lockbridge's LDAP schema
+    #[case(r#"userType eq "Employee""#, "(lockbridgeUserType=Employee)")]
+    #[case(r#"name.middleName sw "Ja""#, "(lockbridgeMiddleName=Ja*)")]
+    #[case(r#"profileUrl co "example""#, "(lockbridgeProfileUrl=*example*)")]
+    #[case(
+        r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter eq "4130""#,
+        "(lockbridgeCostCenter=4130)"
+    )]
+    #[case(r#"division pr"#, "(lockbridgeDivision=*)")]
     fn translates(#[case] filter: &str, #[case] ldap: &str) {
         let out = user_ldap(filter);
         assert_eq!(out.as_deref(), Ok(ldap), "{filter}");
@@ -1390,8 +1414,8 @@ mod tests {
     }
 
     #[rstest]
-    #[case(r#"userType eq "Employee""#, TranslateError::UnknownAttribute("userType".into()))]
-    #[case(r#"name.middleName eq "x""#, TranslateError::UnknownAttribute("name.middleName".into()))]
+    #[case(r#"favoriteColor eq "green""#, TranslateError::UnknownAttribute("favoriteColor".into()))]
+    #[case(r#"name.nickName eq "x""#, TranslateError::UnknownAttribute("name.nickName".into()))]
     #[case(r#"urn:example:User:userName eq "x""#, TranslateError::UnknownAttribute("urn:example:User:userName".into()))]
     #[case(r#"emails[kind eq "x"]"#, TranslateError::UnknownAttribute("emails.kind".into()))]
     #[case(
@@ -1474,7 +1498,7 @@ mod tests {
             user_ldap(r#"name[not (givenName eq "B")]"#),
             Ok("(!(givenName=B))".to_owned())
         );
-        assert!(user_ldap(r#"name[middleName eq "x"]"#).is_err());
+        assert!(user_ldap(r#"name[nickName eq "x"]"#).is_err());
     }
 
     /// Values from the client never change the filter's structure.

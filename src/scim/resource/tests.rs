@@ -76,7 +76,7 @@ fn extras() -> UserExtras {
 #[case(UserMappingSettings { object_classes: vec!["inet OrgPerson".into()], ..settings() }, "object class")]
 #[case(UserMappingSettings { external_id_attribute: Some("".into()), ..settings() }, "external_id_attribute")]
 #[case(
-    UserMappingSettings { overrides: BTreeMap::from([("nickName".into(), "x".into())]), ..settings() },
+    UserMappingSettings { overrides: BTreeMap::from([("favoriteColor".into(), "x".into())]), ..settings() },
     "not a mapped SCIM attribute"
 )]
 #[case(
@@ -847,6 +847,7 @@ fn custom() -> UserMapping {
                 "ou".to_owned(),
             ),
         ]),
+        lockbridge_schema: false,
     })
     .expect("valid")
 }
@@ -1008,6 +1009,7 @@ fn group_settings_are_validated() {
             GroupMappingSettings {
                 object_classes: vec![],
                 external_id_attribute: None,
+                lockbridge_schema: false,
             },
             "object_classes",
         ),
@@ -1256,6 +1258,7 @@ fn object_filter_and_version() {
     let g = GroupMapping::new(GroupMappingSettings {
         object_classes: vec!["groupOfNames".into(), "lockbridgeGroup".into()],
         external_id_attribute: None,
+        lockbridge_schema: false,
     })
     .expect("valid");
     assert_eq!(
@@ -1512,4 +1515,183 @@ proptest! {
         let dn = format!("uid={},{PEOPLE}", escape_rdn_value(&v));
         prop_assert_eq!(rdn_of(&dn), Some(("uid".to_owned(), v)));
     }
+}
+
+// -- lockbridge's LDAP schema -------------------------------------------------------------
+
+fn with_schema() -> UserMapping {
+    UserMapping::new(UserMappingSettings {
+        lockbridge_schema: true,
+        ..UserMappingSettings::default()
+    })
+    .expect("valid")
+}
+
+fn rich_user() -> Value {
+    json!({
+        "schemas": [CORE_USER, ENTERPRISE_USER],
+        "userName": "bjensen",
+        "externalId": "00u1esetp0cX1V3XY0h7",
+        "name": {
+            "givenName": "Barbara", "familyName": "Jensen", "middleName": "Jane",
+            "honorificPrefix": "Ms.", "honorificSuffix": "III"
+        },
+        "nickName": "Babs",
+        "profileUrl": "https://login.example.com/bjensen",
+        "userType": "Employee",
+        "locale": "en-US",
+        "timezone": "America/Los_Angeles",
+        ENTERPRISE_USER: {"costCenter": "4130", "division": "Theme Park"}
+    })
+}
+
+#[test]
+fn with_lockbridges_schema_every_attribute_has_a_home() {
+    let m = with_schema();
+    assert!(m.homeless_names().is_empty());
+    assert!(m.stores_external_id());
+    let w = m.parse(&rich_user()).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    for (attr, value) in [
+        ("lockbridgeExternalId", "00u1esetp0cX1V3XY0h7"),
+        ("lockbridgeMiddleName", "Jane"),
+        ("lockbridgeHonorificPrefix", "Ms."),
+        ("lockbridgeHonorificSuffix", "III"),
+        ("lockbridgeNickName", "Babs"),
+        ("lockbridgeProfileUrl", "https://login.example.com/bjensen"),
+        ("lockbridgeUserType", "Employee"),
+        ("lockbridgeLocale", "en-US"),
+        ("lockbridgeTimezone", "America/Los_Angeles"),
+        ("lockbridgeCostCenter", "4130"),
+        ("lockbridgeDivision", "Theme Park"),
+    ] {
+        assert_eq!(
+            new_attr(&attrs, attr),
+            Some(vec![value.to_owned()]),
+            "{attr}"
+        );
+    }
+    assert_eq!(
+        new_attr(&attrs, "objectClass"),
+        Some(vec!["inetOrgPerson".to_owned(), SCIM_USER_CLASS.to_owned()]),
+        "the auxiliary class comes with the first such value"
+    );
+    // Read back: every value as sent.
+    let mut stored = Entry::new(
+        format!("uid=bjensen,{PEOPLE}"),
+        attrs.clone().into_iter().chain([(
+            "entryUUID".to_owned(),
+            vec!["2819c223-7f76-453a-919d-413861904646".to_owned()],
+        )]),
+    );
+    stored.dn = format!("uid=bjensen,{PEOPLE}");
+    let r = m.to_resource(&stored, &UserExtras::default());
+    let sent = rich_user();
+    assert_eq!(r["externalId"], sent["externalId"]);
+    for key in ["nickName", "profileUrl", "userType", "locale", "timezone"] {
+        assert_eq!(r[key], sent[key], "{key}");
+    }
+    for key in [
+        "middleName",
+        "honorificPrefix",
+        "honorificSuffix",
+        "givenName",
+    ] {
+        assert_eq!(r["name"][key], sent["name"][key], "{key}");
+    }
+    assert_eq!(r[ENTERPRISE_USER]["costCenter"], "4130");
+    assert_eq!(r[ENTERPRISE_USER]["division"], "Theme Park");
+
+    // An entry made elsewhere gains the class with its first value, and only then.
+    let plain = bjensen();
+    let mut w = m.parse(&m.to_resource(&plain, &extras())).expect("valid");
+    assert!(
+        m.changes(&plain, &w)
+            .iter()
+            .all(|c| !matches!(c, Change::Add(a, _) if a == "objectClass"))
+    );
+    w.attrs
+        .insert("lockbridgenickname".into(), vec!["Babs".into()]);
+    let changes = m.changes(&plain, &w);
+    assert_eq!(
+        changes[0],
+        Change::Add("objectClass".into(), vec![SCIM_USER_CLASS.into()])
+    );
+    assert!(changes.contains(&replace("lockbridgeNickName", &["Babs"])));
+}
+
+#[test]
+fn without_lockbridges_schema_those_attributes_have_no_home() {
+    let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
+    assert!(!m.stores_external_id());
+    let homeless = m.homeless_names();
+    for name in [
+        "name.middleName",
+        "nickName",
+        "profileUrl",
+        "userType",
+        "locale",
+        "timezone",
+        "costCenter",
+        "division",
+    ] {
+        assert!(homeless.contains(&name), "{name}: {homeless:?}");
+    }
+    assert!(m.schema().resolve(&AttrPath::new("nickName")).is_none());
+    // Writes of them are ignored; nothing asks for a class the directory lacks.
+    let w = m.parse(&rich_user()).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    assert!(
+        attrs.iter().all(|(a, _)| !a.starts_with("lockbridge")),
+        "{attrs:?}"
+    );
+    assert_eq!(
+        new_attr(&attrs, "objectClass"),
+        Some(vec!["inetOrgPerson".to_owned()])
+    );
+    // Filtering on them says why it cannot.
+    let err = to_ldap(
+        &parse_filter(r#"nickName eq "Babs""#).expect("filter"),
+        m.filter_mapping(),
+    )
+    .expect_err("not stored");
+    assert!(
+        err.to_string().contains("lockbridge's LDAP schema"),
+        "{err}"
+    );
+    // An override gives an attribute a home without lockbridge's schema.
+    let m = UserMapping::new(UserMappingSettings {
+        overrides: BTreeMap::from([("nickName".into(), "description".into())]),
+        ..UserMappingSettings::default()
+    })
+    .expect("valid");
+    assert!(!m.homeless_names().contains(&"nickName"));
+    let w = m.parse(&rich_user()).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    assert_eq!(new_attr(&attrs, "description"), Some(vec!["Babs".into()]));
+}
+
+#[test]
+fn groups_keep_external_id_in_lockbridges_schema() {
+    let g = GroupMapping::new(GroupMappingSettings {
+        lockbridge_schema: true,
+        ..GroupMappingSettings::default()
+    })
+    .expect("valid");
+    assert!(g.stores_external_id());
+    let w = g
+        .parse(&json!({"displayName": "Tour Guides", "externalId": "grp-1"}))
+        .expect("valid");
+    let (_, attrs) = g.new_entry(&w, &[], "ou=groups,dc=example,dc=org");
+    assert_eq!(
+        new_attr(&attrs, EXTERNAL_ID_ATTRIBUTE),
+        Some(vec!["grp-1".into()])
+    );
+    assert!(
+        new_attr(&attrs, "objectClass")
+            .unwrap_or_default()
+            .contains(&SCIM_GROUP_CLASS.to_owned())
+    );
+    let without = GroupMapping::new(GroupMappingSettings::default()).expect("valid");
+    assert!(!without.stores_external_id());
 }
