@@ -326,6 +326,7 @@ async fn passwords_pushed_by_post_put_and_patch_work_in_a_bind() {
     assert!(env.binds("pat", "Put-Passw0rd-2"));
     assert!(!env.binds("pat", "Created-Passw0rd-1"));
 
+    // A PATCH that only sets the password and asks for nothing back: 204, no read-back.
     let (status, reply, _) = env
         .scim
         .patch(
@@ -333,8 +334,8 @@ async fn passwords_pushed_by_post_put_and_patch_work_in_a_bind() {
             patch(json!([{ "op": "replace", "path": "password", "value": "Patch-Passw0rd-3" }])),
         )
         .await;
-    assert_eq!(status, 200, "{reply}");
-    assert!(reply.get("password").is_none());
+    assert_eq!(status, 204, "{reply}");
+    assert_eq!(reply, json!(""), "no body");
     assert!(env.binds("pat", "Patch-Passw0rd-3"));
 
     // Okta: path-less replace with the password in the value object.
@@ -345,14 +346,30 @@ async fn passwords_pushed_by_post_put_and_patch_work_in_a_bind() {
             patch(json!([{ "op": "replace", "value": { "password": "Okta-Passw0rd-4" } }])),
         )
         .await;
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 204, "{reply}");
     assert!(env.binds("pat", "Okta-Passw0rd-4"));
+
+    // Asking for attributes gets the resource back, shaped, and never the password.
+    let (status, reply, headers) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}?attributes=userName"),
+            patch(json!([{ "op": "replace", "path": "password", "value": "Shaped-Passw0rd-5" }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["userName"], "pat");
+    assert!(reply.get("displayName").is_none(), "shaped: {reply}");
+    assert!(reply.get("password").is_none());
+    assert!(headers.contains_key("etag"));
+    assert!(env.binds("pat", "Shaped-Passw0rd-5"));
     env.daemon
         .assert_no_secrets(&[
             "Created-Passw0rd-1",
             "Put-Passw0rd-2",
             "Patch-Passw0rd-3",
             "Okta-Passw0rd-4",
+            "Shaped-Passw0rd-5",
             &env.token,
         ])
         .await;
@@ -434,7 +451,7 @@ async fn pushing_the_current_password_again_changes_nothing() {
             patch(json!([{ "op": "replace", "value": { "password": "Other-Passw0rd-Okta" } }])),
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 204);
     // Backdate the change so that a rewrite would be visible in pwdChangedTime.
     let backdated = (chrono::Utc::now() - chrono::TimeDelta::days(10))
         .format("%Y%m%d%H%M%SZ")
@@ -464,7 +481,7 @@ async fn pushing_the_current_password_again_changes_nothing() {
             patch(json!([{ "op": "replace", "value": { "password": "Other-Passw0rd-Okta" } }])),
         )
         .await;
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 204, "{reply}");
     let (status, reply, _) = env
         .scim
         .put(

@@ -30,6 +30,7 @@
 mod conn;
 mod controls;
 mod dialect;
+pub mod dn;
 mod entries;
 mod error;
 pub mod escape;
@@ -57,6 +58,7 @@ use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
 pub use self::dialect::DirectoryKind;
+pub use self::dn::{dn_key, rdn_of};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
 pub use self::userpassword::StoredPassword;
@@ -67,6 +69,10 @@ const PAGE_SIZE: i32 = 500;
 
 /// Entries [`Directory::stream_password_states`] reads ahead of its consumer.
 const STREAM_BUFFER: usize = 32;
+
+/// How long the members of the administrator groups, once read, answer
+/// [`Directory::is_admin`].
+pub const ADMIN_MEMBERS_TTL: Duration = Duration::from_secs(1);
 
 /// Everything the directory adapter needs; the config module maps the `[directory]`
 /// section onto this.
@@ -203,6 +209,9 @@ struct Inner {
     groups_base_loose: Option<String>,
     /// Whether the root DSE lists Server Side Sort and Virtual List View, once known.
     sorting_supported: std::sync::OnceLock<bool>,
+    /// The members of the administrator groups ([`dn_key`] form) and when they were read
+    /// ([`ADMIN_MEMBERS_TTL`]); the lock makes concurrent callers share one read.
+    admin_members: tokio::sync::Mutex<Option<(Instant, Arc<std::collections::HashSet<String>>)>>,
     /// Parenthesised.
     user_filter: String,
     user_name_attribute: String,
@@ -447,6 +456,7 @@ impl Directory {
                 bind_dn_loose: loose_dn(&s.bind_dn),
                 groups_base_loose: Some(loose_dn(&s.groups_base)).filter(|g| !g.is_empty()),
                 sorting_supported: std::sync::OnceLock::new(),
+                admin_members: tokio::sync::Mutex::new(None),
                 users_base: s.users_base,
                 user_filter,
                 user_name_attribute: s.user_name_attribute,
@@ -796,37 +806,68 @@ impl Directory {
         }
     }
 
-    /// Whether `user_dn` is a `member` of any of `admin_group_dns`, asked of the server
-    /// (base-scope search of each group with `(member=<dn>)`, so DN matching follows the
-    /// directory's rules). Direct membership only. A configured group that does not exist
-    /// is a `Config` error, not "not an admin".
+    /// Whether `user_dn` is a direct `member` of any of `admin_group_dns`. The groups'
+    /// members are read (one base search of each group) at most once per
+    /// [`ADMIN_MEMBERS_TTL`] and compared in [`dn_key`] form (case, spaces around
+    /// separators and escapes written one way), so a write that must check its target
+    /// costs no directory round trip of its own. A membership change is seen within
+    /// that time. An administrator group that does not exist is a configuration error.
     pub async fn is_admin(&self, user_dn: &str) -> Result<bool, DirectoryError> {
-        let inner = &*self.inner;
-        if inner.admin_group_dns.is_empty() || user_dn.is_empty() {
+        if self.inner.admin_group_dns.is_empty() || user_dn.is_empty() {
             return Ok(false);
         }
-        let filter = escape::equals("member", user_dn);
-        let filter = filter.as_str();
-        self.run("is_admin", OpKind::Read, Retry::Idempotent, |mut ldap| async move {
-            for group in &inner.admin_group_dns {
-                let SearchResult(entries, res) = ldap
-                    .with_timeout(inner.operation_timeout)
-                    .search(group, Scope::Base, filter, vec!["1.1"])
-                    .await?;
-                match res.rc {
-                    0 if entries.iter().any(|e| !e.is_ref()) => return Ok(true),
-                    0 => {}
-                    32 => {
-                        return Err(Failure::Mapped(config(format!(
-                            "admin group {group} (admin_group_dns) does not exist in the directory"
-                        ))));
+        Ok(self.admin_members().await?.contains(&dn_key(user_dn)))
+    }
+
+    async fn admin_members(
+        &self,
+    ) -> Result<Arc<std::collections::HashSet<String>>, DirectoryError> {
+        let mut cached = self.inner.admin_members.lock().await;
+        if let Some((at, members)) = cached.as_ref()
+            && at.elapsed() < ADMIN_MEMBERS_TTL
+        {
+            return Ok(members.clone());
+        }
+        let inner = &*self.inner;
+        let members = self
+            .run(
+                "admin_members",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    let mut members = std::collections::HashSet::new();
+                    for group in &inner.admin_group_dns {
+                        let SearchResult(entries, res) = ldap
+                            .with_timeout(inner.operation_timeout)
+                            .search(group, Scope::Base, "(objectClass=*)", vec!["member"])
+                            .await?;
+                        match res.rc {
+                            0 => {}
+                            32 => {
+                                return Err(Failure::Mapped(config(format!(
+                                    "admin group {group} (admin_group_dns) does not exist in the directory"
+                                ))));
+                            }
+                            _ => return Err(Failure::from_result(&res)),
+                        }
+                        for e in entries.into_iter().filter(|e| !e.is_ref()) {
+                            let e = SearchEntry::construct(e);
+                            for (name, values) in e.attrs {
+                                if name.eq_ignore_ascii_case("member") {
+                                    members.extend(
+                                        values.iter().filter(|v| !v.is_empty()).map(|v| dn_key(v)),
+                                    );
+                                }
+                            }
+                        }
                     }
-                    _ => return Err(Failure::from_result(&res)),
-                }
-            }
-            Ok(false)
-        })
-        .await
+                    Ok(members)
+                },
+            )
+            .await?;
+        let members = Arc::new(members);
+        *cached = Some((Instant::now(), members.clone()));
+        Ok(members)
     }
 
     /// Check a user's password by binding as the user, with the ppolicy control, on a fresh

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::error::ScimError;
 use super::filter::{AttrPath, Filter, parse_filter, parse_path};
 use super::schema::{Attribute, ResourceSchema, Returned};
+use crate::types::Secret;
 
 /// `ListResponse` message URN (RFC 7644 §3.4.2).
 pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -168,6 +169,18 @@ impl Drop for PatchOperation {
     }
 }
 
+/// `password`, alone or qualified with the core User schema's URN (any case).
+fn is_password_path(path: &str) -> bool {
+    let path = path.trim();
+    let Some(split) = path.len().checked_sub(":password".len()) else {
+        return path.eq_ignore_ascii_case("password");
+    };
+    path.eq_ignore_ascii_case("password")
+        || path.is_char_boundary(split)
+            && path[split..].eq_ignore_ascii_case(":password")
+            && path[..split].eq_ignore_ascii_case(super::filter::CORE_USER)
+}
+
 /// Whether `value` holds a string under a `password` key (any case, any depth).
 pub fn holds_secret(value: &Value) -> bool {
     match value {
@@ -237,6 +250,34 @@ pub struct PatchRequest {
 }
 
 impl PatchRequest {
+    /// The new password, when every operation only sets the password (`replace`/`add`
+    /// with path `password`, or without a path and a value of `{"password": …}` alone),
+    /// as identity providers push it; `None` for anything else.
+    pub fn password_only(&self) -> Option<Secret> {
+        let mut password = None;
+        for op in &self.operations {
+            if !matches!(op.op, PatchOpKind::Add | PatchOpKind::Replace) {
+                return None;
+            }
+            let value = match op.path.as_deref() {
+                Some(p) if is_password_path(p) => op.value.as_ref()?,
+                Some(_) => return None,
+                None => match op.value.as_ref()? {
+                    Value::Object(o) if o.len() == 1 => {
+                        let (k, v) = o.iter().next()?;
+                        if !is_password_path(k) {
+                            return None;
+                        }
+                        v
+                    }
+                    _ => return None,
+                },
+            };
+            password = Some(Secret::new(value.as_str().filter(|p| !p.is_empty())?));
+        }
+        password
+    }
+
     /// [`PatchRequest::from_json`] of a request body.
     pub fn from_body(body: &RequestBody) -> Result<Self, ScimError> {
         Self::from_json(body)
@@ -899,6 +940,44 @@ fn project_attribute(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn password_only_patches_are_recognised() {
+        let req = |ops: Value| {
+            PatchRequest::from_json(&json!({"schemas": [PATCH_OP], "Operations": ops}))
+                .expect("valid patch")
+        };
+        let pw = |r: &PatchRequest| r.password_only().map(|s| s.expose().to_owned());
+        assert_eq!(
+            pw(&req(
+                json!([{"op": "replace", "path": "password", "value": "A-1"}])
+            )),
+            Some("A-1".into())
+        );
+        assert_eq!(
+            pw(&req(
+                json!([{"op": "Replace", "value": {"Password": "B-2"}}])
+            )),
+            Some("B-2".into()),
+            "Okta's path-less form"
+        );
+        assert_eq!(
+            pw(&req(
+                json!([{"op": "add", "path": format!("{}:password", crate::scim::filter::CORE_USER), "value": "C-3"}])
+            )),
+            Some("C-3".into())
+        );
+        for not_only in [
+            json!([{"op": "replace", "value": {"password": "x", "active": true}}]),
+            json!([{"op": "replace", "path": "password", "value": "x"}, {"op": "replace", "path": "displayName", "value": "y"}]),
+            json!([{"op": "remove", "path": "password"}]),
+            json!([{"op": "replace", "path": "password", "value": 7}]),
+            json!([{"op": "replace", "path": "password", "value": ""}]),
+            json!([{"op": "replace", "path": "urn:example:password", "value": "x"}]),
+        ] {
+            assert_eq!(pw(&req(not_only.clone())), None, "{not_only}");
+        }
+    }
 
     #[test]
     fn secrets_in_bodies_are_overwritten_and_never_shown() {

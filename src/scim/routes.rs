@@ -410,31 +410,40 @@ async fn replace<R: ResourceRoute>(
     Ok(resource_response(StatusCode::OK, &served))
 }
 
-/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
+/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`. The answer is the resource (200), shaped
+/// by `attributes` / `excludedAttributes`, except for a User PATCH that only sets the
+/// password and asks for nothing back: 204, without reading the entry back (RFC 7644
+/// §3.5.2 allows either).
 async fn patch<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: ScimBody,
 ) -> Result<Response, ScimError> {
     let patch = PatchRequest::from_body(&json_body(&headers, &body.0)?)?;
     let if_match = header_str(&headers, header::IF_MATCH);
+    let shape = shape(raw.as_deref())?;
+    let minimal = shape.attributes.is_empty() && shape.excluded.is_empty();
+    let service = s.service().await?;
     let served = match R::KIND {
         Kind::User => {
-            s.service()
-                .await?
-                .patch_user(&caller, &id, &patch, if_match)
-                .await?
-        }
-        Kind::Group => {
-            s.service()
-                .await?
-                .patch_group(&caller, &id, &patch, if_match)
+            service
+                .patch_user(&caller, &id, &patch, if_match, minimal)
                 .await?
         }
+        Kind::Group => Some(service.patch_group(&caller, &id, &patch, if_match).await?),
     };
-    Ok(resource_response(StatusCode::OK, &served))
+    Ok(match served {
+        Some(mut served) => {
+            if !minimal {
+                service.project(R::KIND, &mut served.resource, &shape);
+            }
+            resource_response(StatusCode::OK, &served)
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// `DELETE /Users/{id}`, `DELETE /Groups/{id}`.

@@ -180,6 +180,15 @@ impl ScimService {
         &self.discovery
     }
 
+    /// Shapes a resource as served by `attributes` / `excludedAttributes`.
+    pub fn project(&self, kind: Kind, resource: &mut Value, shape: &Shape) {
+        let schema = match kind {
+            Kind::User => self.discovery.user_schema(),
+            Kind::Group => self.discovery.group_schema(),
+        };
+        project(resource, &shape.attributes, &shape.excluded, schema);
+    }
+
     /// The SCIM attributes this service has no home for (lockbridge's LDAP schema is not
     /// in the directory): `externalId` of Users and Groups when not stored, then the
     /// User attributes (`name.middleName`, `nickName`, …).
@@ -1083,14 +1092,38 @@ impl ScimService {
     }
 
     /// `PATCH /Users/{id}` (RFC 7644 §3.5.2), applied to the resource as it is now and
-    /// written as one change.
+    /// written as one change. `minimal`: the client asked for nothing back (no
+    /// `attributes` or `excludedAttributes`); a PATCH that only sets the password (an
+    /// identity provider's push) is then answered without reading the entry back
+    /// (`Ok(None)`, a 204), and costs one search and the password change.
     pub async fn patch_user(
         &self,
         caller: &Caller,
         id: &str,
         patch: &PatchRequest,
         if_match: Option<&str>,
-    ) -> Result<Served, ScimError> {
+        minimal: bool,
+    ) -> Result<Option<Served>, ScimError> {
+        if minimal && let Some(password) = patch.password_only() {
+            let result = self.push_password(id, password, if_match).await;
+            let (password, target) = match &result {
+                Ok((note, name)) => (*note, name.clone()),
+                Err(_) => ("none", id.to_owned()),
+            };
+            self.record(
+                caller,
+                Action::ScimPatch,
+                Kind::User,
+                &target,
+                Some(id.to_owned()),
+                Vec::new(),
+                password,
+                None,
+                &result.as_ref().map(|_| ()),
+            )
+            .await;
+            return result.map(|_| None);
+        }
         let result = async {
             let (current, stored) = self
                 .user_entry_for_write(id, mentions(patch, "password"))
@@ -1118,7 +1151,43 @@ impl ScimService {
         .await;
         self.record_update(caller, Action::ScimPatch, id, &result)
             .await;
-        result.map(|(served, _)| served)
+        result.map(|(served, _)| Some(served))
+    }
+
+    /// A PATCH that only sets the password: the entry (with its stored password) in one
+    /// search, the checks every write gets, then the password unless it is the current
+    /// one. Returns what happened to the password and the user's name, for the audit.
+    async fn push_password(
+        &self,
+        id: &str,
+        password: Secret,
+        if_match: Option<&str>,
+    ) -> Result<(&'static str, String), ScimError> {
+        let (current, stored) = self.user_entry_for_write(id, true).await?;
+        let name = current
+            .first(self.users.user_name_attribute())
+            .unwrap_or(id)
+            .to_owned();
+        check_version(self.users.version(&current), if_match)?;
+        self.check_writable_user(&current).await?;
+        self.check_password(&password, &name)?;
+        let is_current = match &stored {
+            Some(stored) => stored
+                .matches(&password)
+                .await
+                .map_err(|e| self.directory_failure(e))?,
+            None => None,
+        };
+        if is_current == Some(true) {
+            // Okta pushes the current password at every sign-in: change nothing.
+            return Ok(("unchanged", name));
+        }
+        self.audit_ready().await?;
+        self.account
+            .set_pushed_password(&current.dn, &password, false)
+            .await
+            .map_err(from_account)?;
+        Ok(("set", name))
     }
 
     async fn record_update(
