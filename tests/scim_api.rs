@@ -164,7 +164,7 @@ async fn discovery_documents_media_type_and_unsupported_endpoints() {
             .starts_with("application/scim+json")
     );
     assert_eq!(body["patch"]["supported"], json!(true));
-    assert_eq!(body["bulk"]["supported"], json!(false));
+    assert_eq!(body["bulk"]["supported"], json!(true));
     assert_eq!(body["filter"]["maxResults"], json!(1000));
 
     let (status, body, _) = env.scim.get("/ResourceTypes").await;
@@ -184,11 +184,13 @@ async fn discovery_documents_media_type_and_unsupported_endpoints() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], json!(USER));
 
-    for path in ["/Bulk", "/Me"] {
-        let (status, body, _) = env.scim.post(path, json!({})).await;
-        assert_eq!(status, 501, "{path}: {body}");
-        assert_scim_error(&body, 501, None);
-    }
+    let (status, body, _) = env.scim.post("/Me", json!({})).await;
+    assert_eq!(status, 501, "{body}");
+    assert_scim_error(&body, 501, None);
+    // Bulk is served: a body that is not a BulkRequest is invalidSyntax.
+    let (status, body, _) = env.scim.post("/Bulk", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_scim_error(&body, 400, Some("invalidSyntax"));
     let (status, body, _) = env.scim.get("/Nope").await;
     assert_eq!(status, 404);
     assert_scim_error(&body, 404, None);

@@ -417,29 +417,14 @@ impl IntoResponse for ScimError {
         if status == StatusCode::NOT_MODIFIED {
             return status.into_response();
         }
-        let detail = match &self {
-            ScimError::Internal(cause) => {
-                tracing::error!(cause = %cause, "SCIM request failed");
-                "internal error; the server log has the details under this response's \
-                 X-Request-Id"
-                    .to_owned()
+        match &self {
+            ScimError::Internal(cause) => tracing::error!(cause = %cause, "SCIM request failed"),
+            other if status.is_server_error() => {
+                tracing::warn!(error = %other, "SCIM request failed")
             }
-            other => {
-                if status.is_server_error() {
-                    tracing::warn!(error = %other, "SCIM request failed");
-                }
-                other.to_string()
-            }
-        };
-        let mut body = serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-            "status": status.as_u16().to_string(),
-            "detail": detail,
-        });
-        if let Some(t) = self.scim_type() {
-            body["scimType"] = serde_json::Value::from(t);
+            _ => {}
         }
-        let mut response = (status, body.to_string()).into_response();
+        let mut response = (status, self.body().to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

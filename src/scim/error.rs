@@ -78,12 +78,18 @@ pub enum ScimError {
         /// How long the client should wait (`Retry-After`).
         retry_after_secs: u64,
     },
+    /// 409 (`invalidValue`): a Bulk operation refers to a `bulkId` that no successful
+    /// operation of the request created (RFC 7644 §3.7.1).
+    #[error("{0}")]
+    UnresolvedBulkId(String),
     /// 405: the endpoint exists but does not take this HTTP method.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// 413: the request body is larger than the limit.
+    /// 413: the request body (or a Bulk request's operation count) is larger than the
+    /// limit.
     #[error(
-        "the request body is too large; send a smaller body (bulk operations are not supported)"
+        "the request is too large; a body may hold at most 1048576 bytes and a Bulk request \
+         at most 1000 operations (see /ServiceProviderConfig): send it in parts"
     )]
     PayloadTooLarge,
     /// 403: authenticated, but not allowed to do this.
@@ -122,6 +128,27 @@ pub enum ScimError {
 }
 
 impl ScimError {
+    /// The error's body (RFC 7644 §3.12): `schemas`, `status` as a string, `detail`, and
+    /// `scimType` where one applies. An internal error's cause stays out of it (it is
+    /// logged where the error is answered).
+    pub fn body(&self) -> serde_json::Value {
+        let detail = match self {
+            Self::Internal(_) => "internal error; the server log has the details under this \
+                                  response's X-Request-Id"
+                .to_owned(),
+            other => other.to_string(),
+        };
+        let mut body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": self.status().to_string(),
+            "detail": detail,
+        });
+        if let Some(t) = self.scim_type() {
+            body["scimType"] = serde_json::Value::from(t);
+        }
+        body
+    }
+
     /// The HTTP status code (RFC 7644 §3.12).
     pub fn status(&self) -> u16 {
         match self {
@@ -132,7 +159,7 @@ impl ScimError {
             | Self::InvalidValue(_)
             | Self::Mutability(_)
             | Self::TooMany(_) => 400,
-            Self::Uniqueness(_) => 409,
+            Self::Uniqueness(_) | Self::UnresolvedBulkId(_) => 409,
             Self::NotFound(_) => 404,
             Self::PreconditionFailed(_) => 412,
             Self::NotModified => 304,
@@ -154,7 +181,7 @@ impl ScimError {
             Self::InvalidPath(_) => "invalidPath",
             Self::NoTarget(_) => "noTarget",
             Self::InvalidSyntax(_) => "invalidSyntax",
-            Self::InvalidValue(_) => "invalidValue",
+            Self::InvalidValue(_) | Self::UnresolvedBulkId(_) => "invalidValue",
             Self::Mutability(_) => "mutability",
             Self::TooMany(_) => "tooMany",
             Self::Uniqueness(_) => "uniqueness",
@@ -239,6 +266,7 @@ mod tests {
     #[case(ScimError::Mutability(s()), 400, Some("mutability"))]
     #[case(ScimError::TooMany(s()), 400, Some("tooMany"))]
     #[case(ScimError::Uniqueness(s()), 409, Some("uniqueness"))]
+    #[case(ScimError::UnresolvedBulkId("bulkId \"u1\" names no operation that succeeded".into()), 409, Some("invalidValue"))]
     #[case(ScimError::NotFound(s()), 404, None)]
     #[case(ScimError::PreconditionFailed(s()), 412, None)]
     #[case(ScimError::NotModified, 304, None)]

@@ -26,6 +26,7 @@
 //! [`crate::directory::SortKey`]) and its RFC 4515 escaping (a pure function), so the
 //! LDAP filters it builds are escaped exactly like every other filter lockbridge sends.
 
+pub mod bulk;
 pub mod error;
 pub mod filter;
 pub mod model;

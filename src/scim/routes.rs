@@ -14,6 +14,7 @@ use http::request::Parts;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::bulk::BulkRequest;
 use super::error::ScimError;
 use super::model::{ListQuery, PatchRequest, RequestBody, SearchRequest};
 use super::provider::ScimProvider;
@@ -72,7 +73,7 @@ pub fn routes(state: ScimState) -> Router {
                 .delete(delete::<Groups>),
         )
         .route("/Me", axum::routing::any(me))
-        .route("/Bulk", axum::routing::any(bulk))
+        .route("/Bulk", post(bulk))
         .route("/.search", post(root_search))
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
@@ -471,7 +472,7 @@ async fn delete<R: ResourceRoute>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-// ----- unsupported (RFC 7644 §3.7, §3.11, §3.4.3) ------------------------------------------
+// ----- Bulk and unsupported (RFC 7644 §3.7, §3.11) -----------------------------------------
 
 async fn me(_: Provisioner) -> ScimError {
     ScimError::NotImplemented(
@@ -480,10 +481,20 @@ async fn me(_: Provisioner) -> ScimError {
     )
 }
 
-async fn bulk(_: Provisioner) -> ScimError {
-    ScimError::NotImplemented(
-        "bulk operations are not supported (ServiceProviderConfig bulk.supported is false); send one request per resource".into(),
-    )
+/// `POST /Bulk` (RFC 7644 §3.7).
+async fn bulk(
+    State(s): State<ScimState>,
+    Provisioner(caller): Provisioner,
+    headers: HeaderMap,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    let value = json_body(&headers, &body.0)?;
+    let request = BulkRequest::from_json(&value)?;
+    let service = s.service().await?;
+    Ok(scim_json(
+        StatusCode::OK,
+        &super::bulk::run(&service, &caller, request).await,
+    ))
 }
 
 /// `POST /.search` (RFC 7644 §3.4.3): Users, then Groups, as one list.

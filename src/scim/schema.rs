@@ -633,9 +633,15 @@ mod tests {
         assert_eq!(doc["filter"]["maxResults"], 250);
         assert_eq!(doc["filter"]["supported"], true);
         assert_eq!(doc["patch"]["supported"], true);
-        assert_eq!(doc["bulk"]["supported"], false);
-        assert_eq!(doc["bulk"]["maxOperations"], 0);
-        assert_eq!(doc["bulk"]["maxPayloadSize"], 0);
+        assert_eq!(doc["bulk"]["supported"], true);
+        assert_eq!(
+            doc["bulk"]["maxOperations"],
+            crate::scim::bulk::MAX_OPERATIONS as u64
+        );
+        assert_eq!(
+            doc["bulk"]["maxPayloadSize"],
+            crate::scim::bulk::MAX_PAYLOAD_BYTES as u64
+        );
         assert_eq!(doc["changePassword"]["supported"], true);
         assert_eq!(doc["sort"]["supported"], true);
         assert_eq!(doc["etag"]["supported"], true);
