@@ -115,6 +115,15 @@ fn sample(a: &Announced, n: u32, manager_id: &str) -> (Value, String) {
     if a.name == "manager" {
         return (json!({ "value": manager_id }), manager_id.to_owned());
     }
+    if a.name == "addresses" {
+        let street = format!("{n} {text} Street");
+        return (
+            json!([{ "type": "work", "streetAddress": street, "locality": format!("City {n}"),
+                     "region": "CA", "postalCode": format!("9{n}000"), "country": "US",
+                     "formatted": format!("{n} {text} Street\nCity {n}, CA 9{n}000\nUS") }]),
+            street,
+        );
+    }
     if a.multi {
         let kind = a.types.first().cloned().unwrap_or_else(|| "work".into());
         let value = if a.name == "emails" {
@@ -175,7 +184,10 @@ fn comparable(v: &Value) -> Value {
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|i| json!({ "value": i["value"], "type": i["type"] }))
+                .map(|i| match i.get("value") {
+                    Some(value) => json!({ "value": value, "type": i["type"] }),
+                    None => i.clone(),
+                })
                 .collect(),
         ),
         Value::Object(o) if o.contains_key("value") => o["value"].clone(),
@@ -226,6 +238,7 @@ async fn every_announced_attribute_round_trips() {
     let attributes = announced(&scim).await;
     let paths: Vec<String> = attributes.iter().map(Announced::path).collect();
     for expected in [
+        "addresses",
         "externalId",
         "name.middleName",
         "nickName",
@@ -281,7 +294,9 @@ async fn every_announced_attribute_round_trips() {
         );
 
         // A filter on it finds the user (and only users holding the value).
-        let filter = if a.multi {
+        let filter = if a.name == "addresses" {
+            format!("addresses[type eq \"work\" and streetAddress eq \"{first_text}\"]")
+        } else if a.multi {
             format!("{}.value eq \"{first_text}\"", a.name)
         } else if a.name == "manager" {
             format!("{ENTERPRISE}:manager.value eq \"{first_text}\"")
@@ -348,4 +363,36 @@ async fn every_announced_attribute_round_trips() {
         checked.push(path);
     }
     assert!(checked.len() >= 20, "{checked:?}");
+
+    // Entra ID's default mappings write the work address and a fax number part by part.
+    let (status, created, _) = scim.post("/Users", base_user("rt-entra")).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let ops = json!([
+        {"op": "Add", "path": "addresses[type eq \"work\"].streetAddress", "value": "1 Lakeshore Dr"},
+        {"op": "Add", "path": "addresses[type eq \"work\"].locality", "value": "Chicago"},
+        {"op": "Add", "path": "addresses[type eq \"work\"].postalCode", "value": "60601"},
+        {"op": "Add", "path": "phoneNumbers[type eq \"fax\"].value", "value": "+1 312 555 0100"}
+    ]);
+    let (status, patched, _) = scim
+        .patch(
+            &format!("/Users/{id}"),
+            json!({ "schemas": [PATCH_OP], "Operations": ops }),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        patched["addresses"],
+        json!([{"type": "work", "streetAddress": "1 Lakeshore Dr", "locality": "Chicago", "postalCode": "60601"}])
+    );
+    assert!(
+        patched["phoneNumbers"]
+            .as_array()
+            .is_some_and(|p| p.contains(&json!({"type": "fax", "value": "+1 312 555 0100"}))),
+        "{patched}"
+    );
+    assert_eq!(
+        slapd.ldapsearch_attr(&slapd.user_dn("rt-entra"), "l"),
+        vec!["Chicago"]
+    );
 }

@@ -193,6 +193,15 @@ enum Field {
     WorkEmail,
     WorkPhone,
     MobilePhone,
+    FaxPhone,
+    HomePhone,
+    PagerPhone,
+    WorkFormatted,
+    WorkStreet,
+    WorkLocality,
+    WorkRegion,
+    WorkPostalCode,
+    WorkCountry,
     EmployeeNumber,
     CostCenter,
     Department,
@@ -242,8 +251,27 @@ pub const SCIM_GROUP_CLASS: &str = "lockbridgeScimGroup";
 /// Where lockbridge's LDAP schema keeps `externalId`.
 pub const EXTERNAL_ID_ATTRIBUTE: &str = "lockbridgeExternalId";
 
+/// The phone numbers kept in inetOrgPerson's attributes: field and `type`.
+const PHONES: [(Field, &str); 5] = [
+    (Field::WorkPhone, "work"),
+    (Field::MobilePhone, "mobile"),
+    (Field::FaxPhone, "fax"),
+    (Field::HomePhone, "home"),
+    (Field::PagerPhone, "pager"),
+];
+
+/// The sub-attributes of the work address (`addresses[type eq "work"]`).
+const WORK_ADDRESS: [(&str, Field); 6] = [
+    ("formatted", Field::WorkFormatted),
+    ("streetAddress", Field::WorkStreet),
+    ("locality", Field::WorkLocality),
+    ("region", Field::WorkRegion),
+    ("postalCode", Field::WorkPostalCode),
+    ("country", Field::WorkCountry),
+];
+
 impl Field {
-    const ALL: [Field; 23] = [
+    const ALL: [Field; 32] = [
         Field::GivenName,
         Field::FamilyName,
         Field::Formatted,
@@ -261,6 +289,15 @@ impl Field {
         Field::WorkEmail,
         Field::WorkPhone,
         Field::MobilePhone,
+        Field::FaxPhone,
+        Field::HomePhone,
+        Field::PagerPhone,
+        Field::WorkFormatted,
+        Field::WorkStreet,
+        Field::WorkLocality,
+        Field::WorkRegion,
+        Field::WorkPostalCode,
+        Field::WorkCountry,
         Field::EmployeeNumber,
         Field::CostCenter,
         Field::Department,
@@ -289,6 +326,15 @@ impl Field {
             Field::WorkEmail => "emails",
             Field::WorkPhone => "phoneNumbers.work",
             Field::MobilePhone => "phoneNumbers.mobile",
+            Field::FaxPhone => "phoneNumbers.fax",
+            Field::HomePhone => "phoneNumbers.home",
+            Field::PagerPhone => "phoneNumbers.pager",
+            Field::WorkFormatted => "addresses.formatted",
+            Field::WorkStreet => "addresses.streetAddress",
+            Field::WorkLocality => "addresses.locality",
+            Field::WorkRegion => "addresses.region",
+            Field::WorkPostalCode => "addresses.postalCode",
+            Field::WorkCountry => "addresses.country",
             Field::EmployeeNumber => "employeeNumber",
             Field::CostCenter => "costCenter",
             Field::Department => "department",
@@ -319,6 +365,15 @@ impl Field {
             Field::WorkEmail => "mail",
             Field::WorkPhone => "telephoneNumber",
             Field::MobilePhone => "mobile",
+            Field::FaxPhone => "facsimileTelephoneNumber",
+            Field::HomePhone => "homePhone",
+            Field::PagerPhone => "pager",
+            Field::WorkFormatted => "postalAddress",
+            Field::WorkStreet => "street",
+            Field::WorkLocality => "l",
+            Field::WorkRegion => "st",
+            Field::WorkPostalCode => "postalCode",
+            Field::WorkCountry => "lockbridgeCountry",
             Field::EmployeeNumber => "employeeNumber",
             Field::CostCenter => "lockbridgeCostCenter",
             Field::Department => "departmentNumber",
@@ -371,7 +426,12 @@ impl Field {
     fn is_multi(self) -> bool {
         matches!(
             self,
-            Field::WorkEmail | Field::WorkPhone | Field::MobilePhone
+            Field::WorkEmail
+                | Field::WorkPhone
+                | Field::MobilePhone
+                | Field::FaxPhone
+                | Field::HomePhone
+                | Field::PagerPhone
         )
     }
 
@@ -525,6 +585,11 @@ impl UserMapping {
                     Field::ALL.map(Field::key).join(", ")
                 )
             })?;
+            // An empty value: the attribute has no home (not offered, writes ignored).
+            if attr.trim().is_empty() {
+                ldap.remove(&field);
+                continue;
+            }
             check_attribute(&format!("overrides.\"{key}\""), attr)?;
             ldap.insert(field, attr.clone());
         }
@@ -557,7 +622,8 @@ impl UserMapping {
             {
                 return Err(format!(
                     "{other} and {owner} are both mapped to \"{attr}\"; map each SCIM attribute \
-                     to its own LDAP attribute (see overrides)"
+                     to its own LDAP attribute (see overrides), or leave one out with an empty \
+                     value (\"{owner}\" = \"\")"
                 ));
             }
         }
@@ -729,7 +795,7 @@ impl UserMapping {
         if !emails.is_empty() {
             r.insert("emails".into(), Value::Array(emails));
         }
-        let phones: Vec<Value> = [(Field::WorkPhone, "work"), (Field::MobilePhone, "mobile")]
+        let phones: Vec<Value> = PHONES
             .into_iter()
             .flat_map(|(f, kind)| {
                 all(f).iter().map(move |v| {
@@ -742,6 +808,24 @@ impl UserMapping {
             .collect();
         if !phones.is_empty() {
             r.insert("phoneNumbers".into(), Value::Array(phones));
+        }
+        let mut address = Map::new();
+        for (key, f) in WORK_ADDRESS {
+            if let Some(v) = value(f) {
+                let v = if f == Field::WorkFormatted {
+                    from_postal_address(v)
+                } else {
+                    v.to_owned()
+                };
+                address.insert(key.into(), v.into());
+            }
+        }
+        if !address.is_empty() {
+            address.insert("type".into(), "work".into());
+            r.insert(
+                "addresses".into(),
+                Value::Array(vec![Value::Object(address)]),
+            );
         }
         if let Some(groups) = extras.groups.as_ref().filter(|g| !g.is_empty()) {
             let groups = groups
@@ -857,16 +941,35 @@ impl UserMapping {
             set(Field::WorkEmail, dedup(mails.into_iter().map(|(_, v)| v)));
         }
         if let Some(v) = b.get(None, "phoneNumbers") {
-            let (mut work, mut mobile) = (Vec::new(), Vec::new());
+            let mut by_kind: Vec<Vec<(bool, String)>> = vec![Vec::new(); PHONES.len()];
             for p in multi(v, "phoneNumbers")? {
-                match p.kind.as_deref().unwrap_or("work") {
-                    k if k.eq_ignore_ascii_case("work") => work.push(p.value),
-                    k if k.eq_ignore_ascii_case("mobile") => mobile.push(p.value),
-                    _ => {}
+                let kind = p.kind.as_deref().unwrap_or("work");
+                if let Some(i) = PHONES
+                    .iter()
+                    .position(|(_, k)| k.eq_ignore_ascii_case(kind))
+                {
+                    by_kind[i].push((p.primary, p.value));
                 }
             }
-            set(Field::WorkPhone, dedup(work));
-            set(Field::MobilePhone, dedup(mobile));
+            for ((f, _), mut numbers) in PHONES.into_iter().zip(by_kind) {
+                numbers.sort_by_key(|(primary, _)| !primary);
+                set(f, dedup(numbers.into_iter().map(|(_, v)| v)));
+            }
+        }
+        if let Some(v) = b.get(None, "addresses")
+            && let Some(work) = work_address(v)?
+        {
+            for (key, f) in WORK_ADDRESS {
+                if let Some(v) = non_null(get_ci(&work, key)) {
+                    let text = string(v, &format!("addresses.{key}"))?;
+                    let text = if f == Field::WorkFormatted {
+                        text.map(|t| to_postal_address(&t))
+                    } else {
+                        text
+                    };
+                    set(f, text.into_iter().collect());
+                }
+            }
         }
         if let Some(v) = b.get(Some(ENTERPRISE_USER), "manager") {
             w.manager_id = manager_id(v)?;
@@ -1137,10 +1240,13 @@ impl UserFilterMapping {
             Target::Attribute { ldap, .. }
                 if self.homeless.contains(&ldap.to_ascii_lowercase()) =>
             {
-                Target::unsupported(
+                Target::unsupported(if ldap.starts_with("lockbridge") {
                     "this attribute is not stored (the directory lacks lockbridge's LDAP schema, \
-                     scim/lockbridge.schema), so it cannot be filtered",
-                )
+                     scim/lockbridge.schema), so it cannot be filtered"
+                } else {
+                    "this attribute is not stored (scim.attributes leaves it out), so it cannot \
+                     be filtered"
+                })
             }
             Target::Attribute { ldap, syntax } => Target::Attribute {
                 ldap: self
@@ -1196,6 +1302,14 @@ impl FilterMapping for UserFilterMapping {
         self.base.elements(path).map(|kinds| {
             kinds
                 .into_iter()
+                // A kind of value without a home is not held by anyone.
+                .filter(|k| {
+                    !k.sub_attrs.iter().any(|(n, t)| {
+                        n.eq_ignore_ascii_case("value")
+                            && matches!(t, Target::Attribute { ldap, .. }
+                                if self.homeless.contains(&ldap.to_ascii_lowercase()))
+                    })
+                })
                 .map(|k| Element {
                     sub_attrs: k
                         .sub_attrs
@@ -1777,6 +1891,61 @@ struct MultiValue {
 
 /// The values of a multi-valued attribute: an array of objects (or a single object, or
 /// plain strings); values without `value` are skipped.
+/// The work address of an `addresses` value: the value of type `work` (or without a
+/// type), the primary one first; other types are not kept.
+fn work_address(v: &Value) -> Result<Option<Map<String, Value>>, ScimError> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let mut work: Vec<(bool, Map<String, Value>)> = Vec::new();
+    for item in items {
+        let Value::Object(o) = item else {
+            return Err(ScimError::InvalidValue(
+                "addresses must be an array of objects".into(),
+            ));
+        };
+        let kind = non_null(get_ci(o, "type"))
+            .map(|v| string(v, "addresses.type"))
+            .transpose()?
+            .flatten();
+        if kind.is_none_or(|k| k.eq_ignore_ascii_case("work")) {
+            let primary = non_null(get_ci(o, "primary"))
+                .map(|v| boolean(v, "addresses.primary"))
+                .transpose()?
+                .flatten()
+                .unwrap_or(false);
+            work.push((primary, o.clone()));
+        }
+    }
+    work.sort_by_key(|(primary, _)| !primary);
+    Ok(work.into_iter().next().map(|(_, o)| o))
+}
+
+/// A formatted address (lines separated by newlines) in LDAP's Postal Address syntax
+/// (RFC 4517 §3.3.28): lines separated by `$`, with `\` and `$` escaped.
+fn to_postal_address(text: &str) -> String {
+    text.replace('\r', "")
+        .split('\n')
+        .map(|line| line.replace('\\', "\\5C").replace('$', "\\24"))
+        .collect::<Vec<_>>()
+        .join("$")
+}
+
+/// The other way round.
+fn from_postal_address(value: &str) -> String {
+    value
+        .split('$')
+        .map(|line| {
+            line.replace("\\24", "$")
+                .replace("\\5C", "\\")
+                .replace("\\5c", "\\")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
     let items: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),

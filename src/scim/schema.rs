@@ -745,7 +745,7 @@ mod tests {
         assert_eq!(email_type.target().canonical_values, ["work"]);
         assert_eq!(
             r("phoneNumbers.type").target().canonical_values,
-            ["work", "mobile"]
+            ["work", "mobile", "fax", "home", "pager"]
         );
         // the directory cannot keep which address is primary
         assert!(s.resolve(&path("emails.primary")).is_none());

@@ -295,13 +295,29 @@ impl Element {
             .map(|(_, t)| t)
     }
 
-    /// The LDAP filter for "this kind has a value".
+    /// The LDAP filter for "this kind has a value": its `value` is present, or, for a
+    /// kind without one (an address), any of its stored sub-attributes.
     fn presence(&self) -> Option<String> {
-        match self.get("value")? {
-            Target::Attribute { ldap, .. } | Target::Reference { ldap } => {
-                Some(format!("({ldap}=*)"))
-            }
-            _ => None,
+        if let Some(value) = self.get("value") {
+            return match value {
+                Target::Attribute { ldap, .. } | Target::Reference { ldap } => {
+                    Some(format!("({ldap}=*)"))
+                }
+                _ => None,
+            };
+        }
+        let any: Vec<String> = self
+            .sub_attrs
+            .iter()
+            .filter_map(|(_, t)| match t {
+                Target::Attribute { ldap, .. } => Some(format!("({ldap}=*)")),
+                _ => None,
+            })
+            .collect();
+        match any.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            _ => Some(format!("(|{})", any.concat())),
         }
     }
 }
@@ -1001,7 +1017,8 @@ fn fixed_test(
 /// | `displayName`, `title`, `preferredLanguage` | the same names |
 /// | `nickName`, `profileUrl`, `userType`, `locale`, `timezone` | `lockbridgeNickName`, `lockbridgeProfileUrl` (case-exact), `lockbridgeUserType`, `lockbridgeLocale`, `lockbridgeTimezone` |
 /// | `emails` (`.value`) | `mail`, every value of `type` `work` |
-/// | `phoneNumbers` | `telephoneNumber` (`type` `work`), `mobile` (`type` `mobile`) |
+/// | `phoneNumbers` | `telephoneNumber` (`type` `work`), `mobile` (`mobile`), `facsimileTelephoneNumber` (`fax`), `homePhone` (`home`), `pager` (`pager`) |
+/// | `addresses` (`type` `work`) | `street`, `l`, `st`, `postalCode`, `lockbridgeCountry`; `formatted` is `postalAddress` (not filterable) |
 /// | `active` | `true`: `(!(pwdAccountLockedTime=000001010000Z))`, `false`: `(pwdAccountLockedTime=000001010000Z)` (only an administrator's lock; a temporary lockout after failed binds is still active) |
 /// | `meta.created` / `meta.lastModified` | `createTimestamp` / `modifyTimestamp` |
 /// | `meta.resourceType` | fixed `User` |
@@ -1131,7 +1148,31 @@ impl FilterMapping for DefaultUserMapping {
             return Some(vec![
                 kind("telephoneNumber", "work"),
                 kind("mobile", "mobile"),
+                kind("facsimileTelephoneNumber", "fax"),
+                kind("homePhone", "home"),
+                kind("pager", "pager"),
             ]);
+        }
+        if path.name_is("addresses") {
+            return Some(vec![Element::new([
+                (
+                    "formatted",
+                    Target::unsupported(
+                        "addresses.formatted cannot be filtered (it is stored as lines); \
+                         filter on streetAddress, locality, region, postalCode or country",
+                    ),
+                ),
+                ("streetAddress", string("street")),
+                ("locality", string("l")),
+                ("region", string("st")),
+                ("postalCode", string("postalCode")),
+                ("country", string("lockbridgeCountry")),
+                ("type", Target::fixed_string("work")),
+                (
+                    "primary",
+                    Target::unsupported("addresses.primary cannot be filtered"),
+                ),
+            ])]);
         }
         None
     }
@@ -1390,10 +1431,26 @@ mod tests {
         r#"phoneNumbers[type eq "work"].value sw "+49""#,
         "(telephoneNumber=+49*)"
     )]
-    #[case(r#"phoneNumbers[value eq "1"]"#, "(|(telephoneNumber=1)(mobile=1))")]
-    #[case(r#"phoneNumbers[type eq "fax"]"#, "(!(objectClass=*))")]
+    #[case(
+        r#"phoneNumbers[value eq "1"]"#,
+        "(|(telephoneNumber=1)(mobile=1)(facsimileTelephoneNumber=1)(homePhone=1)(pager=1))"
+    )]
+    #[case(r#"phoneNumbers[type eq "fax"]"#, "(facsimileTelephoneNumber=*)")]
+    #[case(r#"phoneNumbers[type eq "other"]"#, "(!(objectClass=*))")]
+    #[case(
+        r#"addresses[type eq "work" and locality eq "Chicago"]"#,
+        "(l=Chicago)"
+    )]
+    #[case(
+        r#"addresses[type eq "work"]"#,
+        "(|(street=*)(l=*)(st=*)(postalCode=*)(lockbridgeCountry=*))"
+    )]
+    #[case(r#"addresses[type eq "home"]"#, "(!(objectClass=*))")]
     #[case(r#"phoneNumbers[type eq "mobile"]"#, "(mobile=*)")]
-    #[case("phoneNumbers pr", "(|(telephoneNumber=*)(mobile=*))")]
+    #[case(
+        "phoneNumbers pr",
+        "(|(telephoneNumber=*)(mobile=*)(facsimileTelephoneNumber=*)(homePhone=*)(pager=*))"
+    )]
     // fixed
     #[case(r#"meta.resourceType eq "User""#, "(objectClass=*)")]
     #[case(r#"meta.resourceType eq "Group" or userName eq "x""#, "(uid=x)")]
@@ -1538,7 +1595,7 @@ mod tests {
             ),
             (
                 r#"phoneNumbers[value ew "\\"]"#,
-                r"(|(telephoneNumber=*\5c)(mobile=*\5c))",
+                r"(|(telephoneNumber=*\5c)(mobile=*\5c)(facsimileTelephoneNumber=*\5c)(homePhone=*\5c)(pager=*\5c))",
             ),
         ] {
             let out = user_ldap(filter).expect(filter);

@@ -477,7 +477,7 @@ fn read_only_and_unknown_attributes_are_ignored() {
         "groups": [{"value": "g1"}],
         "userName": "u",
         "nickName": "Babs",
-        "addresses": [{"type": "work", "streetAddress": "100 Universal City Plaza"}],
+        "addresses": [{"type": "home", "streetAddress": "100 Universal City Plaza"}],
         "roles": [],
         "x509Certificates": [{"value": "MIIDQzCCA"}],
         PASSWORD_EXTENSION: {"passwordLastChanged": "2024-01-01T00:00:00Z", "neverExpires": true},
@@ -491,6 +491,64 @@ fn read_only_and_unknown_attributes_are_ignored() {
             ..UserWrite::default()
         }
     );
+}
+
+#[test]
+fn work_address_and_every_phone_type_are_kept() {
+    let m = mapping();
+    let w = m
+        .parse(&json!({
+            "userName": "u",
+            "addresses": [
+                {"type": "home", "streetAddress": "1 Home Rd"},
+                {"type": "work", "streetAddress": "100 Universal City Plaza",
+                 "locality": "Hollywood", "region": "CA", "postalCode": "91608",
+                 "formatted": "100 Universal City Plaza\nHollywood, CA 91608 $1\\x"}
+            ],
+            "phoneNumbers": [
+                {"type": "fax", "value": "+1 555 0100"},
+                {"type": "home", "value": "+1 555 0101"},
+                {"type": "pager", "value": "+1 555 0102"},
+                {"type": "other", "value": "+1 555 0103"}
+            ]
+        }))
+        .expect("valid");
+    for (attr, value) in [
+        ("street", "100 Universal City Plaza"),
+        ("l", "Hollywood"),
+        ("st", "CA"),
+        ("postalcode", "91608"),
+        ("facsimiletelephonenumber", "+1 555 0100"),
+        ("homephone", "+1 555 0101"),
+        ("pager", "+1 555 0102"),
+    ] {
+        assert_eq!(attr_of(&w, attr), Some(&[value.to_owned()][..]), "{attr}");
+    }
+    assert_eq!(
+        attr_of(&w, "postaladdress"),
+        Some(&["100 Universal City Plaza$Hollywood, CA 91608 \\241\\5Cx".to_owned()][..]),
+        "lines become $, and $ and \\ are escaped"
+    );
+    // Read back exactly as written (the home address and the "other" number are not kept).
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    let e = Entry::new(format!("uid=u,{PEOPLE}"), attrs);
+    let r = m.to_resource(&e, &UserExtras::default());
+    assert_eq!(
+        r["addresses"],
+        json!([{"type": "work", "streetAddress": "100 Universal City Plaza",
+                "locality": "Hollywood", "region": "CA", "postalCode": "91608",
+                "formatted": "100 Universal City Plaza\nHollywood, CA 91608 $1\\x"}])
+    );
+    assert!(
+        r["phoneNumbers"]
+            .as_array()
+            .is_some_and(|p| p.contains(&json!({"type": "pager", "value": "+1 555 0102"}))),
+        "{r}"
+    );
+}
+
+fn attr_of<'a>(w: &'a UserWrite, name: &str) -> Option<&'a [String]> {
+    w.attrs.get(name).map(Vec::as_slice)
 }
 
 #[test]
@@ -842,6 +900,8 @@ fn custom() -> UserMapping {
         external_id_attribute: None,
         overrides: BTreeMap::from([
             ("phoneNumbers.mobile".to_owned(), "pager".to_owned()),
+            // pager's own home is given away above: it has none.
+            ("phoneNumbers.pager".to_owned(), String::new()),
             (
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department".to_owned(),
                 "ou".to_owned(),
