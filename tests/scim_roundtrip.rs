@@ -28,6 +28,9 @@ struct Announced {
     multi: bool,
     /// For a multi-valued complex attribute: its `type` canonical values, if any.
     types: Vec<String>,
+    /// For a multi-valued complex attribute: the type of its `value` (`string`,
+    /// `reference`, `binary`).
+    value_kind: String,
 }
 
 impl Announced {
@@ -78,6 +81,7 @@ async fn announced(scim: &Scim) -> Vec<Announced> {
                             kind: sub["type"].as_str().unwrap_or("string").to_owned(),
                             multi: false,
                             types: Vec::new(),
+                            value_kind: String::new(),
                         });
                     }
                 }
@@ -95,6 +99,14 @@ async fn announced(scim: &Scim) -> Vec<Announced> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let value_kind = a["subAttributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == "value")
+                .and_then(|v| v["type"].as_str())
+                .unwrap_or("string")
+                .to_owned();
             out.push(Announced {
                 urn: urn.clone(),
                 name,
@@ -102,6 +114,7 @@ async fn announced(scim: &Scim) -> Vec<Announced> {
                 kind,
                 multi,
                 types,
+                value_kind,
             });
         }
     }
@@ -125,13 +138,31 @@ fn sample(a: &Announced, n: u32, manager_id: &str) -> (Value, String) {
         );
     }
     if a.multi {
-        let kind = a.types.first().cloned().unwrap_or_else(|| "work".into());
-        let value = if a.name == "emails" {
-            format!("{text}@example.org")
+        // One value of each canonical type (every home of the attribute), or one
+        // without a type.
+        let kinds: Vec<Option<&str>> = if a.types.is_empty() {
+            vec![None]
         } else {
-            text.clone()
+            a.types.iter().map(|t| Some(t.as_str())).collect()
         };
-        return (json!([{ "value": value, "type": kind }]), value);
+        let values: Vec<(Option<&str>, String)> = kinds
+            .into_iter()
+            .map(|kind| {
+                (
+                    kind,
+                    typed_value(a, &format!("{text}-{}", kind.unwrap_or("x"))),
+                )
+            })
+            .collect();
+        let first = values[0].1.clone();
+        let items = values
+            .into_iter()
+            .map(|(kind, value)| match kind {
+                Some(k) => json!({ "value": value, "type": k }),
+                None => json!({ "value": value }),
+            })
+            .collect();
+        return (Value::Array(items), first);
     }
     match a.kind.as_str() {
         "reference" => {
@@ -139,6 +170,17 @@ fn sample(a: &Announced, n: u32, manager_id: &str) -> (Value, String) {
             (json!(v), v)
         }
         _ => (json!(text), text),
+    }
+}
+
+/// A value of a multi-valued attribute's `value`, as its type wants it.
+fn typed_value(a: &Announced, text: &str) -> String {
+    use base64::Engine as _;
+    match a.value_kind.as_str() {
+        "binary" => base64::engine::general_purpose::STANDARD.encode(text),
+        "reference" => format!("https://example.org/{text}"),
+        _ if a.name == "emails" => format!("{text}@example.org"),
+        _ => text.to_owned(),
     }
 }
 
@@ -178,18 +220,22 @@ fn read_from<'r>(resource: &'r Value, a: &Announced) -> &'r Value {
     }
 }
 
-/// The comparable form of a value: a multi-valued attribute's values, a manager's id.
+/// The comparable form of a value: a multi-valued attribute's values in any order (RFC
+/// 7643 §2.4: they are unordered, and the directory may return them in its own order), a
+/// manager's id.
 fn comparable(v: &Value) -> Value {
     match v {
-        Value::Array(items) => Value::Array(
-            items
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items
                 .iter()
                 .map(|i| match i.get("value") {
                     Some(value) => json!({ "value": value, "type": i["type"] }),
                     None => i.clone(),
                 })
-                .collect(),
-        ),
+                .collect();
+            items.sort_by_key(Value::to_string);
+            Value::Array(items)
+        }
         Value::Object(o) if o.contains_key("value") => o["value"].clone(),
         other => other.clone(),
     }
@@ -224,6 +270,27 @@ async fn names_found(scim: &Scim, filter: &str) -> Vec<String> {
         .flatten()
         .filter_map(|r| r["userName"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Kinds of value the directory stores but cannot compare: OpenLDAP's core schema gives
+/// `facsimileTelephoneNumber` no matching rule.
+fn uncomparable(a: &Announced, kind: &str) -> bool {
+    a.name == "phoneNumbers" && kind == "fax"
+}
+
+/// A filter that can only be answered by comparing such values is refused, saying why.
+async fn refused_as_uncomparable(scim: &Scim, filter: &str) {
+    let (status, body, _) = scim
+        .get(&format!("/Users?filter={}", urlencode(filter)))
+        .await;
+    assert_eq!(status, 400, "{filter}: {body}");
+    assert_eq!(body["scimType"], "invalidFilter", "{filter}: {body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no matching rule")),
+        "{filter}: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,6 +336,7 @@ async fn every_announced_attribute_round_trips() {
         kind: "string".into(),
         multi: false,
         types: Vec::new(),
+        value_kind: String::new(),
     });
     let mut checked = Vec::new();
     for (i, a) in all.iter().enumerate() {
@@ -308,6 +376,34 @@ async fn every_announced_attribute_round_trips() {
             vec![user.clone()],
             "{filter}"
         );
+        // ... and each type of value is found as that type, and only as that type.
+        if a.multi && a.name != "addresses" {
+            let values = first.as_array().expect("values");
+            for (v, other) in values.iter().zip(values.iter().cycle().skip(1)) {
+                let (Some(kind), Some(value)) = (v["type"].as_str(), v["value"].as_str()) else {
+                    continue;
+                };
+                let typed =
+                    |kind: &str| format!("{}[type eq \"{kind}\" and value eq \"{value}\"]", a.name);
+                if uncomparable(a, kind) {
+                    refused_as_uncomparable(&scim, &typed(kind)).await;
+                    continue;
+                }
+                let filter = typed(kind);
+                assert_eq!(
+                    names_found(&scim, &filter).await,
+                    vec![user.clone()],
+                    "{filter}"
+                );
+                if other != v
+                    && let Some(other_kind) = other["type"].as_str()
+                    && !uncomparable(a, other_kind)
+                {
+                    let filter = typed(other_kind);
+                    assert!(names_found(&scim, &filter).await.is_empty(), "{filter}");
+                }
+            }
+        }
 
         // replace: exactly that value changes.
         let (second, _) = sample(a, 2, &manager_id);

@@ -21,7 +21,8 @@
 //! | `name.givenName` / `name.familyName` / `name.formatted` | `givenName` / `sn` / `cn` |
 //! | `displayName`, `title`, `preferredLanguage` | the same names |
 //! | `emails` (type `work`; the first is `primary`) | `mail` |
-//! | `phoneNumbers` type `work` / `mobile` | `telephoneNumber` / `mobile` |
+//! | `phoneNumbers` type `work` / `mobile` / `fax` / `home` / `pager` | `telephoneNumber` / `mobile` / `facsimileTelephoneNumber` / `homePhone` / `pager` |
+//! | `emails` `home`/`other`, `phoneNumbers` `other`, `ims`, `photos`, `entitlements`, `roles`, `x509Certificates` | JSON in lockbridge's schema (`JSON_HOMES`) |
 //! | `active` | `false` exactly when `pwdAccountLockedTime` is `000001010000Z` (locked by an administrator); a temporary lockout after failed binds is still active |
 //! | enterprise `employeeNumber` / `department` / `organization` | `employeeNumber` / `departmentNumber` / `o` |
 //! | enterprise `manager` | `manager` (a DN; the service resolves it to and from an id) |
@@ -53,7 +54,8 @@ use serde_json::{Map, Value};
 use super::error::ScimError;
 use super::filter::{
     AttrPath, CORE_GROUP, CORE_USER, DefaultGroupMapping, DefaultUserMapping, ENTERPRISE_USER,
-    Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target,
+    Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target, json_open_element,
+    json_typed_element,
 };
 use super::model::{get_ci, truncate};
 use super::patch::GroupPatch;
@@ -270,6 +272,185 @@ const WORK_ADDRESS: [(&str, Field); 6] = [
     ("country", Field::WorkCountry),
 ];
 
+/// A multi-valued attribute, or some types of one, kept in lockbridge's LDAP schema as one
+/// JSON object per LDAP value, because inetOrgPerson has no home for it. The object holds
+/// `display` (where kept), `type` and `value`, in that (alphabetical) order, without
+/// spaces: `{"type":"home","value":"ann@example.org"}`. `type` and `value` being the last
+/// two keys is what lets one LDAP substring assertion test a value
+/// ([`super::filter::json_value_filter`]).
+#[derive(Debug, PartialEq, Eq)]
+struct JsonHome {
+    /// The SCIM attribute.
+    scim: &'static str,
+    /// The LDAP attribute (in [`SCIM_USER_CLASS`]).
+    ldap: &'static str,
+    /// The canonical types kept here: each is a filter element of its own, so `type`
+    /// and `value` conditions combine exactly.
+    kinds: &'static [&'static str],
+    /// Values of any other type, or none, are kept here too (the whole attribute is
+    /// here); otherwise they belong to inetOrgPerson's attributes or are not kept.
+    open: bool,
+    /// Whether `display` is kept (it is not listed for emails and phone numbers, whose
+    /// other values cannot keep it).
+    display: bool,
+    /// Values compare exactly (the LDAP attribute's equality is caseExactMatch).
+    case_exact: bool,
+}
+
+const JSON_HOMES: [JsonHome; 7] = [
+    JsonHome {
+        scim: "emails",
+        ldap: "lockbridgeEmail",
+        kinds: &["home", "other"],
+        open: false,
+        display: false,
+        case_exact: false,
+    },
+    JsonHome {
+        scim: "phoneNumbers",
+        ldap: "lockbridgePhoneNumber",
+        kinds: &["other"],
+        open: false,
+        display: false,
+        case_exact: false,
+    },
+    JsonHome {
+        scim: "ims",
+        ldap: "lockbridgeIm",
+        kinds: &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"],
+        open: true,
+        display: true,
+        case_exact: false,
+    },
+    JsonHome {
+        scim: "photos",
+        ldap: "lockbridgePhoto",
+        kinds: &["photo", "thumbnail"],
+        open: true,
+        display: true,
+        case_exact: false,
+    },
+    JsonHome {
+        scim: "entitlements",
+        ldap: "lockbridgeEntitlement",
+        kinds: &[],
+        open: true,
+        display: true,
+        case_exact: false,
+    },
+    JsonHome {
+        scim: "roles",
+        ldap: "lockbridgeRole",
+        kinds: &[],
+        open: true,
+        display: true,
+        case_exact: false,
+    },
+    JsonHome {
+        scim: "x509Certificates",
+        ldap: "lockbridgeX509Certificate",
+        kinds: &[],
+        open: true,
+        display: true,
+        case_exact: true,
+    },
+];
+
+impl JsonHome {
+    /// Whether a value of type `kind` is kept here.
+    fn keeps(&self, kind: Option<&str>) -> bool {
+        self.open || kind.is_some_and(|k| self.kinds.iter().any(|c| c.eq_ignore_ascii_case(k)))
+    }
+
+    /// The LDAP value for `v`: a kept type in its canonical spelling, `display` only where
+    /// kept.
+    fn encode(&self, v: &MultiValue) -> String {
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let mut parts = Vec::with_capacity(3);
+        if self.display
+            && let Some(d) = &v.display
+        {
+            parts.push(format!("\"display\":{}", text(d)));
+        }
+        if let Some(k) = &v.kind {
+            let k = self
+                .kinds
+                .iter()
+                .find(|c| c.eq_ignore_ascii_case(k))
+                .map_or(k.as_str(), |c| c);
+            parts.push(format!("\"type\":{}", text(k)));
+        }
+        parts.push(format!("\"value\":{}", text(&v.value)));
+        format!("{{{}}}", parts.join(","))
+    }
+
+    /// The SCIM value an LDAP value stands for; `None` for a value that is not such a
+    /// JSON object (written by something else), which is left out.
+    fn decode(&self, ldap_value: &str) -> Option<Value> {
+        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(ldap_value) else {
+            return None;
+        };
+        let mut out = Map::new();
+        out.insert("value".into(), o.get("value")?.as_str()?.into());
+        for key in ["type", "display"] {
+            if let Some(Value::String(s)) = o.get(key) {
+                out.insert(key.into(), s.as_str().into());
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    /// The LDAP values for `values`, without duplicates (as the LDAP attribute compares
+    /// them), in the order given.
+    fn encode_all<'a>(&self, values: impl IntoIterator<Item = &'a MultiValue>) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        values
+            .into_iter()
+            .map(|v| self.encode(v))
+            .filter(|e| {
+                seen.insert(if self.case_exact {
+                    e.clone()
+                } else {
+                    e.to_lowercase()
+                })
+            })
+            .collect()
+    }
+
+    /// The filter elements: one per canonical type, and one for the other values.
+    fn elements(&self) -> Vec<Element> {
+        let mut out: Vec<Element> = self
+            .kinds
+            .iter()
+            .map(|k| json_typed_element(self.ldap, k, self.scim))
+            .collect();
+        if self.open {
+            out.push(json_open_element(self.ldap, self.kinds, self.scim));
+        }
+        out
+    }
+
+    /// What leaving it out of the schema view takes: its types, or the whole attribute.
+    fn hidden(&self) -> Vec<Hidden> {
+        if self.open {
+            return vec![Hidden::attribute(CORE_USER, self.scim)];
+        }
+        self.kinds
+            .iter()
+            .map(|k| Hidden::canonical_value(CORE_USER, self.scim, "type", k))
+            .collect()
+    }
+
+    /// How operators read it in the list of attributes without a home.
+    fn name(&self) -> &'static str {
+        match self.scim {
+            "emails" => "emails of type home and other",
+            "phoneNumbers" => "phoneNumbers of type other",
+            other => other,
+        }
+    }
+}
+
 impl Field {
     const ALL: [Field; 32] = [
         Field::GivenName,
@@ -397,16 +578,8 @@ impl Field {
             (CORE_USER, self.key())
         };
         match key.split_once('.') {
-            Some((name, sub)) => Hidden {
-                urn,
-                name,
-                sub: Some(sub),
-            },
-            None => Hidden {
-                urn,
-                name: key,
-                sub: None,
-            },
+            Some((name, sub)) => Hidden::sub_attribute(urn, name, sub),
+            None => Hidden::attribute(urn, key),
         }
     }
 
@@ -518,6 +691,11 @@ pub struct UserMapping {
     aux: Option<AuxClass>,
     /// The fields without a home.
     homeless: Vec<Field>,
+    /// The multi-valued attributes kept as JSON: all of [`JSON_HOMES`] when the directory
+    /// has lockbridge's schema, else none.
+    json: Vec<&'static JsonHome>,
+    /// What the schema view leaves out (fields and JSON homes without a home).
+    schema_hidden: Vec<Hidden>,
     /// Whether the object classes include `person` (so `cn` and `sn` are required).
     person: bool,
     schema: ResourceSchema,
@@ -636,7 +814,21 @@ impl UserMapping {
             .into_iter()
             .filter(|f| !ldap.contains_key(f))
             .collect();
-        let hidden: Vec<Hidden> = homeless.iter().map(|f| f.hidden()).collect();
+        let json: Vec<&'static JsonHome> = if s.lockbridge_schema {
+            JSON_HOMES.iter().collect()
+        } else {
+            Vec::new()
+        };
+        let hidden: Vec<Hidden> = homeless
+            .iter()
+            .map(|f| f.hidden())
+            .chain(
+                JSON_HOMES
+                    .iter()
+                    .filter(|j| !json.contains(j))
+                    .flat_map(JsonHome::hidden),
+            )
+            .collect();
         let schema = match &external_id {
             Some(_) => ResourceSchema::user().hiding(&hidden),
             None => ResourceSchema::user().without("externalId").hiding(&hidden),
@@ -660,6 +852,7 @@ impl UserMapping {
                         .filter(|x| x.eq_ignore_ascii_case(EXTERNAL_ID_ATTRIBUTE))
                         .map(|x| x.to_ascii_lowercase()),
                 )
+                .chain(json.iter().map(|j| j.ldap.to_ascii_lowercase()))
                 .collect(),
         });
         let filter = UserFilterMapping {
@@ -672,6 +865,7 @@ impl UserMapping {
                 .map(|f| f.default_ldap().to_ascii_lowercase())
                 .collect(),
             manager: ldap[&Field::Manager].clone(),
+            json: json.clone(),
         };
         Ok(Self {
             user_name: s.user_name_attribute,
@@ -680,6 +874,8 @@ impl UserMapping {
             ldap,
             aux,
             homeless,
+            json,
+            schema_hidden: hidden,
             person,
             schema,
             filter,
@@ -691,15 +887,59 @@ impl UserMapping {
         self.ldap.get(&f).map(String::as_str)
     }
 
+    /// Where the values of `scim` kept as JSON live, if the directory has that home.
+    fn json_home(&self, scim: &str) -> Option<&'static JsonHome> {
+        self.json.iter().copied().find(|j| j.scim == scim)
+    }
+
+    /// The values of `scim` kept as JSON in `entry`.
+    fn json_values(&self, entry: &Entry, scim: &str) -> Vec<Value> {
+        self.json_home(scim)
+            .map(|j| {
+                entry
+                    .all(j.ldap)
+                    .iter()
+                    .filter_map(|v| j.decode(v))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Puts the `values` of `scim` that its JSON home takes (the types it keeps) in
+    /// `attrs` (lower-case LDAP attribute → values); the others are the caller's.
+    fn set_json(
+        &self,
+        attrs: &mut BTreeMap<String, Vec<String>>,
+        scim: &str,
+        values: &[MultiValue],
+    ) {
+        let Some(j) = self.json_home(scim) else {
+            return;
+        };
+        let kept = j.encode_all(values.iter().filter(|v| j.keeps(v.kind.as_deref())));
+        if !kept.is_empty() {
+            attrs.insert(j.ldap.to_ascii_lowercase(), kept);
+        }
+    }
+
     /// The SCIM attributes this mapping has no home for (lockbridge's LDAP schema is not
     /// loaded and no override gives one): left out of the schema view, ignored in writes.
     pub fn homeless(&self) -> Vec<Hidden> {
-        self.homeless.iter().map(|f| f.hidden()).collect()
+        self.schema_hidden.clone()
     }
 
     /// The same, as attribute paths for operators (`name.middleName`, `costCenter`, …).
     pub fn homeless_names(&self) -> Vec<&'static str> {
-        self.homeless.iter().map(|f| f.key()).collect()
+        self.homeless
+            .iter()
+            .map(|f| f.key())
+            .chain(
+                JSON_HOMES
+                    .iter()
+                    .filter(|j| !self.json.contains(j))
+                    .map(JsonHome::name),
+            )
+            .collect()
     }
 
     /// Whether `externalId` is stored.
@@ -721,6 +961,7 @@ impl UserMapping {
     pub fn read_attributes(&self) -> Vec<String> {
         let mut out = vec!["objectClass".to_owned(), self.user_name.clone()];
         out.extend(self.ldap.values().cloned());
+        out.extend(self.json.iter().map(|j| j.ldap.to_owned()));
         out.extend(self.external_id.iter().cloned());
         out.extend(USER_OPERATIONAL.iter().map(|s| (*s).to_owned()));
         if self.person {
@@ -791,6 +1032,7 @@ impl UserMapping {
                 e.insert("type".into(), "work".into());
                 Value::Object(e)
             })
+            .chain(self.json_values(entry, "emails"))
             .collect();
         if !emails.is_empty() {
             r.insert("emails".into(), Value::Array(emails));
@@ -805,6 +1047,7 @@ impl UserMapping {
                     Value::Object(p)
                 })
             })
+            .chain(self.json_values(entry, "phoneNumbers"))
             .collect();
         if !phones.is_empty() {
             r.insert("phoneNumbers".into(), Value::Array(phones));
@@ -826,6 +1069,12 @@ impl UserMapping {
                 "addresses".into(),
                 Value::Array(vec![Value::Object(address)]),
             );
+        }
+        for j in self.json.iter().filter(|j| j.open) {
+            let values = self.json_values(entry, j.scim);
+            if !values.is_empty() {
+                r.insert(j.scim.into(), Value::Array(values));
+            }
         }
         if let Some(groups) = extras.groups.as_ref().filter(|g| !g.is_empty()) {
             let groups = groups
@@ -905,6 +1154,8 @@ impl UserMapping {
             user_name,
             ..UserWrite::default()
         };
+        // Values kept as JSON, added to `w.attrs` at the end.
+        let mut json = BTreeMap::new();
         // A field without a home is ignored like an unknown attribute.
         let mut set = |f: Field, values: Vec<String>| {
             if let Some(a) = self.attr(f)
@@ -929,8 +1180,10 @@ impl UserMapping {
             }
         }
         if let Some(v) = b.get(None, "emails") {
+            let values = multi(v, "emails")?;
+            self.set_json(&mut json, "emails", &values);
             let mut mails = Vec::new();
-            for e in multi(v, "emails")? {
+            for e in values {
                 let kind = e.kind.as_deref().unwrap_or("work");
                 if kind.eq_ignore_ascii_case("work") {
                     mails.push((e.primary, e.value));
@@ -942,7 +1195,9 @@ impl UserMapping {
         }
         if let Some(v) = b.get(None, "phoneNumbers") {
             let mut by_kind: Vec<Vec<(bool, String)>> = vec![Vec::new(); PHONES.len()];
-            for p in multi(v, "phoneNumbers")? {
+            let values = multi(v, "phoneNumbers")?;
+            self.set_json(&mut json, "phoneNumbers", &values);
+            for p in values {
                 let kind = p.kind.as_deref().unwrap_or("work");
                 if let Some(i) = PHONES
                     .iter()
@@ -971,6 +1226,16 @@ impl UserMapping {
                 }
             }
         }
+        for j in self.json.iter().filter(|j| j.open) {
+            if let Some(v) = b.get(None, j.scim) {
+                let values = multi(v, j.scim)?;
+                if j.ldap == "lockbridgeX509Certificate" {
+                    check_base64(&values, j.scim)?;
+                }
+                self.set_json(&mut json, j.scim, &values);
+            }
+        }
+        w.attrs.extend(json);
         if let Some(v) = b.get(Some(ENTERPRISE_USER), "manager") {
             w.manager_id = manager_id(v)?;
         }
@@ -1048,11 +1313,16 @@ impl UserMapping {
         for (must, v) in self.derived(w) {
             attrs.push((must.to_owned(), vec![v]));
         }
-        for ldap in self.ldap.values() {
+        let stored = self
+            .ldap
+            .values()
+            .map(String::as_str)
+            .chain(self.json.iter().map(|j| j.ldap));
+        for ldap in stored {
             if let Some(v) = w.attrs.get(&ldap.to_ascii_lowercase())
                 && !v.is_empty()
             {
-                attrs.push((ldap.clone(), v.clone()));
+                attrs.push((ldap.to_owned(), v.clone()));
             }
         }
         if let (Some(a), Some(x)) = (&self.external_id, &w.external_id) {
@@ -1108,6 +1378,14 @@ impl UserMapping {
                     .collect(),
             };
             push_change(&mut out, current, ldap, new, f.is_multi(), rdn.as_ref());
+        }
+        for j in &self.json {
+            let new = w
+                .attrs
+                .get(&j.ldap.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            push_change(&mut out, current, j.ldap, new, true, rdn.as_ref());
         }
         for (must, v) in &derived {
             if !self.ldap.values().any(|a| a.eq_ignore_ascii_case(must)) {
@@ -1232,6 +1510,8 @@ struct UserFilterMapping {
     /// Lower-case default LDAP names of the fields without a home.
     homeless: Vec<String>,
     manager: String,
+    /// The multi-valued attributes (or types of them) kept as JSON.
+    json: Vec<&'static JsonHome>,
 }
 
 impl UserFilterMapping {
@@ -1299,26 +1579,40 @@ impl FilterMapping for UserFilterMapping {
     }
 
     fn elements(&self, path: &AttrPath) -> Option<Vec<Element>> {
-        self.base.elements(path).map(|kinds| {
-            kinds
-                .into_iter()
-                // A kind of value without a home is not held by anyone.
-                .filter(|k| {
-                    !k.sub_attrs.iter().any(|(n, t)| {
-                        n.eq_ignore_ascii_case("value")
-                            && matches!(t, Target::Attribute { ldap, .. }
-                                if self.homeless.contains(&ldap.to_ascii_lowercase()))
-                    })
-                })
-                .map(|k| Element {
-                    sub_attrs: k
-                        .sub_attrs
-                        .into_iter()
-                        .map(|(n, t)| (n, self.rename(t)))
-                        .collect(),
-                })
+        let json: Vec<Element> = if path.in_schema(CORE_USER) && path.sub_attr.is_none() {
+            self.json
+                .iter()
+                .filter(|j| path.name_is(j.scim))
+                .flat_map(|j| j.elements())
                 .collect()
-        })
+        } else {
+            Vec::new()
+        };
+        let base = self.base.elements(path);
+        if base.is_none() && json.is_empty() {
+            return None;
+        }
+        let mut out: Vec<Element> = base
+            .unwrap_or_default()
+            .into_iter()
+            // A kind of value without a home is not held by anyone.
+            .filter(|k| {
+                !k.sub_attrs.iter().any(|(n, t)| {
+                    n.eq_ignore_ascii_case("value")
+                        && matches!(t, Target::Attribute { ldap, .. }
+                            if self.homeless.contains(&ldap.to_ascii_lowercase()))
+                })
+            })
+            .map(|k| Element {
+                sub_attrs: k
+                    .sub_attrs
+                    .into_iter()
+                    .map(|(n, t)| (n, self.rename(t)))
+                    .collect(),
+            })
+            .collect();
+        out.extend(json);
+        Some(out)
     }
 }
 
@@ -1356,7 +1650,9 @@ fn sort_key(map: &dyn FilterMapping, path: &AttrPath) -> Result<SortKey, ScimErr
         Syntax::GeneralizedTime => "generalizedTimeOrderingMatch",
         Syntax::Integer => "integerOrderingMatch",
         Syntax::Uuid => "UUIDOrderingMatch",
-        Syntax::Boolean | Syntax::Dn => return refuse("this attribute has no order"),
+        Syntax::Boolean | Syntax::Dn | Syntax::PresenceOnly => {
+            return refuse("this attribute has no order");
+        }
     };
     Ok(SortKey {
         attribute: ldap,
@@ -1882,15 +2178,14 @@ fn password(v: &Value) -> Result<Secret, ScimError> {
     }
 }
 
-/// One value of a multi-valued attribute (`emails`, `phoneNumbers`).
+/// One value of a multi-valued attribute (`emails`, `phoneNumbers`, `ims`, …).
 struct MultiValue {
     value: String,
     kind: Option<String>,
     primary: bool,
+    display: Option<String>,
 }
 
-/// The values of a multi-valued attribute: an array of objects (or a single object, or
-/// plain strings); values without `value` are skipped.
 /// The work address of an `addresses` value: the value of type `work` (or without a
 /// type), the primary one first; other types are not kept.
 fn work_address(v: &Value) -> Result<Option<Map<String, Value>>, ScimError> {
@@ -1946,6 +2241,26 @@ fn from_postal_address(value: &str) -> String {
         .join("\n")
 }
 
+/// Refuses a binary value (`x509Certificates.value`) that is not base64 (RFC 7643 §2.3.6).
+fn check_base64(values: &[MultiValue], what: &str) -> Result<(), ScimError> {
+    use base64::Engine as _;
+    for v in values {
+        let compact: String = v.value.split_ascii_whitespace().collect();
+        if base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .is_err()
+        {
+            return Err(ScimError::InvalidValue(format!(
+                "{what}.value must be base64 (RFC 7643 §2.3.6): the certificate's DER, \
+                 base64-encoded"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The values of a multi-valued attribute: an array of objects (or a single object, or
+/// plain strings); values without `value` are skipped.
 fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
     let items: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),
@@ -1972,16 +2287,22 @@ fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
                     .transpose()?
                     .flatten()
                     .unwrap_or(false);
+                let display = non_null(get_ci(o, "display"))
+                    .map(|v| string(v, &format!("{what}.display")))
+                    .transpose()?
+                    .flatten();
                 out.push(MultiValue {
                     value,
                     kind,
                     primary,
+                    display,
                 });
             }
             Value::String(s) if !s.is_empty() => out.push(MultiValue {
                 value: s.clone(),
                 kind: None,
                 primary: false,
+                display: None,
             }),
             Value::Null => {}
             _ => {

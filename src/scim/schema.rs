@@ -284,25 +284,69 @@ impl ResourceSchema {
 }
 
 /// An attribute left out of the schema view: `urn`'s attribute `name`, or its
-/// sub-attribute `sub`.
+/// sub-attribute `sub`, or (with `canonical`) only that canonical value of `sub` (a type
+/// of value the directory has no home for, such as `emails.type` `home`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hidden {
     pub urn: &'static str,
     pub name: &'static str,
     pub sub: Option<&'static str>,
+    pub canonical: Option<&'static str>,
 }
 
 impl Hidden {
+    /// The attribute `name` of `urn`.
+    pub fn attribute(urn: &'static str, name: &'static str) -> Self {
+        Hidden {
+            urn,
+            name,
+            sub: None,
+            canonical: None,
+        }
+    }
+
+    /// The sub-attribute `name.sub` of `urn`.
+    pub fn sub_attribute(urn: &'static str, name: &'static str, sub: &'static str) -> Self {
+        Hidden {
+            sub: Some(sub),
+            ..Self::attribute(urn, name)
+        }
+    }
+
+    /// The canonical value `value` of `name.sub`.
+    pub fn canonical_value(
+        urn: &'static str,
+        name: &'static str,
+        sub: &'static str,
+        value: &'static str,
+    ) -> Self {
+        Hidden {
+            canonical: Some(value),
+            ..Self::sub_attribute(urn, name, sub)
+        }
+    }
+
     fn remove_from(&self, attributes: &mut Vec<Attribute>) {
-        match self.sub {
-            None => attributes.retain(|a| !a.name.eq_ignore_ascii_case(self.name)),
-            Some(sub) => {
+        match (self.sub, self.canonical) {
+            (None, _) => attributes.retain(|a| !a.name.eq_ignore_ascii_case(self.name)),
+            (Some(sub), None) => {
                 for a in attributes
                     .iter_mut()
                     .filter(|a| a.name.eq_ignore_ascii_case(self.name))
                 {
                     a.sub_attributes
                         .retain(|s| !s.name.eq_ignore_ascii_case(sub));
+                }
+            }
+            (Some(sub), Some(value)) => {
+                for s in attributes
+                    .iter_mut()
+                    .filter(|a| a.name.eq_ignore_ascii_case(self.name))
+                    .flat_map(|a| a.sub_attributes.iter_mut())
+                    .filter(|s| s.name.eq_ignore_ascii_case(sub))
+                {
+                    s.canonical_values
+                        .retain(|c| !c.eq_ignore_ascii_case(value));
                 }
             }
         }
@@ -321,12 +365,23 @@ impl Hidden {
                 .and_then(Value::as_str)
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
         };
-        match self.sub {
-            None => attributes.retain(|a| !named(a, self.name)),
-            Some(sub) => {
-                for a in attributes.iter_mut().filter(|a| named(a, self.name)) {
-                    if let Some(Value::Array(subs)) = a.get_mut("subAttributes") {
-                        subs.retain(|s| !named(s, sub));
+        let Some(sub) = self.sub else {
+            attributes.retain(|a| !named(a, self.name));
+            return;
+        };
+        for a in attributes.iter_mut().filter(|a| named(a, self.name)) {
+            let Some(Value::Array(subs)) = a.get_mut("subAttributes") else {
+                continue;
+            };
+            match self.canonical {
+                None => subs.retain(|s| !named(s, sub)),
+                Some(value) => {
+                    for s in subs.iter_mut().filter(|s| named(s, sub)) {
+                        if let Some(Value::Array(values)) = s.get_mut("canonicalValues") {
+                            values.retain(|v| {
+                                !v.as_str().is_some_and(|v| v.eq_ignore_ascii_case(value))
+                            });
+                        }
                     }
                 }
             }
@@ -742,10 +797,13 @@ mod tests {
         assert_eq!(given.target().name, "givenName");
         assert_eq!(given.extension, None);
         let email_type = r("emails.type");
-        assert_eq!(email_type.target().canonical_values, ["work"]);
+        assert_eq!(
+            email_type.target().canonical_values,
+            ["work", "home", "other"]
+        );
         assert_eq!(
             r("phoneNumbers.type").target().canonical_values,
-            ["work", "mobile", "fax", "home", "pager"]
+            ["work", "mobile", "fax", "home", "pager", "other"]
         );
         // the directory cannot keep which address is primary
         assert!(s.resolve(&path("emails.primary")).is_none());
@@ -795,21 +853,10 @@ mod tests {
     #[test]
     fn hidden_attributes_leave_the_view_and_the_documents() {
         let hidden = [
-            Hidden {
-                urn: CORE_USER,
-                name: "nickName",
-                sub: None,
-            },
-            Hidden {
-                urn: CORE_USER,
-                name: "name",
-                sub: Some("middleName"),
-            },
-            Hidden {
-                urn: ENTERPRISE_USER,
-                name: "costCenter",
-                sub: None,
-            },
+            Hidden::attribute(CORE_USER, "nickName"),
+            Hidden::sub_attribute(CORE_USER, "name", "middleName"),
+            Hidden::attribute(ENTERPRISE_USER, "costCenter"),
+            Hidden::canonical_value(CORE_USER, "emails", "type", "home"),
         ];
         let d = Discovery::new("https://x/v2", 100).hiding(&hidden);
         let s = d.user_schema();
@@ -818,6 +865,10 @@ mod tests {
         assert!(s.resolve(&path("name.givenName")).is_some());
         assert!(s.resolve(&path("costCenter")).is_none());
         assert!(s.resolve(&path("division")).is_some());
+        let email_type = s.resolve(&path("emails.type")).expect("emails.type");
+        assert_eq!(email_type.target().canonical_values, ["work", "other"]);
+        let core = d.schema(CORE_USER).expect("core").to_string();
+        assert!(core.contains(r#"["work","other"]"#), "{core}");
         let text = d.schemas_list().to_string();
         assert!(!text.contains("\"nickName\""), "not announced");
         assert!(!text.contains("\"middleName\""));

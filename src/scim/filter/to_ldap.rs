@@ -110,6 +110,18 @@ pub enum TranslateError {
         /// A sentence saying why.
         reason: String,
     },
+    /// The attribute is stored, but the directory has no matching rule to compare its
+    /// values with ([`Syntax::PresenceOnly`]). Inside a multi-valued attribute, the kind
+    /// of value is left out of a filter that other kinds can answer
+    /// (`phoneNumbers.value eq "x"` looks at every phone number but fax ones), and the
+    /// error is the answer only when no other kind could match.
+    #[error("{reason}")]
+    Uncomparable {
+        /// The attribute path as the client wrote it.
+        attribute: String,
+        /// A sentence saying why.
+        reason: String,
+    },
     /// The value does not fit the attribute (a number for a string, a bad dateTime).
     #[error("invalid value for \"{attribute}\": {reason}")]
     InvalidValue {
@@ -170,6 +182,10 @@ pub enum Syntax {
     /// A UUID (UUIDMatch, e.g. `entryUUID`): `eq ne pr`. A value that is not a UUID
     /// matches nothing (no resource has such an id).
     Uuid,
+    /// An attribute the directory has no matching rule for (OpenLDAP's
+    /// `facsimileTelephoneNumber`): only `pr`, and `eq null` / `ne null`; see
+    /// [`TranslateError::Uncomparable`].
+    PresenceOnly,
 }
 
 impl Syntax {
@@ -303,6 +319,7 @@ impl Element {
                 Target::Attribute { ldap, .. } | Target::Reference { ldap } => {
                     Some(format!("({ldap}=*)"))
                 }
+                Target::Custom(f) => f(Test::Present).ok(),
                 _ => None,
             };
         }
@@ -613,8 +630,18 @@ impl Translator<'_> {
         one: impl Fn(&Self, &Element) -> Result<Expr, TranslateError>,
     ) -> Result<Expr, TranslateError> {
         let mut out = Expr::Const(false);
+        let mut uncomparable = None;
+        let mut answered = false;
         for kind in kinds {
-            let expr = match one(self, kind)? {
+            let expr = match one(self, kind) {
+                Err(e @ TranslateError::Uncomparable { .. }) => {
+                    uncomparable.get_or_insert(e);
+                    continue;
+                }
+                other => other?,
+            };
+            answered |= expr != Expr::Const(false);
+            let expr = match expr {
                 Expr::Const(true) => match kind.presence() {
                     Some(present) => Expr::Atom(present),
                     None => {
@@ -628,7 +655,12 @@ impl Translator<'_> {
             };
             out = Expr::or(out, expr);
         }
-        Ok(out)
+        // Only kinds that cannot be compared could have matched: say so rather than
+        // answer "nobody".
+        match uncomparable {
+            Some(e) if !answered => Err(e),
+            _ => Ok(out),
+        }
     }
 
     /// A value filter on one kind of value.
@@ -639,15 +671,27 @@ impl Translator<'_> {
         kind: &Element,
     ) -> Result<Expr, TranslateError> {
         match f {
-            Filter::Or(a, b) => Ok(Expr::or(
-                self.element_filter(parent, a, kind)?,
-                self.element_filter(parent, b, kind)?,
-            )),
+            // A side that settles the answer for this kind (a `type` that is or is not
+            // this kind's) makes the other side's error irrelevant.
+            Filter::Or(a, b) => {
+                let (a, b) = (
+                    self.element_filter(parent, a, kind),
+                    self.element_filter(parent, b, kind),
+                );
+                if [&a, &b].iter().any(|x| matches!(x, Ok(Expr::Const(true)))) {
+                    return Ok(Expr::Const(true));
+                }
+                Ok(Expr::or(a?, b?))
+            }
             Filter::And(a, b) => {
                 let (a, b) = (
-                    self.element_filter(parent, a, kind)?,
-                    self.element_filter(parent, b, kind)?,
+                    self.element_filter(parent, a, kind),
+                    self.element_filter(parent, b, kind),
                 );
+                if [&a, &b].iter().any(|x| matches!(x, Ok(Expr::Const(false)))) {
+                    return Ok(Expr::Const(false));
+                }
+                let (a, b) = (a?, b?);
                 if !a.is_const() && !b.is_const() {
                     return Err(TranslateError::unsupported(
                         parent,
@@ -731,6 +775,10 @@ impl Translator<'_> {
                     return Err(TranslateError::InvalidMapping(format!(
                         "custom translation of \"{attr}\" is not an LDAP filter: {out}"
                     )));
+                }
+                // "Never" folds like a fixed value, so that `and` with it stays exact.
+                if out == FALSE_FILTER {
+                    return Ok(Expr::Const(false));
                 }
                 Ok(Expr::Atom(out))
             }
@@ -842,6 +890,15 @@ fn attribute_test(
             )),
         };
     }
+    if syntax == Syntax::PresenceOnly {
+        return Err(TranslateError::Uncomparable {
+            attribute: attr.to_string(),
+            reason: format!(
+                "\"{attr}\" cannot be compared: the directory has no matching rule for \
+                 {ldap}; only \"pr\" can be used on it"
+            ),
+        });
+    }
     if op.is_substring() && !syntax.is_string() {
         return Err(TranslateError::unsupported(
             attr,
@@ -896,6 +953,8 @@ fn assertion_value(
         (Syntax::CaseIgnoreString | Syntax::CaseExactString | Syntax::Dn, _) => {
             Err(wrong("a string"))
         }
+        // Refused before an assertion is built (attribute_test); never compared.
+        (Syntax::PresenceOnly, _) => Ok(None),
         (Syntax::Boolean, CompValue::Bool(b)) => {
             Ok(Some(if *b { "TRUE" } else { "FALSE" }.to_owned()))
         }
@@ -1131,9 +1190,9 @@ impl FilterMapping for DefaultUserMapping {
             ])]);
         }
         if path.name_is("phoneNumbers") {
-            let kind = |ldap: &str, kind: &str| {
+            let kind = |value: Target, kind: &str| {
                 Element::new([
-                    ("value", string(ldap)),
+                    ("value", value),
                     ("type", Target::fixed_string(kind)),
                     (
                         "primary",
@@ -1146,11 +1205,15 @@ impl FilterMapping for DefaultUserMapping {
                 ])
             };
             return Some(vec![
-                kind("telephoneNumber", "work"),
-                kind("mobile", "mobile"),
-                kind("facsimileTelephoneNumber", "fax"),
-                kind("homePhone", "home"),
-                kind("pager", "pager"),
+                kind(string("telephoneNumber"), "work"),
+                kind(string("mobile"), "mobile"),
+                // No matching rule in OpenLDAP's core schema: only `pr`.
+                kind(
+                    Target::attribute("facsimileTelephoneNumber", Syntax::PresenceOnly),
+                    "fax",
+                ),
+                kind(string("homePhone"), "home"),
+                kind(string("pager"), "pager"),
             ]);
         }
         if path.name_is("addresses") {
@@ -1191,6 +1254,105 @@ fn active(test: Test<'_>) -> Result<String, TranslateError> {
 /// `mustChange`: `pwdReset` is TRUE; absent means false.
 fn must_change(test: Test<'_>) -> Result<String, TranslateError> {
     boolean_custom("mustChange", test, "(pwdReset=TRUE)", "(!(pwdReset=TRUE))")
+}
+
+/// A filter on the `value` of values kept as JSON objects in `ldap`, one per LDAP value,
+/// keys in alphabetical order and no spaces (`{"primary":true,"type":"home","value":"x"}`;
+/// see `scim/lockbridge.schema`). `prefix` is the JSON text just before the value's
+/// string: `"type":"home","value":"` for a kind with a fixed type (type and value are the
+/// last two keys, so they are adjacent), or `"value":"`. One substring assertion then
+/// tests one value: `eq "x"` is `*<prefix>x"}`, `co` `*<prefix>*x*"}`, `sw`
+/// `*<prefix>x*"}`, `ew` `*<prefix>*x"}`, `pr` `*<prefix>*`. The string is written as JSON
+/// writes it, so quotes and backslashes in it match what is stored.
+pub fn json_value_filter(
+    ldap: &str,
+    prefix: &str,
+    test: Test<'_>,
+) -> Result<String, TranslateError> {
+    let e = |s: &str| filter_value(s).into_owned();
+    let (op, value) = match test {
+        Test::Present => return Ok(format!("({ldap}=*{}*)", e(prefix))),
+        Test::Compare(op, value) => (op, value),
+    };
+    let CompValue::String(text) = value else {
+        return Err(TranslateError::invalid_value(
+            ldap,
+            format!("expected a string, found {}", value.kind()),
+        ));
+    };
+    let json = serde_json::to_string(text).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or_default();
+    let (p, j, end) = (e(prefix), e(json), e("\"}"));
+    match op {
+        CompareOp::Eq => Ok(format!("({ldap}=*{p}{j}{end})")),
+        _ if json.is_empty() && op.is_substring() => Ok(format!("({ldap}=*{p}*)")),
+        CompareOp::Co => Ok(format!("({ldap}=*{p}*{j}*{end})")),
+        CompareOp::Sw => Ok(format!("({ldap}=*{p}{j}*{end})")),
+        CompareOp::Ew => Ok(format!("({ldap}=*{p}*{j}{end})")),
+        _ => Err(TranslateError::unsupported(
+            ldap,
+            format!("\"{op}\" cannot be used here; use eq, co, sw, ew or pr"),
+        )),
+    }
+}
+
+/// The kind of value of type `kind` of a multi-valued attribute kept as JSON in `ldap`
+/// (see [`json_value_filter`]): its `type` is fixed, so `type` and `value` conditions on
+/// one value combine exactly.
+pub fn json_typed_element(ldap: &str, kind: &str, attr: &str) -> Element {
+    let prefix = format!(
+        "\"type\":{},\"value\":\"",
+        serde_json::to_string(kind).unwrap_or_default()
+    );
+    json_element(ldap, prefix, Target::fixed_string(kind), attr)
+}
+
+/// The values of a multi-valued attribute kept as JSON in `ldap` whose type is none of
+/// `typed` (those have their own [`json_typed_element`]), or who have none. `type eq`
+/// works on its own (`type` and `value` are adjacent in the JSON); combined with a
+/// condition on `value` it cannot be expressed in one LDAP assertion and is refused.
+pub fn json_open_element(ldap: &str, typed: &[&str], attr: &str) -> Element {
+    let typed: Vec<String> = typed.iter().map(|t| t.to_ascii_lowercase()).collect();
+    let (at, name) = (ldap.to_owned(), format!("{attr}.type"));
+    let kind = Target::custom(move |test| match test {
+        Test::Present => Ok(format!("({at}=*{}*)", filter_value("\"type\":"))),
+        Test::Compare(CompareOp::Eq, CompValue::String(k))
+            if typed.contains(&k.to_ascii_lowercase()) =>
+        {
+            // Values of that type are another element's.
+            Ok(FALSE_FILTER.to_owned())
+        }
+        Test::Compare(CompareOp::Eq, CompValue::String(k)) => {
+            let json = serde_json::to_string(k).unwrap_or_default();
+            let adjacent = format!("\"type\":{json},\"value\":\"");
+            Ok(format!("({at}=*{}*)", filter_value(&adjacent)))
+        }
+        Test::Compare(op, value) => Err(TranslateError::unsupported(
+            &name,
+            format!("{name} can be compared with eq and a string, not \"{op} {value}\""),
+        )),
+    });
+    json_element(ldap, "\"value\":\"".to_owned(), kind, attr)
+}
+
+fn json_element(ldap: &str, prefix: String, kind: Target, attr: &str) -> Element {
+    let ldap = ldap.to_owned();
+    let value = Target::custom(move |test| json_value_filter(&ldap, &prefix, test));
+    Element::new([
+        ("value".to_owned(), value),
+        ("type".to_owned(), kind),
+        (
+            "primary".to_owned(),
+            Target::unsupported(format!("{attr}.primary cannot be filtered")),
+        ),
+        (
+            "display".to_owned(),
+            Target::unsupported(format!("{attr}.display cannot be filtered")),
+        ),
+    ])
 }
 
 /// A boolean that every resource has, true where `when_true` matches.
@@ -1433,9 +1595,18 @@ mod tests {
     )]
     #[case(
         r#"phoneNumbers[value eq "1"]"#,
-        "(|(telephoneNumber=1)(mobile=1)(facsimileTelephoneNumber=1)(homePhone=1)(pager=1))"
+        "(|(telephoneNumber=1)(mobile=1)(homePhone=1)(pager=1))"
     )]
     #[case(r#"phoneNumbers[type eq "fax"]"#, "(facsimileTelephoneNumber=*)")]
+    // fax numbers cannot be compared (no matching rule): left out where other kinds answer
+    #[case(
+        r#"phoneNumbers[type eq "fax" or value eq "1"]"#,
+        "(|(telephoneNumber=1)(mobile=1)(facsimileTelephoneNumber=*)(homePhone=1)(pager=1))"
+    )]
+    #[case(
+        r#"phoneNumbers[type eq "work" and value eq "1"]"#,
+        "(telephoneNumber=1)"
+    )]
     #[case(r#"phoneNumbers[type eq "other"]"#, "(!(objectClass=*))")]
     #[case(
         r#"addresses[type eq "work" and locality eq "Chicago"]"#,
@@ -1524,6 +1695,14 @@ mod tests {
         r#"phoneNumbers[value sw "1" and value ew "2"]"#,
         "cannot be expressed in LDAP"
     )]
+    #[case(
+        r#"phoneNumbers[type eq "fax" and value eq "1"]"#,
+        "no matching rule for facsimileTelephoneNumber"
+    )]
+    #[case(
+        r#"phoneNumbers[type eq "fax" and value co "1"]"#,
+        "only \"pr\" can be used"
+    )]
     #[case(r#"emails.value[type eq "work"]"#, "not a multi-valued attribute")]
     #[case(r#"manager eq "x""#, "filtering on manager is not supported")]
     #[case(r#"password eq "secret""#, "password cannot be filtered")]
@@ -1595,7 +1774,7 @@ mod tests {
             ),
             (
                 r#"phoneNumbers[value ew "\\"]"#,
-                r"(|(telephoneNumber=*\5c)(mobile=*\5c)(facsimileTelephoneNumber=*\5c)(homePhone=*\5c)(pager=*\5c))",
+                r"(|(telephoneNumber=*\5c)(mobile=*\5c)(homePhone=*\5c)(pager=*\5c))",
             ),
         ] {
             let out = user_ldap(filter).expect(filter);

@@ -420,7 +420,7 @@ fn malformed_operations(#[case] ops: Value, #[case] scim_type: &str) {
 #[test]
 fn unknown_attributes_are_ignored() {
     let (r, outcome) = patched(json!([
-        {"op": "Add", "path": "ims[type eq \"xmpp\"].value", "value": "bjensen@example.com"},
+        {"op": "Add", "path": "pets[type eq \"dog\"].value", "value": "Rex"},
         {"op": "Add", "path": "favoriteColor", "value": "green"},
         {"op": "replace", "path": "name.suffix", "value": "J"},
         {"op": "replace", "value": {"roles": [], "urn:example:ext:1.0:User:x": 1}}

@@ -1755,3 +1755,248 @@ fn groups_keep_external_id_in_lockbridges_schema() {
     let without = GroupMapping::new(GroupMappingSettings::default()).expect("valid");
     assert!(!without.stores_external_id());
 }
+
+/// A user with a value of every multi-valued attribute kept as JSON.
+fn multi_valued_user() -> Value {
+    json!({
+        "userName": "bjensen",
+        "emails": [
+            {"value": "bjensen@example.com", "type": "work", "primary": true},
+            {"value": "babs@jensen.org", "type": "Home"},
+            {"value": "babs@jensen.ORG", "type": "home"},
+            {"value": "b\"j\\@x", "type": "other"},
+            {"value": "ignored@x", "type": "pigeon"}
+        ],
+        "phoneNumbers": [
+            {"value": "555-1234", "type": "work"},
+            {"value": "555-9999", "type": "other"}
+        ],
+        "ims": [{"value": "babs@xmpp.example.com", "type": "xmpp", "primary": true}],
+        "photos": [
+            {"value": "https://photos.example.com/bjensen.jpg", "type": "photo"},
+            {"value": "https://photos.example.com/bjensen-t.jpg", "type": "thumbnail", "display": "small"}
+        ],
+        "entitlements": [{"value": "vpn"}, {"value": "Wiki", "display": "Wiki editor", "type": "app"}],
+        "roles": [{"value": "Tour guide", "type": "staff"}],
+        "x509Certificates": [{"value": "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAw"}]
+    })
+}
+
+#[test]
+fn multi_valued_attributes_inet_org_person_cannot_hold_are_kept_as_json() {
+    let m = with_schema();
+    let w = m.parse(&multi_valued_user()).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    let got = |a: &str| new_attr(&attrs, a).unwrap_or_default();
+    assert_eq!(got("mail"), ["bjensen@example.com"]);
+    // canonical type spelling, keys in order, duplicates (as the directory compares) once
+    assert_eq!(
+        got("lockbridgeEmail"),
+        [
+            r#"{"type":"home","value":"babs@jensen.org"}"#,
+            r#"{"type":"other","value":"b\"j\\@x"}"#
+        ]
+    );
+    assert_eq!(got("telephoneNumber"), ["555-1234"]);
+    assert_eq!(
+        got("lockbridgePhoneNumber"),
+        [r#"{"type":"other","value":"555-9999"}"#]
+    );
+    assert_eq!(
+        got("lockbridgeIm"),
+        [r#"{"type":"xmpp","value":"babs@xmpp.example.com"}"#]
+    );
+    assert_eq!(
+        got("lockbridgePhoto")[1],
+        r#"{"display":"small","type":"thumbnail","value":"https://photos.example.com/bjensen-t.jpg"}"#
+    );
+    assert_eq!(
+        got("lockbridgeEntitlement"),
+        [
+            r#"{"value":"vpn"}"#,
+            r#"{"display":"Wiki editor","type":"app","value":"Wiki"}"#
+        ]
+    );
+    assert_eq!(got("lockbridgeRole").len(), 1);
+    assert_eq!(got("lockbridgeX509Certificate").len(), 1);
+    assert!(got("objectClass").contains(&SCIM_USER_CLASS.to_owned()));
+    assert!(
+        m.read_attributes()
+            .iter()
+            .any(|a| a == "lockbridgeX509Certificate")
+    );
+
+    // Read back: what was kept, as sent (primary is not kept: not in the schema).
+    let stored = Entry::new(
+        format!("uid=bjensen,{PEOPLE}"),
+        attrs.clone().into_iter().chain([(
+            "entryUUID".to_owned(),
+            vec!["2819c223-7f76-453a-919d-413861904646".to_owned()],
+        )]),
+    );
+    let r = m.to_resource(&stored, &UserExtras::default());
+    assert_eq!(
+        r["emails"],
+        json!([
+            {"value": "bjensen@example.com", "type": "work"},
+            {"value": "babs@jensen.org", "type": "home"},
+            {"value": "b\"j\\@x", "type": "other"}
+        ])
+    );
+    assert_eq!(
+        r["phoneNumbers"][1],
+        json!({"value": "555-9999", "type": "other"})
+    );
+    assert_eq!(
+        r["ims"],
+        json!([{"value": "babs@xmpp.example.com", "type": "xmpp"}])
+    );
+    assert_eq!(
+        r["entitlements"],
+        json!([{"value": "vpn"}, {"value": "Wiki", "display": "Wiki editor", "type": "app"}])
+    );
+    assert_eq!(
+        r["roles"],
+        json!([{"value": "Tour guide", "type": "staff"}])
+    );
+    // A value written by something else (not such a JSON object) is left out.
+    let mut odd = stored.clone();
+    odd.attrs
+        .insert("lockbridgerole".into(), vec!["admin".into()]);
+    assert!(
+        m.to_resource(&odd, &UserExtras::default())
+            .get("roles")
+            .is_none()
+    );
+
+    // Writing back what was read changes nothing; dropping a value replaces the set.
+    let again = m.parse(&r).expect("valid");
+    assert_eq!(m.changes(&stored, &again), []);
+    let mut fewer = r.clone();
+    fewer["ims"] = json!([]);
+    fewer["emails"].as_array_mut().expect("emails").truncate(2);
+    let changes = m.changes(&stored, &m.parse(&fewer).expect("valid"));
+    assert_eq!(
+        changes,
+        [
+            replace(
+                "lockbridgeEmail",
+                &[r#"{"type":"home","value":"babs@jensen.org"}"#]
+            ),
+            replace("lockbridgeIm", &[]),
+        ]
+    );
+}
+
+#[rstest]
+#[case(json!([{"value": "not base64!"}]))]
+#[case(json!([{"value": "MIID%"}]))]
+fn certificates_must_be_base64(#[case] certificates: Value) {
+    let e = with_schema()
+        .parse(&json!({"userName": "u", "x509Certificates": certificates}))
+        .expect_err("refused");
+    assert!(e.to_string().contains("base64"), "{e}");
+}
+
+#[rstest]
+#[case(
+    r#"emails[type eq "home" and value eq "a@x"]"#,
+    r#"(lockbridgeEmail=*"type":"home","value":"a@x"})"#
+)]
+#[case(
+    r#"emails[type eq "work" or type eq "other"]"#,
+    r#"(|(mail=*)(lockbridgeEmail=*"type":"other","value":"*))"#
+)]
+#[case(
+    r#"emails.value co "jensen""#,
+    r#"(|(mail=*jensen*)(lockbridgeEmail=*"type":"home","value":"*jensen*"})(lockbridgeEmail=*"type":"other","value":"*jensen*"}))"#
+)]
+#[case(
+    r#"phoneNumbers[type eq "other" and value sw "555"]"#,
+    r#"(lockbridgePhoneNumber=*"type":"other","value":"555*"})"#
+)]
+#[case(
+    r#"photos.value ew ".png""#,
+    r#"(|(lockbridgePhoto=*"type":"photo","value":"*.png"})(lockbridgePhoto=*"type":"thumbnail","value":"*.png"})(lockbridgePhoto=*"value":"*.png"}))"#
+)]
+// a canonical type has its own element, so type and value combine exactly
+#[case(
+    r#"ims[type eq "xmpp" and value eq "a@x"]"#,
+    r#"(lockbridgeIm=*"type":"xmpp","value":"a@x"})"#
+)]
+// any other type can be asked for on its own
+#[case(
+    r#"entitlements[type eq "app"]"#,
+    r#"(lockbridgeEntitlement=*"type":"app","value":"*)"#
+)]
+#[case(r#"roles pr"#, r#"(lockbridgeRole=*"value":"*)"#)]
+// the value is matched as JSON writes it, LDAP-escaped: no way out of the value
+#[case(
+    r#"entitlements.value eq "a\"}*(x)""#,
+    r#"(lockbridgeEntitlement=*"value":"a\5c"}\2a\28x\29"})"#
+)]
+fn json_kept_values_are_filtered_one_value_at_a_time(#[case] filter: &str, #[case] ldap: &str) {
+    let m = with_schema();
+    let f = parse_filter(filter).expect(filter);
+    assert_eq!(to_ldap(&f, m.filter_mapping()).as_deref(), Ok(ldap));
+}
+
+#[rstest]
+#[case(
+    r#"entitlements[type eq "app" and value eq "x"]"#,
+    "cannot be expressed in LDAP"
+)]
+#[case(r#"ims[type gt "x"]"#, "it would have to hold for one value")]
+#[case(r#"roles.display eq "x""#, "roles.display cannot be filtered")]
+#[case(r#"entitlements.value gt "x""#, "cannot be expressed in LDAP")]
+fn json_kept_values_say_what_cannot_be_filtered(#[case] filter: &str, #[case] reason: &str) {
+    let f = parse_filter(filter).expect(filter);
+    let e = to_ldap(&f, with_schema().filter_mapping()).expect_err("refused");
+    assert!(e.to_string().contains(reason), "{e}");
+}
+
+#[test]
+fn without_lockbridges_schema_json_kept_values_have_no_home() {
+    let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
+    let homeless = m.homeless_names();
+    for name in [
+        "emails of type home and other",
+        "phoneNumbers of type other",
+        "ims",
+        "photos",
+        "entitlements",
+        "roles",
+        "x509Certificates",
+    ] {
+        assert!(homeless.contains(&name), "{name}: {homeless:?}");
+    }
+    let s = m.schema();
+    assert!(s.resolve(&AttrPath::new("ims")).is_none());
+    let email_type = s
+        .resolve(&AttrPath::new("emails").with_sub_attr("type"))
+        .expect("emails.type");
+    assert_eq!(email_type.target().canonical_values, ["work"]);
+    let w = m.parse(&multi_valued_user()).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    assert!(
+        attrs.iter().all(|(a, _)| !a.starts_with("lockbridge")),
+        "{attrs:?}"
+    );
+    assert_eq!(
+        new_attr(&attrs, "mail"),
+        Some(vec!["bjensen@example.com".into()])
+    );
+    assert!(
+        to_ldap(&parse_filter("ims pr").expect("filter"), m.filter_mapping()).is_err(),
+        "no such attribute"
+    );
+    assert_eq!(
+        to_ldap(
+            &parse_filter(r#"emails[type eq "home"]"#).expect("filter"),
+            m.filter_mapping()
+        )
+        .as_deref(),
+        Ok("(!(objectClass=*))"),
+        "nobody has one"
+    );
+}
