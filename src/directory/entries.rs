@@ -185,6 +185,20 @@ fn take_user_password<V>(attrs: &mut std::collections::HashMap<String, Vec<V>>) 
         .collect()
 }
 
+/// How many entries a search may bring.
+enum Limit {
+    /// All of them, at most this many: more is [`DirectoryError::SizeLimit`].
+    All(usize),
+    /// The first this many; more are not asked for.
+    First(usize),
+}
+
+impl From<usize> for Limit {
+    fn from(n: usize) -> Self {
+        Limit::All(n)
+    }
+}
+
 impl Directory {
     /// Plain search; more than `limit` entries → [`DirectoryError::SizeLimit`]`(limit)`
     /// (the server is asked for at most `limit + 1`). When the directory's own size limit
@@ -246,6 +260,29 @@ impl Directory {
         .await
     }
 
+    /// At most `limit` of the entries `filter` matches, in the server's order, for a
+    /// look at a sample (a size limit, the caller's or the server's, is not an error).
+    pub async fn search_some_entries(
+        &self,
+        base: &str,
+        scope: SearchScope,
+        filter: &str,
+        attrs: &[&str],
+        limit: usize,
+    ) -> Result<Vec<Entry>, DirectoryError> {
+        self.search_with(
+            "search_some_entries",
+            base,
+            scope,
+            filter,
+            attrs,
+            Limit::First(limit),
+            None,
+            |e| Entry::from_search(SearchEntry::construct(e)),
+        )
+        .await
+    }
+
     /// A plain search (see [`Self::search_entries`]) whose entries `make` turns into `T`.
     #[allow(clippy::too_many_arguments)]
     async fn search_with<T: Send>(
@@ -255,12 +292,20 @@ impl Directory {
         scope: SearchScope,
         filter: &str,
         attrs: &[&str],
-        limit: usize,
+        limit: impl Into<Limit>,
         control: Option<RawControl>,
         make: impl Fn(ldap3::ResultEntry) -> T + Sync,
     ) -> Result<Vec<T>, DirectoryError> {
         let t = self.inner.operation_timeout;
-        let sizelimit = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
+        let (limit, first) = match limit.into() {
+            Limit::All(n) => (n, false),
+            Limit::First(n) => (n, true),
+        };
+        let sizelimit = if first {
+            i32::try_from(limit).unwrap_or(i32::MAX)
+        } else {
+            i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX)
+        };
         let make = &make;
         let control = &control;
         self.run(op, OpKind::Read, Retry::Idempotent, |mut ldap| async move {
@@ -272,12 +317,16 @@ impl Directory {
                 .with_timeout(t)
                 .search(base, scope.into(), filter, attrs)
                 .await?;
-            let entries: Vec<T> = found
+            let mut entries: Vec<T> = found
                 .into_iter()
                 .filter(|e| !e.is_ref() && !e.is_intermediate())
                 .map(make)
                 .collect();
             match res.rc {
+                0 | 4 if first => {
+                    entries.truncate(limit);
+                    Ok(entries)
+                }
                 0 if entries.len() <= limit => Ok(entries),
                 0 | 4 => Err(Failure::Mapped(size_limit(limit, entries.len() as u64))),
                 _ => Err(Failure::from_result(&res).naming_missing_entry(base)),

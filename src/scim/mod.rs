@@ -36,3 +36,4 @@ pub mod resource;
 pub mod routes;
 pub mod schema;
 pub mod service;
+pub mod user_groups;

@@ -1310,9 +1310,10 @@ mod tests {
         let u = projected(&[], &[]);
         assert!(u.get("password").is_none());
         assert!(
-            u.get("groups").is_none(),
-            "groups is returned on request only"
+            u[PASSWORD_EXTENSION].get("neverExpires").is_none(),
+            "neverExpires is returned on request only"
         );
+        assert!(u.get("groups").is_some(), "groups is returned by default");
         assert_eq!(u["userName"], "bjensen");
         assert_eq!(u["meta"]["resourceType"], "User");
         assert_eq!(u[ENTERPRISE_USER]["department"], "Tour Operations");

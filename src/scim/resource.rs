@@ -69,7 +69,9 @@ use crate::types::Secret;
 pub const LOCKED_BY_ADMIN: &str = "000001010000Z";
 
 /// Operational attributes every user read requests.
-const USER_OPERATIONAL: [&str; 8] = [
+const USER_OPERATIONAL: [&str; 9] = [
+    // The groups, where the directory keeps it (see `super::user_groups`).
+    "memberOf",
     "entryUUID",
     "entryCSN",
     "createTimestamp",

@@ -791,7 +791,7 @@ mod tests {
         assert_eq!(pw.attr.returned, Returned::Never);
         let groups = r("groups");
         assert_eq!(groups.attr.mutability, Mutability::ReadOnly);
-        assert_eq!(groups.attr.returned, Returned::Request);
+        assert_eq!(groups.attr.returned, Returned::Default);
         assert!(groups.attr.multi_valued);
         let given = r("name.givenName");
         assert_eq!(given.target().name, "givenName");

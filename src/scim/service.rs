@@ -26,6 +26,7 @@ use super::resource::{
     escape_rdn_value,
 };
 use super::schema::Discovery;
+use super::user_groups::{GroupsLocation, UserGroups};
 use crate::account::expiry::{ExpiryService, PasswordExpiry};
 use crate::account::{AccountError, AccountService};
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
@@ -113,6 +114,16 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Will the resource hold `name`, an attribute returned by default: asked for, or
+    /// (without `attributes`) not excluded?
+    fn wants_default(&self, name: &str) -> bool {
+        if self.attributes.is_empty() {
+            !self.excludes(name)
+        } else {
+            self.wants(name)
+        }
+    }
+
     /// Does the client ask for `name` (so that it is worth computing)?
     fn wants(&self, name: &str) -> bool {
         self.attributes
@@ -148,6 +159,8 @@ pub struct ScimService {
     groups: GroupMapping,
     discovery: Discovery,
     settings: ScimSettings,
+    /// How users' groups are found (from `memberOf`, or by searching the groups).
+    user_groups: UserGroups,
 }
 
 impl ScimService {
@@ -169,6 +182,7 @@ impl ScimService {
             groups,
             discovery,
             settings,
+            user_groups: UserGroups::new(),
         })
     }
 
@@ -480,8 +494,9 @@ impl ScimService {
     }
 
     /// What each of `entries` needs besides its own attributes, looked up for all of
-    /// them at once: one search per [`RESOLVE_BATCH`] managers, and (when `groups` is
-    /// asked for) one per [`RESOLVE_BATCH`] users, never one per entry.
+    /// them at once: one search per [`RESOLVE_BATCH`] managers, and (unless `groups` is
+    /// left out) the groups, from `memberOf` or one search per [`RESOLVE_BATCH`] users
+    /// (see [`super::user_groups`]), never one per entry.
     async fn users_extras(
         &self,
         entries: &[Entry],
@@ -496,8 +511,8 @@ impl ScimService {
         } else {
             self.ids_of(&managers).await?
         };
-        let mut groups = if shape.wants("groups") {
-            Some(self.groups_of(entries).await?)
+        let mut groups = if shape.wants_default("groups") {
+            Some(self.user_groups_of(entries).await?)
         } else {
             None
         };
@@ -533,6 +548,33 @@ impl ScimService {
             });
         }
         Ok(out)
+    }
+
+    /// The groups of each of `users`, by [`loose_dn`] of the user: from their
+    /// `memberOf` where the directory keeps it, else [`Self::groups_of`].
+    async fn user_groups_of(
+        &self,
+        users: &[Entry],
+    ) -> Result<HashMap<String, Vec<GroupRef>>, ScimError> {
+        let Some(base) = self.settings.groups_base.as_deref() else {
+            return Ok(HashMap::new());
+        };
+        let location = GroupsLocation {
+            base: base.to_owned(),
+            object_filter: self.groups.object_filter(),
+        };
+        if self
+            .user_groups
+            .use_member_of(&self.directory, &location)
+            .await
+        {
+            return self
+                .user_groups
+                .from_member_of(&self.directory, &location, users)
+                .await
+                .map_err(|e| self.directory_failure(e));
+        }
+        self.groups_of(users).await
     }
 
     /// The groups that list each of `users` as a direct member, by [`loose_dn`] of the
@@ -1327,6 +1369,8 @@ impl ScimService {
             .flatten();
         let mut dn = current.dn.clone();
         if let Some(rdn) = new_rdn {
+            // A renamed group is known by its new DN (users' memberOf follows it).
+            self.user_groups.forget_groups();
             dn = self
                 .directory
                 .rename_entry(&current.dn, rdn, assertion.as_deref())
@@ -1506,6 +1550,8 @@ impl ScimService {
                 .add_entry(&dn, &attrs)
                 .await
                 .map_err(|e| self.directory_failure(e))?;
+            // The DN may have been a group before, or remembered as none.
+            self.user_groups.forget_groups();
             let entry = self.group_by_dn(&dn).await?;
             self.serve_group(&entry, &Shape::default()).await
         }
@@ -1647,6 +1693,7 @@ impl ScimService {
             self.check_writable_group(&current).await?;
             check_version(self.groups.version(&current), if_match)?;
             self.audit_ready().await?;
+            self.user_groups.forget_groups();
             self.directory
                 .delete_entry(&current.dn, None)
                 .await

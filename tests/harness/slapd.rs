@@ -83,13 +83,24 @@ impl Slapd {
     /// `@SAMPLE_PASSWORD_HASH@`, `@NOW@` and `@DAYS_AGO:N@` (e.g. to backdate
     /// `pwdChangedTime`).
     pub fn start_with(users: usize, extra_ldif: &[&str]) -> Slapd {
+        Slapd::start_sandbox(users, extra_ldif, &[])
+    }
+
+    /// Starts a sandbox without the memberof overlay: members carry no `memberOf`, as in
+    /// a directory that does not keep it.
+    pub fn start_without_memberof() -> Slapd {
+        Slapd::start_sandbox(0, &[], &["--without-memberof"])
+    }
+
+    fn start_sandbox(users: usize, extra_ldif: &[&str], options: &[&str]) -> Slapd {
         let temp = temp_dir("lb-slapd-");
         let dir = temp.path().join("ldap");
         let mut cmd = Command::new(script());
         cmd.arg("start")
             .arg(&dir)
             .arg("--watch-pid")
-            .arg(std::process::id().to_string());
+            .arg(std::process::id().to_string())
+            .args(options);
         if users > 0 {
             cmd.arg("--users").arg(users.to_string());
         }
