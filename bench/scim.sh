@@ -102,7 +102,9 @@ POOL_SIZE=${POOL_SIZE:-32}
 RAW_ONLY=${RAW_ONLY:-0}
 KEEP=${KEEP:-0}
 CPU_LAYOUT=${CPU_LAYOUT:-split}
-ATTRS=${ATTRS:-objectClass,uid,givenName,sn,cn,displayName,title,preferredLanguage,mail,telephoneNumber,mobile,employeeNumber,departmentNumber,o,manager,entryUUID,entryCSN,createTimestamp,modifyTimestamp,pwdChangedTime,pwdReset,pwdAccountLockedTime,pwdPolicySubentry}
+# The attributes lockbridge asks for when it reads a user (UserMapping::read_attributes
+# with lockbridge's schema loaded, as in the demo), so both sides make the same request.
+ATTRS=${ATTRS:-objectClass,uid,givenName,sn,cn,lockbridgeMiddleName,lockbridgeHonorificPrefix,lockbridgeHonorificSuffix,displayName,lockbridgeNickName,lockbridgeProfileUrl,title,lockbridgeUserType,preferredLanguage,lockbridgeLocale,lockbridgeTimezone,mail,telephoneNumber,mobile,facsimileTelephoneNumber,homePhone,pager,postalAddress,street,l,st,postalCode,lockbridgeCountry,employeeNumber,lockbridgeCostCenter,departmentNumber,o,lockbridgeDivision,manager,lockbridgeEmail,lockbridgePhoneNumber,lockbridgeIm,lockbridgePhoto,lockbridgeEntitlement,lockbridgeRole,lockbridgeX509Certificate,lockbridgeExternalId,memberOf,entryUUID,entryCSN,createTimestamp,modifyTimestamp,pwdChangedTime,pwdReset,pwdAccountLockedTime,pwdPolicySubentry}
 export SLAPD_SANDBOX_DEBUG=${SLAPD_SANDBOX_DEBUG:-0}
 PY=/usr/bin/python3
 READY_TIMEOUT_SECS=60

@@ -2000,3 +2000,18 @@ fn without_lockbridges_schema_json_kept_values_have_no_home() {
         "nobody has one"
     );
 }
+
+/// `bench/scim.sh` asks the directory, on its raw side, for what lockbridge asks for when
+/// it reads a user (the demo's mapping), so the two sides of its ratio make one request.
+#[test]
+fn the_benchmark_reads_what_a_user_read_reads() {
+    let script = include_str!("../../../bench/scim.sh");
+    let listed: Vec<&str> = script
+        .lines()
+        .find_map(|l| l.strip_prefix("ATTRS=${ATTRS:-"))
+        .and_then(|l| l.strip_suffix('}'))
+        .expect("ATTRS in bench/scim.sh")
+        .split(',')
+        .collect();
+    assert_eq!(listed, with_schema().read_attributes());
+}
