@@ -351,6 +351,35 @@ async fn passwords_pushed_by_post_put_and_patch_work_in_a_bind() {
     assert_eq!(status, 204, "{reply}");
     assert!(env.binds("pat", "Okta-Passw0rd-4"));
 
+    // The push reads little of the user, but enough for If-Match: a stale version is
+    // refused and changes nothing, the current one is taken.
+    let push =
+        |value: &str| patch(json!([{ "op": "replace", "path": "password", "value": value }]));
+    let (status, body, _) = env
+        .scim
+        .call(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(push("Stale-Passw0rd-9")),
+            &[("if-match", "W/\"stale\"")],
+        )
+        .await;
+    assert_eq!(status, 412, "{body}");
+    assert!(env.binds("pat", "Okta-Passw0rd-4"));
+    let (_, _, headers) = env.scim.get(&format!("/Users/{id}")).await;
+    let etag = headers["etag"].to_str().expect("etag").to_owned();
+    let (status, body, _) = env
+        .scim
+        .call(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(push("Current-Passw0rd-8")),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(env.binds("pat", "Current-Passw0rd-8"));
+
     // Asking for attributes gets the resource back, shaped, and never the password.
     let (status, reply, headers) = env
         .scim
@@ -371,6 +400,8 @@ async fn passwords_pushed_by_post_put_and_patch_work_in_a_bind() {
             "Put-Passw0rd-2",
             "Patch-Passw0rd-3",
             "Okta-Passw0rd-4",
+            "Stale-Passw0rd-9",
+            "Current-Passw0rd-8",
             "Shaped-Passw0rd-5",
             &env.token,
         ])

@@ -976,6 +976,14 @@ impl UserMapping {
         out
     }
 
+    /// What a password-only PATCH reads of the user (next to the stored password): the
+    /// name (for the password rules and the audit) and the version (for `If-Match`).
+    /// A push is the most frequent write; the full read costs the directory as much
+    /// as a GET, for attributes the push never looks at.
+    pub fn password_push_attributes(&self) -> Vec<String> {
+        vec![self.user_name.clone(), "entryCSN".to_owned()]
+    }
+
     /// The filter mapping that agrees with this mapping (`manager` is a reference: the
     /// service resolves its ids with [`super::filter::references`]).
     pub fn filter_mapping(&self) -> &dyn FilterMapping {

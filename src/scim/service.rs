@@ -272,7 +272,18 @@ impl ScimService {
         id: &str,
         password: bool,
     ) -> Result<(Entry, Option<StoredPassword>), ScimError> {
-        let attrs = self.users.read_attributes();
+        self.user_entry_with(id, password, &self.users.read_attributes())
+            .await
+    }
+
+    /// The user with `id`, read with `attrs` only (and the stored password when
+    /// `password`).
+    async fn user_entry_with(
+        &self,
+        id: &str,
+        password: bool,
+        attrs: &[String],
+    ) -> Result<(Entry, Option<StoredPassword>), ScimError> {
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
         let filter = self.user_id_filter(id)?;
         let (base, scope) = (&self.settings.users_base, SearchScope::Subtree);
@@ -1205,7 +1216,9 @@ impl ScimService {
         password: Secret,
         if_match: Option<&str>,
     ) -> Result<(&'static str, String), ScimError> {
-        let (current, stored) = self.user_entry_for_write(id, true).await?;
+        let (current, stored) = self
+            .user_entry_with(id, true, &self.users.password_push_attributes())
+            .await?;
         let name = current
             .first(self.users.user_name_attribute())
             .unwrap_or(id)

@@ -202,6 +202,9 @@ fn decode_error(what: String) -> StoreError {
 
 /// The audit writer: commits queued appends in batches until the store is dropped.
 async fn write_audit_batches(durable: SqlitePool, mut queue: mpsc::Receiver<AuditAppend>) {
+    // The chain's head as this writer left it: lets the next batch go in as one
+    // statement (see `append_after`) instead of a four-step transaction.
+    let mut head: Option<ChainHead> = None;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < AUDIT_BATCH {
@@ -211,13 +214,24 @@ async fn write_audit_batches(durable: SqlitePool, mut queue: mpsc::Receiver<Audi
             }
         }
         let records: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
-        match append_chained(&durable, &records).await {
-            Ok(ids) => {
+        let appended = match &head {
+            Some(known) => match append_after(&durable, known, &records).await {
+                Ok(Some(appended)) => Ok(appended),
+                // The head moved (another process appended) or the statement failed:
+                // the transaction reads the head afresh and reports a real failure.
+                Ok(None) | Err(_) => append_chained(&durable, &records).await,
+            },
+            None => append_chained(&durable, &records).await,
+        };
+        match appended {
+            Ok((ids, new_head)) => {
+                head = Some(new_head);
                 for ((_, reply), id) in batch.into_iter().zip(ids) {
                     let _ = reply.send(Ok(id));
                 }
             }
             Err(e) => {
+                head = None;
                 let cause = e.to_string();
                 for (_, reply) in batch {
                     let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
@@ -227,12 +241,129 @@ async fn write_audit_batches(durable: SqlitePool, mut queue: mpsc::Receiver<Audi
     }
 }
 
+/// The newest chained record: its id (also AUTOINCREMENT's counter) and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChainHead {
+    id: i64,
+    hash: Vec<u8>,
+}
+
+/// One record ready to insert: its id, time text, and the hashes around it.
+struct ChainedRow<'a> {
+    id: i64,
+    at: String,
+    prev: Vec<u8>,
+    hash: Vec<u8>,
+    record: &'a NewAuditRecord,
+}
+
+/// Chains `records` after `prev`, the first taking id `after + 1`.
+fn chain_rows<'a>(
+    after: i64,
+    prev: Vec<u8>,
+    records: &[&'a NewAuditRecord],
+) -> Vec<ChainedRow<'a>> {
+    let mut prev = prev;
+    let mut rows = Vec::with_capacity(records.len());
+    for (n, r) in records.iter().enumerate() {
+        let id = after + 1 + n as i64;
+        let at = ts(r.at);
+        let hash = chain::record_hash(
+            &prev,
+            &chain::ChainFields {
+                id,
+                at: &at,
+                request_id: r.request_id.as_deref(),
+                actor: &r.actor,
+                action: &r.action,
+                target: r.target.as_deref(),
+                outcome: &r.outcome,
+                detail: r.detail.as_deref(),
+            },
+        );
+        let next_prev = hash.clone();
+        rows.push(ChainedRow {
+            id,
+            at,
+            prev: std::mem::replace(&mut prev, next_prev),
+            hash,
+            record: r,
+        });
+    }
+    rows
+}
+
+fn head_of(rows: &[ChainedRow<'_>], fallback: ChainHead) -> ChainHead {
+    rows.last().map_or(fallback, |r| ChainHead {
+        id: r.id,
+        hash: r.hash.clone(),
+    })
+}
+
+/// Appends `records` after `head` in one autocommitted statement, on condition that
+/// `head` is still the chain's head: AUTOINCREMENT's counter is its id and the record
+/// with that id still has its hash. `None` when it is not (another process appended,
+/// or a record was removed): the caller then takes the transaction. One statement is
+/// one round trip to SQLite's thread instead of four, and SQLite computes the SELECT
+/// (which reads `audit_log`) before inserting, so the condition holds for the batch.
+async fn append_after(
+    durable: &SqlitePool,
+    head: &ChainHead,
+    records: &[&NewAuditRecord],
+) -> Result<Option<(Vec<i64>, ChainHead)>, StoreError> {
+    let rows = chain_rows(head.id, head.hash.clone(), records);
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO audit_log \
+         (id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash) \
+         SELECT * FROM (VALUES {values}) \
+         WHERE (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log') = ? \
+           AND (SELECT hash FROM audit_log WHERE id = ?) = ?"
+    );
+    // Built from a fixed fragment repeated per record; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for row in &rows {
+        let r = row.record;
+        query = query
+            .bind(row.id)
+            .bind(&row.at)
+            .bind(&r.request_id)
+            .bind(&r.actor)
+            .bind(&r.action)
+            .bind(&r.target)
+            .bind(&r.outcome)
+            .bind(&r.detail)
+            .bind(&row.prev)
+            .bind(&row.hash);
+    }
+    let done = query
+        .bind(head.id)
+        .bind(head.id)
+        .bind(&head.hash)
+        .execute(durable)
+        .await
+        .map_err(err("audit record"))?;
+    match done.rows_affected() {
+        0 => Ok(None),
+        n if n == rows.len() as u64 => {
+            let ids = rows.iter().map(|r| r.id).collect();
+            Ok(Some((ids, head_of(&rows, head.clone()))))
+        }
+        // Cannot happen (the condition is one for the whole statement); if it did, the
+        // records are in, and the transaction will build on whatever the head is now.
+        n => Err(StoreError::Unavailable(format!(
+            "audit append wrote {n} of {} records",
+            rows.len()
+        ))),
+    }
+}
+
 /// Appends `records` after the chain's head in one IMMEDIATE transaction (so another
 /// process appending at the same time waits, and the chain stays one line).
 async fn append_chained(
     durable: &SqlitePool,
     records: &[&NewAuditRecord],
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(Vec<i64>, ChainHead), StoreError> {
     let mut tx = durable
         .begin_with("BEGIN IMMEDIATE")
         .await
@@ -249,48 +380,42 @@ async fn append_chained(
     .fetch_one(&mut *tx)
     .await
     .map_err(err("audit record"))?;
-    let mut prev = head.unwrap_or_else(|| GENESIS.to_vec());
-    let mut id = sequence.unwrap_or(0).max(newest.unwrap_or(0));
-    let mut ids = Vec::with_capacity(records.len());
-    for r in records {
-        id += 1;
-        let at = ts(r.at);
-        let hash = chain::record_hash(
-            &prev,
-            &chain::ChainFields {
-                id,
-                at: &at,
-                request_id: r.request_id.as_deref(),
-                actor: &r.actor,
-                action: &r.action,
-                target: r.target.as_deref(),
-                outcome: &r.outcome,
-                detail: r.detail.as_deref(),
-            },
-        );
+    let prev = head.unwrap_or_else(|| GENESIS.to_vec());
+    let after = sequence.unwrap_or(0).max(newest.unwrap_or(0));
+    let rows = chain_rows(after, prev.clone(), records);
+    for row in &rows {
+        let r = row.record;
         sqlx::query(
             "INSERT INTO audit_log \
              (id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
-        .bind(id)
-        .bind(&at)
+        .bind(row.id)
+        .bind(&row.at)
         .bind(&r.request_id)
         .bind(&r.actor)
         .bind(&r.action)
         .bind(&r.target)
         .bind(&r.outcome)
         .bind(&r.detail)
-        .bind(&prev)
-        .bind(&hash)
+        .bind(&row.prev)
+        .bind(&row.hash)
         .execute(&mut *tx)
         .await
         .map_err(err("audit record"))?;
-        prev = hash;
-        ids.push(id);
     }
     tx.commit().await.map_err(err("audit record"))?;
-    Ok(ids)
+    let ids = rows.iter().map(|r| r.id).collect();
+    // An empty batch leaves the head where it was; the fast path then checks the
+    // record `after` (absent when the chain is empty, so it falls back here).
+    let head = head_of(
+        &rows,
+        ChainHead {
+            id: after,
+            hash: prev,
+        },
+    );
+    Ok((ids, head))
 }
 
 /// Chains the records written before the chain existed, in id order, and returns how
@@ -1656,6 +1781,106 @@ mod tests {
             .execute(store.pool())
             .await;
         assert!(delete.is_err());
+    }
+
+    /// Every record of the store, in id order, checked to be one chain from genesis
+    /// with ids one apart.
+    async fn assert_one_chain(store: &SqliteStore) -> Vec<ChainedAuditRecord> {
+        let page = store.audit_chain_page(0, None, 10_000).await.expect("page");
+        assert_eq!(page[0].prev_hash.as_deref(), Some(&GENESIS[..]));
+        for pair in page.windows(2) {
+            assert_eq!(pair[1].record.id, pair[0].record.id + 1, "no gap");
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "one chain");
+        }
+        page
+    }
+
+    /// The one-statement append writes a whole batch after a head that is still the
+    /// head, and nothing after one that is not.
+    #[tokio::test]
+    async fn appending_after_a_known_head_writes_all_or_nothing() {
+        let (_dir, store) = temp_store().await;
+        store
+            .append_audit(&audit("a", "x", "t"))
+            .await
+            .expect("append");
+        let (id, hash) = store.audit_head().await.expect("head").expect("a head");
+        let head = ChainHead { id, hash };
+        let records = [
+            audit("b", "x", "t"),
+            audit("c", "x", "t"),
+            audit("d", "x", "t"),
+        ];
+        let refs: Vec<&NewAuditRecord> = records.iter().collect();
+
+        let stale = ChainHead {
+            id: head.id,
+            hash: vec![0; 32],
+        };
+        assert_eq!(
+            append_after(&store.durable, &stale, &refs)
+                .await
+                .expect("ran"),
+            None
+        );
+        let gone = ChainHead {
+            id: head.id + 5,
+            hash: head.hash.clone(),
+        };
+        assert_eq!(
+            append_after(&store.durable, &gone, &refs)
+                .await
+                .expect("ran"),
+            None
+        );
+        assert_eq!(assert_one_chain(&store).await.len(), 1, "nothing written");
+
+        let (ids, new_head) = append_after(&store.durable, &head, &refs)
+            .await
+            .expect("ran")
+            .expect("appended");
+        assert_eq!(ids, vec![2, 3, 4]);
+        let page = assert_one_chain(&store).await;
+        assert_eq!(page.len(), 4);
+        assert_eq!(page[3].record.actor, "d");
+        assert_eq!(Some(new_head.hash), page[3].hash.clone());
+        assert_eq!(new_head.id, 4);
+    }
+
+    /// The writer builds on the head it left while it is still the head, and reads the
+    /// head afresh when another process (a second store on the same file) appended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_writer_follows_appends_from_another_process() {
+        let (dir, first) = temp_store().await;
+        let second = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("second store");
+        for round in 0..3 {
+            let appends = (0..20).map(|n| {
+                let store = if n % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                async move {
+                    store
+                        .append_audit(&audit(&format!("r{round}n{n}"), "x", "t"))
+                        .await
+                        .expect("append")
+                }
+            });
+            futures::future::join_all(appends).await;
+            first
+                .append_audit(&audit("first", "x", "t"))
+                .await
+                .expect("append");
+            second
+                .append_audit(&audit("second", "x", "t"))
+                .await
+                .expect("append");
+        }
+        let page = assert_one_chain(&first).await;
+        assert_eq!(page.len(), 3 * 22);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
