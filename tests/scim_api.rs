@@ -1132,3 +1132,66 @@ async fn oversized_and_non_json_bodies_are_scim_errors() {
     assert_eq!(status, 405, "{body}");
     assert_scim_error(&body, 405, None);
 }
+
+/// `primary` round-trips for values in inetOrgPerson attributes (marked in
+/// lockbridgePrimary) and in JSON values alike, a newly primary value takes it from the
+/// former one (RFC 7644 §3.5.2), and two primaries are refused (RFC 7643 §2.4).
+#[tokio::test]
+async fn primary_values_are_kept_and_moved() {
+    let env = start();
+    let mut body = new_user("prim", None);
+    body["emails"] = json!([
+        {"value": "prim@example.org", "type": "work", "primary": true},
+        {"value": "prim@home.example", "type": "home"}
+    ]);
+    body["phoneNumbers"] = json!([{"value": "+1 555 0142", "type": "mobile", "primary": true}]);
+    let (status, created, _) = env.scim.post("/Users", body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (_, got, _) = env.scim.get(&format!("/Users/{id}")).await;
+    let primary_emails = |r: &Value| -> Vec<String> {
+        r["emails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["primary"] == json!(true))
+            .filter_map(|e| e["value"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(primary_emails(&got), ["prim@example.org"], "{got}");
+    assert_eq!(got["phoneNumbers"][0]["primary"], json!(true), "{got}");
+    let marks = env.attr("prim", "lockbridgePrimary");
+    assert!(
+        marks.contains(
+            &r#"{"attribute":"emails","primary":true,"type":"work","value":"prim@example.org"}"#
+                .to_owned()
+        ),
+        "{marks:?}"
+    );
+
+    // The home address made primary through a value path: the work one is no longer.
+    let (status, patched, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}?attributes=emails"),
+            patch(json!([{ "op": "replace",
+                "path": "emails[type eq \"home\"].primary", "value": true }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(primary_emails(&patched), ["prim@home.example"], "{patched}");
+    assert_eq!(
+        patched["emails"][0]["primary"],
+        json!(false),
+        "the work email says so: {patched}"
+    );
+
+    let mut two = new_user("prim2", None);
+    two["emails"] = json!([
+        {"value": "a@example.org", "type": "work", "primary": true},
+        {"value": "b@example.org", "type": "home", "primary": true}
+    ]);
+    let (status, body, _) = env.scim.post("/Users", two).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["scimType"], "invalidValue", "{body}");
+}

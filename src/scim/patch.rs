@@ -95,10 +95,52 @@ fn apply_ops(
     let before = map.clone();
     let mut outcome = PatchOutcome::default();
     for op in ops {
+        let prior = map.clone();
         apply_one(map, op, schema, &mut outcome)?;
+        demote_former_primaries(&prior, map);
     }
     outcome.changed = outcome.password.is_some() || norm_map(&before) != norm_map(map);
     Ok(outcome)
+}
+
+/// RFC 7644 §3.5.2: "If a value is set to primary, the service provider SHALL
+/// automatically set 'primary' to false for any other values": where an operation left
+/// two values of an attribute marked primary, the one that was primary before it is no
+/// longer. (Values added whole are handled as they are added, in `add_element`; this
+/// covers a value path setting `primary` on a value already there.)
+fn demote_former_primaries(prior: &Map<String, Value>, map: &mut Map<String, Value>) {
+    let is_primary = |v: &Value| v.get("primary") == Some(&Value::Bool(true));
+    let without_primary = |v: &Value| {
+        let mut v = v.clone();
+        if let Value::Object(o) = &mut v {
+            o.remove("primary");
+        }
+        v
+    };
+    for (name, value) in map.iter_mut() {
+        let Value::Array(items) = value else {
+            continue;
+        };
+        if items.iter().filter(|v| is_primary(v)).count() < 2 {
+            continue;
+        }
+        let former: Vec<Value> = match prior.get(name) {
+            Some(Value::Array(old)) => old
+                .iter()
+                .filter(|v| is_primary(v))
+                .map(without_primary)
+                .collect(),
+            _ => continue,
+        };
+        for item in items.iter_mut() {
+            if is_primary(item)
+                && former.contains(&without_primary(item))
+                && let Value::Object(o) = item
+            {
+                o.insert("primary".into(), false.into());
+            }
+        }
+    }
 }
 
 /// The operations, each with a parsed path: an operation without a path becomes one per

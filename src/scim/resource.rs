@@ -252,6 +252,57 @@ pub const SCIM_USER_CLASS: &str = "lockbridgeScimUser";
 /// The auxiliary object class of lockbridge's LDAP schema that holds a group's
 /// `externalId`.
 pub const SCIM_GROUP_CLASS: &str = "lockbridgeScimGroup";
+/// Where lockbridge's LDAP schema marks which value kept in an inetOrgPerson attribute
+/// (a work email, a phone number, the work address) is `primary`: one LDAP value per
+/// SCIM attribute, `<attribute> <type> <value>` (`emails work ann@example.org`,
+/// `addresses work`). Values kept as JSON carry `"primary":true` themselves.
+pub const PRIMARY_ATTRIBUTE: &str = "lockbridgePrimary";
+
+/// The multi-valued attributes with a `primary` sub-attribute (RFC 7643 §4.1.2, §8.7.1).
+const PRIMARY_HOLDERS: [&str; 8] = [
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "addresses",
+    "entitlements",
+    "roles",
+    "x509Certificates",
+];
+
+/// The [`PRIMARY_ATTRIBUTE`] value saying whether value `value` (none for an address)
+/// of type `kind` of `attr` is primary: a JSON object, keys in alphabetical order.
+/// Both answers are kept, so that a value reads back as it was written (`false` too).
+fn primary_mark(attr: &str, kind: &str, value: Option<&str>, primary: bool) -> String {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let value = value
+        .map(|v| format!(",\"value\":{}", text(v)))
+        .unwrap_or_default();
+    format!(
+        "{{\"attribute\":{},\"primary\":{primary},\"type\":{}{value}}}",
+        text(attr),
+        text(kind)
+    )
+}
+
+/// What the [`PRIMARY_ATTRIBUTE`] values `marks` say of value `value` of type `kind` of
+/// `attr` (values compare ignoring case, as the directory compares them).
+fn primary_of(marks: &[String], attr: &str, kind: &str, value: Option<&str>) -> Option<bool> {
+    marks.iter().find_map(|m| {
+        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(m) else {
+            return None;
+        };
+        let same = |key: &str, want: Option<&str>| match (o.get(key), want) {
+            (Some(Value::String(have)), Some(want)) => have.eq_ignore_ascii_case(want),
+            (None, None) => true,
+            _ => false,
+        };
+        (same("attribute", Some(attr)) && same("type", Some(kind)) && same("value", value))
+            .then(|| o.get("primary").and_then(Value::as_bool))
+            .flatten()
+    })
+}
+
 /// Where lockbridge's LDAP schema keeps `externalId`.
 pub const EXTERNAL_ID_ATTRIBUTE: &str = "lockbridgeExternalId";
 
@@ -374,6 +425,9 @@ impl JsonHome {
         {
             parts.push(format!("\"display\":{}", text(d)));
         }
+        if let Some(p) = v.primary {
+            parts.push(format!("\"primary\":{p}"));
+        }
         if let Some(k) = &v.kind {
             let k = self
                 .kinds
@@ -398,6 +452,9 @@ impl JsonHome {
             if let Some(Value::String(s)) = o.get(key) {
                 out.insert(key.into(), s.as_str().into());
             }
+        }
+        if let Some(Value::Bool(p)) = o.get("primary") {
+            out.insert("primary".into(), (*p).into());
         }
         Some(Value::Object(out))
     }
@@ -698,6 +755,9 @@ pub struct UserMapping {
     json: Vec<&'static JsonHome>,
     /// What the schema view leaves out (fields and JSON homes without a home).
     schema_hidden: Vec<Hidden>,
+    /// [`PRIMARY_ATTRIBUTE`] when the directory has lockbridge's schema: without it,
+    /// which value is primary is not kept (and `primary` is not in the schema view).
+    primary: Option<&'static str>,
     /// Whether the object classes include `person` (so `cn` and `sn` are required).
     person: bool,
     schema: ResourceSchema,
@@ -821,6 +881,7 @@ impl UserMapping {
         } else {
             Vec::new()
         };
+        let primary = s.lockbridge_schema.then_some(PRIMARY_ATTRIBUTE);
         let hidden: Vec<Hidden> = homeless
             .iter()
             .map(|f| f.hidden())
@@ -829,6 +890,12 @@ impl UserMapping {
                     .iter()
                     .filter(|j| !json.contains(j))
                     .flat_map(JsonHome::hidden),
+            )
+            .chain(
+                PRIMARY_HOLDERS
+                    .iter()
+                    .filter(|_| primary.is_none())
+                    .map(|a| Hidden::sub_attribute(CORE_USER, a, "primary")),
             )
             .collect();
         let schema = match &external_id {
@@ -855,6 +922,7 @@ impl UserMapping {
                         .map(|x| x.to_ascii_lowercase()),
                 )
                 .chain(json.iter().map(|j| j.ldap.to_ascii_lowercase()))
+                .chain(primary.iter().map(|p| p.to_ascii_lowercase()))
                 .collect(),
         });
         let filter = UserFilterMapping {
@@ -878,6 +946,7 @@ impl UserMapping {
             homeless,
             json,
             schema_hidden: hidden,
+            primary,
             person,
             schema,
             filter,
@@ -964,6 +1033,7 @@ impl UserMapping {
         let mut out = vec!["objectClass".to_owned(), self.user_name.clone()];
         out.extend(self.ldap.values().cloned());
         out.extend(self.json.iter().map(|j| j.ldap.to_owned()));
+        out.extend(self.primary.iter().map(|p| (*p).to_owned()));
         out.extend(self.external_id.iter().cloned());
         out.extend(USER_OPERATIONAL.iter().map(|s| (*s).to_owned()));
         if self.person {
@@ -1031,15 +1101,21 @@ impl UserMapping {
         }
         r.insert("active".into(), Value::Bool(!locked_by_admin(entry)));
         let all = |f: Field| self.attr(f).map(|a| entry.all(a)).unwrap_or(&[]);
+        // Which value kept in an inetOrgPerson attribute is primary (values kept as JSON
+        // say so themselves). Without lockbridge's schema nothing is: a value that read
+        // back differently from what was written would mislead clients that compare.
+        let marks = self.primary.map(|p| entry.all(p)).unwrap_or(&[]);
+        let marked =
+            |attr: &str, kind: &str, value: Option<&str>| primary_of(marks, attr, kind, value);
         let emails: Vec<Value> = all(Field::WorkEmail)
             .iter()
             .map(|m| {
-                // No `primary`: the directory cannot keep it (a client's primary address is
-                // stored first), and a value that reads back differently from what was
-                // written would mislead clients that compare.
                 let mut e = Map::new();
                 e.insert("value".into(), m.as_str().into());
                 e.insert("type".into(), "work".into());
+                if let Some(p) = marked("emails", "work", Some(m)) {
+                    e.insert("primary".into(), p.into());
+                }
                 Value::Object(e)
             })
             .chain(self.json_values(entry, "emails"))
@@ -1054,6 +1130,9 @@ impl UserMapping {
                     let mut p = Map::new();
                     p.insert("value".into(), v.as_str().into());
                     p.insert("type".into(), kind.into());
+                    if let Some(primary) = marked("phoneNumbers", kind, Some(v)) {
+                        p.insert("primary".into(), primary.into());
+                    }
                     Value::Object(p)
                 })
             })
@@ -1075,6 +1154,9 @@ impl UserMapping {
         }
         if !address.is_empty() {
             address.insert("type".into(), "work".into());
+            if let Some(p) = marked("addresses", "work", None) {
+                address.insert("primary".into(), p.into());
+            }
             r.insert(
                 "addresses".into(),
                 Value::Array(vec![Value::Object(address)]),
@@ -1166,6 +1248,8 @@ impl UserMapping {
         };
         // Values kept as JSON, added to `w.attrs` at the end.
         let mut json = BTreeMap::new();
+        // The primary values kept in inetOrgPerson attributes (`PRIMARY_ATTRIBUTE`).
+        let mut marks: Vec<String> = Vec::new();
         // A field without a home is ignored like an unknown attribute.
         let mut set = |f: Field, values: Vec<String>| {
             if let Some(a) = self.attr(f)
@@ -1196,7 +1280,10 @@ impl UserMapping {
             for e in values {
                 let kind = e.kind.as_deref().unwrap_or("work");
                 if kind.eq_ignore_ascii_case("work") {
-                    mails.push((e.primary, e.value));
+                    if let Some(p) = e.primary {
+                        marks.push(primary_mark("emails", "work", Some(&e.value), p));
+                    }
+                    mails.push((e.primary == Some(true), e.value));
                 }
             }
             // The primary address first: the first is what lockbridge reports as primary.
@@ -1213,7 +1300,15 @@ impl UserMapping {
                     .iter()
                     .position(|(_, k)| k.eq_ignore_ascii_case(kind))
                 {
-                    by_kind[i].push((p.primary, p.value));
+                    if let Some(primary) = p.primary {
+                        marks.push(primary_mark(
+                            "phoneNumbers",
+                            PHONES[i].1,
+                            Some(&p.value),
+                            primary,
+                        ));
+                    }
+                    by_kind[i].push((p.primary == Some(true), p.value));
                 }
             }
             for ((f, _), mut numbers) in PHONES.into_iter().zip(by_kind) {
@@ -1224,6 +1319,13 @@ impl UserMapping {
         if let Some(v) = b.get(None, "addresses")
             && let Some(work) = work_address(v)?
         {
+            let primary = non_null(get_ci(&work, "primary"))
+                .map(|v| boolean(v, "addresses.primary"))
+                .transpose()?
+                .flatten();
+            if let Some(p) = primary {
+                marks.push(primary_mark("addresses", "work", None, p));
+            }
             for (key, f) in WORK_ADDRESS {
                 if let Some(v) = non_null(get_ci(&work, key)) {
                     let text = string(v, &format!("addresses.{key}"))?;
@@ -1246,6 +1348,11 @@ impl UserMapping {
             }
         }
         w.attrs.extend(json);
+        if let Some(p) = self.primary
+            && !marks.is_empty()
+        {
+            w.attrs.insert(p.to_ascii_lowercase(), marks);
+        }
         if let Some(v) = b.get(Some(ENTERPRISE_USER), "manager") {
             w.manager_id = manager_id(v)?;
         }
@@ -1327,7 +1434,8 @@ impl UserMapping {
             .ldap
             .values()
             .map(String::as_str)
-            .chain(self.json.iter().map(|j| j.ldap));
+            .chain(self.json.iter().map(|j| j.ldap))
+            .chain(self.primary);
         for ldap in stored {
             if let Some(v) = w.attrs.get(&ldap.to_ascii_lowercase())
                 && !v.is_empty()
@@ -1389,13 +1497,13 @@ impl UserMapping {
             };
             push_change(&mut out, current, ldap, new, f.is_multi(), rdn.as_ref());
         }
-        for j in &self.json {
+        for ldap in self.json.iter().map(|j| j.ldap).chain(self.primary) {
             let new = w
                 .attrs
-                .get(&j.ldap.to_ascii_lowercase())
+                .get(&ldap.to_ascii_lowercase())
                 .cloned()
                 .unwrap_or_default();
-            push_change(&mut out, current, j.ldap, new, true, rdn.as_ref());
+            push_change(&mut out, current, ldap, new, true, rdn.as_ref());
         }
         for (must, v) in &derived {
             if !self.ldap.values().any(|a| a.eq_ignore_ascii_case(must)) {
@@ -2192,7 +2300,8 @@ fn password(v: &Value) -> Result<Secret, ScimError> {
 struct MultiValue {
     value: String,
     kind: Option<String>,
-    primary: bool,
+    /// As given: `None` when the client did not say.
+    primary: Option<bool>,
     display: Option<String>,
 }
 
@@ -2205,6 +2314,7 @@ fn work_address(v: &Value) -> Result<Option<Map<String, Value>>, ScimError> {
         other => vec![other],
     };
     let mut work: Vec<(bool, Map<String, Value>)> = Vec::new();
+    let mut primaries = 0;
     for item in items {
         let Value::Object(o) = item else {
             return Err(ScimError::InvalidValue(
@@ -2215,15 +2325,17 @@ fn work_address(v: &Value) -> Result<Option<Map<String, Value>>, ScimError> {
             .map(|v| string(v, "addresses.type"))
             .transpose()?
             .flatten();
+        let primary = non_null(get_ci(o, "primary"))
+            .map(|v| boolean(v, "addresses.primary"))
+            .transpose()?
+            .flatten()
+            .unwrap_or(false);
+        primaries += usize::from(primary);
         if kind.is_none_or(|k| k.eq_ignore_ascii_case("work")) {
-            let primary = non_null(get_ci(o, "primary"))
-                .map(|v| boolean(v, "addresses.primary"))
-                .transpose()?
-                .flatten()
-                .unwrap_or(false);
             work.push((primary, o.clone()));
         }
     }
+    at_most_one_primary(primaries, "addresses")?;
     work.sort_by_key(|(primary, _)| !primary);
     Ok(work.into_iter().next().map(|(_, o)| o))
 }
@@ -2295,8 +2407,7 @@ fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
                 let primary = non_null(get_ci(o, "primary"))
                     .map(|v| boolean(v, &format!("{what}.primary")))
                     .transpose()?
-                    .flatten()
-                    .unwrap_or(false);
+                    .flatten();
                 let display = non_null(get_ci(o, "display"))
                     .map(|v| string(v, &format!("{what}.display")))
                     .transpose()?
@@ -2311,7 +2422,7 @@ fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
             Value::String(s) if !s.is_empty() => out.push(MultiValue {
                 value: s.clone(),
                 kind: None,
-                primary: false,
+                primary: None,
                 display: None,
             }),
             Value::Null => {}
@@ -2322,7 +2433,19 @@ fn multi(v: &Value, what: &str) -> Result<Vec<MultiValue>, ScimError> {
             }
         }
     }
+    at_most_one_primary(out.iter().filter(|v| v.primary == Some(true)).count(), what)?;
     Ok(out)
+}
+
+/// RFC 7643 §2.4: "The primary attribute value \"true\" MUST appear no more than once."
+fn at_most_one_primary(count: usize, what: &str) -> Result<(), ScimError> {
+    if count > 1 {
+        return Err(ScimError::InvalidValue(format!(
+            "{count} values of {what} are marked primary; at most one may be (RFC 7643 \
+             §2.4): set \"primary\": true on one value only"
+        )));
+    }
+    Ok(())
 }
 
 /// Values without duplicates (ignoring case, as the directory compares them), in order.

@@ -11,8 +11,7 @@ fn schema() -> &'static ResourceSchema {
     ResourceSchema::user()
 }
 
-/// The test user as [`UserMapping::to_resource`] builds it (no `emails.primary`: the
-/// directory cannot keep it).
+/// The test user as [`UserMapping::to_resource`] builds it.
 fn user() -> Value {
     json!({
         "schemas": [
@@ -181,25 +180,57 @@ fn add_appends_without_duplicates() {
     );
 }
 
-/// `primary` is not in the schema: a value that carries it is accepted, and `primary` is
-/// not echoed.
+/// A user whose first work email is primary.
+fn with_primary_email() -> Value {
+    let mut r = user();
+    r["emails"][0]["primary"] = json!(true);
+    r
+}
+
+fn primaries(r: &Value) -> Vec<String> {
+    r["emails"]
+        .as_array()
+        .expect("emails")
+        .iter()
+        .filter(|e| e["primary"] == json!(true))
+        .map(|e| e["value"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// RFC 7644 §3.5.2: a value added as primary takes `primary` from the one that had it.
 #[test]
-fn a_value_marked_primary_is_added_without_primary() {
-    let r = ok(
-        json!([{"op": "add", "path": "emails", "value": {"value": "p@example.com", "primary": "True"}}]),
-    );
-    let emails = r["emails"].as_array().expect("emails");
-    assert!(emails.iter().all(|e| e.get("primary").is_none()), "{r}");
-    let mut values: Vec<_> = emails.iter().map(|e| e["value"].clone()).collect();
-    values.sort_by_key(|v| v.to_string());
-    assert_eq!(
-        values,
-        [
-            json!("babs@example.com"),
-            json!("bjensen@example.com"),
-            json!("p@example.com")
-        ]
-    );
+fn a_value_added_as_primary_demotes_the_former_primary() {
+    let mut r = with_primary_email();
+    let ops = json!([{"op": "add", "path": "emails", "value": {"value": "p@example.com", "type": "home", "primary": true}}]);
+    apply_user_patch(&mut r, &request(ops), schema()).expect("applied");
+    assert_eq!(primaries(&r), ["p@example.com"], "{r}");
+    assert_eq!(r["emails"].as_array().map(Vec::len), Some(3));
+}
+
+/// The same when an existing value is made primary through a value path.
+#[test]
+fn a_value_made_primary_by_a_value_path_demotes_the_former_primary() {
+    let mut r = with_primary_email();
+    let ops = json!([{"op": "replace", "path": "emails[value eq \"babs@example.com\"].primary", "value": true}]);
+    apply_user_patch(&mut r, &request(ops), schema()).expect("applied");
+    assert_eq!(primaries(&r), ["babs@example.com"], "{r}");
+    // ... and a value path can find the primary value now that it is kept.
+    let ops = json!([{"op": "replace", "path": "emails[primary eq true].value", "value": "b2@example.com"}]);
+    apply_user_patch(&mut r, &request(ops), schema()).expect("applied");
+    assert_eq!(primaries(&r), ["b2@example.com"], "{r}");
+}
+
+/// Of two values given as primary in one operation, the last one is (each value added
+/// as primary takes it from the others).
+#[test]
+fn of_two_values_given_as_primary_the_last_is() {
+    let mut r = with_primary_email();
+    let ops = json!([{"op": "replace", "path": "emails", "value": [
+        {"value": "a@example.com", "type": "work", "primary": true},
+        {"value": "b@example.com", "type": "home", "primary": true}
+    ]}]);
+    apply_user_patch(&mut r, &request(ops), schema()).expect("applied");
+    assert_eq!(primaries(&r), ["b@example.com"], "{r}");
 }
 
 #[test]
@@ -209,7 +240,7 @@ fn replace_a_multi_valued_attribute_replaces_all_values() {
     );
     assert_eq!(
         r["emails"],
-        json!([{"value": "only@example.com", "type": "work"}])
+        json!([{"value": "only@example.com", "type": "work", "primary": true}])
     );
 }
 

@@ -1804,7 +1804,12 @@ fn multi_valued_attributes_inet_org_person_cannot_hold_are_kept_as_json() {
     );
     assert_eq!(
         got("lockbridgeIm"),
-        [r#"{"type":"xmpp","value":"babs@xmpp.example.com"}"#]
+        [r#"{"primary":true,"type":"xmpp","value":"babs@xmpp.example.com"}"#]
+    );
+    // The primary work email lives in `mail`: lockbridgePrimary says which it is.
+    assert_eq!(
+        got("lockbridgePrimary"),
+        [r#"{"attribute":"emails","primary":true,"type":"work","value":"bjensen@example.com"}"#]
     );
     assert_eq!(
         got("lockbridgePhoto")[1],
@@ -1826,7 +1831,7 @@ fn multi_valued_attributes_inet_org_person_cannot_hold_are_kept_as_json() {
             .any(|a| a == "lockbridgeX509Certificate")
     );
 
-    // Read back: what was kept, as sent (primary is not kept: not in the schema).
+    // Read back: what was kept, as sent.
     let stored = Entry::new(
         format!("uid=bjensen,{PEOPLE}"),
         attrs.clone().into_iter().chain([(
@@ -1838,7 +1843,7 @@ fn multi_valued_attributes_inet_org_person_cannot_hold_are_kept_as_json() {
     assert_eq!(
         r["emails"],
         json!([
-            {"value": "bjensen@example.com", "type": "work"},
+            {"value": "bjensen@example.com", "type": "work", "primary": true},
             {"value": "babs@jensen.org", "type": "home"},
             {"value": "b\"j\\@x", "type": "other"}
         ])
@@ -1849,7 +1854,7 @@ fn multi_valued_attributes_inet_org_person_cannot_hold_are_kept_as_json() {
     );
     assert_eq!(
         r["ims"],
-        json!([{"value": "babs@xmpp.example.com", "type": "xmpp"}])
+        json!([{"value": "babs@xmpp.example.com", "type": "xmpp", "primary": true}])
     );
     assert_eq!(
         r["entitlements"],
@@ -2014,4 +2019,97 @@ fn the_benchmark_reads_what_a_user_read_reads() {
         .split(',')
         .collect();
     assert_eq!(listed, with_schema().read_attributes());
+}
+
+/// Which phone number and address is primary is kept for values in inetOrgPerson's
+/// attributes too (lockbridgePrimary), read back, and dropped with the value.
+#[test]
+fn primary_phone_and_address_round_trip_through_lockbridge_primary() {
+    let m = with_schema();
+    let body = json!({
+        "userName": "bjensen",
+        "phoneNumbers": [
+            {"value": "+1 555 0100", "type": "work"},
+            {"value": "+1 555 0199", "type": "Mobile", "primary": true},
+            {"value": "+1 555 0111", "type": "pager", "primary": false}
+        ],
+        "addresses": [{"type": "work", "locality": "Chicago", "primary": "true"}]
+    });
+    let w = m.parse(&body).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    assert_eq!(
+        new_attr(&attrs, "lockbridgePrimary").unwrap_or_default(),
+        [
+            r#"{"attribute":"phoneNumbers","primary":true,"type":"mobile","value":"+1 555 0199"}"#,
+            r#"{"attribute":"phoneNumbers","primary":false,"type":"pager","value":"+1 555 0111"}"#,
+            r#"{"attribute":"addresses","primary":true,"type":"work"}"#
+        ]
+    );
+    assert!(
+        new_attr(&attrs, "objectClass")
+            .unwrap_or_default()
+            .contains(&SCIM_USER_CLASS.to_owned())
+    );
+    let stored = Entry::new(format!("uid=bjensen,{PEOPLE}"), attrs.clone());
+    let r = m.to_resource(&stored, &UserExtras::default());
+    assert_eq!(
+        r["phoneNumbers"],
+        json!([
+            {"value": "+1 555 0100", "type": "work"},
+            {"value": "+1 555 0199", "type": "mobile", "primary": true},
+            {"value": "+1 555 0111", "type": "pager", "primary": false}
+        ])
+    );
+    assert_eq!(r["addresses"][0]["primary"], json!(true), "{r}");
+    assert_eq!(m.changes(&stored, &m.parse(&r).expect("valid")), []);
+
+    // The primary number removed: so is its mark.
+    let mut fewer = r.clone();
+    fewer["phoneNumbers"] = json!([{"value": "+1 555 0100", "type": "work"}]);
+    let changes = m.changes(&stored, &m.parse(&fewer).expect("valid"));
+    assert!(
+        changes.contains(&Change::Replace(
+            "lockbridgePrimary".into(),
+            vec![r#"{"attribute":"addresses","primary":true,"type":"work"}"#.into()]
+        )),
+        "{changes:?}"
+    );
+}
+
+/// RFC 7643 §2.4: at most one value of an attribute is primary.
+#[rstest]
+#[case::emails(json!({"emails": [
+    {"value": "a@example.org", "type": "work", "primary": true},
+    {"value": "b@example.org", "type": "home", "primary": true}]}), "emails")]
+#[case::addresses(json!({"addresses": [
+    {"type": "work", "locality": "A", "primary": true},
+    {"type": "home", "locality": "B", "primary": true}]}), "addresses")]
+fn two_primary_values_are_refused(#[case] mut body: Value, #[case] what: &str) {
+    body["userName"] = json!("bjensen");
+    let e = with_schema().parse(&body).expect_err("refused");
+    let text = e.to_string();
+    assert!(
+        matches!(e, ScimError::InvalidValue(_)) && text.contains(what) && text.contains("primary"),
+        "{text}"
+    );
+}
+
+/// Without lockbridge's schema, `primary` has no home outside JSON values: it is not in
+/// the schema view and nothing is written for it.
+#[test]
+fn without_the_schema_primary_is_not_kept() {
+    let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
+    for attr in ["emails", "phoneNumbers", "addresses"] {
+        assert!(
+            m.schema()
+                .resolve(&AttrPath::new(attr).with_sub_attr("primary"))
+                .is_none(),
+            "{attr}.primary"
+        );
+    }
+    let w = m
+        .parse(&json!({"userName": "b", "emails": [{"value": "a@example.org", "primary": true}]}))
+        .expect("valid");
+    assert!(!w.attrs.contains_key("lockbridgeprimary"));
+    assert!(!m.read_attributes().iter().any(|a| a == "lockbridgePrimary"));
 }
