@@ -130,10 +130,13 @@ fn sample(a: &Announced, n: u32, manager_id: &str) -> (Value, String) {
     }
     if a.name == "addresses" {
         let street = format!("{n} {text} Street");
+        // The work address (inetOrgPerson's attributes) and a home one (JSON).
         return (
             json!([{ "type": "work", "streetAddress": street, "locality": format!("City {n}"),
                      "region": "CA", "postalCode": format!("9{n}000"), "country": "US",
-                     "formatted": format!("{n} {text} Street\nCity {n}, CA 9{n}000\nUS") }]),
+                     "formatted": format!("{n} {text} Street\nCity {n}, CA 9{n}000\nUS") },
+                   { "type": "home", "streetAddress": format!("{n} {text} Lane"),
+                     "locality": format!("Home City {n}"), "country": "CA", "primary": true }]),
             street,
         );
     }
@@ -376,6 +379,26 @@ async fn every_announced_attribute_round_trips() {
             vec![user.clone()],
             "{filter}"
         );
+        if a.name == "addresses" {
+            for (filter, found) in [
+                (
+                    "addresses[type eq \"home\" and locality eq \"Home City 1\"]",
+                    true,
+                ),
+                (
+                    "addresses[type eq \"other\" and locality eq \"Home City 1\"]",
+                    false,
+                ),
+                (
+                    "addresses[type eq \"work\" and locality eq \"Home City 1\"]",
+                    false,
+                ),
+                ("addresses.locality sw \"Home City\"", true),
+            ] {
+                let names = names_found(&scim, filter).await;
+                assert_eq!(names.contains(&user), found, "{filter}: {names:?}");
+            }
+        }
         // ... and each type of value is found as that type, and only as that type.
         if a.multi && a.name != "addresses" {
             let values = first.as_array().expect("values");

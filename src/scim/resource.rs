@@ -54,8 +54,8 @@ use serde_json::{Map, Value};
 use super::error::ScimError;
 use super::filter::{
     AttrPath, CORE_GROUP, CORE_USER, DefaultGroupMapping, DefaultUserMapping, ENTERPRISE_USER,
-    Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target, json_open_element,
-    json_typed_element,
+    Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target, json_address_element,
+    json_open_element, json_typed_element,
 };
 use super::model::{get_ci, truncate};
 use super::patch::GroupPatch;
@@ -257,6 +257,24 @@ pub const SCIM_GROUP_CLASS: &str = "lockbridgeScimGroup";
 /// SCIM attribute, `<attribute> <type> <value>` (`emails work ann@example.org`,
 /// `addresses work`). Values kept as JSON carry `"primary":true` themselves.
 pub const PRIMARY_ATTRIBUTE: &str = "lockbridgePrimary";
+
+/// Where lockbridge's LDAP schema keeps addresses of the types other than work (the work
+/// address lives in inetOrgPerson's attributes), one JSON object per address, keys in
+/// alphabetical order: `{"locality":"Chicago","primary":false,"type":"home"}`.
+pub const ADDRESS_ATTRIBUTE: &str = "lockbridgeAddress";
+
+/// The canonical address types kept in [`ADDRESS_ATTRIBUTE`]; other types are not kept.
+const OTHER_ADDRESS_KINDS: [&str; 2] = ["home", "other"];
+
+/// The parts of an address kept as JSON, in alphabetical order (their order in it).
+const ADDRESS_PARTS: [&str; 6] = [
+    "country",
+    "formatted",
+    "locality",
+    "postalCode",
+    "region",
+    "streetAddress",
+];
 
 /// The multi-valued attributes with a `primary` sub-attribute (RFC 7643 §4.1.2, §8.7.1).
 const PRIMARY_HOLDERS: [&str; 8] = [
@@ -758,6 +776,9 @@ pub struct UserMapping {
     /// [`PRIMARY_ATTRIBUTE`] when the directory has lockbridge's schema: without it,
     /// which value is primary is not kept (and `primary` is not in the schema view).
     primary: Option<&'static str>,
+    /// [`ADDRESS_ATTRIBUTE`] when the directory has lockbridge's schema: without it,
+    /// only the work address is kept.
+    addresses: Option<&'static str>,
     /// Whether the object classes include `person` (so `cn` and `sn` are required).
     person: bool,
     schema: ResourceSchema,
@@ -882,6 +903,7 @@ impl UserMapping {
             Vec::new()
         };
         let primary = s.lockbridge_schema.then_some(PRIMARY_ATTRIBUTE);
+        let addresses = s.lockbridge_schema.then_some(ADDRESS_ATTRIBUTE);
         let hidden: Vec<Hidden> = homeless
             .iter()
             .map(|f| f.hidden())
@@ -896,6 +918,12 @@ impl UserMapping {
                     .iter()
                     .filter(|_| primary.is_none())
                     .map(|a| Hidden::sub_attribute(CORE_USER, a, "primary")),
+            )
+            .chain(
+                OTHER_ADDRESS_KINDS
+                    .iter()
+                    .filter(|_| addresses.is_none())
+                    .map(|k| Hidden::canonical_value(CORE_USER, "addresses", "type", k)),
             )
             .collect();
         let schema = match &external_id {
@@ -923,6 +951,7 @@ impl UserMapping {
                 )
                 .chain(json.iter().map(|j| j.ldap.to_ascii_lowercase()))
                 .chain(primary.iter().map(|p| p.to_ascii_lowercase()))
+                .chain(addresses.iter().map(|a| a.to_ascii_lowercase()))
                 .collect(),
         });
         let filter = UserFilterMapping {
@@ -936,6 +965,7 @@ impl UserMapping {
                 .collect(),
             manager: ldap[&Field::Manager].clone(),
             json: json.clone(),
+            addresses,
         };
         Ok(Self {
             user_name: s.user_name_attribute,
@@ -947,6 +977,7 @@ impl UserMapping {
             json,
             schema_hidden: hidden,
             primary,
+            addresses,
             person,
             schema,
             filter,
@@ -1034,6 +1065,7 @@ impl UserMapping {
         out.extend(self.ldap.values().cloned());
         out.extend(self.json.iter().map(|j| j.ldap.to_owned()));
         out.extend(self.primary.iter().map(|p| (*p).to_owned()));
+        out.extend(self.addresses.iter().map(|a| (*a).to_owned()));
         out.extend(self.external_id.iter().cloned());
         out.extend(USER_OPERATIONAL.iter().map(|s| (*s).to_owned()));
         if self.person {
@@ -1152,15 +1184,19 @@ impl UserMapping {
                 address.insert(key.into(), v.into());
             }
         }
+        let mut addresses = Vec::new();
         if !address.is_empty() {
             address.insert("type".into(), "work".into());
             if let Some(p) = marked("addresses", "work", None) {
                 address.insert("primary".into(), p.into());
             }
-            r.insert(
-                "addresses".into(),
-                Value::Array(vec![Value::Object(address)]),
-            );
+            addresses.push(Value::Object(address));
+        }
+        if let Some(a) = self.addresses {
+            addresses.extend(entry.all(a).iter().filter_map(|v| decode_address(v)));
+        }
+        if !addresses.is_empty() {
+            r.insert("addresses".into(), Value::Array(addresses));
         }
         for j in self.json.iter().filter(|j| j.open) {
             let values = self.json_values(entry, j.scim);
@@ -1317,6 +1353,14 @@ impl UserMapping {
             }
         }
         if let Some(v) = b.get(None, "addresses")
+            && let Some(a) = self.addresses
+        {
+            let others = other_addresses(v)?;
+            if !others.is_empty() {
+                json.insert(a.to_ascii_lowercase(), others);
+            }
+        }
+        if let Some(v) = b.get(None, "addresses")
             && let Some(work) = work_address(v)?
         {
             let primary = non_null(get_ci(&work, "primary"))
@@ -1435,7 +1479,8 @@ impl UserMapping {
             .values()
             .map(String::as_str)
             .chain(self.json.iter().map(|j| j.ldap))
-            .chain(self.primary);
+            .chain(self.primary)
+            .chain(self.addresses);
         for ldap in stored {
             if let Some(v) = w.attrs.get(&ldap.to_ascii_lowercase())
                 && !v.is_empty()
@@ -1497,7 +1542,13 @@ impl UserMapping {
             };
             push_change(&mut out, current, ldap, new, f.is_multi(), rdn.as_ref());
         }
-        for ldap in self.json.iter().map(|j| j.ldap).chain(self.primary) {
+        for ldap in self
+            .json
+            .iter()
+            .map(|j| j.ldap)
+            .chain(self.primary)
+            .chain(self.addresses)
+        {
             let new = w
                 .attrs
                 .get(&ldap.to_ascii_lowercase())
@@ -1630,6 +1681,8 @@ struct UserFilterMapping {
     manager: String,
     /// The multi-valued attributes (or types of them) kept as JSON.
     json: Vec<&'static JsonHome>,
+    /// Where addresses other than the work one are kept, if anywhere.
+    addresses: Option<&'static str>,
 }
 
 impl UserFilterMapping {
@@ -1706,6 +1759,26 @@ impl FilterMapping for UserFilterMapping {
         } else {
             Vec::new()
         };
+        let mut json = json;
+        if path.in_schema(CORE_USER)
+            && path.sub_attr.is_none()
+            && path.name_is("addresses")
+            && let Some(a) = self.addresses
+        {
+            // The work address's parts are the filterable ones of every address.
+            let parts = [
+                "country",
+                "locality",
+                "postalCode",
+                "region",
+                "streetAddress",
+            ];
+            json.extend(
+                OTHER_ADDRESS_KINDS
+                    .iter()
+                    .map(|k| json_address_element(a, k, &parts)),
+            );
+        }
         let base = self.base.elements(path);
         if base.is_none() && json.is_empty() {
             return None;
@@ -2338,6 +2411,79 @@ fn work_address(v: &Value) -> Result<Option<Map<String, Value>>, ScimError> {
     at_most_one_primary(primaries, "addresses")?;
     work.sort_by_key(|(primary, _)| !primary);
     Ok(work.into_iter().next().map(|(_, o)| o))
+}
+
+/// The addresses of types home and other, as their LDAP values (see
+/// [`ADDRESS_ATTRIBUTE`]): canonical type spelling, the parts that have a value, `primary`
+/// as given; without duplicates (as the directory compares them), in order.
+fn other_addresses(v: &Value) -> Result<Vec<String>, ScimError> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let Value::Object(o) = item else {
+            return Err(ScimError::InvalidValue(
+                "addresses must be an array of objects".into(),
+            ));
+        };
+        let kind = non_null(get_ci(o, "type"))
+            .map(|v| string(v, "addresses.type"))
+            .transpose()?
+            .flatten();
+        let Some(kind) = kind.and_then(|k| {
+            OTHER_ADDRESS_KINDS
+                .iter()
+                .find(|c| c.eq_ignore_ascii_case(&k))
+        }) else {
+            continue;
+        };
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let mut parts = Vec::new();
+        for part in ADDRESS_PARTS {
+            if let Some(v) = non_null(get_ci(o, part))
+                && let Some(value) = string(v, &format!("addresses.{part}"))?
+            {
+                parts.push(format!("{}:{}", text(part), text(&value)));
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        if let Some(p) = non_null(get_ci(o, "primary"))
+            .map(|v| boolean(v, "addresses.primary"))
+            .transpose()?
+            .flatten()
+        {
+            parts.push(format!("\"primary\":{p}"));
+        }
+        parts.push(format!("\"type\":{}", text(kind)));
+        let encoded = format!("{{{}}}", parts.join(","));
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(&encoded)) {
+            out.push(encoded);
+        }
+    }
+    Ok(out)
+}
+
+/// The SCIM address an [`ADDRESS_ATTRIBUTE`] value stands for; `None` for a value that
+/// is not such a JSON object (written by something else), which is left out.
+fn decode_address(ldap_value: &str) -> Option<Value> {
+    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(ldap_value) else {
+        return None;
+    };
+    let mut out = Map::new();
+    for part in ADDRESS_PARTS.iter().chain(&["type"]) {
+        if let Some(Value::String(s)) = o.get(*part) {
+            out.insert((*part).into(), s.as_str().into());
+        }
+    }
+    if let Some(Value::Bool(p)) = o.get("primary") {
+        out.insert("primary".into(), (*p).into());
+    }
+    out.contains_key("type").then_some(Value::Object(out))
 }
 
 /// A formatted address (lines separated by newlines) in LDAP's Postal Address syntax

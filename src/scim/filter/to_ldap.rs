@@ -1338,6 +1338,74 @@ pub fn json_open_element(ldap: &str, typed: &[&str], attr: &str) -> Element {
     json_element(ldap, "\"value\":\"".to_owned(), kind, attr)
 }
 
+/// Addresses of type `kind` kept as JSON objects in `ldap` (keys in alphabetical order,
+/// so `type` is the last: `{"locality":"Chicago","type":"home"}`). Each part is tested
+/// with the type in the same assertion, on one value: `eq "x"` is
+/// `*"<part>":"x"*"type":"<kind>"}`, `sw` `*"<part>":"x*"type":"<kind>"}`, `pr`
+/// `*"<part>":*"type":"<kind>"}`. `co` and `ew` cannot be kept to one part (the text
+/// after a part's value holds the next parts), so they are
+/// [`TranslateError::Uncomparable`]: left out where the work address answers, refused
+/// with the reason where nothing else can.
+pub fn json_address_element(ldap: &str, kind: &str, parts: &[&str]) -> Element {
+    let kind_json = serde_json::to_string(kind).unwrap_or_default();
+    let mut sub_attrs: Vec<(String, Target)> = parts
+        .iter()
+        .map(|name| {
+            let (ldap, part) = (ldap.to_owned(), (*name).to_owned());
+            let tail = format!("\"type\":{kind_json}}}");
+            let kind_json = kind_json.clone();
+            let target = Target::custom(move |test| {
+                let path = format!("addresses.{part}");
+                let key = format!("\"{part}\":");
+                let (e_key, e_tail) = (filter_value(&key), filter_value(&tail));
+                let (op, value) = match test {
+                    Test::Present => return Ok(format!("({ldap}=*{e_key}*{e_tail})")),
+                    Test::Compare(op, value) => (op, value),
+                };
+                let CompValue::String(text) = value else {
+                    return Err(TranslateError::invalid_value(
+                        &path,
+                        format!("expected a string, found {}", value.kind()),
+                    ));
+                };
+                let json = serde_json::to_string(text).unwrap_or_default();
+                let open = json.strip_suffix('"').unwrap_or_default();
+                let e = |s: &str| filter_value(s).into_owned();
+                match op {
+                    CompareOp::Eq => Ok(format!("({ldap}=*{e_key}{}*{e_tail})", e(&json))),
+                    CompareOp::Sw => Ok(format!("({ldap}=*{e_key}{}*{e_tail})", e(open))),
+                    CompareOp::Co | CompareOp::Ew => Err(TranslateError::Uncomparable {
+                        attribute: path.clone(),
+                        reason: format!(
+                            "\"{path}\" of an address of type {kind_json} can be compared with \
+                             eq, sw or pr, not \"{op}\" (such addresses are kept as one JSON \
+                             object per address, and \"{op}\" cannot be kept to one part of it)"
+                        ),
+                    }),
+                    _ => Err(TranslateError::unsupported(
+                        &path,
+                        format!("\"{op}\" cannot be used here; use eq, sw or pr"),
+                    )),
+                }
+            });
+            ((*name).to_owned(), target)
+        })
+        .collect();
+    sub_attrs.push(("type".to_owned(), Target::fixed_string(kind)));
+    sub_attrs.push((
+        "formatted".to_owned(),
+        Target::unsupported(
+            "addresses.formatted cannot be filtered; filter on streetAddress, locality, \
+             region, postalCode or country",
+        ),
+    ));
+    sub_attrs.push((
+        "primary".to_owned(),
+        Target::unsupported("addresses.primary cannot be filtered"),
+    ));
+    Element { sub_attrs }
+}
+
 fn json_element(ldap: &str, prefix: String, kind: Target, attr: &str) -> Element {
     let ldap = ldap.to_owned();
     let value = Target::custom(move |test| json_value_filter(&ldap, &prefix, test));

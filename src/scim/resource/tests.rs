@@ -2113,3 +2113,86 @@ fn without_the_schema_primary_is_not_kept() {
     assert!(!w.attrs.contains_key("lockbridgeprimary"));
     assert!(!m.read_attributes().iter().any(|a| a == "lockbridgePrimary"));
 }
+
+/// Addresses of types home and other are kept as JSON in lockbridgeAddress, next to the
+/// work address in inetOrgPerson's attributes; other types are not kept.
+#[test]
+fn home_and_other_addresses_are_kept_as_json() {
+    let m = with_schema();
+    let body = json!({
+        "userName": "bjensen",
+        "addresses": [
+            {"type": "work", "locality": "Chicago"},
+            {"type": "Home", "streetAddress": "1 \"Elm\" St", "locality": "Oak Park",
+             "postalCode": "60301", "country": "US", "primary": true},
+            {"type": "other", "formatted": "PO Box 7\nChicago"},
+            {"type": "vacation", "locality": "Nice"},
+            {"type": "home"}
+        ]
+    });
+    let w = m.parse(&body).expect("valid");
+    let (_, attrs) = m.new_entry(&w, PEOPLE);
+    assert_eq!(
+        new_attr(&attrs, "lockbridgeAddress").unwrap_or_default(),
+        [
+            r#"{"country":"US","locality":"Oak Park","postalCode":"60301","streetAddress":"1 \"Elm\" St","primary":true,"type":"home"}"#,
+            r#"{"formatted":"PO Box 7\nChicago","type":"other"}"#
+        ]
+    );
+    assert_eq!(new_attr(&attrs, "l").unwrap_or_default(), ["Chicago"]);
+    let stored = Entry::new(format!("uid=bjensen,{PEOPLE}"), attrs.clone());
+    let r = m.to_resource(&stored, &UserExtras::default());
+    assert_eq!(
+        r["addresses"],
+        json!([
+            {"type": "work", "locality": "Chicago"},
+            {"type": "home", "streetAddress": "1 \"Elm\" St", "locality": "Oak Park",
+             "postalCode": "60301", "country": "US", "primary": true},
+            {"type": "other", "formatted": "PO Box 7\nChicago"}
+        ])
+    );
+    assert_eq!(m.changes(&stored, &m.parse(&r).expect("valid")), []);
+
+    let ldap = |f: &str| to_ldap(&parse_filter(f).expect(f), m.filter_mapping());
+    // One assertion holds the part and the type: one address, of that type.
+    assert_eq!(
+        ldap(r#"addresses[type eq "home" and locality eq "Oak Park"]"#).as_deref(),
+        Ok(r#"(lockbridgeAddress=*"locality":"Oak Park"*"type":"home"})"#)
+    );
+    assert_eq!(
+        ldap(r#"addresses[type eq "other" and streetAddress sw "1 \"E"]"#).as_deref(),
+        Ok(r#"(lockbridgeAddress=*"streetAddress":"1 \5c"E*"type":"other"})"#)
+    );
+    // Any address: the work address's attribute or either kind of JSON address.
+    assert_eq!(
+        ldap(r#"addresses.postalCode eq "60301""#).as_deref(),
+        Ok(
+            r#"(|(postalCode=60301)(lockbridgeAddress=*"postalCode":"60301"*"type":"home"})(lockbridgeAddress=*"postalCode":"60301"*"type":"other"}))"#
+        )
+    );
+    // `co` cannot be kept to one part of the JSON: the work address answers alone, and a
+    // filter only JSON addresses could answer is refused, saying why.
+    assert_eq!(
+        ldap(r#"addresses.locality co "Park""#).as_deref(),
+        Ok("(l=*Park*)")
+    );
+    let refused = ldap(r#"addresses[type eq "home" and locality co "Park"]"#)
+        .expect_err("refused")
+        .to_string();
+    assert!(refused.contains("eq, sw or pr"), "{refused}");
+}
+
+/// Without lockbridge's schema, only the work address has a home.
+#[test]
+fn without_the_schema_only_the_work_address_is_kept() {
+    let m = UserMapping::new(UserMappingSettings::default()).expect("valid");
+    let w = m
+        .parse(&json!({"userName": "b", "addresses": [{"type": "home", "locality": "X"}]}))
+        .expect("valid");
+    assert!(!w.attrs.contains_key("lockbridgeaddress"));
+    let kind = m
+        .schema()
+        .resolve(&AttrPath::new("addresses").with_sub_attr("type"))
+        .expect("addresses.type");
+    assert_eq!(kind.target().canonical_values, ["work"]);
+}
