@@ -1185,6 +1185,23 @@ async fn primary_values_are_kept_and_moved() {
         json!(false),
         "the work email says so: {patched}"
     );
+    // Filters see it: in the JSON value, and on the work email's mark.
+    for (filter, found) in [
+        (r#"emails[type eq "home" and primary eq true]"#, true),
+        (r#"emails[type eq "work" and primary eq true]"#, false),
+        (r#"emails[type eq "work" and primary eq false]"#, true),
+        (
+            r#"phoneNumbers[type eq "mobile" and primary eq true]"#,
+            true,
+        ),
+    ] {
+        let names = env.user_names(filter).await;
+        assert_eq!(
+            names.contains(&"prim".to_owned()),
+            found,
+            "{filter}: {names:?}"
+        );
+    }
 
     let mut two = new_user("prim2", None);
     two["emails"] = json!([

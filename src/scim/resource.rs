@@ -53,9 +53,9 @@ use serde_json::{Map, Value};
 
 use super::error::ScimError;
 use super::filter::{
-    AttrPath, CORE_GROUP, CORE_USER, DefaultGroupMapping, DefaultUserMapping, ENTERPRISE_USER,
-    Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target, json_address_element,
-    json_open_element, json_typed_element,
+    AttrPath, CORE_GROUP, CORE_USER, CompValue, DefaultGroupMapping, DefaultUserMapping,
+    ENTERPRISE_USER, Element, FilterMapping, PASSWORD_EXTENSION, Syntax, Target,
+    json_address_element, json_open_element, json_primary_filter, json_typed_element,
 };
 use super::model::{get_ci, truncate};
 use super::patch::GroupPatch;
@@ -301,6 +301,25 @@ fn primary_mark(attr: &str, kind: &str, value: Option<&str>, primary: bool) -> S
         text(attr),
         text(kind)
     )
+}
+
+/// `primary` of the values of type `kind` of `attr` kept in inetOrgPerson attributes:
+/// their marks in `ldap` (see [`primary_mark`]), `{"attribute":…,"primary":…,"type":…`
+/// in one assertion.
+fn primary_mark_target(ldap: &'static str, attr: &str, kind: &str) -> Target {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let (head, path) = (
+        format!("{{\"attribute\":{},", text(attr)),
+        format!("{attr}.primary"),
+    );
+    let after = format!(",\"type\":{}", text(kind));
+    Target::custom(move |test| {
+        let filter = json_primary_filter(ldap, &after, &path, test)?;
+        // Anchored at the mark's start, so that the attribute is part of the assertion:
+        // `(ldap=*"primary":…` becomes `(ldap={"attribute":"emails","primary":…`.
+        let head = crate::directory::escape::filter_value(&head);
+        Ok(filter.replacen(&format!("({ldap}=*"), &format!("({ldap}={head}"), 1))
+    })
 }
 
 /// What the [`PRIMARY_ATTRIBUTE`] values `marks` say of value `value` of type `kind` of
@@ -966,6 +985,7 @@ impl UserMapping {
             manager: ldap[&Field::Manager].clone(),
             json: json.clone(),
             addresses,
+            primary,
         };
         Ok(Self {
             user_name: s.user_name_attribute,
@@ -1040,6 +1060,16 @@ impl UserMapping {
                     .iter()
                     .filter(|j| !self.json.contains(j))
                     .map(JsonHome::name),
+            )
+            .chain(
+                self.addresses
+                    .is_none()
+                    .then_some("addresses of type home and other"),
+            )
+            .chain(
+                self.primary
+                    .is_none()
+                    .then_some("primary of work emails, phone numbers and the work address"),
             )
             .collect()
     }
@@ -1683,6 +1713,8 @@ struct UserFilterMapping {
     json: Vec<&'static JsonHome>,
     /// Where addresses other than the work one are kept, if anywhere.
     addresses: Option<&'static str>,
+    /// Where `primary` of values in inetOrgPerson attributes is marked, if anywhere.
+    primary: Option<&'static str>,
 }
 
 impl UserFilterMapping {
@@ -1783,6 +1815,7 @@ impl FilterMapping for UserFilterMapping {
         if base.is_none() && json.is_empty() {
             return None;
         }
+        let attr = path.name.clone();
         let mut out: Vec<Element> = base
             .unwrap_or_default()
             .into_iter()
@@ -1794,12 +1827,26 @@ impl FilterMapping for UserFilterMapping {
                             if self.homeless.contains(&ldap.to_ascii_lowercase()))
                 })
             })
-            .map(|k| Element {
-                sub_attrs: k
-                    .sub_attrs
-                    .into_iter()
-                    .map(|(n, t)| (n, self.rename(t)))
-                    .collect(),
+            .map(|k| {
+                let kind = k.sub_attrs.iter().find_map(|(n, t)| match t {
+                    Target::Fixed(CompValue::String(kind)) if n.eq_ignore_ascii_case("type") => {
+                        Some(kind.clone())
+                    }
+                    _ => None,
+                });
+                Element {
+                    sub_attrs: k
+                        .sub_attrs
+                        .into_iter()
+                        .map(|(n, t)| match (&kind, self.primary) {
+                            (Some(kind), Some(marks)) if n.eq_ignore_ascii_case("primary") => {
+                                let target = primary_mark_target(marks, &attr, kind);
+                                (n, target)
+                            }
+                            _ => (n, self.rename(t)),
+                        })
+                        .collect(),
+                }
             })
             .collect();
         out.extend(json);

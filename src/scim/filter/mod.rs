@@ -40,8 +40,8 @@ pub use path::{PatchPath, parse_path};
 pub use to_ldap::{
     CORE_GROUP, CORE_USER, CustomFn, DefaultGroupMapping, DefaultUserMapping, ENTERPRISE_USER,
     Element, FilterMapping, PASSWORD_EXTENSION, Reference, Syntax, Target, Test, TranslateError,
-    WithReferences, json_address_element, json_open_element, json_typed_element, json_value_filter,
-    references, to_ldap,
+    WithReferences, json_address_element, json_open_element, json_primary_filter,
+    json_typed_element, json_value_filter, references, to_ldap,
 };
 
 #[cfg(test)]

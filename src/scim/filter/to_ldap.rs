@@ -1307,7 +1307,11 @@ pub fn json_typed_element(ldap: &str, kind: &str, attr: &str) -> Element {
         "\"type\":{},\"value\":\"",
         serde_json::to_string(kind).unwrap_or_default()
     );
-    json_element(ldap, prefix, Target::fixed_string(kind), attr)
+    let after = format!(
+        ",\"type\":{},\"value\":\"",
+        serde_json::to_string(kind).unwrap_or_default()
+    );
+    json_element(ldap, prefix, Target::fixed_string(kind), attr, after)
 }
 
 /// The values of a multi-valued attribute kept as JSON in `ldap` whose type is none of
@@ -1335,7 +1339,7 @@ pub fn json_open_element(ldap: &str, typed: &[&str], attr: &str) -> Element {
             format!("{name} can be compared with eq and a string, not \"{op} {value}\""),
         )),
     });
-    json_element(ldap, "\"value\":\"".to_owned(), kind, attr)
+    json_element(ldap, "\"value\":\"".to_owned(), kind, attr, ",".to_owned())
 }
 
 /// Addresses of type `kind` kept as JSON objects in `ldap` (keys in alphabetical order,
@@ -1399,23 +1403,47 @@ pub fn json_address_element(ldap: &str, kind: &str, parts: &[&str]) -> Element {
              region, postalCode or country",
         ),
     ));
+    let (at, after) = (ldap.to_owned(), format!(",\"type\":{kind_json}}}"));
     sub_attrs.push((
         "primary".to_owned(),
-        Target::unsupported("addresses.primary cannot be filtered"),
+        Target::custom(move |test| json_primary_filter(&at, &after, "addresses.primary", test)),
     ));
     Element { sub_attrs }
 }
 
-fn json_element(ldap: &str, prefix: String, kind: Target, attr: &str) -> Element {
+/// `primary` of JSON-kept values: `"primary":<b>` followed by `after` (the text that
+/// follows it in such a value: `,"type":"home","value":"` for a fixed type), in one
+/// assertion. `eq true`, `eq false` and `pr`; a value without `primary` matches neither.
+pub fn json_primary_filter(
+    ldap: &str,
+    after: &str,
+    path: &str,
+    test: Test<'_>,
+) -> Result<String, TranslateError> {
+    let after = filter_value(after);
+    match test {
+        Test::Present => Ok(format!("({ldap}=*\"primary\":*{after}*)")),
+        Test::Compare(CompareOp::Eq, CompValue::Bool(b)) => {
+            Ok(format!("({ldap}=*\"primary\":{b}{after}*)"))
+        }
+        Test::Compare(op, value) => Err(TranslateError::unsupported(
+            path,
+            format!(
+                "{path} can be tested with \"eq true\", \"eq false\" or \"pr\", not \"{op} {value}\""
+            ),
+        )),
+    }
+}
+
+fn json_element(ldap: &str, prefix: String, kind: Target, attr: &str, after: String) -> Element {
+    let (at, path) = (ldap.to_owned(), format!("{attr}.primary"));
+    let primary = Target::custom(move |test| json_primary_filter(&at, &after, &path, test));
     let ldap = ldap.to_owned();
     let value = Target::custom(move |test| json_value_filter(&ldap, &prefix, test));
     Element::new([
         ("value".to_owned(), value),
         ("type".to_owned(), kind),
-        (
-            "primary".to_owned(),
-            Target::unsupported(format!("{attr}.primary cannot be filtered")),
-        ),
+        ("primary".to_owned(), primary),
         (
             "display".to_owned(),
             Target::unsupported(format!("{attr}.display cannot be filtered")),

@@ -1967,6 +1967,8 @@ fn without_lockbridges_schema_json_kept_values_have_no_home() {
     for name in [
         "emails of type home and other",
         "phoneNumbers of type other",
+        "addresses of type home and other",
+        "primary of work emails, phone numbers and the work address",
         "ims",
         "photos",
         "entitlements",
@@ -2195,4 +2197,41 @@ fn without_the_schema_only_the_work_address_is_kept() {
         .resolve(&AttrPath::new("addresses").with_sub_attr("type"))
         .expect("addresses.type");
     assert_eq!(kind.target().canonical_values, ["work"]);
+}
+
+/// `primary` can be filtered: in a JSON value, with its type in the same assertion; for
+/// values in inetOrgPerson attributes, on their mark.
+#[rstest]
+#[case(
+    r#"emails[type eq "home" and primary eq true]"#,
+    r#"(lockbridgeEmail=*"primary":true,"type":"home","value":"*)"#
+)]
+#[case(
+    r#"emails[type eq "work" and primary eq true]"#,
+    r#"(lockbridgePrimary={"attribute":"emails","primary":true,"type":"work"*)"#
+)]
+#[case(
+    r#"phoneNumbers[type eq "mobile" and primary pr]"#,
+    r#"(lockbridgePrimary={"attribute":"phoneNumbers","primary":*,"type":"mobile"*)"#
+)]
+#[case(
+    r#"addresses[type eq "home" and primary eq false]"#,
+    r#"(lockbridgeAddress=*"primary":false,"type":"home"}*)"#
+)]
+#[case(
+    r#"ims[primary eq true]"#,
+    r#"(|(lockbridgeIm=*"primary":true,"type":"aim","value":"*)(lockbridgeIm=*"primary":true,"type":"gtalk","value":"*)(lockbridgeIm=*"primary":true,"type":"icq","value":"*)(lockbridgeIm=*"primary":true,"type":"xmpp","value":"*)(lockbridgeIm=*"primary":true,"type":"msn","value":"*)(lockbridgeIm=*"primary":true,"type":"skype","value":"*)(lockbridgeIm=*"primary":true,"type":"qq","value":"*)(lockbridgeIm=*"primary":true,"type":"yahoo","value":"*)(lockbridgeIm=*"primary":true,*))"#
+)]
+fn primary_filters(#[case] filter: &str, #[case] ldap: &str) {
+    let m = with_schema();
+    let f = parse_filter(filter).expect(filter);
+    assert_eq!(to_ldap(&f, m.filter_mapping()).as_deref(), Ok(ldap));
+}
+
+#[test]
+fn primary_compares_with_booleans_only() {
+    let m = with_schema();
+    let f = parse_filter(r#"emails[type eq "home" and primary eq "yes"]"#).expect("parses");
+    let e = to_ldap(&f, m.filter_mapping()).expect_err("refused");
+    assert!(e.to_string().contains("eq true"), "{e}");
 }
