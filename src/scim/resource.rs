@@ -1382,26 +1382,20 @@ impl UserMapping {
                 set(f, dedup(numbers.into_iter().map(|(_, v)| v)));
             }
         }
-        if let Some(v) = b.get(None, "addresses")
-            && let Some(a) = self.addresses
-        {
-            let others = other_addresses(v)?;
+        let addresses = b.get(None, "addresses").map(address_items).transpose()?;
+        let addresses = addresses.as_deref().unwrap_or_default();
+        if let Some(a) = self.addresses {
+            let others = other_addresses(addresses)?;
             if !others.is_empty() {
                 json.insert(a.to_ascii_lowercase(), others);
             }
         }
-        if let Some(v) = b.get(None, "addresses")
-            && let Some(work) = work_address(v)?
-        {
-            let primary = non_null(get_ci(&work, "primary"))
-                .map(|v| boolean(v, "addresses.primary"))
-                .transpose()?
-                .flatten();
-            if let Some(p) = primary {
+        if let Some(work) = work_address(addresses) {
+            if let Some(p) = work.primary {
                 marks.push(primary_mark("addresses", "work", None, p));
             }
             for (key, f) in WORK_ADDRESS {
-                if let Some(v) = non_null(get_ci(&work, key)) {
+                if let Some(v) = non_null(get_ci(work.object, key)) {
                     let text = string(v, &format!("addresses.{key}"))?;
                     let text = if f == Field::WorkFormatted {
                         text.map(|t| to_postal_address(&t))
@@ -2425,72 +2419,81 @@ struct MultiValue {
     display: Option<String>,
 }
 
-/// The work address of an `addresses` value: the value of type `work` (or without a
-/// type), the primary one first; other types are not kept.
-fn work_address(v: &Value) -> Result<Option<Map<String, Value>>, ScimError> {
-    let items: Vec<&Value> = match v {
-        Value::Array(a) => a.iter().collect(),
-        Value::Null => Vec::new(),
-        other => vec![other],
-    };
-    let mut work: Vec<(bool, Map<String, Value>)> = Vec::new();
-    let mut primaries = 0;
-    for item in items {
-        let Value::Object(o) = item else {
-            return Err(ScimError::InvalidValue(
-                "addresses must be an array of objects".into(),
-            ));
-        };
-        let kind = non_null(get_ci(o, "type"))
-            .map(|v| string(v, "addresses.type"))
-            .transpose()?
-            .flatten();
-        let primary = non_null(get_ci(o, "primary"))
-            .map(|v| boolean(v, "addresses.primary"))
-            .transpose()?
-            .flatten()
-            .unwrap_or(false);
-        primaries += usize::from(primary);
-        if kind.is_none_or(|k| k.eq_ignore_ascii_case("work")) {
-            work.push((primary, o.clone()));
-        }
-    }
-    at_most_one_primary(primaries, "addresses")?;
-    work.sort_by_key(|(primary, _)| !primary);
-    Ok(work.into_iter().next().map(|(_, o)| o))
+/// One value of `addresses`, read: the object, its type and `primary` as given.
+struct AddressItem<'a> {
+    object: &'a Map<String, Value>,
+    kind: Option<String>,
+    primary: Option<bool>,
 }
 
-/// The addresses of types home and other, as their LDAP values (see
-/// [`ADDRESS_ATTRIBUTE`]): canonical type spelling, the parts that have a value, `primary`
-/// as given; without duplicates (as the directory compares them), in order.
-fn other_addresses(v: &Value) -> Result<Vec<String>, ScimError> {
+/// The values of an `addresses` value (an array of objects, or one object), checked: each
+/// an object, `type` a string, `primary` a boolean, at most one primary.
+fn address_items(v: &Value) -> Result<Vec<AddressItem<'_>>, ScimError> {
     let items: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),
         Value::Null => Vec::new(),
         other => vec![other],
     };
-    let mut out: Vec<String> = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let Value::Object(o) = item else {
+        let Value::Object(object) = item else {
             return Err(ScimError::InvalidValue(
                 "addresses must be an array of objects".into(),
             ));
         };
-        let kind = non_null(get_ci(o, "type"))
+        let kind = non_null(get_ci(object, "type"))
             .map(|v| string(v, "addresses.type"))
             .transpose()?
             .flatten();
-        let Some(kind) = kind.and_then(|k| {
+        let primary = non_null(get_ci(object, "primary"))
+            .map(|v| boolean(v, "addresses.primary"))
+            .transpose()?
+            .flatten();
+        out.push(AddressItem {
+            object,
+            kind,
+            primary,
+        });
+    }
+    at_most_one_primary(
+        out.iter().filter(|a| a.primary == Some(true)).count(),
+        "addresses",
+    )?;
+    Ok(out)
+}
+
+/// The work address among `items`: the value of type `work` (or without a type), the
+/// primary one first; home and other are [`other_addresses`]'.
+fn work_address<'i, 'a>(items: &'i [AddressItem<'a>]) -> Option<&'i AddressItem<'a>> {
+    let mut work: Vec<&AddressItem<'a>> = items
+        .iter()
+        .filter(|a| {
+            a.kind
+                .as_deref()
+                .is_none_or(|k| k.eq_ignore_ascii_case("work"))
+        })
+        .collect();
+    work.sort_by_key(|a| a.primary != Some(true));
+    work.first().copied()
+}
+
+/// The addresses of types home and other among `items`, as their LDAP values (see
+/// [`ADDRESS_ATTRIBUTE`]): canonical type spelling, the parts that have a value, `primary`
+/// as given; without duplicates (as the directory compares them), in order.
+fn other_addresses(items: &[AddressItem<'_>]) -> Result<Vec<String>, ScimError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let Some(kind) = item.kind.as_deref().and_then(|k| {
             OTHER_ADDRESS_KINDS
                 .iter()
-                .find(|c| c.eq_ignore_ascii_case(&k))
+                .find(|c| c.eq_ignore_ascii_case(k))
         }) else {
             continue;
         };
         let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
         let mut parts = Vec::new();
         for part in ADDRESS_PARTS {
-            if let Some(v) = non_null(get_ci(o, part))
+            if let Some(v) = non_null(get_ci(item.object, part))
                 && let Some(value) = string(v, &format!("addresses.{part}"))?
             {
                 parts.push(format!("{}:{}", text(part), text(&value)));
@@ -2499,11 +2502,7 @@ fn other_addresses(v: &Value) -> Result<Vec<String>, ScimError> {
         if parts.is_empty() {
             continue;
         }
-        if let Some(p) = non_null(get_ci(o, "primary"))
-            .map(|v| boolean(v, "addresses.primary"))
-            .transpose()?
-            .flatten()
-        {
+        if let Some(p) = item.primary {
             parts.push(format!("\"primary\":{p}"));
         }
         parts.push(format!("\"type\":{}", text(kind)));

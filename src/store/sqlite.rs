@@ -280,6 +280,28 @@ struct ChainedRow<'a> {
     record: &'a NewAuditRecord,
 }
 
+impl<'a> ChainedRow<'a> {
+    /// Binds the row's ten columns, in `audit_log`'s insert order (id, at, request_id,
+    /// actor, action, target, outcome, detail, prev_hash, hash).
+    fn bind_to<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+        let r = self.record;
+        query
+            .bind(self.id)
+            .bind(&self.at)
+            .bind(&r.request_id)
+            .bind(&r.actor)
+            .bind(&r.action)
+            .bind(&r.target)
+            .bind(&r.outcome)
+            .bind(&r.detail)
+            .bind(&self.prev)
+            .bind(&self.hash)
+    }
+}
+
 /// Chains `records` after `prev`, the first taking id `after + 1`.
 fn chain_rows<'a>(
     after: i64,
@@ -346,18 +368,7 @@ async fn append_after(
     // Built from a fixed fragment repeated per record; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in &rows {
-        let r = row.record;
-        query = query
-            .bind(row.id)
-            .bind(&row.at)
-            .bind(&r.request_id)
-            .bind(&r.actor)
-            .bind(&r.action)
-            .bind(&r.target)
-            .bind(&r.outcome)
-            .bind(&r.detail)
-            .bind(&row.prev)
-            .bind(&row.hash);
+        query = row.bind_to(query);
     }
     let done = query
         .bind(head.id)
@@ -407,22 +418,11 @@ async fn append_chained(
     let after = sequence.unwrap_or(0).max(newest.unwrap_or(0));
     let rows = chain_rows(after, prev.clone(), records);
     for row in &rows {
-        let r = row.record;
-        sqlx::query(
+        row.bind_to(sqlx::query(
             "INSERT INTO audit_log \
              (id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .bind(row.id)
-        .bind(&row.at)
-        .bind(&r.request_id)
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(&r.target)
-        .bind(&r.outcome)
-        .bind(&r.detail)
-        .bind(&row.prev)
-        .bind(&row.hash)
+        ))
         .execute(&mut *tx)
         .await
         .map_err(err("audit record"))?;
