@@ -1791,14 +1791,11 @@ impl FilterMapping for UserFilterMapping {
             && path.name_is("addresses")
             && let Some(a) = self.addresses
         {
-            // The work address's parts are the filterable ones of every address.
-            let parts = [
-                "country",
-                "locality",
-                "postalCode",
-                "region",
-                "streetAddress",
-            ];
+            // Every part but `formatted` (lines; not filterable for the work address either).
+            let parts: Vec<&str> = ADDRESS_PARTS
+                .into_iter()
+                .filter(|p| *p != "formatted")
+                .collect();
             json.extend(
                 OTHER_ADDRESS_KINDS
                     .iter()

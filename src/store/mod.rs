@@ -267,6 +267,22 @@ pub struct ChainedAuditRecord {
     pub hash: Option<Vec<u8>>,
 }
 
+impl NewAuditRecord {
+    /// The fields its hash will cover, once it has its id and its time as stored.
+    pub fn chain_fields<'a>(&'a self, id: i64, at: &'a str) -> chain::ChainFields<'a> {
+        chain::ChainFields {
+            id,
+            at,
+            request_id: self.request_id.as_deref(),
+            actor: &self.actor,
+            action: &self.action,
+            target: self.target.as_deref(),
+            outcome: &self.outcome,
+            detail: self.detail.as_deref(),
+        }
+    }
+}
+
 impl ChainedAuditRecord {
     /// The fields the record's hash covers.
     pub fn chain_fields(&self) -> chain::ChainFields<'_> {

@@ -313,19 +313,7 @@ fn chain_rows<'a>(
     for (n, r) in records.iter().enumerate() {
         let id = after + 1 + n as i64;
         let at = ts(r.at);
-        let hash = chain::record_hash(
-            &prev,
-            &chain::ChainFields {
-                id,
-                at: &at,
-                request_id: r.request_id.as_deref(),
-                actor: &r.actor,
-                action: &r.action,
-                target: r.target.as_deref(),
-                outcome: &r.outcome,
-                detail: r.detail.as_deref(),
-            },
-        );
+        let hash = chain::record_hash(&prev, &r.chain_fields(id, &at));
         let next_prev = hash.clone();
         rows.push(ChainedRow {
             id,
