@@ -394,7 +394,7 @@ mod tests {
     use crate::store::{NewAuditRecord, SqliteStore};
 
     async fn log_of(n: usize) -> SqliteStore {
-        let store = SqliteStore::open_in_memory().await.expect("store");
+        let store = SqliteStore::open_temporary().await.expect("store");
         for i in 0..n {
             store
                 .append_audit(&NewAuditRecord {

@@ -697,7 +697,7 @@ mod tests {
     }
 
     async fn store() -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open_in_memory().await.expect("store"))
+        Arc::new(SqliteStore::open_temporary().await.expect("store"))
     }
 
     fn ctx() -> serde_json::Value {
@@ -840,7 +840,7 @@ mod tests {
     /// sent: the message waits through any number of attempts within the window.
     #[tokio::test]
     async fn waiting_mail_is_retried_for_the_whole_window_then_given_up() {
-        let sqlite = SqliteStore::open_in_memory().await.expect("store");
+        let sqlite = SqliteStore::open_temporary().await.expect("store");
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let sealer = sealer();
         let notifier = Notifier::new(store.clone(), sealer.clone());

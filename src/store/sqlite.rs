@@ -18,8 +18,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use tokio::sync::{mpsc, oneshot};
+mod audit_writer;
 
+use self::audit_writer::AuditWriter;
 use super::chain::{self, GENESIS};
 use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, MAX_AUDIT_PAGE, MAX_PAGE, MailClass,
@@ -38,15 +39,6 @@ const MAX_CONNECTIONS: u32 = 4;
 /// The setting that records when the audit chain began (so existing records are
 /// chained once, at the upgrade, and never again).
 const CHAIN_STARTED: &str = "audit.chain_started";
-/// Most audit records committed together.
-const AUDIT_BATCH: usize = 256;
-/// How many times the audit writer lets the runtime run other tasks before it commits.
-const GROUP_COMMIT_YIELDS: usize = 2;
-/// Audit appends that may wait for the writer.
-const AUDIT_QUEUE: usize = 4096;
-
-/// One audit append waiting for the writer, and where its id goes.
-type AuditAppend = (NewAuditRecord, oneshot::Sender<Result<i64, StoreError>>);
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -57,9 +49,12 @@ pub struct SqliteStore {
     /// connections use NORMAL: in WAL mode a crash loses nothing committed, a power cut
     /// may lose the last commits.)
     durable: SqlitePool,
-    /// Audit appends for the writer task, which commits whatever has queued up in one
+    /// The audit writer's thread, which commits whatever has queued up in one
     /// transaction (group commit): one sync per batch instead of one per record.
-    audit_writer: mpsc::Sender<AuditAppend>,
+    audit_writer: AuditWriter,
+    /// The folder of a temporary store, removed with its last clone.
+    #[cfg(test)]
+    _temporary: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl SqliteStore {
@@ -95,31 +90,28 @@ impl SqliteStore {
             .connect_with(options.synchronous(SqliteSynchronous::Full))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::start(pool, durable).await
+        Self::start(path, pool, durable).await
     }
 
-    /// A private in-memory database, for tests. It lives as long as the store.
-    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        // One connection that never closes: the database exists only inside it.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::classify(e, "in-memory database"))?;
-        MIGRATOR.run(&pool).await?;
-        Self::start(pool.clone(), pool).await
+    /// A private database in a temporary folder, for tests. The folder goes with the
+    /// store's last clone.
+    #[cfg(test)]
+    pub async fn open_temporary() -> Result<SqliteStore, StoreError> {
+        let dir = tempfile::tempdir()
+            .map_err(|e| StoreError::Unavailable(format!("temporary folder: {e}")))?;
+        let mut store = SqliteStore::open(&dir.path().join("lockbridge.db")).await?;
+        store._temporary = Some(std::sync::Arc::new(dir));
+        Ok(store)
     }
 
     /// Chains the audit records written before the chain existed (once, the first time
     /// a store with the chain opens the database), and starts the audit writer. Must be
     /// called inside a Tokio runtime.
-    async fn start(pool: SqlitePool, durable: SqlitePool) -> Result<SqliteStore, StoreError> {
+    async fn start(
+        path: &Path,
+        pool: SqlitePool,
+        durable: SqlitePool,
+    ) -> Result<SqliteStore, StoreError> {
         let mut tx = durable
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -143,17 +135,19 @@ impl SqliteStore {
                 .map_err(err("audit record"))?;
         }
         tx.commit().await.map_err(err("audit record"))?;
-        let (audit_writer, queue) = mpsc::channel(AUDIT_QUEUE);
-        tokio::spawn(write_audit_batches(durable.clone(), queue));
+        let audit_writer = AuditWriter::start(path)?;
         Ok(SqliteStore {
             pool,
             durable,
             audit_writer,
+            #[cfg(test)]
+            _temporary: None,
         })
     }
 
     /// Closes every connection (checkpointing the WAL into the main file).
     pub async fn close(&self) {
+        self.audit_writer.close().await;
         self.durable.close().await;
         self.pool.close().await;
     }
@@ -205,228 +199,6 @@ fn err(unique: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 fn decode_error(what: String) -> StoreError {
     StoreError::Other(sqlx::Error::Decode(what.into()))
-}
-
-/// The audit writer: commits queued appends in batches until the store is dropped.
-async fn write_audit_batches(durable: SqlitePool, mut queue: mpsc::Receiver<AuditAppend>) {
-    // The chain's head as this writer left it: lets the next batch go in as one
-    // statement (see `append_after`) instead of a four-step transaction.
-    let mut head: Option<ChainHead> = None;
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        // Group commit: before committing, let the runtime run whatever is ready
-        // (requests whose directory answer has arrived append their records now), so
-        // that one commit, whose sync costs the same for one record or fifty, carries
-        // them too. A yield costs next to nothing when nothing else is ready.
-        for _ in 0..GROUP_COMMIT_YIELDS {
-            drain_into(&mut queue, &mut batch);
-            if batch.len() >= AUDIT_BATCH {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        drain_into(&mut queue, &mut batch);
-        let records: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
-        let appended = match &head {
-            Some(known) => match append_after(&durable, known, &records).await {
-                Ok(Some(appended)) => Ok(appended),
-                // The head moved (another process appended) or the statement failed:
-                // the transaction reads the head afresh and reports a real failure.
-                Ok(None) | Err(_) => append_chained(&durable, &records).await,
-            },
-            None => append_chained(&durable, &records).await,
-        };
-        match appended {
-            Ok((ids, new_head)) => {
-                head = Some(new_head);
-                for ((_, reply), id) in batch.into_iter().zip(ids) {
-                    let _ = reply.send(Ok(id));
-                }
-            }
-            Err(e) => {
-                head = None;
-                let cause = e.to_string();
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
-                }
-            }
-        }
-    }
-}
-
-/// Moves what has queued into `batch`, up to [`AUDIT_BATCH`] records.
-fn drain_into(queue: &mut mpsc::Receiver<AuditAppend>, batch: &mut Vec<AuditAppend>) {
-    while batch.len() < AUDIT_BATCH {
-        match queue.try_recv() {
-            Ok(next) => batch.push(next),
-            Err(_) => break,
-        }
-    }
-}
-
-/// The newest chained record: its id (also AUTOINCREMENT's counter) and hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ChainHead {
-    id: i64,
-    hash: Vec<u8>,
-}
-
-/// One record ready to insert: its id, time text, and the hashes around it.
-struct ChainedRow<'a> {
-    id: i64,
-    at: String,
-    prev: Vec<u8>,
-    hash: Vec<u8>,
-    record: &'a NewAuditRecord,
-}
-
-impl<'a> ChainedRow<'a> {
-    /// Binds the row's ten columns, in `audit_log`'s insert order (id, at, request_id,
-    /// actor, action, target, outcome, detail, prev_hash, hash).
-    fn bind_to<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-        let r = self.record;
-        query
-            .bind(self.id)
-            .bind(&self.at)
-            .bind(&r.request_id)
-            .bind(&r.actor)
-            .bind(&r.action)
-            .bind(&r.target)
-            .bind(&r.outcome)
-            .bind(&r.detail)
-            .bind(&self.prev)
-            .bind(&self.hash)
-    }
-}
-
-/// Chains `records` after `prev`, the first taking id `after + 1`.
-fn chain_rows<'a>(
-    after: i64,
-    prev: Vec<u8>,
-    records: &[&'a NewAuditRecord],
-) -> Vec<ChainedRow<'a>> {
-    let mut prev = prev;
-    let mut rows = Vec::with_capacity(records.len());
-    for (n, r) in records.iter().enumerate() {
-        let id = after + 1 + n as i64;
-        let at = ts(r.at);
-        let hash = chain::record_hash(&prev, &r.chain_fields(id, &at));
-        let next_prev = hash.clone();
-        rows.push(ChainedRow {
-            id,
-            at,
-            prev: std::mem::replace(&mut prev, next_prev),
-            hash,
-            record: r,
-        });
-    }
-    rows
-}
-
-fn head_of(rows: &[ChainedRow<'_>], fallback: ChainHead) -> ChainHead {
-    rows.last().map_or(fallback, |r| ChainHead {
-        id: r.id,
-        hash: r.hash.clone(),
-    })
-}
-
-/// Appends `records` after `head` in one autocommitted statement, on condition that
-/// `head` is still the chain's head: AUTOINCREMENT's counter is its id and the record
-/// with that id still has its hash. `None` when it is not (another process appended,
-/// or a record was removed): the caller then takes the transaction. One statement is
-/// one round trip to SQLite's thread instead of four, and SQLite computes the SELECT
-/// (which reads `audit_log`) before inserting, so the condition holds for the batch.
-async fn append_after(
-    durable: &SqlitePool,
-    head: &ChainHead,
-    records: &[&NewAuditRecord],
-) -> Result<Option<(Vec<i64>, ChainHead)>, StoreError> {
-    let rows = chain_rows(head.id, head.hash.clone(), records);
-    let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
-    let sql = format!(
-        "INSERT INTO audit_log \
-         (id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash) \
-         SELECT * FROM (VALUES {values}) \
-         WHERE (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log') = ? \
-           AND (SELECT hash FROM audit_log WHERE id = ?) = ?"
-    );
-    // Built from a fixed fragment repeated per record; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for row in &rows {
-        query = row.bind_to(query);
-    }
-    let done = query
-        .bind(head.id)
-        .bind(head.id)
-        .bind(&head.hash)
-        .execute(durable)
-        .await
-        .map_err(err("audit record"))?;
-    match done.rows_affected() {
-        0 => Ok(None),
-        n if n == rows.len() as u64 => {
-            let ids = rows.iter().map(|r| r.id).collect();
-            Ok(Some((ids, head_of(&rows, head.clone()))))
-        }
-        // Cannot happen (the condition is one for the whole statement); if it did, the
-        // records are in, and the transaction will build on whatever the head is now.
-        n => Err(StoreError::Unavailable(format!(
-            "audit append wrote {n} of {} records",
-            rows.len()
-        ))),
-    }
-}
-
-/// Appends `records` after the chain's head in one IMMEDIATE transaction (so another
-/// process appending at the same time waits, and the chain stays one line).
-async fn append_chained(
-    durable: &SqlitePool,
-    records: &[&NewAuditRecord],
-) -> Result<(Vec<i64>, ChainHead), StoreError> {
-    let mut tx = durable
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(err("audit record"))?;
-    // The newest chained record (one without a hash was not written by lockbridge: it
-    // is reported by `audit verify`, not built upon), and AUTOINCREMENT's counter, so
-    // that ids are never reused even after the newest records were removed (the gap
-    // shows the removal). The id is part of the hash, so it is chosen before the insert.
-    let (sequence, newest, head): (Option<i64>, Option<i64>, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), \
-                (SELECT MAX(id) FROM audit_log), \
-                (SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1)",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(err("audit record"))?;
-    let prev = head.unwrap_or_else(|| GENESIS.to_vec());
-    let after = sequence.unwrap_or(0).max(newest.unwrap_or(0));
-    let rows = chain_rows(after, prev.clone(), records);
-    for row in &rows {
-        row.bind_to(sqlx::query(
-            "INSERT INTO audit_log \
-             (id, at, request_id, actor, action, target, outcome, detail, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(err("audit record"))?;
-    }
-    tx.commit().await.map_err(err("audit record"))?;
-    let ids = rows.iter().map(|r| r.id).collect();
-    // An empty batch leaves the head where it was; the fast path then checks the
-    // record `after` (absent when the chain is empty, so it falls back here).
-    let head = head_of(
-        &rows,
-        ChainHead {
-            id: after,
-            hash: prev,
-        },
-    );
-    Ok((ids, head))
 }
 
 /// Chains the records written before the chain existed, in id order, and returns how
@@ -828,13 +600,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, r: &NewAuditRecord) -> Result<i64, StoreError> {
-        let stopped = || StoreError::Unavailable("the audit writer has stopped".into());
-        let (reply, id) = oneshot::channel();
-        self.audit_writer
-            .send((r.clone(), reply))
-            .await
-            .map_err(|_| stopped())?;
-        id.await.map_err(|_| stopped())?
+        self.audit_writer.append(r).await
     }
 
     async fn audit_chain_page(
@@ -1810,13 +1576,14 @@ mod tests {
     /// head, and nothing after one that is not.
     #[tokio::test]
     async fn appending_after_a_known_head_writes_all_or_nothing() {
-        let (_dir, store) = temp_store().await;
+        let (dir, store) = temp_store().await;
+        let conn = audit_writer::open(&dir.path().join("lockbridge.db")).expect("connection");
         store
             .append_audit(&audit("a", "x", "t"))
             .await
             .expect("append");
         let (id, hash) = store.audit_head().await.expect("head").expect("a head");
-        let head = ChainHead { id, hash };
+        let head = audit_writer::ChainHead { id, hash };
         let records = [
             audit("b", "x", "t"),
             audit("c", "x", "t"),
@@ -1824,30 +1591,25 @@ mod tests {
         ];
         let refs: Vec<&NewAuditRecord> = records.iter().collect();
 
-        let stale = ChainHead {
+        let stale = audit_writer::ChainHead {
             id: head.id,
             hash: vec![0; 32],
         };
         assert_eq!(
-            append_after(&store.durable, &stale, &refs)
-                .await
-                .expect("ran"),
+            audit_writer::append_after(&conn, &stale, &refs).expect("ran"),
             None
         );
-        let gone = ChainHead {
+        let gone = audit_writer::ChainHead {
             id: head.id + 5,
             hash: head.hash.clone(),
         };
         assert_eq!(
-            append_after(&store.durable, &gone, &refs)
-                .await
-                .expect("ran"),
+            audit_writer::append_after(&conn, &gone, &refs).expect("ran"),
             None
         );
         assert_eq!(assert_one_chain(&store).await.len(), 1, "nothing written");
 
-        let (ids, new_head) = append_after(&store.durable, &head, &refs)
-            .await
+        let (ids, new_head) = audit_writer::append_after(&conn, &head, &refs)
             .expect("ran")
             .expect("appended");
         assert_eq!(ids, vec![2, 3, 4]);
@@ -1856,6 +1618,38 @@ mod tests {
         assert_eq!(page[3].record.actor, "d");
         assert_eq!(Some(new_head.hash), page[3].hash.clone());
         assert_eq!(new_head.id, 4);
+    }
+
+    /// Closing the store stops the audit writer after what was queued before it: those
+    /// records are in, a later append is refused as unavailable, and the WAL is folded
+    /// into the main file (no connection is left open).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_stops_the_audit_writer_after_queued_records() {
+        let (dir, store) = temp_store().await;
+        let queued = (0..10).map(|n| {
+            let store = store.clone();
+            async move { store.append_audit(&audit(&format!("a{n}"), "x", "t")).await }
+        });
+        let ids: Vec<i64> = futures::future::join_all(queued)
+            .await
+            .into_iter()
+            .map(|id| id.expect("append before close"))
+            .collect();
+        assert_eq!(ids.len(), 10);
+        store.close().await;
+        assert!(matches!(
+            store.append_audit(&audit("late", "x", "t")).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let wal = dir.path().join("lockbridge.db-wal");
+        assert!(
+            !wal.exists(),
+            "the last connection checkpointed and removed the WAL"
+        );
+        let store = SqliteStore::open(&dir.path().join("lockbridge.db"))
+            .await
+            .expect("reopen");
+        assert_eq!(assert_one_chain(&store).await.len(), 10);
     }
 
     /// The writer builds on the head it left while it is still the head, and reads the
@@ -2166,7 +1960,9 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_ids_are_not_found() {
-        let store = SqliteStore::open_in_memory().await.expect("in-memory");
+        let store = SqliteStore::open_temporary()
+            .await
+            .expect("temporary store");
         assert!(matches!(
             store.mark_mail_sent(42, t0()).await,
             Err(StoreError::NotFound)
@@ -2844,7 +2640,7 @@ mod tests {
 
     #[tokio::test]
     async fn store_is_usable_as_a_trait_object() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("open"));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_temporary().await.expect("open"));
         let id = store.enqueue_mail(&mail(1, None)).await.expect("enqueue");
         let m = store.get_mail(id).await.expect("get").expect("present");
         let debug = format!("{m:?}");
