@@ -377,6 +377,81 @@ async fn starttls_relay_is_verified_against_the_configured_ca() {
     assert!(untrusted.test_connection().await.is_err());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_relay_is_verified_against_the_configured_ca() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = make_ca_and_server_cert(pki.path());
+    let relay = ScriptRelay::start(IMPLICIT_TLS_RELAY, &[cert.as_path(), key.as_path()]);
+    let settings = MailSettings {
+        relay: "127.0.0.1".into(),
+        port: relay.port,
+        security: SmtpSecurity::Tls,
+        ca_file: Some(ca),
+        username: None,
+        password: None,
+        from: "lockbridge <no-reply@example.org>".into(),
+        timeout: Duration::from_secs(5),
+    };
+    let mail = Templates::new(None)
+        .expect("templates")
+        .render(PASSWORD_EXPIRING, &expiring_context(1))
+        .expect("render");
+
+    let trusted = Mailer::new(&settings).expect("mailer with CA");
+    trusted.test_connection().await.expect("verified TLS");
+    for n in 0..2 {
+        trusted
+            .send("ada@example.org", &format!("<tls-{n}@lockbridge>"), &mail)
+            .await
+            .expect("sent over verified TLS");
+    }
+    let received = std::fs::read_to_string(relay.dir.path().join("received")).unwrap_or_default();
+    assert_eq!(received.lines().count(), 2);
+
+    // Without the CA: refused before a byte of mail is sent, and retryable.
+    let untrusted = Mailer::new(&MailSettings {
+        ca_file: None,
+        ..settings
+    })
+    .expect("mailer without CA");
+    let err = untrusted
+        .send("ada@example.org", "<tls-9@lockbridge>", &mail)
+        .await
+        .expect_err("unknown CA");
+    assert!(!err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert!(untrusted.test_connection().await.is_err());
+}
+
+/// A backlog goes to a slow relay several messages at a time (each on its own
+/// connection), not one after the other, and never more than the pool holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_delivered_side_by_side() {
+    let relay = ScriptRelay::start(SLOW_RELAY, &[]);
+    let mut rig = Rig::start(relay.port, 5, Duration::from_millis(100)).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(
+            rig.enqueue(&format!("slow{n}@example.org"), "Slow-Pass-1")
+                .await,
+        );
+    }
+    for id in ids {
+        rig.wait_for(id, "sent", |m| m.status == OutboxStatus::Sent)
+            .await;
+    }
+    let most: usize = std::fs::read_to_string(relay.dir.path().join("most_at_once"))
+        .expect("the relay noted its load")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        (2..=lockbridge::notify::RELAY_CONNECTIONS).contains(&most),
+        "{most} messages at once"
+    );
+    rig.shutdown().await;
+}
+
 fn expiring_context(n: usize) -> serde_json::Value {
     json!({
         "display_name": format!("User {n}"),
@@ -680,8 +755,8 @@ async fn smtp_connections_are_reused() {
         "one pooled connection for three messages"
     );
 
-    // A backlog sent back to back: lettre hands a connection back to its pool in a
-    // spawned task, so a second one may open, but never one per message.
+    // A backlog: delivered side by side over at most four connections (the pool's
+    // size), never one per message.
     let mut ids = Vec::new();
     for n in 0..12 {
         ids.push(
@@ -846,6 +921,50 @@ def make_smtp(args):
     return SMTP(Handler(), hostname="tls.localhost", require_starttls=True, tls_context=ctx)
 "#;
 
+/// TLS from the first byte with the certificate and key given as arguments; notes each
+/// accepted message in `received`.
+const IMPLICIT_TLS_RELAY: &str = r#"
+import ssl
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        with open(os.path.join(DIR, "received"), "a") as f:
+            f.write("1\n")
+        return "250 OK"
+
+def server_ssl(args):
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args[0], args[1])
+    return ctx
+
+def make_smtp(args):
+    return SMTP(Handler(), hostname="tls.localhost")
+"#;
+
+/// Takes a while over each message and writes, after each, the most messages it was
+/// receiving at the same time (`most_at_once`).
+const SLOW_RELAY: &str = r#"
+import asyncio
+
+state = {"now": 0, "most": 0}
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+        await asyncio.sleep(0.2)
+        state["now"] -= 1
+        with open(os.path.join(DIR, "most_at_once.tmp"), "w") as f:
+            f.write(str(state["most"]))
+        os.rename(os.path.join(DIR, "most_at_once.tmp"), os.path.join(DIR, "most_at_once"))
+        with open(os.path.join(DIR, "received"), "a") as f:
+            f.write("1\n")
+        return "250 OK"
+
+def make_smtp(args):
+    return SMTP(Handler(), hostname="slow.localhost")
+"#;
+
 /// Accepts everything; notes each TCP connection in `connections` and each message in
 /// `received`.
 const COUNTING_RELAY: &str = r#"
@@ -875,7 +994,8 @@ exec(sys.argv[2])
 async def main():
     loop = asyncio.get_running_loop()
     args = sys.argv[3:]
-    server = await loop.create_server(lambda: make_smtp(args), host="127.0.0.1", port=0)
+    ssl = server_ssl(args) if "server_ssl" in globals() else None
+    server = await loop.create_server(lambda: make_smtp(args), host="127.0.0.1", port=0, ssl=ssl)
     with open(os.path.join(DIR, "port.tmp"), "w") as f:
         f.write(str(server.sockets[0].getsockname()[1]))
     os.rename(os.path.join(DIR, "port.tmp"), os.path.join(DIR, "port"))

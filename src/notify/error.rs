@@ -47,6 +47,9 @@ pub enum NotifyError {
     /// The relay refused for good (5xx reply): retrying cannot help.
     #[error("mail delivery refused: {0}")]
     Permanent(#[source] smtp::Error),
+    /// The relay could not be reached, or the TLS handshake with it failed.
+    #[error("mail delivery failed, will retry: {0}")]
+    Connect(String),
     /// One delivery took longer than its whole time budget.
     #[error("mail delivery did not finish within {} s", .0.as_secs())]
     Timeout(std::time::Duration),

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::sync::Arc;
 
+use lettre::Message;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+
+use super::relay::{Protection, RelayPool, RelayTarget, wrapper_connector};
 use super::{NotifyError, RenderedMail};
 use crate::types::Secret;
 
@@ -56,7 +58,7 @@ pub struct MailSettings {
 /// shared).
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Arc<RelayPool>,
     from: Mailbox,
     timeout: Duration,
 }
@@ -70,10 +72,8 @@ impl std::fmt::Debug for Mailer {
     }
 }
 
-/// Most connections kept open to the relay.
-const POOL_SIZE: u32 = 4;
-/// An idle pooled connection is closed after this long.
-const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Most connections open to the relay, which is also how many messages are in flight.
+pub const RELAY_CONNECTIONS: usize = 4;
 
 impl Mailer {
     /// Checks the settings and prepares the connection pool. Connects to nothing yet
@@ -92,20 +92,24 @@ impl Mailer {
                 "mail.relay is empty; set the host name of the SMTP relay".into(),
             ));
         }
-        let tls = match settings.security {
-            SmtpSecurity::None => Tls::None,
-            SmtpSecurity::StartTls => Tls::Required(tls_parameters(relay, settings)?),
-            SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(relay, settings)?),
+        let protection = match settings.security {
+            SmtpSecurity::None => Protection::None,
+            SmtpSecurity::StartTls => Protection::StartTls(tls_parameters(relay, settings)?),
+            SmtpSecurity::Tls => {
+                let ca = read_ca_file(settings)?;
+                let connector = wrapper_connector(ca.as_deref()).map_err(|e| {
+                    NotifyError::Config(format!("mail: cannot set up TLS for {relay}: {e}"))
+                })?;
+                let name =
+                    rustls_pki_types::ServerName::try_from(relay.to_string()).map_err(|e| {
+                        NotifyError::Config(format!(
+                            "mail.relay `{relay}` cannot be checked against a certificate: {e}"
+                        ))
+                    })?;
+                Protection::Wrapper(connector, name)
+            }
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay)
-            .port(settings.port)
-            .tls(tls)
-            .timeout(Some(settings.timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(POOL_SIZE)
-                    .idle_timeout(POOL_IDLE),
-            );
+        let mut credentials = None;
         match (&settings.username, &settings.password) {
             (Some(_), Some(_)) if settings.security == SmtpSecurity::None => {
                 return Err(NotifyError::Config(
@@ -115,7 +119,7 @@ impl Mailer {
                 ));
             }
             (Some(user), Some(password)) => {
-                builder = builder.credentials(Credentials::new(
+                credentials = Some(Credentials::new(
                     user.clone(),
                     password.expose().to_string(),
                 ));
@@ -132,11 +136,23 @@ impl Mailer {
                 ));
             }
         }
+        let target = RelayTarget {
+            host: relay.to_string(),
+            port: settings.port,
+            protection,
+            credentials,
+            timeout: settings.timeout,
+        };
         Ok(Mailer {
-            transport: builder.build(),
+            relay: Arc::new(RelayPool::new(target, RELAY_CONNECTIONS)),
             from,
             timeout: settings.timeout,
         })
+    }
+
+    /// How many messages may be handed to the relay at the same time.
+    pub fn connections(&self) -> usize {
+        RELAY_CONNECTIONS
     }
 
     /// The per-command timeout from the settings.
@@ -183,39 +199,45 @@ impl Mailer {
             .header(AutoSubmitted)
             .header(AutoResponseSuppress)
             .multipart(body)?;
-        self.transport
-            .send(message)
+        self.relay
+            .send(message.envelope(), &message.formatted())
             .await
-            .map(|_| ())
-            .map_err(NotifyError::from_smtp)
     }
 
     /// Connects to the relay (TLS and authentication included) and checks that it
     /// answers, for `check-config`.
     pub async fn test_connection(&self) -> Result<(), NotifyError> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(NotifyError::RelayNotResponding),
-            Err(e) => Err(NotifyError::from_smtp(e)),
-        }
+        self.relay.test_connection().await
     }
+}
+
+/// The PEM text of `mail.ca_file`, checked to hold a certificate.
+fn read_ca_file(settings: &MailSettings) -> Result<Option<Vec<u8>>, NotifyError> {
+    let Some(path) = &settings.ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        NotifyError::Config(format!("mail.ca_file: cannot read {}: {e}", path.display()))
+    })?;
+    let has_certificate = pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----");
+    if !has_certificate {
+        return Err(NotifyError::Config(format!(
+            "mail.ca_file: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(Some(pem))
 }
 
 fn tls_parameters(relay: &str, settings: &MailSettings) -> Result<TlsParameters, NotifyError> {
     let mut builder = TlsParameters::builder(relay.to_string());
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            NotifyError::Config(format!("mail.ca_file: cannot read {}: {e}", path.display()))
-        })?;
-        let has_certificate = pem
-            .windows(b"-----BEGIN CERTIFICATE-----".len())
-            .any(|w| w == b"-----BEGIN CERTIFICATE-----");
-        if !has_certificate {
-            return Err(NotifyError::Config(format!(
-                "mail.ca_file: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            )));
-        }
+    if let Some(pem) = read_ca_file(settings)? {
+        let path = settings
+            .ca_file
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""));
         let certificate = Certificate::from_pem(&pem)
             .map_err(|e| NotifyError::Config(format!("mail.ca_file: {}: {e}", path.display())))?;
         builder = builder.add_root_certificate(certificate);
@@ -369,7 +391,7 @@ mod tests {
             .send("someone@example.org", "<1@lockbridge>", &mail())
             .await
             .expect_err("nobody listens");
-        assert!(matches!(err, NotifyError::Transient(_)), "{err:?}");
+        assert!(matches!(err, NotifyError::Connect(_)), "{err:?}");
         assert!(!err.is_permanent());
         assert!(mailer.test_connection().await.is_err());
 

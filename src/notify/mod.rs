@@ -10,11 +10,12 @@
 mod error;
 mod mailer;
 mod outbox;
+mod relay;
 mod seal;
 mod templates;
 
 pub use error::NotifyError;
-pub use mailer::{MailSettings, Mailer, SmtpSecurity};
+pub use mailer::{MailSettings, Mailer, RELAY_CONNECTIONS, SmtpSecurity};
 pub use outbox::{Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE};
 pub use seal::{Sealer, derive_key};
 pub use templates::{

@@ -18,6 +18,7 @@
 //! and it must not change anything but outbox rows (and, through
 //! [`Notifier::record_notice`], the notice ledger that goes with them).
 
+use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -286,7 +287,8 @@ impl Default for OutboxSettings {
 /// Whether bulk mail may be claimed now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BulkGate {
-    Open,
+    /// Bulk mail may go: at most this many messages now.
+    Open(usize),
     /// Too soon after the last bulk attempt; open again in this long.
     Spacing(Duration),
     /// A bulk limit is reached (its metric label).
@@ -414,9 +416,11 @@ impl OutboxWorker {
         Ok(drained.tried)
     }
 
-    /// Claims one message at a time, so that at shutdown no claimed message is left
-    /// waiting for its lease to run out, and so that the bulk limits are checked before
-    /// each bulk message.
+    /// Claims a few messages at a time (as many as the relay connections carry, twice)
+    /// and delivers them side by side, so that one slow answer from the relay does not
+    /// hold up the rest; at shutdown the claimed ones are finished, none is left waiting
+    /// for its lease to run out. The bulk limits are checked before each claim, and a
+    /// spacing between bulk messages makes the claim one message.
     async fn drain(&self, shutdown: &CancellationToken) -> Result<Drained, NotifyError> {
         let mut drained = Drained::default();
         let stale = self.store.dead_letter_stale_mail(Utc::now()).await?;
@@ -427,34 +431,47 @@ impl OutboxWorker {
                 "outbox: mail not sent before its stale time dropped unsent (dead-lettered)"
             );
         }
-        let lease = self.send_budget() + LEASE_MARGIN;
+        let in_flight = self.mailer.connections();
+        let batch = in_flight * 2;
+        // The last of a batch starts after the others ahead of it on its connection.
+        let lease = self.send_budget() * (batch / in_flight) as u32 + LEASE_MARGIN;
         while !shutdown.is_cancelled() {
             let now = Utc::now();
             let claimed = match self.bulk_gate(now).await? {
-                BulkGate::Open => self.store.claim_due_mail(now, 1, lease).await?,
+                BulkGate::Open(room) => {
+                    let limit = u32::try_from(room.min(batch)).unwrap_or(1);
+                    self.store.claim_due_mail(now, limit, lease).await?
+                }
                 gate => {
                     let claimed = self
                         .store
-                        .claim_due_mail_of_class(MailClass::Transactional, now, 1, lease)
+                        .claim_due_mail_of_class(
+                            MailClass::Transactional,
+                            now,
+                            u32::try_from(batch).unwrap_or(1),
+                            lease,
+                        )
                         .await?;
                     if claimed.is_empty() {
                         match gate {
                             BulkGate::Spacing(resume) => drained.bulk_resumes_in = Some(resume),
                             BulkGate::Limit(limit) => self.note_held(limit, now).await?,
-                            BulkGate::Open => {}
+                            BulkGate::Open(_) => {}
                         }
                     }
                     claimed
                 }
             };
-            let Some(message) = claimed.into_iter().next() else {
+            if claimed.is_empty() {
                 break;
-            };
-            if message.class == MailClass::Bulk {
+            }
+            if claimed.iter().any(|m| m.class == MailClass::Bulk) {
                 *self.last_bulk.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             }
-            self.deliver(message).await;
-            drained.tried += 1;
+            drained.tried += claimed.len();
+            futures::stream::iter(claimed)
+                .for_each_concurrent(in_flight, |message| self.deliver(message))
+                .await;
         }
         Ok(drained)
     }
@@ -483,14 +500,17 @@ impl OutboxWorker {
                 return Ok(BulkGate::Limit(PER_MINUTE));
             }
         }
+        let mut room = if per_minute > 0 { 1 } else { usize::MAX };
         if per_day > 0 {
             let since = now - chrono::Duration::days(1);
             let sent = self.store.count_sent_since(MailClass::Bulk, since).await?;
             if sent >= u64::from(per_day) {
                 return Ok(BulkGate::Limit(PER_DAY));
             }
+            let left = usize::try_from(u64::from(per_day) - sent).unwrap_or(usize::MAX);
+            room = room.min(left);
         }
-        Ok(BulkGate::Open)
+        Ok(BulkGate::Open(room))
     }
 
     /// Counts (once each) the due bulk messages a limit holds back.
