@@ -344,6 +344,8 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             page_size: config.sweep.page_size,
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
             lease: Duration::from_secs(config.sweep.lease_secs),
+            expired_within: chrono::Duration::days(i64::from(config.sweep.expired_within_days)),
+            max_bulk_per_day: config.outbox.max_bulk_per_day,
         },
     };
     let scim = if config.scim.enabled {

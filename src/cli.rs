@@ -594,7 +594,21 @@ async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>) -> ExitCode {
         "{:<28} {:>8}",
         "without a change time", outcome.no_change_time
     );
+    println!(
+        "{:<28} {:>8}",
+        "long expired, left alone", outcome.expired_beyond_horizon
+    );
     println!("{:<28} {:>8}", "failed", run.failed);
+    if let Some(cap) = outcome.daily_cap {
+        println!("{:<28} {:>8}", "bulk mail waiting", cap.waiting);
+        if cap.beyond_today > 0 {
+            println!(
+                "outbox.max_bulk_per_day = {} ({} sent in the last 24 h): {} of them wait for \
+                 the following days",
+                cap.limit, cap.sent_last_day, cap.beyond_today
+            );
+        }
+    }
     if !outcome.rows.is_empty() {
         println!();
         println!(

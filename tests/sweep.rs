@@ -508,6 +508,79 @@ async fn a_sweep_killed_midway_is_finished_after_restart_without_duplicates() {
     assert!(statuses.contains(&"completed"), "{runs}");
 }
 
+/// The count a line of `lockbridge sweep` prints, e.g. `notices queued        2`.
+fn printed_count(out: &str, label: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{out}"))
+}
+
+/// Passwords that expired longer ago than `sweep.expired_within_days` (30 by default)
+/// get no notice and no expiry action; a dry run counts exactly what the real run then
+/// queues.
+#[tokio::test]
+async fn long_expired_accounts_are_left_alone_and_the_dry_run_counts_what_the_run_queues() {
+    let users = [
+        user("h_due", 85, true, false),     // expires in 5 days
+        user("h_recent", 100, true, false), // expired 10 days ago
+        user("h_old", 200, true, false),    // expired 110 days ago
+        user("h_older", 900, true, false),  // expired years ago
+    ];
+    let slapd = Slapd::start_with(0, &[&users.concat()]);
+    let mail = MailSink::start();
+    // In the file, not the daemon's environment: the CLI sweep reads them too.
+    let config = format!(
+        "max_bulk_per_minute = 0\nmax_bulk_per_day = 1\n{}",
+        SWEEP_CONFIG.replace("[expiry]\n", "[expiry]\non_expiry = \"lock\"\n")
+    );
+    let daemon = Daemon::start_with(&slapd, mail.port, &config);
+    let (code, dry, err) = sweep_cli(&daemon, &["--dry-run"]);
+    assert_eq!(code, 0, "{dry}\n{err}");
+    assert_eq!(printed_count(&dry, "notices due"), 2, "{dry}");
+    assert_eq!(printed_count(&dry, "long expired, left alone"), 2, "{dry}");
+    assert_eq!(printed_count(&dry, "expired"), 1, "{dry}");
+
+    let (code, out, err) = sweep_cli(&daemon, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        printed_count(&out, "notices queued"),
+        printed_count(&dry, "notices due"),
+        "the dry run said what the run does:\n{dry}\n{out}"
+    );
+    assert_eq!(printed_count(&out, "long expired, left alone"), 2, "{out}");
+    // Two notices and the digest wait; the cap of one a day keeps two of them back.
+    assert!(
+        out.contains("wait for the following days"),
+        "the daily cap is reported:\n{out}"
+    );
+
+    let dn = |uid: &str| format!("uid={uid},ou=people,dc=example,dc=org");
+    assert!(
+        !slapd
+            .ldapsearch_attr(&dn("h_recent"), "pwdAccountLockedTime")
+            .is_empty(),
+        "recently expired: locked"
+    );
+    for old in ["h_old", "h_older"] {
+        assert!(
+            slapd
+                .ldapsearch_attr(&dn(old), "pwdAccountLockedTime")
+                .is_empty(),
+            "{old} expired long ago: left alone"
+        );
+    }
+    mail.wait_for_count(1, Duration::from_secs(15));
+    let (code, again, err) = sweep_cli(&daemon, &["--dry-run"]);
+    assert_eq!(code, 0, "{again}\n{err}");
+    assert_eq!(printed_count(&again, "notices due"), 0, "{again}");
+    assert_eq!(
+        printed_count(&again, "already notified earlier"),
+        2,
+        "{again}"
+    );
+}
+
 /// Turning expiry on for a directory full of old passwords stays within the daily cap;
 /// a temporary password is not held back by it.
 #[tokio::test]

@@ -723,6 +723,10 @@ pub struct SweepConfig {
     /// How long a sweeping instance's lease lasts without renewal; after a crash, another
     /// instance (or the restarted one) resumes the sweep once it has lapsed.
     pub lease_secs: u64,
+    /// Passwords that expired longer ago than this get no notice and no expiry action
+    /// (`expiry.on_expiry`): on a first sweep over years of dormant accounts, only
+    /// the recently expired are touched.
+    pub expired_within_days: u32,
 }
 
 impl Default for SweepConfig {
@@ -735,6 +739,7 @@ impl Default for SweepConfig {
             change_password_url: String::new(),
             page_size: 500,
             lease_secs: 120,
+            expired_within_days: 30,
         }
     }
 }
@@ -765,6 +770,13 @@ impl SweepConfig {
         }
         if !(10..=5000).contains(&self.page_size) {
             return Err(key_err("sweep.page_size", "must be between 10 and 5000"));
+        }
+        if !(1..=3650).contains(&self.expired_within_days) {
+            return Err(key_err(
+                "sweep.expired_within_days",
+                "must be between 1 and 3650 (days since a password expired; 3650 reaches \
+                 every expired password of the last ten years)",
+            ));
         }
         Ok(())
     }

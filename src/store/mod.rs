@@ -152,8 +152,14 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(queued)
     }
-    /// True when the ledger holds `ledger_key` (dry runs).
-    async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError>;
+    /// For each key, in order, whether the ledger holds it (one query for a sweep's
+    /// batch: a dry run, and a real one before it prepares messages).
+    async fn notices_recorded(&self, ledger_keys: &[String]) -> Result<Vec<bool>, StoreError>;
+    /// True when the ledger holds `ledger_key`.
+    async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError> {
+        let found = self.notices_recorded(&[ledger_key.to_owned()]).await?;
+        Ok(found.first().copied().unwrap_or(false))
+    }
 
     /// Takes the lease `name` for `holder` until `until`, atomically. Succeeds when the
     /// lease is free, expired (`held until <= now`) or already `holder`'s (a renewal,

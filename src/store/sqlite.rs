@@ -39,6 +39,8 @@ const MAX_CONNECTIONS: u32 = 4;
 /// The setting that records when the audit chain began (so existing records are
 /// chained once, at the upgrade, and never again).
 const CHAIN_STARTED: &str = "audit.chain_started";
+/// Ledger keys looked up per statement.
+const LEDGER_LOOKUP: usize = 500;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -1020,14 +1022,25 @@ impl Store for SqliteStore {
         Ok(queued)
     }
 
-    async fn notice_recorded(&self, ledger_key: &str) -> Result<bool, StoreError> {
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notice_ledger WHERE key = ?1)")
-                .bind(ledger_key)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(err("notice ledger"))?;
-        Ok(found)
+    async fn notices_recorded(&self, ledger_keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        // SQLite allows 32,766 bound values per statement; a sweep batch is far below.
+        for chunk in ledger_keys.chunks(LEDGER_LOOKUP) {
+            let places = vec!["?"; chunk.len()].join(", ");
+            // Built from a fixed fragment repeated per key; every key is bound.
+            let sql = format!("SELECT key FROM notice_ledger WHERE key IN ({places})");
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(key);
+            }
+            found.extend(
+                query
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err("notice ledger"))?,
+            );
+        }
+        Ok(ledger_keys.iter().map(|k| found.contains(k)).collect())
     }
 
     async fn acquire_lease(

@@ -30,12 +30,17 @@ const PROGRESS_EVERY: u64 = 500;
 /// Notices recorded per store transaction.
 const BATCH: usize = 200;
 
-/// A due notice waiting for the next batch.
+/// A due notice waiting for the next batch. Its message is prepared only once the
+/// ledger says it was not sent yet: on a steady-state sweep almost none are.
 struct Pending {
     key: String,
-    message: crate::store::NewOutboxMessage,
     row: usize,
     expired: bool,
+    template: &'static str,
+    mail: String,
+    context: Value,
+    /// A notice held back by the daily cap past the expiry would be wrong: dropped then.
+    stale_after: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +53,10 @@ pub struct SweepSettings {
     pub instance: String,
     /// How long the lease lasts without renewal (an instance that dies frees it then).
     pub lease: Duration,
+    /// Passwords expired longer ago than this are left alone (no notice, no action).
+    pub expired_within: chrono::Duration,
+    /// The outbox's `max_bulk_per_day` (0 = none), to say how many notices wait.
+    pub max_bulk_per_day: u32,
 }
 
 #[derive(Clone)]
@@ -130,6 +139,24 @@ pub struct SweepOutcome {
     pub rows: Vec<PlanRow>,
     pub not_notified: Vec<(String, String)>,
     pub no_change_time: u64,
+    /// Expired passwords beyond `sweep.expired_within_days`: left alone.
+    pub expired_beyond_horizon: u64,
+    /// What the outbox's daily cap leaves for later, when there is one.
+    pub daily_cap: Option<DailyCap>,
+}
+
+/// The outbox's bulk mail against its daily cap, right after the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyCap {
+    /// `outbox.max_bulk_per_day`.
+    pub limit: u32,
+    /// Bulk messages sent in the last 24 hours.
+    pub sent_last_day: u64,
+    /// Bulk messages waiting (this sweep's included; a dry run counts what it would add).
+    pub waiting: u64,
+    /// How many of those the cap keeps for later days.
+    pub beyond_today: u64,
 }
 
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
@@ -198,6 +225,8 @@ pub async fn run_once(
                 "noChangeTime": outcome.no_change_time,
                 "expiring": outcome.rows.iter().filter(|r| r.notice != "expired").count(),
                 "notNotified": outcome.not_notified.len(),
+                "expiredBeyondHorizon": outcome.expired_beyond_horizon,
+                "dailyCap": outcome.daily_cap,
             }));
             outcome.run = run.clone();
             Ok(outcome)
@@ -246,6 +275,8 @@ async fn sweep(
         rows: Vec::new(),
         not_notified: Vec::new(),
         no_change_time: 0,
+        expired_beyond_horizon: 0,
+        daily_cap: None,
     };
     let stream = deps.directory.stream_password_states(s.page_size);
     futures::pin_mut!(stream);
@@ -298,10 +329,39 @@ async fn sweep(
     if !request.dry_run {
         queue_digest(deps, request, run, &outcome).await?;
     }
+    outcome.daily_cap = daily_cap(deps, request, run).await?;
     Ok(outcome)
 }
 
-/// Records the waiting notices in one transaction and settles their counts.
+/// How the outbox's daily cap meets the bulk mail waiting now (`None` without a cap).
+async fn daily_cap(
+    deps: &SweepDeps,
+    request: &SweepRequest,
+    run: &SweepRun,
+) -> Result<Option<DailyCap>, SweepError> {
+    let limit = deps.settings.max_bulk_per_day;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let sent_last_day = deps
+        .store
+        .count_sent_since(MailClass::Bulk, Utc::now() - chrono::Duration::days(1))
+        .await?;
+    let mut waiting = deps.store.outbox_counts().await?.pending_bulk;
+    if request.dry_run {
+        waiting += run.notified;
+    }
+    let room_today = u64::from(limit).saturating_sub(sent_last_day);
+    Ok(Some(DailyCap {
+        limit,
+        sent_last_day,
+        waiting,
+        beyond_today: waiting.saturating_sub(room_today),
+    }))
+}
+
+/// Settles the waiting notices: one ledger look-up for the batch, then (unless dry)
+/// the messages of those not sent yet, recorded in one transaction.
 async fn flush(
     deps: &SweepDeps,
     request: &SweepRequest,
@@ -312,32 +372,75 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let notices: Vec<(String, crate::store::NewOutboxMessage)> = batch
-        .iter()
-        .map(|p| (p.key.clone(), p.message.clone()))
-        .collect();
+    let keys: Vec<String> = batch.iter().map(|p| p.key.clone()).collect();
+    let recorded = deps.store.notices_recorded(&keys).await?;
+    let mut fresh = Vec::with_capacity(batch.len());
+    for (pending, recorded) in batch.drain(..).zip(recorded) {
+        if recorded {
+            run.already_notified += 1;
+            set_status(outcome, pending.row, "already-sent");
+        } else if request.dry_run {
+            run.notified += 1;
+            set_status(outcome, pending.row, "would-queue");
+        } else {
+            fresh.push(pending);
+        }
+    }
+    let mut notices = Vec::with_capacity(fresh.len());
+    let mut queued_rows = Vec::with_capacity(fresh.len());
+    for pending in fresh {
+        match deps.notifier.prepare(
+            pending.template,
+            &pending.mail,
+            pending.context,
+            MailClass::Bulk,
+        ) {
+            Ok(mut message) => {
+                message.stale_after = pending.stale_after;
+                notices.push((pending.key, message));
+                queued_rows.push((pending.row, pending.expired));
+            }
+            Err(e) => {
+                run.failed += 1;
+                set_status(outcome, pending.row, "failed");
+                let user_name = outcome
+                    .rows
+                    .get(pending.row)
+                    .map(|r| r.user_name.clone())
+                    .unwrap_or_default();
+                outcome
+                    .not_notified
+                    .push((user_name, format!("cannot mail: {e}")));
+            }
+        }
+    }
+    if notices.is_empty() {
+        return Ok(());
+    }
     let queued = deps
         .notifier
         .record_notices(Some(&request.id), &notices)
         .await
         .map_err(|e| SweepError::Notify(e.to_string()))?;
-    for (pending, queued) in batch.drain(..).zip(queued) {
+    for ((row, expired), queued) in queued_rows.into_iter().zip(queued) {
         if queued {
             run.notified += 1;
-            let kind = if pending.expired {
-                "expired"
-            } else {
-                "expiring"
-            };
+            set_status(outcome, row, "queued");
+            let kind = if expired { "expired" } else { "expiring" };
             metrics::counter!("lockbridge_sweep_notices_total", "notice" => kind).increment(1);
         } else {
+            // Another instance recorded it between the look-up and this transaction.
             run.already_notified += 1;
-            if let Some(row) = outcome.rows.get_mut(pending.row) {
-                row.status = "already-sent";
-            }
+            set_status(outcome, row, "already-sent");
         }
     }
     Ok(())
+}
+
+fn set_status(outcome: &mut SweepOutcome, row: usize, status: &'static str) {
+    if let Some(row) = outcome.rows.get_mut(row) {
+        row.status = status;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,6 +469,11 @@ async fn handle_entry(
             notice,
         } => (notice, expires_at, days_left),
         Evaluation::Expired { expired_at, .. } => {
+            if request.at - expired_at > s.expired_within {
+                // Long expired (a dormant account): not this sweep's business.
+                outcome.expired_beyond_horizon += 1;
+                return Ok(());
+            }
             run.expired += 1;
             (Notice::Expired, expired_at, 0)
         }
@@ -399,17 +507,6 @@ async fn handle_entry(
     };
     let user_id = entry.entry_uuid.as_deref().unwrap_or(&entry.dn);
     let key = ledger_key(user_id, changed_at, &notice);
-    if request.dry_run {
-        if deps.store.notice_recorded(&key).await? {
-            run.already_notified += 1;
-            row.status = "already-sent";
-        } else {
-            run.notified += 1;
-            row.status = "would-queue";
-        }
-        outcome.rows.push(row);
-        return Ok(());
-    }
     let display_name = entry
         .display_name
         .clone()
@@ -436,32 +533,14 @@ async fn handle_entry(
             }),
         ),
     };
-    let message = match deps
-        .notifier
-        .prepare(template, mail, context, MailClass::Bulk)
-    {
-        // A notice held back by the daily cap past the expiry would be wrong: drop it then.
-        Ok(mut m) => {
-            if notice != Notice::Expired {
-                m.stale_after = Some(expires_at);
-            }
-            m
-        }
-        Err(e) => {
-            row.status = "failed";
-            outcome.rows.push(row);
-            outcome
-                .not_notified
-                .push((entry.user_name.clone(), format!("cannot mail: {e}")));
-            run.failed += 1;
-            return Ok(());
-        }
-    };
     batch.push(Pending {
         key,
-        message,
         row: outcome.rows.len(),
         expired: notice == Notice::Expired,
+        template,
+        mail: mail.to_owned(),
+        context,
+        stale_after: (notice != Notice::Expired).then_some(expires_at),
     });
     outcome.rows.push(row);
     Ok(())
