@@ -21,6 +21,8 @@ pub const EXIT_CANTCREAT: u8 = 73;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_SOFTWARE: u8 = 70;
 pub const EXIT_CONFIG: u8 = 78;
+/// Lines of a sweep's report read per page when the CLI prints it.
+const REPORT_PAGE: u32 = 1000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -609,17 +611,39 @@ async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>) -> ExitCode {
             );
         }
     }
-    if !outcome.rows.is_empty() {
-        println!();
-        println!(
-            "{:<24} {:<8} {:<14} {:>5}  expires",
-            "user", "notice", "status", "days"
-        );
-        for row in &outcome.rows {
+    // The accounts, read back page by page from the sweep's report in the store.
+    let mut after = None;
+    loop {
+        let page = match services
+            .sweep
+            .store
+            .sweep_report_page(&run.id, after, REPORT_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                return fail(
+                    EXIT_UNAVAILABLE,
+                    format!("cannot read the sweep's report: {e}"),
+                );
+            }
+        };
+        if after.is_none() && !page.is_empty() {
+            println!();
+            println!(
+                "{:<24} {:<8} {:<14} {:>5}  expires",
+                "user", "notice", "status", "days"
+            );
+        }
+        for line in &page {
             println!(
                 "{:<24} {:<8} {:<14} {:>5}  {}",
-                row.user_name, row.notice, row.status, row.days_left, row.expires_at_local
+                line.user_name, line.notice, line.status, line.days_left, line.expires_at_local
             );
+        }
+        match page.last() {
+            Some(last) if page.len() == REPORT_PAGE as usize => after = Some(last.seq),
+            _ => break,
         }
     }
     if !dry_run && run.notified > 0 {

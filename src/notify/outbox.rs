@@ -18,18 +18,18 @@
 //! and it must not change anything but outbox rows (and, through
 //! [`Notifier::record_notice`], the notice ledger that goes with them).
 
-use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
-use super::{Mailer, NotifyError, Sealer, Templates};
-use crate::store::{MailClass, NewOutboxMessage, OutboxMessage, Store};
+use super::{EXPIRY_DIGEST, Mailer, NotifyError, Sealer, Templates};
+use crate::store::{MAX_REPORT_PAGE, MailClass, NewOutboxMessage, OutboxMessage, Store};
 use crate::types::Secret;
 
 /// The template variable a sealed secret is given as at send time.
@@ -629,6 +629,9 @@ impl OutboxWorker {
 
     async fn try_deliver(&self, message: &OutboxMessage) -> Result<(), NotifyError> {
         let mut context = message.context.clone();
+        if message.template == EXPIRY_DIGEST {
+            self.list_sweep_accounts(&mut context).await?;
+        }
         if let Some(sealed) = &message.sealed_secret {
             let secret = self.sealer.open(sealed)?;
             let map = context.as_object_mut().ok_or_else(|| {
@@ -650,6 +653,67 @@ impl OutboxWorker {
         self.mailer
             .send(&message.recipient, &message.message_id, &mail)
             .await
+    }
+
+    /// A digest queued by a sweep names the sweep (`sweep_id`) instead of listing its
+    /// accounts: they are read now from the sweep's report, page by page, into the
+    /// `expiring`, `expired` and `not_notified` lists the templates use. A context that
+    /// already has the lists is left as it is.
+    async fn list_sweep_accounts(
+        &self,
+        context: &mut serde_json::Value,
+    ) -> Result<(), NotifyError> {
+        use serde_json::{Value, json};
+        let Some(map) = context.as_object_mut() else {
+            return Ok(());
+        };
+        let Some(sweep_id) = map
+            .get("sweep_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return Ok(());
+        };
+        if map.contains_key("expiring") {
+            return Ok(());
+        }
+        let (mut expiring, mut expired, mut not_notified) = (Vec::new(), Vec::new(), Vec::new());
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .sweep_report_page(&sweep_id, after, MAX_REPORT_PAGE)
+                .await?;
+            for line in &page {
+                if let Some(reason) = &line.reason {
+                    not_notified.push(json!({"user_name": line.user_name, "reason": reason}));
+                }
+                if line.notice.is_empty() {
+                    continue;
+                }
+                let user = json!({
+                    "user_name": line.user_name,
+                    "display_name": line.display_name.clone().unwrap_or_default(),
+                    "mail": line.mail,
+                    "expires_at_local": line.expires_at_local,
+                    "expired_at_local": line.expires_at_local,
+                    "days_left": line.days_left,
+                });
+                if line.notice == "expired" {
+                    expired.push(user);
+                } else {
+                    expiring.push(user);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == MAX_REPORT_PAGE as usize => after = Some(last.seq),
+                _ => break,
+            }
+        }
+        map.insert("expiring".into(), Value::Array(expiring));
+        map.insert("expired".into(), Value::Array(expired));
+        map.insert("not_notified".into(), Value::Array(not_notified));
+        Ok(())
     }
 
     /// Delay after failed attempt number `attempt` (1-based): `initial * 2^(attempt-1)`,

@@ -174,6 +174,22 @@ pub trait Store: Send + Sync + 'static {
     /// Gives the lease up if `holder` holds it; does nothing otherwise.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// Adds lines to a sweep's report (in one transaction).
+    async fn append_sweep_report(
+        &self,
+        sweep_id: &str,
+        lines: &[SweepReportLine],
+    ) -> Result<(), StoreError>;
+    /// The report's lines after `after_seq` (`None`: from the first), in order, at most
+    /// `limit` ([`MAX_REPORT_PAGE`] at most).
+    async fn sweep_report_page(
+        &self,
+        sweep_id: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<SweepReportLine>, StoreError>;
+    /// Removes the reports of sweeps started before `before`; returns how many lines.
+    async fn prune_sweep_reports(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Saves a new sweep run. `Conflict("sweep run id")` when the id is taken.
     async fn insert_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError>;
     /// Overwrites the run with `run.id` (progress, outcome). `NotFound` for an unknown id.
@@ -346,6 +362,9 @@ pub struct AuditQuery {
 
 /// The largest audit page a backend returns.
 pub const MAX_AUDIT_PAGE: u32 = 1000;
+
+/// The largest page of a sweep's report a backend returns.
+pub const MAX_REPORT_PAGE: u32 = 5000;
 
 /// The largest page of dead letters or sweep runs a backend returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -567,6 +586,28 @@ pub struct SweepRun {
     pub error: Option<String>,
     /// Anything else worth keeping (JSON).
     pub summary: Option<serde_json::Value>,
+}
+
+/// One line of a sweep's report (the digest's CSV, the CLI's table): an account with a
+/// notice due, an expired password, or no way to be notified, and what the sweep did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReportLine {
+    /// Order within the sweep, from 0.
+    pub seq: u64,
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    /// `t14`, `t7`, ... or `expired`.
+    pub notice: String,
+    pub expires_at: DateTime<Utc>,
+    /// `expires_at` in the sweep's time zone, as the messages show it.
+    pub expires_at_local: String,
+    pub days_left: u32,
+    /// `queued`, `already-sent`, `no-mail`, `would-queue` (dry run), `failed`.
+    pub status: String,
+    /// Why the account was not notified.
+    pub reason: Option<String>,
 }
 
 /// [`SweepRun::status`] values.

@@ -23,9 +23,10 @@ mod audit_writer;
 use self::audit_writer::AuditWriter;
 use super::chain::{self, GENESIS};
 use super::{
-    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, MAX_AUDIT_PAGE, MAX_PAGE, MailClass,
-    NewAuditRecord, NewOutboxMessage, NewToken, OutboxCounts, OutboxMessage, OutboxStatus, Store,
-    StoreError, StoredAuditSeal, SweepRun, TokenRecord, sweep_status,
+    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, MAX_AUDIT_PAGE, MAX_PAGE,
+    MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewOutboxMessage, NewToken, OutboxCounts,
+    OutboxMessage, OutboxStatus, Store, StoreError, StoredAuditSeal, SweepReportLine, SweepRun,
+    TokenRecord, sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -41,6 +42,10 @@ const MAX_CONNECTIONS: u32 = 4;
 const CHAIN_STARTED: &str = "audit.chain_started";
 /// Ledger keys looked up per statement.
 const LEDGER_LOOKUP: usize = 500;
+/// Notices written per statement (nine values each for the outbox row).
+const NOTICE_CHUNK: usize = 500;
+/// Report lines written per statement (eleven values each).
+const REPORT_CHUNK: usize = 500;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -234,6 +239,37 @@ async fn chain_existing_records(conn: &mut SqliteConnection) -> Result<usize, St
         );
     }
     Ok(count)
+}
+
+#[derive(sqlx::FromRow)]
+struct ReportRow {
+    seq: i64,
+    user_name: String,
+    display_name: Option<String>,
+    mail: Option<String>,
+    notice: String,
+    expires_at: DateTime<Utc>,
+    expires_at_local: String,
+    days_left: i64,
+    status: String,
+    reason: Option<String>,
+}
+
+impl ReportRow {
+    fn into_line(self) -> Result<SweepReportLine, StoreError> {
+        Ok(SweepReportLine {
+            seq: u64::try_from(self.seq).map_err(|_| decode_error("negative report seq".into()))?,
+            user_name: self.user_name,
+            display_name: self.display_name,
+            mail: self.mail,
+            notice: self.notice,
+            expires_at: self.expires_at,
+            expires_at_local: self.expires_at_local,
+            days_left: u32::try_from(self.days_left).unwrap_or(0),
+            status: self.status,
+            reason: self.reason,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -500,6 +536,72 @@ async fn insert_outbox(
     .await
     .map_err(err("outbox message id"))?;
     Ok(done.last_insert_rowid())
+}
+
+/// Which of `keys` the notice ledger holds, on `conn` (inside the caller's transaction).
+async fn ledger_keys_present(
+    conn: &mut SqliteConnection,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let places = vec!["?"; keys.len()].join(", ");
+    // Built from a fixed fragment repeated per key; every key is bound.
+    let sql = format!("SELECT key FROM notice_ledger WHERE key IN ({places})");
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for key in keys {
+        query = query.bind(key);
+    }
+    let found = query.fetch_all(conn).await.map_err(err("notice ledger"))?;
+    Ok(found.into_iter().collect())
+}
+
+/// Inserts outbox rows (due at once, fresh Message-IDs) in one statement on `conn` and
+/// returns their ids, in the order of `messages`.
+async fn insert_outbox_rows(
+    conn: &mut SqliteConnection,
+    messages: &[&NewOutboxMessage],
+) -> Result<Vec<i64>, StoreError> {
+    let message_ids: Vec<String> = messages
+        .iter()
+        .map(|_| format!("<{}@lockbridge>", uuid::Uuid::new_v4()))
+        .collect();
+    let places = vec!["(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"; messages.len()].join(", ");
+    // Built from a fixed fragment repeated per message; every value is bound.
+    let sql = format!(
+        "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
+                             status, attempts, next_attempt_at, created_at, class, stale_after) \
+         VALUES {places} RETURNING id, message_id"
+    );
+    let mut insert = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
+    for (m, message_id) in messages.iter().zip(&message_ids) {
+        let created = ts(m.created_at);
+        insert = insert
+            .bind(message_id)
+            .bind(&m.template)
+            .bind(&m.recipient)
+            .bind(to_json_text(&m.context)?)
+            .bind(&m.sealed_secret)
+            .bind(created.clone())
+            .bind(created)
+            .bind(m.class.as_str())
+            .bind(m.stale_after.map(ts));
+    }
+    let rows = insert
+        .fetch_all(conn)
+        .await
+        .map_err(err("outbox message id"))?;
+    // RETURNING gives no order guarantee: pair them up by Message-ID.
+    let by_message_id: std::collections::HashMap<String, i64> = rows
+        .into_iter()
+        .map(|(id, message_id)| (message_id, id))
+        .collect();
+    message_ids
+        .iter()
+        .map(|message_id| {
+            by_message_id.get(message_id).copied().ok_or_else(|| {
+                StoreError::Unavailable("an outbox insert returned fewer rows than it wrote".into())
+            })
+        })
+        .collect()
 }
 
 /// Claimed rows in claiming order: transactional first, then oldest due.
@@ -985,38 +1087,52 @@ impl Store for SqliteStore {
         sweep_id: Option<&str>,
         notices: &[(String, NewOutboxMessage)],
     ) -> Result<Vec<bool>, StoreError> {
-        // One write transaction for the whole batch: a commit per notice is what made a
-        // sweep that queues thousands of notices slow. Synced, as in record_notice.
+        // One write transaction for the whole batch, synced as in record_notice, and
+        // three statements per chunk of notices rather than three per notice: which keys
+        // are new, their outbox rows, their ledger rows. IMMEDIATE holds the write lock
+        // from the start, so no other writer adds a key between the look-up and the
+        // inserts.
         let mut tx = self
             .durable
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("notice ledger"))?;
-        let mut queued = Vec::with_capacity(notices.len());
-        for (ledger_key, message) in notices {
-            let inserted = sqlx::query(
-                "INSERT INTO notice_ledger (key, sweep_id, created_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(ledger_key)
-            .bind(sweep_id)
-            .bind(ts(message.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(err("notice ledger key"))?
-            .rows_affected();
-            if inserted == 0 {
-                queued.push(false);
+        let mut queued = vec![false; notices.len()];
+        let mut seen = std::collections::HashSet::new();
+        for (chunk_number, chunk) in notices.chunks(NOTICE_CHUNK).enumerate() {
+            let keys: Vec<String> = chunk.iter().map(|(key, _)| key.clone()).collect();
+            let present = ledger_keys_present(&mut tx, &keys).await?;
+            let fresh: Vec<(usize, &String, &NewOutboxMessage)> = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, (key, _))| !present.contains(key) && seen.insert(key.as_str()))
+                .map(|(i, (key, message))| (chunk_number * NOTICE_CHUNK + i, key, message))
+                .collect();
+            if fresh.is_empty() {
                 continue;
             }
-            let outbox_id = insert_outbox(&mut tx, message).await?;
-            sqlx::query("UPDATE notice_ledger SET outbox_id = ?1 WHERE key = ?2")
-                .bind(outbox_id)
-                .bind(ledger_key)
+            let messages: Vec<&NewOutboxMessage> = fresh.iter().map(|(_, _, m)| *m).collect();
+            let outbox_ids = insert_outbox_rows(&mut tx, &messages).await?;
+            let places = vec!["(?, ?, ?, ?)"; fresh.len()].join(", ");
+            // Built from a fixed fragment repeated per notice; every value is bound.
+            let sql = format!(
+                "INSERT INTO notice_ledger (key, sweep_id, created_at, outbox_id) VALUES {places}"
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((_, key, message), outbox_id) in fresh.iter().zip(&outbox_ids) {
+                insert = insert
+                    .bind(*key)
+                    .bind(sweep_id)
+                    .bind(ts(message.created_at))
+                    .bind(outbox_id);
+            }
+            insert
                 .execute(&mut *tx)
                 .await
-                .map_err(err("notice ledger"))?;
-            queued.push(true);
+                .map_err(err("notice ledger key"))?;
+            for (index, _, _) in &fresh {
+                queued[*index] = true;
+            }
         }
         tx.commit().await.map_err(err("notice ledger"))?;
         Ok(queued)
@@ -1076,6 +1192,79 @@ impl Store for SqliteStore {
             .await
             .map_err(err("lease"))?;
         Ok(())
+    }
+
+    async fn append_sweep_report(
+        &self,
+        sweep_id: &str,
+        lines: &[SweepReportLine],
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(err("sweep report"))?;
+        for chunk in lines.chunks(REPORT_CHUNK) {
+            let places = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            // Built from a fixed fragment repeated per line; every value is bound.
+            let sql = format!(
+                "INSERT INTO sweep_report (sweep_id, seq, user_name, display_name, mail, notice, \
+                                           expires_at, expires_at_local, days_left, status, reason) \
+                 VALUES {places}"
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for line in chunk {
+                insert = insert
+                    .bind(sweep_id)
+                    .bind(i64::try_from(line.seq).unwrap_or(i64::MAX))
+                    .bind(&line.user_name)
+                    .bind(&line.display_name)
+                    .bind(&line.mail)
+                    .bind(&line.notice)
+                    .bind(ts(line.expires_at))
+                    .bind(&line.expires_at_local)
+                    .bind(i64::from(line.days_left))
+                    .bind(&line.status)
+                    .bind(&line.reason);
+            }
+            insert
+                .execute(&mut *tx)
+                .await
+                .map_err(err("sweep report line"))?;
+        }
+        tx.commit().await.map_err(err("sweep report"))?;
+        Ok(())
+    }
+
+    async fn sweep_report_page(
+        &self,
+        sweep_id: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<SweepReportLine>, StoreError> {
+        let rows: Vec<ReportRow> = sqlx::query_as(
+            "SELECT seq, user_name, display_name, mail, notice, expires_at, expires_at_local, \
+                    days_left, status, reason \
+             FROM sweep_report WHERE sweep_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(sweep_id)
+        .bind(after_seq.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)))
+        .bind(i64::from(limit.min(MAX_REPORT_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("sweep report"))?;
+        rows.into_iter().map(ReportRow::into_line).collect()
+    }
+
+    async fn prune_sweep_reports(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sweep_report WHERE sweep_id IN \
+             (SELECT id FROM sweep_runs WHERE started_at < ?1)",
+        )
+        .bind(ts(before))
+        .execute(&self.pool)
+        .await
+        .map_err(err("sweep report"))?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError> {
@@ -2249,6 +2438,133 @@ mod tests {
             error: None,
             summary: None,
         }
+    }
+
+    fn report_line(seq: u64, user: &str) -> SweepReportLine {
+        SweepReportLine {
+            seq,
+            user_name: user.into(),
+            display_name: Some(format!("User {user}")),
+            mail: seq.is_multiple_of(2).then(|| format!("{user}@example.org")),
+            notice: if seq.is_multiple_of(3) {
+                "expired".into()
+            } else {
+                "t7".into()
+            },
+            expires_at: t0(),
+            expires_at_local: "Monday 3 March 2025, 14:00 CET".into(),
+            days_left: 7,
+            status: "queued".into(),
+            reason: (seq % 2 == 1).then(|| "no mail address".to_string()),
+        }
+    }
+
+    /// A sweep's report is written in batches and read back in order, page by page;
+    /// reports of old sweeps are pruned, others kept.
+    #[tokio::test]
+    async fn sweep_reports_page_in_order_and_old_ones_are_pruned() {
+        let (_dir, store) = temp_store().await;
+        store
+            .insert_sweep_run(&run("old", t0() - secs(90 * 86_400)))
+            .await
+            .expect("old run");
+        store
+            .insert_sweep_run(&run("new", t0()))
+            .await
+            .expect("new run");
+        let lines: Vec<SweepReportLine> = (0..1_234)
+            .map(|n| report_line(n, &format!("u{n}")))
+            .collect();
+        for batch in lines.chunks(300) {
+            store
+                .append_sweep_report("new", batch)
+                .await
+                .expect("append");
+        }
+        store
+            .append_sweep_report("old", &lines[..10])
+            .await
+            .expect("append old");
+
+        let mut read = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .sweep_report_page("new", after, 500)
+                .await
+                .expect("page");
+            let full = page.len() == 500;
+            after = page.last().map(|l| l.seq);
+            read.extend(page);
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(read, lines);
+
+        let pruned = store
+            .prune_sweep_reports(t0() - secs(60 * 86_400))
+            .await
+            .expect("prune");
+        assert_eq!(pruned, 10);
+        assert!(
+            store
+                .sweep_report_page("old", None, 10)
+                .await
+                .expect("page")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .sweep_report_page("new", None, 10)
+                .await
+                .expect("page")
+                .len(),
+            10
+        );
+    }
+
+    /// A batch of notices larger than one statement's chunk queues each new key once
+    /// (a key already in the ledger, or twice in the batch, is not queued again), and
+    /// each ledger entry points at its own message.
+    #[tokio::test]
+    async fn recording_a_large_batch_queues_each_new_notice_once() {
+        let (_dir, store) = temp_store().await;
+        assert!(
+            store
+                .record_notice("k0007", Some("s0"), &bulk(7))
+                .await
+                .expect("earlier notice")
+        );
+        let mut notices: Vec<(String, NewOutboxMessage)> =
+            (0..1_203).map(|n| (format!("k{n:04}"), bulk(n))).collect();
+        notices.push(("k0042".into(), bulk(42)));
+        let queued = store
+            .record_notices(Some("s1"), &notices)
+            .await
+            .expect("record");
+        assert_eq!(queued.len(), 1_204);
+        assert!(!queued[7], "already in the ledger");
+        assert!(!queued[1_203], "twice in one batch");
+        assert_eq!(queued.iter().filter(|q| **q).count(), 1_202);
+
+        let linked: Vec<(String, String)> = sqlx::query_as(
+            "SELECT l.key, o.recipient FROM notice_ledger l JOIN outbox o ON o.id = l.outbox_id \
+             WHERE l.sweep_id = 's1'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("ledger");
+        assert_eq!(linked.len(), 1_202);
+        for (key, recipient) in linked {
+            let n: usize = key[1..].parse().expect("number");
+            assert_eq!(
+                recipient,
+                bulk(n).recipient,
+                "{key} points at its own message"
+            );
+        }
+        assert_eq!(store.outbox_counts().await.expect("counts").pending, 1_203);
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::account::expiry::{ExpiryService, FactsResolver, action_name};
 use crate::directory::{Directory, PasswordStateEntry};
 use crate::notify::Notifier;
 use crate::policy::{Evaluation, ExpiryAction, ExpiryPolicy, Notice, evaluate, ledger_key};
-use crate::store::{MailClass, Store, StoreError, SweepRun};
+use crate::store::{MailClass, Store, StoreError, SweepReportLine, SweepRun};
 
 /// The lease's name in the store.
 pub const LEASE: &str = "expiry-sweep";
@@ -29,6 +29,11 @@ pub const LEASE: &str = "expiry-sweep";
 const PROGRESS_EVERY: u64 = 500;
 /// Notices recorded per store transaction.
 const BATCH: usize = 200;
+/// Report lines held before they are written to the store (lines without a notice to
+/// record, such as no mail address, do not fill a batch).
+const LINES: usize = 1000;
+/// How long a sweep's report is kept (the digest is built from it when sent).
+const REPORT_RETENTION_DAYS: i64 = 60;
 
 /// A due notice waiting for the next batch. Its message is prepared only once the
 /// ledger says it was not sent yet: on a steady-state sweep almost none are.
@@ -117,32 +122,57 @@ pub enum SweepError {
     Notify(String),
 }
 
-/// One line of the digest and the plan.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PlanRow {
-    pub user_name: String,
-    pub display_name: Option<String>,
-    pub mail: Option<String>,
-    /// `t14`, `t7`, ... or `expired`.
-    pub notice: String,
-    pub expires_at: DateTime<Utc>,
-    pub expires_at_local: String,
-    pub days_left: u32,
-    /// `queued`, `already-sent`, `no-mail`, `would-queue` (dry run), `failed`.
-    pub status: &'static str,
-}
-
-/// What a sweep did (or, dry, would do).
+/// What a sweep did (or, dry, would do). The accounts themselves are in the sweep's
+/// report in the store ([`Store::sweep_report_page`] with the run's id), written as the
+/// sweep goes, so that nothing here grows with the directory.
 #[derive(Debug, Clone)]
 pub struct SweepOutcome {
     pub run: SweepRun,
-    pub rows: Vec<PlanRow>,
-    pub not_notified: Vec<(String, String)>,
+    /// Accounts with an "expires in N days" notice due.
+    pub expiring: u64,
+    /// Accounts that could not be notified (no mail address, cannot mail, errors).
+    pub not_notified: u64,
     pub no_change_time: u64,
     /// Expired passwords beyond `sweep.expired_within_days`: left alone.
     pub expired_beyond_horizon: u64,
     /// What the outbox's daily cap leaves for later, when there is one.
     pub daily_cap: Option<DailyCap>,
+    /// Report lines not written yet, and the next line's number.
+    lines: Vec<SweepReportLine>,
+    next_seq: u64,
+}
+
+impl SweepOutcome {
+    /// Adds a report line (numbered here) and returns its place in the buffer.
+    fn push_line(&mut self, mut line: SweepReportLine) -> usize {
+        line.seq = self.next_seq;
+        self.next_seq += 1;
+        self.lines.push(line);
+        self.lines.len() - 1
+    }
+
+    /// A line for an account that could not be handled or notified.
+    fn not_notified_line(&mut self, user_name: &str, reason: String, at: DateTime<Utc>) {
+        self.not_notified += 1;
+        self.push_line(SweepReportLine {
+            seq: 0,
+            user_name: user_name.to_owned(),
+            display_name: None,
+            mail: None,
+            notice: String::new(),
+            expires_at: at,
+            expires_at_local: String::new(),
+            days_left: 0,
+            status: "failed".into(),
+            reason: Some(reason),
+        });
+    }
+
+    fn set_status(&mut self, line: usize, status: &str) {
+        if let Some(line) = self.lines.get_mut(line) {
+            line.status = status.to_owned();
+        }
+    }
 }
 
 /// The outbox's bulk mail against its daily cap, right after the sweep.
@@ -223,8 +253,8 @@ pub async fn run_once(
             run.status = "completed".into();
             run.summary = Some(json!({
                 "noChangeTime": outcome.no_change_time,
-                "expiring": outcome.rows.iter().filter(|r| r.notice != "expired").count(),
-                "notNotified": outcome.not_notified.len(),
+                "expiring": outcome.expiring,
+                "notNotified": outcome.not_notified,
                 "expiredBeyondHorizon": outcome.expired_beyond_horizon,
                 "dailyCap": outcome.daily_cap,
             }));
@@ -272,12 +302,21 @@ async fn sweep(
     let mut resolver = FactsResolver::new(&deps.expiry);
     let mut outcome = SweepOutcome {
         run: run.clone(),
-        rows: Vec::new(),
-        not_notified: Vec::new(),
+        expiring: 0,
+        not_notified: 0,
         no_change_time: 0,
         expired_beyond_horizon: 0,
         daily_cap: None,
+        lines: Vec::new(),
+        next_seq: 0,
     };
+    if !request.dry_run {
+        let before = request.at - chrono::Duration::days(REPORT_RETENTION_DAYS);
+        let pruned = deps.store.prune_sweep_reports(before).await?;
+        if pruned > 0 {
+            tracing::info!(lines = pruned, "removed the reports of old sweeps");
+        }
+    }
     let stream = deps.directory.stream_password_states(s.page_size);
     futures::pin_mut!(stream);
     let mut renewed = std::time::Instant::now();
@@ -299,9 +338,7 @@ async fn sweep(
         {
             run.failed += 1;
             tracing::warn!(error = %e, user.dn = %entry.dn, "sweep could not handle an account");
-            outcome
-                .not_notified
-                .push((entry.user_name.clone(), format!("error: {e}")));
+            outcome.not_notified_line(&entry.user_name, format!("error: {e}"), request.at);
         }
         // Renew well before the lease lapses, however slow the directory is.
         if run.scanned.is_multiple_of(PROGRESS_EVERY) || renewed.elapsed() > s.lease / 4 {
@@ -321,7 +358,7 @@ async fn sweep(
             deps.store.update_sweep_run(run).await?;
             progress(run);
         }
-        if batch.len() >= BATCH {
+        if batch.len() >= BATCH || outcome.lines.len() >= LINES {
             flush(deps, request, run, &mut outcome, &mut batch).await?;
         }
     }
@@ -360,9 +397,26 @@ async fn daily_cap(
     }))
 }
 
-/// Settles the waiting notices: one ledger look-up for the batch, then (unless dry)
-/// the messages of those not sent yet, recorded in one transaction.
+/// Settles the waiting notices (one ledger look-up for the batch, then, unless dry, the
+/// messages of those not sent yet, recorded in one transaction) and writes the report
+/// lines held so far.
 async fn flush(
+    deps: &SweepDeps,
+    request: &SweepRequest,
+    run: &mut SweepRun,
+    outcome: &mut SweepOutcome,
+    batch: &mut Vec<Pending>,
+) -> Result<(), SweepError> {
+    settle(deps, request, run, outcome, batch).await?;
+    deps.store
+        .append_sweep_report(&run.id, &outcome.lines)
+        .await?;
+    outcome.lines.clear();
+    Ok(())
+}
+
+/// Gives every waiting notice its final status (recorded, already sent, would queue).
+async fn settle(
     deps: &SweepDeps,
     request: &SweepRequest,
     run: &mut SweepRun,
@@ -378,10 +432,10 @@ async fn flush(
     for (pending, recorded) in batch.drain(..).zip(recorded) {
         if recorded {
             run.already_notified += 1;
-            set_status(outcome, pending.row, "already-sent");
+            outcome.set_status(pending.row, "already-sent");
         } else if request.dry_run {
             run.notified += 1;
-            set_status(outcome, pending.row, "would-queue");
+            outcome.set_status(pending.row, "would-queue");
         } else {
             fresh.push(pending);
         }
@@ -402,15 +456,11 @@ async fn flush(
             }
             Err(e) => {
                 run.failed += 1;
-                set_status(outcome, pending.row, "failed");
-                let user_name = outcome
-                    .rows
-                    .get(pending.row)
-                    .map(|r| r.user_name.clone())
-                    .unwrap_or_default();
-                outcome
-                    .not_notified
-                    .push((user_name, format!("cannot mail: {e}")));
+                outcome.not_notified += 1;
+                if let Some(line) = outcome.lines.get_mut(pending.row) {
+                    line.status = "failed".into();
+                    line.reason = Some(format!("cannot mail: {e}"));
+                }
             }
         }
     }
@@ -425,22 +475,16 @@ async fn flush(
     for ((row, expired), queued) in queued_rows.into_iter().zip(queued) {
         if queued {
             run.notified += 1;
-            set_status(outcome, row, "queued");
+            outcome.set_status(row, "queued");
             let kind = if expired { "expired" } else { "expiring" };
             metrics::counter!("lockbridge_sweep_notices_total", "notice" => kind).increment(1);
         } else {
             // Another instance recorded it between the look-up and this transaction.
             run.already_notified += 1;
-            set_status(outcome, row, "already-sent");
+            outcome.set_status(row, "already-sent");
         }
     }
     Ok(())
-}
-
-fn set_status(outcome: &mut SweepOutcome, row: usize, status: &'static str) {
-    if let Some(row) = outcome.rows.get_mut(row) {
-        row.status = status;
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -481,7 +525,8 @@ async fn handle_entry(
     let Some(changed_at) = facts.changed_at else {
         return Ok(());
     };
-    let mut row = PlanRow {
+    let mut row = SweepReportLine {
+        seq: 0,
         user_name: entry.user_name.clone(),
         display_name: entry.display_name.clone(),
         mail: entry.mail.clone(),
@@ -489,8 +534,12 @@ async fn handle_entry(
         expires_at,
         expires_at_local: local(expires_at, s.time_zone),
         days_left,
-        status: "queued",
+        status: "queued".into(),
+        reason: None,
     };
+    if notice != Notice::Expired {
+        outcome.expiring += 1;
+    }
 
     if notice == Notice::Expired && !request.dry_run {
         apply_expiry_action(deps, policy.on_expiry, entry).await?;
@@ -498,11 +547,10 @@ async fn handle_entry(
 
     let Some(mail) = entry.mail.as_deref().filter(|m| !m.trim().is_empty()) else {
         run.no_mail += 1;
-        row.status = "no-mail";
-        outcome
-            .not_notified
-            .push((entry.user_name.clone(), "no mail address".into()));
-        outcome.rows.push(row);
+        outcome.not_notified += 1;
+        row.status = "no-mail".into();
+        row.reason = Some("no mail address".into());
+        outcome.push_line(row);
         return Ok(());
     };
     let user_id = entry.entry_uuid.as_deref().unwrap_or(&entry.dn);
@@ -535,14 +583,14 @@ async fn handle_entry(
     };
     batch.push(Pending {
         key,
-        row: outcome.rows.len(),
+        row: outcome.lines.len(),
         expired: notice == Notice::Expired,
         template,
         mail: mail.to_owned(),
         context,
         stale_after: (notice != Notice::Expired).then_some(expires_at),
     });
-    outcome.rows.push(row);
+    outcome.push_line(row);
     Ok(())
 }
 
@@ -574,46 +622,19 @@ async fn queue_digest(
     if s.admin_recipients.is_empty() {
         return Ok(());
     }
-    let user = |r: &PlanRow| -> Value {
-        json!({
-            "user_name": r.user_name,
-            "display_name": r.display_name.clone().unwrap_or_default(),
-            "mail": r.mail,
-            "expires_at_local": r.expires_at_local,
-            "expired_at_local": r.expires_at_local,
-            "days_left": r.days_left,
-        })
-    };
-    let expiring: Vec<Value> = outcome
-        .rows
-        .iter()
-        .filter(|r| r.notice != "expired")
-        .map(user)
-        .collect();
-    let expired: Vec<Value> = outcome
-        .rows
-        .iter()
-        .filter(|r| r.notice == "expired")
-        .map(user)
-        .collect();
-    let not_notified: Vec<Value> = outcome
-        .not_notified
-        .iter()
-        .map(|(user_name, reason)| json!({"user_name": user_name, "reason": reason}))
-        .collect();
+    // The accounts are not listed here: the outbox reads them from the sweep's report
+    // when it sends the digest, so a sweep holds none of them in memory.
     let context = json!({
+        "sweep_id": request.id,
         "sweep_at_local": local(request.at, s.time_zone),
         "attachment_name": format!("password-expiry-{}.csv", request.at.with_timezone(&s.time_zone).format("%Y-%m-%d")),
         "counts": {
             "scanned": run.scanned,
             "notified": run.notified,
-            "expiring": expiring.len(),
-            "expired": expired.len(),
-            "not_notified": not_notified.len(),
+            "expiring": outcome.expiring,
+            "expired": run.expired,
+            "not_notified": outcome.not_notified,
         },
-        "expiring": expiring,
-        "expired": expired,
-        "not_notified": not_notified,
     });
     for admin in &s.admin_recipients {
         match deps
