@@ -581,6 +581,111 @@ async fn long_expired_accounts_are_left_alone_and_the_dry_run_counts_what_the_ru
     );
 }
 
+/// How many notices the ledger of the daemon's store holds (read-only, beside the
+/// processes writing it).
+async fn ledger_count(daemon: &Daemon) -> i64 {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(daemon.dir.path().join("state").join("lockbridge.db"))
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open the store read-only");
+    let count =
+        sqlx::query_scalar("SELECT COUNT(*) FROM notice_ledger WHERE key NOT LIKE 'digest|%'")
+            .fetch_one(&pool)
+            .await
+            .expect("count the ledger");
+    pool.close().await;
+    count
+}
+
+/// A sweep over a directory whose passwords were changed evenly over 120 days, killed
+/// with SIGKILL after its first ledger batch and before its last, then run again, queues
+/// every notice exactly once: as many as the dry run said, one per user, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_even_spread_sweep_killed_between_ledger_batches_queues_each_notice_once() {
+    // Oldest first: the due users come early in the stream, so after the first batch
+    // there are many pages left (and a second, smaller batch) to kill the sweep in.
+    let users: String = (0..3_600)
+        .map(|i| user(&format!("sp{i:04}"), (3_599 - i) * 120 / 3_600, true, false))
+        .collect();
+    let slapd = Slapd::start_with(0, &[&users]);
+    let mail = MailSink::start();
+    // Small pages stretch the sweep over many directory round trips, so the kill lands
+    // between two ledger batches (of 1,000 notices) rather than after the last one.
+    let config = format!(
+        "max_bulk_per_minute = 0\nmax_bulk_per_day = 0\n{SWEEP_CONFIG}page_size = 10\nlease_secs = 2\n"
+    );
+    let daemon = Daemon::start_with(&slapd, mail.port, &config);
+
+    let (code, dry, err) = sweep_cli(&daemon, &["--dry-run"]);
+    assert_eq!(code, 0, "{dry}\n{err}");
+    let due = printed_count(&dry, "notices due");
+    assert!(due > 1_000, "more than one ledger batch is due: {dry}");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockbridge"))
+        .args(["sweep", "--config"])
+        .arg(&daemon.config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the sweep");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let recorded = ledger_count(&daemon).await;
+        if recorded > 0 {
+            child.kill().expect("SIGKILL");
+            break;
+        }
+        assert!(
+            child.try_wait().expect("poll the sweep").is_none(),
+            "the sweep finished before a batch was seen"
+        );
+        assert!(std::time::Instant::now() < deadline, "no batch recorded");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.wait().expect("reap the sweep");
+    let at_kill = u64::try_from(ledger_count(&daemon).await).expect("count");
+    assert!(
+        at_kill > 0 && at_kill < due,
+        "killed between batches: {at_kill} of {due} recorded"
+    );
+
+    // Run again once the dead sweep's lease has lapsed.
+    let out = loop {
+        let (code, out, err) = sweep_cli(&daemon, &[]);
+        if code == 0 {
+            break out;
+        }
+        assert!(err.contains("another sweep is running"), "{out}\n{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        printed_count(&out, "notices queued"),
+        due - at_kill,
+        "{out}"
+    );
+    assert_eq!(
+        printed_count(&out, "already notified earlier"),
+        at_kill,
+        "{out}"
+    );
+    assert_eq!(
+        u64::try_from(ledger_count(&daemon).await).expect("count"),
+        due
+    );
+
+    // One digest (the killed run queued none) and one notice per due user.
+    let expected = usize::try_from(due).expect("count") + 1;
+    mail.wait_for_count(expected, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let to = recipients(&mail);
+    let mut unique = to.clone();
+    unique.dedup();
+    assert_eq!(to.len(), expected, "every notice once, and the digest");
+    assert_eq!(unique.len(), to.len(), "someone was mailed twice");
+}
+
 /// Turning expiry on for a directory full of old passwords stays within the daily cap;
 /// a temporary password is not held back by it.
 #[tokio::test]
