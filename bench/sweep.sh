@@ -5,6 +5,7 @@
 #   bench/sweep.sh            100,000 users, 1,000 of them due for a notice, 5 runs each
 #   USERS=20000 DUE=200 RUNS=3 bench/sweep.sh
 #   SPREAD_DAYS=120 bench/sweep.sh
+#   KEEP=1 ...                keep the directory and the work folder afterwards
 #                             100,000 users whose passwords were changed evenly over the
 #                             last 120 days (90-day policy: about a third due or expired,
 #                             as on a first install over years of accounts)
@@ -39,7 +40,12 @@ cleanup() {
 	"$ROOT/scripts/lib/slapd-sandbox" stop "$WORK/ldap" >/dev/null 2>&1 || true
 	rm -rf "$WORK"
 }
-trap cleanup EXIT
+# KEEP=1 leaves the directory, the sink and the work folder running for a closer look.
+if [[ ${KEEP:-0} == 1 ]]; then
+	trap 'echo "bench: kept $WORK (slapd: $ROOT/scripts/lib/slapd-sandbox stop $WORK/ldap)" >&2' EXIT
+else
+	trap cleanup EXIT
+fi
 
 SPREAD_DAYS=${SPREAD_DAYS:-0}
 if ((SPREAD_DAYS > 0)); then
@@ -149,18 +155,19 @@ first_s=${FIRST% *}
 first_kb=${FIRST#* }
 steady_s=$(printf '%s\n' "${STEADY[@]}" | cut -d' ' -f1 | median)
 steady_kb=$(printf '%s\n' "${STEADY[@]}" | cut -d' ' -f2 | sort -n | tail -1)
+range() { printf '%s\n' "$@" | cut -d' ' -f1 | sort -n | awk 'NR==1 {a=$1} {b=$1} END {printf "%.2f-%.2f s", a, b}'; }
 
 # Delivery: the daemon hands the queued notices (and the digests) to the SMTP server.
 QUEUED=$((NOTICES + RUNS + 1))
-start=$(date +%s.%N)
 "$BIN" serve --config "$WORK/lockbridge.toml" 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
 while (($(find "$WORK/mail/messages" -name '*.eml' 2>/dev/null | wc -l) < QUEUED)); do
 	sleep 0.1
 	kill -0 "$DAEMON_PID" 2>/dev/null || { echo "bench: daemon died" >&2; cat "$WORK/daemon.log" >&2; exit 1; }
 done
-end=$(date +%s.%N)
-mail_s=$(calc "$end - $start")
+# From the first message stored to the last (the daemon's start left out).
+span() { find "$1" -name '*.eml' -printf '%T@\n' | sort -n | awk 'NR==1 {a=$1} {b=$1} END {print b-a}'; }
+mail_s=$(span "$WORK/mail/messages")
 
 if ((SPREAD_DAYS > 0)); then
 	SHAPE="passwords changed evenly over $SPREAD_DAYS days"
@@ -175,29 +182,27 @@ mkdir -p "$WORK/mail2"
 $PY "$ROOT/scripts/lib/mail-sink.py" --dir "$WORK/mail2" 2>"$WORK/mail2.log" &
 SINK2_PID=$!
 for _ in $(seq 100); do [[ -s $WORK/mail2/port ]] && break; sleep 0.1; done
-plain_s=$($PY - "$WORK/mail/messages" "$(<"$WORK/mail2/port")" <<'PYEOF'
-import glob, smtplib, sys, time
+$PY - "$WORK/mail/messages" "$(<"$WORK/mail2/port")" <<'PYEOF'
+import glob, smtplib, sys
 messages = []
 for path in sorted(glob.glob(sys.argv[1] + "/*.eml")):
     data = open(path, "rb").read()
     eol = b"\r\n" if b"\r\n" in data else b"\n"
     sender, recipients, body = data.split(eol, 2)
     messages.append((sender.split(b": ", 1)[1].decode(), recipients.split(b": ", 1)[1].decode().split(", "), body))
-start = time.monotonic()
 with smtplib.SMTP("127.0.0.1", int(sys.argv[2])) as client:
     for sender, recipients, body in messages:
         client.sendmail(sender, recipients, body)
-print(time.monotonic() - start)
 PYEOF
-)
+plain_s=$(span "$WORK/mail2/messages")
 kill "$SINK2_PID" 2>/dev/null || true
 
 printf '\nsweep over %d users (%s), median of %d runs, whole processes\n' "$TOTAL" "$SHAPE" "$RUNS"
-printf '  %-34s %8.2f s\n' "raw ldapsearch (paged, LDAPS)" "$raw_s"
-printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "sweep --dry-run" "$dry_s" "$(calc "$dry_s / $raw_s")" "$((dry_kb / 1024))"
+printf '  %-34s %8.2f s  (runs %s)\n' "raw ldapsearch (paged, LDAPS)" "$raw_s" "$(range "${RAWT[@]}")"
+printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB  (runs %s)\n' "sweep --dry-run" "$dry_s" "$(calc "$dry_s / $raw_s")" "$((dry_kb / 1024))" "$(range "${DRY[@]}")"
 printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "first sweep (queues $NOTICES)" "$first_s" "$(calc "$first_s / $raw_s")" "$((first_kb / 1024))"
-printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "steady-state sweep" "$steady_s" "$(calc "$steady_s / $raw_s")" "$((steady_kb / 1024))"
-printf '  %-34s %8.0f messages/s (%d in %.1f s, daemon start included)\n' "outbox to SMTP" "$(calc "$QUEUED / $mail_s")" "$QUEUED" "$mail_s"
-printf '  %-34s %8.0f messages/s (same messages, one connection)  outbox %.2fx plain\n' "plain SMTP client (smtplib)" "$(calc "$QUEUED / $plain_s")" "$(calc "$plain_s / $mail_s")"
+printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB  (runs %s)\n' "steady-state sweep" "$steady_s" "$(calc "$steady_s / $raw_s")" "$((steady_kb / 1024))" "$(range "${STEADY[@]}")"
+printf '  %-34s %8.0f messages/s (%d in %.1f s, first to last)\n' "outbox to SMTP" "$(calc "($QUEUED - 1) / $mail_s")" "$QUEUED" "$mail_s"
+printf '  %-34s %8.0f messages/s (same messages, one connection)  outbox %.2fx plain\n' "plain SMTP client (smtplib)" "$(calc "($QUEUED - 1) / $plain_s")" "$(calc "$plain_s / $mail_s")"
 printf '\nfirst sweep'"'"'s summary:\n'
 sed -n '/^accounts scanned/,/^$/p' "$WORK/first.out" | sed 's/^/  /' 

@@ -23,6 +23,8 @@ pub const EXIT_SOFTWARE: u8 = 70;
 pub const EXIT_CONFIG: u8 = 78;
 /// Lines of a sweep's report read per page when the CLI prints it.
 const REPORT_PAGE: u32 = 1000;
+/// Accounts `lockbridge sweep` lists without `--all`.
+const LISTED: u32 = 100;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +68,9 @@ pub enum Command {
         /// Sweep as of this time (RFC 3339, e.g. 2026-03-01T06:00:00Z) instead of now.
         #[arg(long)]
         at: Option<String>,
+        /// List every account with a notice, not only the first 100.
+        #[arg(long)]
+        all: bool,
     },
     /// Check or export the audit log.
     #[command(subcommand)]
@@ -179,9 +184,10 @@ pub fn main(cli: Cli) -> ExitCode {
             config,
             dry_run,
             at,
+            all,
         } => on_runtime(
             &mut tokio::runtime::Builder::new_current_thread(),
-            sweep(config, dry_run, at),
+            sweep(config, dry_run, at, all),
         ),
         command => on_runtime(
             &mut tokio::runtime::Builder::new_multi_thread(),
@@ -216,7 +222,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             config,
             dry_run,
             at,
-        } => sweep(config, dry_run, at).await,
+            all,
+        } => sweep(config, dry_run, at, all).await,
         Command::Audit(cmd) => audit(cmd).await,
     }
 }
@@ -516,7 +523,7 @@ fn whoami() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>) -> ExitCode {
+async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>, all: bool) -> ExitCode {
     use crate::sweep::engine::{SweepError, SweepRequest, Trigger, run_once};
 
     let config = match load(&args.config) {
@@ -611,13 +618,32 @@ async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>) -> ExitCode {
             );
         }
     }
-    // The accounts, read back page by page from the sweep's report in the store.
+    // The accounts, read back page by page from the sweep's report in the store; on a
+    // large directory tens of thousands, so only the first ones unless --all.
     let mut after = None;
+    let mut listed = 0;
     loop {
+        let wanted = if all {
+            REPORT_PAGE
+        } else {
+            LISTED.saturating_sub(listed)
+        };
+        if wanted == 0 {
+            let more = services
+                .sweep
+                .store
+                .sweep_report_page(&run.id, after, 1)
+                .await
+                .is_ok_and(|next| !next.is_empty());
+            if more {
+                println!("... (more accounts: --all lists every one; so does the digest's CSV)");
+            }
+            break;
+        }
         let page = match services
             .sweep
             .store
-            .sweep_report_page(&run.id, after, REPORT_PAGE)
+            .sweep_report_page(&run.id, after, wanted.min(REPORT_PAGE))
             .await
         {
             Ok(page) => page,
@@ -641,8 +667,11 @@ async fn sweep(args: ConfigArg, dry_run: bool, at: Option<String>) -> ExitCode {
                 line.user_name, line.notice, line.status, line.days_left, line.expires_at_local
             );
         }
+        listed += u32::try_from(page.len()).unwrap_or(u32::MAX);
         match page.last() {
-            Some(last) if page.len() == REPORT_PAGE as usize => after = Some(last.seq),
+            Some(last) if page.len() == wanted.min(REPORT_PAGE) as usize => {
+                after = Some(last.seq);
+            }
             _ => break,
         }
     }

@@ -674,6 +674,13 @@ async fn an_even_spread_sweep_killed_between_ledger_batches_queues_each_notice_o
         u64::try_from(ledger_count(&daemon).await).expect("count"),
         due
     );
+    let listed = |out: &str| out.lines().filter(|l| l.starts_with("sp")).count();
+    assert_eq!(listed(&out), 100, "the first 100 accounts:\n{out}");
+    assert!(out.contains("--all lists every one"), "{out}");
+    let (code, every, err) = sweep_cli(&daemon, &["--dry-run", "--all"]);
+    assert_eq!(code, 0, "{every}\n{err}");
+    assert_eq!(listed(&every) as u64, due, "--all lists every account");
+    assert!(!every.contains("--all lists every one"));
 
     // One digest (the killed run queued none) and one notice per due user.
     let expected = usize::try_from(due).expect("count") + 1;

@@ -517,7 +517,7 @@ async fn insert_outbox(
     conn: &mut SqliteConnection,
     m: &NewOutboxMessage,
 ) -> Result<i64, StoreError> {
-    let message_id = format!("<{}@lockbridge>", uuid::Uuid::new_v4());
+    let message_id = new_message_id();
     let created = ts(m.created_at);
     let done = sqlx::query(
         "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
@@ -536,6 +536,13 @@ async fn insert_outbox(
     .await
     .map_err(err("outbox message id"))?;
     Ok(done.last_insert_rowid())
+}
+
+/// A fresh Message-ID. Time-ordered (UUIDv7): new ids land at the end of the outbox's
+/// unique index instead of on a random page of it, which on a sweep that queues tens of
+/// thousands of notices is many fewer pages written per commit.
+fn new_message_id() -> String {
+    format!("<{}@lockbridge>", uuid::Uuid::now_v7())
 }
 
 /// Which of `keys` the notice ledger holds, on `conn` (inside the caller's transaction).
@@ -560,10 +567,7 @@ async fn insert_outbox_rows(
     conn: &mut SqliteConnection,
     messages: &[&NewOutboxMessage],
 ) -> Result<Vec<i64>, StoreError> {
-    let message_ids: Vec<String> = messages
-        .iter()
-        .map(|_| format!("<{}@lockbridge>", uuid::Uuid::new_v4()))
-        .collect();
+    let message_ids: Vec<String> = messages.iter().map(|_| new_message_id()).collect();
     let places = vec!["(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"; messages.len()].join(", ");
     // Built from a fixed fragment repeated per message; every value is bound.
     let sql = format!(
