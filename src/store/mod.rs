@@ -590,7 +590,7 @@ pub struct SweepRun {
 
 /// One line of a sweep's report (the digest's CSV, the CLI's table): an account with a
 /// notice due, an expired password, or no way to be notified, and what the sweep did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepReportLine {
     /// Order within the sweep, from 0.

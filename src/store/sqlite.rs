@@ -44,8 +44,8 @@ const CHAIN_STARTED: &str = "audit.chain_started";
 const LEDGER_LOOKUP: usize = 500;
 /// Notices written per statement (nine values each for the outbox row).
 const NOTICE_CHUNK: usize = 500;
-/// Report lines written per statement (eleven values each).
-const REPORT_CHUNK: usize = 500;
+/// Report lines stored per row (one JSON array).
+const REPORT_BLOCK: usize = 1000;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -239,37 +239,6 @@ async fn chain_existing_records(conn: &mut SqliteConnection) -> Result<usize, St
         );
     }
     Ok(count)
-}
-
-#[derive(sqlx::FromRow)]
-struct ReportRow {
-    seq: i64,
-    user_name: String,
-    display_name: Option<String>,
-    mail: Option<String>,
-    notice: String,
-    expires_at: DateTime<Utc>,
-    expires_at_local: String,
-    days_left: i64,
-    status: String,
-    reason: Option<String>,
-}
-
-impl ReportRow {
-    fn into_line(self) -> Result<SweepReportLine, StoreError> {
-        Ok(SweepReportLine {
-            seq: u64::try_from(self.seq).map_err(|_| decode_error("negative report seq".into()))?,
-            user_name: self.user_name,
-            display_name: self.display_name,
-            mail: self.mail,
-            notice: self.notice,
-            expires_at: self.expires_at,
-            expires_at_local: self.expires_at_local,
-            days_left: u32::try_from(self.days_left).unwrap_or(0),
-            status: self.status,
-            reason: self.reason,
-        })
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -1207,33 +1176,24 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(err("sweep report"))?;
-        for chunk in lines.chunks(REPORT_CHUNK) {
-            let places = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            // Built from a fixed fragment repeated per line; every value is bound.
-            let sql = format!(
-                "INSERT INTO sweep_report (sweep_id, seq, user_name, display_name, mail, notice, \
-                                           expires_at, expires_at_local, days_left, status, reason) \
-                 VALUES {places}"
-            );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for line in chunk {
-                insert = insert
-                    .bind(sweep_id)
-                    .bind(i64::try_from(line.seq).unwrap_or(i64::MAX))
-                    .bind(&line.user_name)
-                    .bind(&line.display_name)
-                    .bind(&line.mail)
-                    .bind(&line.notice)
-                    .bind(ts(line.expires_at))
-                    .bind(&line.expires_at_local)
-                    .bind(i64::from(line.days_left))
-                    .bind(&line.status)
-                    .bind(&line.reason);
-            }
-            insert
-                .execute(&mut *tx)
-                .await
-                .map_err(err("sweep report line"))?;
+        for block in lines.chunks(REPORT_BLOCK) {
+            let (Some(first), Some(last)) = (block.first(), block.last()) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO sweep_report (sweep_id, first_seq, last_seq, lines) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(sweep_id)
+            .bind(i64::try_from(first.seq).unwrap_or(i64::MAX))
+            .bind(i64::try_from(last.seq).unwrap_or(i64::MAX))
+            .bind(
+                serde_json::to_string(block)
+                    .map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(err("sweep report block"))?;
         }
         tx.commit().await.map_err(err("sweep report"))?;
         Ok(())
@@ -1245,30 +1205,49 @@ impl Store for SqliteStore {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<SweepReportLine>, StoreError> {
-        let rows: Vec<ReportRow> = sqlx::query_as(
-            "SELECT seq, user_name, display_name, mail, notice, expires_at, expires_at_local, \
-                    days_left, status, reason \
-             FROM sweep_report WHERE sweep_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        use futures::TryStreamExt;
+        let limit = limit.min(MAX_REPORT_PAGE) as usize;
+        let after = after_seq.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        let mut page = Vec::with_capacity(limit.min(REPORT_BLOCK));
+        if limit == 0 {
+            return Ok(page);
+        }
+        let mut blocks = sqlx::query_scalar::<_, String>(
+            "SELECT lines FROM sweep_report WHERE sweep_id = ?1 AND last_seq > ?2 \
+             ORDER BY first_seq",
         )
         .bind(sweep_id)
-        .bind(after_seq.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)))
-        .bind(i64::from(limit.min(MAX_REPORT_PAGE)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err("sweep report"))?;
-        rows.into_iter().map(ReportRow::into_line).collect()
+        .bind(after)
+        .fetch(&self.pool);
+        while let Some(block) = blocks.try_next().await.map_err(err("sweep report"))? {
+            let lines: Vec<SweepReportLine> = serde_json::from_str(&block)
+                .map_err(|e| decode_error(format!("sweep report block: {e}")))?;
+            for line in lines {
+                if i64::try_from(line.seq).unwrap_or(i64::MAX) > after {
+                    page.push(line);
+                    if page.len() == limit {
+                        return Ok(page);
+                    }
+                }
+            }
+        }
+        Ok(page)
     }
 
     async fn prune_sweep_reports(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let removed: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM sweep_report WHERE sweep_id IN \
-             (SELECT id FROM sweep_runs WHERE started_at < ?1)",
+             (SELECT id FROM sweep_runs WHERE started_at < ?1) \
+             RETURNING last_seq - first_seq + 1",
         )
         .bind(ts(before))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(err("sweep report"))?;
-        Ok(done.rows_affected())
+        Ok(removed
+            .into_iter()
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .sum())
     }
 
     async fn insert_sweep_run(&self, run: &SweepRun) -> Result<(), StoreError> {
