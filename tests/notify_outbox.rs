@@ -329,16 +329,7 @@ async fn starttls_relay_is_verified_against_the_configured_ca() {
     let pki = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = make_ca_and_server_cert(pki.path());
     let relay = ScriptRelay::start(STARTTLS_RELAY, &[cert.as_path(), key.as_path()]);
-    let settings = MailSettings {
-        relay: "127.0.0.1".into(),
-        port: relay.port,
-        security: SmtpSecurity::StartTls,
-        ca_file: Some(ca),
-        username: None,
-        password: None,
-        from: "lockbridge <no-reply@example.org>".into(),
-        timeout: Duration::from_secs(5),
-    };
+    let settings = tls_relay_settings(relay.port, SmtpSecurity::StartTls, ca);
     let mail = Templates::new(None)
         .expect("templates")
         .render(
@@ -362,19 +353,7 @@ async fn starttls_relay_is_verified_against_the_configured_ca() {
         .expect("sent over verified STARTTLS");
     assert!(relay.dir.path().join("received").exists());
 
-    // Without the CA the relay's certificate is not trusted: a retryable failure
-    // (the operator can fix the setting), never a silent plaintext fallback.
-    let untrusted = Mailer::new(&MailSettings {
-        ca_file: None,
-        ..settings
-    })
-    .expect("mailer without CA");
-    let err = untrusted
-        .send("ada@example.org", "<tls-2@lockbridge>", &mail)
-        .await
-        .expect_err("unknown CA");
-    assert!(!err.is_permanent(), "{err}");
-    assert!(untrusted.test_connection().await.is_err());
+    assert_untrusted_without_the_ca(settings, &mail).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,16 +361,7 @@ async fn implicit_tls_relay_is_verified_against_the_configured_ca() {
     let pki = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = make_ca_and_server_cert(pki.path());
     let relay = ScriptRelay::start(IMPLICIT_TLS_RELAY, &[cert.as_path(), key.as_path()]);
-    let settings = MailSettings {
-        relay: "127.0.0.1".into(),
-        port: relay.port,
-        security: SmtpSecurity::Tls,
-        ca_file: Some(ca),
-        username: None,
-        password: None,
-        from: "lockbridge <no-reply@example.org>".into(),
-        timeout: Duration::from_secs(5),
-    };
+    let settings = tls_relay_settings(relay.port, SmtpSecurity::Tls, ca);
     let mail = Templates::new(None)
         .expect("templates")
         .render(PASSWORD_EXPIRING, &expiring_context(1))
@@ -408,19 +378,42 @@ async fn implicit_tls_relay_is_verified_against_the_configured_ca() {
     let received = std::fs::read_to_string(relay.dir.path().join("received")).unwrap_or_default();
     assert_eq!(received.lines().count(), 2);
 
-    // Without the CA: refused before a byte of mail is sent, and retryable.
+    let err = assert_untrusted_without_the_ca(settings, &mail).await;
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
+
+/// Mail settings for the relay on `port` on this host, trusting the CA in `ca`.
+fn tls_relay_settings(port: u16, security: SmtpSecurity, ca: PathBuf) -> MailSettings {
+    MailSettings {
+        relay: "127.0.0.1".into(),
+        port,
+        security,
+        ca_file: Some(ca),
+        username: None,
+        password: None,
+        from: "lockbridge <no-reply@example.org>".into(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// Without the CA the relay's certificate is not trusted: a retryable failure (the
+/// operator can fix the setting), never a silent plaintext fallback. Returns the error.
+async fn assert_untrusted_without_the_ca(
+    settings: MailSettings,
+    mail: &lockbridge::notify::RenderedMail,
+) -> lockbridge::notify::NotifyError {
     let untrusted = Mailer::new(&MailSettings {
         ca_file: None,
         ..settings
     })
     .expect("mailer without CA");
     let err = untrusted
-        .send("ada@example.org", "<tls-9@lockbridge>", &mail)
+        .send("ada@example.org", "<untrusted@lockbridge>", mail)
         .await
         .expect_err("unknown CA");
     assert!(!err.is_permanent(), "{err}");
-    assert!(err.to_string().contains("TLS"), "{err}");
     assert!(untrusted.test_connection().await.is_err());
+    err
 }
 
 /// A backlog goes to a slow relay several messages at a time (each on its own
