@@ -900,38 +900,18 @@ def make_smtp(args):
 /// Requires STARTTLS with the certificate and key given as arguments; notes each
 /// accepted message in `received`.
 const STARTTLS_RELAY: &str = r#"
-import ssl
-
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        with open(os.path.join(DIR, "received"), "a") as f:
-            f.write("1\n")
-        return "250 OK"
-
 def make_smtp(args):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(args[0], args[1])
-    return SMTP(Handler(), hostname="tls.localhost", require_starttls=True, tls_context=ctx)
+    return SMTP(ReceivedHandler(), hostname="tls.localhost", require_starttls=True,
+                tls_context=tls_context(args))
 "#;
 
 /// TLS from the first byte with the certificate and key given as arguments; notes each
 /// accepted message in `received`.
 const IMPLICIT_TLS_RELAY: &str = r#"
-import ssl
-
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        with open(os.path.join(DIR, "received"), "a") as f:
-            f.write("1\n")
-        return "250 OK"
-
-def server_ssl(args):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(args[0], args[1])
-    return ctx
+server_ssl = tls_context
 
 def make_smtp(args):
-    return SMTP(Handler(), hostname="tls.localhost")
+    return SMTP(ReceivedHandler(), hostname="tls.localhost")
 "#;
 
 /// Takes a while over each message and writes, after each, the most messages it was
@@ -967,21 +947,31 @@ class CountingSMTP(SMTP):
             f.write("1\n")
         super().connection_made(transport)
 
-class Handler:
+def make_smtp(args):
+    return CountingSMTP(ReceivedHandler(), hostname="count.localhost")
+"#;
+
+/// Starts the handler, writes the chosen port to DIR/port, and serves until killed. Relay
+/// scripts may use `ReceivedHandler` (notes each message in DIR/received) and
+/// `tls_context(args)` (certificate and key from the arguments), defined here.
+const RELAY_MAIN: &str = r#"
+import asyncio, os, ssl, sys
+from aiosmtpd.smtp import SMTP
+DIR = sys.argv[1]
+
+class ReceivedHandler:
+    """Accepts every message and notes it in DIR/received."""
     async def handle_DATA(self, server, session, envelope):
         with open(os.path.join(DIR, "received"), "a") as f:
             f.write("1\n")
         return "250 OK"
 
-def make_smtp(args):
-    return CountingSMTP(Handler(), hostname="count.localhost")
-"#;
+def tls_context(args):
+    """A server TLS context from the certificate and key given as arguments."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args[0], args[1])
+    return ctx
 
-/// Starts the handler, writes the chosen port to DIR/port, and serves until killed.
-const RELAY_MAIN: &str = r#"
-import asyncio, os, sys
-from aiosmtpd.smtp import SMTP
-DIR = sys.argv[1]
 exec(sys.argv[2])
 
 async def main():
