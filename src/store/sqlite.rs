@@ -40,10 +40,10 @@ const MAX_CONNECTIONS: u32 = 4;
 /// The setting that records when the audit chain began (so existing records are
 /// chained once, at the upgrade, and never again).
 const CHAIN_STARTED: &str = "audit.chain_started";
-/// Ledger keys looked up per statement.
-const LEDGER_LOOKUP: usize = 500;
-/// Notices written per statement (nine values each for the outbox row).
-const NOTICE_CHUNK: usize = 500;
+/// Ledger keys looked up per statement (one bound JSON array).
+const LEDGER_LOOKUP: usize = 2000;
+/// Notices written per pair of statements (one bound JSON array).
+const NOTICE_CHUNK: usize = 1000;
 /// Report lines stored per row (one JSON array).
 const REPORT_BLOCK: usize = 1000;
 
@@ -514,67 +514,85 @@ fn new_message_id() -> String {
     format!("<{}@lockbridge>", uuid::Uuid::now_v7())
 }
 
-/// Which of `keys` the notice ledger holds, on `conn` (inside the caller's transaction).
-async fn ledger_keys_present(
-    conn: &mut SqliteConnection,
-    keys: &[String],
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    let places = vec!["?"; keys.len()].join(", ");
-    // Built from a fixed fragment repeated per key; every key is bound.
-    let sql = format!("SELECT key FROM notice_ledger WHERE key IN ({places})");
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-    for key in keys {
-        query = query.bind(key);
-    }
-    let found = query.fetch_all(conn).await.map_err(err("notice ledger"))?;
-    Ok(found.into_iter().collect())
-}
-
-/// Inserts outbox rows (due at once, fresh Message-IDs) in one statement on `conn` and
-/// returns their ids, in the order of `messages`.
-async fn insert_outbox_rows(
-    conn: &mut SqliteConnection,
-    messages: &[&NewOutboxMessage],
-) -> Result<Vec<i64>, StoreError> {
-    let message_ids: Vec<String> = messages.iter().map(|_| new_message_id()).collect();
-    let places = vec!["(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"; messages.len()].join(", ");
-    // Built from a fixed fragment repeated per message; every value is bound.
-    let sql = format!(
-        "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
-                             status, attempts, next_attempt_at, created_at, class, stale_after) \
-         VALUES {places} RETURNING id, message_id"
-    );
-    let mut insert = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
-    for (m, message_id) in messages.iter().zip(&message_ids) {
-        let created = ts(m.created_at);
-        insert = insert
-            .bind(message_id)
-            .bind(&m.template)
-            .bind(&m.recipient)
-            .bind(to_json_text(&m.context)?)
-            .bind(&m.sealed_secret)
-            .bind(created.clone())
-            .bind(created)
-            .bind(m.class.as_str())
-            .bind(m.stale_after.map(ts));
-    }
-    let rows = insert
-        .fetch_all(conn)
-        .await
-        .map_err(err("outbox message id"))?;
-    // RETURNING gives no order guarantee: pair them up by Message-ID.
-    let by_message_id: std::collections::HashMap<String, i64> = rows
-        .into_iter()
-        .map(|(id, message_id)| (message_id, id))
-        .collect();
-    message_ids
-        .iter()
-        .map(|message_id| {
-            by_message_id.get(message_id).copied().ok_or_else(|| {
-                StoreError::Unavailable("an outbox insert returned fewer rows than it wrote".into())
+/// The positions in `keys` of the keys the notice ledger holds. The keys go in as one
+/// bound JSON array and the answer comes back as one row (the positions, comma-separated):
+/// sqlx hands every result row from its SQLite thread to the caller separately, and at
+/// a row per key that hand-off was most of a steady-state sweep's look-up time.
+async fn ledger_positions_present<'c>(
+    executor: impl sqlx::SqliteExecutor<'c>,
+    keys: &[&str],
+) -> Result<std::collections::HashSet<usize>, StoreError> {
+    let keys = serde_json::to_string(keys)
+        .map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?;
+    let positions: Option<String> = sqlx::query_scalar(
+        "SELECT group_concat(j.key) FROM json_each(?1) AS j \
+         WHERE EXISTS (SELECT 1 FROM notice_ledger AS l WHERE l.key = j.value)",
+    )
+    .bind(keys)
+    .fetch_one(executor)
+    .await
+    .map_err(err("notice ledger"))?;
+    positions
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<usize>().map_err(|_| {
+                StoreError::Unavailable("the ledger look-up returned a bad position".into())
             })
         })
         .collect()
+}
+
+/// Queues `notices` (ledger key, message) on `conn`, inside the caller's transaction:
+/// their outbox rows (due at once, fresh Message-IDs), then their ledger rows pointing at
+/// them. Two statements whatever the number, each reading one bound JSON array (one
+/// array per notice), and no row comes back.
+async fn insert_notices(
+    conn: &mut SqliteConnection,
+    sweep_id: Option<&str>,
+    notices: &[(&str, &NewOutboxMessage)],
+) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(notices.len());
+    for (key, m) in notices {
+        rows.push(serde_json::json!([
+            key,
+            new_message_id(),
+            m.template,
+            m.recipient,
+            to_json_text(&m.context)?,
+            m.sealed_secret.as_deref().map(hex::encode),
+            ts(m.created_at),
+            m.class.as_str(),
+            m.stale_after.map(ts),
+        ]));
+    }
+    let rows = to_json_text(&serde_json::Value::Array(rows))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, template, recipient, context, sealed_secret, \
+                             status, attempts, next_attempt_at, created_at, class, stale_after) \
+         SELECT value ->> 1, value ->> 2, value ->> 3, value ->> 4, unhex(value ->> 5), \
+                'pending', 0, value ->> 6, value ->> 6, value ->> 7, value ->> 8 \
+         FROM json_each(?1) ORDER BY key",
+    )
+    .bind(&rows)
+    .execute(&mut *conn)
+    .await
+    .map_err(err("outbox message id"))?;
+    // Each ledger row finds its outbox row by Message-ID (a unique index).
+    sqlx::query(
+        "INSERT INTO notice_ledger (key, sweep_id, created_at, outbox_id) \
+         SELECT value ->> 0, ?2, value ->> 6, \
+                (SELECT id FROM outbox WHERE message_id = value ->> 1) \
+         FROM json_each(?1)",
+    )
+    .bind(&rows)
+    .bind(sweep_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(err("notice ledger key"))?;
+    Ok(())
 }
 
 /// Claimed rows in claiming order: transactional first, then oldest due.
@@ -1073,38 +1091,17 @@ impl Store for SqliteStore {
         let mut queued = vec![false; notices.len()];
         let mut seen = std::collections::HashSet::new();
         for (chunk_number, chunk) in notices.chunks(NOTICE_CHUNK).enumerate() {
-            let keys: Vec<String> = chunk.iter().map(|(key, _)| key.clone()).collect();
-            let present = ledger_keys_present(&mut tx, &keys).await?;
-            let fresh: Vec<(usize, &String, &NewOutboxMessage)> = chunk
-                .iter()
-                .enumerate()
-                .filter(|(_, (key, _))| !present.contains(key) && seen.insert(key.as_str()))
-                .map(|(i, (key, message))| (chunk_number * NOTICE_CHUNK + i, key, message))
-                .collect();
-            if fresh.is_empty() {
-                continue;
+            let keys: Vec<&str> = chunk.iter().map(|(key, _)| key.as_str()).collect();
+            let present = ledger_positions_present(&mut *tx, &keys).await?;
+            let mut fresh = Vec::with_capacity(chunk.len());
+            for (i, (key, message)) in chunk.iter().enumerate() {
+                if !present.contains(&i) && seen.insert(key.as_str()) {
+                    fresh.push((key.as_str(), message));
+                    queued[chunk_number * NOTICE_CHUNK + i] = true;
+                }
             }
-            let messages: Vec<&NewOutboxMessage> = fresh.iter().map(|(_, _, m)| *m).collect();
-            let outbox_ids = insert_outbox_rows(&mut tx, &messages).await?;
-            let places = vec!["(?, ?, ?, ?)"; fresh.len()].join(", ");
-            // Built from a fixed fragment repeated per notice; every value is bound.
-            let sql = format!(
-                "INSERT INTO notice_ledger (key, sweep_id, created_at, outbox_id) VALUES {places}"
-            );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for ((_, key, message), outbox_id) in fresh.iter().zip(&outbox_ids) {
-                insert = insert
-                    .bind(*key)
-                    .bind(sweep_id)
-                    .bind(ts(message.created_at))
-                    .bind(outbox_id);
-            }
-            insert
-                .execute(&mut *tx)
-                .await
-                .map_err(err("notice ledger key"))?;
-            for (index, _, _) in &fresh {
-                queued[*index] = true;
+            if !fresh.is_empty() {
+                insert_notices(&mut tx, sweep_id, &fresh).await?;
             }
         }
         tx.commit().await.map_err(err("notice ledger"))?;
@@ -1112,24 +1109,16 @@ impl Store for SqliteStore {
     }
 
     async fn notices_recorded(&self, ledger_keys: &[String]) -> Result<Vec<bool>, StoreError> {
-        let mut found = std::collections::HashSet::new();
-        // SQLite allows 32,766 bound values per statement; a sweep batch is far below.
-        for chunk in ledger_keys.chunks(LEDGER_LOOKUP) {
-            let places = vec!["?"; chunk.len()].join(", ");
-            // Built from a fixed fragment repeated per key; every key is bound.
-            let sql = format!("SELECT key FROM notice_ledger WHERE key IN ({places})");
-            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for key in chunk {
-                query = query.bind(key);
+        let mut recorded = vec![false; ledger_keys.len()];
+        for (chunk_number, chunk) in ledger_keys.chunks(LEDGER_LOOKUP).enumerate() {
+            let keys: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            for position in ledger_positions_present(&self.pool, &keys).await? {
+                if let Some(flag) = recorded.get_mut(chunk_number * LEDGER_LOOKUP + position) {
+                    *flag = true;
+                }
             }
-            found.extend(
-                query
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(err("notice ledger"))?,
-            );
         }
-        Ok(ledger_keys.iter().map(|k| found.contains(k)).collect())
+        Ok(recorded)
     }
 
     async fn acquire_lease(
@@ -2548,6 +2537,66 @@ mod tests {
             );
         }
         assert_eq!(store.outbox_counts().await.expect("counts").pending, 1_203);
+    }
+
+    /// What a batch queues reads back as it was given: the context's text (quotes,
+    /// newlines, non-ASCII), a sealed secret's bytes, the class and the stale time,
+    /// queued in the batch's order.
+    #[tokio::test]
+    async fn a_batch_queues_each_message_as_given() {
+        let (_dir, store) = temp_store().await;
+        let mut odd = NewOutboxMessage::new(
+            "password-reset",
+            "zoë@example.org",
+            serde_json::json!({"name": "Zoë \"Z\" O'Brien\n\u{1F511}", "n": 1.5, "list": [1, null]}),
+            MailClass::Transactional,
+            t0(),
+        );
+        odd.sealed_secret = Some(vec![0, 1, 2, 0xfe, 0xff, b'"']);
+        odd.stale_after = Some(t0() + secs(3600));
+        let notices = vec![
+            ("a".to_string(), bulk(1)),
+            ("b".to_string(), odd.clone()),
+            ("c".to_string(), bulk(3)),
+        ];
+        let queued = store.record_notices(None, &notices).await.expect("record");
+        assert_eq!(queued, vec![true, true, true]);
+        let claimed = store
+            .claim_due_mail_of_class(MailClass::Bulk, t0() + secs(1), 10, Duration::from_secs(60))
+            .await
+            .expect("claim bulk");
+        let recipients: Vec<&str> = claimed.iter().map(|m| m.recipient.as_str()).collect();
+        assert_eq!(
+            recipients,
+            ["user1@example.org", "user3@example.org"],
+            "batch order"
+        );
+        let claimed = store
+            .claim_due_mail_of_class(
+                MailClass::Transactional,
+                t0() + secs(1),
+                10,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("claim transactional");
+        let [message] = claimed.as_slice() else {
+            panic!("one transactional message, got {}", claimed.len());
+        };
+        assert_eq!(message.template, odd.template);
+        assert_eq!(message.recipient, odd.recipient);
+        assert_eq!(message.context, odd.context);
+        assert_eq!(message.sealed_secret, odd.sealed_secret);
+        assert_eq!(message.stale_after, odd.stale_after);
+        assert_eq!(message.created_at, odd.created_at);
+        assert_eq!(message.next_attempt_at, odd.created_at);
+        assert_eq!(
+            store
+                .notices_recorded(&["b".into(), "x".into(), "c".into()])
+                .await
+                .expect("look-up"),
+            vec![true, false, true]
+        );
     }
 
     #[tokio::test]
