@@ -5,18 +5,21 @@
 #   bench/sweep.sh            100,000 users, 1,000 of them due for a notice, 5 runs each
 #   USERS=20000 DUE=200 RUNS=3 bench/sweep.sh
 #   SPREAD_DAYS=120 bench/sweep.sh
-#   KEEP=1 ...                keep the directory and the work folder afterwards
 #                             100,000 users whose passwords were changed evenly over the
 #                             last 120 days (90-day policy: about a third due or expired,
 #                             as on a first install over years of accounts)
+#   LAYOUTS=split ...         one CPU layout (default: "split shared"; split = slapd on
+#                             half the CPUs, the clients on the other half; shared = all
+#                             processes on all CPUs, as on a one-box install)
+#   KEEP=1 ...                keep the directory and the work folder afterwards
 #
-# Prints, each measured here and now:
+# Prints, each measured here and now and in each CPU layout:
 #   - raw:    ldapsearch (paged, 500 per page, LDAPS, as the service account) fetching the
 #             attributes the sweep reads, whole process, median of RUNS;
 #   - sweep:  `lockbridge sweep` (whole process: start, store, directory stream, ledger),
-#             dry run, first real run (queues the notices) and steady state (all already
-#             queued), each as a ratio to raw (target <= 1.5) with its peak memory
-#             (target < 100 MB);
+#             dry run, first real run (from an empty store: queues the notices) and
+#             steady state (all already queued), each the median of RUNS as a ratio to
+#             raw, with its peak memory;
 #   - mail:   the rate at which the daemon's outbox hands the queued notices to a local
 #             SMTP server.
 # Uses a release build (built if missing, or LOCKBRIDGE_BIN).
@@ -130,34 +133,80 @@ calc() { awk "BEGIN { print $1 }"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 SWEEP=("$BIN" sweep --config "$WORK/lockbridge.toml")
-
-"${RAW[@]}" >/dev/null # warm the directory's caches
-declare -a RAWT DRY
-for _ in $(seq "$RUNS"); do
-	RAWT+=("$(measure "${RAW[@]}")")
-	DRY+=("$(measure "${SWEEP[@]}" --dry-run)")
-done
-FIRST=$(measure "${SWEEP[@]}")
-NOTICES=$(awk '/^notices queued/ {print $3}' "$WORK/out")
-if ((SPREAD_DAYS == 0)) && [[ $NOTICES != "$DUE" ]]; then
-	echo "bench: first sweep did not queue $DUE notices:" >&2
-	cat "$WORK/out" >&2
-	exit 1
-fi
-cp "$WORK/out" "$WORK/first.out"
-declare -a STEADY
-for _ in $(seq "$RUNS"); do STEADY+=("$(measure "${SWEEP[@]}")"); done
-
-raw_s=$(printf '%s\n' "${RAWT[@]}" | cut -d' ' -f1 | median)
-dry_s=$(printf '%s\n' "${DRY[@]}" | cut -d' ' -f1 | median)
-dry_kb=$(printf '%s\n' "${DRY[@]}" | cut -d' ' -f2 | sort -n | tail -1)
-first_s=${FIRST% *}
-first_kb=${FIRST#* }
-steady_s=$(printf '%s\n' "${STEADY[@]}" | cut -d' ' -f1 | median)
-steady_kb=$(printf '%s\n' "${STEADY[@]}" | cut -d' ' -f2 | sort -n | tail -1)
 range() { printf '%s\n' "$@" | cut -d' ' -f1 | sort -n | awk 'NR==1 {a=$1} {b=$1} END {printf "%.2f-%.2f s", a, b}'; }
+med() { printf '%s\n' "$@" | cut -d' ' -f1 | median; }
+peak() { printf '%s\n' "$@" | cut -d' ' -f2 | sort -n | tail -1; }
+
+# CPU layouts: "split" pins slapd to the first half of the CPUs and ldapsearch and
+# lockbridge to the other half (the directory on its own machine); "shared" lets every
+# process use every CPU (a one-box install).
+SLAPD_PID=$(<"$SLAPD_PID_FILE")
+read -r ALL_CPUS DIRECTORY_CPUS CLIENT_CPUS < <($PY -c '
+import os
+cpus = sorted(os.sched_getaffinity(0))
+half = len(cpus) // 2
+print(",".join(map(str, cpus)), ",".join(map(str, cpus[:half])) or "-", ",".join(map(str, cpus[half:])))')
+LAYOUTS=${LAYOUTS:-split shared}
+if [[ $DIRECTORY_CPUS == - ]]; then
+	echo "bench: one CPU only: measuring the shared layout alone" >&2
+	LAYOUTS=shared
+fi
+declare -A REPORT
+NOTICES=""
+"${RAW[@]}" >/dev/null # warm the directory's caches
+for layout in $LAYOUTS; do
+	ON=()
+	if [[ $layout == split ]]; then
+		taskset -a -p -c "$DIRECTORY_CPUS" "$SLAPD_PID" >/dev/null
+		ON=(taskset -c "$CLIENT_CPUS")
+	else
+		taskset -a -p -c "$ALL_CPUS" "$SLAPD_PID" >/dev/null
+	fi
+	echo "bench: layout $layout" >&2
+	declare -a RAWT=() DRY=() FIRST=() STEADY=()
+	for _ in $(seq "$RUNS"); do
+		RAWT+=("$(measure "${ON[@]}" "${RAW[@]}")")
+		DRY+=("$(measure "${ON[@]}" "${SWEEP[@]}" --dry-run)")
+	done
+	# Each first sweep starts from an empty store: nothing queued, nothing in the ledger.
+	for _ in $(seq "$RUNS"); do
+		rm -rf "$WORK/state"
+		FIRST+=("$(measure "${ON[@]}" "${SWEEP[@]}")")
+		queued=$(awk '/^notices queued/ {print $3}' "$WORK/out")
+		if [[ -n $NOTICES && $queued != "$NOTICES" ]]; then
+			echo "bench: first sweeps queued $NOTICES, then $queued notices" >&2
+			exit 1
+		fi
+		NOTICES=$queued
+	done
+	if ((SPREAD_DAYS == 0)) && [[ $NOTICES != "$DUE" ]]; then
+		echo "bench: first sweep did not queue $DUE notices:" >&2
+		cat "$WORK/out" >&2
+		exit 1
+	fi
+	cp "$WORK/out" "$WORK/first.out"
+	for _ in $(seq "$RUNS"); do STEADY+=("$(measure "${ON[@]}" "${SWEEP[@]}")"); done
+	raw_s=$(med "${RAWT[@]}")
+	REPORT[$layout]=$(
+		printf '  %-34s %8.2f s  (runs %s)\n' "raw ldapsearch (paged, LDAPS)" "$raw_s" "$(range "${RAWT[@]}")"
+		for kind in DRY FIRST STEADY; do
+			declare -n runs=$kind
+			case $kind in
+			DRY) label="sweep --dry-run" ;;
+			FIRST) label="first sweep (queues $NOTICES)" ;;
+			STEADY) label="steady-state sweep" ;;
+			esac
+			s=$(med "${runs[@]}")
+			printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB  (runs %s)\n' "$label" "$s" \
+				"$(calc "$s / $raw_s")" "$(($(peak "${runs[@]}") / 1024))" "$(range "${runs[@]}")"
+			unset -n runs
+		done
+	)
+done
+taskset -a -p -c "$ALL_CPUS" "$SLAPD_PID" >/dev/null
 
 # Delivery: the daemon hands the queued notices (and the digests) to the SMTP server.
+# The store holds the last first sweep's notices and digest and one digest per steady run.
 QUEUED=$((NOTICES + RUNS + 1))
 "$BIN" serve --config "$WORK/lockbridge.toml" 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
@@ -197,11 +246,14 @@ PYEOF
 plain_s=$(span "$WORK/mail2/messages")
 kill "$SINK2_PID" 2>/dev/null || true
 
-printf '\nsweep over %d users (%s), median of %d runs, whole processes\n' "$TOTAL" "$SHAPE" "$RUNS"
-printf '  %-34s %8.2f s  (runs %s)\n' "raw ldapsearch (paged, LDAPS)" "$raw_s" "$(range "${RAWT[@]}")"
-printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB  (runs %s)\n' "sweep --dry-run" "$dry_s" "$(calc "$dry_s / $raw_s")" "$((dry_kb / 1024))" "$(range "${DRY[@]}")"
-printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB\n' "first sweep (queues $NOTICES)" "$first_s" "$(calc "$first_s / $raw_s")" "$((first_kb / 1024))"
-printf '  %-34s %8.2f s  %5.2fx raw  peak %4d MB  (runs %s)\n' "steady-state sweep" "$steady_s" "$(calc "$steady_s / $raw_s")" "$((steady_kb / 1024))" "$(range "${STEADY[@]}")"
+printf '\nsweep over %d users (%s), median of %d runs each, whole processes\n' "$TOTAL" "$SHAPE" "$RUNS"
+for layout in $LAYOUTS; do
+	case $layout in
+	split) printf 'layout split: slapd on CPUs %s, ldapsearch and lockbridge on CPUs %s\n' "$DIRECTORY_CPUS" "$CLIENT_CPUS" ;;
+	shared) printf 'layout shared: every process on CPUs %s\n' "$ALL_CPUS" ;;
+	esac
+	printf '%s\n' "${REPORT[$layout]}"
+done
 printf '  %-34s %8.0f messages/s (%d in %.1f s, first to last)\n' "outbox to SMTP" "$(calc "($QUEUED - 1) / $mail_s")" "$QUEUED" "$mail_s"
 printf '  %-34s %8.0f messages/s (same messages, one connection)  outbox %.2fx plain\n' "plain SMTP client (smtplib)" "$(calc "($QUEUED - 1) / $plain_s")" "$(calc "$plain_s / $mail_s")"
 printf '\nfirst sweep'"'"'s summary:\n'
