@@ -12,11 +12,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::expiry::{ExpiryService, ExpirySettings, MaxAgeSource};
-use crate::account::{AccountService, ProtectionSettings};
+use crate::account::{AccountService, ProtectionSettings, RoleGroups};
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::audit::chain::SealKey;
-use crate::auth::{Authenticator, TokenKey, TokenService};
+use crate::auth::{Authenticator, Role, TokenKey, TokenService};
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
     SmtpSecurityConfig,
@@ -75,10 +75,34 @@ pub fn directory_settings(config: &Config) -> DirectorySettings {
         display_name_attribute: d.display_name_attribute.clone(),
         alternate_mail_attribute: d.alternate_mail_attribute.clone(),
         mobile_attribute: d.mobile_attribute.clone(),
-        admin_group_dns: d.admin_group_dns.clone(),
+        admin_group_dns: administrator_groups(config),
         pool_size: d.pool_size,
         connect_timeout: Duration::from_secs(d.connect_timeout_secs),
         operation_timeout: Duration::from_secs(d.operation_timeout_secs),
+    }
+}
+
+/// Every group whose members are administrators: `directory.admin_group_dns` and the
+/// groups of every role in `[roles]`.
+pub fn administrator_groups(config: &Config) -> Vec<String> {
+    let mut all = config.directory.admin_group_dns.clone();
+    for group in config.roles.all_groups() {
+        if !all.iter().any(|g| crate::directory::same_dn(g, &group)) {
+            all.push(group);
+        }
+    }
+    all
+}
+
+/// The directory groups of each administrator role (`[roles]`).
+pub fn role_groups(config: &Config) -> RoleGroups {
+    RoleGroups {
+        groups: config
+            .roles
+            .groups()
+            .into_iter()
+            .filter_map(|(_, name, groups)| Some((name.parse::<Role>().ok()?, groups.to_vec())))
+            .collect(),
     }
 }
 
@@ -317,10 +341,11 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         directory.clone(),
         ProtectionSettings {
             service_dn: config.directory.bind_dn.clone(),
-            admin_group_dns: config.directory.admin_group_dns.clone(),
+            admin_group_dns: administrator_groups(config),
             provisioning_protected_dns: config.scim.protected_dns.clone(),
             provisioning_may_write_administrators: config.scim.allow_writes_to_administrators,
         },
+        role_groups(config),
         config.password_policy.to_rules(),
         notifier.clone(),
         audit.clone(),

@@ -33,6 +33,150 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The module path of a source file: `src/a/b.rs` and `src/a/b/mod.rs` are `[a, b]`.
+fn module_path(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .map(|s| s.trim_end_matches(".rs").to_string())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+fn identifier(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The top-level modules a line names: `crate::x`, each item of `crate::{x, y::z}`, and
+/// `super::` paths that climb to the crate root (`super::super::x` two folders down).
+fn used_modules(line: &str, module_path: &[String]) -> Vec<String> {
+    let mut used = Vec::new();
+    for (i, _) in line.match_indices("crate::") {
+        let rest = &line[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Items at the group's top level: split on commas outside nested braces.
+            let mut depth = 0;
+            let mut item_start = true;
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        used.push(identifier(&group[j..]));
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            used.push(identifier(rest));
+        }
+    }
+    let mut search = line;
+    while let Some(i) = search.find("super::") {
+        // Only the start of a path: `super::` not preceded by another `super::`.
+        let before = &search[..i];
+        let mut climbs = 0;
+        let mut rest = &search[i..];
+        while let Some(r) = rest.strip_prefix("super::") {
+            climbs += 1;
+            rest = r;
+        }
+        if !before.ends_with("::") {
+            // A file's own items are one level up from an inline `mod tests`, so a
+            // path climbing as many levels as the file is deep reaches the crate root.
+            if climbs >= module_path.len() {
+                used.push(identifier(rest));
+            }
+        }
+        search = rest;
+    }
+    used.retain(|u| !u.is_empty());
+    used
+}
+
+/// Directory methods that change a user's password or sign-in state: only `account`
+/// (the one gate: rights, dialect, audit) may call them.
+const DIRECTORY_WRITES: &[&str] = &[
+    "set_password",
+    "set_known_password",
+    "set_must_change",
+    "block_sign_in",
+    "unblock_sign_in",
+    "clear_lockout",
+    "set_user_policy",
+    "set_policy_max_age",
+];
+
+const FEATURES: &[&str] = &["admin", "scim", "sweep", "http", "app", "cli"];
+
+#[test]
+fn features_change_accounts_only_through_account() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut violations = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let owner = module_path(relative).first().cloned().unwrap_or_default();
+        if !FEATURES.contains(&owner.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read");
+        // Method chains split over lines (`self\n.directory\n.set_password(`) read as one.
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("");
+        for method in DIRECTORY_WRITES {
+            for receiver in ["directory.", "directory()."] {
+                if code.contains(&format!("{receiver}{method}(")) {
+                    violations.push(format!(
+                        "{}: calls Directory::{method}; go through account (AccountService)",
+                        relative.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_scanner_sees_groups_and_super_paths() {
+    let path = |p: &str| module_path(Path::new(p));
+    assert_eq!(
+        used_modules(
+            "use crate::{audit::Action, directory::{Directory, dn_key}, policy};",
+            &path("account/mod.rs")
+        ),
+        ["audit", "directory", "policy"]
+    );
+    assert_eq!(
+        used_modules("use crate::sweep::engine;", &path("admin/routes.rs")),
+        ["sweep"]
+    );
+    assert_eq!(
+        used_modules("use super::super::sweep::Thing;", &path("admin/routes.rs")),
+        ["sweep"]
+    );
+    assert!(used_modules("use super::AdminError;", &path("admin/routes.rs")).is_empty());
+    assert_eq!(
+        used_modules("use super::scim::X;", &path("admin/mod.rs")),
+        ["scim"]
+    );
+}
+
 #[test]
 fn modules_only_use_lower_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -56,17 +200,14 @@ fn modules_only_use_lower_layers() {
             )
         });
         let text = std::fs::read_to_string(&file).expect("read");
+        let module_path = module_path(relative);
         for (n, line) in text.lines().enumerate() {
             let line = line.trim_start();
             if line.starts_with("//") {
                 continue;
             }
-            for (i, _) in line.match_indices("crate::") {
-                let used: String = line[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if used == owner || used.is_empty() {
+            for used in used_modules(line, &module_path) {
+                if used == owner {
                     continue;
                 }
                 let Some(used_rank) = rank(&used) else {

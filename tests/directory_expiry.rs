@@ -16,7 +16,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use harness::Slapd;
 use lockbridge::directory::{
-    Directory, DirectoryError, DirectoryKind, DirectorySettings, PasswordStateEntry, same_dn,
+    Directory, DirectoryError, DirectoryKind, DirectorySettings, Lockout, PasswordStateEntry,
+    same_dn,
 };
 use lockbridge::types::Secret;
 
@@ -424,42 +425,54 @@ async fn require_password_change_makes_the_next_sign_in_must_change() {
     let before = dir.check_user_password(&carol, &pw).await.unwrap();
     assert!(before.ok && !before.must_change, "{before:?}");
 
-    dir.require_password_change(&carol).await.unwrap();
-    dir.require_password_change(&carol).await.unwrap();
+    dir.set_must_change(&carol, true).await.unwrap();
+    dir.set_must_change(&carol, true).await.unwrap();
     assert!(dir.find_user("carol").await.unwrap().must_change);
     let after = dir.check_user_password(&carol, &pw).await.unwrap();
     assert!(after.ok && after.must_change, "{after:?}");
     assert!(slapd.bind_as(&carol, &slapd.sample_password).must_change);
 
+    // And its undo.
+    dir.set_must_change(&carol, false).await.unwrap();
+    dir.set_must_change(&carol, false).await.unwrap();
+    assert!(!dir.find_user("carol").await.unwrap().must_change);
+    assert!(!slapd.bind_as(&carol, &slapd.sample_password).must_change);
+
     let e = dir
-        .require_password_change(&slapd.user_dn("ghost"))
+        .set_must_change(&slapd.user_dn("ghost"), true)
         .await
         .unwrap_err();
     assert!(matches!(e, DirectoryError::NoSuchUser), "{e:?}");
 }
 
 #[tokio::test]
-async fn lock_account_locks_until_unlock_account() {
+async fn a_block_holds_until_unblocked_and_unlocking_leaves_it() {
     let slapd = Slapd::start();
     let dir = directory(&slapd);
     let dave = slapd.user_dn("dave");
     let pw = Secret::new(slapd.sample_password.clone());
 
-    dir.lock_account(&dave).await.unwrap();
+    dir.block_sign_in(&dave).await.unwrap();
     assert_eq!(
         slapd.ldapsearch_attr(&dave, "pwdAccountLockedTime"),
         vec!["000001010000Z"]
     );
-    assert!(dir.find_user("dave").await.unwrap().locked);
+    let user = dir.find_user("dave").await.unwrap();
+    assert!(user.locked && user.blocked, "{user:?}");
     let c = dir.check_user_password(&dave, &pw).await.unwrap();
     assert!(!c.ok && c.locked, "{c:?}");
     let b = slapd.bind_as(&dave, &slapd.sample_password);
     assert!(!b.success && b.locked, "{}", b.output);
-    // Locking again changes nothing.
-    dir.lock_account(&dave).await.unwrap();
+    // Blocking again changes nothing.
+    dir.block_sign_in(&dave).await.unwrap();
 
-    dir.unlock_account(&dave).await.unwrap();
-    assert!(!dir.find_user("dave").await.unwrap().locked);
+    // Clearing a lockout is not unblocking.
+    assert_eq!(dir.clear_lockout(&dave).await.unwrap(), Lockout::Blocked);
+    assert!(dir.find_user("dave").await.unwrap().blocked);
+
+    dir.unblock_sign_in(&dave).await.unwrap();
+    let user = dir.find_user("dave").await.unwrap();
+    assert!(!user.locked && !user.blocked, "{user:?}");
     assert!(
         slapd
             .ldapsearch_attr(&dave, "pwdAccountLockedTime")
@@ -467,12 +480,18 @@ async fn lock_account_locks_until_unlock_account() {
     );
     let c = dir.check_user_password(&dave, &pw).await.unwrap();
     assert!(c.ok && !c.locked, "{c:?}");
-    // Unlocking an unlocked account is fine.
-    dir.unlock_account(&dave).await.unwrap();
+    // Unblocking an unblocked account is fine; so is clearing a lockout there is none of.
+    dir.unblock_sign_in(&dave).await.unwrap();
+    assert_eq!(dir.clear_lockout(&dave).await.unwrap(), Lockout::None);
 
     for e in [
-        dir.lock_account(&slapd.user_dn("ghost")).await.unwrap_err(),
-        dir.unlock_account(&slapd.user_dn("ghost"))
+        dir.block_sign_in(&slapd.user_dn("ghost"))
+            .await
+            .unwrap_err(),
+        dir.unblock_sign_in(&slapd.user_dn("ghost"))
+            .await
+            .unwrap_err(),
+        dir.clear_lockout(&slapd.user_dn("ghost"))
             .await
             .unwrap_err(),
     ] {
@@ -481,7 +500,7 @@ async fn lock_account_locks_until_unlock_account() {
 }
 
 #[tokio::test]
-async fn unlock_account_also_ends_a_lockout_after_failed_sign_ins() {
+async fn clearing_a_lockout_ends_it_and_unblocking_does_not() {
     let slapd = Slapd::start();
     let dir = directory(&slapd);
     let erin = slapd.user_dn("erin");
@@ -496,9 +515,14 @@ async fn unlock_account_also_ends_a_lockout_after_failed_sign_ins() {
     }
     let c = dir.check_user_password(&erin, &pw).await.unwrap();
     assert!(!c.ok && c.locked, "{c:?}");
+    let user = dir.find_user("erin").await.unwrap();
+    assert!(user.locked && !user.blocked, "{user:?}");
+
+    // Unblocking is not unlocking: the lockout stays.
+    dir.unblock_sign_in(&erin).await.unwrap();
     assert!(dir.find_user("erin").await.unwrap().locked);
 
-    dir.unlock_account(&erin).await.unwrap();
+    assert_eq!(dir.clear_lockout(&erin).await.unwrap(), Lockout::Cleared);
     // ppolicy forgets the failures with the lock.
     assert!(slapd.ldapsearch_attr(&erin, "pwdFailureTime").is_empty());
     let c = dir.check_user_password(&erin, &pw).await.unwrap();
@@ -511,9 +535,9 @@ async fn writes_outside_users_base_are_refused() {
     let dir = directory(&slapd);
     for dn in [slapd.service_dn.clone(), slapd.admin_group_dn.clone()] {
         for e in [
-            dir.lock_account(&dn).await.unwrap_err(),
+            dir.block_sign_in(&dn).await.unwrap_err(),
             dir.set_user_policy(&dn, None).await.unwrap_err(),
-            dir.require_password_change(&dn).await.unwrap_err(),
+            dir.set_must_change(&dn, true).await.unwrap_err(),
         ] {
             assert!(matches!(e, DirectoryError::NoSuchUser), "{dn}: {e:?}");
         }

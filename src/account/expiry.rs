@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AccountError, AccountService, Actor};
 use crate::audit::{Action, AuditEvent, Detail, Outcome};
+use crate::auth::AccountAction;
 use crate::directory::PasswordStateEntry;
 use crate::policy::{ExpiryAction, ExpiryPolicy, MaxAge, PasswordFacts};
 use crate::store::Store;
@@ -178,6 +179,11 @@ impl ExpiryService {
     }
 
     /// A directory failure in the account layer's vocabulary (the one shared mapping).
+    /// The account gate, for features that hold the expiry service.
+    pub fn account(&self) -> &Arc<AccountService> {
+        &self.account
+    }
+
     pub fn directory_error(&self, e: crate::directory::DirectoryError) -> AccountError {
         self.account.directory_error(e)
     }
@@ -289,6 +295,14 @@ impl ExpiryService {
         let result = async {
             let user = self.account.find_user(user_name).await?;
             self.account
+                .authorize(actor, AccountAction::SetNeverExpires, user_name, &user)
+                .await?;
+            self.account
+                .audit
+                .ping()
+                .await
+                .map_err(AccountError::AuditUnavailable)?;
+            self.account
                 .directory()
                 .set_user_policy(&user.dn, never.then_some(policy_dn.as_str()))
                 .await
@@ -297,7 +311,10 @@ impl ExpiryService {
         .await;
         let outcome = match &result {
             Ok(()) => Outcome::Success,
-            Err(AccountError::UnknownUser(_)) => Outcome::Refused("user_not_found"),
+            Err(AccountError::AuditUnavailable(_)) => return result.map(|()| never),
+            Err(e @ (AccountError::UnknownUser(_) | AccountError::NotPermitted { .. })) => {
+                Outcome::Refused(e.code())
+            }
             Err(e) => Outcome::Failed(e.code()),
         };
         let _ = self

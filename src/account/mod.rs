@@ -6,17 +6,21 @@
 //! on that user → write to the directory → queue the emails → record the outcome.
 //! Everything that can be refused is refused before the directory is touched.
 
+pub mod access;
 pub mod expiry;
 pub mod protection;
 pub mod provision;
+pub mod sign_in;
 
 use std::sync::Arc;
 
 use serde_json::json;
 
+pub use access::{Actor, Authority, RoleGroups};
 pub use protection::{Protection, ProtectionSettings};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
+use crate::auth::AccountAction;
 use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry};
 use crate::notify::Notifier;
 use crate::policy::{PasswordRules, Violation};
@@ -27,16 +31,6 @@ pub const TEMPORARY_PASSWORD_TEMPLATE: &str = "temporary-password";
 
 /// At most this many addresses per reset, so one request cannot turn into a mail flood.
 pub const MAX_RECIPIENTS: usize = 10;
-
-/// Who is acting, as far as account rules care.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// Shown in the audit log (the API token's name).
-    pub name: String,
-    /// May this actor reset the password of a member of an administrator group?
-    pub may_reset_admins: bool,
-    pub request_id: Option<String>,
-}
 
 #[derive(Debug)]
 pub enum PasswordChoice {
@@ -73,8 +67,9 @@ pub struct ResetReceipt {
 pub enum AccountError {
     #[error("no user named `{0}` in the directory")]
     UnknownUser(String),
-    #[error("`{0}` is an administrator; only a global admin may reset an administrator's password")]
-    AdministratorTarget(String),
+    /// The caller's roles do not reach this account (`docs/roles.md`).
+    #[error("{message}")]
+    NotPermitted { message: String },
     #[error("`{target}` {}", why.explanation())]
     ProtectedTarget { target: String, why: Protection },
     #[error("{0}")]
@@ -131,7 +126,7 @@ impl AccountError {
     pub fn code(&self) -> &'static str {
         match self {
             AccountError::UnknownUser(_) => "user_not_found",
-            AccountError::AdministratorTarget(_) => "forbidden_target",
+            AccountError::NotPermitted { .. } => "forbidden_target",
             AccountError::ProtectedTarget { .. } => "protected_target",
             AccountError::InvalidRequest(_) => "invalid_request",
             AccountError::PolicyViolation(_) => "password_policy",
@@ -152,6 +147,7 @@ impl AccountError {
 pub struct AccountService {
     directory: Directory,
     protection: ProtectionSettings,
+    role_groups: RoleGroups,
     rules: PasswordRules,
     notifier: Notifier,
     audit: AuditLog,
@@ -160,9 +156,11 @@ pub struct AccountService {
 }
 
 impl AccountService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         directory: Directory,
         protection: ProtectionSettings,
+        role_groups: RoleGroups,
         rules: PasswordRules,
         notifier: Notifier,
         audit: AuditLog,
@@ -172,6 +170,7 @@ impl AccountService {
         Arc::new(Self {
             directory,
             protection,
+            role_groups,
             rules,
             notifier,
             audit,
@@ -304,15 +303,8 @@ impl AccountService {
         }
 
         let user = self.find_user(user_name).await?;
-        if let Some(Protection::ServiceAccount) = self.protection.static_protection(&user.dn) {
-            return Err(AccountError::ProtectedTarget {
-                target: user_name.to_owned(),
-                why: Protection::ServiceAccount,
-            });
-        }
-        if !actor.may_reset_admins && self.is_administrator(&user.dn).await? {
-            return Err(AccountError::AdministratorTarget(user_name.to_string()));
-        }
+        self.authorize(actor, AccountAction::ResetPassword, user_name, &user)
+            .await?;
 
         let (password, generated) = match req.choice {
             PasswordChoice::Generate => (self.rules.generate(), true),

@@ -11,10 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AdminError;
 use crate::account::expiry::ExpiryService;
-use crate::account::{AccountService, Actor, PasswordChoice, ResetRequest};
+use crate::account::sign_in::SignInChange;
+use crate::account::{AccountService, Actor, Authority, PasswordChoice, ResetRequest};
 use crate::audit::AuditLog;
 use crate::auth::{
-    Authenticator, ManageExpiry, Permission, ReadAudit, ReadUsers, Require, ResetPasswords,
+    Authenticator, BlockSignIn, ManageExpiry, Principal, ReadAudit, ReadUsers, Require,
+    ResetPasswords, SetNeverExpires,
 };
 use crate::directory::UserEntry;
 use crate::notify::Notifier;
@@ -55,7 +57,24 @@ pub fn routes(state: AdminState) -> Router {
             "/users/{user_name}/password-never-expires",
             axum::routing::put(put_never_expires),
         )
+        .route(
+            "/users/{user_name}/require-password-change",
+            axum::routing::put(put_require_password_change),
+        )
+        .route("/users/{user_name}/unlock", post(unlock))
+        .route("/users/{user_name}/block", post(block))
+        .route("/users/{user_name}/unblock", post(unblock))
         .with_state(state)
+}
+
+/// The caller as the account gate sees it.
+fn actor_of(caller: &Principal, headers: &HeaderMap) -> Actor {
+    Actor {
+        name: caller.name.clone(),
+        dn: caller.dn.clone(),
+        authority: Authority::Roles(caller.roles.clone()),
+        request_id: request_id(headers),
+    }
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -78,8 +97,10 @@ pub struct UserView {
     pub must_change_password: bool,
     /// When the password was last set, if the directory records it.
     pub password_last_changed: Option<DateTime<Utc>>,
-    /// The directory has locked the account (too many failed sign-ins or an admin lock).
+    /// The directory has locked the account (too many failed sign-ins, or blocked).
     pub locked: bool,
+    /// An administrator blocked sign-in (unblock to lift it; unlock does not).
+    pub sign_in_blocked: bool,
     /// The password never expires (the user's policy is the no-expiry one).
     pub password_never_expires: bool,
     pub dn: String,
@@ -97,6 +118,7 @@ impl UserView {
             must_change_password: u.must_change,
             password_last_changed: u.password_changed_at,
             locked: u.locked,
+            sign_in_blocked: u.blocked,
             dn: u.dn,
         }
     }
@@ -262,11 +284,7 @@ pub async fn reset_password(
             ));
         }
     };
-    let actor = Actor {
-        name: caller.name.clone(),
-        may_reset_admins: caller.can(Permission::ResetAdminPasswords),
-        request_id: request_id(&headers),
-    };
+    let actor = actor_of(&caller, &headers);
     let receipt = state
         .account
         .reset_password(
@@ -444,11 +462,7 @@ pub async fn put_expiration_policy(
             body.on_expiry
         ))
     })?;
-    let actor = Actor {
-        name: caller.name.clone(),
-        may_reset_admins: caller.can(Permission::ResetAdminPasswords),
-        request_id: request_id(&headers),
-    };
+    let actor = actor_of(&caller, &headers);
     let policy = state
         .expiry
         .set_policy(
@@ -477,22 +491,147 @@ pub struct NeverExpiresBody {
     security(("bearer" = [])), tag = "policy")]
 pub async fn put_never_expires(
     State(state): State<AdminState>,
-    Require(caller, _): Require<ManageExpiry>,
+    Require(caller, _): Require<SetNeverExpires>,
     headers: HeaderMap,
     Path(user_name): Path<String>,
     body: Result<Json<NeverExpiresBody>, JsonRejection>,
 ) -> Result<Json<NeverExpiresBody>, AdminError> {
     let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
-    let actor = Actor {
-        name: caller.name.clone(),
-        may_reset_admins: caller.can(Permission::ResetAdminPasswords),
-        request_id: request_id(&headers),
-    };
+    let actor = actor_of(&caller, &headers);
     let never_expires = state
         .expiry
         .set_never_expires(&actor, &user_name, body.never_expires)
         .await?;
     Ok(Json(NeverExpiresBody { never_expires }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequirePasswordChangeBody {
+    /// True: the user must choose a new password at the next sign-in; false: no longer.
+    pub required: bool,
+}
+
+/// What a sign-in change did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInChangeView {
+    pub user_name: String,
+    /// False when the account already was in that state (nothing was written).
+    pub changed: bool,
+    pub must_change_password: bool,
+    pub locked: bool,
+    pub sign_in_blocked: bool,
+}
+
+impl SignInChangeView {
+    fn new(c: SignInChange, must_change: bool, locked: bool, blocked: bool) -> Self {
+        Self {
+            user_name: c.user.user_name,
+            changed: c.changed,
+            must_change_password: must_change,
+            locked,
+            sign_in_blocked: blocked,
+        }
+    }
+}
+
+/// Require (or stop requiring) a password change at the user's next sign-in
+/// (Microsoft 365: "Require this user to change their password when they first sign in").
+#[utoipa::path(put, path = "/api/v1/users/{userName}/require-password-change",
+    params(("userName" = String, Path, description = "sign-in name")),
+    request_body = RequirePasswordChangeBody,
+    responses((status = 200, body = SignInChangeView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn put_require_password_change(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<ResetPasswords>,
+    headers: HeaderMap,
+    Path(user_name): Path<String>,
+    body: Result<Json<RequirePasswordChangeBody>, JsonRejection>,
+) -> Result<Json<SignInChangeView>, AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let change = state
+        .account
+        .require_password_change(&actor_of(&caller, &headers), &user_name, body.required)
+        .await?;
+    let (locked, blocked) = (change.user.locked, change.user.blocked);
+    Ok(Json(SignInChangeView::new(
+        change,
+        body.required,
+        locked,
+        blocked,
+    )))
+}
+
+/// Unlock an account the directory locked after too many failed sign-ins (a block by an
+/// administrator is lifted with `unblock`).
+#[utoipa::path(post, path = "/api/v1/users/{userName}/unlock",
+    params(("userName" = String, Path, description = "sign-in name")),
+    responses((status = 200, body = SignInChangeView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn unlock(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<ResetPasswords>,
+    headers: HeaderMap,
+    Path(user_name): Path<String>,
+) -> Result<Json<SignInChangeView>, AdminError> {
+    let change = state
+        .account
+        .unlock(&actor_of(&caller, &headers), &user_name)
+        .await?;
+    let must_change = change.user.must_change;
+    Ok(Json(SignInChangeView::new(
+        change,
+        must_change,
+        false,
+        false,
+    )))
+}
+
+/// Block sign-in (Microsoft 365: "Block sign-in") until an administrator unblocks it.
+#[utoipa::path(post, path = "/api/v1/users/{userName}/block",
+    params(("userName" = String, Path, description = "sign-in name")),
+    responses((status = 200, body = SignInChangeView), (status = 401), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn block(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<BlockSignIn>,
+    headers: HeaderMap,
+    Path(user_name): Path<String>,
+) -> Result<Json<SignInChangeView>, AdminError> {
+    let change = state
+        .account
+        .block_sign_in(&actor_of(&caller, &headers), &user_name, true)
+        .await?;
+    let must_change = change.user.must_change;
+    Ok(Json(SignInChangeView::new(change, must_change, true, true)))
+}
+
+/// Lift an administrator's block on sign-in.
+#[utoipa::path(post, path = "/api/v1/users/{userName}/unblock",
+    params(("userName" = String, Path, description = "sign-in name")),
+    responses((status = 200, body = SignInChangeView), (status = 401), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn unblock(
+    State(state): State<AdminState>,
+    Require(caller, _): Require<BlockSignIn>,
+    headers: HeaderMap,
+    Path(user_name): Path<String>,
+) -> Result<Json<SignInChangeView>, AdminError> {
+    let change = state
+        .account
+        .block_sign_in(&actor_of(&caller, &headers), &user_name, false)
+        .await?;
+    let must_change = change.user.must_change;
+    // A lockout after failed sign-ins (if any) is untouched by unblocking.
+    let locked = change.user.locked && !change.user.blocked;
+    Ok(Json(SignInChangeView::new(
+        change,
+        must_change,
+        locked,
+        false,
+    )))
 }
 
 /// A message lockbridge gave up delivering.

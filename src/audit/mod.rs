@@ -26,6 +26,11 @@ pub enum Action {
     ScimReplace,
     ScimPatch,
     ScimDelete,
+    PasswordChangeRequired,
+    PasswordChangeRequirementCleared,
+    AccountUnlocked,
+    SignInBlocked,
+    SignInUnblocked,
 }
 
 impl Action {
@@ -41,6 +46,11 @@ impl Action {
             Action::ScimReplace => "scim.replace",
             Action::ScimPatch => "scim.patch",
             Action::ScimDelete => "scim.delete",
+            Action::PasswordChangeRequired => "password.change_required",
+            Action::PasswordChangeRequirementCleared => "password.change_required.cleared",
+            Action::AccountUnlocked => "account.unlocked",
+            Action::SignInBlocked => "sign_in.blocked",
+            Action::SignInUnblocked => "sign_in.unblocked",
         }
     }
 }
@@ -91,6 +101,9 @@ pub enum Detail {
     },
     #[serde(rename_all = "camelCase")]
     NeverExpires { never_expires: bool },
+    /// Sign-in state: whether anything was written (false: already in that state).
+    #[serde(rename_all = "camelCase")]
+    SignIn { changed: bool },
     /// A SCIM write: which resource, which LDAP attributes changed (names only) and what
     /// happened to the password (`set`, `unchanged`: equal to the current one, or `none`).
     #[serde(rename_all = "camelCase")]

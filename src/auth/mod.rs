@@ -9,7 +9,7 @@ mod tokens;
 
 pub use principal::{AuthError, Authenticator, Principal, Require, TOKEN_CACHE_TTL};
 pub use roles::{
-    ManageExpiry, Permission, PermissionMarker, Provision, ReadAudit, ReadUsers, ResetPasswords,
-    Role, RunSweeps,
+    AccountAction, BlockSignIn, ManageExpiry, Permission, PermissionMarker, Provision, ReadAudit,
+    ReadUsers, ResetPasswords, Role, RunSweeps, SetNeverExpires, Target,
 };
 pub use tokens::{IssuedToken, TokenKey, TokenService};

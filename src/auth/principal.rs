@@ -13,17 +13,30 @@ use super::roles::{Permission, PermissionMarker, Role};
 use super::tokens::{TOKEN_PREFIX, TokenKey};
 use crate::store::{Store, StoreError};
 
-/// The authenticated caller.
+/// The authenticated caller: an API token, or an administrator signed in as themselves.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The token's name, as shown in the audit log.
+    /// As shown in the audit log: the token's name, or the person's sign-in name.
     pub name: String,
-    pub role: Role,
+    /// A token's one role, or every role a person holds.
+    pub roles: Vec<Role>,
+    /// The person's directory entry; `None` for an API token.
+    pub dn: Option<String>,
 }
 
 impl Principal {
     pub fn can(&self, permission: Permission) -> bool {
-        self.role.allows(permission)
+        self.roles.iter().any(|r| r.allows(permission))
+    }
+
+    /// The roles, as error messages name them.
+    pub fn roles_text(&self) -> String {
+        let names: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        if names.is_empty() {
+            "no role".into()
+        } else {
+            names.join(" and ")
+        }
     }
 }
 
@@ -33,8 +46,11 @@ pub enum AuthError {
     MissingToken,
     #[error("the bearer token is not valid (unknown, revoked or mistyped)")]
     InvalidToken,
-    #[error("role {role} may not {permission}")]
-    Forbidden { role: Role, permission: Permission },
+    #[error("{roles} may not {permission}")]
+    Forbidden {
+        roles: String,
+        permission: Permission,
+    },
     #[error("cannot check the token: {0}")]
     Store(#[from] StoreError),
 }
@@ -115,7 +131,8 @@ impl Authenticator {
             .map_err(|_| AuthError::InvalidToken)?;
         let principal = Principal {
             name: record.name,
-            role,
+            roles: vec![role],
+            dn: None,
         };
         self.remember(hash, &principal);
         Ok(principal)
@@ -159,7 +176,7 @@ where
         let principal = Principal::from_request_parts(parts, state).await?;
         if !principal.can(P::PERMISSION) {
             return Err(AuthError::Forbidden {
-                role: principal.role,
+                roles: principal.roles_text(),
                 permission: P::PERMISSION,
             });
         }

@@ -62,6 +62,7 @@ pub struct Config {
     pub sweep: SweepConfig,
     pub scim: ScimConfig,
     pub audit: AuditConfig,
+    pub roles: RolesConfig,
     /// Absolute path of the SQLite file.
     pub store_path: PathBuf,
 }
@@ -194,6 +195,8 @@ impl FileConfig {
         self.sweep.validate(&server.public_url)?;
         self.scim.validate(&directory)?;
         self.audit.validate()?;
+        let mut roles = self.roles;
+        roles.resolve(&directory)?;
 
         Ok(Config {
             server,
@@ -209,6 +212,7 @@ impl FileConfig {
             sweep: self.sweep,
             scim: self.scim,
             audit: self.audit,
+            roles,
             store_path,
         })
     }

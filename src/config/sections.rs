@@ -39,6 +39,8 @@ pub(super) struct FileConfig {
     pub scim: ScimConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub roles: RolesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -947,8 +949,108 @@ impl AuditConfig {
     }
 }
 
+/// `[roles]`: which directory groups make their members administrators, by role
+/// (`docs/roles.md`). Members of these groups are administrators as targets too: ranked
+/// by their most powerful role, and out of provisioning's reach.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesConfig {
+    /// Empty: `directory.admin_group_dns`.
+    pub global_admin: Vec<String>,
+    pub privileged_authentication_admin: Vec<String>,
+    pub user_admin: Vec<String>,
+    pub helpdesk_admin: Vec<String>,
+    pub password_admin: Vec<String>,
+    pub auditor: Vec<String>,
+    /// How long a session of an administrator who signed in lasts (minutes).
+    pub session_minutes: u32,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        Self {
+            global_admin: Vec::new(),
+            privileged_authentication_admin: Vec::new(),
+            user_admin: Vec::new(),
+            helpdesk_admin: Vec::new(),
+            password_admin: Vec::new(),
+            auditor: Vec::new(),
+            session_minutes: defaults::session_minutes(),
+        }
+    }
+}
+
+impl RolesConfig {
+    /// (config key, role name, group DNs) for every role people hold.
+    pub fn groups(&self) -> [(&'static str, &'static str, &[String]); 6] {
+        [
+            ("roles.global_admin", "global-admin", &self.global_admin),
+            (
+                "roles.privileged_authentication_admin",
+                "privileged-authentication-admin",
+                &self.privileged_authentication_admin,
+            ),
+            ("roles.user_admin", "user-admin", &self.user_admin),
+            (
+                "roles.helpdesk_admin",
+                "helpdesk-admin",
+                &self.helpdesk_admin,
+            ),
+            (
+                "roles.password_admin",
+                "password-admin",
+                &self.password_admin,
+            ),
+            ("roles.auditor", "auditor", &self.auditor),
+        ]
+    }
+
+    pub(super) fn resolve(&mut self, directory: &DirectoryConfig) -> Result<(), ConfigError> {
+        if self.global_admin.is_empty() {
+            self.global_admin = directory.admin_group_dns.clone();
+        }
+        for (key, _, groups) in self.groups() {
+            if let Some(bad) = groups
+                .iter()
+                .find(|g| g.trim().is_empty() || !g.contains('='))
+            {
+                return Err(key_err(
+                    key,
+                    format!(
+                        "holds {bad:?}, which is not a group DN such as cn=helpdesk,ou=groups,dc=example,dc=org"
+                    ),
+                ));
+            }
+        }
+        if self.session_minutes == 0 || self.session_minutes > 24 * 60 {
+            return Err(key_err(
+                "roles.session_minutes",
+                "must be between 1 and 1440 (a day)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every group whose members are administrators (of any role).
+    pub fn all_groups(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for (_, _, groups) in self.groups() {
+            for g in groups {
+                if !all.iter().any(|a| a.eq_ignore_ascii_case(g)) {
+                    all.push(g.clone());
+                }
+            }
+        }
+        all
+    }
+}
+
 mod defaults {
     use super::DirectoryKindConfig;
+
+    pub fn session_minutes() -> u32 {
+        60
+    }
 
     pub fn directory_kind() -> DirectoryKindConfig {
         DirectoryKindConfig::Openldap

@@ -278,3 +278,55 @@ fn worker_threads_default_to_the_cpus_and_at_least_two() {
     assert!(err.contains("server.worker_threads"), "{err}");
     assert!(err.contains("use 0"), "{err}");
 }
+
+#[test]
+fn roles_map_groups_and_default_the_global_admins_to_the_admin_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(&minimal(dir.path(), ""), &[]).expect("loads");
+    assert_eq!(
+        cfg.roles.global_admin,
+        ["cn=admins,ou=groups,dc=example,dc=org"],
+        "global admins default to directory.admin_group_dns"
+    );
+    assert_eq!(cfg.roles.session_minutes, 60);
+
+    let path = minimal(
+        dir.path(),
+        "[roles]\nhelpdesk_admin = [\"cn=helpdesk,ou=groups,dc=example,dc=org\"]\n",
+    );
+    let cfg = load_with(&path, &[]).expect("loads");
+    assert_eq!(
+        cfg.roles.helpdesk_admin,
+        ["cn=helpdesk,ou=groups,dc=example,dc=org"]
+    );
+    assert_eq!(
+        cfg.roles.all_groups().len(),
+        2,
+        "{:?}",
+        cfg.roles.all_groups()
+    );
+    // Group DNs hold commas: the environment cannot carry them as a list.
+    let err = load_with(
+        &path,
+        &[(
+            "LOCKBRIDGE__ROLES__AUDITOR",
+            "cn=audit,ou=groups,dc=example,dc=org",
+        )],
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("roles.auditor") || err.contains("auditor"),
+        "{err}"
+    );
+
+    let bad = minimal(dir.path(), "[roles]\nuser_admin = [\"helpdesk\"]\n");
+    let err = load_with(&bad, &[]).expect_err("refused").to_string();
+    assert!(
+        err.contains("roles.user_admin") && err.contains("not a group DN"),
+        "{err}"
+    );
+    let bad = minimal(dir.path(), "[roles]\nsession_minutes = 0\n");
+    let err = load_with(&bad, &[]).expect_err("refused").to_string();
+    assert!(err.contains("roles.session_minutes"), "{err}");
+}

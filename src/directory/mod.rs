@@ -57,7 +57,7 @@ use self::error::{ConnFate, Failure, OpKind, map_failure};
 use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
-pub use self::dialect::DirectoryKind;
+pub use self::dialect::{DirectoryKind, Lockout};
 pub use self::dn::{dn_key, rdn_of};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
@@ -73,6 +73,9 @@ const STREAM_BUFFER: usize = 32;
 /// How long the members of the administrator groups, once read, answer
 /// [`Directory::is_admin`].
 pub const ADMIN_MEMBERS_TTL: Duration = Duration::from_secs(1);
+
+/// Each administrator group's direct members, both as [`dn_key`]s.
+type GroupMembers = std::collections::HashMap<String, std::collections::HashSet<String>>;
 
 /// Everything the directory adapter needs; the config module maps the `[directory]`
 /// section onto this.
@@ -116,8 +119,12 @@ pub struct UserEntry {
     pub must_change: bool,
     /// When the password was last changed (OpenLDAP: `pwdChangedTime`).
     pub password_changed_at: Option<DateTime<Utc>>,
-    /// Locked out (OpenLDAP: `pwdAccountLockedTime` present).
+    /// Locked: blocked, or locked out after failed sign-ins (OpenLDAP:
+    /// `pwdAccountLockedTime` present).
     pub locked: bool,
+    /// Sign-in blocked by an administrator (OpenLDAP: `pwdAccountLockedTime:
+    /// 000001010000Z`); implies `locked`.
+    pub blocked: bool,
     /// The password policy that applies instead of the directory's default one
     /// (OpenLDAP: `pwdPolicySubentry`); `None` = the default policy.
     pub policy_dn: Option<String>,
@@ -144,6 +151,8 @@ pub struct PasswordStateEntry {
     pub must_change: bool,
     /// Locked (OpenLDAP: `pwdAccountLockedTime` present).
     pub locked: bool,
+    /// Sign-in blocked by an administrator (implies `locked`).
+    pub blocked: bool,
     /// When the entry was created (OpenLDAP: `createTimestamp`): a possible stand-in for
     /// `changed_at`, reported, not applied.
     pub created_at: Option<DateTime<Utc>>,
@@ -211,7 +220,7 @@ struct Inner {
     sorting_supported: std::sync::OnceLock<bool>,
     /// The members of the administrator groups ([`dn_key`] form) and when they were read
     /// ([`ADMIN_MEMBERS_TTL`]); the lock makes concurrent callers share one read.
-    admin_members: tokio::sync::Mutex<Option<(Instant, Arc<std::collections::HashSet<String>>)>>,
+    admin_members: tokio::sync::Mutex<Option<(Instant, Arc<GroupMembers>)>>,
     /// Parenthesised.
     user_filter: String,
     user_name_attribute: String,
@@ -813,15 +822,26 @@ impl Directory {
     /// costs no directory round trip of its own. A membership change is seen within
     /// that time. An administrator group that does not exist is a configuration error.
     pub async fn is_admin(&self, user_dn: &str) -> Result<bool, DirectoryError> {
-        if self.inner.admin_group_dns.is_empty() || user_dn.is_empty() {
-            return Ok(false);
-        }
-        Ok(self.admin_members().await?.contains(&dn_key(user_dn)))
+        Ok(!self.admin_groups_of(user_dn).await?.is_empty())
     }
 
-    async fn admin_members(
-        &self,
-    ) -> Result<Arc<std::collections::HashSet<String>>, DirectoryError> {
+    /// Which of `admin_group_dns` list `user_dn` as a direct `member`, as [`dn_key`]s
+    /// (compare with `dn_key` of a configured group DN); read as for [`Self::is_admin`].
+    pub async fn admin_groups_of(&self, user_dn: &str) -> Result<Vec<String>, DirectoryError> {
+        if self.inner.admin_group_dns.is_empty() || user_dn.is_empty() {
+            return Ok(Vec::new());
+        }
+        let member = dn_key(user_dn);
+        Ok(self
+            .admin_members()
+            .await?
+            .iter()
+            .filter(|(_, members)| members.contains(&member))
+            .map(|(group, _)| group.clone())
+            .collect())
+    }
+
+    async fn admin_members(&self) -> Result<Arc<GroupMembers>, DirectoryError> {
         let mut cached = self.inner.admin_members.lock().await;
         if let Some((at, members)) = cached.as_ref()
             && at.elapsed() < ADMIN_MEMBERS_TTL
@@ -835,7 +855,7 @@ impl Directory {
                 OpKind::Read,
                 Retry::Idempotent,
                 |mut ldap| async move {
-                    let mut members = std::collections::HashSet::new();
+                    let mut groups = GroupMembers::new();
                     for group in &inner.admin_group_dns {
                         let SearchResult(entries, res) = ldap
                             .with_timeout(inner.operation_timeout)
@@ -845,11 +865,12 @@ impl Directory {
                             0 => {}
                             32 => {
                                 return Err(Failure::Mapped(config(format!(
-                                    "admin group {group} (admin_group_dns) does not exist in the directory"
+                                    "administrator group {group} (directory.admin_group_dns or [roles]) does not exist in the directory"
                                 ))));
                             }
                             _ => return Err(Failure::from_result(&res)),
                         }
+                        let members = groups.entry(dn_key(group)).or_default();
                         for e in entries.into_iter().filter(|e| !e.is_ref()) {
                             let e = SearchEntry::construct(e);
                             for (name, values) in e.attrs {
@@ -861,7 +882,7 @@ impl Directory {
                             }
                         }
                     }
-                    Ok(members)
+                    Ok(groups)
                 },
             )
             .await?;
@@ -1162,45 +1183,50 @@ impl Directory {
         .await
     }
 
-    /// Require a password change at the next sign-in (OpenLDAP: `pwdReset: TRUE`), e.g.
-    /// when a password has expired.
-    pub async fn require_password_change(&self, user_dn: &str) -> Result<(), DirectoryError> {
+    /// Require a password change at the next sign-in, or stop requiring it (OpenLDAP:
+    /// `pwdReset: TRUE`, or deleted). Idempotent.
+    pub async fn set_must_change(
+        &self,
+        user_dn: &str,
+        required: bool,
+    ) -> Result<(), DirectoryError> {
         self.check_user_dn(user_dn, "require a password change of")?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
         self.run(
-            "require_password_change",
+            "set_must_change",
             OpKind::Write,
             Retry::Idempotent,
             |mut ldap| async move {
                 inner
                     .dialect
-                    .set_must_change(&mut ldap, user_dn, true, t)
+                    .set_must_change(&mut ldap, user_dn, required, t)
                     .await
             },
         )
         .await
     }
 
-    /// Lock the account until an administrator unlocks it (OpenLDAP: `pwdAccountLockedTime:
+    /// Block sign-in until an administrator unblocks it (OpenLDAP: `pwdAccountLockedTime:
     /// 000001010000Z`; binds then fail, with "account locked" in the ppolicy control).
-    pub async fn lock_account(&self, user_dn: &str) -> Result<(), DirectoryError> {
-        self.set_locked("lock_account", user_dn, true).await
+    /// Idempotent.
+    pub async fn block_sign_in(&self, user_dn: &str) -> Result<(), DirectoryError> {
+        self.set_blocked("block_sign_in", user_dn, true).await
     }
 
-    /// Unlock the account, whether an administrator or too many failed sign-ins locked it
-    /// (OpenLDAP: delete `pwdAccountLockedTime`; fine when it is not locked).
-    pub async fn unlock_account(&self, user_dn: &str) -> Result<(), DirectoryError> {
-        self.set_locked("unlock_account", user_dn, false).await
+    /// Lift an administrator's block; a lockout after failed sign-ins stays (that is
+    /// [`Self::clear_lockout`]). Idempotent.
+    pub async fn unblock_sign_in(&self, user_dn: &str) -> Result<(), DirectoryError> {
+        self.set_blocked("unblock_sign_in", user_dn, false).await
     }
 
-    async fn set_locked(
+    async fn set_blocked(
         &self,
         op: &'static str,
         user_dn: &str,
-        locked: bool,
+        blocked: bool,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, if locked { "lock" } else { "unlock" })?;
+        self.check_user_dn(user_dn, if blocked { "block" } else { "unblock" })?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
         self.run(
@@ -1210,9 +1236,24 @@ impl Directory {
             |mut ldap| async move {
                 inner
                     .dialect
-                    .set_locked(&mut ldap, user_dn, locked, t)
+                    .set_blocked(&mut ldap, user_dn, blocked, t)
                     .await
             },
+        )
+        .await
+    }
+
+    /// End a lockout after failed sign-ins (and forget the failures that led to it);
+    /// an administrator's block stays. Says what it found.
+    pub async fn clear_lockout(&self, user_dn: &str) -> Result<Lockout, DirectoryError> {
+        self.check_user_dn(user_dn, "unlock")?;
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "clear_lockout",
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move { inner.dialect.clear_lockout(&mut ldap, user_dn, t).await },
         )
         .await
     }
@@ -1425,6 +1466,7 @@ impl Directory {
             must_change: state.must_change,
             password_changed_at: state.changed_at,
             locked: state.locked,
+            blocked: state.blocked,
             policy_dn: state.policy_dn,
             dn: entry.dn,
         })
@@ -1447,6 +1489,7 @@ impl Directory {
             policy_dn: state.policy_dn,
             must_change: state.must_change,
             locked: state.locked,
+            blocked: state.blocked,
             created_at: facts.created_at,
             dn: entry.dn,
         })
@@ -1773,9 +1816,10 @@ mod tests {
         send(d.policy_max_age(""));
         send(d.set_policy_max_age("", None));
         send(d.set_user_policy("", None));
-        send(d.require_password_change(""));
-        send(d.lock_account(""));
-        send(d.unlock_account(""));
+        send(d.set_must_change("", true));
+        send(d.block_sign_in(""));
+        send(d.unblock_sign_in(""));
+        send(d.clear_lockout(""));
         send(d.search_entries("", SearchScope::Subtree, "", &[], 1));
         send(d.read_entry("", &[]));
         send(d.search_window(&WindowQuery {
@@ -1884,9 +1928,10 @@ mod tests {
             for result in [
                 d.set_user_policy(dn, Some(never)).await,
                 d.set_user_policy(dn, None).await,
-                d.require_password_change(dn).await,
-                d.lock_account(dn).await,
-                d.unlock_account(dn).await,
+                d.set_must_change(dn, true).await,
+                d.block_sign_in(dn).await,
+                d.unblock_sign_in(dn).await,
+                d.clear_lockout(dn).await.map(|_| ()),
             ] {
                 assert!(
                     matches!(result, Err(DirectoryError::NoSuchUser)),
@@ -1950,6 +1995,7 @@ mod tests {
             policy_dn: None,
             must_change: false,
             locked: false,
+            blocked: false,
             created_at: None,
         }
     }

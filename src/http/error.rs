@@ -199,11 +199,11 @@ impl From<&AccountError> for ErrorBody {
                 e.to_string(),
                 "check the user name (GET /api/v1/users?search= finds users)",
             ),
-            AccountError::AdministratorTarget(_) => ErrorBody::new(
+            AccountError::NotPermitted { .. } => ErrorBody::new(
                 StatusCode::FORBIDDEN,
                 code,
                 e.to_string(),
-                "ask a global admin to reset this password",
+                "nothing was changed; docs/roles.md lists which role may act on whom",
             ),
             AccountError::ProtectedTarget { .. } => ErrorBody::new(
                 StatusCode::FORBIDDEN,
@@ -469,7 +469,7 @@ mod tests {
             ),
             (
                 (&AuthError::Forbidden {
-                    role: Role::PasswordAdmin,
+                    roles: Role::PasswordAdmin.to_string(),
                     permission: Permission::ReadAudit,
                 })
                     .into(),
@@ -482,7 +482,10 @@ mod tests {
                 "user_not_found",
             ),
             (
-                (&AccountError::AdministratorTarget("x".into())).into(),
+                (&AccountError::NotPermitted {
+                    message: "x".into(),
+                })
+                    .into(),
                 StatusCode::FORBIDDEN,
                 "forbidden_target",
             ),

@@ -264,7 +264,11 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
 }
 
 fn token_key(principal: &Principal) -> String {
-    format!("{}:{}", principal.role, principal.name)
+    // A person and a token may share a name; a person's entry tells them apart.
+    match &principal.dn {
+        Some(dn) => format!("person:{dn}"),
+        None => format!("token:{}", principal.name),
+    }
 }
 
 #[cfg(test)]

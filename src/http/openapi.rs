@@ -9,7 +9,8 @@ use crate::sweep::routes as sweeps;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "lockbridge admin API", description = "Password management over LDAP: user lookup, password resets, audit log."),
-    paths(admin::list_users, admin::get_user, admin::reset_password, admin::list_audit,
+    paths(admin::list_users, admin::get_user, admin::reset_password,
+        admin::put_require_password_change, admin::unlock, admin::block, admin::unblock, admin::list_audit,
         admin::get_expiration_policy, admin::list_dead_letters, admin::put_expiration_policy, admin::put_never_expires,
         sweeps::start_sweep, sweeps::get_sweep, sweeps::list_sweeps, super::health::readiness_details),
     components(schemas(admin::UserView, admin::UserPage, admin::ResetBody, admin::ResetMode,

@@ -93,8 +93,8 @@ impl FromRequestParts<ScimState> for Provisioner {
             .map_err(auth_error)?;
         if !principal.can(Permission::Provision) {
             return Err(ScimError::Forbidden(format!(
-                "a {} token may not use the SCIM API; create a token with role `scim`",
-                principal.role
+                "a caller with {} may not use the SCIM API; create a token with role `scim`",
+                principal.roles_text()
             )));
         }
         let request_id = parts

@@ -28,7 +28,7 @@ use super::resource::{
 use super::schema::Discovery;
 use super::user_groups::{GroupsLocation, UserGroups};
 use crate::account::expiry::{ExpiryService, PasswordExpiry};
-use crate::account::{AccountError, AccountService};
+use crate::account::{AccountError, AccountService, Actor, Authority};
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
@@ -80,6 +80,18 @@ pub struct ScimSettings {
 pub struct Caller {
     pub name: String,
     pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// The caller as the account gate sees it.
+    fn actor(&self) -> Actor {
+        Actor {
+            name: self.name.clone(),
+            dn: None,
+            authority: Authority::Provisioning,
+            request_id: self.request_id.clone(),
+        }
+    }
 }
 
 /// A resource as returned to the client, with its version for the ETag header.
@@ -1444,10 +1456,10 @@ impl ScimService {
                     .await
                     .map_err(|e| self.directory_failure(e)),
                 DeleteMode::Deactivate => self
-                    .directory
-                    .lock_account(&current.dn)
+                    .account
+                    .deactivate_provisioned(&caller.actor(), &target, &current.dn)
                     .await
-                    .map_err(|e| self.directory_failure(e)),
+                    .map_err(from_account),
             }
         }
         .await;

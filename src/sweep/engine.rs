@@ -16,13 +16,15 @@ use chrono_tz::Tz;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::account::AccountError;
 use crate::account::expiry::{ExpiryService, FactsResolver, action_name};
+use crate::account::{AccountError, Actor};
 use crate::directory::{Directory, PasswordStateEntry};
 use crate::notify::Notifier;
 use crate::policy::{Evaluation, ExpiryAction, ExpiryPolicy, Notice, evaluate, ledger_key};
 use crate::store::{MailClass, Store, StoreError, SweepReportLine, SweepRun};
 
+/// The sweep's name as an actor in the audit log.
+pub const SYSTEM_ACTOR: &str = "expiry-sweep";
 /// The lease's name in the store.
 pub const LEASE: &str = "expiry-sweep";
 /// How often (in entries, or in time) progress is saved and the lease renewed. Each save
@@ -697,21 +699,19 @@ async fn handle_entry(
 }
 
 /// Applies the configured action to an expired password, unless the account is already
-/// in that state. Repeated on every sweep while the password stays expired: an admin who
-/// unlocks the account without resetting the password sees it locked again.
+/// in that state, through the account gate (as the system, audited). Repeated on every
+/// sweep while the password stays expired: an admin who unblocks the account without
+/// resetting the password sees it blocked again.
 async fn apply_expiry_action(
     deps: &SweepDeps,
     action: ExpiryAction,
     entry: &PasswordStateEntry,
 ) -> Result<(), SweepError> {
-    let result = match action {
-        ExpiryAction::Nothing => return Ok(()),
-        ExpiryAction::RequireChange if entry.must_change => return Ok(()),
-        ExpiryAction::Lock if entry.locked => return Ok(()),
-        ExpiryAction::RequireChange => deps.directory.require_password_change(&entry.dn).await,
-        ExpiryAction::Lock => deps.directory.lock_account(&entry.dn).await,
-    };
-    result.map_err(|e| SweepError::Account(deps.expiry.directory_error(e)))
+    deps.expiry
+        .account()
+        .apply_expiry_action(&Actor::system(SYSTEM_ACTOR), action, entry)
+        .await
+        .map_err(SweepError::Account)
 }
 
 async fn queue_digest(

@@ -31,9 +31,22 @@ pub(crate) struct PasswordState {
     pub must_change: bool,
     pub changed_at: Option<DateTime<Utc>>,
     pub locked: bool,
+    /// Blocked by an administrator (implies `locked`).
+    pub blocked: bool,
     /// The password policy that applies to this user instead of the directory's default
     /// (OpenLDAP: `pwdPolicySubentry`).
     pub policy_dn: Option<String>,
+}
+
+/// What [`Dialect::clear_lockout`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockout {
+    /// Not locked out: nothing to do.
+    None,
+    /// Locked out after failed sign-ins: cleared.
+    Cleared,
+    /// Blocked by an administrator: left alone (unblocking is a separate action).
+    Blocked,
 }
 
 /// Identity and age of an entry, for reports (not password facts).
@@ -119,14 +132,24 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), Failure>;
 
-    /// Lock the account until an administrator unlocks it, or unlock it. Idempotent.
-    async fn set_locked(
+    /// Block sign-in until an administrator unblocks it, or lift that block (and only
+    /// that: a lockout after failed sign-ins stays). Idempotent.
+    async fn set_blocked(
         &self,
         ldap: &mut Ldap,
         dn: &str,
-        locked: bool,
+        blocked: bool,
         timeout: Duration,
     ) -> Result<(), Failure>;
+
+    /// End a lockout after failed sign-ins and forget the failures; an administrator's
+    /// block stays (reported as [`Lockout::Blocked`], nothing changed).
+    async fn clear_lockout(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        timeout: Duration,
+    ) -> Result<Lockout, Failure>;
 
     /// Set `dn`'s password as the (already bound) service account. Must never include the
     /// password in what it returns.

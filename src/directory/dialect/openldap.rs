@@ -29,7 +29,7 @@ use std::time::Duration;
 use ldap3::exop::PasswordModify;
 use ldap3::{Ldap, Mod, Scope, SearchEntry, SearchResult};
 
-use super::{Attrs, Dialect, DirectoryKind, EntryFacts, PasswordState};
+use super::{Attrs, Dialect, DirectoryKind, EntryFacts, Lockout, PasswordState};
 use crate::directory::error::{DirectoryError, Failure};
 use crate::directory::{gentime, ppolicy};
 use crate::types::Secret;
@@ -82,6 +82,7 @@ impl Dialect for OpenLdap {
             // Present = locked: either until pwdLockoutDuration runs out (the server then
             // removes it on the next bind attempt) or, with 000001010000Z, by an administrator.
             locked: attrs.first(PWD_ACCOUNT_LOCKED_TIME).is_some(),
+            blocked: attrs.first(PWD_ACCOUNT_LOCKED_TIME) == Some(LOCKED_BY_ADMIN),
             policy_dn: attrs
                 .first(PWD_POLICY_SUBENTRY)
                 .filter(|v| !v.trim().is_empty())
@@ -193,22 +194,66 @@ impl Dialect for OpenLdap {
         }
     }
 
-    async fn set_locked(
+    async fn set_blocked(
         &self,
         ldap: &mut Ldap,
         dn: &str,
-        locked: bool,
+        blocked: bool,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        let change = if locked {
+        // Unblocking deletes the administrator's value only: a lockout after failed
+        // sign-ins (a real time) stays until it runs out or is cleared.
+        let change = if blocked {
             Mod::Replace(PWD_ACCOUNT_LOCKED_TIME, HashSet::from([LOCKED_BY_ADMIN]))
         } else {
-            Mod::Delete(PWD_ACCOUNT_LOCKED_TIME, HashSet::new())
+            Mod::Delete(PWD_ACCOUNT_LOCKED_TIME, HashSet::from([LOCKED_BY_ADMIN]))
         };
         let result = ldap.with_timeout(timeout).modify(dn, vec![change]).await?;
         match result.rc {
             0 => Ok(()),
-            NO_SUCH_ATTRIBUTE if !locked => Ok(()),
+            NO_SUCH_ATTRIBUTE if !blocked => Ok(()),
+            _ => Err(Failure::from_result(&result)),
+        }
+    }
+
+    async fn clear_lockout(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        timeout: Duration,
+    ) -> Result<Lockout, Failure> {
+        let SearchResult(entries, result) = ldap
+            .with_timeout(timeout)
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec![PWD_ACCOUNT_LOCKED_TIME],
+            )
+            .await?;
+        if result.rc != 0 {
+            return Err(Failure::from_result(&result));
+        }
+        let Some(entry) = entries.into_iter().find(|e| !e.is_ref()) else {
+            return Err(Failure::no_such_object());
+        };
+        let attrs = Attrs::new(SearchEntry::construct(entry).attrs);
+        let locked_at = attrs.first(PWD_ACCOUNT_LOCKED_TIME).map(str::to_owned);
+        if locked_at.as_deref() == Some(LOCKED_BY_ADMIN) {
+            return Ok(Lockout::Blocked);
+        }
+        let Some(at) = locked_at.as_deref() else {
+            return Ok(Lockout::None);
+        };
+        // The value read: if an administrator blocked the account since, this delete
+        // fails (no such value) instead of lifting the block. ppolicy forgets the failed
+        // sign-ins (pwdFailureTime) with it.
+        let change = Mod::Delete(PWD_ACCOUNT_LOCKED_TIME, HashSet::from([at]));
+        let result = ldap.with_timeout(timeout).modify(dn, vec![change]).await?;
+        match result.rc {
+            0 => Ok(Lockout::Cleared),
+            // The lockout ran out (or was cleared) in between.
+            NO_SUCH_ATTRIBUTE => Ok(Lockout::None),
             _ => Err(Failure::from_result(&result)),
         }
     }

@@ -1,0 +1,268 @@
+//! Who may act on whom. Every change to an account, whoever asks, passes
+//! [`AccountService::authorize`]: the caller ([`Actor`]) against the target's kind
+//! ([`Target`]: the caller's own account, the service account, or a user ranked by the
+//! most powerful administrator role it holds) through the one table, `Role::may`.
+
+use super::{AccountError, AccountService};
+use crate::auth::{AccountAction, Role, Target};
+use crate::directory::{UserEntry, dn_key, same_dn};
+
+/// On whose authority an action is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// A person (signed in) or an API token, holding these roles.
+    Roles(Vec<Role>),
+    /// lockbridge itself (the expiry sweep applying the organisation's policy): may act
+    /// on every account but the service account.
+    System,
+    /// An identity provider's provisioning token (SCIM): provisioning's own rules
+    /// ([`AccountService::check_provisioning_target`]), not the role table.
+    Provisioning,
+}
+
+/// Who is acting, as far as account rules care.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Shown in the audit log: the person's sign-in name, the API token's name, or the
+    /// system task.
+    pub name: String,
+    /// The person's directory entry, so that their own account is recognised; `None`
+    /// for API tokens and the system.
+    pub dn: Option<String>,
+    pub authority: Authority,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// lockbridge itself, named `name` in the audit log.
+    pub fn system(name: &str) -> Actor {
+        Actor {
+            name: name.to_owned(),
+            dn: None,
+            authority: Authority::System,
+            request_id: None,
+        }
+    }
+
+    /// For provisioning, only the part the target's kind decides (administrators are
+    /// [`AccountService::authorize`]'s to check against the configuration).
+    pub fn may(&self, action: AccountAction, target: Target) -> bool {
+        match &self.authority {
+            Authority::System | Authority::Provisioning => target != Target::ServiceAccount,
+            Authority::Roles(roles) => roles.iter().any(|r| r.may(action, target)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.authority {
+            Authority::System => "lockbridge".into(),
+            Authority::Provisioning => "provisioning".into(),
+            Authority::Roles(roles) if roles.is_empty() => "a caller without a role".into(),
+            Authority::Roles(roles) => roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" and "),
+        }
+    }
+}
+
+/// The directory groups that give their members each administrator role.
+#[derive(Debug, Clone, Default)]
+pub struct RoleGroups {
+    /// (role, group DNs) for every role people hold.
+    pub groups: Vec<(Role, Vec<String>)>,
+}
+
+impl RoleGroups {
+    /// The most powerful role among the groups (as [`dn_key`]s) a user is in; a group
+    /// that maps to no role (an administrator group outside `[roles]`) counts as
+    /// global-admin: an administrator of unknown rank is ranked highest.
+    fn highest(&self, member_of: &[String]) -> Option<Role> {
+        if member_of.is_empty() {
+            return None;
+        }
+        let mut best: Option<Role> = None;
+        for group in member_of {
+            let role = self
+                .groups
+                .iter()
+                .find(|(_, dns)| dns.iter().any(|dn| dn_key(dn) == *group))
+                .map(|(role, _)| *role)
+                .unwrap_or(Role::GlobalAdmin);
+            if best.is_none_or(|b| role.rank() < b.rank()) {
+                best = Some(role);
+            }
+        }
+        best
+    }
+
+    /// The roles of someone in these groups (as [`dn_key`]s), most powerful first.
+    pub fn roles_of(&self, member_of: &[String]) -> Vec<Role> {
+        let mut roles: Vec<Role> = self
+            .groups
+            .iter()
+            .filter(|(_, dns)| dns.iter().any(|dn| member_of.contains(&dn_key(dn))))
+            .map(|(role, _)| *role)
+            .collect();
+        roles.sort_by_key(|r| r.rank());
+        roles.dedup();
+        roles
+    }
+}
+
+impl AccountService {
+    /// What `user` is to `actor`: their own account, the service account, an
+    /// administrator (by their most powerful role), or a user.
+    pub async fn target_of(&self, actor: &Actor, user: &UserEntry) -> Result<Target, AccountError> {
+        if same_dn(&user.dn, &self.protection.service_dn) {
+            return Ok(Target::ServiceAccount);
+        }
+        if actor.dn.as_deref().is_some_and(|dn| same_dn(dn, &user.dn)) {
+            return Ok(Target::Caller);
+        }
+        let groups = self
+            .directory
+            .admin_groups_of(&user.dn)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        Ok(match self.role_groups.highest(&groups) {
+            Some(role) => Target::Admin(role),
+            None => Target::User,
+        })
+    }
+
+    /// Refuses, before anything changes, an action the caller may not take on `user`
+    /// (named `user_name` in the message). The refusal names the roles that may.
+    pub async fn authorize(
+        &self,
+        actor: &Actor,
+        action: AccountAction,
+        user_name: &str,
+        user: &UserEntry,
+    ) -> Result<(), AccountError> {
+        if actor.authority == Authority::Provisioning {
+            return self.check_provisioning_target(user_name, &user.dn).await;
+        }
+        let target = self.target_of(actor, user).await?;
+        if actor.may(action, target) {
+            return Ok(());
+        }
+        tracing::warn!(
+            actor = %actor.name, user.dn = %user.dn, ?action, ?target,
+            "refused an action outside the caller's roles"
+        );
+        Err(AccountError::NotPermitted {
+            message: refusal(actor, action, user_name, target),
+        })
+    }
+
+    /// The roles a person holds through the groups in `[roles]`.
+    pub async fn roles_of(&self, user_dn: &str) -> Result<Vec<Role>, AccountError> {
+        let groups = self
+            .directory
+            .admin_groups_of(user_dn)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        Ok(self.role_groups.roles_of(&groups))
+    }
+}
+
+fn refusal(actor: &Actor, action: AccountAction, user_name: &str, target: Target) -> String {
+    match target {
+        Target::Caller => format!(
+            "you may not {} your own account through the admin API; ask another \
+             administrator, or use self-service",
+            action.as_str()
+        ),
+        Target::ServiceAccount => format!(
+            "`{user_name}` is lockbridge's service account: nobody may {} it through \
+             lockbridge; change it in the directory itself",
+            action.as_str()
+        ),
+        _ => {
+            let who: Vec<&str> = Role::who_may(action, target)
+                .into_iter()
+                .map(Role::as_str)
+                .collect();
+            format!(
+                "{} may not {} `{user_name}` ({}); ask someone with one of these roles: {}",
+                actor.describe(),
+                action.as_str(),
+                target.describe(),
+                who.join(", ")
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups() -> RoleGroups {
+        RoleGroups {
+            groups: vec![
+                (Role::GlobalAdmin, vec!["cn=admins,dc=x".into()]),
+                (Role::HelpdeskAdmin, vec!["CN=Helpdesk, DC=x".into()]),
+                (Role::PasswordAdmin, vec!["cn=pw,dc=x".into()]),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_target_ranks_by_its_most_powerful_role() {
+        let g = groups();
+        assert_eq!(g.highest(&[]), None);
+        assert_eq!(
+            g.highest(&[dn_key("cn=pw,dc=x"), dn_key("cn=helpdesk,dc=x")]),
+            Some(Role::HelpdeskAdmin)
+        );
+        assert_eq!(
+            g.highest(&[dn_key("cn=unmapped,dc=x")]),
+            Some(Role::GlobalAdmin),
+            "an administrator group outside [roles] ranks highest"
+        );
+        assert_eq!(
+            g.roles_of(&[dn_key("cn=pw,dc=x"), dn_key("cn=helpdesk,dc=x")]),
+            vec![Role::HelpdeskAdmin, Role::PasswordAdmin]
+        );
+    }
+
+    #[test]
+    fn a_refusal_says_who_may() {
+        let actor = Actor {
+            name: "pat".into(),
+            dn: None,
+            authority: Authority::Roles(vec![Role::PasswordAdmin]),
+            request_id: None,
+        };
+        let text = refusal(
+            &actor,
+            AccountAction::ResetPassword,
+            "hal",
+            Target::Admin(Role::HelpdeskAdmin),
+        );
+        assert!(
+            text.contains("password-admin may not reset the password of `hal`"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "global-admin, privileged-authentication-admin, user-admin, helpdesk-admin"
+            ),
+            "{text}"
+        );
+        assert!(
+            refusal(&actor, AccountAction::Unlock, "pat", Target::Caller)
+                .contains("your own account")
+        );
+        assert!(
+            Actor::system("expiry-sweep")
+                .may(AccountAction::BlockSignIn, Target::Admin(Role::GlobalAdmin))
+        );
+        assert!(
+            !Actor::system("expiry-sweep").may(AccountAction::BlockSignIn, Target::ServiceAccount)
+        );
+    }
+}
