@@ -16,7 +16,7 @@ use crate::account::{AccountService, ProtectionSettings, RoleGroups};
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::audit::chain::SealKey;
-use crate::auth::{Authenticator, Role, TokenKey, TokenService};
+use crate::auth::{Authenticator, Role, SessionService, TokenKey, TokenService};
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
     SmtpSecurityConfig,
@@ -425,6 +425,11 @@ pub async fn serve(
             notifier: sweep.notifier.clone(),
             audit: audit.clone(),
             auth: auth.clone(),
+            sessions: SessionService::new(
+                store.clone(),
+                token_key(&config),
+                Duration::from_secs(u64::from(config.roles.session_minutes) * 60),
+            ),
         },
         sweep: SweepState {
             deps: sweep.clone(),

@@ -114,7 +114,8 @@ pub enum TokenCommand {
         /// A unique name, shown in the audit log (e.g. "helpdesk-anna").
         #[arg(long)]
         name: String,
-        /// global-admin, password-admin, or scim (an identity provider's provisioning token).
+        /// A role of docs/roles.md: global-admin, privileged-authentication-admin, user-admin,
+        /// helpdesk-admin, password-admin, auditor, or scim (an identity provider's token).
         #[arg(long)]
         role: String,
     },

@@ -53,6 +53,15 @@ impl Actor {
         }
     }
 
+    /// Whether any target at all is within reach for `action` (checked before the
+    /// target is looked up, so a caller without the right learns nothing about it).
+    pub fn may_ever(&self, action: AccountAction) -> bool {
+        match &self.authority {
+            Authority::System | Authority::Provisioning => true,
+            Authority::Roles(roles) => roles.iter().any(|r| r.allows(action.permission())),
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.authority {
             Authority::System => "lockbridge".into(),
@@ -112,6 +121,32 @@ impl RoleGroups {
 }
 
 impl AccountService {
+    /// Refuses an action the caller's roles never allow, before the target is looked up
+    /// (no answer about whether it exists).
+    pub fn authorize_action(
+        &self,
+        actor: &Actor,
+        action: AccountAction,
+        user_name: &str,
+    ) -> Result<(), AccountError> {
+        if actor.may_ever(action) {
+            return Ok(());
+        }
+        let who: Vec<&str> = Role::ALL
+            .into_iter()
+            .filter(|r| r.allows(action.permission()))
+            .map(Role::as_str)
+            .collect();
+        Err(AccountError::NotPermitted {
+            message: format!(
+                "{} may not {} `{user_name}` or anyone; ask someone with one of these roles: {}",
+                actor.describe(),
+                action.as_str(),
+                who.join(", ")
+            ),
+        })
+    }
+
     /// What `user` is to `actor`: their own account, the service account, an
     /// administrator (by their most powerful role), or a user.
     pub async fn target_of(&self, actor: &Actor, user: &UserEntry) -> Result<Target, AccountError> {
@@ -264,5 +299,88 @@ mod tests {
         assert!(
             !Actor::system("expiry-sweep").may(AccountAction::BlockSignIn, Target::ServiceAccount)
         );
+    }
+}
+
+/// An administrator who proved their password.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: UserEntry,
+    pub roles: Vec<Role>,
+}
+
+impl AccountService {
+    /// An administrator signs in as themselves: their password is checked by binding as
+    /// them, and their roles read from the groups in `[roles]`. An unknown name, a wrong
+    /// password, a locked account and an account without a role get the same refusal
+    /// (no account enumeration), and an unknown name costs a bind as well. Audited,
+    /// refusals too.
+    pub async fn sign_in_administrator(
+        &self,
+        user_name: &str,
+        password: &crate::types::Secret,
+        request_id: Option<String>,
+    ) -> Result<SignedIn, AccountError> {
+        let result = self.try_sign_in(user_name, password).await;
+        let outcome = match &result {
+            Ok(_) => crate::audit::Outcome::Success,
+            Err(e @ (AccountError::SignInRefused | AccountError::PasswordChangeFirst)) => {
+                crate::audit::Outcome::Refused(e.code())
+            }
+            Err(e) => crate::audit::Outcome::Failed(e.code()),
+        };
+        let _ = self
+            .audit
+            .record(crate::audit::AuditEvent {
+                actor: user_name.to_owned(),
+                action: crate::audit::Action::SignedIn,
+                target: Some(user_name.to_owned()),
+                outcome,
+                detail: None,
+                request_id,
+            })
+            .await;
+        result
+    }
+
+    async fn try_sign_in(
+        &self,
+        user_name: &str,
+        password: &crate::types::Secret,
+    ) -> Result<SignedIn, AccountError> {
+        let user = match self.find_user(user_name).await {
+            Ok(user) => Some(user),
+            Err(AccountError::UnknownUser(_)) => None,
+            Err(e) => return Err(e),
+        };
+        // Bind even for an unknown name (as a name that cannot exist), so that the
+        // answer takes as long either way.
+        let dn = match &user {
+            Some(u) => u.dn.clone(),
+            None => format!(
+                "uid=lockbridge-no-such-user-{},{}",
+                uuid::Uuid::new_v4().simple(),
+                self.directory.users_base()
+            ),
+        };
+        let check = self
+            .directory
+            .check_user_password(&dn, password)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        let Some(user) = user.filter(|_| check.ok) else {
+            return Err(AccountError::SignInRefused);
+        };
+        if same_dn(&user.dn, &self.protection.service_dn) {
+            return Err(AccountError::SignInRefused);
+        }
+        let roles = self.roles_of(&user.dn).await?;
+        if roles.is_empty() {
+            return Err(AccountError::SignInRefused);
+        }
+        if check.must_change || check.expired {
+            return Err(AccountError::PasswordChangeFirst);
+        }
+        Ok(SignedIn { user, roles })
     }
 }

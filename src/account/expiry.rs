@@ -293,6 +293,8 @@ impl ExpiryService {
             ));
         };
         let result = async {
+            self.account
+                .authorize_action(actor, AccountAction::SetNeverExpires, user_name)?;
             let user = self.account.find_user(user_name).await?;
             self.account
                 .authorize(actor, AccountAction::SetNeverExpires, user_name, &user)

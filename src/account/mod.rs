@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-pub use access::{Actor, Authority, RoleGroups};
+pub use access::{Actor, Authority, RoleGroups, SignedIn};
 pub use protection::{Protection, ProtectionSettings};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
@@ -70,6 +70,13 @@ pub enum AccountError {
     /// The caller's roles do not reach this account (`docs/roles.md`).
     #[error("{message}")]
     NotPermitted { message: String },
+    /// Signing in failed; deliberately one answer for every reason.
+    #[error(
+        "the user name or password is wrong, the account is locked, or it holds no administrator role"
+    )]
+    SignInRefused,
+    #[error("the password must be changed before signing in here")]
+    PasswordChangeFirst,
     #[error("`{target}` {}", why.explanation())]
     ProtectedTarget { target: String, why: Protection },
     #[error("{0}")]
@@ -127,6 +134,8 @@ impl AccountError {
         match self {
             AccountError::UnknownUser(_) => "user_not_found",
             AccountError::NotPermitted { .. } => "forbidden_target",
+            AccountError::SignInRefused => "sign_in_refused",
+            AccountError::PasswordChangeFirst => "password_change_required",
             AccountError::ProtectedTarget { .. } => "protected_target",
             AccountError::InvalidRequest(_) => "invalid_request",
             AccountError::PolicyViolation(_) => "password_policy",
@@ -290,6 +299,7 @@ impl AccountService {
         user_name: &str,
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
+        self.authorize_action(actor, AccountAction::ResetPassword, user_name)?;
         let send_to = validate_recipients(&req.send_to)?;
         if matches!(req.choice, PasswordChoice::Generate)
             && !req.show_password

@@ -150,6 +150,7 @@ impl AccountService {
         change: SignInEdit,
     ) -> Result<SignInChange, AccountError> {
         let result = async {
+            self.authorize_action(actor, change.account_action(), user_name)?;
             let user = self.find_user(user_name).await?;
             self.apply_change(actor, user_name, &user, change).await
         }

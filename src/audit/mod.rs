@@ -31,6 +31,8 @@ pub enum Action {
     AccountUnlocked,
     SignInBlocked,
     SignInUnblocked,
+    SignedIn,
+    SignedOut,
 }
 
 impl Action {
@@ -51,6 +53,8 @@ impl Action {
             Action::AccountUnlocked => "account.unlocked",
             Action::SignInBlocked => "sign_in.blocked",
             Action::SignInUnblocked => "sign_in.unblocked",
+            Action::SignedIn => "session.signed_in",
+            Action::SignedOut => "session.signed_out",
         }
     }
 }

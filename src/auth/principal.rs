@@ -10,6 +10,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use http::request::Parts;
 
 use super::roles::{Permission, PermissionMarker, Role};
+use super::sessions::SESSION_PREFIX;
 use super::tokens::{TOKEN_PREFIX, TokenKey};
 use crate::store::{Store, StoreError};
 
@@ -22,6 +23,8 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The person's directory entry; `None` for an API token.
     pub dn: Option<String>,
+    /// The session a person signed in with; `None` for an API token.
+    pub session_id: Option<String>,
 }
 
 impl Principal {
@@ -112,7 +115,8 @@ impl Authenticator {
         }
         let token = token.trim();
         // Cheap shape check first: no store round trip for obvious garbage.
-        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        let session = token.starts_with(SESSION_PREFIX);
+        if !(token.starts_with(TOKEN_PREFIX) || session) || token.len() > 128 {
             metrics::counter!("lockbridge_auth_failures_total").increment(1);
             return Err(AuthError::InvalidToken);
         }
@@ -120,6 +124,9 @@ impl Authenticator {
         let hash = self.key.hash(token);
         if let Some(principal) = self.cached(&hash) {
             return Ok(principal);
+        }
+        if session {
+            return self.authenticate_session(hash).await;
         }
         let record = self.store.find_token_by_hash(&hash).await?.ok_or_else(|| {
             metrics::counter!("lockbridge_auth_failures_total").increment(1);
@@ -133,8 +140,48 @@ impl Authenticator {
             name: record.name,
             roles: vec![role],
             dn: None,
+            session_id: None,
         };
         self.remember(hash, &principal);
+        Ok(principal)
+    }
+}
+
+impl Authenticator {
+    /// Forgets a session that ended, so it stops working at once in this process.
+    pub fn forget_session(&self, id: &str) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (_, p)| p.session_id.as_deref() != Some(id));
+    }
+
+    async fn authenticate_session(&self, hash: Vec<u8>) -> Result<Principal, AuthError> {
+        let record = self
+            .store
+            .find_session_by_hash(&hash, chrono::Utc::now())
+            .await?
+            .ok_or_else(|| {
+                metrics::counter!("lockbridge_auth_failures_total").increment(1);
+                AuthError::InvalidToken
+            })?;
+        let roles = record
+            .roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| AuthError::InvalidToken)?;
+        let principal = Principal {
+            name: record.user_name,
+            roles,
+            dn: Some(record.user_dn),
+            session_id: Some(record.id),
+        };
+        // A session that ends (signed out, or expired) stops working within the cache's
+        // time, as a revoked token does.
+        if record.expires_at - chrono::Utc::now()
+            > chrono::Duration::from_std(TOKEN_CACHE_TTL).unwrap_or_default()
+        {
+            self.remember(hash, &principal);
+        }
         Ok(principal)
     }
 }

@@ -193,6 +193,17 @@ impl AccountAction {
         AccountAction::SetNeverExpires,
     ];
 
+    /// The request a role must be allowed to make for this action on anyone.
+    pub fn permission(self) -> Permission {
+        match self {
+            AccountAction::ResetPassword | AccountAction::RequireChange | AccountAction::Unlock => {
+                Permission::ResetPasswords
+            }
+            AccountAction::BlockSignIn => Permission::BlockSignIn,
+            AccountAction::SetNeverExpires => Permission::SetNeverExpires,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AccountAction::ResetPassword => "reset the password of",

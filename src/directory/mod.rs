@@ -1496,6 +1496,11 @@ impl Directory {
     }
 
     /// Why connecting failed most recently, if it did (for diagnostics).
+    /// Where users live (`users_base`).
+    pub fn users_base(&self) -> &str {
+        &self.inner.users_base
+    }
+
     pub fn last_connect_error(&self) -> Option<DirectoryError> {
         self.inner
             .connect_errors

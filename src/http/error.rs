@@ -199,6 +199,18 @@ impl From<&AccountError> for ErrorBody {
                 e.to_string(),
                 "check the user name (GET /api/v1/users?search= finds users)",
             ),
+            AccountError::SignInRefused => ErrorBody::new(
+                StatusCode::UNAUTHORIZED,
+                code,
+                e.to_string(),
+                "check the user name and password; administrators are members of a group in [roles]",
+            ),
+            AccountError::PasswordChangeFirst => ErrorBody::new(
+                StatusCode::FORBIDDEN,
+                code,
+                e.to_string(),
+                "change your password first (self-service, or ask another administrator), then sign in again",
+            ),
             AccountError::NotPermitted { .. } => ErrorBody::new(
                 StatusCode::FORBIDDEN,
                 code,
@@ -488,6 +500,16 @@ mod tests {
                     .into(),
                 StatusCode::FORBIDDEN,
                 "forbidden_target",
+            ),
+            (
+                (&AccountError::SignInRefused).into(),
+                StatusCode::UNAUTHORIZED,
+                "sign_in_refused",
+            ),
+            (
+                (&AccountError::PasswordChangeFirst).into(),
+                StatusCode::FORBIDDEN,
+                "password_change_required",
             ),
             (
                 (&AccountError::InvalidRequest("x".into())).into(),

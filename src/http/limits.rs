@@ -123,6 +123,9 @@ pub enum Exceeded {
 
 type Limiter<K> = Arc<DefaultKeyedRateLimiter<K>>;
 
+/// Where administrators sign in (`POST`), under the admin API's prefix.
+const SIGN_IN_PATH: &str = "/sessions";
+
 /// The limiter shared by both APIs for failed authentications, per client address.
 #[derive(Clone)]
 pub struct FailureLimiter(Option<Limiter<IpAddr>>);
@@ -236,6 +239,14 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("").to_owned())
     else {
+        // Signing in is a password guess each time: it counts before the directory is
+        // asked, so a client out of attempts gets no answer about the password at all.
+        if req.method() == http::Method::POST && req.uri().path().ends_with(SIGN_IN_PATH) {
+            if let Err(wait) = guard.failures.count(client) {
+                return refused(Exceeded::AuthFailures, wait);
+            }
+            return next.run(req).await;
+        }
         // No token: the route decides (a few are public); a 401 counts as a failure.
         let response = next.run(req).await;
         if response.status() == StatusCode::UNAUTHORIZED

@@ -10,15 +10,16 @@ use crate::sweep::routes as sweeps;
 #[openapi(
     info(title = "lockbridge admin API", description = "Password management over LDAP: user lookup, password resets, audit log."),
     paths(admin::list_users, admin::get_user, admin::reset_password,
-        admin::put_require_password_change, admin::unlock, admin::block, admin::unblock, admin::list_audit,
+        admin::sign_in, admin::sign_out, admin::put_require_password_change, admin::unlock, admin::block, admin::unblock, admin::list_audit,
         admin::get_expiration_policy, admin::list_dead_letters, admin::put_expiration_policy, admin::put_never_expires,
         sweeps::start_sweep, sweeps::get_sweep, sweeps::list_sweeps, super::health::readiness_details),
     components(schemas(admin::UserView, admin::UserPage, admin::ResetBody, admin::ResetMode,
         admin::ResetResponse, admin::AuditPage, admin::AuditRecordView, super::ErrorBody,
-        admin::ExpirationPolicyView, admin::DeadLetterPage, admin::DeadLetterView, admin::NeverExpiresBody, sweeps::StartSweep, sweeps::SweepStarted,
+        admin::ExpirationPolicyView, admin::DeadLetterPage, admin::DeadLetterView, admin::NeverExpiresBody, admin::SignInBody, admin::SessionView,
+        admin::RequirePasswordChangeBody, admin::SignInChangeView, sweeps::StartSweep, sweeps::SweepStarted,
         super::health::ReadinessView)),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "passwords"), (name = "audit"), (name = "policy"), (name = "sweeps"), (name = "operations"))
+    tags((name = "users"), (name = "passwords"), (name = "audit"), (name = "policy"), (name = "sweeps"), (name = "sessions"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

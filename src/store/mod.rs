@@ -39,6 +39,18 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the token in force named `name`; false when there is none.
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Saves a new administrator's session (its token as a keyed hash only) and
+    /// removes sessions that ended more than a day ago.
+    async fn insert_session(&self, s: &NewSession) -> Result<(), StoreError>;
+    /// The session with this keyed hash, if it is neither revoked nor expired at `now`.
+    async fn find_session_by_hash(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Ends the session with this id; false when it had already ended.
+    async fn revoke_session(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
     /// Appends an audit record chained to the newest one (its `prev_hash` is that
     /// record's hash; see [`chain`]) and returns its id. Records are never changed or
     /// removed. The commit is synced to disk before this returns (it survives a power
@@ -213,6 +225,29 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
     /// Creates or replaces a run-time setting.
     async fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
+}
+
+/// An administrator's session to save (the token's keyed hash, never the token).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub hash: Vec<u8>,
+    pub user_dn: String,
+    pub user_name: String,
+    /// Role names, as `Role::as_str` gives them.
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A session in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_dn: String,
+    pub user_name: String,
+    pub roles: Vec<String>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A token to save. Only the keyed hash of the token is stored, never the token.

@@ -24,9 +24,9 @@ use self::audit_writer::AuditWriter;
 use super::chain::{self, GENESIS};
 use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, MAX_AUDIT_PAGE, MAX_PAGE,
-    MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewOutboxMessage, NewToken, OutboxCounts,
-    OutboxMessage, OutboxStatus, Store, StoreError, StoredAuditSeal, SweepReportLine, SweepRun,
-    TokenRecord, sweep_status,
+    MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewOutboxMessage, NewSession, NewToken,
+    OutboxCounts, OutboxMessage, OutboxStatus, SessionRecord, Store, StoreError, StoredAuditSeal,
+    SweepReportLine, SweepRun, TokenRecord, sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -657,6 +657,77 @@ impl Store for SqliteStore {
             StoreError::classify(e, label)
         })?;
         Ok(())
+    }
+
+    async fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&s.roles)
+            .map_err(|e| StoreError::Other(sqlx::Error::Encode(e.into())))?;
+        let mut tx = self.pool.begin().await.map_err(err("session"))?;
+        // Sessions that ended a day ago are no use to anyone (the audit log keeps who
+        // signed in when).
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?1")
+            .bind(ts(s.created_at - chrono::Duration::days(1)))
+            .execute(&mut *tx)
+            .await
+            .map_err(err("session"))?;
+        sqlx::query(
+            "INSERT INTO sessions (id, hash, user_dn, user_name, roles, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&s.id)
+        .bind(&s.hash)
+        .bind(&s.user_dn)
+        .bind(&s.user_name)
+        .bind(roles)
+        .bind(ts(s.created_at))
+        .bind(ts(s.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::classify(e, "session id or hash"))?;
+        tx.commit().await.map_err(err("session"))?;
+        Ok(())
+    }
+
+    async fn find_session_by_hash(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let row: Option<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, user_dn, user_name, roles, expires_at FROM sessions \
+             WHERE hash = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+        )
+        .bind(hash)
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("session"))?;
+        let Some((id, user_dn, user_name, roles, expires_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(SessionRecord {
+            id,
+            user_dn,
+            user_name,
+            roles: serde_json::from_str(&roles)
+                .map_err(|e| StoreError::Other(sqlx::Error::Decode(e.into())))?,
+            expires_at: DateTime::parse_from_rfc3339(&expires_at)
+                .map_err(|e| decode_error(format!("session expiry {expires_at:?}: {e}")))?
+                .with_timezone(&Utc),
+        }))
+    }
+
+    async fn revoke_session(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL \
+             AND expires_at > ?1",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err("session"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn find_token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {

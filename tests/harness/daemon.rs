@@ -340,6 +340,23 @@ impl Api {
         self.send(req).await
     }
 
+    pub async fn put(&self, token: &str, path: &str, body: serde_json::Value) -> Reply {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body);
+        self.send(req).await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> Reply {
+        let req = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(token);
+        self.send(req).await
+    }
+
     pub async fn post_raw(&self, token: &str, path: &str, body: &str) -> Reply {
         let req = self
             .http

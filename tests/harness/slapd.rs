@@ -232,6 +232,30 @@ impl Slapd {
         parse_attr_values(&String::from_utf8_lossy(&out.stdout), attr)
     }
 
+    /// The entry's values of `attrs` as root sees them, one `name: value` line each in
+    /// the directory's order (for comparing an entry before and after).
+    pub fn ldapsearch_attrs(&self, dn: &str, attrs: &[&str]) -> String {
+        let out = self.ldap_tool("ldapsearch", |cmd| {
+            self.as_root(cmd)
+                .args(["-LLL", "-o", "ldif-wrap=no", "-s", "base", "-b"])
+                .arg(dn)
+                .arg("(objectClass=*)")
+                .args(attrs);
+        });
+        if !out.status.success() {
+            panic!(
+                "ldapsearch of {attrs:?} on {dn} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("dn:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Applies LDIF (with `changetype:` lines) as the root DN; panics on failure.
     pub fn ldapmodify_as_root(&self, ldif: &str) {
         self.ldapmodify_root(ldif, false);

@@ -1,0 +1,465 @@
+//! Administrators as people, against a real slapd: they sign in as themselves, hold
+//! roles through directory groups, and every role × every kind of target × every action
+//! is allowed or refused exactly as `docs/roles.md` says. A refusal changes nothing in
+//! the directory and is audited.
+
+mod harness;
+
+use harness::daemon::Daemon;
+use harness::slapd::Slapd;
+use harness::smtp::MailSink;
+use serde_json::json;
+
+const BASE: &str = "dc=example,dc=org";
+
+/// (role, config key, group cn). Each role has an acting person `act-<cn>` and a target
+/// person `tgt-<cn>`, both members of the role's group.
+const ROLES: &[(&str, &str, &str)] = &[
+    ("global-admin", "global_admin", "global"),
+    (
+        "privileged-authentication-admin",
+        "privileged_authentication_admin",
+        "privauth",
+    ),
+    ("user-admin", "user_admin", "useradmins"),
+    ("helpdesk-admin", "helpdesk_admin", "helpdesk"),
+    ("password-admin", "password_admin", "passwordadmins"),
+    ("auditor", "auditor", "auditors"),
+];
+
+const ACTIONS: &[&str] = &[
+    "ResetPassword",
+    "RequireChange",
+    "Unlock",
+    "BlockSignIn",
+    "SetNeverExpires",
+];
+
+/// What the directory holds of a target's password and sign-in state.
+const STATE: &[&str] = &[
+    "userPassword",
+    "pwdReset",
+    "pwdAccountLockedTime",
+    "pwdPolicySubentry",
+];
+
+fn person(uid: &str) -> String {
+    format!(
+        "dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n\
+         sn: {uid}\nmail: {uid}@example.org\nuserPassword: @SAMPLE_PASSWORD_HASH@\n\
+         pwdChangedTime: @NOW@\n"
+    )
+}
+
+fn ldif() -> String {
+    let mut out = Vec::new();
+    for (_, _, cn) in ROLES {
+        out.push(person(&format!("act-{cn}")));
+        out.push(person(&format!("tgt-{cn}")));
+        out.push(format!(
+            "dn: cn={cn},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: {cn}\n\
+             member: uid=act-{cn},ou=people,{BASE}\nmember: uid=tgt-{cn},ou=people,{BASE}\n"
+        ));
+    }
+    out.join("\n")
+}
+
+fn config() -> String {
+    let mut roles = String::from("\n[roles]\n");
+    for (_, key, cn) in ROLES {
+        roles.push_str(&format!("{key} = [\"cn={cn},ou=groups,{BASE}\"]\n"));
+    }
+    roles.push_str(&format!(
+        "\n[expiry]\nsource = \"directory\"\ndefault_policy_dn = \"cn=default,ou=policies,{BASE}\"\n\
+         never_expires_policy_dn = \"cn=never-expires,ou=policies,{BASE}\"\n"
+    ));
+    roles
+}
+
+/// The documented answer: docs/roles.md's whole table, read as (action, target) → the
+/// roles that may.
+fn documented() -> std::collections::HashMap<(String, String), Vec<String>> {
+    let doc =
+        std::fs::read_to_string(harness::repo_root().join("docs/roles.md")).expect("roles.md");
+    let (_, table) = doc
+        .split_once("## The whole table")
+        .expect("the whole table");
+    let mut header: Vec<String> = Vec::new();
+    let mut out = std::collections::HashMap::new();
+    for line in table.lines() {
+        let cells: Vec<String> = line.split('|').map(|c| c.trim().to_owned()).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        if cells[1] == "action" {
+            header = cells[3..cells.len() - 1].to_vec();
+            continue;
+        }
+        if !cells[1].starts_with('`') {
+            continue;
+        }
+        let allowed = header
+            .iter()
+            .zip(&cells[3..])
+            .filter(|(_, c)| *c == "yes")
+            .map(|(r, _)| r.clone())
+            .collect();
+        out.insert(
+            (cells[1].trim_matches('`').to_owned(), cells[2].clone()),
+            allowed,
+        );
+    }
+    out
+}
+
+/// Does `action` to `target` as `token`; the HTTP statuses of its requests.
+async fn act(api: &harness::daemon::Api, token: &str, action: &str, target: &str) -> Vec<u16> {
+    let user = format!("/api/v1/users/{target}");
+    match action {
+        "ResetPassword" => vec![
+            api.post(
+                token,
+                &format!("{user}/password-reset"),
+                json!({"mode": "auto", "requireChangeAtNextSignIn": true, "showPassword": true}),
+            )
+            .await
+            .0,
+        ],
+        "RequireChange" => vec![
+            api.put(
+                token,
+                &format!("{user}/require-password-change"),
+                json!({"required": true}),
+            )
+            .await
+            .0,
+            api.put(
+                token,
+                &format!("{user}/require-password-change"),
+                json!({"required": false}),
+            )
+            .await
+            .0,
+        ],
+        "Unlock" => vec![
+            api.post(token, &format!("{user}/unlock"), json!({}))
+                .await
+                .0,
+        ],
+        "BlockSignIn" => vec![
+            api.post(token, &format!("{user}/block"), json!({})).await.0,
+            api.post(token, &format!("{user}/unblock"), json!({}))
+                .await
+                .0,
+        ],
+        "SetNeverExpires" => vec![
+            api.put(
+                token,
+                &format!("{user}/password-never-expires"),
+                json!({"neverExpires": true}),
+            )
+            .await
+            .0,
+            api.put(
+                token,
+                &format!("{user}/password-never-expires"),
+                json!({"neverExpires": false}),
+            )
+            .await
+            .0,
+        ],
+        other => panic!("unknown action {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_role_on_every_kind_of_target_does_what_the_table_says() {
+    let slapd = Slapd::start_with(0, &[&ldif()]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+    let api = daemon.client();
+    let table = documented();
+    assert_eq!(
+        table.len(),
+        5 * 9,
+        "the table has every action for every target kind"
+    );
+
+    // Each person signs in as themselves and gets their roles from the groups.
+    let mut sessions = Vec::new();
+    for (role, _, cn) in ROLES {
+        let (status, body, headers) = api
+            .post(
+                "",
+                "/api/v1/sessions",
+                json!({"userName": format!("act-{cn}"), "password": slapd.sample_password}),
+            )
+            .await;
+        assert_eq!(status, 201, "act-{cn} signs in: {body}");
+        assert_eq!(body["roles"], json!([role]), "{body}");
+        assert_eq!(
+            headers.get("cache-control").map(|v| v.to_str().unwrap()),
+            Some("no-store")
+        );
+        let token = body["token"].as_str().expect("token").to_owned();
+        assert!(token.starts_with("lbs_"));
+        sessions.push((role.to_string(), format!("act-{cn}"), token));
+    }
+    let scim = harness::daemon::create_token(&daemon.config_path, "matrix-scim", "scim");
+
+    // Targets: a plain user, a holder of each role, the caller themselves, the service
+    // account (outside users_base here: not even found).
+    let mut targets: Vec<(String, String)> = vec![("user".into(), "bob".into())];
+    for (role, _, cn) in ROLES {
+        targets.push((role.to_string(), format!("tgt-{cn}")));
+    }
+    let service_name = slapd
+        .service_dn
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .expect("service rdn");
+
+    let mut callers: Vec<(String, Option<String>, String)> = sessions
+        .iter()
+        .map(|(role, uid, token)| (role.clone(), Some(uid.clone()), token.clone()))
+        .collect();
+    callers.push(("scim".into(), None, scim.clone()));
+
+    let mut checked = 0;
+    for action in ACTIONS {
+        for (role, own_uid, token) in &callers {
+            let mut cases: Vec<(String, String)> = targets.clone();
+            if let Some(uid) = own_uid {
+                cases.push(("self".into(), uid.clone()));
+            }
+            cases.push(("service account".into(), service_name.clone()));
+            for (kind, uid) in cases {
+                let allowed = table[&(action.to_string(), kind.clone())].contains(role);
+                let dn = if kind == "service account" {
+                    slapd.service_dn.clone()
+                } else {
+                    slapd.user_dn(&uid)
+                };
+                let before = slapd.ldapsearch_attrs(&dn, STATE);
+                let statuses = act(&api, token, action, &uid).await;
+                if allowed {
+                    assert!(
+                        statuses.iter().all(|s| *s == 200),
+                        "{role} may {action} on {kind} ({uid}): {statuses:?}"
+                    );
+                } else {
+                    assert!(
+                        statuses.iter().all(|s| [403, 404].contains(s)),
+                        "{role} may not {action} on {kind} ({uid}): {statuses:?}"
+                    );
+                    if kind != "service account" {
+                        assert!(
+                            statuses.iter().all(|s| *s == 403),
+                            "{role}, {action} on {kind}: refused, not missing: {statuses:?}"
+                        );
+                    }
+                    assert_eq!(
+                        slapd.ldapsearch_attrs(&dn, STATE),
+                        before,
+                        "{role} refused {action} on {kind}, yet {uid} changed"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 5 * (6 * 9 + 8));
+
+    // Refusals are audited with the person as actor (the ones made by people: the
+    // scim token is refused before any account is looked at).
+    let (status, audit) = api
+        .get(
+            &daemon.admin_token,
+            "/api/v1/audit?actor=act-passwordadmins&action=sign_in.blocked&limit=500",
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let records = audit["records"].as_array().expect("records");
+    assert!(!records.is_empty(), "{audit}");
+    for r in records {
+        assert!(
+            r["outcome"].as_str().unwrap_or("").starts_with("refused"),
+            "{r}"
+        );
+    }
+    let (_, audit) = api
+        .get(
+            &daemon.admin_token,
+            "/api/v1/audit?actor=act-helpdesk&action=password.reset&limit=500",
+        )
+        .await;
+    let outcomes: Vec<&str> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("success")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("refused")),
+        "{outcomes:?}"
+    );
+    daemon.assert_no_secrets(&[&slapd.sample_password]).await;
+}
+
+#[tokio::test]
+async fn signing_in_says_one_thing_for_every_failure_and_a_session_ends_on_sign_out() {
+    let slapd = Slapd::start_with(0, &[&ldif()]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+    let api = daemon.client();
+
+    // Unknown name, wrong password, a user without a role: the same 401 and message.
+    let mut answers = Vec::new();
+    for (user, password) in [
+        ("nobody-here", slapd.sample_password.as_str()),
+        ("act-helpdesk", "Wrong-Password-123"),
+        ("bob", slapd.sample_password.as_str()),
+    ] {
+        let (status, body, _) = api
+            .post(
+                "",
+                "/api/v1/sessions",
+                json!({"userName": user, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 401, "{user}: {body}");
+        answers.push(body["detail"].clone());
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+
+    let (status, body, _) = api
+        .post(
+            "",
+            "/api/v1/sessions",
+            json!({"userName": "act-useradmins", "password": slapd.sample_password}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().expect("token").to_owned();
+    let (status, _) = api.get(&token, "/api/v1/users/bob").await;
+    assert_eq!(status, 200);
+    // A user admin may not read the audit log.
+    let (status, body) = api.get(&token, "/api/v1/audit").await;
+    assert_eq!(status, 403, "{body}");
+
+    // Its own account is out of reach, with a message that says so.
+    let (status, body, _) = api
+        .post(&token, "/api/v1/users/act-useradmins/block", json!({}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("your own account"),
+        "{body}"
+    );
+
+    // An API token has no session to end.
+    let (status, body, _) = api
+        .delete(&daemon.admin_token, "/api/v1/sessions/current")
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, _, _) = api.delete(&token, "/api/v1/sessions/current").await;
+    assert_eq!(status, 204);
+    let (status, body) = api.get(&token, "/api/v1/users/bob").await;
+    assert_eq!(status, 401, "the session ended: {body}");
+
+    // The audit log names the person.
+    let (_, audit) = api
+        .get(
+            &daemon.admin_token,
+            "/api/v1/audit?actor=act-useradmins&limit=50",
+        )
+        .await;
+    let actions: Vec<&str> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for expected in ["session.signed_in", "sign_in.blocked", "session.signed_out"] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+    daemon
+        .assert_no_secrets(&[&slapd.sample_password, "Wrong-Password-123", &token])
+        .await;
+}
+
+#[tokio::test]
+async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
+    let slapd = Slapd::start_with(0, &[&ldif()]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+    let api = daemon.client();
+    let erin = slapd.user_dn("erin");
+
+    // pwdMaxFailure 5 in the sandbox policy.
+    for _ in 0..5 {
+        assert!(!slapd.bind_as(&erin, "wrong-password-1").success);
+    }
+    assert!(slapd.bind_as(&erin, &slapd.sample_password).locked);
+    let (status, user) = api.get(&daemon.admin_token, "/api/v1/users/erin").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (user["locked"].clone(), user["signInBlocked"].clone()),
+        (json!(true), json!(false))
+    );
+
+    // Unblocking a locked-out account changes nothing.
+    let (status, body, _) = api
+        .post(&daemon.admin_token, "/api/v1/users/erin/unblock", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["changed"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    assert!(slapd.bind_as(&erin, &slapd.sample_password).locked);
+
+    let (status, body, _) = api
+        .post(&daemon.admin_token, "/api/v1/users/erin/unlock", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["changed"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    assert!(slapd.bind_as(&erin, &slapd.sample_password).success);
+
+    // Blocked: unlock refuses and says to unblock; unblock lifts it.
+    let (status, _, _) = api
+        .post(&daemon.admin_token, "/api/v1/users/erin/block", json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(!slapd.bind_as(&erin, &slapd.sample_password).success);
+    let (status, body, _) = api
+        .post(&daemon.admin_token, "/api/v1/users/erin/unlock", json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("unblock"),
+        "{body}"
+    );
+    let (status, body, _) = api
+        .post(&daemon.admin_token, "/api/v1/users/erin/unblock", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["changed"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    assert!(slapd.bind_as(&erin, &slapd.sample_password).success);
+}
