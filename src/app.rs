@@ -17,6 +17,8 @@ use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::audit::chain::SealKey;
 use crate::auth::{Authenticator, Role, SessionService, TokenKey, TokenService};
+use crate::bulk::BulkDeps;
+use crate::bulk::routes::BulkState;
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
     SmtpSecurityConfig,
@@ -172,6 +174,7 @@ pub struct Services {
     pub account: Arc<AccountService>,
     pub expiry: Arc<ExpiryService>,
     pub sweep: SweepDeps,
+    pub bulk: BulkDeps,
     pub schedule: SweepSchedule,
     pub worker: OutboxWorker,
 }
@@ -320,6 +323,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         "outbox-secrets",
     )));
     let notifier = Notifier::new(store.clone(), sealer.clone());
+    let bulk_sealer = sealer.clone();
     let worker = OutboxWorker::new(
         store.clone(),
         sealer,
@@ -353,6 +357,12 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         config.directory.retry_after_secs,
     );
     let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));
+    let bulk = BulkDeps {
+        account: account.clone(),
+        store: store.clone(),
+        sealer: bulk_sealer,
+        running: Default::default(),
+    };
     let sweep = SweepDeps {
         expiry: expiry.clone(),
         directory: directory.clone(),
@@ -392,6 +402,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         account,
         expiry,
         sweep,
+        bulk,
         schedule,
         worker,
     })
@@ -413,6 +424,7 @@ pub async fn serve(
         account,
         expiry,
         sweep,
+        bulk,
         schedule,
         worker,
     } = services;
@@ -433,6 +445,10 @@ pub async fn serve(
         },
         sweep: SweepState {
             deps: sweep.clone(),
+            auth: auth.clone(),
+        },
+        bulk: BulkState {
+            deps: bulk.clone(),
             auth: auth.clone(),
         },
         scim: scim.map(|provider| ScimState {
@@ -474,6 +490,21 @@ pub async fn serve(
         sweep.clone(),
         stop.clone(),
     ));
+    // Bulk jobs a stop cut short carry on where they stopped (nobody is reset twice);
+    // a job paused by the directory is retried every minute.
+    let jobs_task = tokio::spawn({
+        let bulk = bulk.clone();
+        let stop = stop.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => crate::bulk::resume_running(&bulk).await,
+                }
+            }
+        }
+    });
     let scheduler_task = config.sweep.enabled.then(|| {
         tracing::info!(schedule = %schedule, "expiry sweeps are scheduled");
         tokio::spawn(crate::sweep::run_scheduled(sweep, schedule, stop.clone()))
@@ -504,6 +535,8 @@ pub async fn serve(
     .await;
     stop.cancel();
     resume_task.abort();
+    // A job stopped here resumes at the next start; its open items are in the store.
+    jobs_task.abort();
     if let Some(task) = scheduler_task {
         // A sweep cut short is marked interrupted and redone by the next one.
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

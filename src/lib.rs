@@ -7,7 +7,7 @@
 //! |-------------|-----------------------------------------------------|
 //! | entry       | `cli`, then `app` (the composition root)            |
 //! | edge        | `http` (router, middleware, error → response)       |
-//! | features    | `admin`, `scim`, `sweep`                            |
+//! | features    | `admin`, `bulk`, `scim`, `sweep`                    |
 //! | domain      | `account` (the one place passwords change)          |
 //! | services    | `auth`, `audit`, `notify`                           |
 //! | adapters    | `directory` (LDAP), `store` (SQLite)                |
@@ -18,6 +18,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod directory;

@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["app"],
     &["http"],
-    &["admin", "scim", "sweep"],
+    &["admin", "bulk", "scim", "sweep"],
     &["account"],
     &["auth", "audit", "notify"],
     &["directory", "store"],
@@ -116,7 +116,7 @@ const DIRECTORY_WRITES: &[&str] = &[
     "set_policy_max_age",
 ];
 
-const FEATURES: &[&str] = &["admin", "scim", "sweep", "http", "app", "cli"];
+const FEATURES: &[&str] = &["admin", "bulk", "scim", "sweep", "http", "app", "cli"];
 
 #[test]
 fn features_change_accounts_only_through_account() {

@@ -21,7 +21,7 @@ pub use protection::{Protection, ProtectionSettings};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::auth::AccountAction;
-use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry};
+use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry, same_dn};
 use crate::notify::Notifier;
 use crate::policy::{PasswordRules, Violation};
 use crate::types::Secret;
@@ -38,6 +38,10 @@ pub enum PasswordChoice {
     Generate,
     /// The administrator chose one; it is checked against the rules first.
     Chosen(Secret),
+    /// Generated beforehand ([`AccountService::generate_password`]) by a caller that
+    /// must keep it before the directory is asked (a bulk job, to resume without
+    /// resetting anyone twice).
+    Generated(Secret),
 }
 
 #[derive(Debug)]
@@ -45,7 +49,17 @@ pub struct ResetRequest {
     pub choice: PasswordChoice,
     pub require_change: bool,
     pub send_to: Vec<String>,
+    /// Also mail it to the user's alternate address (refused, before any change, for a
+    /// user without one when the password would otherwise be lost).
+    pub send_to_alternate: bool,
     pub show_password: bool,
+}
+
+/// A password found in force ([`AccountService::password_in_force`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InForce {
+    /// The user must change it at next sign-in.
+    pub must_change: bool,
 }
 
 /// What a reset did.
@@ -216,6 +230,92 @@ impl AccountService {
         }
     }
 
+    /// Checks a password an administrator chose for several users against the rules
+    /// (without any one user's words: each reset checks those again).
+    pub fn check_chosen_password(&self, password: &Secret) -> Result<(), AccountError> {
+        self.rules
+            .check(password, &[])
+            .map_err(AccountError::PolicyViolation)
+    }
+
+    /// A new temporary password from the organisation's rules.
+    pub fn generate_password(&self) -> Secret {
+        self.rules.generate()
+    }
+
+    /// Whether `password` is `user_name`'s password now (a bind as them succeeds), and
+    /// if so whether a change is required at next sign-in: how a resumed bulk job tells a
+    /// reset that happened (perhaps only its first half) from one that did not.
+    pub async fn password_in_force(
+        &self,
+        user_name: &str,
+        password: &Secret,
+    ) -> Result<Option<InForce>, AccountError> {
+        let user = match self.find_user(user_name).await {
+            Ok(user) => user,
+            Err(AccountError::UnknownUser(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let check = self
+            .directory
+            .check_user_password(&user.dn, password)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        Ok(check.ok.then_some(InForce {
+            must_change: check.must_change || user.must_change,
+        }))
+    }
+
+    /// The sign-in names of every user, or of the direct members of `group_dn`, except
+    /// `except_dn` (the caller: "everyone but yourself"), in directory order.
+    pub async fn user_names(
+        &self,
+        group_dn: Option<&str>,
+        except_dn: Option<&str>,
+    ) -> Result<Vec<String>, AccountError> {
+        use futures::StreamExt;
+        let members: Option<std::collections::HashSet<String>> = match group_dn {
+            None => None,
+            Some(group) => {
+                let entry = self
+                    .directory
+                    .read_entry(group, &["member"])
+                    .await
+                    .map_err(|e| self.directory_error(e))?
+                    .ok_or_else(|| {
+                        AccountError::InvalidRequest(format!(
+                            "there is no group `{group}` in the directory"
+                        ))
+                    })?;
+                Some(
+                    entry
+                        .attrs
+                        .get("member")
+                        .into_iter()
+                        .flatten()
+                        .map(|dn| crate::directory::dn_key(dn))
+                        .collect(),
+                )
+            }
+        };
+        let except = except_dn.map(crate::directory::dn_key);
+        let mut names = Vec::new();
+        let stream = self.directory.stream_password_states(0);
+        futures::pin_mut!(stream);
+        while let Some(entry) = stream.next().await {
+            let entry = entry.map_err(|e| self.directory_error(e))?;
+            let key = crate::directory::dn_key(&entry.dn);
+            if except.as_deref() == Some(key.as_str())
+                || same_dn(&entry.dn, &self.protection.service_dn)
+                || members.as_ref().is_some_and(|m| !m.contains(&key))
+            {
+                continue;
+            }
+            names.push(entry.user_name);
+        }
+        Ok(names)
+    }
+
     /// Looks a user up by sign-in name.
     pub async fn find_user(&self, user_name: &str) -> Result<UserEntry, AccountError> {
         self.directory
@@ -239,7 +339,7 @@ impl AccountService {
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
         let mode = match req.choice {
-            PasswordChoice::Generate => "auto",
+            PasswordChoice::Generate | PasswordChoice::Generated(_) => "auto",
             PasswordChoice::Chosen(_) => "manual",
         };
         let require_change = req.require_change;
@@ -300,10 +400,11 @@ impl AccountService {
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
         self.authorize_action(actor, AccountAction::ResetPassword, user_name)?;
-        let send_to = validate_recipients(&req.send_to)?;
+        let mut send_to = validate_recipients(&req.send_to)?;
         if matches!(req.choice, PasswordChoice::Generate)
             && !req.show_password
             && send_to.is_empty()
+            && !req.send_to_alternate
         {
             return Err(AccountError::InvalidRequest(
                 "an auto-generated password would be lost: set showPassword to true, or give \
@@ -315,9 +416,26 @@ impl AccountService {
         let user = self.find_user(user_name).await?;
         self.authorize(actor, AccountAction::ResetPassword, user_name, &user)
             .await?;
+        if req.send_to_alternate {
+            match user.alternate_mail.as_deref().map(str::trim) {
+                Some(address) if address.parse::<lettre::Address>().is_ok() => {
+                    if !send_to.iter().any(|a| a.eq_ignore_ascii_case(address)) {
+                        send_to.push(address.to_owned());
+                    }
+                }
+                _ if req.show_password || !send_to.is_empty() => {}
+                _ => {
+                    return Err(AccountError::InvalidRequest(format!(
+                        "`{user_name}` has no alternate email address to send the new \
+                         password to; nothing was changed"
+                    )));
+                }
+            }
+        }
 
         let (password, generated) = match req.choice {
             PasswordChoice::Generate => (self.rules.generate(), true),
+            PasswordChoice::Generated(p) => (p, true),
             PasswordChoice::Chosen(p) => {
                 self.rules
                     .check(&p, &user_inputs(&user))

@@ -406,6 +406,7 @@ pub async fn reset_password(
                 choice,
                 require_change: body.require_change_at_next_sign_in,
                 send_to: body.send_to,
+                send_to_alternate: false,
                 show_password: body.show_password,
             },
         )

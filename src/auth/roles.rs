@@ -49,6 +49,8 @@ pub enum Permission {
     RunSweeps,
     /// Provision users and groups and push passwords over SCIM.
     Provision,
+    /// Name more than 40 accounts in one bulk request.
+    Bulk,
 }
 
 /// Something done to one account, checked against the target by [`Role::may`].
@@ -258,6 +260,7 @@ impl fmt::Display for Permission {
             Permission::ManageExpiry => "change password expiration settings",
             Permission::RunSweeps => "run expiry sweeps",
             Permission::Provision => "provision users over SCIM",
+            Permission::Bulk => "act on more than 40 accounts in one request",
         })
     }
 }
@@ -358,6 +361,7 @@ mod tests {
             Permission::ReadAudit,
             Permission::ManageExpiry,
             Permission::RunSweeps,
+            Permission::Bulk,
         ] {
             assert!(!Role::Scim.allows(p), "scim tokens are provisioning-only");
             assert!(Role::GlobalAdmin.allows(p));

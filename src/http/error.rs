@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::account::{AccountError, rejection_code};
 use crate::admin::AdminError;
 use crate::auth::AuthError;
+use crate::bulk::routes::BulkApiError;
 use crate::directory::PolicyRejection;
 use crate::scim::error::ScimError;
 use crate::sweep::routes::SweepApiError;
@@ -398,6 +399,45 @@ impl From<&SweepApiError> for ErrorBody {
             ),
             SweepApiError::Store(cause) => store_unavailable(&cause.to_string()),
         }
+    }
+}
+
+impl From<&BulkApiError> for ErrorBody {
+    fn from(e: &BulkApiError) -> Self {
+        match e {
+            BulkApiError::NotFound(_) => ErrorBody::new(
+                StatusCode::NOT_FOUND,
+                "job_not_found",
+                e.to_string(),
+                "check the id the job was started with (jobs are readable by their creator)",
+            ),
+            BulkApiError::BadRequest(detail) => ErrorBody::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                detail.clone(),
+                "fix the request (see /api/v1/openapi.json); nothing was started",
+            ),
+            BulkApiError::TooMany(detail) => ErrorBody::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_accounts",
+                detail.clone(),
+                "split the request, or have a global admin run it; nothing was started",
+            ),
+            BulkApiError::ReportGone(_) => ErrorBody::new(
+                StatusCode::GONE,
+                "report_gone",
+                e.to_string(),
+                "a report is given out once; reset those users again if their passwords are lost",
+            ),
+            BulkApiError::Account(inner) => ErrorBody::from(inner),
+            BulkApiError::Store(cause) => store_unavailable(&cause.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for BulkApiError {
+    fn into_response(self) -> Response {
+        ErrorBody::from(&self).into_response()
     }
 }
 

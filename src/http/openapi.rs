@@ -4,6 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::admin::routes as admin;
+use crate::bulk::routes as bulk;
 use crate::sweep::routes as sweeps;
 
 #[derive(OpenApi)]
@@ -12,11 +13,14 @@ use crate::sweep::routes as sweeps;
     paths(admin::list_users, admin::get_user, admin::reset_password,
         admin::sign_in, admin::sign_out, admin::put_require_password_change, admin::unlock, admin::block, admin::unblock, admin::list_audit,
         admin::get_expiration_policy, admin::list_dead_letters, admin::put_expiration_policy, admin::put_never_expires,
+        bulk::start_password_resets, bulk::start_change_requirements, bulk::get_job,
+        bulk::job_outcomes, bulk::job_report,
         sweeps::start_sweep, sweeps::get_sweep, sweeps::list_sweeps, super::health::readiness_details),
     components(schemas(admin::UserView, admin::UserPage, admin::ResetBody, admin::ResetMode,
         admin::ResetResponse, admin::AuditPage, admin::AuditRecordView, super::ErrorBody,
         admin::ExpirationPolicyView, admin::DeadLetterPage, admin::DeadLetterView, admin::NeverExpiresBody, admin::SignInBody, admin::SessionView,
-        admin::RequirePasswordChangeBody, admin::SignInChangeView, sweeps::StartSweep, sweeps::SweepStarted,
+        admin::RequirePasswordChangeBody, admin::SignInChangeView, sweeps::StartSweep, bulk::BulkResetBody, bulk::ChangeRequirementBody,
+        bulk::Selection, bulk::JobStarted, bulk::JobView, bulk::OutcomeView, bulk::OutcomePage, sweeps::SweepStarted,
         super::health::ReadinessView)),
     modifiers(&BearerAuth),
     tags((name = "users"), (name = "passwords"), (name = "audit"), (name = "policy"), (name = "sweeps"), (name = "sessions"), (name = "operations"))

@@ -32,11 +32,14 @@ use crate::sweep::routes::{self as sweep_routes, SweepState};
 /// Request bodies larger than this are refused with 413 (no endpoint needs more).
 const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
+use crate::bulk::routes::BulkState;
+
 pub struct RouterParts {
     pub admin: AdminState,
     /// `None`: SCIM is disabled.
     pub scim: Option<ScimState>,
     pub sweep: SweepState,
+    pub bulk: BulkState,
     pub health: HealthState,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
@@ -101,6 +104,7 @@ pub fn router(parts: RouterParts) -> Router {
     );
     let api = admin::routes(parts.admin)
         .merge(sweep_routes::routes(parts.sweep))
+        .merge(crate::bulk::routes::routes(parts.bulk))
         .route(
             "/readiness",
             get(readiness_details).with_state(parts.health.clone()),

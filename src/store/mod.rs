@@ -51,6 +51,46 @@ pub trait Store: Send + Sync + 'static {
     /// Ends the session with this id; false when it had already ended.
     async fn revoke_session(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// Saves a new bulk job and one `pending` item per user name, in one transaction.
+    async fn insert_job(&self, job: &NewJob, user_names: &[String]) -> Result<(), StoreError>;
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// Jobs still `running` (an instance stopped mid-way, or one is at work), oldest first.
+    async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Up to `limit` items still `pending` or `writing`, in order.
+    async fn open_job_items(&self, id: &str, limit: u32) -> Result<Vec<JobItem>, StoreError>;
+    /// Items in order after `after_seq`, at most `limit` ([`MAX_PAGE`]).
+    async fn job_items_page(
+        &self,
+        id: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<JobItem>, StoreError>;
+    /// Marks items `writing` with their sealed new passwords, in one synced transaction,
+    /// before the directory is asked.
+    async fn mark_job_items_writing(
+        &self,
+        id: &str,
+        items: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError>;
+    /// Gives items their outcome, in one synced transaction. `sealed_password` is kept
+    /// only when given (for the job's report).
+    async fn finish_job_items(&self, id: &str, items: &[JobItemOutcome]) -> Result<(), StoreError>;
+    /// Ends a job (`completed` or `failed`), erasing its sealed chosen password.
+    async fn finish_job(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The job's items with their sealed passwords, once: the passwords are erased in the
+    /// same transaction. `None` when the report was taken before.
+    async fn take_job_report(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<JobItem>>, StoreError>;
+
     /// Appends an audit record chained to the newest one (its `prev_hash` is that
     /// record's hash; see [`chain`]) and returns its id. Records are never changed or
     /// removed. The commit is synced to disk before this returns (it survives a power
@@ -225,6 +265,69 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
     /// Creates or replaces a run-time setting.
     async fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
+}
+
+/// A bulk job to save.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    /// `password-reset` or `require-change`.
+    pub kind: String,
+    pub actor: String,
+    pub actor_dn: Option<String>,
+    pub roles: Vec<String>,
+    pub params: serde_json::Value,
+    /// A chosen password for every account, sealed by the caller.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored bulk job, with its progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    pub actor: String,
+    pub actor_dn: Option<String>,
+    pub roles: Vec<String>,
+    pub params: serde_json::Value,
+    pub sealed_secret: Option<Vec<u8>>,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    pub total: u64,
+    /// Items per status: `done`, `refused`, `failed`, still open (`pending`/`writing`).
+    pub done: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub open: u64,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub report_taken: bool,
+}
+
+/// One account of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobItem {
+    pub seq: u64,
+    pub user_name: String,
+    /// `pending`, `writing`, `done`, `refused` or `failed`.
+    pub status: String,
+    pub code: Option<String>,
+    /// Something was written (false: the account already was in that state).
+    pub changed: bool,
+    pub sealed_password: Option<Vec<u8>>,
+}
+
+/// How one item ended.
+#[derive(Debug, Clone)]
+pub struct JobItemOutcome {
+    pub seq: u64,
+    /// `done`, `refused` or `failed`.
+    pub status: &'static str,
+    pub code: Option<String>,
+    pub changed: bool,
+    pub sealed_password: Option<Vec<u8>>,
 }
 
 /// An administrator's session to save (the token's keyed hash, never the token).

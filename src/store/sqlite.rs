@@ -23,10 +23,10 @@ mod audit_writer;
 use self::audit_writer::AuditWriter;
 use super::chain::{self, GENESIS};
 use super::{
-    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, MAX_AUDIT_PAGE, MAX_PAGE,
-    MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewOutboxMessage, NewSession, NewToken,
-    OutboxCounts, OutboxMessage, OutboxStatus, SessionRecord, Store, StoreError, StoredAuditSeal,
-    SweepReportLine, SweepRun, TokenRecord, sweep_status,
+    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, JobItem, JobItemOutcome, JobRecord,
+    MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewJob, NewOutboxMessage,
+    NewSession, NewToken, OutboxCounts, OutboxMessage, OutboxStatus, SessionRecord, Store,
+    StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -44,6 +44,8 @@ const CHAIN_STARTED: &str = "audit.chain_started";
 const LEDGER_LOOKUP: usize = 2000;
 /// Notices written per pair of statements (one bound JSON array).
 const NOTICE_CHUNK: usize = 1000;
+/// Job items inserted per statement (one bound JSON array).
+const JOB_ITEM_CHUNK: usize = 5000;
 /// Report lines stored per row (one JSON array).
 const REPORT_BLOCK: usize = 1000;
 
@@ -595,6 +597,104 @@ async fn insert_notices(
     Ok(())
 }
 
+macro_rules! job_columns {
+    () => {
+        "j.id, j.kind, j.actor, j.actor_dn, j.roles, j.params, j.sealed_secret, j.status, \
+         j.total, j.created_at, j.finished_at, j.error, j.report_taken_at, \
+         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id AND i.status = 'done') AS done, \
+         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id AND i.status = 'refused') \
+              AS refused, \
+         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id AND i.status = 'failed') \
+              AS failed, \
+         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id \
+              AND i.status IN ('pending', 'writing')) AS open \
+         FROM jobs j"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    kind: String,
+    actor: String,
+    actor_dn: Option<String>,
+    roles: String,
+    params: String,
+    sealed_secret: Option<Vec<u8>>,
+    status: String,
+    total: i64,
+    created_at: String,
+    finished_at: Option<String>,
+    error: Option<String>,
+    report_taken_at: Option<String>,
+    done: i64,
+    refused: i64,
+    failed: i64,
+    open: i64,
+}
+
+fn parse_time(what: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| decode_error(format!("{what} {text:?}: {e}")))
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(JobRecord {
+            roles: serde_json::from_str(&r.roles)
+                .map_err(|e| decode_error(format!("job {} roles: {e}", r.id)))?,
+            params: serde_json::from_str(&r.params)
+                .map_err(|e| decode_error(format!("job {} params: {e}", r.id)))?,
+            created_at: parse_time("job created", &r.created_at)?,
+            finished_at: r
+                .finished_at
+                .as_deref()
+                .map(|t| parse_time("job finished", t))
+                .transpose()?,
+            id: r.id,
+            kind: r.kind,
+            actor: r.actor,
+            actor_dn: r.actor_dn,
+            sealed_secret: r.sealed_secret,
+            status: r.status,
+            total: count(r.total),
+            done: count(r.done),
+            refused: count(r.refused),
+            failed: count(r.failed),
+            open: count(r.open),
+            error: r.error,
+            report_taken: r.report_taken_at.is_some(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobItemRow {
+    seq: i64,
+    user_name: String,
+    status: String,
+    code: Option<String>,
+    changed: bool,
+    sealed_password: Option<Vec<u8>>,
+}
+
+impl From<JobItemRow> for JobItem {
+    fn from(r: JobItemRow) -> Self {
+        JobItem {
+            seq: u64::try_from(r.seq).unwrap_or(0),
+            user_name: r.user_name,
+            status: r.status,
+            code: r.code,
+            changed: r.changed,
+            sealed_password: r.sealed_password,
+        }
+    }
+}
+
 /// Claimed rows in claiming order: transactional first, then oldest due.
 fn claimed(rows: Vec<OutboxRow>) -> Result<Vec<OutboxMessage>, StoreError> {
     let mut messages = rows
@@ -728,6 +828,229 @@ impl Store for SqliteStore {
         .await
         .map_err(err("session"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_job(&self, job: &NewJob, user_names: &[String]) -> Result<(), StoreError> {
+        let mut tx = self
+            .durable
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("job"))?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, actor, actor_dn, roles, params, sealed_secret, status, \
+                               total, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9)",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(&job.actor)
+        .bind(&job.actor_dn)
+        .bind(to_json_text(&serde_json::json!(job.roles))?)
+        .bind(to_json_text(&job.params)?)
+        .bind(&job.sealed_secret)
+        .bind(int(user_names.len() as u64))
+        .bind(ts(job.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err("job id"))?;
+        for (chunk_number, chunk) in user_names.chunks(JOB_ITEM_CHUNK).enumerate() {
+            let first = chunk_number * JOB_ITEM_CHUNK;
+            // One bound JSON array per chunk: [user name, ...], numbered from `first`.
+            sqlx::query(
+                "INSERT INTO job_items (job_id, seq, user_name, status) \
+                 SELECT ?1, ?2 + key, value, 'pending' FROM json_each(?3)",
+            )
+            .bind(&job.id)
+            .bind(int(first as u64))
+            .bind(to_json_text(&serde_json::json!(chunk))?)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("job item"))?;
+        }
+        tx.commit().await.map_err(err("job"))?;
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let rows: Vec<JobRow> =
+            sqlx::query_as(concat!("SELECT ", job_columns!(), " WHERE j.id = ?1"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("job"))?;
+        rows.into_iter().next().map(JobRecord::try_from).transpose()
+    }
+
+    async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " WHERE j.status = 'running' ORDER BY j.created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("job"))?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    async fn open_job_items(&self, id: &str, limit: u32) -> Result<Vec<JobItem>, StoreError> {
+        let rows: Vec<JobItemRow> = sqlx::query_as(
+            "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
+             WHERE job_id = ?1 AND status IN ('pending', 'writing') ORDER BY seq LIMIT ?2",
+        )
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("job item"))?;
+        Ok(rows.into_iter().map(JobItem::from).collect())
+    }
+
+    async fn job_items_page(
+        &self,
+        id: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<JobItem>, StoreError> {
+        let rows: Vec<JobItemRow> = sqlx::query_as(
+            "SELECT seq, user_name, status, code, changed, NULL AS sealed_password FROM job_items \
+             WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(id)
+        .bind(after_seq.map_or(-1, int))
+        .bind(i64::from(limit.clamp(1, MAX_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("job item"))?;
+        Ok(rows.into_iter().map(JobItem::from).collect())
+    }
+
+    async fn mark_job_items_writing(
+        &self,
+        id: &str,
+        items: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = items
+            .iter()
+            .map(|(seq, sealed)| serde_json::json!([seq, hex::encode(sealed)]))
+            .collect();
+        let mut tx = self
+            .durable
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("job item"))?;
+        sqlx::query(
+            "UPDATE job_items SET status = 'writing', sealed_password = unhex(j.value ->> 1) \
+             FROM json_each(?2) AS j \
+             WHERE job_items.job_id = ?1 AND job_items.seq = j.value ->> 0 \
+               AND job_items.status = 'pending'",
+        )
+        .bind(id)
+        .bind(to_json_text(&serde_json::Value::Array(rows))?)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("job item"))?;
+        tx.commit().await.map_err(err("job item"))?;
+        Ok(())
+    }
+
+    async fn finish_job_items(&self, id: &str, items: &[JobItemOutcome]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = items
+            .iter()
+            .map(|o| {
+                serde_json::json!([
+                    o.seq,
+                    o.status,
+                    o.code,
+                    o.changed,
+                    o.sealed_password.as_deref().map(hex::encode)
+                ])
+            })
+            .collect();
+        let mut tx = self
+            .durable
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("job item"))?;
+        sqlx::query(
+            "UPDATE job_items SET status = j.value ->> 1, code = j.value ->> 2, \
+                 changed = j.value ->> 3, sealed_password = unhex(j.value ->> 4) \
+             FROM json_each(?2) AS j \
+             WHERE job_items.job_id = ?1 AND job_items.seq = j.value ->> 0",
+        )
+        .bind(id)
+        .bind(to_json_text(&serde_json::Value::Array(rows))?)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("job item"))?;
+        tx.commit().await.map_err(err("job item"))?;
+        Ok(())
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET status = ?2, error = ?3, finished_at = ?4, sealed_secret = NULL \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(ts(at))
+        .execute(&self.pool)
+        .await
+        .map_err(err("job"))?;
+        Ok(())
+    }
+
+    async fn take_job_report(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<JobItem>>, StoreError> {
+        let mut tx = self
+            .durable
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("job report"))?;
+        let taken = sqlx::query(
+            "UPDATE jobs SET report_taken_at = ?2 WHERE id = ?1 AND report_taken_at IS NULL \
+             AND status != 'running'",
+        )
+        .bind(id)
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err("job report"))?;
+        if taken.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let rows: Vec<JobItemRow> = sqlx::query_as(
+            "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
+             WHERE job_id = ?1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err("job report"))?;
+        sqlx::query("UPDATE job_items SET sealed_password = NULL WHERE job_id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("job report"))?;
+        tx.commit().await.map_err(err("job report"))?;
+        Ok(Some(rows.into_iter().map(JobItem::from).collect()))
     }
 
     async fn find_token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
@@ -2668,6 +2991,104 @@ mod tests {
                 .expect("look-up"),
             vec![true, false, true]
         );
+    }
+
+    /// A job's items are numbered in order, marked writing with their sealed passwords,
+    /// settled, counted; the report is given out once and its passwords erased.
+    #[tokio::test]
+    async fn a_job_goes_from_pending_to_a_report_taken_once() {
+        let (_dir, store) = temp_store().await;
+        let job = NewJob {
+            id: "job-1".into(),
+            kind: "password-reset".into(),
+            actor: "alice".into(),
+            actor_dn: Some("uid=alice,dc=x".into()),
+            roles: vec!["global-admin".into()],
+            params: serde_json::json!({"kind": "password-reset", "report": true}),
+            sealed_secret: Some(vec![1, 2, 3]),
+            created_at: t0(),
+        };
+        let names: Vec<String> = (0..5).map(|n| format!("u{n}")).collect();
+        store.insert_job(&job, &names).await.expect("insert");
+        let got = store.get_job("job-1").await.expect("get").expect("there");
+        assert_eq!((got.total, got.open, got.done), (5, 5, 0));
+        assert_eq!(got.roles, ["global-admin"]);
+        assert_eq!(got.sealed_secret, Some(vec![1, 2, 3]));
+        assert_eq!(store.running_jobs().await.expect("running").len(), 1);
+
+        let open = store.open_job_items("job-1", 3).await.expect("open");
+        assert_eq!(open.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(open[1].user_name, "u1");
+        store
+            .mark_job_items_writing("job-1", &[(0, vec![9, 9]), (1, vec![8])])
+            .await
+            .expect("writing");
+        let open = store.open_job_items("job-1", 10).await.expect("open");
+        assert_eq!(open[0].status, "writing");
+        assert_eq!(open[0].sealed_password, Some(vec![9, 9]));
+        assert_eq!(open[2].status, "pending");
+        store
+            .finish_job_items(
+                "job-1",
+                &[
+                    JobItemOutcome {
+                        seq: 0,
+                        status: "done",
+                        code: None,
+                        changed: true,
+                        sealed_password: Some(vec![7]),
+                    },
+                    JobItemOutcome {
+                        seq: 1,
+                        status: "refused",
+                        code: Some("forbidden_target".into()),
+                        changed: false,
+                        sealed_password: None,
+                    },
+                ],
+            )
+            .await
+            .expect("finish items");
+        let got = store.get_job("job-1").await.expect("get").expect("there");
+        assert_eq!((got.done, got.refused, got.failed, got.open), (1, 1, 0, 3));
+        let page = store
+            .job_items_page("job-1", Some(0), 2)
+            .await
+            .expect("page");
+        assert_eq!(page[0].seq, 1);
+        assert_eq!(page[0].code.as_deref(), Some("forbidden_target"));
+        assert_eq!(page[0].sealed_password, None, "pages never carry secrets");
+
+        assert_eq!(
+            store.take_job_report("job-1", t0()).await.expect("take"),
+            None,
+            "running"
+        );
+        store
+            .finish_job("job-1", "completed", None, t0())
+            .await
+            .expect("finish");
+        assert!(store.running_jobs().await.expect("running").is_empty());
+        let got = store.get_job("job-1").await.expect("get").expect("there");
+        assert_eq!(got.sealed_secret, None, "the chosen password is erased");
+        let report = store
+            .take_job_report("job-1", t0())
+            .await
+            .expect("take")
+            .expect("once");
+        assert_eq!(report.len(), 5);
+        assert_eq!(report[0].sealed_password, Some(vec![7]));
+        assert_eq!(
+            store.take_job_report("job-1", t0()).await.expect("take"),
+            None,
+            "once only"
+        );
+        let left: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed_password FROM job_items WHERE seq = 0")
+                .fetch_one(store.pool())
+                .await
+                .expect("row");
+        assert_eq!(left, None, "erased with the report");
     }
 
     #[tokio::test]

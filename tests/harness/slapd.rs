@@ -43,7 +43,7 @@ pub struct Slapd {
     pub service_password_file: PathBuf,
     /// Initial password of every sample and generated user.
     pub sample_password: String,
-    root_password_file: PathBuf,
+    pub root_password_file: PathBuf,
     running: bool,
     temp: Option<TempDir>,
 }

@@ -1,0 +1,382 @@
+//! One bulk job run: open items in batches → per item the account gate → outcomes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::account::{
+    AccountError, AccountService, Actor, Authority, PasswordChoice, ResetRequest,
+};
+use crate::auth::Role;
+use crate::notify::Sealer;
+use crate::store::{JobItem, JobItemOutcome, JobRecord, Store, StoreError};
+use crate::types::Secret;
+
+/// Items taken from the store per batch (two synced commits each: "writing", outcomes).
+const BATCH: u32 = 64;
+/// Accounts worked on side by side (the directory's connection pool serves them).
+const IN_FLIGHT: usize = 8;
+
+/// What a job does to each account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum JobKind {
+    /// Reset the password: generated per user, or the one chosen (sealed in the job).
+    #[serde(rename = "password-reset", rename_all = "camelCase")]
+    PasswordReset {
+        generated: bool,
+        require_change: bool,
+        /// Mail each user's new password to their alternate address.
+        deliver_to_alternate: bool,
+        /// Keep the new passwords (sealed) for one download by the caller.
+        report: bool,
+    },
+    /// Require (or stop requiring) a password change at next sign-in.
+    #[serde(rename = "require-change")]
+    RequireChange { required: bool },
+}
+
+impl JobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::PasswordReset { .. } => "password-reset",
+            JobKind::RequireChange { .. } => "require-change",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("no job `{0}`")]
+    NoSuchJob(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Account(#[from] AccountError),
+    #[error("the job's parameters cannot be read: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+pub struct BulkDeps {
+    pub account: Arc<AccountService>,
+    pub store: Arc<dyn Store>,
+    pub sealer: Arc<Sealer>,
+    /// Jobs this process is running now (a second runner of the same job waits out).
+    pub running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The job's caller, as it was when the job was created.
+fn actor_of(job: &JobRecord) -> Actor {
+    Actor {
+        name: job.actor.clone(),
+        dn: job.actor_dn.clone(),
+        authority: match job.roles.as_slice() {
+            [only] if only == "system" => Authority::System,
+            roles => Authority::Roles(
+                roles
+                    .iter()
+                    .filter_map(|r| r.parse::<Role>().ok())
+                    .collect(),
+            ),
+        },
+        request_id: Some(format!("job-{}", job.id)),
+    }
+}
+
+struct Running<'a> {
+    deps: &'a BulkDeps,
+    id: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = self.deps.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.remove(&self.id);
+    }
+}
+
+/// Runs the job to its end (or until the directory or the store fails: the job stays
+/// `running` and a later [`resume_running`] carries on). `None` when this process is
+/// running it already.
+pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, BulkError> {
+    {
+        let mut running = deps.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.insert(id.to_owned()) {
+            return Ok(None);
+        }
+    }
+    let _guard = Running {
+        deps,
+        id: id.to_owned(),
+    };
+    let job = deps
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| BulkError::NoSuchJob(id.to_owned()))?;
+    if job.status != "running" {
+        return Ok(Some(job));
+    }
+    let kind: JobKind = serde_json::from_value(job.params.clone())
+        .map_err(|e| BulkError::Corrupt(e.to_string()))?;
+    let chosen = job
+        .sealed_secret
+        .as_deref()
+        .map(|s| deps.sealer.open(s))
+        .transpose()
+        .map_err(|e| BulkError::Corrupt(e.to_string()))?;
+    let actor = actor_of(&job);
+    loop {
+        let items = deps.store.open_job_items(id, BATCH).await?;
+        if items.is_empty() {
+            break;
+        }
+        let outcomes = match kind {
+            JobKind::PasswordReset {
+                generated,
+                require_change,
+                deliver_to_alternate,
+                report,
+            } => {
+                let reset = ResetBatch {
+                    deps,
+                    actor: &actor,
+                    chosen: if generated { None } else { chosen.as_ref() },
+                    require_change,
+                    deliver_to_alternate,
+                    report,
+                };
+                reset.run(id, items).await?
+            }
+            JobKind::RequireChange { required } => {
+                require_change(deps, &actor, items, required).await
+            }
+        };
+        let stop = outcomes.iter().any(|o| o.is_none());
+        let finished: Vec<JobItemOutcome> = outcomes.into_iter().flatten().collect();
+        deps.store.finish_job_items(id, &finished).await?;
+        if stop {
+            // The directory (or the audit log) stopped answering: what was not settled
+            // stays open for the next run.
+            return Err(BulkError::Account(AccountError::DirectoryUnavailable {
+                cause: "the directory stopped answering during a bulk job".into(),
+                retry_after_secs: 30,
+            }));
+        }
+    }
+    deps.store
+        .finish_job(id, "completed", None, Utc::now())
+        .await?;
+    tracing::info!(job.id = id, kind = kind.name(), "bulk job finished");
+    Ok(deps.store.get_job(id).await?)
+}
+
+/// Runs every job left `running` (by a process that stopped, or stopped by the
+/// directory) that this process is not running already.
+pub async fn resume_running(deps: &BulkDeps) {
+    let jobs = match deps.store.running_jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list unfinished bulk jobs");
+            return;
+        }
+    };
+    for job in jobs {
+        match run_job(deps, &job.id).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job.id = %job.id, error = %e, "bulk job paused; it resumes later")
+            }
+        }
+    }
+}
+
+/// How an item's error counts: refused (nothing changed, the caller may fix it), failed
+/// (tried and failed), or `None`: stop the job and try again later.
+fn settle(e: &AccountError) -> Option<&'static str> {
+    match e {
+        AccountError::DirectoryUnavailable { .. }
+        | AccountError::OutcomeUnknown { .. }
+        | AccountError::AuditUnavailable(_) => None,
+        AccountError::Misconfigured(_)
+        | AccountError::Directory(_)
+        | AccountError::DirectoryAccessDenied
+        | AccountError::FlagNotApplied
+        | AccountError::PasswordMayBeInForce { .. } => Some("failed"),
+        _ => Some("refused"),
+    }
+}
+
+async fn require_change(
+    deps: &BulkDeps,
+    actor: &Actor,
+    items: Vec<JobItem>,
+    required: bool,
+) -> Vec<Option<JobItemOutcome>> {
+    futures::stream::iter(items)
+        .map(|item| async move {
+            // Idempotent: an item left open by a stop is simply done again.
+            let result = deps
+                .account
+                .require_password_change(actor, &item.user_name, required)
+                .await;
+            match result {
+                Ok(change) => Some(JobItemOutcome {
+                    seq: item.seq,
+                    status: "done",
+                    code: None,
+                    changed: change.changed,
+                    sealed_password: None,
+                }),
+                Err(e) => settle(&e).map(|status| JobItemOutcome {
+                    seq: item.seq,
+                    status,
+                    code: Some(e.code().to_owned()),
+                    changed: false,
+                    sealed_password: None,
+                }),
+            }
+        })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await
+}
+
+struct ResetBatch<'a> {
+    deps: &'a BulkDeps,
+    actor: &'a Actor,
+    chosen: Option<&'a Secret>,
+    require_change: bool,
+    deliver_to_alternate: bool,
+    report: bool,
+}
+
+impl ResetBatch<'_> {
+    async fn run(
+        &self,
+        id: &str,
+        items: Vec<JobItem>,
+    ) -> Result<Vec<Option<JobItemOutcome>>, BulkError> {
+        // Each item's password, sealed in the store before the directory is asked.
+        let mut work: Vec<(JobItem, Secret, bool)> = Vec::with_capacity(items.len());
+        let mut fresh = Vec::new();
+        for item in items {
+            match item.sealed_password.as_deref() {
+                Some(sealed) if item.status == "writing" => {
+                    let password = self
+                        .deps
+                        .sealer
+                        .open(sealed)
+                        .map_err(|e| BulkError::Corrupt(e.to_string()))?;
+                    work.push((item, password, true));
+                }
+                _ => {
+                    let password = match self.chosen {
+                        Some(p) => p.clone(),
+                        None => self.deps.account.generate_password(),
+                    };
+                    fresh.push((item.seq, self.deps.sealer.seal(&password)));
+                    work.push((item, password, false));
+                }
+            }
+        }
+        self.deps.store.mark_job_items_writing(id, &fresh).await?;
+        Ok(futures::stream::iter(work)
+            .map(|(item, password, resumed)| self.one(item, password, resumed))
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await)
+    }
+
+    async fn one(&self, item: JobItem, password: Secret, resumed: bool) -> Option<JobItemOutcome> {
+        let kept = self.report.then(|| self.deps.sealer.seal(&password));
+        if resumed {
+            // Left `writing` by a run that stopped: was this password set?
+            match self
+                .deps
+                .account
+                .password_in_force(&item.user_name, &password)
+                .await
+            {
+                Ok(Some(in_force)) => {
+                    // The run may have died between the password and the flag.
+                    if self.require_change
+                        && !in_force.must_change
+                        && let Err(e) = self
+                            .deps
+                            .account
+                            .require_password_change(self.actor, &item.user_name, true)
+                            .await
+                    {
+                        return settle(&e).map(|status| JobItemOutcome {
+                            seq: item.seq,
+                            status,
+                            code: Some(e.code().to_owned()),
+                            changed: true,
+                            sealed_password: kept,
+                        });
+                    }
+                    return Some(JobItemOutcome {
+                        seq: item.seq,
+                        status: "done",
+                        code: Some("resumed".into()),
+                        changed: true,
+                        sealed_password: kept,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return settle(&e).map(|status| JobItemOutcome {
+                        seq: item.seq,
+                        status,
+                        code: Some(e.code().to_owned()),
+                        changed: false,
+                        sealed_password: None,
+                    });
+                }
+            }
+        }
+        let choice = match self.chosen {
+            Some(_) => PasswordChoice::Chosen(password),
+            None => PasswordChoice::Generated(password),
+        };
+        let result = self
+            .deps
+            .account
+            .reset_password(
+                self.actor,
+                &item.user_name,
+                ResetRequest {
+                    choice,
+                    require_change: self.require_change,
+                    send_to: Vec::new(),
+                    send_to_alternate: self.deliver_to_alternate,
+                    show_password: self.report,
+                },
+            )
+            .await;
+        match result {
+            Ok(_) => Some(JobItemOutcome {
+                seq: item.seq,
+                status: "done",
+                code: None,
+                changed: true,
+                sealed_password: kept,
+            }),
+            Err(e) => settle(&e).map(|status| JobItemOutcome {
+                seq: item.seq,
+                status,
+                code: Some(e.code().to_owned()),
+                changed: false,
+                // A password that may be in force is kept for the report.
+                sealed_password: matches!(e, AccountError::PasswordMayBeInForce { .. })
+                    .then_some(kept)
+                    .flatten(),
+            }),
+        }
+    }
+}

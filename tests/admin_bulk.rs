@@ -1,0 +1,335 @@
+//! Bulk jobs against a real slapd: resetting everyone but yourself, killed mid-way with
+//! SIGKILL and resumed without resetting anyone twice; forced change for a group and its
+//! undo; the per-request cap for interactive callers.
+
+mod harness;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use harness::daemon::{Api, Daemon};
+use harness::slapd::Slapd;
+use harness::smtp::MailSink;
+use serde_json::{Value, json};
+
+async fn sign_in(api: &Api, user: &str, password: &str) -> String {
+    let (status, body, _) = api
+        .post(
+            "",
+            "/api/v1/sessions",
+            json!({"userName": user, "password": password}),
+        )
+        .await;
+    assert_eq!(status, 201, "{user} signs in: {body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+async fn wait_for(api: &Api, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (status, job) = api.get(token, &format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job did not get there: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `attr` values of every entry under `base` (root's view), by uid.
+fn values_by_uid(slapd: &Slapd, attr: &str) -> HashMap<String, Vec<String>> {
+    let out = std::process::Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &slapd.ca_file)
+        .args([
+            "-LLL",
+            "-o",
+            "ldif-wrap=no",
+            "-x",
+            "-H",
+            &slapd.ldaps_url,
+            "-D",
+            &slapd.root_dn,
+            "-y",
+        ])
+        .arg(&slapd.root_password_file)
+        .args([
+            "-b",
+            &slapd.users_base,
+            "-E",
+            "pr=1000/noprompt",
+            "(uid=*)",
+            "uid",
+            attr,
+        ])
+        .output()
+        .expect("ldapsearch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_uid = HashMap::new();
+    let mut uid = String::new();
+    let mut values = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().chain([""]) {
+        if line.is_empty() {
+            if !uid.is_empty() {
+                by_uid.insert(std::mem::take(&mut uid), std::mem::take(&mut values));
+            }
+            values.clear();
+        } else if let Some(v) = line.strip_prefix("uid: ") {
+            uid = v.to_owned();
+        } else if let Some((name, v)) = line.split_once(": ").or_else(|| line.split_once(":: "))
+            && name.eq_ignore_ascii_case(attr)
+        {
+            values.push(v.to_owned());
+        }
+    }
+    by_uid
+}
+
+#[tokio::test]
+async fn resetting_everyone_survives_a_kill_and_resets_nobody_twice() {
+    let slapd = Slapd::start_with(1000, &[]);
+    let mail = MailSink::start();
+    let mut daemon = Daemon::start(&slapd, &mail);
+    let api = daemon.client();
+    // alice is in the sandbox's admin group: a global admin, acting as herself.
+    let alice = sign_in(&api, "alice", &slapd.sample_password).await;
+
+    let (status, body, _) = api
+        .post(
+            &alice,
+            "/api/v1/password-resets",
+            json!({"all": true, "mode": "auto", "requireChangeAtNextSignIn": true, "report": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    assert_eq!(body["total"], 1004, "everyone but alice: {body}");
+
+    // Killed (SIGKILL) part-way, then started again: the job carries on.
+    let partway = wait_for(&api, &alice, &id, |j| {
+        j["done"].as_u64().unwrap_or(0) >= 300
+    })
+    .await;
+    daemon.kill();
+    assert!(
+        partway["remaining"].as_u64().unwrap_or(0) > 0,
+        "killed before the end: {partway}"
+    );
+    daemon.restart();
+    // A new client: the old one's kept-alive connection died with the process.
+    let api = daemon.client();
+    let job = wait_for(&api, &alice, &id, |j| j["status"] != "running").await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        (
+            job["done"].clone(),
+            job["refused"].clone(),
+            job["failed"].clone()
+        ),
+        (json!(1004), json!(0), json!(0)),
+        "{job}"
+    );
+    assert_eq!(job["reportAvailable"], true);
+
+    // Nobody twice: each reset put the sample password into pwdHistory once.
+    let history = values_by_uid(&slapd, "pwdHistory");
+    let reset = values_by_uid(&slapd, "pwdReset");
+    for n in 1..=1000 {
+        let uid = format!("user{n:06}");
+        assert_eq!(
+            history.get(&uid).map_or(0, Vec::len),
+            1,
+            "{uid}: {:?}",
+            history.get(&uid)
+        );
+        assert_eq!(
+            reset.get(&uid),
+            Some(&vec!["TRUE".to_owned()]),
+            "{uid} must change"
+        );
+    }
+    // The caller untouched.
+    assert!(
+        history.get("alice").is_none_or(Vec::is_empty),
+        "alice was reset"
+    );
+    assert!(
+        slapd
+            .bind_as(&slapd.user_dn("alice"), &slapd.sample_password)
+            .success
+    );
+
+    // The report: every account, its new password (which binds, asking for a change),
+    // given out once.
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/jobs/{id}/report", daemon.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("report");
+    assert_eq!(response.status().as_u16(), 200);
+    let csv = response.text().await.expect("csv");
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 1004, "{}", &csv[..csv.len().min(300)]);
+    let mut resumed = 0;
+    for row in &rows {
+        assert_eq!(row[1], "done", "{row:?}");
+        assert!(row[3].len() >= 12, "a password for {}", row[0]);
+        resumed += usize::from(row[2] == "resumed");
+    }
+    for row in rows.iter().step_by(97) {
+        let bind = slapd.bind_as(&slapd.user_dn(row[0]), row[3]);
+        assert!(
+            bind.success && bind.must_change,
+            "{}: {}",
+            row[0],
+            bind.output
+        );
+    }
+    tracing_free_note(resumed);
+    let (status, body, _) = api
+        .get_full(&alice, &format!("/api/v1/jobs/{id}/report"))
+        .await;
+    assert_eq!(status, 410, "given out once: {body}");
+
+    let passwords: Vec<&str> = rows.iter().step_by(50).map(|r| r[3]).collect();
+    daemon.assert_no_secrets(&passwords).await;
+}
+
+/// How many items a resumed run found already done (by a bind) rather than redid: zero
+/// is possible when the kill fell between batches, so it is printed, not asserted.
+fn tracing_free_note(resumed: usize) {
+    eprintln!("items found in force after the restart: {resumed}");
+}
+
+#[tokio::test]
+async fn forcing_a_change_for_a_group_and_undoing_it() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let daemon = Daemon::start(&slapd, &mail);
+    let api = daemon.client();
+    let alice = sign_in(&api, "alice", &slapd.sample_password).await;
+    let staff = format!("cn=staff,{}", slapd.groups_base);
+
+    for required in [true, false] {
+        let (status, body, _) = api
+            .post(
+                &alice,
+                "/api/v1/password-change-requirements",
+                json!({"group": staff, "required": required}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["total"], 4, "bob, carol, dave, erin: {body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        let job = wait_for(&api, &alice, &id, |j| j["status"] != "running").await;
+        assert_eq!(job["done"], 4, "{job}");
+        for uid in ["bob", "carol", "dave", "erin"] {
+            let bind = slapd.bind_as(&slapd.user_dn(uid), &slapd.sample_password);
+            assert!(bind.success, "{uid}: {}", bind.output);
+            assert_eq!(bind.must_change, required, "{uid}: {}", bind.output);
+        }
+        let (_, page) = api
+            .get(&alice, &format!("/api/v1/jobs/{id}/outcomes?limit=10"))
+            .await;
+        let outcomes = page["outcomes"].as_array().expect("outcomes");
+        assert_eq!(outcomes.len(), 4, "{page}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o["status"] == "done" && o["changed"] == true),
+            "{page}"
+        );
+    }
+    // Not in the group, not touched.
+    assert!(
+        !slapd
+            .bind_as(&slapd.user_dn("alice"), &slapd.sample_password)
+            .must_change
+    );
+}
+
+#[tokio::test]
+async fn interactive_callers_name_at_most_forty_and_refusals_are_per_account() {
+    let slapd = Slapd::start_with(50, &[]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start(&slapd, &mail);
+    let api = daemon.client();
+    let users: Vec<String> = (1..=41).map(|n| format!("user{n:06}")).collect();
+
+    let (status, body, _) = api
+        .post(
+            &daemon.password_admin_token,
+            "/api/v1/password-change-requirements",
+            json!({"users": users, "required": true}),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("at most 40"),
+        "{body}"
+    );
+
+    // Forty is fine; an administrator among them is refused, alone, and audited.
+    let mut forty: Vec<String> = users[..39].to_vec();
+    forty.push("alice".into());
+    let (status, body, _) = api
+        .post(
+            &daemon.password_admin_token,
+            "/api/v1/password-change-requirements",
+            json!({"users": forty, "required": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let job = wait_for(&api, &daemon.password_admin_token, &id, |j| {
+        j["status"] != "running"
+    })
+    .await;
+    assert_eq!(
+        (job["done"].clone(), job["refused"].clone()),
+        (json!(39), json!(1)),
+        "{job}"
+    );
+    let (_, page) = api
+        .get(
+            &daemon.password_admin_token,
+            &format!("/api/v1/jobs/{id}/outcomes?after=38"),
+        )
+        .await;
+    assert_eq!(page["outcomes"][0]["userName"], "alice", "{page}");
+    assert_eq!(page["outcomes"][0]["code"], "forbidden_target", "{page}");
+    assert!(
+        !slapd
+            .bind_as(&slapd.user_dn("alice"), &slapd.sample_password)
+            .must_change
+    );
+
+    // Without a way to hand the passwords over, a reset job is refused up front.
+    let (status, body, _) = api
+        .post(
+            &daemon.admin_token,
+            "/api/v1/password-resets",
+            json!({"users": ["bob"], "mode": "auto"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // An auditor may not start one at all.
+    let auditor = harness::daemon::create_token(&daemon.config_path, "bulk-auditor", "auditor");
+    let (status, body, _) = api
+        .post(
+            &auditor,
+            "/api/v1/password-resets",
+            json!({"users": ["bob"], "mode": "auto", "report": true}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
