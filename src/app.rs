@@ -67,6 +67,7 @@ pub fn directory_settings(config: &Config) -> DirectorySettings {
         ca_file: d.ca_file.clone(),
         tls_insecure_skip_verify: d.tls_insecure_skip_verify,
         allow_plaintext: d.allow_plaintext,
+        server_hashes_cleartext: d.server_hashes_cleartext,
         bind_dn: d.bind_dn.clone(),
         bind_password: config.directory_bind_password.clone(),
         users_base: d.users_base.clone(),

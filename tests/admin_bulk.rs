@@ -93,7 +93,14 @@ fn values_by_uid(slapd: &Slapd, attr: &str) -> HashMap<String, Vec<String>> {
 async fn resetting_everyone_survives_a_kill_and_resets_nobody_twice() {
     let slapd = Slapd::start_with(1000, &[]);
     let mail = MailSink::start();
-    let mut daemon = Daemon::start(&slapd, &mail);
+    // The sandbox hashes clear-text passwords: each reset is one write, the path a kill
+    // must not leave half-done.
+    let mut daemon = Daemon::start_with_env(
+        &slapd,
+        mail.port,
+        "",
+        &[("LOCKBRIDGE__DIRECTORY__SERVER_HASHES_CLEARTEXT", "true")],
+    );
     let api = daemon.client();
     // alice is in the sandbox's admin group: a global admin, acting as herself.
     let alice = sign_in(&api, "alice", &slapd.sample_password).await;

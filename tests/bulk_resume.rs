@@ -64,7 +64,11 @@ async fn a_resumed_job_resets_nobody_twice_and_uses_the_sealed_passwords() {
         )
         .await
         .expect("bob's first reset");
-    assert!(!slapd.bind_as(&slapd.user_dn("bob"), bob_password.expose()).must_change);
+    assert!(
+        !slapd
+            .bind_as(&slapd.user_dn("bob"), bob_password.expose())
+            .must_change
+    );
     store
         .mark_job_items_writing(
             "resume-1",
@@ -99,7 +103,11 @@ async fn a_resumed_job_resets_nobody_twice_and_uses_the_sealed_passwords() {
         );
     }
     let bob = slapd.bind_as(&slapd.user_dn("bob"), bob_password.expose());
-    assert!(bob.success && bob.must_change, "the flag completed: {}", bob.output);
+    assert!(
+        bob.success && bob.must_change,
+        "the flag completed: {}",
+        bob.output
+    );
     let carol = slapd.bind_as(&slapd.user_dn("carol"), carol_password.expose());
     assert!(
         carol.success && carol.must_change,

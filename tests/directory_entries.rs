@@ -18,6 +18,7 @@ use lockbridge::types::Secret;
 
 fn settings(slapd: &Slapd) -> DirectorySettings {
     DirectorySettings {
+        server_hashes_cleartext: false,
         kind: DirectoryKind::OpenLdap,
         url: slapd.ldaps_url.clone(),
         starttls: false,

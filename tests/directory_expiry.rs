@@ -17,7 +17,7 @@ use futures::StreamExt;
 use harness::Slapd;
 use lockbridge::directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, Lockout, PasswordStateEntry,
-    same_dn,
+    PolicyRejection, same_dn,
 };
 use lockbridge::types::Secret;
 
@@ -29,6 +29,7 @@ const DEFAULT_MAX_AGE: u64 = 7_776_000;
 
 fn settings(slapd: &Slapd) -> DirectorySettings {
     DirectorySettings {
+        server_hashes_cleartext: false,
         kind: DirectoryKind::OpenLdap,
         url: slapd.ldaps_url.clone(),
         starttls: false,
@@ -547,4 +548,44 @@ async fn writes_outside_users_base_are_refused() {
             .ldapsearch_attr(&slapd.service_dn, "pwdAccountLockedTime")
             .is_empty()
     );
+}
+
+/// With `server_hashes_cleartext` (the sandbox runs `ppolicy_hash_cleartext`), a reset
+/// that requires a change is one modify: the password stored hashed, history kept, the
+/// flag set, and the directory's policy still applied (a password from the history is
+/// refused, nothing changes).
+#[tokio::test]
+async fn one_write_resets_store_a_hash_and_set_the_flag_together() {
+    let slapd = Slapd::start();
+    let dir = Directory::new(DirectorySettings {
+        server_hashes_cleartext: true,
+        ..settings(&slapd)
+    })
+    .unwrap();
+    let bob = slapd.user_dn("bob");
+    let new = Secret::new("Amber-Falcon-Meadow-41");
+    dir.set_password(&bob, &new, true).await.unwrap();
+    let stored = slapd.ldapsearch_attr(&bob, "userPassword");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        stored[0].starts_with("{SSHA}"),
+        "hashed by the server: {stored:?}"
+    );
+    assert_eq!(slapd.ldapsearch_attr(&bob, "pwdHistory").len(), 1);
+    let bind = slapd.bind_as(&bob, new.expose());
+    assert!(bind.success && bind.must_change, "{}", bind.output);
+
+    // The policy still applies: the previous password is in the history.
+    let e = dir
+        .set_password(&bob, &Secret::new(slapd.sample_password.clone()), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DirectoryError::PasswordRejected(PolicyRejection::InHistory)
+        ),
+        "{e:?}"
+    );
+    assert!(slapd.bind_as(&bob, new.expose()).success, "unchanged");
 }

@@ -23,6 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn settings(slapd: &Slapd) -> DirectorySettings {
     DirectorySettings {
+        server_hashes_cleartext: false,
         kind: DirectoryKind::OpenLdap,
         url: slapd.ldaps_url.clone(),
         starttls: false,

@@ -238,6 +238,18 @@ impl AccountService {
             .map_err(AccountError::PolicyViolation)
     }
 
+    /// Several users by sign-in name in one directory search, keyed by the name in lower
+    /// case; a name found nowhere (or twice) is missing from the map.
+    pub async fn find_users(
+        &self,
+        user_names: &[&str],
+    ) -> Result<std::collections::HashMap<String, UserEntry>, AccountError> {
+        self.directory
+            .find_users(user_names)
+            .await
+            .map_err(|e| self.directory_error(e))
+    }
+
     /// A new temporary password from the organisation's rules.
     pub fn generate_password(&self) -> Secret {
         self.rules.generate()
@@ -338,12 +350,24 @@ impl AccountService {
         user_name: &str,
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
+        self.reset_password_of(actor, user_name, None, req).await
+    }
+
+    /// [`AccountService::reset_password`] for a user the caller already read (a bulk
+    /// job reads its batch in one search); `None`: looked up here.
+    pub async fn reset_password_of(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        known: Option<UserEntry>,
+        req: ResetRequest,
+    ) -> Result<ResetReceipt, AccountError> {
         let mode = match req.choice {
             PasswordChoice::Generate | PasswordChoice::Generated(_) => "auto",
             PasswordChoice::Chosen(_) => "manual",
         };
         let require_change = req.require_change;
-        let result = self.try_reset(actor, user_name, req).await;
+        let result = self.try_reset(actor, user_name, known, req).await;
         let (outcome, sent_to, password_shown, password_in_force) = match &result {
             Ok(r) => (
                 Outcome::Success,
@@ -397,6 +421,7 @@ impl AccountService {
         &self,
         actor: &Actor,
         user_name: &str,
+        known: Option<UserEntry>,
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
         self.authorize_action(actor, AccountAction::ResetPassword, user_name)?;
@@ -413,7 +438,10 @@ impl AccountService {
             ));
         }
 
-        let user = self.find_user(user_name).await?;
+        let user = match known {
+            Some(user) => user,
+            None => self.find_user(user_name).await?,
+        };
         self.authorize(actor, AccountAction::ResetPassword, user_name, &user)
             .await?;
         if req.send_to_alternate {

@@ -15,10 +15,12 @@ use crate::notify::Sealer;
 use crate::store::{JobItem, JobItemOutcome, JobRecord, Store, StoreError};
 use crate::types::Secret;
 
-/// Items taken from the store per batch (two synced commits each: "writing", outcomes).
-const BATCH: u32 = 64;
-/// Accounts worked on side by side (the directory's connection pool serves them).
-const IN_FLIGHT: usize = 8;
+/// Items taken from the store per batch (two synced commits each: "writing", outcomes;
+/// one directory search for the batch's users).
+const BATCH: u32 = 256;
+/// Accounts worked on side by side: more than the directory pool's connections, so that
+/// while some wait for the audit log's commit the others keep the directory busy.
+const IN_FLIGHT: usize = 16;
 
 /// What a job does to each account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,42 +132,48 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
         .transpose()
         .map_err(|e| BulkError::Corrupt(e.to_string()))?;
     let actor = actor_of(&job);
-    loop {
-        let items = deps.store.open_job_items(id, BATCH).await?;
-        if items.is_empty() {
-            break;
-        }
-        let outcomes = match kind {
-            JobKind::PasswordReset {
-                generated,
+    match kind {
+        JobKind::PasswordReset {
+            generated,
+            require_change,
+            deliver_to_alternate,
+            report,
+        } => {
+            let reset = ResetBatch {
+                deps,
+                actor: &actor,
+                chosen: if generated { None } else { chosen.as_ref() },
                 require_change,
                 deliver_to_alternate,
                 report,
-            } => {
-                let reset = ResetBatch {
-                    deps,
-                    actor: &actor,
-                    chosen: if generated { None } else { chosen.as_ref() },
-                    require_change,
-                    deliver_to_alternate,
-                    report,
+            };
+            // The next batch is made ready (passwords sealed and stored, users read)
+            // while this one is written to the directory.
+            let mut ready = reset.prepare(id, None).await?;
+            while let Some(last) = ready.last().map(|w| w.item.seq) {
+                let (outcomes, next) = tokio::join!(
+                    reset.process(std::mem::take(&mut ready)),
+                    reset.prepare(id, Some(last))
+                );
+                settle_batch(deps, id, outcomes).await?;
+                ready = next?;
+            }
+        }
+        JobKind::RequireChange { required } => {
+            let mut after = None;
+            loop {
+                let items = deps.store.open_job_items(id, after, BATCH).await?;
+                let Some(last) = items.last().map(|i| i.seq) else {
+                    break;
                 };
-                reset.run(id, items).await?
+                after = Some(last);
+                settle_batch(
+                    deps,
+                    id,
+                    require_change(deps, &actor, items, required).await,
+                )
+                .await?;
             }
-            JobKind::RequireChange { required } => {
-                require_change(deps, &actor, items, required).await
-            }
-        };
-        let stop = outcomes.iter().any(|o| o.is_none());
-        let finished: Vec<JobItemOutcome> = outcomes.into_iter().flatten().collect();
-        deps.store.finish_job_items(id, &finished).await?;
-        if stop {
-            // The directory (or the audit log) stopped answering: what was not settled
-            // stays open for the next run.
-            return Err(BulkError::Account(AccountError::DirectoryUnavailable {
-                cause: "the directory stopped answering during a bulk job".into(),
-                retry_after_secs: 30,
-            }));
         }
     }
     deps.store
@@ -173,6 +181,33 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
         .await?;
     tracing::info!(job.id = id, kind = kind.name(), "bulk job finished");
     Ok(deps.store.get_job(id).await?)
+}
+
+/// Stores a batch's outcomes; stops the job (to resume later) when an item could not be
+/// settled because the directory or the audit log stopped answering.
+async fn settle_batch(
+    deps: &BulkDeps,
+    id: &str,
+    outcomes: Vec<Option<JobItemOutcome>>,
+) -> Result<(), BulkError> {
+    let stop = outcomes.iter().any(|o| o.is_none());
+    let finished: Vec<JobItemOutcome> = outcomes.into_iter().flatten().collect();
+    let started = std::time::Instant::now();
+    deps.store.finish_job_items(id, &finished).await?;
+    tracing::debug!(
+        job.id = id,
+        items = finished.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "batch outcomes stored"
+    );
+    if stop {
+        // What was not settled stays open for the next run.
+        return Err(BulkError::Account(AccountError::DirectoryUnavailable {
+            cause: "the directory stopped answering during a bulk job".into(),
+            retry_after_secs: 30,
+        }));
+    }
+    Ok(())
 }
 
 /// Runs every job left `running` (by a process that stopped, or stopped by the
@@ -255,44 +290,99 @@ struct ResetBatch<'a> {
     report: bool,
 }
 
+/// One account of a reset batch, ready to be written.
+struct Work {
+    item: JobItem,
+    password: Secret,
+    /// Left `writing` by an earlier run: check first whether it is in force.
+    resumed: bool,
+    user: Option<crate::directory::UserEntry>,
+}
+
 impl ResetBatch<'_> {
-    async fn run(
-        &self,
-        id: &str,
-        items: Vec<JobItem>,
-    ) -> Result<Vec<Option<JobItemOutcome>>, BulkError> {
-        // Each item's password, sealed in the store before the directory is asked.
-        let mut work: Vec<(JobItem, Secret, bool)> = Vec::with_capacity(items.len());
-        let mut fresh = Vec::new();
-        for item in items {
-            match item.sealed_password.as_deref() {
-                Some(sealed) if item.status == "writing" => {
-                    let password = self
-                        .deps
-                        .sealer
-                        .open(sealed)
-                        .map_err(|e| BulkError::Corrupt(e.to_string()))?;
-                    work.push((item, password, true));
-                }
-                _ => {
-                    let password = match self.chosen {
-                        Some(p) => p.clone(),
-                        None => self.deps.account.generate_password(),
-                    };
-                    fresh.push((item.seq, self.deps.sealer.seal(&password)));
-                    work.push((item, password, false));
+    /// The next batch after `after`: each new password sealed and stored (`writing`,
+    /// synced) before anything is sent, and the batch's users read in one search (a name
+    /// not found there is looked up alone by the reset, which then says why).
+    async fn prepare(&self, id: &str, after: Option<u64>) -> Result<Vec<Work>, BulkError> {
+        let items = self.deps.store.open_job_items(id, after, BATCH).await?;
+        // Drawing passwords (each checked by zxcvbn) and sealing them is a few tens of
+        // milliseconds of CPU per batch: off the async workers, so that the batch being
+        // written meanwhile is not held up.
+        let account = self.deps.account.clone();
+        let sealer = self.deps.sealer.clone();
+        let chosen = self.chosen.cloned();
+        let (work, fresh) = tokio::task::spawn_blocking(move || {
+            let mut work = Vec::with_capacity(items.len());
+            let mut fresh = Vec::new();
+            for item in items {
+                match item.sealed_password.as_deref() {
+                    Some(sealed) if item.status == "writing" => {
+                        let password = sealer
+                            .open(sealed)
+                            .map_err(|e| BulkError::Corrupt(e.to_string()))?;
+                        work.push(Work {
+                            item,
+                            password,
+                            resumed: true,
+                            user: None,
+                        });
+                    }
+                    _ => {
+                        let password = match &chosen {
+                            Some(p) => p.clone(),
+                            None => account.generate_password(),
+                        };
+                        fresh.push((item.seq, sealer.seal(&password)));
+                        work.push(Work {
+                            item,
+                            password,
+                            resumed: false,
+                            user: None,
+                        });
+                    }
                 }
             }
+            Ok::<_, BulkError>((work, fresh))
+        })
+        .await
+        .map_err(|e| BulkError::Corrupt(format!("preparing a batch failed: {e}")))??;
+        let mut work = work;
+        if work.is_empty() {
+            return Ok(work);
         }
+        let started = std::time::Instant::now();
         self.deps.store.mark_job_items_writing(id, &fresh).await?;
-        Ok(futures::stream::iter(work)
-            .map(|(item, password, resumed)| self.one(item, password, resumed))
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await)
+        let stored = started.elapsed().as_millis() as u64;
+        let names: Vec<&str> = work.iter().map(|w| w.item.user_name.as_str()).collect();
+        let mut users = self.deps.account.find_users(&names).await?;
+        for w in &mut work {
+            w.user = users.remove(&w.item.user_name.to_lowercase());
+        }
+        tracing::debug!(
+            job.id = id,
+            items = work.len(),
+            store_ms = stored,
+            total_ms = started.elapsed().as_millis() as u64,
+            "batch prepared"
+        );
+        Ok(work)
     }
 
-    async fn one(&self, item: JobItem, password: Secret, resumed: bool) -> Option<JobItemOutcome> {
+    async fn process(&self, work: Vec<Work>) -> Vec<Option<JobItemOutcome>> {
+        futures::stream::iter(work)
+            .map(|w| self.one(w.item, w.password, w.resumed, w.user))
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await
+    }
+
+    async fn one(
+        &self,
+        item: JobItem,
+        password: Secret,
+        resumed: bool,
+        user: Option<crate::directory::UserEntry>,
+    ) -> Option<JobItemOutcome> {
         let kept = self.report.then(|| self.deps.sealer.seal(&password));
         if resumed {
             // Left `writing` by a run that stopped: was this password set?
@@ -347,9 +437,10 @@ impl ResetBatch<'_> {
         let result = self
             .deps
             .account
-            .reset_password(
+            .reset_password_of(
                 self.actor,
                 &item.user_name,
+                user,
                 ResetRequest {
                     choice,
                     require_change: self.require_change,

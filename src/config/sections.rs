@@ -247,6 +247,13 @@ pub struct DirectoryConfig {
     pub tls_insecure_skip_verify: bool,
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// The server hashes a `userPassword` written in clear text (OpenLDAP:
+    /// `ppolicy_hash_cleartext`). Then a reset that requires a change is ONE modify
+    /// (the password and `pwdReset` together, atomically) instead of Password Modify
+    /// plus a second write. lockbridge checks the first such write and falls back for
+    /// good if the stored value is not hashed.
+    #[serde(default)]
+    pub server_hashes_cleartext: bool,
     pub bind_dn: String,
     #[serde(default)]
     pub bind_password: Option<Secret>,

@@ -82,6 +82,9 @@ type GroupMembers = std::collections::HashMap<String, std::collections::HashSet<
 #[derive(Clone, Debug)]
 pub struct DirectorySettings {
     pub kind: DirectoryKind,
+    /// The server hashes a clear-text `userPassword` (OpenLDAP `ppolicy_hash_cleartext`):
+    /// a reset with must-change is one atomic modify.
+    pub server_hashes_cleartext: bool,
     pub url: String,
     pub starttls: bool,
     pub ca_file: Option<PathBuf>,
@@ -229,6 +232,10 @@ struct Inner {
     alternate_mail_attribute: String,
     mobile_attribute: String,
     admin_group_dns: Vec<String>,
+    /// `server_hashes_cleartext`, until a write shows otherwise.
+    one_write_resets: std::sync::atomic::AtomicBool,
+    /// The first one-write reset was checked (the stored value is hashed).
+    one_write_checked: std::sync::atomic::AtomicBool,
     /// Attributes requested for every user read.
     user_attributes: Vec<String>,
     /// Attributes requested by [`Directory::stream_password_states`].
@@ -474,6 +481,8 @@ impl Directory {
                 alternate_mail_attribute: s.alternate_mail_attribute,
                 mobile_attribute: s.mobile_attribute,
                 admin_group_dns: s.admin_group_dns,
+                one_write_resets: std::sync::atomic::AtomicBool::new(s.server_hashes_cleartext),
+                one_write_checked: std::sync::atomic::AtomicBool::new(false),
                 user_attributes,
                 sweep_attributes,
                 pool_size: s.pool_size,
@@ -614,6 +623,87 @@ impl Directory {
                 )))
             }
         }
+    }
+
+    /// Several users by sign-in name in one search (`(|(uid=a)(uid=b)...)`), for a bulk
+    /// job's batch. A name that matches no entry, or more than one, is left out (the
+    /// caller looks it up alone to get the reason).
+    pub async fn find_users(
+        &self,
+        user_names: &[&str],
+    ) -> Result<std::collections::HashMap<String, UserEntry>, DirectoryError> {
+        let inner = &*self.inner;
+        let names: Vec<&str> = user_names
+            .iter()
+            .copied()
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let filter = escape::and([
+            inner.user_filter.clone(),
+            escape::or(
+                names
+                    .iter()
+                    .map(|n| escape::equals(&inner.user_name_attribute, n)),
+            ),
+        ]);
+        let filter = filter.as_str();
+        let entries = self
+            .run(
+                "find_users",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    let SearchResult(entries, res) = ldap
+                        .with_timeout(inner.operation_timeout)
+                        .search(
+                            &inner.users_base,
+                            Scope::Subtree,
+                            filter,
+                            inner.user_attributes.as_slice(),
+                        )
+                        .await?;
+                    match res.rc {
+                        0 => {}
+                        32 => return Err(Failure::Mapped(self.missing_users_base())),
+                        _ => return Err(Failure::from_result(&res)),
+                    }
+                    Ok(entries
+                        .into_iter()
+                        .filter(|e| !e.is_ref() && !e.is_intermediate())
+                        .map(SearchEntry::construct)
+                        .collect::<Vec<_>>())
+                },
+            )
+            .await?;
+        let mut found: std::collections::HashMap<String, UserEntry> =
+            std::collections::HashMap::new();
+        let mut ambiguous = std::collections::HashSet::new();
+        for entry in entries {
+            // The name asked for that this entry carries (case as asked).
+            let attrs = &entry.attrs;
+            let Some(asked) = names.iter().find(|n| {
+                attrs.iter().any(|(a, values)| {
+                    a.eq_ignore_ascii_case(&inner.user_name_attribute)
+                        && values.iter().any(|v| v.eq_ignore_ascii_case(n))
+                })
+            }) else {
+                continue;
+            };
+            let asked = (*asked).to_owned();
+            let Some(user) = self.user_entry(entry, Some(&asked)) else {
+                continue;
+            };
+            if found.insert(asked.to_lowercase(), user).is_some() {
+                ambiguous.insert(asked.to_lowercase());
+            }
+        }
+        for name in ambiguous {
+            found.remove(&name);
+        }
+        Ok(found)
     }
 
     /// Users whose user name, mail or display name contains `term` (escaped substring
@@ -779,6 +869,28 @@ impl Directory {
         password: &Secret,
         must_change: bool,
     ) -> Result<(), DirectoryError> {
+        use std::sync::atomic::Ordering;
+        let inner = &*self.inner;
+        if must_change && inner.one_write_resets.load(Ordering::Relaxed) {
+            let t = inner.operation_timeout;
+            self.run(
+                "set_password_and_must_change",
+                OpKind::PasswordWrite,
+                Retry::IfNotSent,
+                |mut ldap| async move {
+                    inner
+                        .dialect
+                        .set_password_and_must_change(&mut ldap, dn, password, t)
+                        .await
+                },
+            )
+            .await
+            .map_err(|e| redact(e, password.expose()))?;
+            if !inner.one_write_checked.load(Ordering::Relaxed) {
+                self.check_one_write(dn, password).await?;
+            }
+            return Ok(());
+        }
         self.write_password(dn, password).await?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
@@ -811,6 +923,62 @@ impl Directory {
                         Err(DirectoryError::FlagNotApplied)
                     }
                 }
+            }
+        }
+    }
+
+    /// After the first one-write reset: is the stored value hashed? If the server kept
+    /// it in clear text, the password is written again the standard way (Password
+    /// Modify hashes it), and one-write resets stop for this process, loudly.
+    async fn check_one_write(&self, dn: &str, password: &Secret) -> Result<(), DirectoryError> {
+        use std::sync::atomic::Ordering;
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        let stored = self
+            .run(
+                "check_one_write",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    inner
+                        .dialect
+                        .stored_password_is_hashed(&mut ldap, dn, t)
+                        .await
+                },
+            )
+            .await?;
+        match stored {
+            Some(true) => {
+                inner.one_write_checked.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(false) => {
+                inner.one_write_resets.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    user.dn = dn,
+                    "directory.server_hashes_cleartext is set but the directory stored a \
+                     password in clear text; rewriting it hashed, and no longer writing \
+                     passwords that way: turn on ppolicy_hash_cleartext or unset the option"
+                );
+                self.write_password(dn, password).await?;
+                self.run(
+                    "set_must_change",
+                    OpKind::Write,
+                    Retry::Idempotent,
+                    |mut ldap| async move {
+                        inner.dialect.set_must_change(&mut ldap, dn, true, t).await
+                    },
+                )
+                .await
+                .map_err(|_| DirectoryError::FlagNotApplied)
+            }
+            None => {
+                // Not readable by the service account: the operator's word stands.
+                inner.one_write_checked.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "cannot read userPassword to check directory.server_hashes_cleartext; trusting the setting"
+                );
+                Ok(())
             }
         }
     }
@@ -1667,6 +1835,7 @@ mod tests {
 
     fn settings() -> DirectorySettings {
         DirectorySettings {
+            server_hashes_cleartext: false,
             kind: DirectoryKind::OpenLdap,
             url: "ldap://127.0.0.1:1".into(),
             starttls: false,

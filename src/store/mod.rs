@@ -56,8 +56,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// Jobs still `running` (an instance stopped mid-way, or one is at work), oldest first.
     async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
-    /// Up to `limit` items still `pending` or `writing`, in order.
-    async fn open_job_items(&self, id: &str, limit: u32) -> Result<Vec<JobItem>, StoreError>;
+    /// Up to `limit` items still `pending` or `writing` after position `after`, in order.
+    async fn open_job_items(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<JobItem>, StoreError>;
     /// Items in order after `after_seq`, at most `limit` ([`MAX_PAGE`]).
     async fn job_items_page(
         &self,

@@ -601,13 +601,7 @@ macro_rules! job_columns {
     () => {
         "j.id, j.kind, j.actor, j.actor_dn, j.roles, j.params, j.sealed_secret, j.status, \
          j.total, j.created_at, j.finished_at, j.error, j.report_taken_at, \
-         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id AND i.status = 'done') AS done, \
-         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id AND i.status = 'refused') \
-              AS refused, \
-         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id AND i.status = 'failed') \
-              AS failed, \
-         (SELECT count(*) FROM job_items i WHERE i.job_id = j.id \
-              AND i.status IN ('pending', 'writing')) AS open \
+         j.done, j.refused, j.failed, j.total - j.done - j.refused - j.failed AS open \
          FROM jobs j"
     };
 }
@@ -893,13 +887,20 @@ impl Store for SqliteStore {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
-    async fn open_job_items(&self, id: &str, limit: u32) -> Result<Vec<JobItem>, StoreError> {
+    async fn open_job_items(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<JobItem>, StoreError> {
         let rows: Vec<JobItemRow> = sqlx::query_as(
             "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
-             WHERE job_id = ?1 AND status IN ('pending', 'writing') ORDER BY seq LIMIT ?2",
+             WHERE job_id = ?1 AND status IN ('pending', 'writing') AND seq > ?3 \
+             ORDER BY seq LIMIT ?2",
         )
         .bind(id)
         .bind(i64::from(limit))
+        .bind(after.map_or(-1, int))
         .fetch_all(&self.pool)
         .await
         .map_err(err("job item"))?;
@@ -942,10 +943,13 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err("job item"))?;
+        // The array is read once into a table, then each item found by its key: a join
+        // straight on json_each re-read the JSON for every row it compared.
         sqlx::query(
-            "UPDATE job_items SET status = 'writing', sealed_password = unhex(j.value ->> 1) \
-             FROM json_each(?2) AS j \
-             WHERE job_items.job_id = ?1 AND job_items.seq = j.value ->> 0 \
+            "WITH j (seq, sealed) AS MATERIALIZED ( \
+                 SELECT CAST(value ->> 0 AS INTEGER), unhex(value ->> 1) FROM json_each(?2)) \
+             UPDATE job_items SET status = 'writing', sealed_password = j.sealed \
+             FROM j WHERE job_items.job_id = ?1 AND job_items.seq = j.seq \
                AND job_items.status = 'pending'",
         )
         .bind(id)
@@ -979,16 +983,30 @@ impl Store for SqliteStore {
             .await
             .map_err(err("job item"))?;
         sqlx::query(
-            "UPDATE job_items SET status = j.value ->> 1, code = j.value ->> 2, \
-                 changed = j.value ->> 3, sealed_password = unhex(j.value ->> 4) \
-             FROM json_each(?2) AS j \
-             WHERE job_items.job_id = ?1 AND job_items.seq = j.value ->> 0",
+            "WITH j (seq, status, code, changed, sealed) AS MATERIALIZED ( \
+                 SELECT CAST(value ->> 0 AS INTEGER), value ->> 1, value ->> 2, value ->> 3, \
+                        unhex(value ->> 4) FROM json_each(?2)) \
+             UPDATE job_items SET status = j.status, code = j.code, changed = j.changed, \
+                 sealed_password = j.sealed \
+             FROM j WHERE job_items.job_id = ?1 AND job_items.seq = j.seq",
         )
         .bind(id)
         .bind(to_json_text(&serde_json::Value::Array(rows))?)
         .execute(&mut *tx)
         .await
         .map_err(err("job item"))?;
+        // Recounted once per batch, so that reading a job's progress counts nothing.
+        sqlx::query(
+            "UPDATE jobs SET \
+                 done = (SELECT count(*) FROM job_items WHERE job_id = ?1 AND status = 'done'), \
+                 refused = (SELECT count(*) FROM job_items WHERE job_id = ?1 AND status = 'refused'), \
+                 failed = (SELECT count(*) FROM job_items WHERE job_id = ?1 AND status = 'failed') \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("job"))?;
         tx.commit().await.map_err(err("job item"))?;
         Ok(())
     }
@@ -3016,14 +3034,14 @@ mod tests {
         assert_eq!(got.sealed_secret, Some(vec![1, 2, 3]));
         assert_eq!(store.running_jobs().await.expect("running").len(), 1);
 
-        let open = store.open_job_items("job-1", 3).await.expect("open");
+        let open = store.open_job_items("job-1", None, 3).await.expect("open");
         assert_eq!(open.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(open[1].user_name, "u1");
         store
             .mark_job_items_writing("job-1", &[(0, vec![9, 9]), (1, vec![8])])
             .await
             .expect("writing");
-        let open = store.open_job_items("job-1", 10).await.expect("open");
+        let open = store.open_job_items("job-1", None, 10).await.expect("open");
         assert_eq!(open[0].status, "writing");
         assert_eq!(open[0].sealed_password, Some(vec![9, 9]));
         assert_eq!(open[2].status, "pending");

@@ -161,6 +161,25 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), Failure>;
 
+    /// Set the password (in clear text, for a server that hashes it) and "must change at
+    /// next sign-in" in ONE write, with the password policy applied.
+    async fn set_password_and_must_change(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        password: &Secret,
+        timeout: Duration,
+    ) -> Result<(), Failure>;
+
+    /// Whether the stored password value is hashed (`{SCHEME}...`); `None` when the
+    /// service account cannot read it.
+    async fn stored_password_is_hashed(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        timeout: Duration,
+    ) -> Result<Option<bool>, Failure>;
+
     /// Set or clear "must change at next sign-in". Idempotent.
     async fn set_must_change(
         &self,

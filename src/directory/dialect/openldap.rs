@@ -35,6 +35,7 @@ use crate::directory::{gentime, ppolicy};
 use crate::types::Secret;
 
 const PWD_RESET: &str = "pwdReset";
+const USER_PASSWORD: &str = "userPassword";
 const PWD_CHANGED_TIME: &str = "pwdChangedTime";
 const PWD_ACCOUNT_LOCKED_TIME: &str = "pwdAccountLockedTime";
 const PWD_POLICY_SUBENTRY: &str = "pwdPolicySubentry";
@@ -256,6 +257,69 @@ impl Dialect for OpenLdap {
             NO_SUCH_ATTRIBUTE => Ok(Lockout::None),
             _ => Err(Failure::from_result(&result)),
         }
+    }
+
+    async fn set_password_and_must_change(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        password: &Secret,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let result = ldap
+            .with_controls(ppolicy::request())
+            .with_timeout(timeout)
+            .modify(
+                dn,
+                vec![
+                    Mod::Replace(USER_PASSWORD, HashSet::from([password.expose()])),
+                    Mod::Replace(PWD_RESET, HashSet::from(["TRUE"])),
+                ],
+            )
+            .await?;
+        if result.rc != 0 {
+            return Err(Failure::from_result(&result));
+        }
+        Ok(())
+    }
+
+    async fn stored_password_is_hashed(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        timeout: Duration,
+    ) -> Result<Option<bool>, Failure> {
+        let SearchResult(entries, result) = ldap
+            .with_timeout(timeout)
+            .search(dn, Scope::Base, "(objectClass=*)", vec![USER_PASSWORD])
+            .await?;
+        if result.rc != 0 {
+            return Err(Failure::from_result(&result));
+        }
+        let Some(entry) = entries.into_iter().find(|e| !e.is_ref()) else {
+            return Err(Failure::no_such_object());
+        };
+        let entry = SearchEntry::construct(entry);
+        // userPassword is binary-flavoured: servers may send it as bin_attrs.
+        let values: Vec<Vec<u8>> = entry
+            .attrs
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(USER_PASSWORD))
+            .flat_map(|(_, v)| v.iter().map(|s| s.as_bytes().to_vec()))
+            .chain(
+                entry
+                    .bin_attrs
+                    .iter()
+                    .filter(|(name, _)| name.eq_ignore_ascii_case(USER_PASSWORD))
+                    .flat_map(|(_, v)| v.iter().cloned()),
+            )
+            .collect();
+        if values.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(values.iter().all(|v| {
+            v.first() == Some(&b'{') && v.iter().position(|b| *b == b'}').is_some_and(|i| i > 1)
+        })))
     }
 
     async fn set_password(
