@@ -75,6 +75,62 @@ pub enum Command {
     /// Check or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Reset one user's password now, as the operator (audited as `cli`): a generated
+    /// password is printed once on standard output.
+    Reset {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user's sign-in name.
+        user: String,
+        /// Set the password read from this file instead of generating one.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Do not require a change at next sign-in.
+        #[arg(long)]
+        no_require_change: bool,
+    },
+    /// Reset the passwords of many users as a job (generated, must change), with a
+    /// progress bar and a summary; the new passwords go to --report and/or each user's
+    /// alternate address.
+    BulkReset {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        selection: SelectionArgs,
+        /// Write the CSV of new passwords here (created with mode 0600).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Mail each user's new password to their alternate address.
+        #[arg(long)]
+        deliver_to_alternate_email: bool,
+        /// Do not require a change at next sign-in.
+        #[arg(long)]
+        no_require_change: bool,
+    },
+    /// Require a password change at next sign-in for many users as a job (--undo: stop
+    /// requiring it).
+    ForceChange {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        selection: SelectionArgs,
+        #[arg(long)]
+        undo: bool,
+    },
+}
+
+/// Which accounts a bulk command covers: exactly one of the three.
+#[derive(Debug, clap::Args)]
+pub struct SelectionArgs {
+    /// Sign-in names, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    users: Vec<String>,
+    /// The direct members of this group (its DN).
+    #[arg(long)]
+    group: Option<String>,
+    /// Every user.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,7 +282,266 @@ pub async fn run(cli: Cli) -> ExitCode {
             all,
         } => sweep(config, dry_run, at, all).await,
         Command::Audit(cmd) => audit(cmd).await,
+        Command::Reset {
+            config,
+            user,
+            password_file,
+            no_require_change,
+        } => reset(config, user, password_file, !no_require_change).await,
+        Command::BulkReset {
+            config,
+            selection,
+            report,
+            deliver_to_alternate_email,
+            no_require_change,
+        } => {
+            let kind = crate::bulk::JobKind::PasswordReset {
+                generated: true,
+                require_change: !no_require_change,
+                deliver_to_alternate: deliver_to_alternate_email,
+                report: report.is_some(),
+            };
+            if report.is_none() && !deliver_to_alternate_email {
+                return fail(
+                    EXIT_USAGE,
+                    "the generated passwords would be lost: give --report FILE, \
+                     --deliver-to-alternate-email, or both",
+                );
+            }
+            bulk_job(config, selection, kind, report).await
+        }
+        Command::ForceChange {
+            config,
+            selection,
+            undo,
+        } => {
+            let kind = crate::bulk::JobKind::RequireChange { required: !undo };
+            bulk_job(config, selection, kind, None).await
+        }
     }
+}
+
+/// The operator at the command line, as the account gate sees them.
+const CLI_ACTOR: &str = "cli";
+
+async fn reset(
+    args: ConfigArg,
+    user: String,
+    password_file: Option<PathBuf>,
+    require_change: bool,
+) -> ExitCode {
+    use crate::account::{PasswordChoice, ResetRequest};
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing(&config);
+    let choice = match password_file {
+        None => PasswordChoice::Generate,
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => PasswordChoice::Chosen(crate::types::Secret::new(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )),
+            Err(e) => return fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())),
+        },
+    };
+    let generated = matches!(choice, PasswordChoice::Generate);
+    let services = match app::build(&config).await {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let result = services
+        .account
+        .reset_password(
+            &crate::account::Actor::system(CLI_ACTOR),
+            &user,
+            ResetRequest {
+                choice,
+                require_change,
+                send_to: Vec::new(),
+                send_to_alternate: false,
+                show_password: generated,
+            },
+        )
+        .await;
+    match result {
+        Ok(receipt) => {
+            if let Some(password) = receipt.password {
+                println!("{}", password.expose());
+            }
+            eprintln!(
+                "lockbridge: the password of `{}` was reset{}",
+                receipt.user.user_name,
+                if require_change {
+                    "; it must be changed at the next sign-in"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(crate::account::AccountError::UnknownUser(name)) => fail(
+            EXIT_USAGE,
+            format!("no user named `{name}` in the directory"),
+        ),
+        Err(e) => fail(EXIT_UNAVAILABLE, e),
+    }
+}
+
+async fn bulk_job(
+    args: ConfigArg,
+    selection: SelectionArgs,
+    kind: crate::bulk::JobKind,
+    report: Option<PathBuf>,
+) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing(&config);
+    let given = usize::from(!selection.users.is_empty())
+        + usize::from(selection.group.is_some())
+        + usize::from(selection.all);
+    if given != 1 {
+        return fail(
+            EXIT_USAGE,
+            "say which accounts with exactly one of --users a,b,c, --group DN or --all",
+        );
+    }
+    if let Some(path) = &report
+        && path.exists()
+    {
+        return fail(
+            EXIT_USAGE,
+            format!(
+                "{} exists; the report is written to a new file only",
+                path.display()
+            ),
+        );
+    }
+    let services = match app::build(&config).await {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let deps = services.bulk.clone();
+    let names = if selection.users.is_empty() {
+        match services
+            .account
+            .user_names(selection.group.as_deref(), None)
+            .await
+        {
+            Ok(names) => names,
+            Err(e) => return fail(EXIT_UNAVAILABLE, e),
+        }
+    } else {
+        selection.users
+    };
+    if names.is_empty() {
+        return fail(
+            EXIT_USAGE,
+            "the selection holds no account; nothing was done",
+        );
+    }
+    let actor = crate::account::Actor::system(CLI_ACTOR);
+    let id = match crate::bulk::create_job(&deps, &actor, kind, None, &names).await {
+        Ok(id) => id,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let bar = indicatif::ProgressBar::new(names.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} accounts, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let watch = {
+        let store = services.store.clone();
+        let bar = bar.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(job)) = store.get_job(&id).await {
+                    bar.set_position(job.done + job.refused + job.failed);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let result = crate::bulk::run_job(&deps, &id).await;
+    watch.abort();
+    bar.finish_and_clear();
+    let job = match result {
+        Ok(Some(job)) => job,
+        Ok(None) => return fail(EXIT_SOFTWARE, "the job is being run elsewhere"),
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("job {id} stopped: {e}; the daemon resumes it, nobody is reset twice"),
+            );
+        }
+    };
+    println!("job {} ({})", job.id, job.kind);
+    println!();
+    println!("{:<28} {:>8}", "accounts", job.total);
+    println!("{:<28} {:>8}", "done", job.done);
+    println!("{:<28} {:>8}", "refused", job.refused);
+    println!("{:<28} {:>8}", "failed", job.failed);
+    if job.refused + job.failed > 0
+        && let Ok(items) = services.store.job_items_page(&id, None, 1000).await
+    {
+        println!();
+        println!("{:<32} {:<10} code", "user", "outcome");
+        for item in items.iter().filter(|i| i.status != "done").take(100) {
+            println!(
+                "{:<32} {:<10} {}",
+                item.user_name,
+                item.status,
+                item.code.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let mut code = if job.failed > 0 {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
+    };
+    if let Some(path) = report {
+        match crate::bulk::take_report_csv(&deps, &id).await {
+            Ok(Some(csv)) => {
+                if let Err(e) = write_private(&path, csv.as_bytes()) {
+                    code = fail(
+                        EXIT_CANTCREAT,
+                        format!(
+                            "cannot write {}: {e}; the passwords are lost, reset again",
+                            path.display()
+                        ),
+                    );
+                } else {
+                    println!();
+                    println!(
+                        "new passwords: {} (mode 0600; erased from the store)",
+                        path.display()
+                    );
+                }
+            }
+            Ok(None) => code = fail(EXIT_SOFTWARE, "the report was taken already"),
+            Err(e) => code = fail(EXIT_UNAVAILABLE, e),
+        }
+    }
+    code
+}
+
+/// Creates `path` readable by its owner only and writes `bytes`.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 async fn audit(cmd: AuditCommand) -> ExitCode {

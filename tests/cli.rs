@@ -137,3 +137,85 @@ fn tokens_are_shown_once_and_listed_without_secrets() {
     let db = std::fs::read(dir.path().join("state").join("lockbridge.db")).expect("db");
     assert!(!String::from_utf8_lossy(&db).contains(token));
 }
+
+/// `reset`, `bulk-reset` and `force-change` as an operator runs them: passwords printed
+/// or written once to a private file, a summary, refusals listed, usage mistakes named.
+#[test]
+fn reset_bulk_reset_and_force_change_from_the_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &slapd, mail.port, 1, "");
+
+    let (code, out, err) = run_cli(&config, &["reset", "bob"]);
+    assert_eq!(code, 0, "{err}");
+    let password = out.trim();
+    assert!(password.len() >= 12, "printed once: {out:?}");
+    let bind = slapd.bind_as(&slapd.user_dn("bob"), password);
+    assert!(bind.success && bind.must_change, "{}", bind.output);
+    let (code, _, err) = run_cli(&config, &["reset", "nobody-here"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("nobody-here"), "{err}");
+
+    let report = dir.path().join("staff.csv");
+    let staff = format!("cn=staff,{}", slapd.groups_base);
+    let (code, out, err) = run_cli(
+        &config,
+        &[
+            "bulk-reset",
+            "--group",
+            &staff,
+            "--report",
+            report.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("done") && out.contains("4"), "{out}");
+    let mode = std::fs::metadata(&report)
+        .expect("report")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let csv = std::fs::read_to_string(&report).expect("csv");
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for row in &rows {
+        let bind = slapd.bind_as(&slapd.user_dn(row[0]), row[3]);
+        assert!(
+            bind.success && bind.must_change,
+            "{}: {}",
+            row[0],
+            bind.output
+        );
+    }
+    // The report is never overwritten, and passwords are never lost silently.
+    let (code, _, err) = run_cli(
+        &config,
+        &[
+            "bulk-reset",
+            "--group",
+            &staff,
+            "--report",
+            report.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = run_cli(&config, &["bulk-reset", "--all"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--report"), "{err}");
+
+    let (code, out, err) = run_cli(
+        &config,
+        &["force-change", "--users", "carol,dave", "--undo"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let carol = rows.iter().find(|r| r[0] == "carol").expect("carol");
+    assert!(!slapd.bind_as(&slapd.user_dn("carol"), carol[3]).must_change);
+    let (code, _, err) = run_cli(&config, &["force-change", "--all", "--group", &staff]);
+    assert_eq!(code, 64, "{err}");
+}

@@ -183,6 +183,77 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
     Ok(deps.store.get_job(id).await?)
 }
 
+/// Saves a new job over `names` (in that order) and returns its id; the caller runs it.
+pub async fn create_job(
+    deps: &BulkDeps,
+    actor: &Actor,
+    kind: JobKind,
+    sealed_secret: Option<Vec<u8>>,
+    names: &[String],
+) -> Result<String, BulkError> {
+    let roles = match &actor.authority {
+        Authority::System | Authority::Provisioning => vec!["system".to_owned()],
+        Authority::Roles(roles) => roles.iter().map(|r| r.as_str().to_owned()).collect(),
+    };
+    let job = crate::store::NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: kind.name().to_owned(),
+        actor: actor.name.clone(),
+        actor_dn: actor.dn.clone(),
+        roles,
+        params: serde_json::to_value(kind).map_err(|e| BulkError::Corrupt(e.to_string()))?,
+        sealed_secret,
+        created_at: Utc::now(),
+    };
+    deps.store.insert_job(&job, names).await?;
+    Ok(job.id)
+}
+
+/// The job's report as CSV (`userName,status,code,password`), once: the passwords are
+/// erased as it is read. `None` when it was taken before (or the job still runs).
+pub async fn take_report_csv(deps: &BulkDeps, id: &str) -> Result<Option<String>, BulkError> {
+    let Some(items) = deps.store.take_job_report(id, Utc::now()).await? else {
+        return Ok(None);
+    };
+    let mut csv = String::from("userName,status,code,password\r\n");
+    for item in items {
+        let password = match item.sealed_password.as_deref() {
+            Some(sealed) => deps
+                .sealer
+                .open(sealed)
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        csv.push_str(&format!(
+            "{},{},{},{}\r\n",
+            csv_field(&item.user_name),
+            item.status,
+            csv_field(item.code.as_deref().unwrap_or("")),
+            csv_quoted(&password)
+        ));
+    }
+    Ok(Some(csv))
+}
+
+/// RFC 4180 quoting, and a leading `=+-@` neutralised (spreadsheets run formulas).
+fn csv_field(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@']) {
+        csv_quoted(&format!("'{value}"))
+    } else {
+        csv_quoted(value)
+    }
+}
+
+/// RFC 4180 quoting only: a password must reach the reader exactly as it is.
+fn csv_quoted(value: &str) -> String {
+    if value.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
 /// Stores a batch's outcomes; stops the job (to resume later) when an item could not be
 /// settled because the directory or the audit log stopped answering.
 async fn settle_batch(
@@ -469,5 +540,23 @@ impl ResetBatch<'_> {
                     .flatten(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("bob"), "bob");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(
+            csv_quoted("-Secret,1"),
+            "\"-Secret,1\"",
+            "a password is never altered"
+        );
     }
 }

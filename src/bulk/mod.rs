@@ -9,4 +9,6 @@
 pub mod engine;
 pub mod routes;
 
-pub use engine::{BulkDeps, BulkError, JobKind, resume_running, run_job};
+pub use engine::{
+    BulkDeps, BulkError, JobKind, create_job, resume_running, run_job, take_report_csv,
+};

@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::engine::{BulkDeps, JobKind, run_job};
+use super::engine::{BulkDeps, BulkError, JobKind, create_job, run_job, take_report_csv};
 use crate::account::{AccountError, Actor, Authority};
 use crate::auth::{AccountAction, Authenticator, Permission, Principal};
-use crate::store::{JobRecord, NewJob, StoreError};
+use crate::store::{JobRecord, StoreError};
 use crate::types::Secret;
 
 /// Accounts an interactive caller may name in one request (Microsoft 365's bulk reset
@@ -251,19 +251,17 @@ async fn start(
     sealed_secret: Option<Vec<u8>>,
     names: Vec<String>,
 ) -> Result<(StatusCode, Json<JobStarted>), BulkApiError> {
-    let params = serde_json::to_value(kind).map_err(|e| BulkApiError::BadRequest(e.to_string()))?;
-    let job = NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: kind.name().to_owned(),
-        actor: caller.name.clone(),
-        actor_dn: caller.dn.clone(),
-        roles: caller.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-        params,
-        sealed_secret,
-        created_at: Utc::now(),
+    let actor = Actor {
+        name: caller.name.clone(),
+        dn: caller.dn.clone(),
+        authority: Authority::Roles(caller.roles.clone()),
+        request_id: None,
     };
-    state.deps.store.insert_job(&job, &names).await?;
-    let id = job.id.clone();
+    let id = match create_job(&state.deps, &actor, kind, sealed_secret, &names).await {
+        Ok(id) => id,
+        Err(BulkError::Store(e)) => return Err(BulkApiError::Store(e)),
+        Err(e) => return Err(BulkApiError::BadRequest(e.to_string())),
+    };
     let deps = state.deps.clone();
     tracing::info!(job.id = %id, actor = %caller.name, kind = kind.name(), total = names.len(), "bulk job started");
     let run_id = id.clone();
@@ -486,31 +484,12 @@ pub async fn job_report(
         // Auditors may follow a job, not read its passwords.
         return Err(BulkApiError::NotFound(id));
     }
-    let items = state
-        .deps
-        .store
-        .take_job_report(&id, Utc::now())
-        .await?
-        .ok_or_else(|| BulkApiError::ReportGone(id.clone()))?;
-    let mut csv = String::from("userName,status,code,password\r\n");
-    for item in items {
-        let password = match item.sealed_password.as_deref() {
-            Some(sealed) => state
-                .deps
-                .sealer
-                .open(sealed)
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        csv.push_str(&format!(
-            "{},{},{},{}\r\n",
-            csv_field(&item.user_name),
-            item.status,
-            csv_field(item.code.as_deref().unwrap_or("")),
-            csv_quoted(&password)
-        ));
-    }
+    let csv = match take_report_csv(&state.deps, &id).await {
+        Ok(Some(csv)) => csv,
+        Ok(None) => return Err(BulkApiError::ReportGone(id.clone())),
+        Err(BulkError::Store(e)) => return Err(BulkApiError::Store(e)),
+        Err(e) => return Err(BulkApiError::BadRequest(e.to_string())),
+    };
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -521,40 +500,4 @@ pub async fn job_report(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok((headers, csv))
-}
-
-/// RFC 4180 quoting, and a leading `=+-@` neutralised (spreadsheets run formulas).
-fn csv_field(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@']) {
-        csv_quoted(&format!("'{value}"))
-    } else {
-        csv_quoted(value)
-    }
-}
-
-/// RFC 4180 quoting only: a password must reach the reader exactly as it is.
-fn csv_quoted(value: &str) -> String {
-    if value.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_field("bob"), "bob");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-        assert_eq!(
-            csv_quoted("-Secret,1"),
-            "\"-Secret,1\"",
-            "a password is never altered"
-        );
-    }
 }
