@@ -12,9 +12,15 @@ use crate::policy::ExpiryAction;
 /// What changing sign-in state did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignInChange {
+    /// The account as it was read, before the change.
     pub user: UserEntry,
     /// False when the account already was in the asked-for state (nothing written).
     pub changed: bool,
+    /// The state after the change: must change at next sign-in, locked (a block or a
+    /// lockout), blocked by an administrator.
+    pub must_change: bool,
+    pub locked: bool,
+    pub blocked: bool,
 }
 
 /// One sign-in change, as the audit log names it.
@@ -230,9 +236,19 @@ impl AccountService {
             },
         };
         tracing::info!(actor = %actor.name, user.dn = %user.dn, ?change, changed, "sign-in state changed");
+        let (must_change, locked, blocked) = match change {
+            SignInEdit::MustChange(required) => (required, user.locked, user.blocked),
+            SignInEdit::Block(true) => (user.must_change, true, true),
+            // A lockout after failed sign-ins is untouched by unblocking.
+            SignInEdit::Block(false) => (user.must_change, user.locked && !user.blocked, false),
+            SignInEdit::Unlock => (user.must_change, false, false),
+        };
         Ok(SignInChange {
             user: user.clone(),
             changed,
+            must_change,
+            locked,
+            blocked,
         })
     }
 

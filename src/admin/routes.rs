@@ -638,14 +638,14 @@ pub struct SignInChangeView {
     pub sign_in_blocked: bool,
 }
 
-impl SignInChangeView {
-    fn new(c: SignInChange, must_change: bool, locked: bool, blocked: bool) -> Self {
+impl From<SignInChange> for SignInChangeView {
+    fn from(c: SignInChange) -> Self {
         Self {
             user_name: c.user.user_name,
             changed: c.changed,
-            must_change_password: must_change,
-            locked,
-            sign_in_blocked: blocked,
+            must_change_password: c.must_change,
+            locked: c.locked,
+            sign_in_blocked: c.blocked,
         }
     }
 }
@@ -670,13 +670,7 @@ pub async fn put_require_password_change(
         .account
         .require_password_change(&actor_of(&caller, &headers), &user_name, body.required)
         .await?;
-    let (locked, blocked) = (change.user.locked, change.user.blocked);
-    Ok(Json(SignInChangeView::new(
-        change,
-        body.required,
-        locked,
-        blocked,
-    )))
+    Ok(Json(change.into()))
 }
 
 /// Unlock an account the directory locked after too many failed sign-ins (a block by an
@@ -696,13 +690,7 @@ pub async fn unlock(
         .account
         .unlock(&actor_of(&caller, &headers), &user_name)
         .await?;
-    let must_change = change.user.must_change;
-    Ok(Json(SignInChangeView::new(
-        change,
-        must_change,
-        false,
-        false,
-    )))
+    Ok(Json(change.into()))
 }
 
 /// Block sign-in (Microsoft 365: "Block sign-in") until an administrator unblocks it.
@@ -721,8 +709,7 @@ pub async fn block(
         .account
         .block_sign_in(&actor_of(&caller, &headers), &user_name, true)
         .await?;
-    let must_change = change.user.must_change;
-    Ok(Json(SignInChangeView::new(change, must_change, true, true)))
+    Ok(Json(change.into()))
 }
 
 /// Lift an administrator's block on sign-in.
@@ -741,15 +728,7 @@ pub async fn unblock(
         .account
         .block_sign_in(&actor_of(&caller, &headers), &user_name, false)
         .await?;
-    let must_change = change.user.must_change;
-    // A lockout after failed sign-ins (if any) is untouched by unblocking.
-    let locked = change.user.locked && !change.user.blocked;
-    Ok(Json(SignInChangeView::new(
-        change,
-        must_change,
-        locked,
-        false,
-    )))
+    Ok(Json(change.into()))
 }
 
 /// A message lockbridge gave up delivering.
