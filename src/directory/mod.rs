@@ -574,37 +574,8 @@ impl Directory {
             inner.user_filter.clone(),
             escape::equals(&inner.user_name_attribute, user_name),
         ]);
-        let filter = filter.as_str();
-        let entries = self
-            .run(
-                "find_user",
-                OpKind::Read,
-                Retry::Idempotent,
-                |mut ldap| async move {
-                    let SearchResult(entries, res) = ldap
-                        .with_search_options(SearchOptions::new().sizelimit(2))
-                        .with_timeout(inner.operation_timeout)
-                        .search(
-                            &inner.users_base,
-                            Scope::Subtree,
-                            filter,
-                            inner.user_attributes.as_slice(),
-                        )
-                        .await?;
-                    // 4 = sizeLimitExceeded: more than one match, which is what we asked to learn.
-                    match res.rc {
-                        0 | 4 => {}
-                        32 => return Err(Failure::Mapped(self.missing_users_base())),
-                        _ => return Err(Failure::from_result(&res)),
-                    }
-                    Ok(entries
-                        .into_iter()
-                        .filter(|e| !e.is_ref() && !e.is_intermediate())
-                        .map(SearchEntry::construct)
-                        .collect::<Vec<_>>())
-                },
-            )
-            .await?;
+        // Two at most: a second match is what we ask to learn.
+        let entries = self.user_entries("find_user", &filter, Some(2)).await?;
         match entries.len() {
             0 => Err(DirectoryError::NoSuchUser),
             1 => {
@@ -623,6 +594,43 @@ impl Directory {
                 )))
             }
         }
+    }
+
+    /// The user entries under `users_base` matching `filter` (with the user attributes),
+    /// at most `size_limit` of them when given (hitting it is not an error).
+    async fn user_entries(
+        &self,
+        op: &'static str,
+        filter: &str,
+        size_limit: Option<i32>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let inner = &*self.inner;
+        self.run(op, OpKind::Read, Retry::Idempotent, |mut ldap| async move {
+            if let Some(limit) = size_limit {
+                ldap.with_search_options(SearchOptions::new().sizelimit(limit));
+            }
+            let SearchResult(entries, res) = ldap
+                .with_timeout(inner.operation_timeout)
+                .search(
+                    &inner.users_base,
+                    Scope::Subtree,
+                    filter,
+                    inner.user_attributes.as_slice(),
+                )
+                .await?;
+            // 4 = sizeLimitExceeded: the limit asked for was reached.
+            match res.rc {
+                0 | 4 => {}
+                32 => return Err(Failure::Mapped(self.missing_users_base())),
+                _ => return Err(Failure::from_result(&res)),
+            }
+            Ok(entries
+                .into_iter()
+                .filter(|e| !e.is_ref() && !e.is_intermediate())
+                .map(SearchEntry::construct)
+                .collect::<Vec<_>>())
+        })
+        .await
     }
 
     /// Several users by sign-in name in one search (`(|(uid=a)(uid=b)...)`), for a bulk
@@ -649,35 +657,7 @@ impl Directory {
                     .map(|n| escape::equals(&inner.user_name_attribute, n)),
             ),
         ]);
-        let filter = filter.as_str();
-        let entries = self
-            .run(
-                "find_users",
-                OpKind::Read,
-                Retry::Idempotent,
-                |mut ldap| async move {
-                    let SearchResult(entries, res) = ldap
-                        .with_timeout(inner.operation_timeout)
-                        .search(
-                            &inner.users_base,
-                            Scope::Subtree,
-                            filter,
-                            inner.user_attributes.as_slice(),
-                        )
-                        .await?;
-                    match res.rc {
-                        0 => {}
-                        32 => return Err(Failure::Mapped(self.missing_users_base())),
-                        _ => return Err(Failure::from_result(&res)),
-                    }
-                    Ok(entries
-                        .into_iter()
-                        .filter(|e| !e.is_ref() && !e.is_intermediate())
-                        .map(SearchEntry::construct)
-                        .collect::<Vec<_>>())
-                },
-            )
-            .await?;
+        let entries = self.user_entries("find_users", &filter, None).await?;
         let mut found: std::collections::HashMap<String, UserEntry> =
             std::collections::HashMap::new();
         let mut ambiguous = std::collections::HashSet::new();
