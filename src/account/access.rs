@@ -34,6 +34,16 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// An authenticated caller (a signed-in person or an API token) with its roles.
+    pub fn caller(principal: &crate::auth::Principal, request_id: Option<String>) -> Actor {
+        Actor {
+            name: principal.name.clone(),
+            dn: principal.dn.clone(),
+            authority: Authority::Roles(principal.roles.clone()),
+            request_id,
+        }
+    }
+
     /// lockbridge itself, named `name` in the audit log.
     pub fn system(name: &str) -> Actor {
         Actor {

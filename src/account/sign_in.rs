@@ -93,18 +93,11 @@ impl AccountService {
         user_name: &str,
         dn: &str,
     ) -> Result<(), AccountError> {
+        // Only the DN and the name matter to a block (which is idempotent).
         let user = UserEntry {
             dn: dn.to_owned(),
             user_name: user_name.to_owned(),
-            display_name: None,
-            mail: None,
-            alternate_mail: None,
-            mobile: None,
-            must_change: false,
-            password_changed_at: None,
-            locked: false,
-            blocked: false,
-            policy_dn: None,
+            ..UserEntry::from(&PasswordStateEntry::default())
         };
         let change = SignInEdit::Block(true);
         let result = self.apply_change(actor, user_name, &user, change).await;
@@ -128,19 +121,7 @@ impl AccountService {
             ExpiryAction::Lock => SignInEdit::Block(true),
         };
         // The sweep read the entry already: no second look-up per expired account.
-        let user = UserEntry {
-            dn: entry.dn.clone(),
-            user_name: entry.user_name.clone(),
-            display_name: entry.display_name.clone(),
-            mail: entry.mail.clone(),
-            alternate_mail: None,
-            mobile: None,
-            must_change: entry.must_change,
-            password_changed_at: entry.changed_at,
-            locked: entry.locked,
-            blocked: entry.blocked,
-            policy_dn: entry.policy_dn.clone(),
-        };
+        let user = UserEntry::from(entry);
         let result = self
             .apply_change(actor, &entry.user_name, &user, change)
             .await;

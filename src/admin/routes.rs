@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AdminError;
 use crate::account::expiry::ExpiryService;
 use crate::account::sign_in::SignInChange;
-use crate::account::{AccountService, Actor, Authority, PasswordChoice, ResetRequest};
+use crate::account::{AccountService, Actor, PasswordChoice, ResetRequest};
 use crate::audit::AuditLog;
 use crate::auth::{
     Authenticator, ManageExpiry, Principal, ReadAudit, ReadUsers, Require, SessionService,
@@ -71,12 +71,7 @@ pub fn routes(state: AdminState) -> Router {
 
 /// The caller as the account gate sees it.
 fn actor_of(caller: &Principal, headers: &HeaderMap) -> Actor {
-    Actor {
-        name: caller.name.clone(),
-        dn: caller.dn.clone(),
-        authority: Authority::Roles(caller.roles.clone()),
-        request_id: request_id(headers),
-    }
+    Actor::caller(caller, request_id(headers))
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {

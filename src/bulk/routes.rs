@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::engine::{BulkDeps, BulkError, JobKind, create_job, run_job, take_report_csv};
-use crate::account::{AccountError, Actor, Authority};
+use crate::account::{AccountError, Actor};
 use crate::auth::{AccountAction, Authenticator, Permission, Principal};
 use crate::store::{JobRecord, StoreError};
 use crate::types::Secret;
@@ -170,15 +170,11 @@ impl JobView {
 }
 
 fn actor_of(caller: &Principal, headers: &HeaderMap) -> Actor {
-    Actor {
-        name: caller.name.clone(),
-        dn: caller.dn.clone(),
-        authority: Authority::Roles(caller.roles.clone()),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    }
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Actor::caller(caller, request_id)
 }
 
 /// The accounts of a request, checked against the caller's cap.
@@ -213,18 +209,12 @@ async fn select(
             }
             names
         }
-        (None, Some(group)) => {
+        // A group's members, or (`all`) everyone; never the caller.
+        (None, group) => {
             state
                 .deps
                 .account
-                .user_names(Some(group), caller.dn.as_deref())
-                .await?
-        }
-        (None, None) => {
-            state
-                .deps
-                .account
-                .user_names(None, caller.dn.as_deref())
+                .user_names(group.as_deref(), caller.dn.as_deref())
                 .await?
         }
     };
@@ -251,12 +241,7 @@ async fn start(
     sealed_secret: Option<Vec<u8>>,
     names: Vec<String>,
 ) -> Result<(StatusCode, Json<JobStarted>), BulkApiError> {
-    let actor = Actor {
-        name: caller.name.clone(),
-        dn: caller.dn.clone(),
-        authority: Authority::Roles(caller.roles.clone()),
-        request_id: None,
-    };
+    let actor = Actor::caller(caller, None);
     let id = match create_job(&state.deps, &actor, kind, sealed_secret, &names).await {
         Ok(id) => id,
         Err(BulkError::Store(e)) => return Err(BulkApiError::Store(e)),

@@ -136,7 +136,7 @@ pub struct UserEntry {
 /// One user's password facts, as [`Directory::stream_password_states`] reads them for the
 /// expiry sweep. Facts only: what they mean (expiry date, which policy's age applies, what
 /// to do without a change time) is the caller's decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PasswordStateEntry {
     pub dn: String,
     /// A stable identifier that survives renames (OpenLDAP: `entryUUID`).
@@ -159,6 +159,26 @@ pub struct PasswordStateEntry {
     /// When the entry was created (OpenLDAP: `createTimestamp`): a possible stand-in for
     /// `changed_at`, reported, not applied.
     pub created_at: Option<DateTime<Utc>>,
+}
+
+/// A user as the sweep read it: what a write through the account gate needs (the
+/// addresses the sweep does not read are left empty).
+impl From<&PasswordStateEntry> for UserEntry {
+    fn from(e: &PasswordStateEntry) -> Self {
+        UserEntry {
+            dn: e.dn.clone(),
+            user_name: e.user_name.clone(),
+            display_name: e.display_name.clone(),
+            mail: e.mail.clone(),
+            alternate_mail: None,
+            mobile: None,
+            must_change: e.must_change,
+            password_changed_at: e.changed_at,
+            locked: e.locked,
+            blocked: e.blocked,
+            policy_dn: e.policy_dn.clone(),
+        }
+    }
 }
 
 /// Result of [`Directory::search_users`].
