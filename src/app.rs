@@ -23,7 +23,9 @@ use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
     SmtpSecurityConfig,
 };
-use crate::directory::{Directory, DirectoryError, DirectoryKind, DirectorySettings};
+use crate::directory::{
+    Directory, DirectoryError, DirectoryKind, DirectorySettings, SignInVocabulary,
+};
 use crate::http::{HealthState, RateLimit, RouterParts, ServerLimits, TrustedProxies, router};
 use crate::notify::{
     MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer,
@@ -227,6 +229,7 @@ fn scim_mapping_settings(config: &Config) -> (UserMappingSettings, GroupMappingS
             external_id_attribute: optional(&s.external_id_attribute),
             overrides: s.attributes.clone(),
             lockbridge_schema: false,
+            sign_in: SignInVocabulary::for_kind(directory_settings(config).kind),
         },
         GroupMappingSettings {
             object_classes: s.group_object_classes.clone(),

@@ -152,6 +152,45 @@ fn features_change_accounts_only_through_account() {
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
 
+/// OpenLDAP's names for sign-in state: only its dialect (`directory/dialect/openldap.rs`)
+/// may say them; everything else asks the dialect (`SignInVocabulary`, `account`).
+const OPENLDAP_STATE_NAMES: &[&str] = &["pwdReset", "pwdAccountLockedTime", "000001010000Z"];
+
+/// Modules whose code must not know how a directory kind keeps sign-in state.
+const KIND_NEUTRAL: &[&str] = &["admin", "bulk", "scim", "sweep", "account", "selfservice"];
+
+#[test]
+fn only_the_openldap_dialect_names_openldap_state() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut violations = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let owner = module_path(relative).first().cloned().unwrap_or_default();
+        // `tests.rs` files hold fixtures: entries as OpenLDAP returns them.
+        if !KIND_NEUTRAL.contains(&owner.as_str()) || file.ends_with("tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read");
+        // Only the code before an inline test module.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            for name in OPENLDAP_STATE_NAMES {
+                if line.contains(name) {
+                    violations.push(format!(
+                        "{}:{}: names OpenLDAP's `{name}`; ask the directory's dialect \
+                         (SignInVocabulary) or the account gate instead",
+                        relative.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
 #[test]
 fn the_scanner_sees_groups_and_super_paths() {
     let path = |p: &str| module_path(Path::new(p));

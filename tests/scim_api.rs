@@ -574,6 +574,57 @@ async fn active_false_locks_a_real_bind_and_true_unlocks_it() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["active"], json!(true));
     assert!(env.binds("lena", "Lena-Passw0rd-123"));
+    // Both went through the account gate, which audits them as the provisioning token's.
+    let (status, body) = env
+        .daemon
+        .client()
+        .get(
+            &env.daemon.admin_token,
+            "/api/v1/audit?actor=entra-provisioning&limit=50",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let actions: Vec<&str> = body["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["target"] == json!("lena"))
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for expected in ["sign_in.blocked", "sign_in.unblocked", "scim.patch"] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_user_created_inactive_and_must_change_is_so_in_the_directory() {
+    let env = start();
+    let mut body = new_user("nora", Some("Nora-Passw0rd-123"));
+    body["active"] = json!(false);
+    body[PASSWORD_EXT] = json!({ "mustChange": true });
+    let (status, created, _) = env.scim.post("/Users", body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["active"], json!(false));
+    assert_eq!(created[PASSWORD_EXT]["mustChange"], json!(true));
+    assert!(!env.binds("nora", "Nora-Passw0rd-123"), "blocked");
+    let id = created["id"].as_str().expect("id").to_owned();
+    // Without a password in the request, mustChange alone is written (and cleared).
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([
+                { "op": "replace", "path": "active", "value": true },
+                { "op": "replace", "path": format!("{PASSWORD_EXT}:mustChange"), "value": false }
+            ])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["active"], json!(true));
+    assert_eq!(reply[PASSWORD_EXT]["mustChange"], json!(false));
+    assert!(env.binds("nora", "Nora-Passw0rd-123"));
+    let (_, again, _) = env.scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(again[PASSWORD_EXT]["mustChange"], json!(false), "{again}");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use serde_json::json;
 
 pub use access::{Actor, Authority, RoleGroups, SignedIn};
 pub use protection::{Protection, ProtectionSettings};
+pub use sign_in::{ProvisionedState, SignInChange};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::auth::AccountAction;

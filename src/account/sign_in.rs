@@ -6,7 +6,7 @@
 use super::{AccountError, AccountService, Actor};
 use crate::audit::{Action, AuditEvent, Detail, Outcome};
 use crate::auth::AccountAction;
-use crate::directory::{Lockout, PasswordStateEntry, UserEntry};
+use crate::directory::{Lockout, PasswordState, PasswordStateEntry, UserEntry};
 use crate::policy::ExpiryAction;
 
 /// What changing sign-in state did.
@@ -21,6 +21,29 @@ pub struct SignInChange {
     pub must_change: bool,
     pub locked: bool,
     pub blocked: bool,
+}
+
+/// The sign-in state provisioning asks for (SCIM `active: false` is `blocked`);
+/// `None` leaves that part as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProvisionedState {
+    pub blocked: Option<bool>,
+    pub must_change: Option<bool>,
+}
+
+impl ProvisionedState {
+    /// Nothing asked.
+    pub fn is_empty(&self) -> bool {
+        self.blocked.is_none() && self.must_change.is_none()
+    }
+
+    /// The request that takes these changes back.
+    pub fn undo(self) -> ProvisionedState {
+        ProvisionedState {
+            blocked: self.blocked.map(|b| !b),
+            must_change: self.must_change.map(|m| !m),
+        }
+    }
 }
 
 /// One sign-in change, as the audit log names it.
@@ -93,16 +116,94 @@ impl AccountService {
         user_name: &str,
         dn: &str,
     ) -> Result<(), AccountError> {
-        // Only the DN and the name matter to a block (which is idempotent).
-        let user = UserEntry {
+        // Only the DN and the name matter to a block (which is idempotent): the state is
+        // taken as "not blocked" so that the block is written whatever it was.
+        let want = ProvisionedState {
+            blocked: Some(true),
+            must_change: None,
+        };
+        self.set_provisioned_state(actor, user_name, dn, &PasswordState::default(), want)
+            .await
+            .map(|_| ())
+    }
+
+    /// Bring an entry provisioning found (`dn`, named `user_name`, in state `now`) to
+    /// the sign-in state it asks for (SCIM `active`, `mustChange`). Each change is
+    /// authorized, written and audited like an administrator's; when the second fails,
+    /// the first is undone. Returns what was changed, for [`ProvisionedState::undo`].
+    pub async fn set_provisioned_state(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        dn: &str,
+        now: &PasswordState,
+        want: ProvisionedState,
+    ) -> Result<ProvisionedState, AccountError> {
+        let mut user = UserEntry {
             dn: dn.to_owned(),
             user_name: user_name.to_owned(),
             ..UserEntry::from(&PasswordStateEntry::default())
         };
-        let change = SignInEdit::Block(true);
-        let result = self.apply_change(actor, user_name, &user, change).await;
-        self.record_change(actor, user_name, change, &result).await;
-        result.map(|_| ())
+        user.must_change = now.must_change;
+        user.locked = now.locked;
+        user.blocked = now.blocked;
+        let mut done = ProvisionedState::default();
+        let edits = [
+            want.blocked
+                .filter(|b| *b != now.blocked)
+                .map(SignInEdit::Block),
+            want.must_change
+                .filter(|m| *m != now.must_change)
+                .map(SignInEdit::MustChange),
+        ];
+        for change in edits.into_iter().flatten() {
+            let result = self.apply_change(actor, user_name, &user, change).await;
+            self.record_change(actor, user_name, change, &result).await;
+            match result {
+                Ok(after) => {
+                    match change {
+                        SignInEdit::Block(b) => done.blocked = Some(b),
+                        SignInEdit::MustChange(m) => done.must_change = Some(m),
+                        SignInEdit::Unlock => {}
+                    }
+                    user.must_change = after.must_change;
+                    user.locked = after.locked;
+                    user.blocked = after.blocked;
+                }
+                Err(e) => {
+                    self.undo_provisioned_state(actor, user_name, dn, done)
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Take back what [`Self::set_provisioned_state`] changed (`done`), because the
+    /// rest of the provisioning request failed. Failures are logged: the request's own
+    /// error is what the caller reports.
+    pub async fn undo_provisioned_state(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        dn: &str,
+        done: ProvisionedState,
+    ) {
+        if done.is_empty() {
+            return;
+        }
+        let now = PasswordState {
+            must_change: done.must_change.unwrap_or(false),
+            blocked: done.blocked.unwrap_or(false),
+            locked: done.blocked.unwrap_or(false),
+            ..PasswordState::default()
+        };
+        if let Err(e) =
+            Box::pin(self.set_provisioned_state(actor, user_name, dn, &now, done.undo())).await
+        {
+            tracing::error!(user.dn = %dn, error = %e, "could not undo a sign-in state change after a failed provisioning request");
+        }
     }
 
     /// The organisation's action on an expired password (the sweep, as the system),

@@ -57,7 +57,7 @@ use self::error::{ConnFate, Failure, OpKind, map_failure};
 use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
-pub use self::dialect::{DirectoryKind, Lockout};
+pub use self::dialect::{DirectoryKind, Lockout, PasswordState, SignInVocabulary, StateTest};
 pub use self::dn::{dn_key, rdn_of};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
@@ -232,7 +232,7 @@ struct Inner {
     /// Shared with the pool's manager: woken when a connection attempt fails.
     connect_failed: Arc<tokio::sync::Notify>,
     endpoint: Endpoint,
-    dialect: Box<dyn Dialect>,
+    dialect: Arc<dyn Dialect>,
     users_base: String,
     /// `users_base` and `bind_dn` in [`loose_dn`] form, for the set_password guard.
     users_base_loose: String,
@@ -1663,12 +1663,17 @@ impl Directory {
         })
     }
 
-    /// Why connecting failed most recently, if it did (for diagnostics).
+    /// How this directory kind keeps sign-in state, for features that read entries.
+    pub fn sign_in_vocabulary(&self) -> SignInVocabulary {
+        SignInVocabulary::of(self.inner.dialect.clone())
+    }
+
     /// Where users live (`users_base`).
     pub fn users_base(&self) -> &str {
         &self.inner.users_base
     }
 
+    /// Why connecting failed most recently, if it did (for diagnostics).
     pub fn last_connect_error(&self) -> Option<DirectoryError> {
         self.inner
             .connect_errors

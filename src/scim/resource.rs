@@ -11,6 +11,10 @@
 //!   [`UserMapping::parse`] → [`UserMapping::rdn_change`] (rename) and
 //!   [`UserMapping::changes`] → one LDAP modify holding only what differs.
 //!
+//! Sign-in state (`active`, `mustChange`) is read here but never written as attributes:
+//! [`UserMapping::state_edit`] says what should change, and the service asks the
+//! account gate to change it.
+//!
 //! # Default user mapping
 //!
 //! | SCIM | LDAP |
@@ -23,11 +27,11 @@
 //! | `emails` (type `work`; the first is `primary`) | `mail` |
 //! | `phoneNumbers` type `work` / `mobile` / `fax` / `home` / `pager` | `telephoneNumber` / `mobile` / `facsimileTelephoneNumber` / `homePhone` / `pager` |
 //! | `emails` `home`/`other`, `phoneNumbers` `other`, `ims`, `photos`, `entitlements`, `roles`, `x509Certificates` | JSON in lockbridge's schema (`JSON_HOMES`) |
-//! | `active` | `false` exactly when `pwdAccountLockedTime` is `000001010000Z` (locked by an administrator); a temporary lockout after failed binds is still active |
+//! | `active` | `false` exactly when an administrator blocked sign-in (where the directory kind keeps that: [`SignInVocabulary`]); a temporary lockout after failed binds is still active |
 //! | enterprise `employeeNumber` / `department` / `organization` | `employeeNumber` / `departmentNumber` / `o` |
 //! | enterprise `manager` | `manager` (a DN; the service resolves it to and from an id) |
 //! | `meta.created` / `meta.lastModified` / `meta.version` | `createTimestamp` / `modifyTimestamp` / `W/"<entryCSN>"` |
-//! | password `passwordLastChanged` / `mustChange` | `pwdChangedTime` / `pwdReset: TRUE` |
+//! | password `passwordLastChanged` / `mustChange` | where the directory kind keeps them ([`SignInVocabulary`]) |
 //! | password `passwordExpiresAt` / `neverExpires` | computed by the service ([`UserExtras`]) |
 //!
 //! `overrides` changes the LDAP attribute of any row from `name.givenName` to `manager`
@@ -60,26 +64,20 @@ use super::filter::{
 use super::model::{get_ci, truncate};
 use super::patch::GroupPatch;
 use super::schema::{Hidden, ResourceSchema};
+use crate::account::ProvisionedState;
 use crate::directory::escape::is_attribute_description;
-use crate::directory::{Change, Entry, SortKey, dn_key, rdn_of};
+use crate::directory::{Change, Entry, SignInVocabulary, SortKey, dn_key, rdn_of};
 use crate::types::Secret;
 
-/// The `pwdAccountLockedTime` value OpenLDAP's ppolicy treats as "locked until an
-/// administrator unlocks": what `active: false` writes.
-pub const LOCKED_BY_ADMIN: &str = "000001010000Z";
-
-/// Operational attributes every user read requests.
-const USER_OPERATIONAL: [&str; 9] = [
+/// Operational attributes every user read requests (and the sign-in state's, which
+/// the directory kind names: [`SignInVocabulary::attributes`]).
+const USER_OPERATIONAL: [&str; 5] = [
     // The groups, where the directory keeps it (see `super::user_groups`).
     "memberOf",
     "entryUUID",
     "entryCSN",
     "createTimestamp",
     "modifyTimestamp",
-    "pwdChangedTime",
-    "pwdReset",
-    "pwdAccountLockedTime",
-    "pwdPolicySubentry",
 ];
 
 /// Operational attributes every group read requests.
@@ -112,6 +110,9 @@ pub struct UserMappingSettings {
     /// added to an entry the first time one of them is written. Without it those
     /// attributes have no home: they are left out of the schema and ignored in writes.
     pub lockbridge_schema: bool,
+    /// How the directory keeps sign-in state (`active`, `mustChange`, when the password
+    /// last changed).
+    pub sign_in: SignInVocabulary,
 }
 
 impl Default for UserMappingSettings {
@@ -122,6 +123,7 @@ impl Default for UserMappingSettings {
             external_id_attribute: None,
             overrides: BTreeMap::new(),
             lockbridge_schema: false,
+            sign_in: SignInVocabulary::default(),
         }
     }
 }
@@ -802,6 +804,7 @@ pub struct UserMapping {
     person: bool,
     schema: ResourceSchema,
     filter: UserFilterMapping,
+    sign_in: SignInVocabulary,
 }
 
 impl std::fmt::Debug for UserMapping {
@@ -840,9 +843,12 @@ fn check_object_classes(classes: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn is_operational(name: &str) -> bool {
+/// Whether lockbridge reads `name` itself (the operational attributes, and `state`: the
+/// sign-in state's), so no SCIM attribute may be mapped to it.
+fn is_operational(name: &str, state: &[&str]) -> bool {
     USER_OPERATIONAL
         .iter()
+        .chain(state)
         .any(|o| o.eq_ignore_ascii_case(name))
         || name.eq_ignore_ascii_case("objectClass")
 }
@@ -890,7 +896,7 @@ impl UserMapping {
         }
         owners.extend(ldap.iter().map(|(f, a)| (a.clone(), f.key().to_owned())));
         for (i, (attr, owner)) in owners.iter().enumerate() {
-            if is_operational(attr) {
+            if is_operational(attr, s.sign_in.attributes()) {
                 return Err(format!(
                     "{owner} is mapped to \"{attr}\", which lockbridge manages itself; choose \
                      another attribute"
@@ -976,6 +982,7 @@ impl UserMapping {
         let filter = UserFilterMapping {
             base: DefaultUserMapping {
                 external_id: external_id.clone(),
+                sign_in: s.sign_in.clone(),
             },
             renames,
             homeless: homeless
@@ -1001,6 +1008,7 @@ impl UserMapping {
             person,
             schema,
             filter,
+            sign_in: s.sign_in,
         })
     }
 
@@ -1097,7 +1105,12 @@ impl UserMapping {
         out.extend(self.primary.iter().map(|p| (*p).to_owned()));
         out.extend(self.addresses.iter().map(|a| (*a).to_owned()));
         out.extend(self.external_id.iter().cloned());
-        out.extend(USER_OPERATIONAL.iter().map(|s| (*s).to_owned()));
+        out.extend(
+            USER_OPERATIONAL
+                .iter()
+                .chain(self.sign_in.attributes())
+                .map(|s| (*s).to_owned()),
+        );
         if self.person {
             for must in ["cn", "sn"] {
                 if !out.iter().any(|a| a.eq_ignore_ascii_case(must)) {
@@ -1161,7 +1174,8 @@ impl UserMapping {
                 r.insert(key.into(), v.into());
             }
         }
-        r.insert("active".into(), Value::Bool(!locked_by_admin(entry)));
+        let state = self.sign_in.read(entry);
+        r.insert("active".into(), Value::Bool(!state.blocked));
         let all = |f: Field| self.attr(f).map(|a| entry.all(a)).unwrap_or(&[]);
         // Which value kept in an inetOrgPerson attribute is primary (values kept as JSON
         // say so themselves). Without lockbridge's schema nothing is: a value that read
@@ -1264,8 +1278,11 @@ impl UserMapping {
             enterprise.insert("manager".into(), Value::Object(o));
         }
         let mut password = Map::new();
-        if let Some(t) = entry.first("pwdChangedTime").and_then(rfc3339) {
-            password.insert("passwordLastChanged".into(), t.into());
+        if let Some(t) = state.changed_at {
+            password.insert(
+                "passwordLastChanged".into(),
+                t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into(),
+            );
         }
         if let Some(t) = extras.password_expires_at {
             password.insert(
@@ -1273,7 +1290,7 @@ impl UserMapping {
                 t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into(),
             );
         }
-        password.insert("mustChange".into(), must_change(entry).into());
+        password.insert("mustChange".into(), state.must_change.into());
         password.insert("neverExpires".into(), extras.never_expires.into());
         let mut schemas = vec![Value::from(CORE_USER)];
         if !enterprise.is_empty() {
@@ -1477,9 +1494,9 @@ impl UserMapping {
     }
 
     /// The DN and attributes of a new entry for `w` under `container_dn`: the RDN is
-    /// `user_name_attribute=<userName>`; `cn`/`sn` are derived when missing; `active:
-    /// false` and `mustChange: true` are written as `pwdAccountLockedTime` / `pwdReset`.
-    /// The password is not among them (the service sets it after the add).
+    /// `user_name_attribute=<userName>`; `cn`/`sn` are derived when missing. Neither the
+    /// password nor the sign-in state is among them: the service sets them after the add
+    /// ([`UserMapping::state_edit`]).
     pub fn new_entry(
         &self,
         w: &UserWrite,
@@ -1518,13 +1535,23 @@ impl UserMapping {
         if let Some(aux) = &self.aux {
             aux.complete_new(&mut attrs);
         }
-        if w.active == Some(false) {
-            attrs.push(("pwdAccountLockedTime".into(), vec![LOCKED_BY_ADMIN.into()]));
-        }
-        if w.must_change == Some(true) {
-            attrs.push(("pwdReset".into(), vec!["TRUE".into()]));
-        }
         (dn, attrs)
+    }
+
+    /// The sign-in state of an entry read with [`UserMapping::read_attributes`].
+    pub fn sign_in_state(&self, entry: &Entry) -> crate::directory::PasswordState {
+        self.sign_in.read(entry)
+    }
+
+    /// The sign-in state `w` asks for that `current` (`None`: a new entry) does not
+    /// have: `active: false` blocks sign-in, `active: true` lifts only an
+    /// administrator's block; `mustChange` as given. Unset attributes change nothing.
+    pub fn state_edit(&self, current: Option<&Entry>, w: &UserWrite) -> ProvisionedState {
+        let now = current.map(|e| self.sign_in.read(e)).unwrap_or_default();
+        ProvisionedState {
+            blocked: w.active.map(|a| !a).filter(|b| *b != now.blocked),
+            must_change: w.must_change.filter(|m| *m != now.must_change),
+        }
     }
 
     /// The new RDN (`uid=<new userName>`, escaped) when `userName` changes and the entry
@@ -1543,7 +1570,8 @@ impl UserMapping {
     /// attributes, other LDAP values after the first are kept). `active` and `mustChange`
     /// change only when given. The RDN value of an entry named by a mapped attribute is
     /// kept. A `userName` change is a rename ([`UserMapping::rdn_change`]) unless the entry
-    /// is named by another attribute. `manager`: `attrs["manager"]` if the service resolved
+    /// is named by another attribute. Sign-in state is not among them
+    /// ([`UserMapping::state_edit`]). `manager`: `attrs["manager"]` if the service resolved
     /// it; cleared if `manager_id` is `None`; untouched if `manager_id` is set but not
     /// resolved.
     pub fn changes(&self, current: &Entry, w: &UserWrite) -> Vec<Change> {
@@ -1609,25 +1637,6 @@ impl UserMapping {
                 rdn.as_ref(),
             );
         }
-        let locked = locked_by_admin(current);
-        match w.active {
-            Some(false) if !locked => out.push(Change::Replace(
-                "pwdAccountLockedTime".into(),
-                vec![LOCKED_BY_ADMIN.into()],
-            )),
-            Some(true) if locked => {
-                out.push(Change::Replace("pwdAccountLockedTime".into(), vec![]))
-            }
-            _ => {}
-        }
-        let reset = must_change(current);
-        match w.must_change {
-            Some(true) if !reset => {
-                out.push(Change::Replace("pwdReset".into(), vec!["TRUE".into()]))
-            }
-            Some(false) if reset => out.push(Change::Replace("pwdReset".into(), vec![])),
-            _ => {}
-        }
         if let Some(aux) = &self.aux {
             aux.complete(current, &mut out);
         }
@@ -1660,16 +1669,6 @@ fn push_change(
         return;
     }
     out.push(Change::Replace(ldap.to_owned(), new));
-}
-
-fn locked_by_admin(entry: &Entry) -> bool {
-    entry.first("pwdAccountLockedTime") == Some(LOCKED_BY_ADMIN)
-}
-
-fn must_change(entry: &Entry) -> bool {
-    entry
-        .first("pwdReset")
-        .is_some_and(|v| v.eq_ignore_ascii_case("TRUE"))
 }
 
 fn meta(entry: &Entry, resource_type: &str, location: String) -> Value {
@@ -1763,7 +1762,10 @@ impl FilterMapping for UserFilterMapping {
             .is_none_or(|u| u.eq_ignore_ascii_case(PASSWORD_EXTENSION));
         if in_password && path.sub_attr.is_none() {
             if path.name_is("passwordLastChanged") {
-                return Some(Target::attribute("pwdChangedTime", Syntax::GeneralizedTime));
+                return Some(Target::attribute(
+                    self.base.sign_in.changed_at_attribute(),
+                    Syntax::GeneralizedTime,
+                ));
             }
             if path.name_is("passwordExpiresAt") || path.name_is("neverExpires") {
                 return Some(Target::unsupported(format!(
@@ -1976,7 +1978,8 @@ impl GroupMapping {
         check_object_classes(&s.object_classes)?;
         if let Some(x) = &s.external_id_attribute {
             check_attribute("external_id_attribute", x)?;
-            if ["cn", "member"].iter().any(|a| a.eq_ignore_ascii_case(x)) || is_operational(x) {
+            if ["cn", "member"].iter().any(|a| a.eq_ignore_ascii_case(x)) || is_operational(x, &[])
+            {
                 return Err(format!(
                     "external_id_attribute is \"{x}\", which holds the group's name, members or \
                      state; choose another attribute"

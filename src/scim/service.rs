@@ -11,7 +11,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
 use super::error::ScimError;
@@ -28,12 +27,12 @@ use super::resource::{
 use super::schema::Discovery;
 use super::user_groups::{GroupsLocation, UserGroups};
 use crate::account::expiry::{ExpiryService, PasswordExpiry};
-use crate::account::{AccountError, AccountService, Actor, Authority};
+use crate::account::{AccountError, AccountService, Actor, Authority, ProvisionedState};
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
-    Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, WindowQuery,
-    loose_dn, renamed_dn, same_dn,
+    Change, Directory, DirectoryError, Entry, PasswordState, SearchScope, SortKey, StoredPassword,
+    WindowQuery, loose_dn, renamed_dn, same_dn,
 };
 use crate::types::Secret;
 
@@ -548,9 +547,9 @@ impl ScimService {
                 .unwrap_or((None, None));
             // passwordExpiresAt and neverExpires are `returned: request`: computed only then.
             let expiry = if shape.wants_password_facts() {
-                let changed_at = entry.first("pwdChangedTime").and_then(generalized_time);
+                let state = self.users.sign_in_state(entry);
                 self.expiry
-                    .password_expiry(changed_at, entry.first("pwdPolicySubentry"))
+                    .password_expiry(state.changed_at, state.policy_dn.as_deref())
                     .await
                     .map_err(from_account)?
             } else {
@@ -1068,7 +1067,7 @@ impl ScimService {
         let user_name = w.user_name.clone();
         let active = w.active;
         let has_password = w.password.is_some();
-        let result = self.try_create_user(&mut w).await;
+        let result = self.try_create_user(caller, &mut w).await;
         let attrs: Vec<String> = w.attrs.keys().cloned().collect();
         let (id, password) = match &result {
             Ok(s) => (
@@ -1095,7 +1094,11 @@ impl ScimService {
         result
     }
 
-    async fn try_create_user(&self, w: &mut UserWrite) -> Result<Served, ScimError> {
+    async fn try_create_user(
+        &self,
+        caller: &Caller,
+        w: &mut UserWrite,
+    ) -> Result<Served, ScimError> {
         if self.user_name_taken(&w.user_name, None).await? {
             return Err(ScimError::Uniqueness(format!(
                 "userName \"{}\" is already taken; choose another, or find the existing user with filter=userName eq \"{}\"",
@@ -1122,13 +1125,38 @@ impl ScimService {
         {
             // The entry is new: take it away again rather than leave a user without the
             // password the client believes it set.
-            if let Err(undo) = self.directory.delete_entry(&dn, None).await {
-                tracing::error!(user.dn = %dn, error = %undo, "could not remove a user whose password was refused");
-            }
+            self.remove_new_user(&dn).await;
+            return Err(from_account(e));
+        }
+        // A password pushed with `mustChange` already carries it.
+        let mut state = self.users.state_edit(None, w);
+        if w.password.is_some() {
+            state.must_change = None;
+        }
+        if !state.is_empty()
+            && let Err(e) = self
+                .account
+                .set_provisioned_state(
+                    &caller.actor(),
+                    &w.user_name,
+                    &dn,
+                    &PasswordState::default(),
+                    state,
+                )
+                .await
+        {
+            self.remove_new_user(&dn).await;
             return Err(from_account(e));
         }
         let entry = self.user_by_dn(&dn).await?;
         self.serve_user(&entry, &Shape::default()).await
+    }
+
+    /// Takes away an entry this request added, because the rest of it failed.
+    async fn remove_new_user(&self, dn: &str) {
+        if let Err(undo) = self.directory.delete_entry(dn, None).await {
+            tracing::error!(user.dn = %dn, error = %undo, "could not remove a new user after the rest of its creation failed");
+        }
     }
 
     /// `PUT /Users/{id}`: replaces every attribute the mapping manages; the password only
@@ -1147,7 +1175,7 @@ impl ScimService {
             let (current, stored) = self.user_entry_for_write(id, carries_password).await?;
             check_version(self.users.version(&current), if_match)?;
             let w = self.users.parse(body)?;
-            self.update_user(current, stored, w, if_match.is_some())
+            self.update_user(caller, current, stored, w, if_match.is_some())
                 .await
         }
         .await;
@@ -1210,7 +1238,7 @@ impl ScimService {
                 w.attrs
                     .insert("manager".into(), current.all("manager").to_vec());
             }
-            self.update_user(current, stored, w, if_match.is_some())
+            self.update_user(caller, current, stored, w, if_match.is_some())
                 .await
         }
         .await;
@@ -1296,6 +1324,7 @@ impl ScimService {
     /// compared with it; without it, the directory is asked).
     async fn update_user(
         &self,
+        caller: &Caller,
         current: Entry,
         stored: Option<StoredPassword>,
         mut w: UserWrite,
@@ -1339,12 +1368,17 @@ impl ScimService {
             }
         }
         let changes = self.users.changes(&current, &w);
+        let mut state = self.users.state_edit(Some(&current), &w);
+        if password.is_some() {
+            // The password is written with `mustChange` (or without it, which clears it).
+            state.must_change = None;
+        }
         let summary = UpdateSummary {
             attributes: changed_names(&changes),
             password: password_note,
             active: w.active,
         };
-        if changes.is_empty() && new_rdn.is_none() && password.is_none() {
+        if changes.is_empty() && new_rdn.is_none() && password.is_none() && state.is_empty() {
             let served = self.serve_user(&current, &Shape::default()).await?;
             return Ok((served, summary));
         }
@@ -1352,6 +1386,33 @@ impl ScimService {
         let dn = self
             .rename_and_modify(&current, new_rdn.as_deref(), &changes, asserted)
             .await?;
+        // Whatever follows fails: the attributes and the name go back as they were.
+        let undo_attributes = async |dn: &str| {
+            let undo = inverse(&changes, &current);
+            if !undo.is_empty()
+                && let Err(u) = self.directory.modify_entry(dn, &undo, None).await
+            {
+                tracing::error!(user.dn = %dn, error = %u, "could not undo the attribute change after the rest of the request failed");
+            }
+            self.undo_rename(&current, dn, new_rdn.is_some()).await;
+        };
+        let actor = caller.actor();
+        let state_done = if state.is_empty() {
+            ProvisionedState::default()
+        } else {
+            let now = self.users.sign_in_state(&current);
+            match self
+                .account
+                .set_provisioned_state(&actor, &w.user_name, &dn, &now, state)
+                .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    undo_attributes(&dn).await;
+                    return Err(from_account(e));
+                }
+            }
+        };
         let mut summary = summary;
         if let Some(p) = &password {
             match self
@@ -1361,11 +1422,10 @@ impl ScimService {
             {
                 Ok(()) => summary.password = "set",
                 Err(e) => {
-                    let undo = inverse(&changes, &current);
-                    if let Err(u) = self.directory.modify_entry(&dn, &undo, None).await {
-                        tracing::error!(user.dn = %dn, error = %u, "could not undo the attribute change after the password was refused");
-                    }
-                    self.undo_rename(&current, &dn, new_rdn.is_some()).await;
+                    self.account
+                        .undo_provisioned_state(&actor, &w.user_name, &dn, state_done)
+                        .await;
+                    undo_attributes(&dn).await;
                     return Err(from_account(e));
                 }
             }
@@ -1408,6 +1468,9 @@ impl ScimService {
         } else {
             assertion.as_deref()
         };
+        if changes.is_empty() {
+            return Ok(dn);
+        }
         if let Err(e) = self
             .directory
             .modify_entry(&dn, changes, modify_assertion)
@@ -1866,15 +1929,6 @@ fn from_account(e: AccountError) -> ScimError {
         }
         other => ScimError::Internal(other.to_string()),
     }
-}
-
-/// GeneralizedTime (`20261123142742Z`, optionally with a fraction) as UTC.
-fn generalized_time(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.strip_suffix('Z')?;
-    let (whole, _fraction) = s.split_once(['.', ',']).unwrap_or((s, ""));
-    NaiveDateTime::parse_from_str(whole, "%Y%m%d%H%M%S")
-        .ok()
-        .map(|t| t.and_utc())
 }
 
 /// At most 64 characters of client input, for messages.

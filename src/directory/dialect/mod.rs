@@ -9,6 +9,7 @@
 mod openldap;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,9 +26,9 @@ pub enum DirectoryKind {
     OpenLdap,
 }
 
-/// A user's password state as the directory keeps it.
+/// A user's password and sign-in state as the directory keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct PasswordState {
+pub struct PasswordState {
     pub must_change: bool,
     pub changed_at: Option<DateTime<Utc>>,
     pub locked: bool,
@@ -56,6 +57,35 @@ pub(crate) struct EntryFacts {
     pub uuid: Option<String>,
     /// When the entry was created (OpenLDAP: `createTimestamp`).
     pub created_at: Option<DateTime<Utc>>,
+}
+
+/// A sign-in state a search can select users by ([`Dialect::state_filter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateTest {
+    /// Sign-in blocked by an administrator (`true`), or not (`false`; a lockout after
+    /// failed sign-ins is not a block).
+    Blocked(bool),
+    /// Must change the password at the next sign-in, or not.
+    MustChange(bool),
+}
+
+/// Attribute values looked up by name, whatever holds them (a raw search entry's
+/// [`Attrs`], or an [`crate::directory::Entry`] a feature read).
+pub(crate) trait AttrLookup {
+    /// The first value of `name` (any case).
+    fn first_value(&self, name: &str) -> Option<&str>;
+}
+
+impl AttrLookup for crate::directory::Entry {
+    fn first_value(&self, name: &str) -> Option<&str> {
+        self.first(name)
+    }
+}
+
+impl AttrLookup for Attrs {
+    fn first_value(&self, name: &str) -> Option<&str> {
+        self.first(name)
+    }
 }
 
 /// An entry's attributes, looked up case-insensitively (servers may answer `CN` for `cn`).
@@ -91,7 +121,14 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn state_attributes(&self) -> &'static [&'static str];
 
     /// Read the password state from an entry fetched with [`Self::state_attributes`].
-    fn password_state(&self, dn: &str, attrs: &Attrs) -> PasswordState;
+    fn password_state(&self, dn: &str, attrs: &dyn AttrLookup) -> PasswordState;
+
+    /// An LDAP filter (parenthesised) selecting the users in that state.
+    fn state_filter(&self, test: StateTest) -> String;
+
+    /// The attribute holding when the password was last changed, in GeneralizedTime
+    /// syntax (for filtering and sorting on it).
+    fn changed_at_attribute(&self) -> &'static str;
 
     /// Operational attributes that identify an entry and say when it was created.
     fn entry_attributes(&self) -> &'static [&'static str];
@@ -191,8 +228,71 @@ pub(crate) trait Dialect: Send + Sync + 'static {
 }
 
 /// The dialect for `kind`.
-pub(crate) fn for_kind(kind: DirectoryKind) -> Box<dyn Dialect> {
+pub(crate) fn for_kind(kind: DirectoryKind) -> Arc<dyn Dialect> {
     match kind {
-        DirectoryKind::OpenLdap => Box::new(OpenLdap),
+        DirectoryKind::OpenLdap => Arc::new(OpenLdap),
     }
 }
+
+/// How a directory kind keeps users' sign-in state, for a feature that reads entries
+/// itself (SCIM): which attributes to ask for, what they say, and how to search by them.
+/// Writing that state is [`crate::account`]'s, never the feature's.
+#[derive(Clone)]
+pub struct SignInVocabulary {
+    dialect: Arc<dyn Dialect>,
+}
+
+impl SignInVocabulary {
+    pub fn for_kind(kind: DirectoryKind) -> Self {
+        Self {
+            dialect: for_kind(kind),
+        }
+    }
+
+    pub(crate) fn of(dialect: Arc<dyn Dialect>) -> Self {
+        Self { dialect }
+    }
+
+    /// The (operational) attributes a read must request for [`Self::read`].
+    pub fn attributes(&self) -> &'static [&'static str] {
+        self.dialect.state_attributes()
+    }
+
+    /// The state of an entry read with [`Self::attributes`].
+    pub fn read(&self, entry: &crate::directory::Entry) -> PasswordState {
+        self.dialect.password_state(&entry.dn, entry)
+    }
+
+    /// A parenthesised LDAP filter selecting the users in that state.
+    pub fn filter(&self, test: StateTest) -> String {
+        self.dialect.state_filter(test)
+    }
+
+    /// The attribute holding when the password last changed (GeneralizedTime).
+    pub fn changed_at_attribute(&self) -> &'static str {
+        self.dialect.changed_at_attribute()
+    }
+}
+
+impl Default for SignInVocabulary {
+    /// OpenLDAP's, the default directory kind.
+    fn default() -> Self {
+        Self::for_kind(DirectoryKind::OpenLdap)
+    }
+}
+
+impl std::fmt::Debug for SignInVocabulary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SignInVocabulary")
+            .field(&self.dialect.kind())
+            .finish()
+    }
+}
+
+impl PartialEq for SignInVocabulary {
+    fn eq(&self, other: &Self) -> bool {
+        self.dialect.kind() == other.dialect.kind()
+    }
+}
+
+impl Eq for SignInVocabulary {}

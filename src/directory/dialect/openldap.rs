@@ -29,7 +29,9 @@ use std::time::Duration;
 use ldap3::exop::PasswordModify;
 use ldap3::{Ldap, Mod, Scope, SearchEntry, SearchResult};
 
-use super::{Attrs, Dialect, DirectoryKind, EntryFacts, Lockout, PasswordState};
+use super::{
+    AttrLookup, Attrs, Dialect, DirectoryKind, EntryFacts, Lockout, PasswordState, StateTest,
+};
 use crate::directory::error::{DirectoryError, Failure};
 use crate::directory::{gentime, ppolicy};
 use crate::types::Secret;
@@ -67,8 +69,8 @@ impl Dialect for OpenLdap {
         ]
     }
 
-    fn password_state(&self, dn: &str, attrs: &Attrs) -> PasswordState {
-        let changed_at = attrs.first(PWD_CHANGED_TIME).and_then(|v| {
+    fn password_state(&self, dn: &str, attrs: &dyn AttrLookup) -> PasswordState {
+        let changed_at = attrs.first_value(PWD_CHANGED_TIME).and_then(|v| {
             let t = gentime::parse(v);
             if t.is_none() {
                 tracing::warn!(user.dn = dn, value = v, "unreadable pwdChangedTime ignored");
@@ -77,18 +79,33 @@ impl Dialect for OpenLdap {
         });
         PasswordState {
             must_change: attrs
-                .first(PWD_RESET)
+                .first_value(PWD_RESET)
                 .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
             changed_at,
             // Present = locked: either until pwdLockoutDuration runs out (the server then
             // removes it on the next bind attempt) or, with 000001010000Z, by an administrator.
-            locked: attrs.first(PWD_ACCOUNT_LOCKED_TIME).is_some(),
-            blocked: attrs.first(PWD_ACCOUNT_LOCKED_TIME) == Some(LOCKED_BY_ADMIN),
+            locked: attrs.first_value(PWD_ACCOUNT_LOCKED_TIME).is_some(),
+            blocked: attrs.first_value(PWD_ACCOUNT_LOCKED_TIME) == Some(LOCKED_BY_ADMIN),
             policy_dn: attrs
-                .first(PWD_POLICY_SUBENTRY)
+                .first_value(PWD_POLICY_SUBENTRY)
                 .filter(|v| !v.trim().is_empty())
                 .map(str::to_owned),
         }
+    }
+
+    fn state_filter(&self, test: StateTest) -> String {
+        match test {
+            StateTest::Blocked(true) => format!("({PWD_ACCOUNT_LOCKED_TIME}={LOCKED_BY_ADMIN})"),
+            StateTest::Blocked(false) => {
+                format!("(!({PWD_ACCOUNT_LOCKED_TIME}={LOCKED_BY_ADMIN}))")
+            }
+            StateTest::MustChange(true) => format!("({PWD_RESET}=TRUE)"),
+            StateTest::MustChange(false) => format!("(!({PWD_RESET}=TRUE))"),
+        }
+    }
+
+    fn changed_at_attribute(&self) -> &'static str {
+        PWD_CHANGED_TIME
     }
 
     fn entry_attributes(&self) -> &'static [&'static str] {

@@ -78,6 +78,7 @@ use chrono::{DateTime, Timelike, Utc};
 
 use super::ast::{AttrPath, CompValue, CompareOp, Filter};
 use crate::directory::escape::{filter_value, is_attribute_description, is_valid_filter};
+use crate::directory::{SignInVocabulary, StateTest};
 
 /// The core User schema URN (RFC 7643 §8.7.1).
 pub const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -86,7 +87,7 @@ pub const CORE_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// The enterprise User extension URN (RFC 7643 §4.3).
 pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 /// lockbridge's own User extension (`mustChange`: the password must be changed at next
-/// sign-in, `pwdReset` in the directory).
+/// sign-in, kept where the directory kind keeps it).
 pub const PASSWORD_EXTENSION: &str =
     "urn:lockbridge:params:scim:schemas:extension:password:2.0:User";
 
@@ -231,7 +232,7 @@ pub enum Target {
         /// The LDAP attribute holding DNs.
         ldap: String,
     },
-    /// Translated by code, e.g. `active eq true` → `(!(pwdAccountLockedTime=000001010000Z))`.
+    /// Translated by code, e.g. `active eq true` → the directory's "not blocked" filter.
     Custom(CustomFn),
     /// Part of the schema but not filterable; the reason is a sentence for the client.
     Unsupported(String),
@@ -1078,13 +1079,13 @@ fn fixed_test(
 /// | `emails` (`.value`) | `mail`, every value of `type` `work` |
 /// | `phoneNumbers` | `telephoneNumber` (`type` `work`), `mobile` (`mobile`), `facsimileTelephoneNumber` (`fax`), `homePhone` (`home`), `pager` (`pager`) |
 /// | `addresses` (`type` `work`) | `street`, `l`, `st`, `postalCode`, `lockbridgeCountry`; `formatted` is `postalAddress` (not filterable) |
-/// | `active` | `true`: `(!(pwdAccountLockedTime=000001010000Z))`, `false`: `(pwdAccountLockedTime=000001010000Z)` (only an administrator's lock; a temporary lockout after failed binds is still active) |
+/// | `active` | the directory kind's filter for "sign-in not blocked by an administrator" ([`DefaultUserMapping::sign_in`]; a temporary lockout after failed binds is still active) |
 /// | `meta.created` / `meta.lastModified` | `createTimestamp` / `modifyTimestamp` |
 /// | `meta.resourceType` | fixed `User` |
 /// | enterprise `employeeNumber` / `department` / `organization` | `employeeNumber` / `departmentNumber` / `o` |
 /// | enterprise `costCenter` / `division` | `lockbridgeCostCenter` / `lockbridgeDivision` |
 /// | enterprise `manager` | unsupported for now |
-/// | lockbridge `mustChange` | `true`: `(pwdReset=TRUE)`, `false`: `(!(pwdReset=TRUE))` |
+/// | lockbridge `mustChange` | the directory kind's filter for "must change at next sign-in" |
 ///
 /// Core attributes may be written with or without the core User URN; extension
 /// attributes with their URN or, since their names are unique, without.
@@ -1093,9 +1094,18 @@ pub struct DefaultUserMapping {
     /// The LDAP attribute holding `externalId` (set by the provisioning client); `None`:
     /// lockbridge does not store it and filtering on it fails.
     pub external_id: Option<String>,
+    /// How the directory keeps sign-in state (`active`, `mustChange`).
+    pub sign_in: SignInVocabulary,
 }
 
 impl DefaultUserMapping {
+    /// A boolean told by the sign-in state `when_true` (and its opposite).
+    fn state(&self, attr: &'static str, when_true: StateTest, when_false: StateTest) -> Target {
+        let yes = self.sign_in.filter(when_true);
+        let no = self.sign_in.filter(when_false);
+        Target::custom(move |test| boolean_custom(attr, test, &yes, &no))
+    }
+
     fn core(&self, path: &AttrPath) -> Option<Target> {
         use Syntax::{CaseExactString, CaseIgnoreString, GeneralizedTime, Uuid};
         let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
@@ -1124,7 +1134,11 @@ impl DefaultUserMapping {
             ("preferredlanguage", None) => string("preferredLanguage"),
             ("locale", None) => string("lockbridgeLocale"),
             ("timezone", None) => string("lockbridgeTimezone"),
-            ("active", None) => Some(Target::custom(active)),
+            ("active", None) => Some(self.state(
+                "active",
+                StateTest::Blocked(false),
+                StateTest::Blocked(true),
+            )),
             ("meta", Some("created")) => {
                 Some(Target::attribute("createTimestamp", GeneralizedTime))
             }
@@ -1151,8 +1165,14 @@ impl DefaultUserMapping {
         }
     }
 
-    fn password(path: &AttrPath) -> Option<Target> {
-        (path.name_is("mustChange") && path.sub_attr.is_none()).then(|| Target::custom(must_change))
+    fn password(&self, path: &AttrPath) -> Option<Target> {
+        (path.name_is("mustChange") && path.sub_attr.is_none()).then(|| {
+            self.state(
+                "mustChange",
+                StateTest::MustChange(true),
+                StateTest::MustChange(false),
+            )
+        })
     }
 }
 
@@ -1162,10 +1182,10 @@ impl FilterMapping for DefaultUserMapping {
             None => self
                 .core(path)
                 .or_else(|| Self::enterprise(path))
-                .or_else(|| Self::password(path)),
+                .or_else(|| self.password(path)),
             Some(u) if u.eq_ignore_ascii_case(CORE_USER) => self.core(path),
             Some(u) if u.eq_ignore_ascii_case(ENTERPRISE_USER) => Self::enterprise(path),
-            Some(u) if u.eq_ignore_ascii_case(PASSWORD_EXTENSION) => Self::password(path),
+            Some(u) if u.eq_ignore_ascii_case(PASSWORD_EXTENSION) => self.password(path),
             Some(_) => None,
         }
     }
@@ -1239,21 +1259,6 @@ impl FilterMapping for DefaultUserMapping {
         }
         None
     }
-}
-
-/// `active`: an account is active unless an administrator locked it (OpenLDAP ppolicy:
-/// `pwdAccountLockedTime` is `000001010000Z`, "locked until unlocked"). A lockout after
-/// failed binds (a real timestamp) is temporary and leaves the account active, as
-/// [`crate::scim::resource`] reports it.
-fn active(test: Test<'_>) -> Result<String, TranslateError> {
-    const ACTIVE: &str = "(!(pwdAccountLockedTime=000001010000Z))";
-    const LOCKED: &str = "(pwdAccountLockedTime=000001010000Z)";
-    boolean_custom("active", test, ACTIVE, LOCKED)
-}
-
-/// `mustChange`: `pwdReset` is TRUE; absent means false.
-fn must_change(test: Test<'_>) -> Result<String, TranslateError> {
-    boolean_custom("mustChange", test, "(pwdReset=TRUE)", "(!(pwdReset=TRUE))")
 }
 
 /// A filter on the `value` of values kept as JSON objects in `ldap`, one per LDAP value,
@@ -1571,7 +1576,19 @@ mod tests {
     fn user() -> DefaultUserMapping {
         DefaultUserMapping {
             external_id: Some("employeeID".to_owned()),
+            sign_in: SignInVocabulary::default(),
         }
+    }
+
+    /// `expected` with the directory's sign-in state filters in place of `{blocked}`,
+    /// `{not blocked}`, `{must change}` and `{no must change}`.
+    fn with_state_filters(expected: &str) -> String {
+        let v = SignInVocabulary::default();
+        expected
+            .replace("{not blocked}", &v.filter(StateTest::Blocked(false)))
+            .replace("{blocked}", &v.filter(StateTest::Blocked(true)))
+            .replace("{no must change}", &v.filter(StateTest::MustChange(false)))
+            .replace("{must change}", &v.filter(StateTest::MustChange(true)))
     }
 
     fn user_ldap(filter: &str) -> Result<String, TranslateError> {
@@ -1640,15 +1657,15 @@ mod tests {
         "(departmentNumber=Tour Operations)"
     )]
     // custom
-    #[case("active eq true", "(!(pwdAccountLockedTime=000001010000Z))")]
-    #[case("active eq false", "(pwdAccountLockedTime=000001010000Z)")]
-    #[case("active ne true", "(pwdAccountLockedTime=000001010000Z)")]
+    #[case("active eq true", "{not blocked}")]
+    #[case("active eq false", "{blocked}")]
+    #[case("active ne true", "{blocked}")]
     #[case("active pr", "(objectClass=*)")]
     #[case(
         "urn:lockbridge:params:scim:schemas:extension:password:2.0:User:mustChange eq true",
-        "(pwdReset=TRUE)"
+        "{must change}"
     )]
-    #[case("mustChange eq false", "(!(pwdReset=TRUE))")]
+    #[case("mustChange eq false", "{no must change}")]
     // combinations
     #[case(r#"title pr and userName eq "x""#, "(&(title=*)(uid=x))")]
     #[case(
@@ -1657,7 +1674,7 @@ mod tests {
     )]
     #[case(
         r#"userName eq "a" and (displayName eq "b" or title eq "c") and active eq true"#,
-        "(&(uid=a)(|(displayName=b)(title=c))(!(pwdAccountLockedTime=000001010000Z)))"
+        "(&(uid=a)(|(displayName=b)(title=c)){not blocked})"
     )]
     #[case(r#"not (userName eq "a")"#, "(!(uid=a))")]
     #[case(r#"not (not (userName eq "a"))"#, "(uid=a)")]
@@ -1732,9 +1749,10 @@ mod tests {
     )]
     #[case(r#"division pr"#, "(lockbridgeDivision=*)")]
     fn translates(#[case] filter: &str, #[case] ldap: &str) {
+        let ldap = with_state_filters(ldap);
         let out = user_ldap(filter);
-        assert_eq!(out.as_deref(), Ok(ldap), "{filter}");
-        assert!(is_valid_filter(ldap), "{ldap}");
+        assert_eq!(out.as_deref(), Ok(ldap.as_str()), "{filter}");
+        assert!(is_valid_filter(&ldap), "{ldap}");
     }
 
     #[rstest]
