@@ -312,7 +312,7 @@ impl std::error::Error for Violation {}
 /// Shortest generated password that reliably reaches a zxcvbn score, found by
 /// measurement: random 8-character passwords score 2, 9 score 3 (99.6 %), 11
 /// score 4 (99 %). One more character than that keeps retries rare.
-fn min_generated_length_for_score(score: u8) -> usize {
+pub(super) fn min_generated_length_for_score(score: u8) -> usize {
     match score {
         0..=2 => MIN_ALLOWED_LENGTH,
         3 => 10,
@@ -442,6 +442,18 @@ impl PasswordRules {
     /// violation, in the declaration order of [`Violation`], so that all can
     /// be fixed at once.
     pub fn check(&self, candidate: &Secret, user_inputs: &[&str]) -> Result<(), Vec<Violation>> {
+        self.check_with(candidate, user_inputs, true)
+    }
+
+    /// [`check`](Self::check), with zxcvbn's estimate only when `estimate_strength`
+    /// (the generator skips it where it is known to pass: see
+    /// [`generate`](Self::generate)).
+    pub(super) fn check_with(
+        &self,
+        candidate: &Secret,
+        user_inputs: &[&str],
+        estimate_strength: bool,
+    ) -> Result<(), Vec<Violation>> {
         let password = candidate.expose();
         let mut violations = Vec::new();
 
@@ -491,7 +503,7 @@ impl PasswordRules {
             Vec::new()
         };
 
-        if examine_content && self.min_strength_score > 0 {
+        if examine_content && estimate_strength && self.min_strength_score > 0 {
             let inputs: Vec<&str> = tokens.iter().map(String::as_str).collect();
             let estimate = zxcvbn::zxcvbn(password, &inputs);
             let score = u8::from(estimate.score());
