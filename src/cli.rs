@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::account::Population;
 use crate::app;
 use crate::auth::Role;
 use crate::config::{self, Config, LogFormat};
@@ -119,7 +120,7 @@ pub enum Command {
     },
 }
 
-/// Which accounts a bulk command covers: exactly one of the three.
+/// Which accounts a bulk command covers: exactly one of the four.
 #[derive(Debug, clap::Args)]
 pub struct SelectionArgs {
     /// Sign-in names, comma-separated.
@@ -128,6 +129,9 @@ pub struct SelectionArgs {
     /// The direct members of this group (its DN).
     #[arg(long)]
     group: Option<String>,
+    /// The users that also match this LDAP filter, e.g. '(departmentNumber=Sales)'.
+    #[arg(long)]
+    filter: Option<String>,
     /// Every user.
     #[arg(long)]
     all: bool,
@@ -401,11 +405,12 @@ async fn bulk_job(
     init_tracing(&config);
     let given = usize::from(!selection.users.is_empty())
         + usize::from(selection.group.is_some())
+        + usize::from(selection.filter.is_some())
         + usize::from(selection.all);
     if given != 1 {
         return fail(
             EXIT_USAGE,
-            "say which accounts with exactly one of --users a,b,c, --group DN or --all",
+            "say which accounts with exactly one of --users a,b,c, --group DN, --filter F or --all",
         );
     }
     if let Some(path) = &report
@@ -424,12 +429,9 @@ async fn bulk_job(
         Err(e) => return fail(EXIT_UNAVAILABLE, e),
     };
     let deps = services.bulk.clone();
+    let population = Population::of(selection.group.as_deref(), selection.filter.as_deref());
     let names = if selection.users.is_empty() {
-        match services
-            .account
-            .user_names(selection.group.as_deref(), None)
-            .await
-        {
+        match services.account.user_names(population, None).await {
             Ok(names) => names,
             Err(e) => return fail(EXIT_UNAVAILABLE, e),
         }

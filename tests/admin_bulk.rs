@@ -265,6 +265,60 @@ async fn forcing_a_change_for_a_group_and_undoing_it() {
 }
 
 #[tokio::test]
+async fn a_filter_selects_users_and_a_bad_one_is_refused_with_an_example() {
+    let slapd = Slapd::start_with(12, &[]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start(&slapd, &mail);
+    let api = daemon.client();
+    let alice = sign_in(&api, "alice", &slapd.sample_password).await;
+
+    // user000001 .. user000009 match, user000010 .. user000012 do not; nor does alice.
+    let (status, body, _) = api
+        .post(
+            &alice,
+            "/api/v1/password-change-requirements",
+            json!({"filter": "(|(uid=user00000*)(uid=alice))", "required": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["total"], 9, "never the caller: {body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let job = wait_for(&api, &alice, &id, |j| j["status"] != "running").await;
+    assert_eq!(job["done"], 9, "{job}");
+    for (uid, expected) in [("user000001", true), ("user000009", true), ("user000010", false)] {
+        let bind = slapd.bind_as(&slapd.user_dn(uid), &slapd.sample_password);
+        assert!(bind.success, "{uid}: {}", bind.output);
+        assert_eq!(bind.must_change, expected, "{uid}: {}", bind.output);
+    }
+    assert!(
+        !slapd
+            .bind_as(&slapd.user_dn("alice"), &slapd.sample_password)
+            .must_change
+    );
+
+    for bad in ["uid=user1", "(uid=user1", "(&(uid=a)"] {
+        let (status, body, _) = api
+            .post(
+                &alice,
+                "/api/v1/password-change-requirements",
+                json!({"filter": bad, "required": true}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("RFC 4515") && detail.contains("e.g."), "{bad}: {body}");
+    }
+    let (status, body, _) = api
+        .post(
+            &alice,
+            "/api/v1/password-change-requirements",
+            json!({"filter": "(uid=user1*)", "all": true, "required": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
 async fn interactive_callers_name_at_most_forty_and_refusals_are_per_account() {
     let slapd = Slapd::start_with(50, &[]);
     let mail = MailSink::start();

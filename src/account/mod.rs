@@ -27,6 +27,28 @@ use crate::notify::Notifier;
 use crate::policy::{PasswordRules, Violation};
 use crate::types::Secret;
 
+/// Users chosen by a rule rather than by name ([`AccountService::user_names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Population<'a> {
+    /// Every user lockbridge serves.
+    Everyone,
+    /// The direct members of the group with this DN.
+    GroupMembers(&'a str),
+    /// The users that also match this LDAP filter (RFC 4515), checked here.
+    Matching(&'a str),
+}
+
+impl<'a> Population<'a> {
+    /// From a request that names a group, a filter, or neither (everyone).
+    pub fn of(group: Option<&'a str>, filter: Option<&'a str>) -> Self {
+        match (group, filter) {
+            (Some(group), _) => Population::GroupMembers(group),
+            (None, Some(filter)) => Population::Matching(filter),
+            (None, None) => Population::Everyone,
+        }
+    }
+}
+
 /// Template used for the "your temporary password" message.
 pub const TEMPORARY_PASSWORD_TEMPLATE: &str = "temporary-password";
 
@@ -279,17 +301,31 @@ impl AccountService {
         }))
     }
 
-    /// The sign-in names of every user, or of the direct members of `group_dn`, except
-    /// `except_dn` (the caller: "everyone but yourself"), in directory order.
+    /// The sign-in names of the users in `population`, except `except_dn` (the caller:
+    /// "everyone but yourself") and the service account, in directory order.
     pub async fn user_names(
         &self,
-        group_dn: Option<&str>,
+        population: Population<'_>,
         except_dn: Option<&str>,
     ) -> Result<Vec<String>, AccountError> {
         use futures::StreamExt;
-        let members: Option<std::collections::HashSet<String>> = match group_dn {
-            None => None,
-            Some(group) => {
+        let mut narrow = None;
+        let members: Option<std::collections::HashSet<String>> = match population {
+            Population::Everyone => None,
+            Population::Matching(filter) => {
+                let filter = filter.trim();
+                if !crate::directory::escape::is_valid_filter(filter) {
+                    return Err(AccountError::InvalidRequest(
+                        "the filter is not an LDAP filter (RFC 4515); write one in \
+                         parentheses, e.g. (departmentNumber=Sales) or \
+                         (&(l=Paris)(title=*engineer*))"
+                            .into(),
+                    ));
+                }
+                narrow = Some(filter.to_owned());
+                None
+            }
+            Population::GroupMembers(group) => {
                 let entry = self
                     .directory
                     .read_entry(group, &["member"])
@@ -313,7 +349,7 @@ impl AccountService {
         };
         let except = except_dn.map(crate::directory::dn_key);
         let mut names = Vec::new();
-        let stream = self.directory.stream_password_states(0);
+        let stream = self.directory.stream_password_states_matching(0, narrow);
         futures::pin_mut!(stream);
         while let Some(entry) = stream.next().await {
             let entry = entry.map_err(|e| self.directory_error(e))?;

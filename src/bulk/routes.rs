@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::engine::{BulkDeps, BulkError, JobKind, create_job, run_job, take_report_csv};
-use crate::account::{AccountError, Actor};
+use crate::account::{AccountError, Actor, Population};
 use crate::auth::{AccountAction, Authenticator, Permission, Principal};
 use crate::store::{JobRecord, StoreError};
 use crate::types::Secret;
@@ -66,7 +66,7 @@ pub fn routes(state: BulkState) -> Router {
         .with_state(state)
 }
 
-/// Which accounts: exactly one of `users`, `group`, `all`.
+/// Which accounts: exactly one of `users`, `group`, `filter`, `all`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Selection {
@@ -76,6 +76,10 @@ pub struct Selection {
     /// The direct members of this group (its DN).
     #[serde(default)]
     pub group: Option<String>,
+    /// The users that also match this LDAP filter (RFC 4515, e.g.
+    /// `(departmentNumber=Sales)`), never the caller.
+    #[serde(default)]
+    pub filter: Option<String>,
     /// Every user but the caller.
     #[serde(default)]
     pub all: bool,
@@ -185,16 +189,18 @@ async fn select(
 ) -> Result<Vec<String>, BulkApiError> {
     let given = usize::from(selection.users.is_some())
         + usize::from(selection.group.is_some())
+        + usize::from(selection.filter.is_some())
         + usize::from(selection.all);
     if given != 1 {
         return Err(BulkApiError::BadRequest(
             "say which accounts with exactly one of `users` (sign-in names), `group` (a group \
-             DN) or `all: true` (everyone but you)"
+             DN), `filter` (an LDAP filter) or `all: true` (everyone but you)"
                 .into(),
         ));
     }
-    let names = match (&selection.users, &selection.group) {
-        (Some(users), _) => {
+    let population = Population::of(selection.group.as_deref(), selection.filter.as_deref());
+    let names = match &selection.users {
+        Some(users) => {
             let mut names: Vec<String> = Vec::with_capacity(users.len());
             for u in users {
                 let u = u.trim();
@@ -209,12 +215,13 @@ async fn select(
             }
             names
         }
-        // A group's members, or (`all`) everyone; never the caller.
-        (None, group) => {
+        // A group's members, the users a filter matches, or (`all`) everyone; never
+        // the caller.
+        None => {
             state
                 .deps
                 .account
-                .user_names(group.as_deref(), caller.dn.as_deref())
+                .user_names(population, caller.dn.as_deref())
                 .await?
         }
     };

@@ -1141,6 +1141,17 @@ impl Directory {
         &self,
         page_size: u32,
     ) -> impl Stream<Item = Result<PasswordStateEntry, DirectoryError>> + Send + 'static {
+        self.stream_password_states_matching(page_size, None)
+    }
+
+    /// [`Self::stream_password_states`] of the users that also match `narrow` (an RFC
+    /// 4515 filter the caller checked with [`escape::is_valid_filter`], ANDed with the
+    /// configured user filter).
+    pub fn stream_password_states_matching(
+        &self,
+        page_size: u32,
+        narrow: Option<String>,
+    ) -> impl Stream<Item = Result<PasswordStateEntry, DirectoryError>> + Send + 'static {
         let page_size = match page_size {
             0 => PAGE_SIZE,
             n => i32::try_from(n).unwrap_or(i32::MAX),
@@ -1148,8 +1159,13 @@ impl Directory {
         let this = self.clone();
         let start = move || {
             let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+            let this = this.clone();
+            let narrow = narrow.clone();
             tokio::spawn(async move {
-                let last = match this.list_password_states(&tx, page_size).await {
+                let last = match this
+                    .list_password_states(&tx, page_size, narrow.as_deref())
+                    .await
+                {
                     Ok(()) => SweepItem::Done,
                     Err(e) => SweepItem::Failed(e),
                 };
@@ -1166,12 +1182,17 @@ impl Directory {
         &self,
         tx: &tokio::sync::mpsc::Sender<SweepItem>,
         page_size: i32,
+        narrow: Option<&str>,
     ) -> Result<(), DirectoryError> {
         let inner = &*self.inner;
-        let filter = escape::and([
-            inner.user_filter.clone(),
-            escape::present(&inner.user_name_attribute),
-        ]);
+        let filter = escape::and(
+            [
+                inner.user_filter.clone(),
+                escape::present(&inner.user_name_attribute),
+            ]
+            .into_iter()
+            .chain(narrow.map(str::to_owned)),
+        );
         let filter = filter.as_str();
         let sent = AtomicUsize::new(0);
         let sent = &sent;
