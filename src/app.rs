@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::expiry::{ExpiryService, ExpirySettings, MaxAgeSource};
-use crate::account::{AccountService, ProtectionSettings, RoleGroups};
+use crate::account::{AccountService, ProtectionSettings, RoleGroups, Scope, ScopedRole};
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
 use crate::audit::chain::SealKey;
@@ -107,6 +107,23 @@ pub fn role_groups(config: &Config) -> RoleGroups {
             .groups()
             .into_iter()
             .filter_map(|(_, name, groups)| Some((name.parse::<Role>().ok()?, groups.to_vec())))
+            .collect(),
+        scoped: config
+            .roles
+            .scoped
+            .iter()
+            .filter_map(|s| {
+                let scope = match (&s.over_subtree, &s.over_group) {
+                    (Some(base), _) => Scope::Subtree(base.clone()),
+                    (None, Some(group)) => Scope::GroupMembers(group.clone()),
+                    (None, None) => return None,
+                };
+                Some(ScopedRole {
+                    role: s.role.parse::<Role>().ok()?,
+                    groups: s.groups.clone(),
+                    scope,
+                })
+            })
             .collect(),
     }
 }

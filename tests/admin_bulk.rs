@@ -285,7 +285,11 @@ async fn a_filter_selects_users_and_a_bad_one_is_refused_with_an_example() {
     let id = body["id"].as_str().expect("id").to_owned();
     let job = wait_for(&api, &alice, &id, |j| j["status"] != "running").await;
     assert_eq!(job["done"], 9, "{job}");
-    for (uid, expected) in [("user000001", true), ("user000009", true), ("user000010", false)] {
+    for (uid, expected) in [
+        ("user000001", true),
+        ("user000009", true),
+        ("user000010", false),
+    ] {
         let bind = slapd.bind_as(&slapd.user_dn(uid), &slapd.sample_password);
         assert!(bind.success, "{uid}: {}", bind.output);
         assert_eq!(bind.must_change, expected, "{uid}: {}", bind.output);
@@ -306,7 +310,10 @@ async fn a_filter_selects_users_and_a_bad_one_is_refused_with_an_example() {
             .await;
         assert_eq!(status, 400, "{bad}: {body}");
         let detail = body["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("RFC 4515") && detail.contains("e.g."), "{bad}: {body}");
+        assert!(
+            detail.contains("RFC 4515") && detail.contains("e.g."),
+            "{bad}: {body}"
+        );
     }
     let (status, body, _) = api
         .post(

@@ -463,3 +463,115 @@ async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
     );
     assert!(slapd.bind_as(&erin, &slapd.sample_password).success);
 }
+
+/// Roles held over part of the directory (`[[roles.scoped]]`, Entra's administrative
+/// units): a subtree, or a group's members. Outside it the role does nothing, and the
+/// refusal says why.
+#[tokio::test]
+async fn a_scoped_role_reaches_only_its_subtree_or_group() {
+    let ldif = [
+        format!("dn: ou=paris,ou=people,{BASE}\nobjectClass: organizationalUnit\nou: paris\n"),
+        format!(
+            "dn: uid=pierre,ou=paris,ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: pierre\n\
+             cn: pierre\nsn: pierre\nuserPassword: @SAMPLE_PASSWORD_HASH@\npwdChangedTime: @NOW@\n"
+        ),
+        person("act-paris"),
+        person("act-staffpw"),
+        format!(
+            "dn: cn=paris-helpdesk,ou=groups,{BASE}\nobjectClass: groupOfNames\n\
+             cn: paris-helpdesk\nmember: uid=act-paris,ou=people,{BASE}\n"
+        ),
+        format!(
+            "dn: cn=staff-passwords,ou=groups,{BASE}\nobjectClass: groupOfNames\n\
+             cn: staff-passwords\nmember: uid=act-staffpw,ou=people,{BASE}\n"
+        ),
+    ]
+    .join("\n");
+    let config = format!(
+        "\n[[roles.scoped]]\nrole = \"helpdesk-admin\"\n\
+         groups = [\"cn=paris-helpdesk,ou=groups,{BASE}\"]\n\
+         over_subtree = \"ou=paris,ou=people,{BASE}\"\n\
+         \n[[roles.scoped]]\nrole = \"password-admin\"\n\
+         groups = [\"cn=staff-passwords,ou=groups,{BASE}\"]\n\
+         over_group = \"cn=staff,ou=groups,{BASE}\"\n"
+    );
+    let slapd = Slapd::start_with(2, &[&ldif]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, &config);
+    let api = daemon.client();
+    let sign_in = async |uid: &str| {
+        let (status, body, _) = api
+            .post(
+                "",
+                "/api/v1/sessions",
+                json!({"userName": uid, "password": slapd.sample_password}),
+            )
+            .await;
+        assert_eq!(status, 201, "{uid} signs in: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    };
+    let paris = sign_in("act-paris").await;
+    let staff = sign_in("act-staffpw").await;
+
+    // (who, target, allowed): the subtree, and the group (bob is in cn=staff).
+    for (token, who, target, allowed) in [
+        (&paris, "act-paris", "pierre", true),
+        (&paris, "act-paris", "bob", false),
+        (&paris, "act-paris", "user000001", false),
+        (&staff, "act-staffpw", "bob", true),
+        (&staff, "act-staffpw", "pierre", false),
+        (&staff, "act-staffpw", "user000002", false),
+    ] {
+        let before = slapd.ldapsearch_attrs(&user_dn(&slapd, target), STATE);
+        let (status, body, _) = api
+            .post(
+                token,
+                &format!("/api/v1/users/{target}/password-reset"),
+                json!({"mode": "auto", "requireChangeAtNextSignIn": true, "showPassword": true}),
+            )
+            .await;
+        if allowed {
+            assert_eq!(status, 200, "{who} resets {target}: {body}");
+        } else {
+            assert_eq!(status, 403, "{who} resets {target}: {body}");
+            let detail = body["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("outside the part of the directory"),
+                "{body}"
+            );
+            assert_eq!(
+                slapd.ldapsearch_attrs(&user_dn(&slapd, target), STATE),
+                before,
+                "{who} left {target} unchanged"
+            );
+        }
+    }
+    // The refusal is audited under the person.
+    let (status, body) = api
+        .get(
+            &daemon.admin_token,
+            "/api/v1/audit?actor=act-paris&action=password.reset&limit=10",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let outcomes: Vec<String> = body["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{} {}", r["target"], r["outcome"]))
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.contains("bob") && o.contains("refused")),
+        "{outcomes:?}"
+    );
+}
+
+fn user_dn(slapd: &Slapd, uid: &str) -> String {
+    if uid == "pierre" {
+        format!("uid=pierre,ou=paris,ou=people,{BASE}")
+    } else {
+        slapd.user_dn(uid)
+    }
+}

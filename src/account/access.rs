@@ -5,7 +5,7 @@
 
 use super::{AccountError, AccountService};
 use crate::auth::{AccountAction, Role, Target};
-use crate::directory::{UserEntry, dn_key, same_dn};
+use crate::directory::{UserEntry, dn_key, is_at_or_below, same_dn};
 
 /// On whose authority an action is taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +89,37 @@ impl Actor {
 /// The directory groups that give their members each administrator role.
 #[derive(Debug, Clone, Default)]
 pub struct RoleGroups {
-    /// (role, group DNs) for every role people hold.
+    /// (role, group DNs) for every role people hold over the whole directory.
     pub groups: Vec<(Role, Vec<String>)>,
+    /// Roles held over part of the directory only.
+    pub scoped: Vec<ScopedRole>,
+}
+
+/// A role whose holders (the members of `groups`) act only on the users in `scope`, as
+/// with Entra's administrative units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedRole {
+    pub role: Role,
+    pub groups: Vec<String>,
+    pub scope: Scope,
+}
+
+/// The users a scoped role reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The users at or below this DN.
+    Subtree(String),
+    /// The direct members of this group.
+    GroupMembers(String),
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        match self {
+            Scope::Subtree(dn) => format!("the users below {dn}"),
+            Scope::GroupMembers(dn) => format!("the members of {dn}"),
+        }
+    }
 }
 
 impl RoleGroups {
@@ -104,10 +133,9 @@ impl RoleGroups {
         let mut best: Option<Role> = None;
         for group in member_of {
             let role = self
-                .groups
-                .iter()
-                .find(|(_, dns)| dns.iter().any(|dn| dn_key(dn) == *group))
-                .map(|(role, _)| *role)
+                .assignments()
+                .find(|(_, dns, _)| dns.iter().any(|dn| dn_key(dn) == *group))
+                .map(|(role, _, _)| role)
                 .unwrap_or(Role::GlobalAdmin);
             if best.is_none_or(|b| role.rank() < b.rank()) {
                 best = Some(role);
@@ -119,14 +147,36 @@ impl RoleGroups {
     /// The roles of someone in these groups (as [`dn_key`]s), most powerful first.
     pub fn roles_of(&self, member_of: &[String]) -> Vec<Role> {
         let mut roles: Vec<Role> = self
-            .groups
-            .iter()
-            .filter(|(_, dns)| dns.iter().any(|dn| member_of.contains(&dn_key(dn))))
-            .map(|(role, _)| *role)
+            .assignments()
+            .filter(|(_, dns, _)| dns.iter().any(|dn| member_of.contains(&dn_key(dn))))
+            .map(|(role, _, _)| role)
             .collect();
         roles.sort_by_key(|r| r.rank());
         roles.dedup();
         roles
+    }
+
+    /// Every (role, group DNs, scope) assignment; `None`: the whole directory.
+    fn assignments(&self) -> impl Iterator<Item = (Role, &[String], Option<&Scope>)> {
+        self.groups
+            .iter()
+            .map(|(role, dns)| (*role, dns.as_slice(), None))
+            .chain(
+                self.scoped
+                    .iter()
+                    .map(|s| (s.role, s.groups.as_slice(), Some(&s.scope))),
+            )
+    }
+
+    /// Where someone in these groups (as [`dn_key`]s) holds `role`: `None` in the list
+    /// means the whole directory.
+    fn scopes_of(&self, member_of: &[String], role: Role) -> Vec<Option<&Scope>> {
+        self.assignments()
+            .filter(|(r, dns, _)| {
+                *r == role && dns.iter().any(|dn| member_of.contains(&dn_key(dn)))
+            })
+            .map(|(_, _, scope)| scope)
+            .collect()
     }
 }
 
@@ -191,7 +241,9 @@ impl AccountService {
         }
         let target = self.target_of(actor, user).await?;
         if actor.may(action, target) {
-            return Ok(());
+            return self
+                .check_scope(actor, action, target, user_name, user)
+                .await;
         }
         tracing::warn!(
             actor = %actor.name, user.dn = %user.dn, ?action, ?target,
@@ -200,6 +252,65 @@ impl AccountService {
         Err(AccountError::NotPermitted {
             message: refusal(actor, action, user_name, target),
         })
+    }
+
+    /// Refuses an action the caller's roles allow on `target` only where they hold
+    /// them over part of the directory (`[[roles.scoped]]`) that does not hold `user`.
+    async fn check_scope(
+        &self,
+        actor: &Actor,
+        action: AccountAction,
+        target: Target,
+        user_name: &str,
+        user: &UserEntry,
+    ) -> Result<(), AccountError> {
+        let (Authority::Roles(roles), Some(actor_dn)) = (&actor.authority, &actor.dn) else {
+            // API tokens hold their role over the whole directory.
+            return Ok(());
+        };
+        if self.role_groups.scoped.is_empty() {
+            return Ok(());
+        }
+        let member_of = self
+            .directory
+            .admin_groups_of(actor_dn)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        let mut outside = Vec::new();
+        for role in roles.iter().filter(|r| r.may(action, target)) {
+            for scope in self.role_groups.scopes_of(&member_of, *role) {
+                match scope {
+                    None => return Ok(()),
+                    Some(scope) if self.in_scope(scope, user).await? => return Ok(()),
+                    Some(scope) => {
+                        outside.push(format!("{} over {}", role.as_str(), scope.describe()))
+                    }
+                }
+            }
+        }
+        tracing::warn!(actor = %actor.name, user.dn = %user.dn, ?action, "refused an action outside the caller's scope");
+        Err(AccountError::NotPermitted {
+            message: format!(
+                "`{user_name}` is outside the part of the directory your roles cover ({}); \
+                 ask an administrator whose role covers it",
+                if outside.is_empty() {
+                    "none that allows this".to_owned()
+                } else {
+                    outside.join("; ")
+                }
+            ),
+        })
+    }
+
+    async fn in_scope(&self, scope: &Scope, user: &UserEntry) -> Result<bool, AccountError> {
+        match scope {
+            Scope::Subtree(base) => Ok(is_at_or_below(&user.dn, base)),
+            Scope::GroupMembers(group) => self
+                .directory
+                .watched_group_has_member(group, &user.dn)
+                .await
+                .map_err(|e| self.directory_error(e)),
+        }
     }
 
     /// The roles a person holds through the groups in `[roles]`.
@@ -252,6 +363,11 @@ mod tests {
                 (Role::HelpdeskAdmin, vec!["CN=Helpdesk, DC=x".into()]),
                 (Role::PasswordAdmin, vec!["cn=pw,dc=x".into()]),
             ],
+            scoped: vec![ScopedRole {
+                role: Role::UserAdmin,
+                groups: vec!["cn=paris-admins,dc=x".into()],
+                scope: Scope::Subtree("ou=paris,dc=x".into()),
+            }],
         }
     }
 
@@ -272,6 +388,18 @@ mod tests {
             g.roles_of(&[dn_key("cn=pw,dc=x"), dn_key("cn=helpdesk,dc=x")]),
             vec![Role::HelpdeskAdmin, Role::PasswordAdmin]
         );
+        // A scoped role ranks its holders like the role itself, wherever it reaches.
+        let paris = [dn_key("cn=paris-admins,dc=x"), dn_key("cn=pw,dc=x")];
+        assert_eq!(g.highest(&paris), Some(Role::UserAdmin));
+        assert_eq!(
+            g.roles_of(&paris),
+            vec![Role::UserAdmin, Role::PasswordAdmin]
+        );
+        assert_eq!(
+            g.scopes_of(&paris, Role::UserAdmin),
+            vec![Some(&Scope::Subtree("ou=paris,dc=x".into()))]
+        );
+        assert_eq!(g.scopes_of(&paris, Role::PasswordAdmin), vec![None]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-pub use access::{Actor, Authority, RoleGroups, SignedIn};
+pub use access::{Actor, Authority, RoleGroups, Scope, ScopedRole, SignedIn};
 pub use protection::{Protection, ProtectionSettings};
 pub use sign_in::{ProvisionedState, SignInChange};
 

@@ -969,9 +969,32 @@ pub struct RolesConfig {
     pub helpdesk_admin: Vec<String>,
     pub password_admin: Vec<String>,
     pub auditor: Vec<String>,
+    /// Roles held over part of the directory only (Entra's administrative units).
+    pub scoped: Vec<ScopedRoleConfig>,
     /// How long a session of an administrator who signed in lasts (minutes).
     pub session_minutes: u32,
 }
+
+/// `[[roles.scoped]]`: the members of `groups` hold `role`, but only over the users
+/// below `over_subtree` or in `over_group` (exactly one of the two).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedRoleConfig {
+    /// `user-admin`, `helpdesk-admin` or `password-admin`.
+    pub role: String,
+    /// Group DNs whose direct members hold the role.
+    pub groups: Vec<String>,
+    /// The users at or below this DN.
+    #[serde(default)]
+    pub over_subtree: Option<String>,
+    /// The direct members of this group.
+    #[serde(default)]
+    pub over_group: Option<String>,
+}
+
+/// The roles that may be held over part of the directory: those that manage users, not
+/// the organisation (as with Entra's administrative units).
+pub const SCOPABLE_ROLES: [&str; 3] = ["user-admin", "helpdesk-admin", "password-admin"];
 
 impl Default for RolesConfig {
     fn default() -> Self {
@@ -982,6 +1005,7 @@ impl Default for RolesConfig {
             helpdesk_admin: Vec::new(),
             password_admin: Vec::new(),
             auditor: Vec::new(),
+            scoped: Vec::new(),
             session_minutes: defaults::session_minutes(),
         }
     }
@@ -1029,6 +1053,48 @@ impl RolesConfig {
                 ));
             }
         }
+        for (n, scoped) in self.scoped.iter().enumerate() {
+            let key = format!("roles.scoped[{n}]");
+            if !SCOPABLE_ROLES.contains(&scoped.role.as_str()) {
+                return Err(key_err(
+                    &format!("{key}.role"),
+                    format!(
+                        "is {:?}; only these roles can be held over part of the directory: {}",
+                        scoped.role,
+                        SCOPABLE_ROLES.join(", ")
+                    ),
+                ));
+            }
+            if scoped.groups.is_empty() {
+                return Err(key_err(
+                    &format!("{key}.groups"),
+                    "is empty; list the group DNs whose members hold the role",
+                ));
+            }
+            let dns = scoped
+                .groups
+                .iter()
+                .chain(&scoped.over_subtree)
+                .chain(&scoped.over_group);
+            if let Some(bad) = dns
+                .into_iter()
+                .find(|g| g.trim().is_empty() || !g.contains('='))
+            {
+                return Err(key_err(
+                    &key,
+                    format!(
+                        "holds {bad:?}, which is not a DN such as ou=paris,ou=people,dc=example,dc=org"
+                    ),
+                ));
+            }
+            if scoped.over_subtree.is_some() == scoped.over_group.is_some() {
+                return Err(key_err(
+                    &key,
+                    "needs exactly one of over_subtree (a DN: the users below it) or \
+                     over_group (a group DN: its members)",
+                ));
+            }
+        }
         if self.session_minutes == 0 || self.session_minutes > 24 * 60 {
             return Err(key_err(
                 "roles.session_minutes",
@@ -1041,7 +1107,8 @@ impl RolesConfig {
     /// Every group whose members are administrators (of any role).
     pub fn all_groups(&self) -> Vec<String> {
         let mut all: Vec<String> = Vec::new();
-        for (_, _, groups) in self.groups() {
+        let scoped = self.scoped.iter().map(|s| s.groups.as_slice());
+        for groups in self.groups().into_iter().map(|(_, _, g)| g).chain(scoped) {
             for g in groups {
                 if !all.iter().any(|a| a.eq_ignore_ascii_case(g)) {
                     all.push(g.clone());

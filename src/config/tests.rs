@@ -330,3 +330,54 @@ fn roles_map_groups_and_default_the_global_admins_to_the_admin_groups() {
     let err = load_with(&bad, &[]).expect_err("refused").to_string();
     assert!(err.contains("roles.session_minutes"), "{err}");
 }
+
+#[test]
+fn scoped_roles_name_a_scopable_role_groups_and_exactly_one_scope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scoped = |body: &str| format!("[[roles.scoped]]\n{body}");
+    let good = minimal(
+        dir.path(),
+        &scoped(
+            "role = \"helpdesk-admin\"\ngroups = [\"cn=paris-helpdesk,ou=groups,dc=example,dc=org\"]\n\
+             over_subtree = \"ou=paris,ou=people,dc=example,dc=org\"\n",
+        ),
+    );
+    let cfg = load_with(&good, &[]).expect("loads");
+    assert_eq!(cfg.roles.scoped.len(), 1);
+    assert!(
+        cfg.roles
+            .all_groups()
+            .contains(&"cn=paris-helpdesk,ou=groups,dc=example,dc=org".to_owned()),
+        "a scoped role's holders are administrators too"
+    );
+    for (body, expected) in [
+        (
+            "role = \"global-admin\"\ngroups = [\"cn=g,dc=x\"]\nover_group = \"cn=s,dc=x\"\n",
+            "only these roles",
+        ),
+        (
+            "role = \"user-admin\"\ngroups = []\nover_group = \"cn=s,dc=x\"\n",
+            "is empty",
+        ),
+        (
+            "role = \"user-admin\"\ngroups = [\"cn=g,dc=x\"]\n",
+            "exactly one of",
+        ),
+        (
+            "role = \"user-admin\"\ngroups = [\"cn=g,dc=x\"]\nover_group = \"cn=s,dc=x\"\n\
+             over_subtree = \"ou=p,dc=x\"\n",
+            "exactly one of",
+        ),
+        (
+            "role = \"user-admin\"\ngroups = [\"paris\"]\nover_group = \"cn=s,dc=x\"\n",
+            "not a DN",
+        ),
+    ] {
+        let bad = minimal(dir.path(), &scoped(body));
+        let err = load_with(&bad, &[]).expect_err(body).to_string();
+        assert!(
+            err.contains("roles.scoped[0]") && err.contains(expected),
+            "{body}: {err}"
+        );
+    }
+}

@@ -57,6 +57,23 @@ pub fn rdn_of(dn: &str) -> Option<(String, String)> {
     Some((attr, value))
 }
 
+/// Whether `dn` is `base` or an entry below it (compared as [`dn_key`]s).
+pub fn is_at_or_below(dn: &str, base: &str) -> bool {
+    let (dn, base) = (dn_key(dn), dn_key(base));
+    if dn == base {
+        return true;
+    }
+    let Some(head) = dn
+        .strip_suffix(base.as_str())
+        .and_then(|h| h.strip_suffix(','))
+    else {
+        return false;
+    };
+    // An escaped comma (`\,`, after an odd number of backslashes) separates nothing.
+    let backslashes = head.chars().rev().take_while(|c| *c == '\\').count();
+    !head.is_empty() && backslashes % 2 == 0
+}
+
 /// A DN in a form to compare: types and values in lower case, unescaped spaces around
 /// `,` `=` `+` removed, escapes written one way.
 pub fn dn_key(dn: &str) -> String {
@@ -93,4 +110,34 @@ pub fn dn_key(dn: &str) -> String {
         out.push_str(&String::from_utf8_lossy(&bytes).to_lowercase());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_or_below_compares_whole_rdns() {
+        let base = "ou=Paris, ou=people,dc=example,dc=org";
+        assert!(is_at_or_below(
+            "uid=ann,ou=paris,ou=people,dc=example,dc=org",
+            base
+        ));
+        assert!(is_at_or_below("OU=PARIS,ou=people,dc=example,dc=org", base));
+        assert!(is_at_or_below(
+            "uid=a,ou=x,ou=paris,ou=people,dc=example,dc=org",
+            base
+        ));
+        assert!(!is_at_or_below("uid=ann,ou=people,dc=example,dc=org", base));
+        assert!(!is_at_or_below(
+            "uid=ann,ou=notparis,ou=people,dc=example,dc=org",
+            base
+        ));
+        assert!(!is_at_or_below("ou=people,dc=example,dc=org", base));
+        // One RDN whose value holds an escaped comma, directly under ou=people.
+        assert!(!is_at_or_below(
+            r"uid=a\,ou=paris,ou=people,dc=example,dc=org",
+            "ou=paris,ou=people,dc=example,dc=org"
+        ));
+    }
 }

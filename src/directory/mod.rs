@@ -38,6 +38,7 @@ mod gentime;
 mod ppolicy;
 mod userpassword;
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,7 +59,7 @@ use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
 pub use self::dialect::{DirectoryKind, Lockout, PasswordState, SignInVocabulary, StateTest};
-pub use self::dn::{dn_key, rdn_of};
+pub use self::dn::{dn_key, is_at_or_below, rdn_of};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
 pub use self::userpassword::StoredPassword;
@@ -73,6 +74,9 @@ const STREAM_BUFFER: usize = 32;
 /// How long the members of the administrator groups, once read, answer
 /// [`Directory::is_admin`].
 pub const ADMIN_MEMBERS_TTL: Duration = Duration::from_secs(1);
+
+/// A group's direct members, as [`dn_key`]s.
+type Members = HashSet<String>;
 
 /// Each administrator group's direct members, both as [`dn_key`]s.
 type GroupMembers = std::collections::HashMap<String, std::collections::HashSet<String>>;
@@ -244,6 +248,9 @@ struct Inner {
     /// The members of the administrator groups ([`dn_key`] form) and when they were read
     /// ([`ADMIN_MEMBERS_TTL`]); the lock makes concurrent callers share one read.
     admin_members: tokio::sync::Mutex<Option<(Instant, Arc<GroupMembers>)>>,
+    /// Other groups that decide who may act on whom (a scoped role's group), read like
+    /// the administrator groups: group [`dn_key`] → (when read, its members).
+    watched_groups: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Members>)>>,
     /// Parenthesised.
     user_filter: String,
     user_name_attribute: String,
@@ -493,6 +500,7 @@ impl Directory {
                 groups_base_loose: Some(loose_dn(&s.groups_base)).filter(|g| !g.is_empty()),
                 sorting_supported: std::sync::OnceLock::new(),
                 admin_members: tokio::sync::Mutex::new(None),
+                watched_groups: tokio::sync::Mutex::new(HashMap::new()),
                 users_base: s.users_base,
                 user_filter,
                 user_name_attribute: s.user_name_attribute,
@@ -1007,6 +1015,41 @@ impl Directory {
             .filter(|(_, members)| members.contains(&member))
             .map(|(group, _)| group.clone())
             .collect())
+    }
+
+    /// Whether `user_dn` is a direct member of `group_dn`, from a reading of the group at
+    /// most [`ADMIN_MEMBERS_TTL`] old: such a group is asked about for every account a
+    /// scoped administrator acts on. A group that does not exist is a configuration error.
+    pub async fn watched_group_has_member(
+        &self,
+        group_dn: &str,
+        user_dn: &str,
+    ) -> Result<bool, DirectoryError> {
+        let key = dn_key(group_dn);
+        let mut cached = self.inner.watched_groups.lock().await;
+        let members =
+            match cached.get(&key) {
+                Some((at, members)) if at.elapsed() < ADMIN_MEMBERS_TTL => members.clone(),
+                _ => {
+                    let entry = self.read_entry(group_dn, &["member"]).await?.ok_or_else(|| {
+                    config(format!(
+                        "group {group_dn} ([[roles.scoped]] over_group) does not exist in the \
+                         directory, or the service account cannot read it"
+                    ))
+                })?;
+                    let members: Arc<Members> = Arc::new(
+                        entry
+                            .all("member")
+                            .iter()
+                            .filter(|v| !v.is_empty())
+                            .map(|v| dn_key(v))
+                            .collect(),
+                    );
+                    cached.insert(key, (Instant::now(), members.clone()));
+                    members
+                }
+            };
+        Ok(members.contains(&dn_key(user_dn)))
     }
 
     async fn admin_members(&self) -> Result<Arc<GroupMembers>, DirectoryError> {
