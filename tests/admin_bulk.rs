@@ -207,6 +207,41 @@ async fn resetting_everyone_survives_a_kill_and_resets_nobody_twice() {
         .await;
     assert_eq!(status, 410, "given out once: {body}");
 
+    // Every reset is in the audit log, recorded in batches: at least once each (a reset
+    // the resumed run found done is recorded again, marked so, if the stopped run had
+    // recorded it already).
+    let mut recorded: HashMap<String, usize> = HashMap::new();
+    let mut found_after_restart = 0;
+    let mut before: Option<i64> = None;
+    loop {
+        let page = match before {
+            Some(id) => {
+                format!("/api/v1/audit?actor=alice&action=password.reset&limit=500&before={id}")
+            }
+            None => "/api/v1/audit?actor=alice&action=password.reset&limit=500".to_owned(),
+        };
+        let (status, body) = api.get(&alice, &page).await;
+        assert_eq!(status, 200, "{body}");
+        let records = body["records"].as_array().cloned().unwrap_or_default();
+        for r in &records {
+            assert_eq!(r["outcome"], "success", "{r}");
+            *recorded
+                .entry(r["target"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+            found_after_restart += usize::from(r["detail"]["foundAfterRestart"] == true);
+        }
+        match body["next"].as_i64() {
+            Some(next) if !records.is_empty() => before = Some(next),
+            _ => break,
+        }
+    }
+    assert_eq!(recorded.len(), 1004, "every account recorded");
+    let twice = recorded.values().filter(|n| **n > 1).count();
+    assert!(
+        twice <= found_after_restart,
+        "{twice} recorded twice, {found_after_restart} marked"
+    );
+
     let passwords: Vec<&str> = rows.iter().step_by(50).map(|r| r[3]).collect();
     daemon.assert_no_secrets(&passwords).await;
 }

@@ -20,7 +20,7 @@ pub use access::{Actor, Authority, RoleGroups, Scope, ScopedRole, SignedIn};
 pub use protection::{Protection, ProtectionSettings};
 pub use sign_in::{ProvisionedState, SignInChange};
 
-use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
+use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome, TimedEvent};
 use crate::auth::AccountAction;
 use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry, same_dn};
 use crate::notify::Notifier;
@@ -399,6 +399,27 @@ impl AccountService {
         known: Option<UserEntry>,
         req: ResetRequest,
     ) -> Result<ResetReceipt, AccountError> {
+        let (result, event) = self
+            .reset_password_unrecorded(actor, user_name, known, req)
+            .await;
+        if let Some(timed) = event {
+            // The change is already made; a failed audit write is logged by AuditLog and
+            // must not turn a completed reset into an error the admin would retry.
+            let _ = self.audit.record(timed.event).await;
+        }
+        result
+    }
+
+    /// [`AccountService::reset_password_of`], with the audit record handed back instead
+    /// of written: a caller resetting many accounts (a bulk job) records a batch of them
+    /// in one commit, and owes them (after a crash, it records what it finds was done).
+    pub async fn reset_password_unrecorded(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        known: Option<UserEntry>,
+        req: ResetRequest,
+    ) -> (Result<ResetReceipt, AccountError>, Option<TimedEvent>) {
         let mode = match req.choice {
             PasswordChoice::Generate | PasswordChoice::Generated(_) => "auto",
             PasswordChoice::Chosen(_) => "manual",
@@ -412,7 +433,7 @@ impl AccountService {
                 r.password.is_some(),
                 "yes",
             ),
-            Err(AccountError::AuditUnavailable(_)) => return result,
+            Err(AccountError::AuditUnavailable(_)) => return (result, None),
             Err(AccountError::PasswordMayBeInForce { error, handover }) => (
                 Outcome::Failed(error.code()),
                 handover.sent_to.clone(),
@@ -432,26 +453,59 @@ impl AccountService {
             ) => (Outcome::Failed(e.code()), Vec::new(), false, "no"),
             Err(e) => (Outcome::Refused(e.code()), Vec::new(), false, "no"),
         };
-        // The change is already made; a failed audit write is logged by AuditLog and
-        // must not turn a completed reset into an error the admin would retry.
-        let _ = self
-            .audit
-            .record(AuditEvent {
-                actor: actor.name.clone(),
-                action: Action::PasswordReset,
-                target: Some(user_name.to_string()),
-                outcome,
-                detail: Some(Detail::PasswordReset {
-                    mode,
-                    require_change_at_next_sign_in: require_change,
-                    sent_to,
-                    password_shown,
-                    password_in_force,
-                }),
-                request_id: actor.request_id.clone(),
-            })
-            .await;
-        result
+        let event = AuditEvent {
+            actor: actor.name.clone(),
+            action: Action::PasswordReset,
+            target: Some(user_name.to_string()),
+            outcome,
+            detail: Some(Detail::PasswordReset {
+                mode,
+                require_change_at_next_sign_in: require_change,
+                sent_to,
+                password_shown,
+                password_in_force,
+                found_after_restart: false,
+            }),
+            request_id: actor.request_id.clone(),
+        };
+        (result, Some(event.now()))
+    }
+
+    /// The record of a reset a bulk job finds in force after a restart (the run that
+    /// made it stopped before recording its batch, or just after).
+    pub fn reset_found_after_restart(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        generated: bool,
+        require_change: bool,
+        password_shown: bool,
+    ) -> TimedEvent {
+        AuditEvent {
+            actor: actor.name.clone(),
+            action: Action::PasswordReset,
+            target: Some(user_name.to_owned()),
+            outcome: Outcome::Success,
+            detail: Some(Detail::PasswordReset {
+                mode: if generated { "auto" } else { "manual" },
+                require_change_at_next_sign_in: require_change,
+                sent_to: Vec::new(),
+                password_shown,
+                password_in_force: "yes",
+                found_after_restart: true,
+            }),
+            request_id: actor.request_id.clone(),
+        }
+        .now()
+    }
+
+    /// Writes records handed back by [`AccountService::reset_password_unrecorded`], in
+    /// shared commits.
+    pub async fn record_events(&self, events: Vec<TimedEvent>) -> Result<(), AccountError> {
+        self.audit
+            .record_many(events)
+            .await
+            .map_err(AccountError::AuditUnavailable)
     }
 
     async fn try_reset(

@@ -94,6 +94,10 @@ pub enum Detail {
         /// Whether the new password is in force: `yes`, `no`, or `unknown` (the directory
         /// stopped answering after the change was sent).
         password_in_force: &'static str,
+        /// Recorded by a bulk job that found, after a restart, this reset done by the run
+        /// that stopped (whose record may or may not have been written).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        found_after_restart: bool,
     },
     #[serde(rename_all = "camelCase")]
     Token { role: &'static str },
@@ -139,6 +143,23 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
 }
 
+/// An event with the time it happened, for [`AuditLog::record_many`] (written later).
+#[derive(Debug, Clone)]
+pub struct TimedEvent {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub event: AuditEvent,
+}
+
+impl AuditEvent {
+    /// This event, happening now, to be recorded later with others.
+    pub fn now(self) -> TimedEvent {
+        TimedEvent {
+            at: chrono::Utc::now(),
+            event: self,
+        }
+    }
+}
+
 /// A successful [`AuditLog::ping`] (or record) is trusted this long, so that writes in a
 /// burst (an identity provider's provisioning run) do not each pay a store round trip
 /// before they start.
@@ -165,6 +186,32 @@ impl AuditLog {
     }
 
     pub async fn record(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        let record = Self::new_record(chrono::Utc::now(), event);
+        let id = self.store.append_audit(&record).await;
+        self.mark_ok(id.is_ok());
+        if let Err(e) = &id {
+            tracing::error!(error = %e, action = record.action, "could not write an audit record");
+        }
+        id
+    }
+
+    /// Records `events` (each with the time it happened) in order, in shared commits: for
+    /// a caller acting on many accounts, which owes these records (see `bulk`).
+    pub async fn record_many(&self, events: Vec<TimedEvent>) -> Result<(), StoreError> {
+        let count = events.len();
+        let records: Vec<NewAuditRecord> = events
+            .into_iter()
+            .map(|e| Self::new_record(e.at, e.event))
+            .collect();
+        let done = self.store.append_audit_many(records).await;
+        self.mark_ok(done.is_ok());
+        if let Err(e) = &done {
+            tracing::error!(error = %e, count, "could not write a batch of audit records");
+        }
+        done
+    }
+
+    fn new_record(at: chrono::DateTime<chrono::Utc>, event: AuditEvent) -> NewAuditRecord {
         let (outcome, code) = event.outcome.parts();
         let mut detail = event
             .detail
@@ -177,21 +224,15 @@ impl AuditLog {
             }
             detail["code"] = serde_json::Value::from(code);
         }
-        let record = NewAuditRecord {
-            at: chrono::Utc::now(),
+        NewAuditRecord {
+            at,
             request_id: event.request_id,
             actor: event.actor,
             action: event.action.as_str().to_string(),
             target: event.target,
             outcome,
             detail: (!detail.is_null()).then(|| detail.to_string()),
-        };
-        let id = self.store.append_audit(&record).await;
-        self.mark_ok(id.is_ok());
-        if let Err(e) = &id {
-            tracing::error!(error = %e, action = record.action, "could not write an audit record");
         }
-        id
     }
 
     pub async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::account::{
     AccountError, AccountService, Actor, Authority, PasswordChoice, ResetRequest,
 };
+use crate::audit::TimedEvent;
 use crate::auth::Role;
 use crate::notify::Sealer;
 use crate::store::{JobItem, JobItemOutcome, JobRecord, Store, StoreError};
@@ -151,10 +152,18 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
             // while this one is written to the directory.
             let mut ready = reset.prepare(id, None).await?;
             while let Some(last) = ready.last().map(|w| w.item.seq) {
-                let (outcomes, next) = tokio::join!(
+                let (done, next) = tokio::join!(
                     reset.process(std::mem::take(&mut ready)),
                     reset.prepare(id, Some(last))
                 );
+                let (outcomes, events): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+                // The batch's audit records in one commit (one per reset would be one
+                // disk sync each, competing with the directory's own). Before the
+                // outcomes: after a crash between the two, a resumed run records what it
+                // finds done again, marked so, rather than leave it unrecorded.
+                deps.account
+                    .record_events(events.into_iter().flatten().collect())
+                    .await?;
                 settle_batch(deps, id, outcomes).await?;
                 ready = next?;
             }
@@ -439,7 +448,8 @@ impl ResetBatch<'_> {
         Ok(work)
     }
 
-    async fn process(&self, work: Vec<Work>) -> Vec<Option<JobItemOutcome>> {
+    /// Each account's outcome (`None`: stop the job) and the audit record it owes.
+    async fn process(&self, work: Vec<Work>) -> Vec<(Option<JobItemOutcome>, Option<TimedEvent>)> {
         futures::stream::iter(work)
             .map(|w| self.one(w.item, w.password, w.resumed, w.user))
             .buffered(IN_FLIGHT)
@@ -453,7 +463,7 @@ impl ResetBatch<'_> {
         password: Secret,
         resumed: bool,
         user: Option<crate::directory::UserEntry>,
-    ) -> Option<JobItemOutcome> {
+    ) -> (Option<JobItemOutcome>, Option<TimedEvent>) {
         let kept = self.report.then(|| self.deps.sealer.seal(&password));
         if resumed {
             // Left `writing` by a run that stopped: was this password set?
@@ -473,31 +483,41 @@ impl ResetBatch<'_> {
                             .require_password_change(self.actor, &item.user_name, true)
                             .await
                     {
-                        return settle(&e).map(|status| JobItemOutcome {
+                        let outcome = settle(&e).map(|status| JobItemOutcome {
                             seq: item.seq,
                             status,
                             code: Some(e.code().to_owned()),
                             changed: true,
                             sealed_password: kept,
                         });
+                        return (outcome, None);
                     }
-                    return Some(JobItemOutcome {
+                    let event = self.deps.account.reset_found_after_restart(
+                        self.actor,
+                        &item.user_name,
+                        self.chosen.is_none(),
+                        self.require_change,
+                        self.report,
+                    );
+                    let outcome = JobItemOutcome {
                         seq: item.seq,
                         status: "done",
                         code: Some("resumed".into()),
                         changed: true,
                         sealed_password: kept,
-                    });
+                    };
+                    return (Some(outcome), Some(event));
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return settle(&e).map(|status| JobItemOutcome {
+                    let outcome = settle(&e).map(|status| JobItemOutcome {
                         seq: item.seq,
                         status,
                         code: Some(e.code().to_owned()),
                         changed: false,
                         sealed_password: None,
                     });
+                    return (outcome, None);
                 }
             }
         }
@@ -505,10 +525,10 @@ impl ResetBatch<'_> {
             Some(_) => PasswordChoice::Chosen(password),
             None => PasswordChoice::Generated(password),
         };
-        let result = self
+        let (result, event) = self
             .deps
             .account
-            .reset_password_of(
+            .reset_password_unrecorded(
                 self.actor,
                 &item.user_name,
                 user,
@@ -521,7 +541,7 @@ impl ResetBatch<'_> {
                 },
             )
             .await;
-        match result {
+        let outcome = match result {
             Ok(_) => Some(JobItemOutcome {
                 seq: item.seq,
                 status: "done",
@@ -539,7 +559,8 @@ impl ResetBatch<'_> {
                     .then_some(kept)
                     .flatten(),
             }),
-        }
+        };
+        (outcome, event)
     }
 }
 

@@ -101,6 +101,9 @@ pub trait Store: Send + Sync + 'static {
     /// removed. The commit is synced to disk before this returns (it survives a power
     /// loss); appends that arrive together share one commit.
     async fn append_audit(&self, r: &NewAuditRecord) -> Result<i64, StoreError>;
+    /// Appends records in order like [`Store::append_audit`], sharing commits: for a
+    /// caller that acts on many accounts and records them together.
+    async fn append_audit_many(&self, records: Vec<NewAuditRecord>) -> Result<(), StoreError>;
     /// Audit records matching `q`, newest first (keyset paging by id).
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
     /// Audit records with their chain hashes, oldest first: ids above `after_id`, and

@@ -1110,6 +1110,10 @@ impl Store for SqliteStore {
         self.audit_writer.append(r).await
     }
 
+    async fn append_audit_many(&self, records: Vec<NewAuditRecord>) -> Result<(), StoreError> {
+        self.audit_writer.append_many(records).await
+    }
+
     async fn audit_chain_page(
         &self,
         after_id: i64,
@@ -2236,6 +2240,38 @@ mod tests {
             .await
             .expect("reopen");
         assert_eq!(assert_one_chain(&store).await.len(), 10);
+    }
+
+    /// A batch (longer than one commit holds) goes in whole and in order, between
+    /// single appends, as one unbroken chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_records_is_appended_in_order_in_the_chain() {
+        let (_dir, store) = temp_store().await;
+        store
+            .append_audit(&audit("first", "x", "t"))
+            .await
+            .expect("one");
+        let batch: Vec<NewAuditRecord> = (0..300)
+            .map(|n| audit(&format!("b{n:03}"), "x", "t"))
+            .collect();
+        let beside = audit("beside", "x", "t");
+        let single = store.append_audit(&beside);
+        let (many, single) = tokio::join!(store.append_audit_many(batch), single);
+        many.expect("batch");
+        single.expect("single");
+        store
+            .append_audit_many(Vec::new())
+            .await
+            .expect("nothing to do");
+        let chain = assert_one_chain(&store).await;
+        assert_eq!(chain.len(), 302);
+        let batch_actors: Vec<&str> = chain
+            .iter()
+            .map(|r| r.record.actor.as_str())
+            .filter(|a| a.starts_with('b') && *a != "beside")
+            .collect();
+        let expected: Vec<String> = (0..300).map(|n| format!("b{n:03}")).collect();
+        assert_eq!(batch_actors, expected, "in order");
     }
 
     /// The writer builds on the head it left while it is still the head, and reads the

@@ -25,6 +25,9 @@ const AUDIT_QUEUE: usize = 4096;
 enum Job {
     /// Append a record and send back its id.
     Append(NewAuditRecord, oneshot::Sender<Result<i64, StoreError>>),
+    /// Append records in one commit (as far as [`AUDIT_BATCH`] allows) and send back
+    /// the first error, if any.
+    AppendMany(Vec<NewAuditRecord>, oneshot::Sender<Result<(), StoreError>>),
     /// Close the connection (checkpointing the WAL if it is the last one) and stop.
     Close(oneshot::Sender<()>),
 }
@@ -39,6 +42,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Job::Append(..) => "Append",
+            Job::AppendMany(..) => "AppendMany",
             Job::Close(_) => "Close",
         })
     }
@@ -73,6 +77,21 @@ impl AuditWriter {
         id.await.map_err(|_| stopped())?
     }
 
+    /// Appends `records` in order, in as few commits as the batch size allows (a caller
+    /// that acts on many accounts at once); returns once they are synced.
+    pub(super) async fn append_many(&self, records: Vec<NewAuditRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let stopped = || StoreError::Unavailable("the audit writer has stopped".into());
+        let (reply, done) = oneshot::channel();
+        self.jobs
+            .send(Job::AppendMany(records, reply))
+            .await
+            .map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+
     /// Stops the thread after what is queued before this call, and closes its connection.
     /// Appends after that fail as "stopped".
     pub(super) async fn close(&self) {
@@ -103,20 +122,60 @@ fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
     let mut head: Option<ChainHead> = None;
     while let Some(job) = queue.blocking_recv() {
         let mut batch = Vec::new();
+        let mut many = Vec::new();
         let mut closing = None;
-        match job {
-            Job::Append(record, reply) => batch.push((record, reply)),
-            Job::Close(done) => closing = Some(done),
-        }
+        let mut take = |job: Job, batch: &mut Vec<(NewAuditRecord, Reply)>| match job {
+            Job::Append(record, reply) => {
+                batch.push((record, reply));
+                None
+            }
+            Job::AppendMany(records, reply) => {
+                // Each record gets a reply of its own; the caller hears the first error.
+                let mut replies = Vec::with_capacity(records.len());
+                for record in records {
+                    let (one, answer) = oneshot::channel();
+                    batch.push((record, one));
+                    replies.push(answer);
+                }
+                many.push((replies, reply));
+                None
+            }
+            Job::Close(done) => Some(done),
+        };
+        closing = closing.or(take(job, &mut batch));
         while closing.is_none() && batch.len() < AUDIT_BATCH {
             match queue.try_recv() {
-                Ok(Job::Append(record, reply)) => batch.push((record, reply)),
-                Ok(Job::Close(done)) => closing = Some(done),
+                Ok(job) => closing = take(job, &mut batch),
                 Err(_) => break,
             }
         }
+        // A long AppendMany is committed in batches of AUDIT_BATCH, in order.
+        while batch.len() > AUDIT_BATCH {
+            let rest = batch.split_off(AUDIT_BATCH);
+            commit(&mut conn, &mut head, batch);
+            batch = rest;
+        }
         if !batch.is_empty() {
             commit(&mut conn, &mut head, batch);
+        }
+        for (replies, reply) in many {
+            let mut first_error = Ok(());
+            for answer in replies {
+                match answer.blocking_recv() {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        first_error = Err(e);
+                        break;
+                    }
+                    Err(_) => {
+                        first_error = Err(StoreError::Unavailable(
+                            "the audit writer lost a record".into(),
+                        ));
+                        break;
+                    }
+                }
+            }
+            let _ = reply.send(first_error);
         }
         if let Some(done) = closing {
             if let Err((_, e)) = conn.close() {
