@@ -121,6 +121,7 @@ job_seconds() {
 	id=$(curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
 		-d '{"all": true, "mode": "auto", "report": true}' "$URL/api/v1/password-resets" |
 		$PY -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+	log "  the job was created (accounts listed and stored) in $(calc "$(date +%s.%N) - $started") s"
 	# Polled gently (the poll is not part of the work); the end is the job's own
 	# finishedAt, so the polling interval does not round the figure.
 	while :; do

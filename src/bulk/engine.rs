@@ -148,24 +148,32 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
                 deliver_to_alternate,
                 report,
             };
-            // The next batch is made ready (passwords sealed and stored, users read)
-            // while this one is written to the directory.
+            // While one batch is written to the directory, the next is made ready
+            // (passwords sealed and stored, users read) and the one before is settled
+            // (its audit records and outcomes stored), so the directory never waits on
+            // lockbridge's own disk writes.
             let mut ready = reset.prepare(id, None).await?;
+            let mut unsettled = None;
             while let Some(last) = ready.last().map(|w| w.item.seq) {
-                let (done, next) = tokio::join!(
+                let previous = unsettled.take();
+                let (done, next, settled) = tokio::join!(
                     reset.process(std::mem::take(&mut ready)),
-                    reset.prepare(id, Some(last))
+                    reset.prepare(id, Some(last)),
+                    async {
+                        match previous {
+                            Some(done) => settle_resets(deps, id, done).await,
+                            None => Ok(()),
+                        }
+                    }
                 );
-                let (outcomes, events): (Vec<_>, Vec<_>) = done.into_iter().unzip();
-                // The batch's audit records in one commit (one per reset would be one
-                // disk sync each, competing with the directory's own). Before the
-                // outcomes: after a crash between the two, a resumed run records what it
-                // finds done again, marked so, rather than leave it unrecorded.
-                deps.account
-                    .record_events(events.into_iter().flatten().collect())
-                    .await?;
-                settle_batch(deps, id, outcomes).await?;
+                // A stop leaves this batch's items `writing`: a resumed run finds by a
+                // bind which were done, and records them.
+                settled?;
+                unsettled = Some(done);
                 ready = next?;
+            }
+            if let Some(done) = unsettled {
+                settle_resets(deps, id, done).await?;
             }
         }
         JobKind::RequireChange { required } => {
@@ -261,6 +269,22 @@ fn csv_quoted(value: &str) -> String {
     } else {
         value.to_owned()
     }
+}
+
+/// Records a reset batch's audit records in one commit (one per reset would be one disk
+/// sync each, competing with the directory's own), then stores its outcomes. Records
+/// first: after a crash between the two, a resumed run records what it finds done
+/// again, marked so, rather than leave it unrecorded.
+async fn settle_resets(
+    deps: &BulkDeps,
+    id: &str,
+    done: Vec<(Option<JobItemOutcome>, Option<TimedEvent>)>,
+) -> Result<(), BulkError> {
+    let (outcomes, events): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+    deps.account
+        .record_events(events.into_iter().flatten().collect())
+        .await?;
+    settle_batch(deps, id, outcomes).await
 }
 
 /// Stores a batch's outcomes; stops the job (to resume later) when an item could not be
@@ -452,7 +476,9 @@ impl ResetBatch<'_> {
     async fn process(&self, work: Vec<Work>) -> Vec<(Option<JobItemOutcome>, Option<TimedEvent>)> {
         futures::stream::iter(work)
             .map(|w| self.one(w.item, w.password, w.resumed, w.user))
-            .buffered(IN_FLIGHT)
+            // Unordered: a slow account does not hold a slot it no longer uses (each
+            // outcome names its item).
+            .buffer_unordered(IN_FLIGHT)
             .collect()
             .await
     }
