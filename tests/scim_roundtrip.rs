@@ -394,6 +394,13 @@ async fn every_announced_attribute_round_trips() {
                     false,
                 ),
                 ("addresses.locality sw \"Home City\"", true),
+                // `co` and `ew` narrow the search, then each candidate is checked: "Lane"
+                // follows the home locality in its JSON (in streetAddress) but is not in it.
+                ("addresses.locality co \"me Cit\"", true),
+                ("addresses.locality co \"Lane\"", false),
+                ("addresses[type eq \"home\" and locality ew \"City 1\"]", true),
+                ("addresses.locality ew \"Lane\"", false),
+                ("not (addresses.locality co \"Lane\")", true),
             ] {
                 let names = names_found(&scim, filter).await;
                 assert_eq!(names.contains(&user), found, "{filter}: {names:?}");
@@ -514,4 +521,63 @@ async fn every_announced_attribute_round_trips() {
         slapd.ldapsearch_attr(&slapd.user_dn("rt-entra"), "l"),
         vec!["Chicago"]
     );
+}
+
+/// `sortBy` on values kept as JSON (the directory cannot sort by them): lockbridge orders
+/// the users by the primary value, else the first (RFC 7644 §3.4.2.3), users without one
+/// last, and pages the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_sort_by_values_kept_as_json() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let daemon = Daemon::start(&slapd, &mail);
+    let token = create_token(&daemon.config_path, "entra", "scim");
+    let scim = daemon.scim(&token);
+    for (name, emails, locality) in [
+        (
+            "sort-a",
+            json!([{"value": "zz@work.example", "type": "work"},
+                   {"value": "bb@home.example", "type": "home", "primary": true}]),
+            Some("Bergen"),
+        ),
+        (
+            "sort-b",
+            json!([{"value": "aa@home.example", "type": "home"}]),
+            Some("Aachen"),
+        ),
+        ("sort-c", json!([]), None),
+    ] {
+        let mut body = base_user(name);
+        body["emails"] = emails;
+        if let Some(l) = locality {
+            body["addresses"] = json!([{"type": "home", "locality": l}]);
+        }
+        let (status, created, _) = scim.post("/Users", body).await;
+        assert_eq!(status, 201, "{created}");
+    }
+    let page = async |query: &str| -> Vec<String> {
+        let filter = urlencode("userName sw \"sort-\"");
+        let (status, body, _) = scim
+            .get(&format!("/Users?filter={filter}&{query}&attributes=userName"))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        body["Resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["userName"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(page("sortBy=emails").await, ["sort-b", "sort-a", "sort-c"]);
+    assert_eq!(
+        page("sortBy=emails&sortOrder=descending").await,
+        ["sort-c", "sort-a", "sort-b"]
+    );
+    assert_eq!(page("sortBy=emails.value&startIndex=2&count=1").await, ["sort-a"]);
+    assert_eq!(
+        page("sortBy=addresses.locality").await,
+        ["sort-b", "sort-a", "sort-c"]
+    );
+    let (status, body, _) = scim.get("/Users?sortBy=password").await;
+    assert_eq!(status, 400, "{body}");
 }

@@ -20,6 +20,8 @@
 //!   filter mapping and sort keys that agree with it.
 //! - [`patch`]: PATCH (RFC 7644 §3.5.2) applied to a User resource's JSON, and read into
 //!   member changes for a Group.
+//! - [`checked`]: what lockbridge checks and orders itself when the directory cannot (a
+//!   filter that only narrows the search, `sortBy` on values kept as JSON).
 //!
 //! The pure parts open no connection and read no configuration; they use the `directory`
 //! layer's plain data types ([`crate::directory::Entry`], [`crate::directory::Change`],
@@ -27,6 +29,7 @@
 //! LDAP filters it builds are escaped exactly like every other filter lockbridge sends.
 
 pub mod bulk;
+pub mod checked;
 pub mod error;
 pub mod filter;
 pub mod model;

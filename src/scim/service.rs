@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::checked;
 use super::error::ScimError;
 use super::filter::{
-    AttrPath, Filter, FilterMapping, PASSWORD_EXTENSION, Reference, WithReferences, references,
-    to_ldap,
+    AttrPath, Filter, FilterMapping, PASSWORD_EXTENSION, Reference, Translation, WithReferences,
+    references, translate,
 };
 use super::model::{ListQuery, ListResponse, PatchRequest, get_ci, project};
 use super::patch::{apply_user_patch, parse_group_patch};
@@ -776,21 +777,49 @@ impl ScimService {
             ),
             Kind::Group => (self.groups_base()?, self.groups.object_filter()),
         };
-        let ldap = match &query.filter {
-            Some(filter) => self.translate(filter, kind).await?,
-            None => "(objectClass=*)".to_owned(),
+        let (ldap, exact) = match &query.filter {
+            Some(filter) => {
+                let t = self.translate(filter, kind).await?;
+                (t.ldap, t.exact)
+            }
+            None => ("(objectClass=*)".to_owned(), true),
         };
         let sort = match &query.sort_by {
             Some(path) => {
-                let mut key = match kind {
-                    Kind::User => self.users.sort_key(path)?,
-                    Kind::Group => self.groups.sort_key(path)?,
+                let key = match kind {
+                    Kind::User => match self.users.sort_key(path) {
+                        Ok(key) => Some(key),
+                        // Not sortable by the directory, but an attribute users have:
+                        // lockbridge orders them.
+                        Err(_) if checked::sortable(path, self.discovery.user_schema()) => None,
+                        Err(e) => return Err(e),
+                    },
+                    Kind::Group => Some(self.groups.sort_key(path)?),
                 };
-                key.reverse = query.descending();
-                Some(key)
+                match key {
+                    Some(mut key) => {
+                        key.reverse = query.descending();
+                        Some(key)
+                    }
+                    None => {
+                        return self
+                            .list_checked(base, &class, &ldap, exact, query, start, count)
+                            .await;
+                    }
+                }
             }
             None => None,
         };
+        if !exact {
+            if kind == Kind::Group {
+                return Err(ScimError::Internal(
+                    "a group filter translated to a search that only narrows".into(),
+                ));
+            }
+            return self
+                .list_checked(base, &class, &ldap, exact, query, start, count)
+                .await;
+        }
         let attrs = match kind {
             Kind::User => self.users.read_attributes(),
             Kind::Group => self.groups.read_attributes(),
@@ -861,6 +890,90 @@ impl ScimService {
         Ok((window.total, resources))
     }
 
+    /// A page of users the directory cannot give alone: `ldap` only narrows the search
+    /// (`exact` false: each candidate is checked against the SCIM filter), or the order
+    /// is one lockbridge sorts by itself. At most [`UNSORTED_SCAN_LIMIT`] candidates are
+    /// read; more is refused with a request to narrow the filter.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_checked(
+        &self,
+        base: &str,
+        class: &str,
+        ldap: &str,
+        exact: bool,
+        query: &ListQuery,
+        start: u64,
+        count: u64,
+    ) -> Result<(u64, Vec<Value>), ScimError> {
+        let window_query = WindowQuery {
+            base: base.to_owned(),
+            filter: format!("(&{class}{ldap})"),
+            attrs: self.users.read_attributes(),
+            sort: None,
+            offset: 1,
+            count: UNSORTED_SCAN_LIMIT,
+            scan_limit: Some(UNSORTED_SCAN_LIMIT),
+        };
+        let window = match self.directory.search_window(&window_query).await {
+            Err(DirectoryError::ScanLimit(limit)) => {
+                let why = if exact {
+                    "lockbridge sorts by this attribute itself (the directory cannot)"
+                } else {
+                    "lockbridge checks each candidate itself (the filter compares part of a \
+                     value kept as JSON)"
+                };
+                return Err(ScimError::TooMany(format!(
+                    "more than {limit} users could match and {why}; narrow the filter"
+                )));
+            }
+            other => other.map_err(|e| self.directory_failure(e))?,
+        };
+        let schema = self.discovery.user_schema();
+        let filter = match (&query.filter, exact) {
+            (Some(f), false) => Some(checked::qualified(f, schema)),
+            _ => None,
+        };
+        let everything = Shape::default();
+        let extras = self.users_extras(&window.entries, &everything).await?;
+        let mut kept: Vec<(Entry, UserExtras, Option<checked::SortValue>)> = Vec::new();
+        for (entry, extras) in window.entries.into_iter().zip(extras) {
+            let resource = self.users.to_resource(&entry, &extras);
+            if filter
+                .as_ref()
+                .is_some_and(|f| !checked::matches(f, &resource, schema))
+            {
+                continue;
+            }
+            let key = query.sort_by.as_ref().and_then(|path| {
+                let case_exact = schema
+                    .resolve(path)
+                    .is_some_and(|r| r.sub.unwrap_or(r.attr).case_exact);
+                checked::sort_value(&resource, path, case_exact)
+            });
+            kept.push((entry, extras, key));
+        }
+        if query.sort_by.is_some() {
+            kept.sort_by(|a, b| checked::compare(&a.2, &b.2));
+            if query.descending() {
+                kept.reverse();
+            }
+        }
+        let total = kept.len() as u64;
+        let shape = Shape {
+            attributes: query.attributes.clone(),
+            excluded: query.excluded_attributes.clone(),
+        };
+        let skip = usize::try_from(start.saturating_sub(1)).unwrap_or(usize::MAX);
+        let take = usize::try_from(count).unwrap_or(usize::MAX);
+        let resources = kept
+            .iter()
+            .skip(skip)
+            .take(take)
+            .map(|(entry, extras, _)| self.served_user(entry, extras, &shape).resource)
+            .collect();
+        Ok((total, resources))
+    }
+
     /// The order of a large list the client did not sort: by `userName` (users) or
     /// `displayName` (groups), the naming attributes.
     fn default_sort_key(&self, kind: Kind) -> Result<SortKey, ScimError> {
@@ -905,10 +1018,10 @@ impl ScimService {
     }
 
     /// Translates a filter, first looking up the ids it compares with references.
-    async fn translate(&self, filter: &Filter, kind: Kind) -> Result<String, ScimError> {
+    async fn translate(&self, filter: &Filter, kind: Kind) -> Result<Translation, ScimError> {
         let refs = references(filter, self.mapping(kind));
         if refs.is_empty() {
-            return Ok(to_ldap(filter, self.mapping(kind))?);
+            return Ok(translate(filter, self.mapping(kind))?);
         }
         let ids: Vec<String> = refs.iter().map(|(_, id)| id.clone()).collect();
         let found = self.dns_of(&ids, true).await?;
@@ -922,7 +1035,7 @@ impl ScimService {
                 (id, r)
             })
             .collect();
-        Ok(to_ldap(
+        Ok(translate(
             filter,
             &WithReferences::new(self.mapping(kind), resolved),
         )?)

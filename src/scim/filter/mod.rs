@@ -38,10 +38,11 @@ pub use eval::evaluate;
 pub use parser::{MAX_FILTER_LEN, MAX_NESTING, ParseError, parse_filter};
 pub use path::{PatchPath, parse_path};
 pub use to_ldap::{
-    CORE_GROUP, CORE_USER, CustomFn, DefaultGroupMapping, DefaultUserMapping, ENTERPRISE_USER,
-    Element, FilterMapping, PASSWORD_EXTENSION, Reference, Syntax, Target, Test, TranslateError,
-    WithReferences, json_address_element, json_open_element, json_primary_filter,
-    json_typed_element, json_value_filter, references, to_ldap,
+    CORE_GROUP, CORE_USER, Candidates, CandidatesFn, CustomFn, DefaultGroupMapping,
+    DefaultUserMapping, ENTERPRISE_USER, Element, FilterMapping, PASSWORD_EXTENSION, Reference,
+    Syntax, Target, Test, TranslateError, Translation, WithReferences, json_address_element,
+    json_open_element, json_primary_filter, json_typed_element, json_value_filter, references,
+    to_ldap, translate,
 };
 
 #[cfg(test)]

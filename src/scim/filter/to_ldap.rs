@@ -211,6 +211,19 @@ pub enum Test<'a> {
 /// A custom translation: returns one LDAP filter (with its parentheses, values escaped).
 pub type CustomFn = Box<dyn Fn(Test<'_>) -> Result<String, TranslateError> + Send + Sync>;
 
+/// What a [`Target::Candidates`] translation gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidates {
+    /// Exactly the entries the test selects.
+    Exact(String),
+    /// Every entry the test selects and maybe others: the directory narrows, and the
+    /// caller checks each candidate ([`Translation::exact`] is false).
+    Superset(String),
+}
+
+/// A translation that may only narrow the search ([`Candidates`]).
+pub type CandidatesFn = Box<dyn Fn(Test<'_>) -> Result<Candidates, TranslateError> + Send + Sync>;
+
 /// How a SCIM attribute is expressed in LDAP; what a [`FilterMapping`] answers.
 pub enum Target {
     /// Stored in one LDAP attribute.
@@ -234,6 +247,10 @@ pub enum Target {
     },
     /// Translated by code, e.g. `active eq true` → the directory's "not blocked" filter.
     Custom(CustomFn),
+    /// Translated by code, exactly or (for some tests) as a superset: `co` on a part of
+    /// an address kept as JSON can only be narrowed to the entries whose JSON holds the
+    /// text after that part's key.
+    Candidates(CandidatesFn),
     /// Part of the schema but not filterable; the reason is a sentence for the client.
     Unsupported(String),
 }
@@ -276,6 +293,7 @@ impl fmt::Debug for Target {
             Self::Fixed(v) => f.debug_tuple("Fixed").field(v).finish(),
             Self::Reference { ldap } => f.debug_struct("Reference").field("ldap", ldap).finish(),
             Self::Custom(_) => f.write_str("Custom(..)"),
+            Self::Candidates(_) => f.write_str("Candidates(..)"),
             Self::Unsupported(r) => f.debug_tuple("Unsupported").field(r).finish(),
         }
     }
@@ -321,6 +339,10 @@ impl Element {
                     Some(format!("({ldap}=*)"))
                 }
                 Target::Custom(f) => f(Test::Present).ok(),
+                Target::Candidates(f) => match f(Test::Present) {
+                    Ok(Candidates::Exact(out)) => Some(out),
+                    _ => None,
+                },
                 _ => None,
             };
         }
@@ -438,6 +460,26 @@ pub fn references(filter: &Filter, map: &dyn FilterMapping) -> Vec<(AttrPath, St
 /// `(uid=bjensen)`. See the module documentation for the rules; anything that cannot be
 /// expressed exactly is an error, never a wider filter.
 pub fn to_ldap(filter: &Filter, map: &dyn FilterMapping) -> Result<String, TranslateError> {
+    let t = translate(filter, map)?;
+    if !t.exact {
+        return Err(TranslateError::unsupported(
+            filter.to_string(),
+            "this filter can only narrow the search; each candidate must be checked",
+        ));
+    }
+    Ok(t.ldap)
+}
+
+/// A translated filter: `ldap` selects exactly the entries the SCIM filter does, or
+/// (`exact` false) a superset of them, which the caller checks one by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translation {
+    pub ldap: String,
+    pub exact: bool,
+}
+
+/// [`to_ldap`], allowing a filter that only narrows the search ([`Candidates::Superset`]).
+pub fn translate(filter: &Filter, map: &dyn FilterMapping) -> Result<Translation, TranslateError> {
     let expr = Translator { map }.filter(filter)?;
     let mut out = String::new();
     expr.render(&mut out);
@@ -446,7 +488,10 @@ pub fn to_ldap(filter: &Filter, map: &dyn FilterMapping) -> Result<String, Trans
             "the translation is not a valid LDAP filter: {out}"
         )));
     }
-    Ok(out)
+    Ok(Translation {
+        exact: expr.is_exact(),
+        ldap: out,
+    })
 }
 
 /// A translated filter, with constants folded away as it is built.
@@ -455,6 +500,8 @@ enum Expr {
     Const(bool),
     /// One complete LDAP filter, parentheses included.
     Atom(String),
+    /// One complete LDAP filter that matches every entry it should, and maybe others.
+    Superset(String),
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
@@ -504,8 +551,21 @@ impl Expr {
     fn not(a: Expr) -> Expr {
         match a {
             Expr::Const(b) => Expr::Const(!b),
+            // The negation of a superset is a subset: only "everyone" is sure to hold
+            // every entry the negation selects.
+            x if !x.is_exact() => Expr::Superset(TRUE_FILTER.to_owned()),
             Expr::Not(inner) => *inner,
             x => Expr::Not(Box::new(x)),
+        }
+    }
+
+    /// Whether the filter selects exactly, with no [`Expr::Superset`] in it.
+    fn is_exact(&self) -> bool {
+        match self {
+            Expr::Superset(_) => false,
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().all(Expr::is_exact),
+            Expr::Not(x) => x.is_exact(),
+            Expr::Const(_) | Expr::Atom(_) => true,
         }
     }
 
@@ -517,7 +577,7 @@ impl Expr {
         match self {
             Expr::Const(true) => out.push_str(TRUE_FILTER),
             Expr::Const(false) => out.push_str(FALSE_FILTER),
-            Expr::Atom(s) => out.push_str(s),
+            Expr::Atom(s) | Expr::Superset(s) => out.push_str(s),
             Expr::And(xs) | Expr::Or(xs) => {
                 out.push_str(if matches!(self, Expr::And(_)) {
                     "(&"
@@ -782,6 +842,22 @@ impl Translator<'_> {
                     return Ok(Expr::Const(false));
                 }
                 Ok(Expr::Atom(out))
+            }
+            Target::Candidates(f) => {
+                let (out, exact) = match f(test)? {
+                    Candidates::Exact(out) => (out, true),
+                    Candidates::Superset(out) => (out, false),
+                };
+                if !is_valid_filter(&out) {
+                    return Err(TranslateError::InvalidMapping(format!(
+                        "custom translation of \"{attr}\" is not an LDAP filter: {out}"
+                    )));
+                }
+                Ok(if exact {
+                    Expr::Atom(out)
+                } else {
+                    Expr::Superset(out)
+                })
             }
             Target::Attribute { ldap, syntax } => {
                 check_ldap_attribute(ldap)?;
@@ -1352,9 +1428,10 @@ pub fn json_open_element(ldap: &str, typed: &[&str], attr: &str) -> Element {
 /// with the type in the same assertion, on one value: `eq "x"` is
 /// `*"<part>":"x"*"type":"<kind>"}`, `sw` `*"<part>":"x*"type":"<kind>"}`, `pr`
 /// `*"<part>":*"type":"<kind>"}`. `co` and `ew` cannot be kept to one part (the text
-/// after a part's value holds the next parts), so they are
-/// [`TranslateError::Uncomparable`]: left out where the work address answers, refused
-/// with the reason where nothing else can.
+/// after a part's value holds the next parts), so they narrow the search to the
+/// addresses holding the text somewhere after the part's key (`co`:
+/// `*"<part>":"*x*"type":"<kind>"}`, `ew`: `*"<part>":"*x"*"type":"<kind>"}`), a
+/// [`Candidates::Superset`] whose candidates the caller checks.
 pub fn json_address_element(ldap: &str, kind: &str, parts: &[&str]) -> Element {
     let kind_json = serde_json::to_string(kind).unwrap_or_default();
     let mut sub_attrs: Vec<(String, Target)> = parts
@@ -1362,13 +1439,14 @@ pub fn json_address_element(ldap: &str, kind: &str, parts: &[&str]) -> Element {
         .map(|name| {
             let (ldap, part) = (ldap.to_owned(), (*name).to_owned());
             let tail = format!("\"type\":{kind_json}}}");
-            let kind_json = kind_json.clone();
-            let target = Target::custom(move |test| {
+            let target = Target::Candidates(Box::new(move |test| {
                 let path = format!("addresses.{part}");
                 let key = format!("\"{part}\":");
                 let (e_key, e_tail) = (filter_value(&key), filter_value(&tail));
                 let (op, value) = match test {
-                    Test::Present => return Ok(format!("({ldap}=*{e_key}*{e_tail})")),
+                    Test::Present => {
+                        return Ok(Candidates::Exact(format!("({ldap}=*{e_key}*{e_tail})")));
+                    }
                     Test::Compare(op, value) => (op, value),
                 };
                 let CompValue::String(text) = value else {
@@ -1379,24 +1457,35 @@ pub fn json_address_element(ldap: &str, kind: &str, parts: &[&str]) -> Element {
                 };
                 let json = serde_json::to_string(text).unwrap_or_default();
                 let open = json.strip_suffix('"').unwrap_or_default();
+                let inner = open.strip_prefix('"').unwrap_or_default();
                 let e = |s: &str| filter_value(s).into_owned();
                 match op {
-                    CompareOp::Eq => Ok(format!("({ldap}=*{e_key}{}*{e_tail})", e(&json))),
-                    CompareOp::Sw => Ok(format!("({ldap}=*{e_key}{}*{e_tail})", e(open))),
-                    CompareOp::Co | CompareOp::Ew => Err(TranslateError::Uncomparable {
-                        attribute: path.clone(),
-                        reason: format!(
-                            "\"{path}\" of an address of type {kind_json} can be compared with \
-                             eq, sw or pr, not \"{op}\" (such addresses are kept as one JSON \
-                             object per address, and \"{op}\" cannot be kept to one part of it)"
-                        ),
-                    }),
+                    CompareOp::Eq => Ok(Candidates::Exact(format!(
+                        "({ldap}=*{e_key}{}*{e_tail})",
+                        e(&json)
+                    ))),
+                    CompareOp::Sw => Ok(Candidates::Exact(format!(
+                        "({ldap}=*{e_key}{}*{e_tail})",
+                        e(open)
+                    ))),
+                    // An empty `co` is "has this part", as for any string.
+                    CompareOp::Co if inner.is_empty() => {
+                        Ok(Candidates::Exact(format!("({ldap}=*{e_key}*{e_tail})")))
+                    }
+                    CompareOp::Co => Ok(Candidates::Superset(format!(
+                        "({ldap}=*{e_key}\"*{}*{e_tail})",
+                        e(inner)
+                    ))),
+                    CompareOp::Ew => Ok(Candidates::Superset(format!(
+                        "({ldap}=*{e_key}\"*{}\"*{e_tail})",
+                        e(inner)
+                    ))),
                     _ => Err(TranslateError::unsupported(
                         &path,
-                        format!("\"{op}\" cannot be used here; use eq, sw or pr"),
+                        format!("\"{op}\" cannot be used here; use eq, co, sw, ew or pr"),
                     )),
                 }
-            });
+            }));
             ((*name).to_owned(), target)
         })
         .collect();

@@ -2194,16 +2194,34 @@ fn home_and_other_addresses_are_kept_as_json() {
             r#"(|(postalCode=60301)(lockbridgeAddress=*"postalCode":"60301"*"type":"home"})(lockbridgeAddress=*"postalCode":"60301"*"type":"other"}))"#
         )
     );
-    // `co` cannot be kept to one part of the JSON: the work address answers alone, and a
-    // filter only JSON addresses could answer is refused, saying why.
+    // `co` and `ew` cannot be kept to one part of the JSON: they narrow the search to the
+    // addresses holding the text after the part's key, and each candidate is checked.
+    let narrowed = |f: &str| {
+        crate::scim::filter::translate(&parse_filter(f).expect(f), m.filter_mapping())
+            .expect(f)
+    };
+    let co = narrowed(r#"addresses.locality co "Park""#);
+    assert!(!co.exact);
     assert_eq!(
-        ldap(r#"addresses.locality co "Park""#).as_deref(),
-        Ok("(l=*Park*)")
+        co.ldap,
+        r#"(|(l=*Park*)(lockbridgeAddress=*"locality":"*Park*"type":"home"})(lockbridgeAddress=*"locality":"*Park*"type":"other"}))"#
     );
-    let refused = ldap(r#"addresses[type eq "home" and locality co "Park"]"#)
+    let ew = narrowed(r#"addresses[type eq "home" and locality ew "Park"]"#);
+    assert!(!ew.exact);
+    assert_eq!(
+        ew.ldap,
+        r#"(lockbridgeAddress=*"locality":"*Park"*"type":"home"})"#
+    );
+    // Negated, a narrowing filter narrows nothing: every user is a candidate.
+    let not = narrowed(r#"not (addresses[type eq "home" and locality co "Park"])"#);
+    assert_eq!((not.ldap.as_str(), not.exact), ("(objectClass=*)", false));
+    // `to_ldap` (exact only) refuses them, saying why.
+    let refused = ldap(r#"addresses.locality co "Park""#)
         .expect_err("refused")
         .to_string();
-    assert!(refused.contains("eq, sw or pr"), "{refused}");
+    assert!(refused.contains("only narrow"), "{refused}");
+    // An exact part of the filter stays exact.
+    assert!(narrowed(r#"addresses.locality eq "Park""#).exact);
 }
 
 /// Without lockbridge's schema, only the work address has a home.
