@@ -575,3 +575,47 @@ fn user_dn(slapd: &Slapd, uid: &str) -> String {
         slapd.user_dn(uid)
     }
 }
+
+/// A session keeps the roles it started with, but every action checks the person's
+/// groups again (at most a second old): someone removed from a role group loses the
+/// role at once, with a refusal that says why.
+#[tokio::test]
+async fn a_person_removed_from_a_role_group_loses_the_role_within_a_second() {
+    let slapd = Slapd::start_with(1, &[&ldif()]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+    let api = daemon.client();
+    let (status, body, _) = api
+        .post(
+            "",
+            "/api/v1/sessions",
+            json!({"userName": "act-helpdesk", "password": slapd.sample_password}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().expect("token").to_owned();
+    let reset = async || {
+        api.post(
+            &token,
+            "/api/v1/users/user000001/password-reset",
+            json!({"mode": "auto", "requireChangeAtNextSignIn": true, "showPassword": true}),
+        )
+        .await
+    };
+    let (status, body, _) = reset().await;
+    assert_eq!(status, 200, "{body}");
+
+    slapd.ldapmodify_as_root(&format!(
+        "dn: cn=helpdesk,ou=groups,{BASE}\nchangetype: modify\ndelete: member\n\
+         member: uid=act-helpdesk,ou=people,{BASE}\n"
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, body, _) = reset().await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no longer hold")),
+        "{body}"
+    );
+}

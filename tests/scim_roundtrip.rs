@@ -398,7 +398,10 @@ async fn every_announced_attribute_round_trips() {
                 // follows the home locality in its JSON (in streetAddress) but is not in it.
                 ("addresses.locality co \"me Cit\"", true),
                 ("addresses.locality co \"Lane\"", false),
-                ("addresses[type eq \"home\" and locality ew \"City 1\"]", true),
+                (
+                    "addresses[type eq \"home\" and locality ew \"City 1\"]",
+                    true,
+                ),
                 ("addresses.locality ew \"Lane\"", false),
                 ("not (addresses.locality co \"Lane\")", true),
             ] {
@@ -558,7 +561,9 @@ async fn users_sort_by_values_kept_as_json() {
     let page = async |query: &str| -> Vec<String> {
         let filter = urlencode("userName sw \"sort-\"");
         let (status, body, _) = scim
-            .get(&format!("/Users?filter={filter}&{query}&attributes=userName"))
+            .get(&format!(
+                "/Users?filter={filter}&{query}&attributes=userName"
+            ))
             .await;
         assert_eq!(status, 200, "{query}: {body}");
         body["Resources"]
@@ -573,7 +578,10 @@ async fn users_sort_by_values_kept_as_json() {
         page("sortBy=emails&sortOrder=descending").await,
         ["sort-c", "sort-a", "sort-b"]
     );
-    assert_eq!(page("sortBy=emails.value&startIndex=2&count=1").await, ["sort-a"]);
+    assert_eq!(
+        page("sortBy=emails.value&startIndex=2&count=1").await,
+        ["sort-a"]
+    );
     assert_eq!(
         page("sortBy=addresses.locality").await,
         ["sort-b", "sort-a", "sort-c"]

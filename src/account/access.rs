@@ -254,8 +254,11 @@ impl AccountService {
         })
     }
 
-    /// Refuses an action the caller's roles allow on `target` only where they hold
-    /// them over part of the directory (`[[roles.scoped]]`) that does not hold `user`.
+    /// Refuses an action the caller's roles allow on `target` when the caller, a person,
+    /// no longer holds those roles (a session keeps the roles it started with; group
+    /// membership is read again, at most a second old, so someone removed from a role
+    /// group loses the role at once) or holds them only over a part of the directory
+    /// (`[[roles.scoped]]`) that does not hold `user`.
     async fn check_scope(
         &self,
         actor: &Actor,
@@ -265,20 +268,19 @@ impl AccountService {
         user: &UserEntry,
     ) -> Result<(), AccountError> {
         let (Authority::Roles(roles), Some(actor_dn)) = (&actor.authority, &actor.dn) else {
-            // API tokens hold their role over the whole directory.
+            // API tokens hold their role over the whole directory until revoked.
             return Ok(());
         };
-        if self.role_groups.scoped.is_empty() {
-            return Ok(());
-        }
         let member_of = self
             .directory
             .admin_groups_of(actor_dn)
             .await
             .map_err(|e| self.directory_error(e))?;
         let mut outside = Vec::new();
+        let mut held = false;
         for role in roles.iter().filter(|r| r.may(action, target)) {
             for scope in self.role_groups.scopes_of(&member_of, *role) {
+                held = true;
                 match scope {
                     None => return Ok(()),
                     Some(scope) if self.in_scope(scope, user).await? => return Ok(()),
@@ -288,16 +290,22 @@ impl AccountService {
                 }
             }
         }
+        if !held {
+            tracing::warn!(actor = %actor.name, ?action, "refused: the caller's role groups changed since sign-in");
+            return Err(AccountError::NotPermitted {
+                message: format!(
+                    "you no longer hold a role that may {} `{user_name}` (your group \
+                     memberships changed since you signed in); sign in again",
+                    action.as_str()
+                ),
+            });
+        }
         tracing::warn!(actor = %actor.name, user.dn = %user.dn, ?action, "refused an action outside the caller's scope");
         Err(AccountError::NotPermitted {
             message: format!(
                 "`{user_name}` is outside the part of the directory your roles cover ({}); \
                  ask an administrator whose role covers it",
-                if outside.is_empty() {
-                    "none that allows this".to_owned()
-                } else {
-                    outside.join("; ")
-                }
+                outside.join("; ")
             ),
         })
     }

@@ -320,7 +320,8 @@ impl From<&AccountError> for ErrorBody {
                 code,
                 e.to_string(),
                 "the new password is in force; reset again to apply the setting, or check the \
-                 service account's write access to pwdReset",
+                 service account's write access to the attribute that holds \"must change\" \
+                 (docs/directories/ for your directory)",
             ),
             AccountError::DirectoryAccessDenied => {
                 tracing::error!("the directory denied the service account access");
@@ -328,8 +329,9 @@ impl From<&AccountError> for ErrorBody {
                     StatusCode::BAD_GATEWAY,
                     code,
                     e.to_string(),
-                    "operators: give the service account write access to userPassword and pwdReset \
-                     (not manage); nothing was changed",
+                    "operators: give the service account the rights listed for your directory in \
+                     docs/directories/ (OpenLDAP: write, not manage, on userPassword and \
+                     pwdReset); nothing was changed",
                 )
             }
             AccountError::AccountLocked => ErrorBody::new(

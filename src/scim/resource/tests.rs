@@ -2197,8 +2197,7 @@ fn home_and_other_addresses_are_kept_as_json() {
     // `co` and `ew` cannot be kept to one part of the JSON: they narrow the search to the
     // addresses holding the text after the part's key, and each candidate is checked.
     let narrowed = |f: &str| {
-        crate::scim::filter::translate(&parse_filter(f).expect(f), m.filter_mapping())
-            .expect(f)
+        crate::scim::filter::translate(&parse_filter(f).expect(f), m.filter_mapping()).expect(f)
     };
     let co = narrowed(r#"addresses.locality co "Park""#);
     assert!(!co.exact);
