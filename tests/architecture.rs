@@ -118,19 +118,28 @@ const DIRECTORY_WRITES: &[&str] = &[
 
 const FEATURES: &[&str] = &["admin", "bulk", "scim", "sweep", "http", "app", "cli"];
 
-#[test]
-fn features_change_accounts_only_through_account() {
+/// The source files of these top-level modules: (path below `src`, text).
+fn files_of(modules: &[&str]) -> Vec<(std::path::PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let relative = file.strip_prefix(&src).expect("under src").to_path_buf();
+            let owner = module_path(&relative).first().cloned().unwrap_or_default();
+            modules.contains(&owner.as_str()).then(|| {
+                let text = std::fs::read_to_string(&file).expect("read");
+                (relative, text)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn features_change_accounts_only_through_account() {
     let mut violations = Vec::new();
-    for file in files {
-        let relative = file.strip_prefix(&src).expect("under src");
-        let owner = module_path(relative).first().cloned().unwrap_or_default();
-        if !FEATURES.contains(&owner.as_str()) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&file).expect("read");
+    for (relative, text) in files_of(FEATURES) {
         // Method chains split over lines (`self\n.directory\n.set_password(`) read as one.
         let code: String = text
             .lines()
@@ -161,18 +170,12 @@ const KIND_NEUTRAL: &[&str] = &["admin", "bulk", "scim", "sweep", "account", "se
 
 #[test]
 fn only_the_openldap_dialect_names_openldap_state() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut violations = Vec::new();
-    for file in files {
-        let relative = file.strip_prefix(&src).expect("under src");
-        let owner = module_path(relative).first().cloned().unwrap_or_default();
+    for (relative, text) in files_of(KIND_NEUTRAL) {
         // `tests.rs` files hold fixtures: entries as OpenLDAP returns them.
-        if !KIND_NEUTRAL.contains(&owner.as_str()) || file.ends_with("tests.rs") {
+        if relative.ends_with("tests.rs") {
             continue;
         }
-        let text = std::fs::read_to_string(&file).expect("read");
         // Only the code before an inline test module.
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for (n, line) in code.lines().enumerate() {

@@ -260,13 +260,18 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn names_found(scim: &Scim, filter: &str) -> Vec<String> {
+    names_listed(scim, filter, "").await
+}
+
+/// The userNames of the page `filter` and the other query parameters (`&sortBy=…`) give.
+async fn names_listed(scim: &Scim, filter: &str, query: &str) -> Vec<String> {
     let (status, body, _) = scim
         .get(&format!(
-            "/Users?filter={}&attributes=userName",
+            "/Users?filter={}&attributes=userName{query}",
             urlencode(filter)
         ))
         .await;
-    assert_eq!(status, 200, "{filter}: {body}");
+    assert_eq!(status, 200, "{filter} {query}: {body}");
     body["Resources"]
         .as_array()
         .into_iter()
@@ -558,20 +563,8 @@ async fn users_sort_by_values_kept_as_json() {
         let (status, created, _) = scim.post("/Users", body).await;
         assert_eq!(status, 201, "{created}");
     }
-    let page = async |query: &str| -> Vec<String> {
-        let filter = urlencode("userName sw \"sort-\"");
-        let (status, body, _) = scim
-            .get(&format!(
-                "/Users?filter={filter}&{query}&attributes=userName"
-            ))
-            .await;
-        assert_eq!(status, 200, "{query}: {body}");
-        body["Resources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["userName"].as_str().map(str::to_owned))
-            .collect()
+    let page = async |query: &str| {
+        names_listed(&scim, "userName sw \"sort-\"", &format!("&{query}")).await
     };
     assert_eq!(page("sortBy=emails").await, ["sort-b", "sort-a", "sort-c"]);
     assert_eq!(

@@ -801,11 +801,7 @@ impl ScimService {
                         key.reverse = query.descending();
                         Some(key)
                     }
-                    None => {
-                        return self
-                            .list_checked(base, &class, &ldap, exact, query, start, count)
-                            .await;
-                    }
+                    None => return self.list_checked(&ldap, exact, query, start, count).await,
                 }
             }
             None => None,
@@ -816,9 +812,7 @@ impl ScimService {
                     "a group filter translated to a search that only narrows".into(),
                 ));
             }
-            return self
-                .list_checked(base, &class, &ldap, exact, query, start, count)
-                .await;
+            return self.list_checked(&ldap, exact, query, start, count).await;
         }
         let attrs = match kind {
             Kind::User => self.users.read_attributes(),
@@ -894,11 +888,8 @@ impl ScimService {
     /// (`exact` false: each candidate is checked against the SCIM filter), or the order
     /// is one lockbridge sorts by itself. At most [`UNSORTED_SCAN_LIMIT`] candidates are
     /// read; more is refused with a request to narrow the filter.
-    #[allow(clippy::too_many_arguments)]
     async fn list_checked(
         &self,
-        base: &str,
-        class: &str,
         ldap: &str,
         exact: bool,
         query: &ListQuery,
@@ -906,8 +897,8 @@ impl ScimService {
         count: u64,
     ) -> Result<(u64, Vec<Value>), ScimError> {
         let window_query = WindowQuery {
-            base: base.to_owned(),
-            filter: format!("(&{class}{ldap})"),
+            base: self.settings.users_base.clone(),
+            filter: format!("(&{}{ldap})", self.settings.user_filter),
             attrs: self.users.read_attributes(),
             sort: None,
             offset: 1,
