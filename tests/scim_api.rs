@@ -1263,3 +1263,72 @@ async fn primary_values_are_kept_and_moved() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["scimType"], "invalidValue", "{body}");
 }
+
+/// OpenLDAP's ppolicy lifts a lock when a password changes; lockbridge keeps an
+/// administrator's block through every password write: a PATCH that blocks and sets a
+/// password, a password-only push to a blocked user, and an administrator's reset.
+#[tokio::test]
+async fn a_password_written_to_a_blocked_account_leaves_it_blocked() {
+    let env = start();
+    let created = env.create("olga", Some("Olga-Passw0rd-123")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([
+                { "op": "replace", "path": "active", "value": false },
+                { "op": "replace", "path": "password", "value": "Olga-Passw0rd-456" }
+            ])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["active"], json!(false), "{reply}");
+    assert!(
+        !env.binds("olga", "Olga-Passw0rd-456"),
+        "blocked after block + password"
+    );
+
+    // A password-only push (an identity provider's sync), answered without the resource.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}?excludedAttributes=groups"),
+            patch(json!([{ "op": "replace", "path": "password", "value": "Olga-Passw0rd-789" }])),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {reply}");
+    assert!(
+        !env.binds("olga", "Olga-Passw0rd-789"),
+        "blocked after a push"
+    );
+    let (_, got, _) = env.scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(got["active"], json!(false), "{got}");
+
+    // An administrator's reset keeps the block too (Microsoft 365: a reset does not
+    // unblock sign-in).
+    let (status, body, _) = env
+        .daemon
+        .client()
+        .post(
+            &env.daemon.admin_token,
+            "/api/v1/users/olga/password-reset",
+            json!({"mode": "manual", "password": "Kestrel-Passw0rd-4bc", "requireChangeAtNextSignIn": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !env.binds("olga", "Kestrel-Passw0rd-4bc"),
+        "blocked after a reset"
+    );
+    // Lifting the block lets the last password in.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": "active", "value": true }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(env.binds("olga", "Kestrel-Passw0rd-4bc"));
+}

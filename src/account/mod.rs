@@ -365,6 +365,19 @@ impl AccountService {
         Ok(names)
     }
 
+    /// Blocks `dn`'s sign-in again after its password was written: a directory may lift
+    /// an administrator's block on a password change (OpenLDAP's ppolicy deletes its
+    /// lock attribute), and neither a reset nor a pushed password may do that.
+    async fn keep_block(&self, dn: &str) -> Result<(), AccountError> {
+        self.directory.block_sign_in(dn).await.map_err(|e| {
+            tracing::error!(user.dn = %dn, error = %e, "the password was set but sign-in could not be blocked again");
+            AccountError::Misconfigured(format!(
+                "the password was set, but sign-in could not be blocked again afterwards \
+                 ({e}); block it again (POST /api/v1/users/{{user}}/block)"
+            ))
+        })
+    }
+
     /// Looks a user up by sign-in name.
     pub async fn find_user(&self, user_name: &str) -> Result<UserEntry, AccountError> {
         self.directory
@@ -571,7 +584,7 @@ impl AccountService {
 
         // From here on the new password may be in force, so it is handed over (mailed,
         // or shown) whatever else fails: a lost temporary password locks the user out.
-        let partial = match self
+        let mut partial = match self
             .directory
             .set_password(&user.dn, &password, req.require_change)
             .await
@@ -582,6 +595,14 @@ impl AccountService {
             }
             Err(e) => return Err(self.directory_error(e)),
         };
+        // A reset does not lift a block (as in Microsoft 365), whatever the directory
+        // does to it on a password change.
+        if user.blocked
+            && partial.is_none()
+            && let Err(e) = self.keep_block(&user.dn).await
+        {
+            partial = Some(e);
+        }
         tracing::info!(
             user.dn = %user.dn,
             actor = %actor.name,

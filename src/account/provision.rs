@@ -61,22 +61,25 @@ impl AccountService {
         user_dn: &str,
         password: &Secret,
         must_change: bool,
+        keep_blocked: bool,
     ) -> Result<PushOutcome, AccountError> {
         if self.is_current_password(user_dn, password).await? == Some(true) {
             return Ok(PushOutcome::Unchanged);
         }
-        self.set_pushed_password(user_dn, password, must_change)
+        self.set_pushed_password(user_dn, password, must_change, keep_blocked)
             .await?;
         Ok(PushOutcome::Set)
     }
 
     /// Writes a pushed password the caller already found to differ from the current one
-    /// ([`AccountService::is_current_password`]).
+    /// ([`AccountService::is_current_password`]). `keep_blocked`: the account's sign-in
+    /// is blocked and must stay so (see [`AccountService::keep_block`]).
     pub async fn set_pushed_password(
         &self,
         user_dn: &str,
         password: &Secret,
         must_change: bool,
+        keep_blocked: bool,
     ) -> Result<(), AccountError> {
         let written = if must_change {
             self.directory.set_password(user_dn, password, true).await
@@ -84,6 +87,9 @@ impl AccountService {
             self.directory.set_known_password(user_dn, password).await
         };
         written.map_err(|e| self.directory_error(e))?;
+        if keep_blocked {
+            self.keep_block(user_dn).await?;
+        }
         tracing::info!(user.dn = %user_dn, must_change, "pushed password set");
         Ok(())
     }

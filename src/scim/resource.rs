@@ -1126,7 +1126,12 @@ impl UserMapping {
     /// A push is the most frequent write; the full read costs the directory as much
     /// as a GET, for attributes the push never looks at.
     pub fn password_push_attributes(&self) -> Vec<String> {
-        vec![self.user_name.clone(), "entryCSN".to_owned()]
+        // The sign-in state too: a blocked account stays blocked after the push.
+        [self.user_name.as_str(), "entryCSN"]
+            .into_iter()
+            .chain(self.sign_in.attributes().iter().copied())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The filter mapping that agrees with this mapping (`manager` is a reference: the

@@ -1224,7 +1224,7 @@ impl ScimService {
         if let Some(password) = &w.password
             && let Err(e) = self
                 .account
-                .push_password(&dn, password, w.must_change.unwrap_or(false))
+                .push_password(&dn, password, w.must_change.unwrap_or(false), false)
                 .await
         {
             // The entry is new: take it away again rather than leave a user without the
@@ -1383,7 +1383,12 @@ impl ScimService {
         }
         self.audit_ready().await?;
         self.account
-            .set_pushed_password(&current.dn, &password, false)
+            .set_pushed_password(
+                &current.dn,
+                &password,
+                false,
+                self.users.sign_in_state(&current).blocked,
+            )
             .await
             .map_err(from_account)?;
         Ok(("set", name))
@@ -1501,6 +1506,12 @@ impl ScimService {
             self.undo_rename(&current, dn, new_rdn.is_some()).await;
         };
         let actor = caller.actor();
+        // Whether sign-in is blocked once this request is done: a password written after
+        // the block must not lift it.
+        let blocked_after = w
+            .active
+            .map(|active| !active)
+            .unwrap_or_else(|| self.users.sign_in_state(&current).blocked);
         let state_done = if state.is_empty() {
             ProvisionedState::default()
         } else {
@@ -1521,7 +1532,7 @@ impl ScimService {
         if let Some(p) = &password {
             match self
                 .account
-                .set_pushed_password(&dn, p, w.must_change.unwrap_or(false))
+                .set_pushed_password(&dn, p, w.must_change.unwrap_or(false), blocked_after)
                 .await
             {
                 Ok(()) => summary.password = "set",
