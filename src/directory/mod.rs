@@ -62,6 +62,7 @@ pub use self::dialect::{DirectoryKind, Lockout, PasswordState, SignInVocabulary,
 pub use self::dn::{dn_key, is_at_or_below, rdn_of};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
+pub use self::gentime::parse as parse_generalized_time;
 pub use self::userpassword::StoredPassword;
 
 /// Page size for the Paged Results control in [`Directory::search_users`], and in

@@ -52,7 +52,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
@@ -2760,68 +2760,8 @@ fn dedup_dns<'a>(dns: impl IntoIterator<Item = &'a String>) -> Vec<String> {
 /// GeneralizedTime (`YYYYMMDDHH[MM[SS]][.fraction](Z|±HHMM)`) as an RFC 3339 dateTime
 /// in UTC; `None` when malformed.
 pub fn rfc3339(generalized: &str) -> Option<String> {
-    parse_generalized_time(generalized).map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
-fn parse_generalized_time(s: &str) -> Option<DateTime<Utc>> {
-    let b = s.as_bytes();
-    let num = |from: usize, n: usize| -> Option<u32> {
-        let part = b.get(from..from + n)?;
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    let year = num(0, 4)? as i32;
-    let (month, day, hour) = (num(4, 2)?, num(6, 2)?, num(8, 2)?);
-    let mut pos = 10;
-    let (mut minute, mut second) = (0, 0);
-    if let Some(m) = num(pos, 2) {
-        minute = m;
-        pos += 2;
-        if let Some(sec) = num(pos, 2) {
-            second = sec;
-            pos += 2;
-        }
-    }
-    let mut nanos = 0u32;
-    if matches!(b.get(pos), Some(b'.' | b',')) {
-        pos += 1;
-        let start = pos;
-        while b.get(pos).is_some_and(u8::is_ascii_digit) {
-            pos += 1;
-        }
-        let digits = s.get(start..pos.min(start + 9))?;
-        if digits.is_empty() {
-            return None;
-        }
-        nanos = digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32);
-    }
-    let offset: i64 = match b.get(pos) {
-        Some(b'Z') => {
-            pos += 1;
-            0
-        }
-        Some(sign @ (b'+' | b'-')) => {
-            let hh = num(pos + 1, 2)? as i64;
-            let mm = num(pos + 3, 2).unwrap_or(0) as i64;
-            pos += if num(pos + 3, 2).is_some() { 5 } else { 3 };
-            let secs = hh * 3600 + mm * 60;
-            if *sign == b'+' { secs } else { -secs }
-        }
-        _ => return None,
-    };
-    if pos != b.len() {
-        return None;
-    }
-    let naive = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_nano_opt(
-        hour,
-        minute,
-        second.min(59),
-        nanos,
-    )?;
-    let t = Utc.from_utc_datetime(&naive) - chrono::Duration::seconds(offset);
-    Some(t)
+    crate::directory::parse_generalized_time(generalized)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
 #[cfg(test)]

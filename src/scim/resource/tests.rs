@@ -1,5 +1,6 @@
 use super::*;
 use crate::scim::filter::{Reference, WithReferences, parse_filter, references, to_ldap};
+use chrono::TimeZone;
 use proptest::prelude::*;
 use rstest::rstest;
 use serde_json::json;
