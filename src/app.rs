@@ -24,7 +24,7 @@ use crate::config::{
     SmtpSecurityConfig,
 };
 use crate::directory::{
-    Directory, DirectoryError, DirectoryKind, DirectorySettings, SignInVocabulary,
+    Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, SignInVocabulary,
 };
 use crate::http::{HealthState, RateLimit, RouterParts, ServerLimits, TrustedProxies, router};
 use crate::notify::{
@@ -63,6 +63,7 @@ pub fn directory_settings(config: &Config) -> DirectorySettings {
     DirectorySettings {
         kind: match d.kind {
             DirectoryKindConfig::Openldap => DirectoryKind::OpenLdap,
+            DirectoryKindConfig::Ds389 => DirectoryKind::Ds389,
         },
         url: d.url.clone(),
         starttls: d.starttls,
@@ -239,6 +240,7 @@ fn scim_provider(
 fn scim_mapping_settings(config: &Config) -> (UserMappingSettings, GroupMappingSettings) {
     let s = &config.scim;
     let optional = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    let kind = directory_settings(config).kind;
     (
         UserMappingSettings {
             user_name_attribute: config.directory.user_name_attribute.clone(),
@@ -246,12 +248,14 @@ fn scim_mapping_settings(config: &Config) -> (UserMappingSettings, GroupMappingS
             external_id_attribute: optional(&s.external_id_attribute),
             overrides: s.attributes.clone(),
             lockbridge_schema: false,
-            sign_in: SignInVocabulary::for_kind(directory_settings(config).kind),
+            sign_in: SignInVocabulary::for_kind(kind),
+            entries: EntryVocabulary::for_kind(kind),
         },
         GroupMappingSettings {
             object_classes: s.group_object_classes.clone(),
             external_id_attribute: optional(&s.group_external_id_attribute),
             lockbridge_schema: false,
+            entries: EntryVocabulary::for_kind(kind),
         },
     )
 }

@@ -228,9 +228,13 @@ pub struct SecurityConfig {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
 pub enum DirectoryKindConfig {
+    /// OpenLDAP with the ppolicy overlay.
+    #[serde(rename = "openldap")]
     Openldap,
+    /// 389 Directory Server (Red Hat Directory Server).
+    #[serde(rename = "389ds")]
+    Ds389,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -58,7 +58,9 @@ use self::error::{ConnFate, Failure, OpKind, map_failure};
 use self::ppolicy::{PolicyError, PolicyWarning};
 use crate::types::Secret;
 
-pub use self::dialect::{DirectoryKind, Lockout, PasswordState, SignInVocabulary, StateTest};
+pub use self::dialect::{
+    DirectoryKind, EntryVocabulary, Lockout, PasswordState, SignInVocabulary, StateTest,
+};
 pub use self::dn::{dn_key, is_at_or_below, rdn_of};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
@@ -834,17 +836,31 @@ impl Directory {
         }
     }
 
-    /// Set a user's password and nothing else, for passwords the user already knows (an
-    /// identity provider's push): the must-change flag is left to the directory, which on
-    /// OpenLDAP clears `pwdReset` when a writer without `manage` (as lockbridge's service
-    /// account must be) changes a password. One write instead of two.
+    /// Set a password the user already knows (an identity provider's push), leaving no
+    /// change required: on OpenLDAP one write (ppolicy clears `pwdReset` when a writer
+    /// without `manage`, as lockbridge's service account must be, changes a password);
+    /// the dialect adds what its server needs.
     pub async fn set_known_password(
         &self,
         user_dn: &str,
         new_password: &Secret,
     ) -> Result<(), DirectoryError> {
         self.check_new_password(user_dn, new_password)?;
-        self.write_password(user_dn, new_password).await
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "set_known_password",
+            OpKind::PasswordWrite,
+            Retry::IfNotSent,
+            |mut ldap| async move {
+                inner
+                    .dialect
+                    .set_known_password(&mut ldap, user_dn, new_password, t)
+                    .await
+            },
+        )
+        .await
+        .map_err(|e| redact(e, new_password.expose()))
     }
 
     fn check_new_password(&self, user_dn: &str, password: &Secret) -> Result<(), DirectoryError> {

@@ -66,27 +66,22 @@ use super::patch::GroupPatch;
 use super::schema::{Hidden, ResourceSchema};
 use crate::account::ProvisionedState;
 use crate::directory::escape::is_attribute_description;
-use crate::directory::{Change, Entry, SignInVocabulary, SortKey, dn_key, rdn_of};
+use crate::directory::{Change, Entry, EntryVocabulary, SignInVocabulary, SortKey, dn_key, rdn_of};
 use crate::types::Secret;
 
-/// Operational attributes every user read requests (and the sign-in state's, which
-/// the directory kind names: [`SignInVocabulary::attributes`]).
-const USER_OPERATIONAL: [&str; 5] = [
+/// Operational attributes every user read requests (and the version's and the sign-in
+/// state's, which the directory kind names: [`EntryVocabulary::version_attribute`],
+/// [`SignInVocabulary::attributes`]).
+const USER_OPERATIONAL: [&str; 4] = [
     // The groups, where the directory keeps it (see `super::user_groups`).
     "memberOf",
     "entryUUID",
-    "entryCSN",
     "createTimestamp",
     "modifyTimestamp",
 ];
 
-/// Operational attributes every group read requests.
-const GROUP_OPERATIONAL: [&str; 4] = [
-    "entryUUID",
-    "entryCSN",
-    "createTimestamp",
-    "modifyTimestamp",
-];
+/// Operational attributes every group read requests (and the version's).
+const GROUP_OPERATIONAL: [&str; 3] = ["entryUUID", "createTimestamp", "modifyTimestamp"];
 
 // ---------------------------------------------------------------------------------------
 // Users
@@ -113,6 +108,8 @@ pub struct UserMappingSettings {
     /// How the directory keeps sign-in state (`active`, `mustChange`, when the password
     /// last changed).
     pub sign_in: SignInVocabulary,
+    /// How the directory versions entries (`meta.version`).
+    pub entries: EntryVocabulary,
 }
 
 impl Default for UserMappingSettings {
@@ -124,6 +121,7 @@ impl Default for UserMappingSettings {
             overrides: BTreeMap::new(),
             lockbridge_schema: false,
             sign_in: SignInVocabulary::default(),
+            entries: EntryVocabulary::default(),
         }
     }
 }
@@ -805,6 +803,7 @@ pub struct UserMapping {
     schema: ResourceSchema,
     filter: UserFilterMapping,
     sign_in: SignInVocabulary,
+    entries: EntryVocabulary,
 }
 
 impl std::fmt::Debug for UserMapping {
@@ -896,7 +895,9 @@ impl UserMapping {
         }
         owners.extend(ldap.iter().map(|(f, a)| (a.clone(), f.key().to_owned())));
         for (i, (attr, owner)) in owners.iter().enumerate() {
-            if is_operational(attr, s.sign_in.attributes()) {
+            if is_operational(attr, s.sign_in.attributes())
+                || attr.eq_ignore_ascii_case(s.entries.version_attribute())
+            {
                 return Err(format!(
                     "{owner} is mapped to \"{attr}\", which lockbridge manages itself; choose \
                      another attribute"
@@ -1009,6 +1010,7 @@ impl UserMapping {
             schema,
             filter,
             sign_in: s.sign_in,
+            entries: s.entries,
         })
     }
 
@@ -1105,9 +1107,13 @@ impl UserMapping {
         out.extend(self.primary.iter().map(|p| (*p).to_owned()));
         out.extend(self.addresses.iter().map(|a| (*a).to_owned()));
         out.extend(self.external_id.iter().cloned());
+        // The version next to the id (the order the benchmark's raw search pins).
+        let (identity, times) = USER_OPERATIONAL.split_at(2);
         out.extend(
-            USER_OPERATIONAL
+            identity
                 .iter()
+                .chain([&self.entries.version_attribute()])
+                .chain(times)
                 .chain(self.sign_in.attributes())
                 .map(|s| (*s).to_owned()),
         );
@@ -1127,7 +1133,7 @@ impl UserMapping {
     /// as a GET, for attributes the push never looks at.
     pub fn password_push_attributes(&self) -> Vec<String> {
         // The sign-in state too: a blocked account stays blocked after the push.
-        [self.user_name.as_str(), "entryCSN"]
+        [self.user_name.as_str(), self.entries.version_attribute()]
             .into_iter()
             .chain(self.sign_in.attributes().iter().copied())
             .map(str::to_owned)
@@ -1148,7 +1154,12 @@ impl UserMapping {
 
     /// The resource's version (`meta.version`, the ETag): `W/"<entryCSN>"`.
     pub fn version(&self, entry: &Entry) -> Option<String> {
-        version(entry)
+        version(&self.entries, entry)
+    }
+
+    /// How the directory versions entries.
+    pub fn entries(&self) -> EntryVocabulary {
+        self.entries
     }
 
     /// The full resource for `entry` (every attribute with a value; `groups` only when
@@ -1306,7 +1317,7 @@ impl UserMapping {
         r.insert(PASSWORD_EXTENSION.into(), Value::Object(password));
         r.insert(
             "meta".into(),
-            meta(entry, "User", format!("{base}/Users/{id}")),
+            meta(&self.entries, entry, "User", format!("{base}/Users/{id}")),
         );
         r.insert("schemas".into(), Value::Array(schemas));
         Value::Object(r)
@@ -1676,7 +1687,7 @@ fn push_change(
     out.push(Change::Replace(ldap.to_owned(), new));
 }
 
-fn meta(entry: &Entry, resource_type: &str, location: String) -> Value {
+fn meta(entries: &EntryVocabulary, entry: &Entry, resource_type: &str, location: String) -> Value {
     let mut m = Map::new();
     m.insert("resourceType".into(), resource_type.into());
     if let Some(t) = entry.first("createTimestamp").and_then(rfc3339) {
@@ -1686,16 +1697,16 @@ fn meta(entry: &Entry, resource_type: &str, location: String) -> Value {
         m.insert("lastModified".into(), t.into());
     }
     m.insert("location".into(), location.into());
-    if let Some(v) = version(entry) {
+    if let Some(v) = version(entries, entry) {
         m.insert("version".into(), v.into());
     }
     Value::Object(m)
 }
 
-/// `W/"<entryCSN>"`: a weak ETag, since the representation also depends on the
-/// `attributes` asked for.
-fn version(entry: &Entry) -> Option<String> {
-    entry.first("entryCSN").map(|csn| format!("W/\"{csn}\""))
+/// `W/"<entryCSN>"` (or the kind's version attribute): a weak ETag, since the
+/// representation also depends on the `attributes` asked for.
+fn version(entries: &EntryVocabulary, entry: &Entry) -> Option<String> {
+    entries.version(entry).map(|csn| format!("W/\"{csn}\""))
 }
 
 /// The user filter mapping: [`DefaultUserMapping`] with the configured LDAP names,
@@ -1911,6 +1922,8 @@ pub struct GroupMappingSettings {
     pub external_id_attribute: Option<String>,
     /// The directory has lockbridge's LDAP schema ([`SCIM_GROUP_CLASS`]).
     pub lockbridge_schema: bool,
+    /// How the directory versions entries (`meta.version`).
+    pub entries: EntryVocabulary,
 }
 
 impl Default for GroupMappingSettings {
@@ -1919,6 +1932,7 @@ impl Default for GroupMappingSettings {
             object_classes: vec!["groupOfNames".into()],
             external_id_attribute: None,
             lockbridge_schema: false,
+            entries: EntryVocabulary::default(),
         }
     }
 }
@@ -1972,6 +1986,7 @@ pub struct GroupMapping {
     aux: Option<AuxClass>,
     schema: ResourceSchema,
     filter: DefaultGroupMapping,
+    entries: EntryVocabulary,
 }
 
 /// The member value of an empty `groupOfNames`: the empty DN.
@@ -1983,7 +1998,9 @@ impl GroupMapping {
         check_object_classes(&s.object_classes)?;
         if let Some(x) = &s.external_id_attribute {
             check_attribute("external_id_attribute", x)?;
-            if ["cn", "member"].iter().any(|a| a.eq_ignore_ascii_case(x)) || is_operational(x, &[])
+            if ["cn", "member"].iter().any(|a| a.eq_ignore_ascii_case(x))
+                || is_operational(x, &[])
+                || x.eq_ignore_ascii_case(s.entries.version_attribute())
             {
                 return Err(format!(
                     "external_id_attribute is \"{x}\", which holds the group's name, members or \
@@ -2000,6 +2017,7 @@ impl GroupMapping {
             None => ResourceSchema::group().without("externalId"),
         };
         Ok(Self {
+            entries: s.entries,
             filter: DefaultGroupMapping {
                 external_id: external_id.clone(),
             },
@@ -2032,6 +2050,7 @@ impl GroupMapping {
         ];
         out.extend(self.external_id.iter().cloned());
         out.extend(GROUP_OPERATIONAL.iter().map(|s| (*s).to_owned()));
+        out.push(self.entries.version_attribute().to_owned());
         out
     }
 
@@ -2047,7 +2066,7 @@ impl GroupMapping {
 
     /// The resource's version (`meta.version`, the ETag): `W/"<entryCSN>"`.
     pub fn version(&self, entry: &Entry) -> Option<String> {
-        version(entry)
+        version(&self.entries, entry)
     }
 
     /// The LDAP filter every group matches: its object classes, e.g.
@@ -2116,7 +2135,7 @@ impl GroupMapping {
         }
         r.insert(
             "meta".into(),
-            meta(entry, "Group", format!("{base}/Groups/{id}")),
+            meta(&self.entries, entry, "Group", format!("{base}/Groups/{id}")),
         );
         Value::Object(r)
     }

@@ -1556,7 +1556,7 @@ impl ScimService {
 
     /// Renames `current` to `new_rdn` (when given), then applies `changes`, and returns
     /// the entry's DN after both. With `asserted` (If-Match), the first write carries the
-    /// assertion on the entry's `entryCSN`; a failed modify undoes the rename.
+    /// assertion on the entry's version (`entryCSN`); a failed modify undoes the rename.
     async fn rename_and_modify(
         &self,
         current: &Entry,
@@ -1564,8 +1564,13 @@ impl ScimService {
         changes: &[Change],
         asserted: bool,
     ) -> Result<String, ScimError> {
+        let version = self.users.entries();
         let assertion = asserted
-            .then(|| current.first("entryCSN").map(|csn| equals("entryCSN", csn)))
+            .then(|| {
+                version
+                    .version(current)
+                    .map(|v| equals(version.version_attribute(), v))
+            })
             .flatten();
         let mut dn = current.dn.clone();
         if let Some(rdn) = new_rdn {

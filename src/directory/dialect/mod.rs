@@ -6,6 +6,7 @@
 //! dialect only issues the kind-specific operations on the connection it is given and
 //! reports failures as raw [`Failure`]s for the one mapping function.
 
+mod ds389;
 mod openldap;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ldap3::Ldap;
 
+pub(crate) use self::ds389::Ds389;
 pub(crate) use self::openldap::OpenLdap;
 use super::error::Failure;
 use crate::types::Secret;
@@ -24,6 +26,8 @@ use crate::types::Secret;
 pub enum DirectoryKind {
     /// OpenLDAP with the ppolicy overlay.
     OpenLdap,
+    /// 389 Directory Server (and Red Hat Directory Server, its product build).
+    Ds389,
 }
 
 /// A user's password and sign-in state as the directory keeps it.
@@ -130,6 +134,10 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// syntax (for filtering and sorting on it).
     fn changed_at_attribute(&self) -> &'static str;
 
+    /// The operational attribute whose value changes with every write to an entry and
+    /// that an assertion (RFC 4528) can test: SCIM's `meta.version` and `If-Match`.
+    fn version_attribute(&self) -> &'static str;
+
     /// Operational attributes that identify an entry and say when it was created.
     fn entry_attributes(&self) -> &'static [&'static str];
 
@@ -198,6 +206,20 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), Failure>;
 
+    /// Set a password its owner already knows (an identity provider's push): no change
+    /// is required of them afterwards. OpenLDAP's ppolicy deletes `pwdReset` itself when
+    /// a writer without `manage` changes a password, so by default this is
+    /// [`Self::set_password`].
+    async fn set_known_password(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        password: &Secret,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        self.set_password(ldap, dn, password, timeout).await
+    }
+
     /// Set the password (in clear text, for a server that hashes it) and "must change at
     /// next sign-in" in ONE write, with the password policy applied.
     async fn set_password_and_must_change(
@@ -227,10 +249,82 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     ) -> Result<(), Failure>;
 }
 
+/// RFC 3062 Password Modify of `dn` as the (bound) service account, with the ppolicy
+/// request control, so that quality, length and history rejections come back as ppolicy
+/// errors. `newPasswd` is always sent, so the response value is never parsed (ldap3's
+/// parser panics when the server generated nothing).
+pub(super) async fn password_modify(
+    ldap: &mut Ldap,
+    dn: &str,
+    password: &Secret,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let ldap3::result::ExopResult(_value, result) = ldap
+        .with_controls(super::ppolicy::request())
+        .with_timeout(timeout)
+        .extended(ldap3::exop::PasswordModify {
+            user_id: Some(dn),
+            old_pass: None,
+            new_pass: Some(password.expose()),
+        })
+        .await?;
+    if result.rc != 0 {
+        return Err(Failure::from_result(&result));
+    }
+    Ok(())
+}
+
+/// Whether every stored `userPassword` value of `dn` is hashed (`{SCHEME}...`); `None`
+/// when the service account cannot read it.
+pub(super) async fn stored_password_is_hashed(
+    ldap: &mut Ldap,
+    dn: &str,
+    timeout: Duration,
+) -> Result<Option<bool>, Failure> {
+    const USER_PASSWORD: &str = "userPassword";
+    let ldap3::SearchResult(entries, result) = ldap
+        .with_timeout(timeout)
+        .search(
+            dn,
+            ldap3::Scope::Base,
+            "(objectClass=*)",
+            vec![USER_PASSWORD],
+        )
+        .await?;
+    if result.rc != 0 {
+        return Err(Failure::from_result(&result));
+    }
+    let Some(entry) = entries.into_iter().find(|e| !e.is_ref()) else {
+        return Err(Failure::no_such_object());
+    };
+    let entry = ldap3::SearchEntry::construct(entry);
+    // userPassword is binary-flavoured: servers may send it as bin_attrs.
+    let values: Vec<Vec<u8>> = entry
+        .attrs
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(USER_PASSWORD))
+        .flat_map(|(_, v)| v.iter().map(|s| s.as_bytes().to_vec()))
+        .chain(
+            entry
+                .bin_attrs
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(USER_PASSWORD))
+                .flat_map(|(_, v)| v.iter().cloned()),
+        )
+        .collect();
+    if values.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(values.iter().all(|v| {
+        v.first() == Some(&b'{') && v.iter().position(|b| *b == b'}').is_some_and(|i| i > 1)
+    })))
+}
+
 /// The dialect for `kind`.
 pub(crate) fn for_kind(kind: DirectoryKind) -> Arc<dyn Dialect> {
     match kind {
         DirectoryKind::OpenLdap => Arc::new(OpenLdap),
+        DirectoryKind::Ds389 => Arc::new(Ds389),
     }
 }
 
@@ -271,6 +365,38 @@ impl SignInVocabulary {
     /// The attribute holding when the password last changed (GeneralizedTime).
     pub fn changed_at_attribute(&self) -> &'static str {
         self.dialect.changed_at_attribute()
+    }
+}
+
+/// How a directory kind versions its entries, for a feature that reads entries itself
+/// (SCIM's ETags and `If-Match`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryVocabulary {
+    version: &'static str,
+}
+
+impl EntryVocabulary {
+    pub fn for_kind(kind: DirectoryKind) -> Self {
+        Self {
+            version: for_kind(kind).version_attribute(),
+        }
+    }
+
+    /// The operational attribute that changes with every write (OpenLDAP: `entryCSN`).
+    pub fn version_attribute(&self) -> &'static str {
+        self.version
+    }
+
+    /// The entry's version, read with [`Self::version_attribute`] requested.
+    pub fn version<'e>(&self, entry: &'e crate::directory::Entry) -> Option<&'e str> {
+        entry.first(self.version)
+    }
+}
+
+impl Default for EntryVocabulary {
+    /// OpenLDAP's, the default directory kind.
+    fn default() -> Self {
+        Self::for_kind(DirectoryKind::OpenLdap)
     }
 }
 

@@ -26,7 +26,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ldap3::exop::PasswordModify;
 use ldap3::{Ldap, Mod, Scope, SearchEntry, SearchResult};
 
 use super::{
@@ -45,6 +44,8 @@ const PWD_MAX_AGE: &str = "pwdMaxAge";
 /// The objectClass of a password policy entry.
 const PWD_POLICY: &str = "pwdPolicy";
 const ENTRY_UUID: &str = "entryUUID";
+/// Changes with every write (a replication change sequence number).
+const ENTRY_CSN: &str = "entryCSN";
 const CREATE_TIMESTAMP: &str = "createTimestamp";
 /// `pwdAccountLockedTime` value for "locked until an administrator unlocks" (ppolicy).
 const LOCKED_BY_ADMIN: &str = "000001010000Z";
@@ -106,6 +107,10 @@ impl Dialect for OpenLdap {
 
     fn changed_at_attribute(&self) -> &'static str {
         PWD_CHANGED_TIME
+    }
+
+    fn version_attribute(&self) -> &'static str {
+        ENTRY_CSN
     }
 
     fn entry_attributes(&self) -> &'static [&'static str] {
@@ -306,37 +311,7 @@ impl Dialect for OpenLdap {
         dn: &str,
         timeout: Duration,
     ) -> Result<Option<bool>, Failure> {
-        let SearchResult(entries, result) = ldap
-            .with_timeout(timeout)
-            .search(dn, Scope::Base, "(objectClass=*)", vec![USER_PASSWORD])
-            .await?;
-        if result.rc != 0 {
-            return Err(Failure::from_result(&result));
-        }
-        let Some(entry) = entries.into_iter().find(|e| !e.is_ref()) else {
-            return Err(Failure::no_such_object());
-        };
-        let entry = SearchEntry::construct(entry);
-        // userPassword is binary-flavoured: servers may send it as bin_attrs.
-        let values: Vec<Vec<u8>> = entry
-            .attrs
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case(USER_PASSWORD))
-            .flat_map(|(_, v)| v.iter().map(|s| s.as_bytes().to_vec()))
-            .chain(
-                entry
-                    .bin_attrs
-                    .iter()
-                    .filter(|(name, _)| name.eq_ignore_ascii_case(USER_PASSWORD))
-                    .flat_map(|(_, v)| v.iter().cloned()),
-            )
-            .collect();
-        if values.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(values.iter().all(|v| {
-            v.first() == Some(&b'{') && v.iter().position(|b| *b == b'}').is_some_and(|i| i > 1)
-        })))
+        super::stored_password_is_hashed(ldap, dn, timeout).await
     }
 
     async fn set_password(
@@ -346,19 +321,7 @@ impl Dialect for OpenLdap {
         password: &Secret,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        let ldap3::result::ExopResult(_value, result) = ldap
-            .with_controls(ppolicy::request())
-            .with_timeout(timeout)
-            .extended(PasswordModify {
-                user_id: Some(dn),
-                old_pass: None,
-                new_pass: Some(password.expose()),
-            })
-            .await?;
-        if result.rc != 0 {
-            return Err(Failure::from_result(&result));
-        }
-        Ok(())
+        super::password_modify(ldap, dn, password, timeout).await
     }
 
     async fn set_must_change(

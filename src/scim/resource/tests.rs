@@ -931,6 +931,7 @@ fn custom() -> UserMapping {
         ]),
         lockbridge_schema: false,
         sign_in: SignInVocabulary::default(),
+        entries: Default::default(),
     })
     .expect("valid")
 }
@@ -1093,6 +1094,7 @@ fn group_settings_are_validated() {
                 object_classes: vec![],
                 external_id_attribute: None,
                 lockbridge_schema: false,
+                entries: Default::default(),
             },
             "object_classes",
         ),
@@ -1342,6 +1344,7 @@ fn object_filter_and_version() {
         object_classes: vec!["groupOfNames".into(), "lockbridgeGroup".into()],
         external_id_attribute: None,
         lockbridge_schema: false,
+        entries: Default::default(),
     })
     .expect("valid");
     assert_eq!(
