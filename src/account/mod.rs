@@ -666,7 +666,9 @@ impl AccountService {
 pub fn rejection_code(r: &PolicyRejection) -> &'static str {
     match r {
         PolicyRejection::TooShort => "password_too_short",
-        PolicyRejection::InsufficientQuality => "password_quality",
+        PolicyRejection::InsufficientQuality | PolicyRejection::QualityRule(_) => {
+            "password_quality"
+        }
         PolicyRejection::InHistory => "password_in_history",
         PolicyRejection::TooYoung => "password_too_young",
         PolicyRejection::TooLong => "password_too_long",

@@ -659,7 +659,7 @@ impl Directory {
         if changes.is_empty() {
             return Ok(());
         }
-        let assertion = assertion_control(assertion)?;
+        let assertion = self.assertion_for(dn, assertion).await?;
         let password = changes
             .iter()
             .any(|c| change_attr(c).eq_ignore_ascii_case(USER_PASSWORD));
@@ -732,7 +732,7 @@ impl Directory {
         }
         let new_dn = format!("{new_rdn},{parent}");
         self.check_entry_dn(&new_dn, "rename")?;
-        let assertion = assertion_control(assertion)?;
+        let assertion = self.assertion_for(dn, assertion).await?;
         let t = self.inner.operation_timeout;
         let (assertion, new_dn_ref) = (&assertion, new_dn.as_str());
         self.run(
@@ -766,7 +766,7 @@ impl Directory {
         assertion: Option<&str>,
     ) -> Result<(), DirectoryError> {
         self.check_entry_dn(dn, "delete")?;
-        let assertion = assertion_control(assertion)?;
+        let assertion = self.assertion_for(dn, assertion).await?;
         let assertion = &assertion;
         let t = self.inner.operation_timeout;
         self.run(
@@ -1010,6 +1010,47 @@ fn size_limit(limit: usize, returned: u64) -> DirectoryError {
              limits (OpenLDAP: limits dn.exact=<bind_dn> size=unlimited)"
         );
         DirectoryError::SizeLimit(returned)
+    }
+}
+
+impl Directory {
+    /// The Assertion control for `filter` on `dn`, for a write that must only happen
+    /// while the entry still matches it. A directory without the control (389-ds) gets
+    /// the test as a base search right before the write instead: a mismatch is
+    /// [`DirectoryError::AssertionFailed`] as the control's would be, and the write goes
+    /// without a control (a write by someone else between the two is not caught).
+    async fn assertion_for(
+        &self,
+        dn: &str,
+        filter: Option<&str>,
+    ) -> Result<Option<RawControl>, DirectoryError> {
+        let control = assertion_control(filter)?;
+        let Some(filter) = filter.filter(|_| !self.inner.dialect.supports_assertions()) else {
+            return Ok(control);
+        };
+        let t = self.inner.operation_timeout;
+        let matches = self
+            .run(
+                "assert_entry",
+                OpKind::Read,
+                Retry::Idempotent,
+                |mut ldap| async move {
+                    let SearchResult(entries, res) = ldap
+                        .with_timeout(t)
+                        .search(dn, Scope::Base, filter, vec!["1.1"])
+                        .await?;
+                    match res.rc {
+                        0 => Ok(entries.iter().any(|e| !e.is_ref())),
+                        _ => Err(Failure::from_result(&res).naming_entry(dn, dn)),
+                    }
+                },
+            )
+            .await?;
+        if matches {
+            Ok(None)
+        } else {
+            Err(DirectoryError::AssertionFailed)
+        }
     }
 }
 

@@ -127,6 +127,9 @@ impl DirectoryError {
 pub enum PolicyRejection {
     TooShort,
     InsufficientQuality,
+    /// A quality rule the server named in its text (389-ds: "password based off of user
+    /// entry", "must contain at least 2 digit characters", ...).
+    QualityRule(String),
     InHistory,
     TooYoung,
     TooLong,
@@ -143,6 +146,10 @@ impl fmt::Display for PolicyRejection {
             Self::InsufficientQuality => {
                 f.write_str("the password does not meet the directory's quality rules")
             }
+            Self::QualityRule(rule) => write!(
+                f,
+                "the password does not meet the directory's quality rules ({rule})"
+            ),
             Self::InHistory => f.write_str("the password was used recently"),
             Self::TooYoung => f.write_str("the password was changed too recently to change again"),
             Self::TooLong => f.write_str("the password is longer than the directory allows"),

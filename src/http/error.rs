@@ -162,6 +162,12 @@ pub fn rejection_text(r: &PolicyRejection) -> (&'static str, String, &'static st
             "the directory's password policy says the password is not of sufficient quality".into(),
             "choose a longer password that mixes letters, digits and symbols",
         ),
+        PolicyRejection::QualityRule(rule) => (
+            format!(
+                "the directory's password policy says the password is not of sufficient quality: {rule}"
+            ),
+            "choose a different password that meets the rule",
+        ),
         PolicyRejection::InHistory => (
             "the directory's password policy says this password was used recently".into(),
             "choose a password the user has not used before",

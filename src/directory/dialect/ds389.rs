@@ -60,6 +60,8 @@ const POLICY_CLASS: &str = "passwordPolicy";
 const MUST_CHANGE_TIME: &str = "19700101000000Z";
 const NO_SUCH_ATTRIBUTE: u32 = 16;
 const CONSTRAINT_VIOLATION: u32 = 19;
+/// How 389-ds's refusals by a syntax check begin; the rule follows.
+const SYNTAX_REFUSAL: &str = "invalid password syntax - ";
 
 #[derive(Debug)]
 pub(crate) struct Ds389;
@@ -129,6 +131,11 @@ impl Dialect for Ds389 {
 
     fn version_attribute(&self) -> &'static str {
         ENTRY_USN
+    }
+
+    fn supports_assertions(&self) -> bool {
+        // 389-ds 2.3 does not list 1.3.6.1.1.12 and refuses it as critical (rc 12).
+        false
     }
 
     fn entry_attributes(&self) -> &'static [&'static str] {
@@ -378,14 +385,22 @@ async fn explain_refusal(
 }
 
 /// A password refusal told more precisely than the control does: 389-ds answers every
-/// syntax check with "insufficient quality" and says in the text which one failed.
+/// syntax check with "insufficient quality" and says in the text which one failed
+/// ("invalid password syntax - password must be at least 10 characters long").
 fn refine(failure: Failure) -> Failure {
-    match &failure {
-        Failure::Result { text, .. }
-            if text.contains("must be at least") && text.contains("characters long") =>
-        {
+    let rule = match &failure {
+        Failure::Result { text, .. } => text
+            .strip_prefix(SYNTAX_REFUSAL)
+            .map(|rule| rule.trim().to_owned()),
+        _ => None,
+    };
+    match rule {
+        Some(rule) if rule.contains("must be at least") && rule.ends_with("characters long") => {
             Failure::Mapped(DirectoryError::PasswordRejected(PolicyRejection::TooShort))
         }
+        Some(rule) if !rule.is_empty() => Failure::Mapped(DirectoryError::PasswordRejected(
+            PolicyRejection::QualityRule(rule),
+        )),
         _ => failure,
     }
 }
@@ -491,6 +506,39 @@ mod tests {
         assert_eq!(
             s.policy_dn.as_deref(),
             Some("cn=never,ou=policies,dc=example,dc=org")
+        );
+    }
+
+    #[test]
+    fn refusals_say_which_rule() {
+        let refused = |text: &str| Failure::Result {
+            rc: 19,
+            text: text.into(),
+            policy: None,
+        };
+        let rejection = |f: Failure| match f {
+            Failure::Mapped(DirectoryError::PasswordRejected(r)) => Some(r),
+            _ => None,
+        };
+        assert_eq!(
+            rejection(refine(refused(
+                "invalid password syntax - password must be at least 10 characters long"
+            ))),
+            Some(PolicyRejection::TooShort)
+        );
+        assert_eq!(
+            rejection(refine(refused(
+                "invalid password syntax - password based off of user entry"
+            ))),
+            Some(PolicyRejection::QualityRule(
+                "password based off of user entry".into()
+            ))
+        );
+        // Anything else is left to the control and the result code.
+        assert_eq!(rejection(refine(refused("password in history"))), None);
+        assert_eq!(
+            rejection(refine(refused("invalid password syntax - "))),
+            None
         );
     }
 

@@ -138,6 +138,12 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// that an assertion (RFC 4528) can test: SCIM's `meta.version` and `If-Match`.
     fn version_attribute(&self) -> &'static str;
 
+    /// Whether the server honours the Assertion control (RFC 4528) on writes; without
+    /// it, the facade tests the assertion with a search right before the write.
+    fn supports_assertions(&self) -> bool {
+        true
+    }
+
     /// Operational attributes that identify an entry and say when it was created.
     fn entry_attributes(&self) -> &'static [&'static str];
 
