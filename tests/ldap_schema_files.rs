@@ -1,6 +1,7 @@
-//! lockbridge's LDAP schema ships in two forms (`scim/lockbridge.schema` for slapd.conf,
-//! `scim/lockbridge.ldif` for cn=config): they hold the same definitions, and both load
-//! into a real slapd.
+//! lockbridge's LDAP schema ships in three forms (`scim/lockbridge.schema` for slapd.conf,
+//! `scim/lockbridge.ldif` for cn=config, `scim/lockbridge-389ds.ldif` for 389-ds): they
+//! hold the same definitions, and they load into a real slapd (and, through
+//! `scripts/lib/389ds-sandbox`, into the 389-ds of the scenario suite).
 
 mod harness;
 
@@ -58,8 +59,8 @@ fn from_ldif(text: &str) -> BTreeSet<(String, String)> {
         .filter_map(|l| {
             let (key, value) = l.split_once(": ")?;
             let kind = match key {
-                "olcAttributeTypes" => "attributetype",
-                "olcObjectClasses" => "objectclass",
+                "olcAttributeTypes" | "attributeTypes" => "attributetype",
+                "olcObjectClasses" | "objectClasses" => "objectclass",
                 _ => return None,
             };
             Some((
@@ -68,6 +69,48 @@ fn from_ldif(text: &str) -> BTreeSet<(String, String)> {
             ))
         })
         .collect()
+}
+
+/// Kind, OID and name of each definition.
+fn names(defs: &BTreeSet<(String, String)>) -> BTreeSet<(String, String, String)> {
+    defs.iter()
+        .map(|(kind, d)| {
+            let oid = d
+                .trim_start_matches('(')
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let name = d
+                .split("NAME '")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .unwrap_or_default()
+                .to_owned();
+            (kind.clone(), oid, name)
+        })
+        .collect()
+}
+
+#[test]
+fn the_389ds_form_defines_the_same_names_and_oids() {
+    let root = repo_root();
+    let schema =
+        std::fs::read_to_string(root.join("scim/lockbridge.schema")).expect("lockbridge.schema");
+    let ds = std::fs::read_to_string(root.join("scim/lockbridge-389ds.ldif"))
+        .expect("lockbridge-389ds.ldif");
+    let mut expected = names(&from_schema(&schema));
+    // 389-ds's schema lacks RFC 1274's otherMailbox (OpenLDAP has it in cosine.schema).
+    expected.insert((
+        "attributetype".into(),
+        "0.9.2342.19200300.100.1.22".into(),
+        "otherMailbox".into(),
+    ));
+    assert_eq!(
+        names(&from_ldif(&ds)),
+        expected,
+        "scim/lockbridge-389ds.ldif and scim/lockbridge.schema differ"
+    );
 }
 
 #[test]

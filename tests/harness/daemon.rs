@@ -55,6 +55,7 @@ log_level = "debug,hyper=info,h2=info,sqlx=info"
 master_key_file = "{key}"
 
 [directory]
+kind = "{kind}"
 url = "{ldaps}"
 ca_file = "{ca}"
 bind_dn = "{svc_dn}"
@@ -81,6 +82,7 @@ max_backoff_secs = 2
 "#,
         state = dir.join("state").display(),
         key = key_path.display(),
+        kind = slapd.kind.config_name(),
         ldaps = slapd.ldaps_url,
         ca = slapd.ca_file.display(),
         svc_dn = slapd.service_dn,

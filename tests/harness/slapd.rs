@@ -19,8 +19,38 @@ use tempfile::TempDir;
 
 use super::{repo_root, temp_dir};
 
-/// A running throwaway slapd. Stopped and removed on drop.
+/// The directory servers a sandbox can run, each started by its own script under
+/// `scripts/lib/` with the same `sandbox.env` contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// OpenLDAP slapd with the ppolicy overlay (`slapd-sandbox`).
+    OpenLdap,
+    /// 389 Directory Server (`389ds-sandbox`).
+    Ds389,
+}
+
+impl Kind {
+    /// The value of `directory.kind` in lockbridge's configuration.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Kind::OpenLdap => "openldap",
+            Kind::Ds389 => "389ds",
+        }
+    }
+
+    fn script(self) -> PathBuf {
+        repo_root().join(match self {
+            Kind::OpenLdap => "scripts/lib/slapd-sandbox",
+            Kind::Ds389 => "scripts/lib/389ds-sandbox",
+        })
+    }
+}
+
+/// A running throwaway directory server (slapd unless [`Slapd::start_kind`] said
+/// otherwise). Stopped and removed on drop.
 pub struct Slapd {
+    /// Which server this is.
+    pub kind: Kind,
     /// The sandbox state folder (config, database, `slapd.log`, `sandbox.env`).
     pub dir: PathBuf,
     /// `ldap://127.0.0.1:PORT` (plain; StartTLS works too).
@@ -44,6 +74,8 @@ pub struct Slapd {
     /// Initial password of every sample and generated user.
     pub sample_password: String,
     pub root_password_file: PathBuf,
+    /// The server's log.
+    pub log_file: PathBuf,
     running: bool,
     temp: Option<TempDir>,
 }
@@ -92,10 +124,20 @@ impl Slapd {
         Slapd::start_sandbox(0, &[], &["--without-memberof"])
     }
 
+    /// Starts a sandbox of `kind` with `users` generated users. Extra LDIF is the
+    /// kind's own (each script documents its placeholders).
+    pub fn start_kind(kind: Kind, users: usize, extra_ldif: &[&str]) -> Slapd {
+        Slapd::start_sandbox_of(kind, users, extra_ldif, &[])
+    }
+
     fn start_sandbox(users: usize, extra_ldif: &[&str], options: &[&str]) -> Slapd {
+        Slapd::start_sandbox_of(Kind::OpenLdap, users, extra_ldif, options)
+    }
+
+    fn start_sandbox_of(kind: Kind, users: usize, extra_ldif: &[&str], options: &[&str]) -> Slapd {
         let temp = temp_dir("lb-slapd-");
         let dir = temp.path().join("ldap");
-        let mut cmd = Command::new(script());
+        let mut cmd = Command::new(kind.script());
         cmd.arg("start")
             .arg(&dir)
             .arg("--watch-pid")
@@ -112,7 +154,8 @@ impl Slapd {
         let out = run(&mut cmd);
         if !out.status.success() {
             panic!(
-                "slapd-sandbox start failed ({}):\n{}",
+                "{} start failed ({}):\n{}",
+                kind.script().display(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -124,9 +167,10 @@ impl Slapd {
                 .clone()
         };
         Slapd {
+            kind,
             ldap_url: get("LDAP_URL"),
             ldaps_url: get("LDAPS_URL"),
-            ldapi_url: get("LDAPI_URL"),
+            ldapi_url: env.get("LDAPI_URL").cloned().unwrap_or_default(),
             ca_file: PathBuf::from(get("LDAP_CA_FILE")),
             base_dn: get("LDAP_BASE_DN"),
             users_base: get("LDAP_USERS_BASE"),
@@ -139,6 +183,11 @@ impl Slapd {
             service_password_file: dir.join("service-password"),
             sample_password: get("LDAP_SAMPLE_PASSWORD"),
             root_password_file: dir.join("root-password"),
+            log_file: ["SLAPD_LOG_FILE", "DS_LOG_FILE", "SAMBA_LOG_FILE"]
+                .iter()
+                .find_map(|k| env.get(*k))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.join("slapd.log")),
             dir,
             running: true,
             temp: Some(temp),
@@ -150,16 +199,16 @@ impl Slapd {
         format!("uid={uid},{}", self.users_base)
     }
 
-    /// The slapd log (stats level), handy in assertion messages.
+    /// The server's log (slapd: stats level), handy in assertion messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Stops slapd (SIGTERM, waits until it is gone). The data stays.
     pub fn stop(&mut self) {
-        let out = run(Command::new(script()).arg("stop").arg(&self.dir));
+        let out = run(Command::new(self.kind.script()).arg("stop").arg(&self.dir));
         if !out.status.success() {
             panic!(
                 "slapd-sandbox stop failed:\n{}",
@@ -172,7 +221,9 @@ impl Slapd {
     /// Starts slapd again on the same ports with the same data (stopping it first if it
     /// is still running). Returns once a bind works.
     pub fn start_again(&mut self) {
-        let out = run(Command::new(script()).arg("restart").arg(&self.dir));
+        let out = run(Command::new(self.kind.script())
+            .arg("restart")
+            .arg(&self.dir));
         if !out.status.success() {
             panic!(
                 "slapd-sandbox restart failed:\n{}",
@@ -202,7 +253,9 @@ impl Slapd {
             String::from_utf8_lossy(&out.stderr)
         );
         BindOutcome {
-            success: out.status.success(),
+            // 389-ds accepts a bind whose password must change, then refuses the
+            // Who-am-I (53): the bind itself succeeded.
+            success: out.status.success() || output.contains("ldap_bind: Success (0)"),
             must_change: output.contains("Password must be changed")
                 || output.contains("Password expired"),
             locked: output.contains("Account locked"),
@@ -254,6 +307,45 @@ impl Slapd {
             .filter(|l| !l.starts_with("dn:"))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Makes `dn`'s password look `days` days old to the directory's expiry, the way
+    /// each kind allows it.
+    pub fn backdate_password(&self, dn: &str, days: i64) {
+        let at = (chrono::Utc::now() - chrono::Duration::days(days))
+            .format("%Y%m%d%H%M%SZ")
+            .to_string();
+        match self.kind {
+            Kind::OpenLdap => self.ldapmodify_as_root_relax(&format!(
+                "dn: {dn}\nchangetype: modify\nreplace: pwdChangedTime\npwdChangedTime: {at}\n"
+            )),
+            // 389-ds decides expiry from passwordExpirationTime alone (set at each
+            // change from the policy's maximum age: 90 days in the sandbox); lockbridge
+            // reads when the password changed from pwdUpdateTime. Both move back.
+            Kind::Ds389 => {
+                let expires = (chrono::Utc::now() + chrono::Duration::days(90 - days))
+                    .format("%Y%m%d%H%M%SZ")
+                    .to_string();
+                self.ldapmodify_as_root(&format!(
+                    "dn: {dn}\nchangetype: modify\nreplace: pwdUpdateTime\npwdUpdateTime: {at}\n-\n\
+                     replace: passwordExpirationTime\npasswordExpirationTime: {expires}\n"
+                ))
+            }
+        }
+    }
+
+    /// Sets the minimum password length of the directory's default policy (the
+    /// sandboxes start with 8).
+    pub fn set_min_password_length(&self, length: u32) {
+        match self.kind {
+            Kind::OpenLdap => self.ldapmodify_as_root(&format!(
+                "dn: cn=default,ou=policies,{}\nchangetype: modify\nreplace: pwdMinLength\npwdMinLength: {length}\n",
+                self.base_dn
+            )),
+            Kind::Ds389 => self.ldapmodify_as_root(&format!(
+                "dn: cn=config\nchangetype: modify\nreplace: passwordMinLength\npasswordMinLength: {length}\n"
+            )),
+        }
     }
 
     /// Applies LDIF (with `changetype:` lines) as the root DN; panics on failure.
@@ -335,14 +427,10 @@ impl Slapd {
 impl Drop for Slapd {
     fn drop(&mut self) {
         if self.running {
-            let _ = run(Command::new(script()).arg("stop").arg(&self.dir));
+            let _ = run(Command::new(self.kind.script()).arg("stop").arg(&self.dir));
         }
         drop(self.temp.take());
     }
-}
-
-fn script() -> PathBuf {
-    repo_root().join("scripts/lib/slapd-sandbox")
 }
 
 /// LDAP tools live in /usr/sbin (slapd) or /usr/bin (ldap-utils); PATH may lack sbin.
