@@ -582,14 +582,32 @@ pub async fn serve(
     served.map_err(|e| AppError::Io(format!("HTTP server: {e}")))
 }
 
+/// A kind as `directory.kind` spells it.
+fn kind_name(kind: DirectoryKind) -> &'static str {
+    match kind {
+        DirectoryKind::OpenLdap => "openldap",
+        DirectoryKind::Ds389 => "389ds",
+    }
+}
+
 /// What `check-config` reports, one line per component.
 pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
     let mut report = Vec::new();
     let settings = directory_settings(config);
     let url = settings.url.clone();
+    let configured = settings.kind;
     let handle = Directory::new(settings);
     let directory = match &handle {
         Ok(d) => match d.ping().await {
+            Ok(info) if info.server_kind.is_some_and(|k| k != configured) => Err(format!(
+                "{url}: the server is {} but directory.kind = \"{}\"; set kind = \"{}\" \
+                 (each kind keeps passwords and sign-in state in different attributes)",
+                info.vendor
+                    .as_deref()
+                    .unwrap_or("another kind of directory"),
+                kind_name(configured),
+                info.server_kind.map(kind_name).unwrap_or_default(),
+            )),
             Ok(info) => Ok(format!(
                 "{url}: bound as {} in {} ms{}{}",
                 info.bound_as,

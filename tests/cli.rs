@@ -3,7 +3,7 @@
 mod harness;
 
 use harness::daemon::{run_cli, write_config};
-use harness::slapd::Slapd;
+use harness::slapd::{Kind, Slapd};
 use harness::smtp::MailSink;
 
 #[test]
@@ -34,6 +34,33 @@ fn check_config_reports_each_component() {
     assert_eq!(code, 69, "{out}");
     assert!(out.contains("directory: FAILED"), "{out}");
     assert!(out.contains("mail: FAILED"), "{out}");
+}
+
+/// A directory of another kind than `directory.kind` says: check-config names the
+/// server and the setting to use, and is content once it is set.
+#[test]
+fn check_config_names_the_directory_kind_the_server_is() {
+    let ds = Slapd::start_kind(Kind::Ds389, 0, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state");
+    let config = write_config(dir.path(), &ds, 25, 1, "");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("kind = \"389ds\"", "kind = \"openldap\""),
+    )
+    .expect("rewrite config");
+    let (code, out, _) = run_cli(&config, &["check-config"]);
+    assert_eq!(code, 69, "{out}");
+    assert!(
+        out.contains("directory: FAILED")
+            && out.contains("389 Project")
+            && out.contains("set kind = \"389ds\""),
+        "{out}"
+    );
+    std::fs::write(&config, text).expect("restore config");
+    let (_, out, _) = run_cli(&config, &["check-config"]);
+    assert!(out.contains("directory: ok"), "{out}");
 }
 
 #[test]

@@ -206,6 +206,8 @@ pub struct PingInfo {
     pub vendor: Option<String>,
     /// Whether the root DSE lists the Password Policy control (`None`: root DSE unreadable).
     pub ppolicy_supported: Option<bool>,
+    /// The kind of server the root DSE names, when lockbridge recognises it.
+    pub server_kind: Option<DirectoryKind>,
     /// Time for the round trip.
     pub round_trip: Duration,
 }
@@ -562,7 +564,11 @@ impl Directory {
                 .val
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_default();
-            let bound_as = authzid.strip_prefix("dn:").unwrap_or(&authzid).to_owned();
+            let bound_as = authzid
+                .strip_prefix("dn:")
+                .unwrap_or(&authzid)
+                .trim()
+                .to_owned();
             let SearchResult(entries, res) = base?;
             match res.rc {
                 0 if entries.iter().any(|e| !e.is_ref()) => {}
@@ -574,6 +580,7 @@ impl Directory {
                 }
                 _ => return Err(Failure::from_result(&res)),
             }
+            let server_kind = vendor_kind(&dse);
             let (vendor, ppolicy_supported) = match dse {
                 Ok(SearchResult(entries, res)) if res.rc == 0 => {
                     match entries.into_iter().find(|e| !e.is_ref()) {
@@ -587,6 +594,7 @@ impl Directory {
                 bound_as,
                 vendor,
                 ppolicy_supported,
+                server_kind,
                 round_trip,
             })
         })
@@ -1851,6 +1859,38 @@ pub fn loose_dn(dn: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The directory kind the root DSE names: 389-ds (and Red Hat Directory Server) by its
+/// `vendorName`, OpenLDAP by its root DSE's object class.
+fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<DirectoryKind> {
+    let Ok(SearchResult(entries, res)) = dse else {
+        return None;
+    };
+    if res.rc != 0 {
+        return None;
+    }
+    let entry = entries.iter().find(|e| !e.is_ref())?;
+    let attrs = Attrs::new(SearchEntry::construct(entry.clone()).attrs);
+    let vendor = attrs
+        .first("vendorName")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let version = attrs
+        .first("vendorVersion")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if vendor.contains("389 project")
+        || version.contains("389-directory")
+        || version.contains("red hat-directory")
+    {
+        return Some(DirectoryKind::Ds389);
+    }
+    attrs
+        .all("objectClass")
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("OpenLDAProotDSE"))
+        .then_some(DirectoryKind::OpenLdap)
 }
 
 /// Vendor and ppolicy support from root DSE attributes.
