@@ -24,7 +24,8 @@ use crate::config::{
     SmtpSecurityConfig,
 };
 use crate::directory::{
-    Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, SignInVocabulary,
+    Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, PingInfo,
+    ServerKind, SignInVocabulary,
 };
 use crate::http::{HealthState, RateLimit, RouterParts, ServerLimits, TrustedProxies, router};
 use crate::notify::{
@@ -599,14 +600,23 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
     let handle = Directory::new(settings);
     let directory = match &handle {
         Ok(d) => match d.ping().await {
-            Ok(info) if info.server_kind.is_some_and(|k| k != configured) => Err(format!(
+            Ok(PingInfo {
+                server_kind: Some(ServerKind::ActiveDirectory),
+                ..
+            }) => Err(format!(
+                "{url}: the server is Active Directory, which lockbridge does not support yet \
+                 (directory.kind: openldap or 389ds)"
+            )),
+            Ok(PingInfo {
+                server_kind: Some(ServerKind::Supported(kind)),
+                vendor,
+                ..
+            }) if kind != configured => Err(format!(
                 "{url}: the server is {} but directory.kind = \"{}\"; set kind = \"{}\" \
                  (each kind keeps passwords and sign-in state in different attributes)",
-                info.vendor
-                    .as_deref()
-                    .unwrap_or("another kind of directory"),
+                vendor.as_deref().unwrap_or("another kind of directory"),
                 kind_name(configured),
-                info.server_kind.map(kind_name).unwrap_or_default(),
+                kind_name(kind),
             )),
             Ok(info) => Ok(format!(
                 "{url}: bound as {} in {} ms{}{}",

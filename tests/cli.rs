@@ -63,6 +63,30 @@ fn check_config_names_the_directory_kind_the_server_is() {
     assert!(out.contains("directory: ok"), "{out}");
 }
 
+/// Active Directory (a Samba domain controller, which has no Who-am-I): check-config
+/// binds, and says lockbridge does not support it yet rather than writing the wrong
+/// attributes.
+#[test]
+fn check_config_recognises_active_directory() {
+    let ad = Slapd::start_kind(Kind::ActiveDirectory, 0, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state");
+    let config = write_config(dir.path(), &ad, 25, 1, "");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("kind = \"active-directory\"", "kind = \"openldap\""),
+    )
+    .expect("rewrite config");
+    let (code, out, _) = run_cli(&config, &["check-config"]);
+    assert_eq!(code, 69, "{out}");
+    assert!(
+        out.contains("directory: FAILED")
+            && out.contains("Active Directory, which lockbridge does not support yet"),
+        "{out}"
+    );
+}
+
 #[test]
 fn wrong_service_password_is_named_by_check_config() {
     let slapd = Slapd::start();

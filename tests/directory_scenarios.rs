@@ -31,6 +31,9 @@ impl Profile {
                 default_policy_dn: format!("cn=default,ou=policies,{}", dir.base_dn),
                 never_expires_policy_dn: format!("cn=never-expires,ou=policies,{}", dir.base_dn),
             },
+            Kind::ActiveDirectory => {
+                panic!("lockbridge has no Active Directory dialect yet")
+            }
             Kind::Ds389 => Profile {
                 default_policy_dn: "cn=config".into(),
                 never_expires_policy_dn: format!("cn=never-expires,ou=policies,{}", dir.base_dn),

@@ -70,6 +70,9 @@ pub use self::userpassword::StoredPassword;
 /// Page size for the Paged Results control in [`Directory::search_users`], and in
 /// [`Directory::stream_password_states`] when it is given 0.
 const PAGE_SIZE: i32 = 500;
+/// RFC 4511 result codes an optional extended operation may be refused with.
+const PROTOCOL_ERROR: u32 = 2;
+const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
 
 /// Entries [`Directory::stream_password_states`] reads ahead of its consumer.
 const STREAM_BUFFER: usize = 32;
@@ -207,9 +210,18 @@ pub struct PingInfo {
     /// Whether the root DSE lists the Password Policy control (`None`: root DSE unreadable).
     pub ppolicy_supported: Option<bool>,
     /// The kind of server the root DSE names, when lockbridge recognises it.
-    pub server_kind: Option<DirectoryKind>,
+    pub server_kind: Option<ServerKind>,
     /// Time for the round trip.
     pub round_trip: Duration,
+}
+
+/// A kind of directory server recognised from its root DSE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// One lockbridge has a dialect for.
+    Supported(DirectoryKind),
+    /// Active Directory (Windows, or Samba's AD domain controller): not supported yet.
+    ActiveDirectory,
 }
 
 /// Result of [`Directory::check_user_password`].
@@ -246,6 +258,9 @@ struct Inner {
     /// `users_base` and `bind_dn` in [`loose_dn`] form, for the set_password guard.
     users_base_loose: String,
     bind_dn_loose: String,
+    /// The service account's DN as configured (what a ping reports when the server has
+    /// no Who-am-I).
+    bind_dn: String,
     /// `groups_base` in [`loose_dn`] form; `None` when not configured.
     groups_base_loose: Option<String>,
     /// Whether the root DSE lists Server Side Sort and Virtual List View, once known.
@@ -502,6 +517,7 @@ impl Directory {
                 dialect,
                 users_base_loose: loose_dn(&s.users_base),
                 bind_dn_loose: loose_dn(&s.bind_dn),
+                bind_dn: s.bind_dn.clone(),
                 groups_base_loose: Some(loose_dn(&s.groups_base)).filter(|g| !g.is_empty()),
                 sorting_supported: std::sync::OnceLock::new(),
                 admin_members: tokio::sync::Mutex::new(None),
@@ -551,15 +567,24 @@ impl Directory {
                         "vendorName",
                         "vendorVersion",
                         "supportedControl",
-                        "objectClass"
+                        "objectClass",
+                        "forestFunctionality",
+                        "isGlobalCatalogReady",
                     ]
                 ),
             );
             let round_trip = started.elapsed();
             let ExopResult(exop, res) = who?;
-            if res.rc != 0 {
-                return Err(Failure::from_result(&res));
-            }
+            // Who-am-I is optional (Active Directory answers "not supported", rc 2): the
+            // connection's bind succeeded, so the service account is who it is.
+            let exop = match res.rc {
+                0 => exop,
+                PROTOCOL_ERROR | UNAVAILABLE_CRITICAL_EXTENSION => ldap3::exop::Exop {
+                    name: None,
+                    val: Some(format!("dn:{}", inner.bind_dn).into_bytes()),
+                },
+                _ => return Err(Failure::from_result(&res)),
+            };
             let authzid = exop
                 .val
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -1863,7 +1888,7 @@ pub fn loose_dn(dn: &str) -> String {
 
 /// The directory kind the root DSE names: 389-ds (and Red Hat Directory Server) by its
 /// `vendorName`, OpenLDAP by its root DSE's object class.
-fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<DirectoryKind> {
+fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<ServerKind> {
     let Ok(SearchResult(entries, res)) = dse else {
         return None;
     };
@@ -1884,13 +1909,20 @@ fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<Directory
         || version.contains("389-directory")
         || version.contains("red hat-directory")
     {
-        return Some(DirectoryKind::Ds389);
+        return Some(ServerKind::Supported(DirectoryKind::Ds389));
+    }
+    // Windows names no vendor; its root DSE (and Samba's) has these.
+    if vendor.starts_with("samba")
+        || attrs.first("forestFunctionality").is_some()
+        || attrs.first("isGlobalCatalogReady").is_some()
+    {
+        return Some(ServerKind::ActiveDirectory);
     }
     attrs
         .all("objectClass")
         .iter()
         .any(|c| c.eq_ignore_ascii_case("OpenLDAProotDSE"))
-        .then_some(DirectoryKind::OpenLdap)
+        .then_some(ServerKind::Supported(DirectoryKind::OpenLdap))
 }
 
 /// Vendor and ppolicy support from root DSE attributes.

@@ -27,6 +27,9 @@ pub enum Kind {
     OpenLdap,
     /// 389 Directory Server (`389ds-sandbox`).
     Ds389,
+    /// A Samba Active Directory domain controller (`samba-ad-sandbox`; needs root for
+    /// its fixed ports). lockbridge has no dialect for it yet.
+    ActiveDirectory,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
         match self {
             Kind::OpenLdap => "openldap",
             Kind::Ds389 => "389ds",
+            Kind::ActiveDirectory => "active-directory",
         }
     }
 
@@ -42,6 +46,7 @@ impl Kind {
         repo_root().join(match self {
             Kind::OpenLdap => "scripts/lib/slapd-sandbox",
             Kind::Ds389 => "scripts/lib/389ds-sandbox",
+            Kind::ActiveDirectory => "scripts/lib/samba-ad-sandbox",
         })
     }
 }
@@ -331,6 +336,27 @@ impl Slapd {
                      replace: passwordExpirationTime\npasswordExpirationTime: {expires}\n"
                 ))
             }
+            // pwdLastSet only takes 0 or -1 over LDAP: the sandbox writes it to the
+            // stopped domain controller's database and starts it again.
+            Kind::ActiveDirectory => {
+                let ldif = self.dir.join(".backdate.ldif");
+                std::fs::write(
+                    &ldif,
+                    format!(
+                        "dn: {dn}\nchangetype: modify\nreplace: pwdLastSet\npwdLastSet: @DAYS_AGO:{days}@\n"
+                    ),
+                )
+                .expect("write the backdating LDIF");
+                let out = run(Command::new(self.kind.script())
+                    .arg("apply-ldif")
+                    .arg(&self.dir)
+                    .arg(&ldif));
+                assert!(
+                    out.status.success(),
+                    "samba-ad-sandbox apply-ldif failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 
@@ -344,6 +370,10 @@ impl Slapd {
             )),
             Kind::Ds389 => self.ldapmodify_as_root(&format!(
                 "dn: cn=config\nchangetype: modify\nreplace: passwordMinLength\npasswordMinLength: {length}\n"
+            )),
+            Kind::ActiveDirectory => self.ldapmodify_as_root(&format!(
+                "dn: {}\nchangetype: modify\nreplace: minPwdLength\nminPwdLength: {length}\n",
+                self.base_dn
             )),
         }
     }
