@@ -25,7 +25,7 @@ use crate::config::{
 };
 use crate::directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, PingInfo,
-    ServerKind, SignInVocabulary,
+    SignInVocabulary,
 };
 use crate::http::{HealthState, RateLimit, RouterParts, ServerLimits, TrustedProxies, router};
 use crate::notify::{
@@ -65,6 +65,7 @@ pub fn directory_settings(config: &Config) -> DirectorySettings {
         kind: match d.kind {
             DirectoryKindConfig::Openldap => DirectoryKind::OpenLdap,
             DirectoryKindConfig::Ds389 => DirectoryKind::Ds389,
+            DirectoryKindConfig::ActiveDirectory => DirectoryKind::ActiveDirectory,
         },
         url: d.url.clone(),
         starttls: d.starttls,
@@ -588,6 +589,7 @@ fn kind_name(kind: DirectoryKind) -> &'static str {
     match kind {
         DirectoryKind::OpenLdap => "openldap",
         DirectoryKind::Ds389 => "389ds",
+        DirectoryKind::ActiveDirectory => "active-directory",
     }
 }
 
@@ -601,14 +603,7 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
     let directory = match &handle {
         Ok(d) => match d.ping().await {
             Ok(PingInfo {
-                server_kind: Some(ServerKind::ActiveDirectory),
-                ..
-            }) => Err(format!(
-                "{url}: the server is Active Directory, which lockbridge does not support yet \
-                 (directory.kind: openldap or 389ds)"
-            )),
-            Ok(PingInfo {
-                server_kind: Some(ServerKind::Supported(kind)),
+                server_kind: Some(kind),
                 vendor,
                 ..
             }) if kind != configured => Err(format!(

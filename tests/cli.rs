@@ -64,14 +64,19 @@ fn check_config_names_the_directory_kind_the_server_is() {
 }
 
 /// Active Directory (a Samba domain controller, which has no Who-am-I): check-config
-/// binds, and says lockbridge does not support it yet rather than writing the wrong
-/// attributes.
+/// binds, recognises it, and says which kind to set when the configuration says another.
 #[test]
 fn check_config_recognises_active_directory() {
     let ad = Slapd::start_kind(Kind::ActiveDirectory, 0, &[]);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("state")).expect("state");
-    let config = write_config(dir.path(), &ad, 25, 1, "");
+    let config = write_config(dir.path(), &ad, 25, 1, "\n[scim]\nenabled = false\n");
+    let (_, out, _) = run_cli(&config, &["check-config"]);
+    assert!(out.contains("directory: ok"), "{out}");
+    assert!(
+        out.contains("bound as CN=lockbridge,OU=services"),
+        "the bind DN stands in for Who-am-I: {out}"
+    );
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -81,8 +86,7 @@ fn check_config_recognises_active_directory() {
     let (code, out, _) = run_cli(&config, &["check-config"]);
     assert_eq!(code, 69, "{out}");
     assert!(
-        out.contains("directory: FAILED")
-            && out.contains("Active Directory, which lockbridge does not support yet"),
+        out.contains("directory: FAILED") && out.contains("set kind = \"active-directory\""),
         "{out}"
     );
 }

@@ -112,8 +112,9 @@ impl ExpiryService {
         &self,
         changed_at: Option<chrono::DateTime<chrono::Utc>>,
         policy_dn: Option<&str>,
+        never_expires_flag: bool,
     ) -> Result<PasswordExpiry, AccountError> {
-        let never_expires = self.is_never_expires(policy_dn);
+        let never_expires = self.is_never_expires(policy_dn, never_expires_flag);
         if never_expires {
             return Ok(PasswordExpiry {
                 expires_at: None,
@@ -285,13 +286,16 @@ impl ExpiryService {
         user_name: &str,
         never: bool,
     ) -> Result<bool, AccountError> {
-        let Some(policy_dn) = self.settings.never_expires_policy_dn.clone() else {
+        let directory = self.account.directory();
+        let flag = directory.never_expires_is_a_flag();
+        let policy_dn = self.settings.never_expires_policy_dn.clone();
+        if !flag && policy_dn.is_none() {
             return Err(AccountError::InvalidRequest(
                 "\"password never expires\" needs a no-expiry policy entry: operators set \
                  expiry.never_expires_policy_dn"
                     .into(),
             ));
-        };
+        }
         let result = async {
             self.account
                 .authorize_action(actor, AccountAction::SetNeverExpires, user_name)?;
@@ -304,11 +308,14 @@ impl ExpiryService {
                 .ping()
                 .await
                 .map_err(AccountError::AuditUnavailable)?;
-            self.account
-                .directory()
-                .set_user_policy(&user.dn, never.then_some(policy_dn.as_str()))
-                .await
-                .map_err(|e| self.account.directory_error(e))
+            let written = if flag {
+                directory.set_never_expires_flag(&user.dn, never).await
+            } else {
+                directory
+                    .set_user_policy(&user.dn, policy_dn.as_deref().filter(|_| never))
+                    .await
+            };
+            written.map_err(|e| self.account.directory_error(e))
         }
         .await;
         let outcome = match &result {
@@ -336,9 +343,10 @@ impl ExpiryService {
         result.map(|()| never)
     }
 
-    /// Does this user's password never expire (the user's policy entry is the no-expiry one)?
-    pub fn is_never_expires(&self, policy_dn: Option<&str>) -> bool {
-        match (&self.settings.never_expires_policy_dn, policy_dn) {
+    /// Does this user's password never expire: the account says so (`flag`, Active
+    /// Directory), or the user's policy entry is the no-expiry one?
+    pub fn is_never_expires(&self, policy_dn: Option<&str>, flag: bool) -> bool {
+        flag || match (&self.settings.never_expires_policy_dn, policy_dn) {
             (Some(never), Some(dn)) => never.eq_ignore_ascii_case(dn),
             _ => false,
         }
@@ -364,7 +372,9 @@ impl<'a> FactsResolver<'a> {
         &mut self,
         entry: &PasswordStateEntry,
     ) -> Result<PasswordFacts, AccountError> {
-        let never_expires = self.service.is_never_expires(entry.policy_dn.as_deref());
+        let never_expires = self
+            .service
+            .is_never_expires(entry.policy_dn.as_deref(), entry.never_expires);
         let max_age = match (&self.service.settings.source, &entry.policy_dn) {
             (MaxAgeSource::Directory { .. }, Some(dn)) if !never_expires => {
                 let key = dn.to_ascii_lowercase();

@@ -106,7 +106,8 @@ pub struct UserView {
 impl UserView {
     fn new(u: UserEntry, expiry: &ExpiryService) -> Self {
         Self {
-            password_never_expires: expiry.is_never_expires(u.policy_dn.as_deref()),
+            password_never_expires: expiry
+                .is_never_expires(u.policy_dn.as_deref(), u.never_expires),
             user_name: u.user_name,
             display_name: u.display_name,
             mail: u.mail,

@@ -381,3 +381,47 @@ fn scoped_roles_name_a_scopable_role_groups_and_exactly_one_scope() {
         );
     }
 }
+
+#[test]
+fn directory_kinds_are_named_as_documented() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (kind, expected) in [
+        ("openldap", DirectoryKindConfig::Openldap),
+        ("389ds", DirectoryKindConfig::Ds389),
+        ("active-directory", DirectoryKindConfig::ActiveDirectory),
+    ] {
+        let extra = if kind == "active-directory" {
+            "\n[scim]\nenabled = false\n"
+        } else {
+            ""
+        };
+        let cfg = load_with(
+            &minimal(dir.path(), extra),
+            &[("LOCKBRIDGE__DIRECTORY__KIND", kind)],
+        )
+        .expect("loads");
+        assert_eq!(cfg.directory.kind, expected, "{kind}");
+    }
+    let err = load_with(
+        &minimal(dir.path(), ""),
+        &[("LOCKBRIDGE__DIRECTORY__KIND", "novell")],
+    )
+    .expect_err("an unknown kind")
+    .to_string();
+    assert!(err.contains("novell") || err.contains("kind"), "{err}");
+}
+
+#[test]
+fn scim_on_active_directory_is_refused_until_it_is_built() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = load_with(
+        &minimal(dir.path(), ""),
+        &[("LOCKBRIDGE__DIRECTORY__KIND", "active-directory")],
+    )
+    .expect_err("SCIM is on by default")
+    .to_string();
+    assert!(
+        err.contains("scim.enabled") && err.contains("scim.enabled = false"),
+        "{err}"
+    );
+}

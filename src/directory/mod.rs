@@ -141,6 +141,8 @@ pub struct UserEntry {
     /// The password policy that applies instead of the directory's default one
     /// (OpenLDAP: `pwdPolicySubentry`); `None` = the default policy.
     pub policy_dn: Option<String>,
+    /// The account says its password never expires (Active Directory's flag).
+    pub never_expires: bool,
 }
 
 /// One user's password facts, as [`Directory::stream_password_states`] reads them for the
@@ -169,6 +171,8 @@ pub struct PasswordStateEntry {
     /// When the entry was created (OpenLDAP: `createTimestamp`): a possible stand-in for
     /// `changed_at`, reported, not applied.
     pub created_at: Option<DateTime<Utc>>,
+    /// The account says its password never expires (Active Directory's flag).
+    pub never_expires: bool,
 }
 
 /// A user as the sweep read it: what a write through the account gate needs (the
@@ -187,6 +191,7 @@ impl From<&PasswordStateEntry> for UserEntry {
             locked: e.locked,
             blocked: e.blocked,
             policy_dn: e.policy_dn.clone(),
+            never_expires: e.never_expires,
         }
     }
 }
@@ -210,18 +215,9 @@ pub struct PingInfo {
     /// Whether the root DSE lists the Password Policy control (`None`: root DSE unreadable).
     pub ppolicy_supported: Option<bool>,
     /// The kind of server the root DSE names, when lockbridge recognises it.
-    pub server_kind: Option<ServerKind>,
+    pub server_kind: Option<DirectoryKind>,
     /// Time for the round trip.
     pub round_trip: Duration,
-}
-
-/// A kind of directory server recognised from its root DSE.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerKind {
-    /// One lockbridge has a dialect for.
-    Supported(DirectoryKind),
-    /// Active Directory (Windows, or Samba's AD domain controller): not supported yet.
-    ActiveDirectory,
 }
 
 /// Result of [`Directory::check_user_password`].
@@ -1189,6 +1185,18 @@ impl Directory {
                 _ => None,
             };
             let expired = policy.error == Some(PolicyError::PasswordExpired);
+            if let Some(refusal) = inner.dialect.bind_refusal(res.rc, &res.text) {
+                use self::dialect::BindRefusal as R;
+                // The password was right unless the server says it was wrong; the
+                // session code then tells "change it first" from "wrong password".
+                return Ok(BindCheck {
+                    ok: matches!(refusal, R::MustChange | R::Expired),
+                    must_change: refusal == R::MustChange,
+                    expired: refusal == R::Expired,
+                    grace: None,
+                    locked: matches!(refusal, R::Locked | R::Disabled),
+                });
+            }
             match res.rc {
                 0 => Ok(BindCheck {
                     ok: true,
@@ -1433,6 +1441,36 @@ impl Directory {
     /// or `Config` otherwise, as for [`Self::policy_max_age`]): the directory itself does not
     /// check, and OpenLDAP's ppolicy applies *no* policy at all (no expiry, no lockout, no
     /// quality checks) to a user whose policy entry is missing.
+    /// Whether "password never expires" is a flag on the account (Active Directory)
+    /// rather than a policy the user is pointed at ([`Self::set_user_policy`]).
+    pub fn never_expires_is_a_flag(&self) -> bool {
+        self.inner.dialect.never_expires_is_a_flag()
+    }
+
+    /// Set or clear the account's "password never expires" flag (where
+    /// [`Self::never_expires_is_a_flag`]).
+    pub async fn set_never_expires_flag(
+        &self,
+        user_dn: &str,
+        never: bool,
+    ) -> Result<(), DirectoryError> {
+        self.check_user_dn(user_dn, "change the password expiry of")?;
+        let inner = &*self.inner;
+        let t = inner.operation_timeout;
+        self.run(
+            "set_never_expires_flag",
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                inner
+                    .dialect
+                    .set_never_expires_flag(&mut ldap, user_dn, never, t)
+                    .await
+            },
+        )
+        .await
+    }
+
     pub async fn set_user_policy(
         &self,
         user_dn: &str,
@@ -1731,13 +1769,14 @@ impl Directory {
     /// Build a `UserEntry`; `None` when the entry has no user name.
     fn user_entry(&self, entry: SearchEntry, wanted: Option<&str>) -> Option<UserEntry> {
         let inner = &*self.inner;
-        let attrs = Attrs::new(entry.attrs);
+        let dn = entry.dn.clone();
+        let attrs = Attrs::of(entry);
         let names = attrs.all(&inner.user_name_attribute);
         let user_name = wanted
             .and_then(|w| names.iter().find(|n| n.eq_ignore_ascii_case(w)))
             .or_else(|| names.first())?
             .clone();
-        let state = inner.dialect.password_state(&entry.dn, &attrs);
+        let state = inner.dialect.password_state(&dn, &attrs);
         let get = |a: &str| attrs.first(a).map(str::to_owned);
         Some(UserEntry {
             user_name,
@@ -1750,17 +1789,19 @@ impl Directory {
             locked: state.locked,
             blocked: state.blocked,
             policy_dn: state.policy_dn,
-            dn: entry.dn,
+            never_expires: state.never_expires,
+            dn,
         })
     }
 
     /// Build a `PasswordStateEntry`; `None` when the entry has no user name.
     fn password_state_entry(&self, entry: SearchEntry) -> Option<PasswordStateEntry> {
         let inner = &*self.inner;
-        let attrs = Attrs::new(entry.attrs);
+        let dn = entry.dn.clone();
+        let attrs = Attrs::of(entry);
         let user_name = attrs.first(&inner.user_name_attribute)?.to_owned();
-        let state = inner.dialect.password_state(&entry.dn, &attrs);
-        let facts = inner.dialect.entry_facts(&entry.dn, &attrs);
+        let state = inner.dialect.password_state(&dn, &attrs);
+        let facts = inner.dialect.entry_facts(&dn, &attrs);
         let get = |a: &str| attrs.first(a).map(str::to_owned);
         Some(PasswordStateEntry {
             entry_uuid: facts.uuid,
@@ -1773,7 +1814,8 @@ impl Directory {
             locked: state.locked,
             blocked: state.blocked,
             created_at: facts.created_at,
-            dn: entry.dn,
+            never_expires: state.never_expires,
+            dn,
         })
     }
 
@@ -1888,7 +1930,7 @@ pub fn loose_dn(dn: &str) -> String {
 
 /// The directory kind the root DSE names: 389-ds (and Red Hat Directory Server) by its
 /// `vendorName`, OpenLDAP by its root DSE's object class.
-fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<ServerKind> {
+fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<DirectoryKind> {
     let Ok(SearchResult(entries, res)) = dse else {
         return None;
     };
@@ -1909,20 +1951,20 @@ fn vendor_kind(dse: &Result<SearchResult, ldap3::LdapError>) -> Option<ServerKin
         || version.contains("389-directory")
         || version.contains("red hat-directory")
     {
-        return Some(ServerKind::Supported(DirectoryKind::Ds389));
+        return Some(DirectoryKind::Ds389);
     }
     // Windows names no vendor; its root DSE (and Samba's) has these.
     if vendor.starts_with("samba")
         || attrs.first("forestFunctionality").is_some()
         || attrs.first("isGlobalCatalogReady").is_some()
     {
-        return Some(ServerKind::ActiveDirectory);
+        return Some(DirectoryKind::ActiveDirectory);
     }
     attrs
         .all("objectClass")
         .iter()
         .any(|c| c.eq_ignore_ascii_case("OpenLDAProotDSE"))
-        .then_some(ServerKind::Supported(DirectoryKind::OpenLdap))
+        .then_some(DirectoryKind::OpenLdap)
 }
 
 /// Vendor and ppolicy support from root DSE attributes.
@@ -2329,6 +2371,7 @@ mod tests {
             locked: false,
             blocked: false,
             created_at: None,
+            never_expires: false,
         }
     }
 

@@ -550,7 +550,11 @@ impl ScimService {
             let expiry = if shape.wants_password_facts() {
                 let state = self.users.sign_in_state(entry);
                 self.expiry
-                    .password_expiry(state.changed_at, state.policy_dn.as_deref())
+                    .password_expiry(
+                        state.changed_at,
+                        state.policy_dn.as_deref(),
+                        state.never_expires,
+                    )
                     .await
                     .map_err(from_account)?
             } else {

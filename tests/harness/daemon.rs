@@ -63,7 +63,7 @@ bind_password_file = "{svc_pw}"
 users_base = "{users}"
 groups_base = "{groups}"
 admin_group_dns = ["{admins}"]
-connect_timeout_secs = 2
+{kind_settings}connect_timeout_secs = 2
 operation_timeout_secs = 5
 retry_after_secs = 7
 
@@ -83,6 +83,7 @@ max_backoff_secs = 2
         state = dir.join("state").display(),
         key = key_path.display(),
         kind = slapd.kind.config_name(),
+        kind_settings = slapd.directory_settings(),
         ldaps = slapd.ldaps_url,
         ca = slapd.ca_file.display(),
         svc_dn = slapd.service_dn,

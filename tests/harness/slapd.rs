@@ -199,9 +199,41 @@ impl Slapd {
         }
     }
 
-    /// The DN of a user under `users_base`, e.g. `user_dn("bob")`.
+    /// The DN of a user under `users_base`, e.g. `user_dn("bob")` (Active Directory
+    /// names users by cn: looked up by sAMAccountName).
     pub fn user_dn(&self, uid: &str) -> String {
-        format!("uid={uid},{}", self.users_base)
+        if self.kind != Kind::ActiveDirectory {
+            return format!("uid={uid},{}", self.users_base);
+        }
+        let out = self.ldap_tool("ldapsearch", |cmd| {
+            self.as_root(cmd)
+                .args(["-LLL", "-o", "ldif-wrap=no", "-b"])
+                .arg(&self.users_base)
+                .arg(format!("(sAMAccountName={uid})"))
+                .arg("1.1");
+        });
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let dn = parse_attr_values(&text, "dn");
+        assert_eq!(
+            dn.len(),
+            1,
+            "one user {uid} under {}: {text}",
+            self.users_base
+        );
+        dn[0].clone()
+    }
+
+    /// `[directory]` keys this kind needs in lockbridge's configuration beyond the
+    /// sandbox's URLs and DNs.
+    pub fn directory_settings(&self) -> &'static str {
+        match self.kind {
+            Kind::OpenLdap | Kind::Ds389 => "",
+            Kind::ActiveDirectory => {
+                "user_filter = \"(&(objectCategory=person)(objectClass=user))\"\n\
+                 user_name_attribute = \"sAMAccountName\"\n\
+                 display_name_attribute = \"displayName\"\n"
+            }
+        }
     }
 
     /// The server's log (slapd: stats level), handy in assertion messages.
@@ -238,9 +270,36 @@ impl Slapd {
         self.running = true;
     }
 
-    /// A simple bind over LDAPS with the ppolicy request control (`ldapwhoami -e ppolicy`).
+    /// A simple bind over LDAPS with the ppolicy request control (`ldapwhoami -e ppolicy`;
+    /// Active Directory has no Who-am-I, so there a base search of the root DSE, and the
+    /// bind's own diagnostic says why it failed: `data 773` must change, `775` locked).
     pub fn bind_as(&self, dn: &str, password: &str) -> BindOutcome {
         let pw_file = self.secret_file(password);
+        if self.kind == Kind::ActiveDirectory {
+            let out = self.ldap_tool("ldapsearch", |cmd| {
+                cmd.arg("-H")
+                    .arg(&self.ldaps_url)
+                    .arg("-x")
+                    .arg("-D")
+                    .arg(dn)
+                    .arg("-y")
+                    .arg(pw_file.path())
+                    .args(["-s", "base", "-b", "", "(objectClass=*)", "1.1"]);
+            });
+            let output = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let must_change = output.contains("data 773");
+            return BindOutcome {
+                // The password was right; the account must change it first.
+                success: out.status.success() || must_change,
+                must_change,
+                locked: output.contains("data 775"),
+                output,
+            };
+        }
         let out = self.ldap_tool("ldapwhoami", |cmd| {
             cmd.arg("-H")
                 .arg(&self.ldaps_url)

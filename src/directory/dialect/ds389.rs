@@ -112,6 +112,8 @@ impl Dialect for Ds389 {
                 .first_value(POLICY_SUBENTRY)
                 .filter(|v| !v.trim().is_empty())
                 .map(str::to_owned),
+            // A policy with no expiry (`policy_dn`) says it on this kind.
+            never_expires: false,
         }
     }
 

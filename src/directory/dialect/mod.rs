@@ -6,6 +6,7 @@
 //! dialect only issues the kind-specific operations on the connection it is given and
 //! reports failures as raw [`Failure`]s for the one mapping function.
 
+mod active_directory;
 mod ds389;
 mod openldap;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ldap3::Ldap;
 
+pub(crate) use self::active_directory::ActiveDirectory;
 pub(crate) use self::ds389::Ds389;
 pub(crate) use self::openldap::OpenLdap;
 use super::error::Failure;
@@ -28,6 +30,8 @@ pub enum DirectoryKind {
     OpenLdap,
     /// 389 Directory Server (and Red Hat Directory Server, its product build).
     Ds389,
+    /// Active Directory (Windows Server, Samba's AD domain controller).
+    ActiveDirectory,
 }
 
 /// A user's password and sign-in state as the directory keeps it.
@@ -41,6 +45,20 @@ pub struct PasswordState {
     /// The password policy that applies to this user instead of the directory's default
     /// (OpenLDAP: `pwdPolicySubentry`).
     pub policy_dn: Option<String>,
+    /// The account itself says the password never expires (Active Directory's
+    /// DONT_EXPIRE_PASSWORD); on the ppolicy kinds this is a policy (`policy_dn`).
+    pub never_expires: bool,
+}
+
+/// Why a user's simple bind with the right password still failed, or that the
+/// password was wrong ([`Dialect::bind_refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BindRefusal {
+    WrongPassword,
+    MustChange,
+    Expired,
+    Locked,
+    Disabled,
 }
 
 /// What [`Dialect::clear_lockout`] found.
@@ -103,6 +121,25 @@ impl Attrs {
             map.entry(k.to_ascii_lowercase()).or_default().extend(v);
         }
         Attrs(map)
+    }
+
+    /// A search entry's attributes, with Active Directory's binary `objectGUID` in its
+    /// usual text form (`{8-4-4-4-12}` hex, the first three groups little-endian), so
+    /// that it serves as an entry's stable id like `entryUUID`. Other binary values are
+    /// left out.
+    pub fn of(entry: ldap3::SearchEntry) -> Self {
+        let mut attrs = entry.attrs;
+        for (name, values) in entry.bin_attrs {
+            if name.eq_ignore_ascii_case("objectGUID") {
+                let guids = values
+                    .iter()
+                    .filter_map(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+                    .map(|b| uuid::Uuid::from_bytes_le(b).hyphenated().to_string())
+                    .collect();
+                attrs.insert(name, guids);
+            }
+        }
+        Attrs::new(attrs)
     }
 
     pub fn all(&self, name: &str) -> &[String] {
@@ -172,6 +209,33 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         max_age_secs: Option<u64>,
         timeout: Duration,
     ) -> Result<(), Failure>;
+
+    /// What a refused simple bind as a user means, when the server says it in the
+    /// result's text rather than in the Password Policy control (Active Directory's
+    /// `data 773`); `None`: read the control as usual.
+    fn bind_refusal(&self, _rc: u32, _text: &str) -> Option<BindRefusal> {
+        None
+    }
+
+    /// Whether "password never expires" is a flag on the account (Active Directory)
+    /// rather than a policy the user is pointed at ([`Self::set_user_policy`]).
+    fn never_expires_is_a_flag(&self) -> bool {
+        false
+    }
+
+    /// Set or clear the account's "password never expires" flag, where
+    /// [`Self::never_expires_is_a_flag`]. Idempotent.
+    async fn set_never_expires_flag(
+        &self,
+        _ldap: &mut Ldap,
+        _dn: &str,
+        _never: bool,
+        _timeout: Duration,
+    ) -> Result<(), Failure> {
+        Err(Failure::Mapped(super::error::DirectoryError::Unsupported(
+            "this directory kind keeps \"never expires\" in a password policy".into(),
+        )))
+    }
 
     /// Point the user at a password policy, or back at the default one (`None`).
     /// Idempotent.
@@ -331,6 +395,7 @@ pub(crate) fn for_kind(kind: DirectoryKind) -> Arc<dyn Dialect> {
     match kind {
         DirectoryKind::OpenLdap => Arc::new(OpenLdap),
         DirectoryKind::Ds389 => Arc::new(Ds389),
+        DirectoryKind::ActiveDirectory => Arc::new(ActiveDirectory),
     }
 }
 

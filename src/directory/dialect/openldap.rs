@@ -91,6 +91,8 @@ impl Dialect for OpenLdap {
                 .first_value(PWD_POLICY_SUBENTRY)
                 .filter(|v| !v.trim().is_empty())
                 .map(str::to_owned),
+            // A policy with no expiry (`policy_dn`) says it on this kind.
+            never_expires: false,
         }
     }
 
