@@ -164,6 +164,7 @@ const SCENARIOS: &[(&str, Scenario)] = scenarios![
     scim_create_patch_push_deactivate_delete,
     expiry_sweep_queues_the_due_notice_once,
     bulk_reset_of_a_group,
+    administrators_sign_in_as_the_directory_says,
 ];
 
 async fn run_all(kind: Kind) {
@@ -619,4 +620,47 @@ async fn bulk_reset_of_a_group(e: &Env) {
         e.binds("alice", &e.dir.sample_password),
         "alice is not in staff"
     );
+}
+
+/// An administrator's session starts with a bind as that person: the directory's answer
+/// (the Password Policy control, or Active Directory's `data 773`) decides.
+async fn administrators_sign_in_as_the_directory_says(e: &Env) {
+    let api = e.api();
+    let sign_in = |password: &str| {
+        let api = api.clone();
+        let password = password.to_owned();
+        async move {
+            let (status, body, _) = api
+                .post(
+                    "",
+                    "/api/v1/sessions",
+                    json!({"userName": "alice", "password": password}),
+                )
+                .await;
+            (status, body)
+        }
+    };
+    let (status, body) = sign_in(&e.dir.sample_password).await;
+    assert_eq!(status, 201, "alice signs in: {body}");
+    assert!(body["token"].is_string(), "{body}");
+    let (status, body) = sign_in("Wrong-password-1").await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (401, json!("sign_in_refused")),
+        "{body}"
+    );
+    // Must change: the right password is not enough for a session.
+    let path = "/api/v1/users/alice/require-password-change";
+    let (status, body, _) = api.put(e.admin(), path, json!({"required": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = sign_in(&e.dir.sample_password).await;
+    let (cleared, _, _) = api.put(e.admin(), path, json!({"required": false})).await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("password_change_required")),
+        "{body}"
+    );
+    assert_eq!(cleared, 200);
+    let (status, body) = sign_in(&e.dir.sample_password).await;
+    assert_eq!(status, 201, "alice signs in again: {body}");
 }

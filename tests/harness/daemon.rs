@@ -305,6 +305,7 @@ fn http_status(url: &str) -> std::io::Result<u16> {
 }
 
 /// A small JSON client for the admin API.
+#[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,
