@@ -153,9 +153,10 @@ impl From<SearchScope> for Scope {
 }
 
 impl Entry {
-    /// From ldap3's entry; values that are not UTF-8 (`bin_attrs`) are left out.
+    /// From ldap3's entry; values that are not UTF-8 (`bin_attrs`) are left out, except
+    /// those lockbridge reads as text (`objectGUID`).
     fn from_search(e: SearchEntry) -> Self {
-        Entry::new(e.dn, e.attrs)
+        Entry::new(e.dn, super::dialect::text_attributes(e.attrs, e.bin_attrs))
     }
 }
 

@@ -69,19 +69,18 @@ use crate::directory::escape::is_attribute_description;
 use crate::directory::{Change, Entry, EntryVocabulary, SignInVocabulary, SortKey, dn_key, rdn_of};
 use crate::types::Secret;
 
-/// Operational attributes every user read requests (and the version's and the sign-in
-/// state's, which the directory kind names: [`EntryVocabulary::version_attribute`],
+/// Operational attributes every user read requests (and the id's, the version's and the
+/// sign-in state's, which the directory kind names: [`EntryVocabulary`],
 /// [`SignInVocabulary::attributes`]).
-const USER_OPERATIONAL: [&str; 4] = [
+const USER_OPERATIONAL: [&str; 3] = [
     // The groups, where the directory keeps it (see `super::user_groups`).
     "memberOf",
-    "entryUUID",
     "createTimestamp",
     "modifyTimestamp",
 ];
 
-/// Operational attributes every group read requests (and the version's).
-const GROUP_OPERATIONAL: [&str; 3] = ["entryUUID", "createTimestamp", "modifyTimestamp"];
+/// Operational attributes every group read requests (and the id's and the version's).
+const GROUP_OPERATIONAL: [&str; 2] = ["createTimestamp", "modifyTimestamp"];
 
 // ---------------------------------------------------------------------------------------
 // Users
@@ -897,6 +896,7 @@ impl UserMapping {
         for (i, (attr, owner)) in owners.iter().enumerate() {
             if is_operational(attr, s.sign_in.attributes())
                 || attr.eq_ignore_ascii_case(s.entries.version_attribute())
+                || attr.eq_ignore_ascii_case(s.entries.id_attribute())
             {
                 return Err(format!(
                     "{owner} is mapped to \"{attr}\", which lockbridge manages itself; choose \
@@ -984,6 +984,7 @@ impl UserMapping {
             base: DefaultUserMapping {
                 external_id: external_id.clone(),
                 sign_in: s.sign_in.clone(),
+                entries: s.entries,
             },
             renames,
             homeless: homeless
@@ -1107,12 +1108,16 @@ impl UserMapping {
         out.extend(self.primary.iter().map(|p| (*p).to_owned()));
         out.extend(self.addresses.iter().map(|a| (*a).to_owned()));
         out.extend(self.external_id.iter().cloned());
-        // The version next to the id (the order the benchmark's raw search pins).
-        let (identity, times) = USER_OPERATIONAL.split_at(2);
+        // The id and the version after memberOf (the order the benchmark's raw search
+        // pins).
+        let (groups, times) = USER_OPERATIONAL.split_at(1);
         out.extend(
-            identity
+            groups
                 .iter()
-                .chain([&self.entries.version_attribute()])
+                .chain([
+                    &self.entries.id_attribute(),
+                    &self.entries.version_attribute(),
+                ])
                 .chain(times)
                 .chain(self.sign_in.attributes())
                 .map(|s| (*s).to_owned()),
@@ -1166,7 +1171,7 @@ impl UserMapping {
     /// `extras.groups` is given). `schemas` lists the extensions that have a value.
     pub fn to_resource(&self, entry: &Entry, extras: &UserExtras) -> Value {
         let base = extras.base_url.trim_end_matches('/');
-        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        let id = self.entries.id(entry).unwrap_or_default().to_owned();
         let mut r = Map::new();
         r.insert("id".into(), id.clone().into());
         if let Some(x) = self.external_id.as_deref().and_then(|a| entry.first(a)) {
@@ -2001,6 +2006,7 @@ impl GroupMapping {
             if ["cn", "member"].iter().any(|a| a.eq_ignore_ascii_case(x))
                 || is_operational(x, &[])
                 || x.eq_ignore_ascii_case(s.entries.version_attribute())
+                || x.eq_ignore_ascii_case(s.entries.id_attribute())
             {
                 return Err(format!(
                     "external_id_attribute is \"{x}\", which holds the group's name, members or \
@@ -2020,6 +2026,7 @@ impl GroupMapping {
             entries: s.entries,
             filter: DefaultGroupMapping {
                 external_id: external_id.clone(),
+                entries: s.entries,
             },
             object_classes: s.object_classes,
             aux: automatic.then(|| AuxClass {
@@ -2049,6 +2056,7 @@ impl GroupMapping {
             "member".to_owned(),
         ];
         out.extend(self.external_id.iter().cloned());
+        out.push(self.entries.id_attribute().to_owned());
         out.extend(GROUP_OPERATIONAL.iter().map(|s| (*s).to_owned()));
         out.push(self.entries.version_attribute().to_owned());
         out
@@ -2105,7 +2113,7 @@ impl GroupMapping {
     /// no `members` attribute).
     pub fn to_resource(&self, entry: &Entry, members: &[MemberRef], base_url: &str) -> Value {
         let base = base_url.trim_end_matches('/');
-        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        let id = self.entries.id(entry).unwrap_or_default().to_owned();
         let mut r = Map::new();
         r.insert("schemas".into(), Value::Array(vec![CORE_GROUP.into()]));
         r.insert("id".into(), id.clone().into());

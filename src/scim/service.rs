@@ -322,7 +322,7 @@ impl ScimService {
         Ok(format!(
             "(&{}{})",
             self.settings.user_filter,
-            equals("entryUUID", &uuid.hyphenated().to_string())
+            self.users.entries().id_filter(&uuid)
         ))
     }
 
@@ -331,9 +331,7 @@ impl ScimService {
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => Err(user_not_found(id)),
-            _ => Err(ScimError::Internal(format!(
-                "two users have entryUUID {id}"
-            ))),
+            _ => Err(ScimError::Internal(format!("two users have the id {id}"))),
         }
     }
 
@@ -354,7 +352,7 @@ impl ScimService {
         let filter = format!(
             "(&{}{})",
             self.groups.object_filter(),
-            equals("entryUUID", &uuid.hyphenated().to_string())
+            self.users.entries().id_filter(&uuid)
         );
         let attrs = self.groups.read_attributes();
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
@@ -366,9 +364,7 @@ impl ScimService {
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => Err(not_found()),
-            _ => Err(ScimError::Internal(format!(
-                "two groups have entryUUID {id}"
-            ))),
+            _ => Err(ScimError::Internal(format!("two groups have the id {id}"))),
         }
     }
 
@@ -413,7 +409,7 @@ impl ScimService {
             .ok_or_else(|| ScimError::NotFound("the group no longer exists".into()))
     }
 
-    /// entryUUID (and kind) of each DN, looked up in batches; DNs that are not users or
+    /// Id (and kind) of each DN, looked up in batches; DNs that are not users or
     /// groups under the configured bases are left out.
     async fn ids_of(
         &self,
@@ -426,10 +422,11 @@ impl ScimService {
             .map(|d| d.to_ascii_lowercase())
             .collect();
         let wanted: Vec<String> = wanted.into_iter().collect();
+        let entries = self.users.entries();
         for chunk in wanted.chunks(RESOLVE_BATCH) {
             let any = chunk
                 .iter()
-                .map(|dn| equals("entryDN", dn))
+                .map(|dn| equals(entries.dn_attribute(), dn))
                 .collect::<String>();
             let filter = format!("(|{any})");
             let mut bases = vec![(self.settings.users_base.as_str(), Kind::User)];
@@ -443,13 +440,13 @@ impl ScimService {
                         base,
                         SearchScope::Subtree,
                         &filter,
-                        &["entryUUID", "displayName", "cn"],
+                        &[entries.id_attribute(), "displayName", "cn"],
                         chunk.len() * 2,
                     )
                     .await
                     .map_err(|e| self.directory_failure(e))?;
                 for e in found {
-                    if let Some(id) = e.first("entryUUID") {
+                    if let Some(id) = entries.id(&e) {
                         let display = e
                             .first("displayName")
                             .or_else(|| e.first("cn"))
@@ -473,16 +470,16 @@ impl ScimService {
         allow_groups: bool,
     ) -> Result<HashMap<String, (String, Kind)>, ScimError> {
         let mut out = HashMap::new();
-        let wanted: BTreeSet<String> = ids
+        let wanted: BTreeSet<uuid::Uuid> = ids
             .iter()
             .filter_map(|id| uuid::Uuid::parse_str(id).ok())
-            .map(|u| u.hyphenated().to_string())
             .collect();
-        let wanted: Vec<String> = wanted.into_iter().collect();
+        let wanted: Vec<uuid::Uuid> = wanted.into_iter().collect();
+        let entries = self.users.entries();
         for chunk in wanted.chunks(RESOLVE_BATCH) {
             let any = chunk
                 .iter()
-                .map(|id| equals("entryUUID", id))
+                .map(|id| entries.id_filter(id))
                 .collect::<String>();
             let mut bases = vec![(
                 self.settings.users_base.as_str(),
@@ -500,13 +497,13 @@ impl ScimService {
                         base,
                         SearchScope::Subtree,
                         &filter,
-                        &["entryUUID"],
+                        &[entries.id_attribute()],
                         chunk.len() * 2,
                     )
                     .await
                     .map_err(|e| self.directory_failure(e))?;
                 for e in found {
-                    if let Some(id) = e.first("entryUUID") {
+                    if let Some(id) = entries.id(&e) {
                         out.entry(id.to_ascii_lowercase())
                             .or_insert((e.dn.clone(), kind));
                     }
@@ -589,6 +586,7 @@ impl ScimService {
         let location = GroupsLocation {
             base: base.to_owned(),
             object_filter: self.groups.object_filter(),
+            entries: self.users.entries(),
         };
         if self
             .user_groups
@@ -616,6 +614,8 @@ impl ScimService {
         let Some(base) = self.settings.groups_base.as_deref() else {
             return Ok(out);
         };
+        let entries = self.users.entries();
+        let id_attribute = entries.id_attribute();
         for chunk in users.chunks(RESOLVE_BATCH) {
             let items: String = chunk.iter().map(|u| equals("member", &u.dn)).collect();
             let filter = format!("(&{}(|{items}))", self.groups.object_filter());
@@ -625,17 +625,17 @@ impl ScimService {
                     base,
                     SearchScope::Subtree,
                     &filter,
-                    &["entryUUID", "cn", "member"],
+                    &[id_attribute, "cn", "member"],
                     10_000,
                     // Values of attributes the filter does not name are not returned
-                    // at all: the presence items keep entryUUID and cn whole.
-                    &format!("({items}(entryUUID=*)(cn=*))"),
+                    // at all: the presence items keep the id and cn whole.
+                    &format!("({items}({id_attribute}=*)(cn=*))"),
                 )
                 .await
                 .map_err(|e| self.directory_failure(e))?;
             let wanted: HashSet<String> = chunk.iter().map(|u| loose_dn(&u.dn)).collect();
             for group in found {
-                let Some(id) = group.first("entryUUID") else {
+                let Some(id) = entries.id(&group) else {
                     continue;
                 };
                 for member in group.all("member") {
@@ -670,7 +670,12 @@ impl ScimService {
             &shape.excluded,
             self.discovery.user_schema(),
         );
-        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        let id = self
+            .users
+            .entries()
+            .id(entry)
+            .unwrap_or_default()
+            .to_owned();
         Served {
             resource,
             version: self.users.version(entry),
@@ -737,7 +742,12 @@ impl ScimService {
             &shape.excluded,
             self.discovery.group_schema(),
         );
-        let id = entry.first("entryUUID").unwrap_or_default().to_owned();
+        let id = self
+            .users
+            .entries()
+            .id(entry)
+            .unwrap_or_default()
+            .to_owned();
         Served {
             resource,
             version: self.groups.version(entry),

@@ -59,6 +59,8 @@ pub struct GroupsLocation {
     pub base: String,
     /// The LDAP filter of a group entry (`(objectClass=groupOfNames)`).
     pub object_filter: String,
+    /// How the directory names and identifies entries.
+    pub entries: crate::directory::EntryVocabulary,
 }
 
 /// See the module documentation.
@@ -187,19 +189,22 @@ impl UserGroups {
         let dns: Vec<&String> = wanted.values().collect();
         let mut out = HashMap::new();
         for chunk in dns.chunks(BATCH) {
-            let any: String = chunk.iter().map(|dn| equals("entryDN", dn)).collect();
+            let any: String = chunk
+                .iter()
+                .map(|dn| equals(groups.entries.dn_attribute(), dn))
+                .collect();
             let filter = format!("(&{}(|{any}))", groups.object_filter);
             let found = directory
                 .search_entries(
                     &groups.base,
                     SearchScope::Subtree,
                     &filter,
-                    &["entryUUID", "cn"],
+                    &[groups.entries.id_attribute(), "cn"],
                     chunk.len() * 2,
                 )
                 .await?;
             for g in found {
-                if let Some(id) = g.first("entryUUID") {
+                if let Some(id) = groups.entries.id(&g) {
                     out.insert(
                         dn_key(&g.dn),
                         GroupRef {

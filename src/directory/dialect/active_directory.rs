@@ -168,6 +168,14 @@ impl Dialect for ActiveDirectory {
         PWD_LAST_SET
     }
 
+    fn id_attribute(&self) -> &'static str {
+        OBJECT_GUID
+    }
+
+    fn dn_attribute(&self) -> &'static str {
+        "distinguishedName"
+    }
+
     fn version_attribute(&self) -> &'static str {
         USN_CHANGED
     }

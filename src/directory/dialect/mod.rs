@@ -110,6 +110,27 @@ impl AttrLookup for Attrs {
     }
 }
 
+/// A search entry's text attributes, plus Active Directory's binary `objectGUID` in its
+/// usual text form (8-4-4-4-12 hex digits, the first three groups little-endian), so
+/// that it serves as an entry's stable id as `entryUUID` does. Other binary values are
+/// left out.
+pub(crate) fn text_attributes(
+    mut attrs: HashMap<String, Vec<String>>,
+    binary: HashMap<String, Vec<Vec<u8>>>,
+) -> HashMap<String, Vec<String>> {
+    for (name, values) in binary {
+        if name.eq_ignore_ascii_case("objectGUID") {
+            let guids = values
+                .iter()
+                .filter_map(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+                .map(|b| uuid::Uuid::from_bytes_le(b).hyphenated().to_string())
+                .collect();
+            attrs.insert(name, guids);
+        }
+    }
+    attrs
+}
+
 /// An entry's attributes, looked up case-insensitively (servers may answer `CN` for `cn`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Attrs(HashMap<String, Vec<String>>);
@@ -123,23 +144,10 @@ impl Attrs {
         Attrs(map)
     }
 
-    /// A search entry's attributes, with Active Directory's binary `objectGUID` in its
-    /// usual text form (`{8-4-4-4-12}` hex, the first three groups little-endian), so
-    /// that it serves as an entry's stable id like `entryUUID`. Other binary values are
-    /// left out.
+    /// A search entry's attributes, with the binary ones lockbridge reads in text form
+    /// ([`text_attributes`]).
     pub fn of(entry: ldap3::SearchEntry) -> Self {
-        let mut attrs = entry.attrs;
-        for (name, values) in entry.bin_attrs {
-            if name.eq_ignore_ascii_case("objectGUID") {
-                let guids = values
-                    .iter()
-                    .filter_map(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
-                    .map(|b| uuid::Uuid::from_bytes_le(b).hyphenated().to_string())
-                    .collect();
-                attrs.insert(name, guids);
-            }
-        }
-        Attrs::new(attrs)
+        Attrs::new(text_attributes(entry.attrs, entry.bin_attrs))
     }
 
     pub fn all(&self, name: &str) -> &[String] {
@@ -170,6 +178,19 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// The attribute holding when the password was last changed, in GeneralizedTime
     /// syntax (for filtering and sorting on it).
     fn changed_at_attribute(&self) -> &'static str;
+
+    /// The attribute holding an entry's own DN, for searching entries by DN in one
+    /// filter (`entryDN`; Active Directory: `distinguishedName`).
+    fn dn_attribute(&self) -> &'static str {
+        "entryDN"
+    }
+
+    /// The operational attribute that identifies an entry for good (SCIM's `id`):
+    /// `entryUUID`, or Active Directory's binary `objectGUID` (read as text, see
+    /// [`text_attributes`]; searched for as its bytes).
+    fn id_attribute(&self) -> &'static str {
+        "entryUUID"
+    }
 
     /// The operational attribute whose value changes with every write to an entry and
     /// that an assertion (RFC 4528) can test: SCIM's `meta.version` and `If-Match`.
@@ -439,17 +460,53 @@ impl SignInVocabulary {
     }
 }
 
-/// How a directory kind versions its entries, for a feature that reads entries itself
-/// (SCIM's ETags and `If-Match`).
+/// How a directory kind identifies and versions its entries, for a feature that reads
+/// entries itself (SCIM's ids, ETags and `If-Match`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryVocabulary {
+    id: &'static str,
     version: &'static str,
+    dn: &'static str,
 }
 
 impl EntryVocabulary {
     pub fn for_kind(kind: DirectoryKind) -> Self {
+        let dialect = for_kind(kind);
         Self {
-            version: for_kind(kind).version_attribute(),
+            id: dialect.id_attribute(),
+            version: dialect.version_attribute(),
+            dn: dialect.dn_attribute(),
+        }
+    }
+
+    /// The attribute holding an entry's own DN (`entryDN`, `distinguishedName`).
+    pub fn dn_attribute(&self) -> &'static str {
+        self.dn
+    }
+
+    /// The attribute that identifies an entry for good (`entryUUID`, `objectGUID`).
+    pub fn id_attribute(&self) -> &'static str {
+        self.id
+    }
+
+    /// The entry's id, read with [`Self::id_attribute`] requested (in its text form).
+    pub fn id<'e>(&self, entry: &'e crate::directory::Entry) -> Option<&'e str> {
+        entry.first(self.id)
+    }
+
+    /// A parenthesised filter item matching the entry with this id: `(entryUUID=<id>)`,
+    /// or for Active Directory `(objectGUID=\04\03...)`, the GUID's bytes as AD stores
+    /// them (the first three groups little-endian).
+    pub fn id_filter(&self, id: &uuid::Uuid) -> String {
+        if self.id.eq_ignore_ascii_case("objectGUID") {
+            let bytes: String = id
+                .to_bytes_le()
+                .iter()
+                .map(|b| format!("\\{b:02x}"))
+                .collect();
+            format!("({}={bytes})", self.id)
+        } else {
+            format!("({}={})", self.id, id.hyphenated())
         }
     }
 
@@ -493,3 +550,31 @@ impl PartialEq for SignInVocabulary {
 }
 
 impl Eq for SignInVocabulary {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_guids_are_read_as_text() {
+        let binary = HashMap::from([(
+            "objectGUID".to_owned(),
+            vec![vec![
+                0x04, 0x03, 0x02, 0x01, 0x06, 0x05, 0x08, 0x07, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+                0x0f, 0x10,
+            ]],
+        )]);
+        let attrs = Attrs::new(text_attributes(HashMap::new(), binary));
+        assert_eq!(
+            attrs.first("objectguid"),
+            Some("01020304-0506-0708-090a-0b0c0d0e0f10")
+        );
+        // Other binary values (and a malformed GUID) stay out.
+        let binary = HashMap::from([
+            ("jpegPhoto".to_owned(), vec![vec![0xff, 0xd8]]),
+            ("objectGUID".to_owned(), vec![vec![1, 2, 3]]),
+        ]);
+        let attrs = Attrs::new(text_attributes(HashMap::new(), binary));
+        assert!(attrs.all("jpegPhoto").is_empty() && attrs.all("objectGUID").is_empty());
+    }
+}

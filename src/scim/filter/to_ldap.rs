@@ -78,7 +78,7 @@ use chrono::{DateTime, Timelike, Utc};
 
 use super::ast::{AttrPath, CompValue, CompareOp, Filter};
 use crate::directory::escape::{filter_value, is_attribute_description, is_valid_filter};
-use crate::directory::{SignInVocabulary, StateTest};
+use crate::directory::{EntryVocabulary, SignInVocabulary, StateTest};
 
 /// The core User schema URN (RFC 7643 §8.7.1).
 pub const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -1172,6 +1172,8 @@ pub struct DefaultUserMapping {
     pub external_id: Option<String>,
     /// How the directory keeps sign-in state (`active`, `mustChange`).
     pub sign_in: SignInVocabulary,
+    /// How the directory identifies entries (`id`).
+    pub entries: EntryVocabulary,
 }
 
 impl DefaultUserMapping {
@@ -1183,12 +1185,12 @@ impl DefaultUserMapping {
     }
 
     fn core(&self, path: &AttrPath) -> Option<Target> {
-        use Syntax::{CaseExactString, CaseIgnoreString, GeneralizedTime, Uuid};
+        use Syntax::{CaseExactString, CaseIgnoreString, GeneralizedTime};
         let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
         let name = path.name.to_ascii_lowercase();
         let string = |ldap: &str| Some(Target::attribute(ldap, CaseIgnoreString));
         match (name.as_str(), sub.as_deref()) {
-            ("id", None) => Some(Target::attribute("entryUUID", Uuid)),
+            ("id", None) => Some(id_target(self.entries)),
             ("externalid", None) => Some(match &self.external_id {
                 Some(ldap) => Target::attribute(ldap.clone(), CaseExactString),
                 None => Target::unsupported("externalId is not stored, so it cannot be filtered"),
@@ -1546,6 +1548,43 @@ fn json_element(ldap: &str, prefix: String, kind: Target, attr: &str, after: Str
 }
 
 /// A boolean that every resource has, true where `when_true` matches.
+/// The filter target of `id`: `entryUUID` compared as a UUID, or Active Directory's
+/// binary `objectGUID`, whose assertion values are the GUID's bytes
+/// ([`EntryVocabulary::id_filter`]). Only `eq`, `ne` and `pr`: ids have no order.
+fn id_target(entries: EntryVocabulary) -> Target {
+    let attribute = entries.id_attribute();
+    if !attribute.eq_ignore_ascii_case("objectGUID") {
+        return Target::attribute(attribute, Syntax::Uuid);
+    }
+    Target::custom(move |test| {
+        let (op, value) = match test {
+            Test::Present => return Ok(format!("({attribute}=*)")),
+            Test::Compare(op, value) => (op, value),
+        };
+        // A value that is not an id matches nothing (as for entryUUID).
+        let item = match value {
+            CompValue::String(s) => uuid::Uuid::try_parse(s)
+                .map(|id| entries.id_filter(&id))
+                .unwrap_or_else(|_| FALSE_FILTER.to_owned()),
+            CompValue::Null => FALSE_FILTER.to_owned(),
+            other => {
+                return Err(TranslateError::invalid_value(
+                    "id",
+                    format!("expected a string, found {}", other.kind()),
+                ));
+            }
+        };
+        match op {
+            CompareOp::Eq => Ok(item),
+            CompareOp::Ne => Ok(format!("(!{item})")),
+            _ => Err(TranslateError::unsupported(
+                "id",
+                format!("\"{op}\" cannot be used on \"id\": ids have no order"),
+            )),
+        }
+    })
+}
+
 fn boolean_custom(
     attr: &str,
     test: Test<'_>,
@@ -1600,6 +1639,8 @@ fn boolean_custom(
 pub struct DefaultGroupMapping {
     /// The LDAP attribute holding `externalId`; `None`: not stored.
     pub external_id: Option<String>,
+    /// How the directory identifies entries (`id`).
+    pub entries: EntryVocabulary,
 }
 
 impl FilterMapping for DefaultGroupMapping {
@@ -1609,7 +1650,7 @@ impl FilterMapping for DefaultGroupMapping {
         }
         let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
         match (path.name.to_ascii_lowercase().as_str(), sub.as_deref()) {
-            ("id", None) => Some(Target::attribute("entryUUID", Syntax::Uuid)),
+            ("id", None) => Some(id_target(self.entries)),
             ("externalid", None) => Some(match &self.external_id {
                 Some(ldap) => Target::attribute(ldap.clone(), Syntax::CaseExactString),
                 None => Target::unsupported("externalId is not stored, so it cannot be filtered"),
@@ -1666,6 +1707,7 @@ mod tests {
         DefaultUserMapping {
             external_id: Some("employeeID".to_owned()),
             sign_in: SignInVocabulary::default(),
+            entries: EntryVocabulary::default(),
         }
     }
 
