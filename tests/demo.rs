@@ -61,13 +61,14 @@ fn demo_on_389ds_prints_a_reset_that_works_in_a_real_bind() {
 }
 
 /// `scripts/demo --directory active-directory`: a Samba AD domain controller (root
-/// only); SCIM is not available there yet, so the demo prints no SCIM commands.
+/// only), where users are named by cn and a bind is checked with a search.
 #[test]
 fn demo_on_active_directory_prints_a_reset_that_works_in_a_real_bind() {
-    demo_on(&["--directory", "active-directory"], false);
+    demo_on(&["--directory", "active-directory"], true);
 }
 
 fn demo_on(directory: &[&str], scim: bool) {
+    let active_directory = directory.contains(&"active-directory");
     let dir = harness::temp_dir("lockbridge-demo-");
     let demo_dir = dir.path().join("demo");
     let root = harness::repo_root();
@@ -134,7 +135,11 @@ fn demo_on(directory: &[&str], scim: bool) {
         let found = bash_with_env(&env_file, &printed_command(&printed, "--data-urlencode"));
         let frank_binds = bash_with_env(
             &env_file,
-            "LDAPTLS_CACERT=$LDAP_CA_FILE ldapwhoami -H $LDAP_URL -x -D uid=frank,$LDAP_USERS_BASE -w 'Fr4nk-Demo-Passw0rd'",
+            if active_directory {
+                "LDAPTLS_CACERT=$LDAP_CA_FILE ldapsearch -H $LDAP_URL -x -D CN=frank,$LDAP_USERS_BASE -w 'Fr4nk-Demo-Passw0rd' -s base -b '' 1.1"
+            } else {
+                "LDAPTLS_CACERT=$LDAP_CA_FILE ldapwhoami -H $LDAP_URL -x -D uid=frank,$LDAP_USERS_BASE -w 'Fr4nk-Demo-Passw0rd'"
+            },
         );
         // scim2-tester against the demo's configuration (not the tests' own): externalId,
         // the whole User schema and Groups must round-trip with what the demo ships.

@@ -27,8 +27,9 @@ struct Profile {
     /// An administrator's reset is checked against the password history (Active
     /// Directory skips the history for resets: only a user's own change is checked).
     resets_check_history: bool,
-    /// lockbridge provisions over SCIM on this kind.
-    scim: bool,
+    /// The `[scim]` section this kind needs (Active Directory's classes, and an
+    /// attribute of its own schema for `externalId`).
+    scim: &'static str,
 }
 
 impl Profile {
@@ -39,20 +40,22 @@ impl Profile {
                 default_policy_dn: format!("cn=default,ou=policies,{}", dir.base_dn),
                 never_expires_policy_dn: never_expires,
                 resets_check_history: true,
-                scim: true,
+                scim: "",
             },
             Kind::Ds389 => Profile {
                 default_policy_dn: "cn=config".into(),
                 never_expires_policy_dn: never_expires,
                 resets_check_history: true,
-                scim: true,
+                scim: "",
             },
             // The domain object holds the default policy (maxPwdAge).
             Kind::ActiveDirectory => Profile {
                 default_policy_dn: dir.base_dn.clone(),
                 never_expires_policy_dn: None,
                 resets_check_history: false,
-                scim: false,
+                scim: "\n[scim]\nuser_object_classes = [\"user\"]\ngroup_object_classes = [\"group\"]\n\
+                       external_id_attribute = \"adminDescription\"\n\
+                       group_external_id_attribute = \"adminDescription\"\n",
             },
         }
     }
@@ -87,11 +90,7 @@ impl Env {
                 .as_ref()
                 .map(|dn| format!("never_expires_policy_dn = \"{dn}\"\n"))
                 .unwrap_or_default(),
-            if profile.scim {
-                ""
-            } else {
-                "\n[scim]\nenabled = false\n"
-            },
+            profile.scim,
         );
         let daemon = Daemon::start_with(&dir, mail.port, &config);
         let scim_token = create_token(&daemon.config_path, "scenario-idp", "scim");
@@ -442,11 +441,6 @@ async fn block_unblock_and_unlock(e: &Env) {
 }
 
 async fn scim_create_patch_push_deactivate_delete(e: &Env) {
-    if !e.profile.scim {
-        // Refused by the configuration check on this kind (not available yet).
-        eprintln!("  (SCIM is not available on {:?}: skipped)", e.dir.kind);
-        return;
-    }
     let scim = e.scim();
     let first = "Provisioned-Ünïcode-31";
     let (status, created, _) = scim

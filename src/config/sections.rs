@@ -873,16 +873,6 @@ impl Default for ScimConfig {
 
 impl ScimConfig {
     pub(super) fn validate(&self, directory: &DirectoryConfig) -> Result<(), ConfigError> {
-        if self.enabled && directory.kind == DirectoryKindConfig::ActiveDirectory {
-            // Users are named by cn there, their ids are binary objectGUIDs and their
-            // change times FILETIMEs: SCIM's mapping does not speak that yet.
-            return Err(key_err(
-                "scim.enabled",
-                "SCIM provisioning is not available with directory.kind = \"active-directory\" \
-                 yet (the administrator API, the expiry sweep and bulk jobs are); set \
-                 scim.enabled = false",
-            ));
-        }
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             return Err(key_err(
                 "scim.rate_limit_burst",

@@ -390,13 +390,8 @@ fn directory_kinds_are_named_as_documented() {
         ("389ds", DirectoryKindConfig::Ds389),
         ("active-directory", DirectoryKindConfig::ActiveDirectory),
     ] {
-        let extra = if kind == "active-directory" {
-            "\n[scim]\nenabled = false\n"
-        } else {
-            ""
-        };
         let cfg = load_with(
-            &minimal(dir.path(), extra),
+            &minimal(dir.path(), ""),
             &[("LOCKBRIDGE__DIRECTORY__KIND", kind)],
         )
         .expect("loads");
@@ -409,19 +404,4 @@ fn directory_kinds_are_named_as_documented() {
     .expect_err("an unknown kind")
     .to_string();
     assert!(err.contains("novell") || err.contains("kind"), "{err}");
-}
-
-#[test]
-fn scim_on_active_directory_is_refused_until_it_is_built() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let err = load_with(
-        &minimal(dir.path(), ""),
-        &[("LOCKBRIDGE__DIRECTORY__KIND", "active-directory")],
-    )
-    .expect_err("SCIM is on by default")
-    .to_string();
-    assert!(
-        err.contains("scim.enabled") && err.contains("scim.enabled = false"),
-        "{err}"
-    );
 }

@@ -776,6 +776,9 @@ pub struct UserWrite {
 /// The user mapping, built once from settings.
 pub struct UserMapping {
     user_name: String,
+    /// The attribute new entries are named by: `user_name`, or the directory's own
+    /// (`cn` in Active Directory), which then holds the userName too.
+    naming: String,
     object_classes: Vec<String>,
     external_id: Option<String>,
     /// LDAP attribute per field, as configured (spelling kept); a field without a home
@@ -877,6 +880,20 @@ impl UserMapping {
             check_attribute(&format!("overrides.\"{key}\""), attr)?;
             ldap.insert(field, attr.clone());
         }
+        // Where entries are named by another attribute than the user name (cn in Active
+        // Directory), that attribute holds the user name: no field keeps its own value
+        // there unless the operator maps one to it on purpose.
+        let naming = s
+            .entries
+            .user_naming_attribute()
+            .filter(|n| !n.eq_ignore_ascii_case(&s.user_name_attribute))
+            .map(str::to_owned);
+        if let Some(n) = &naming {
+            ldap.retain(|field, attr| {
+                !attr.eq_ignore_ascii_case(n) || s.overrides.contains_key(field.key())
+            });
+        }
+        let naming = naming.unwrap_or_else(|| s.user_name_attribute.clone());
         if let Some(x) = &s.external_id_attribute {
             check_attribute("external_id_attribute", x)?;
         }
@@ -998,6 +1015,7 @@ impl UserMapping {
         };
         Ok(Self {
             user_name: s.user_name_attribute,
+            naming,
             object_classes: s.object_classes,
             external_id,
             ldap,
@@ -1493,7 +1511,10 @@ impl UserMapping {
         };
         let mut out = Vec::new();
         for must in ["cn", "sn"] {
-            if self.user_name.eq_ignore_ascii_case(must) || w.attrs.contains_key(must) {
+            if self.user_name.eq_ignore_ascii_case(must)
+                || self.naming.eq_ignore_ascii_case(must)
+                || w.attrs.contains_key(must)
+            {
                 continue;
             }
             let v = if must == "cn" {
@@ -1525,7 +1546,7 @@ impl UserMapping {
     ) -> (String, Vec<(String, Vec<String>)>) {
         let dn = format!(
             "{}={},{}",
-            self.user_name,
+            self.naming,
             escape_rdn_value(&w.user_name),
             container_dn
         );
@@ -1533,6 +1554,9 @@ impl UserMapping {
             ("objectClass".to_owned(), self.object_classes.clone()),
             (self.user_name.clone(), vec![w.user_name.clone()]),
         ];
+        if !self.naming.eq_ignore_ascii_case(&self.user_name) {
+            attrs.push((self.naming.clone(), vec![w.user_name.clone()]));
+        }
         for (must, v) in self.derived(w) {
             attrs.push((must.to_owned(), vec![v]));
         }
@@ -1568,9 +1592,15 @@ impl UserMapping {
     /// have: `active: false` blocks sign-in, `active: true` lifts only an
     /// administrator's block; `mustChange` as given. Unset attributes change nothing.
     pub fn state_edit(&self, current: Option<&Entry>, w: &UserWrite) -> ProvisionedState {
-        let now = current.map(|e| self.sign_in.read(e)).unwrap_or_default();
+        let now = match current {
+            Some(e) => self.sign_in.read(e),
+            None => self.new_entry_state(),
+        };
+        // A new entry the directory creates blocked (Active Directory) is enabled unless
+        // the client says `active: false`, as on every other directory.
+        let active = w.active.or(current.is_none().then_some(true));
         ProvisionedState {
-            blocked: w.active.map(|a| !a).filter(|b| *b != now.blocked),
+            blocked: active.map(|a| !a).filter(|b| *b != now.blocked),
             must_change: w.must_change.filter(|m| *m != now.must_change),
         }
     }
@@ -1581,8 +1611,14 @@ impl UserMapping {
     /// attribute (then [`UserMapping::changes`] replaces the attribute instead).
     pub fn rdn_change(&self, current: &Entry, w: &UserWrite) -> Option<String> {
         let (attr, value) = rdn_of(&current.dn)?;
-        (attr.eq_ignore_ascii_case(&self.user_name) && value != w.user_name)
-            .then(|| format!("{}={}", self.user_name, escape_rdn_value(&w.user_name)))
+        (attr.eq_ignore_ascii_case(&self.naming) && value != w.user_name)
+            .then(|| format!("{}={}", self.naming, escape_rdn_value(&w.user_name)))
+    }
+
+    /// The sign-in state of an entry just added ([`UserMapping::new_entry`]): none, or
+    /// Active Directory's disabled account.
+    pub fn new_entry_state(&self) -> crate::directory::PasswordState {
+        self.sign_in.new_entry_state()
     }
 
     /// The LDAP changes that make `current` hold `w`, and nothing else: replace semantics
@@ -1783,10 +1819,13 @@ impl FilterMapping for UserFilterMapping {
             .is_none_or(|u| u.eq_ignore_ascii_case(PASSWORD_EXTENSION));
         if in_password && path.sub_attr.is_none() {
             if path.name_is("passwordLastChanged") {
-                return Some(Target::attribute(
-                    self.base.sign_in.changed_at_attribute(),
-                    Syntax::GeneralizedTime,
-                ));
+                return Some(match self.base.sign_in.changed_at_attribute() {
+                    Some(attribute) => Target::attribute(attribute, Syntax::GeneralizedTime),
+                    None => Target::unsupported(
+                        "passwordLastChanged cannot be filtered on this directory (it keeps \
+                         the time as a number of ticks)",
+                    ),
+                });
             }
             if path.name_is("passwordExpiresAt") || path.name_is("neverExpires") {
                 return Some(Target::unsupported(format!(
@@ -2187,14 +2226,16 @@ impl GroupMapping {
     ) -> (String, Vec<(String, Vec<String>)>) {
         let dn = format!("cn={},{container_dn}", escape_rdn_value(&w.display_name));
         let mut members = dedup_dns(member_dns.iter().filter(|m| !m.trim().is_empty()));
-        if members.is_empty() {
+        if members.is_empty() && !self.entries.groups_may_be_empty() {
             members.push(EMPTY_MEMBER.to_owned());
         }
         let mut attrs = vec![
             ("objectClass".to_owned(), self.object_classes.clone()),
             ("cn".to_owned(), vec![w.display_name.clone()]),
-            ("member".to_owned(), members),
         ];
+        if !members.is_empty() {
+            attrs.push(("member".to_owned(), members));
+        }
         if let (Some(a), Some(x)) = (&self.external_id, &w.external_id) {
             attrs.push((a.clone(), vec![x.clone()]));
         }
@@ -2310,7 +2351,7 @@ impl GroupMapping {
         };
         let remaining = real.len() - to_remove.len() + to_add.len();
         let mut out = Vec::new();
-        if remaining == 0 && !placeholder {
+        if remaining == 0 && !placeholder && !self.entries.groups_may_be_empty() {
             out.push(Change::Add("member".into(), vec![EMPTY_MEMBER.into()]));
         }
         if !to_add.is_empty() {

@@ -32,8 +32,8 @@ use crate::account::{AccountError, AccountService, Actor, Authority, Provisioned
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
-    Change, Directory, DirectoryError, Entry, PasswordState, SearchScope, SortKey, StoredPassword,
-    WindowQuery, loose_dn, renamed_dn, same_dn,
+    Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, WindowQuery,
+    loose_dn, renamed_dn, same_dn,
 };
 use crate::types::Secret;
 
@@ -1258,7 +1258,7 @@ impl ScimService {
                     &caller.actor(),
                     &w.user_name,
                     &dn,
-                    &PasswordState::default(),
+                    &self.users.new_entry_state(),
                     state,
                 )
                 .await

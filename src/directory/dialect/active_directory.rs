@@ -168,12 +168,33 @@ impl Dialect for ActiveDirectory {
         PWD_LAST_SET
     }
 
+    fn changed_at_is_generalized_time(&self) -> bool {
+        false
+    }
+
     fn id_attribute(&self) -> &'static str {
         OBJECT_GUID
     }
 
     fn dn_attribute(&self) -> &'static str {
         "distinguishedName"
+    }
+
+    fn user_naming_attribute(&self) -> Option<&'static str> {
+        Some("cn")
+    }
+
+    fn groups_may_be_empty(&self) -> bool {
+        true
+    }
+
+    fn new_entry_state(&self) -> PasswordState {
+        // ACCOUNTDISABLE until enabled (userAccountControl 546).
+        PasswordState {
+            blocked: true,
+            locked: true,
+            ..PasswordState::default()
+        }
     }
 
     fn version_attribute(&self) -> &'static str {

@@ -175,9 +175,32 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// An LDAP filter (parenthesised) selecting the users in that state.
     fn state_filter(&self, test: StateTest) -> String;
 
-    /// The attribute holding when the password was last changed, in GeneralizedTime
-    /// syntax (for filtering and sorting on it).
+    /// The attribute holding when the password was last changed.
     fn changed_at_attribute(&self) -> &'static str;
+
+    /// Whether [`Self::changed_at_attribute`] is in GeneralizedTime syntax (so filters
+    /// and sorting can use it); Active Directory's `pwdLastSet` is a FILETIME.
+    fn changed_at_is_generalized_time(&self) -> bool {
+        true
+    }
+
+    /// The attribute new users are named by when it is not the sign-in name's (Active
+    /// Directory names users by `cn`); `None`: by `user_name_attribute`.
+    fn user_naming_attribute(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether a group may have no members (`groupOfNames` may not: an empty DN stands
+    /// in for the last member removed).
+    fn groups_may_be_empty(&self) -> bool {
+        false
+    }
+
+    /// The sign-in state of a user entry just added without one (Active Directory
+    /// creates users disabled).
+    fn new_entry_state(&self) -> PasswordState {
+        PasswordState::default()
+    }
 
     /// The attribute holding an entry's own DN, for searching entries by DN in one
     /// filter (`entryDN`; Active Directory: `distinguishedName`).
@@ -454,9 +477,18 @@ impl SignInVocabulary {
         self.dialect.state_filter(test)
     }
 
-    /// The attribute holding when the password last changed (GeneralizedTime).
-    pub fn changed_at_attribute(&self) -> &'static str {
-        self.dialect.changed_at_attribute()
+    /// The attribute holding when the password last changed, when it is in
+    /// GeneralizedTime syntax (filters and sorting can use it); `None` where it is not
+    /// (Active Directory's FILETIME `pwdLastSet`).
+    pub fn changed_at_attribute(&self) -> Option<&'static str> {
+        self.dialect
+            .changed_at_is_generalized_time()
+            .then(|| self.dialect.changed_at_attribute())
+    }
+
+    /// The sign-in state of a user entry just added (Active Directory: disabled).
+    pub fn new_entry_state(&self) -> PasswordState {
+        self.dialect.new_entry_state()
     }
 }
 
@@ -467,6 +499,8 @@ pub struct EntryVocabulary {
     id: &'static str,
     version: &'static str,
     dn: &'static str,
+    naming: Option<&'static str>,
+    empty_groups: bool,
 }
 
 impl EntryVocabulary {
@@ -476,7 +510,20 @@ impl EntryVocabulary {
             id: dialect.id_attribute(),
             version: dialect.version_attribute(),
             dn: dialect.dn_attribute(),
+            naming: dialect.user_naming_attribute(),
+            empty_groups: dialect.groups_may_be_empty(),
         }
+    }
+
+    /// The attribute new users are named by when it is not the sign-in name's (`cn` in
+    /// Active Directory).
+    pub fn user_naming_attribute(&self) -> Option<&'static str> {
+        self.naming
+    }
+
+    /// Whether a group may have no members.
+    pub fn groups_may_be_empty(&self) -> bool {
+        self.empty_groups
     }
 
     /// The attribute holding an entry's own DN (`entryDN`, `distinguishedName`).
