@@ -24,11 +24,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ldap3::{Ldap, Mod, Scope, SearchEntry, SearchResult};
+use ldap3::{Ldap, Mod};
 
 use super::{
     AttrLookup, Attrs, BindRefusal, Dialect, DirectoryKind, EntryFacts, Lockout, PasswordState,
-    StateTest,
+    StateTest, read_base,
 };
 use crate::directory::error::{DirectoryError, Failure, PolicyRejection};
 use crate::directory::gentime;
@@ -494,29 +494,6 @@ async fn set_control_bit(
     .await
 }
 
-/// The attributes `names` of the entry `dn`.
-async fn read_base(
-    ldap: &mut Ldap,
-    dn: &str,
-    names: &[&str],
-    timeout: Duration,
-) -> Result<Attrs, Failure> {
-    let SearchResult(entries, result) = ldap
-        .with_timeout(timeout)
-        .search(dn, Scope::Base, "(objectClass=*)", names.to_vec())
-        .await?;
-    if result.rc != 0 {
-        return Err(Failure::from_result(&result));
-    }
-    let Some(entry) = entries
-        .into_iter()
-        .find(|e| !e.is_ref() && !e.is_intermediate())
-    else {
-        return Err(Failure::no_such_object());
-    };
-    Ok(Attrs::new(SearchEntry::construct(entry).attrs))
-}
-
 async fn modify(
     ldap: &mut Ldap,
     dn: &str,
@@ -532,19 +509,11 @@ async fn modify(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use proptest::prelude::*;
 
     use super::*;
 
-    fn attrs(pairs: &[(&str, &str)]) -> Attrs {
-        let mut m: HashMap<String, Vec<String>> = HashMap::new();
-        for (k, v) in pairs {
-            m.entry(k.to_string()).or_default().push(v.to_string());
-        }
-        Attrs::new(m)
-    }
+    use super::super::tests::attrs;
 
     #[test]
     fn filetimes() {

@@ -388,6 +388,30 @@ pub(super) async fn password_modify(
     Ok(())
 }
 
+/// The attributes `names` of the entry `dn` (a base search); a missing entry is
+/// [`Failure::no_such_object`].
+pub(super) async fn read_base(
+    ldap: &mut Ldap,
+    dn: &str,
+    names: &[&str],
+    timeout: Duration,
+) -> Result<Attrs, Failure> {
+    let ldap3::SearchResult(entries, result) = ldap
+        .with_timeout(timeout)
+        .search(dn, ldap3::Scope::Base, "(objectClass=*)", names.to_vec())
+        .await?;
+    if result.rc != 0 {
+        return Err(Failure::from_result(&result));
+    }
+    let Some(entry) = entries
+        .into_iter()
+        .find(|e| !e.is_ref() && !e.is_intermediate())
+    else {
+        return Err(Failure::no_such_object());
+    };
+    Ok(Attrs::new(ldap3::SearchEntry::construct(entry).attrs))
+}
+
 /// Whether every stored `userPassword` value of `dn` is hashed (`{SCHEME}...`); `None`
 /// when the service account cannot read it.
 pub(super) async fn stored_password_is_hashed(
@@ -599,8 +623,17 @@ impl PartialEq for SignInVocabulary {
 impl Eq for SignInVocabulary {}
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Attributes from name-value pairs (a name may come several times).
+    pub(crate) fn attrs(pairs: &[(&str, &str)]) -> Attrs {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in pairs {
+            m.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Attrs::new(m)
+    }
 
     #[test]
     fn object_guids_are_read_as_text() {

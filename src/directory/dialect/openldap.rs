@@ -363,17 +363,9 @@ fn parse_max_age(value: Option<&str>) -> Result<Option<u64>, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
-    fn attrs(pairs: &[(&str, &str)]) -> Attrs {
-        let mut m: HashMap<String, Vec<String>> = HashMap::new();
-        for (k, v) in pairs {
-            m.entry(k.to_string()).or_default().push(v.to_string());
-        }
-        Attrs::new(m)
-    }
+    use super::super::tests::attrs;
 
     #[test]
     fn reads_password_state() {
