@@ -268,10 +268,7 @@ impl Dialect for ActiveDirectory {
         modify(
             ldap,
             policy_dn,
-            vec![Mod::Replace(
-                attribute.as_bytes().to_vec(),
-                HashSet::from([ticks.to_string().into_bytes()]),
-            )],
+            vec![replace(attribute, ticks.to_string().into_bytes())],
             timeout,
         )
         .await
@@ -357,10 +354,7 @@ impl Dialect for ActiveDirectory {
         modify(
             ldap,
             dn,
-            vec![Mod::Replace(
-                LOCKOUT_TIME.as_bytes().to_vec(),
-                HashSet::from([b"0".to_vec()]),
-            )],
+            vec![replace(LOCKOUT_TIME, b"0".to_vec())],
             timeout,
         )
         .await?;
@@ -419,10 +413,7 @@ impl Dialect for ActiveDirectory {
         modify(
             ldap,
             dn,
-            vec![Mod::Replace(
-                PWD_LAST_SET.as_bytes().to_vec(),
-                HashSet::from([value.to_vec()]),
-            )],
+            vec![replace(PWD_LAST_SET, value.to_vec())],
             timeout,
         )
         .await
@@ -438,15 +429,9 @@ async fn write_password(
     must_change: bool,
     timeout: Duration,
 ) -> Result<(), Failure> {
-    let mut changes = vec![Mod::Replace(
-        UNICODE_PWD.as_bytes().to_vec(),
-        HashSet::from([unicode_pwd(password.expose())]),
-    )];
+    let mut changes = vec![replace(UNICODE_PWD, unicode_pwd(password.expose()))];
     if must_change {
-        changes.push(Mod::Replace(
-            PWD_LAST_SET.as_bytes().to_vec(),
-            HashSet::from([b"0".to_vec()]),
-        ));
+        changes.push(replace(PWD_LAST_SET, b"0".to_vec()));
     }
     let result = ldap.with_timeout(timeout).modify(dn, changes).await?;
     if result.rc == 0 {
@@ -456,6 +441,11 @@ async fn write_password(
         Some(rejection) => Err(Failure::Mapped(DirectoryError::PasswordRejected(rejection))),
         None => Err(Failure::from_result(&result)),
     }
+}
+
+/// `replace: <attribute>` with one value.
+fn replace(attribute: &str, value: Vec<u8>) -> Mod<Vec<u8>> {
+    Mod::Replace(attribute.as_bytes().to_vec(), HashSet::from([value]))
 }
 
 /// Reads `userAccountControl`, sets or clears `bit`, and writes it back when it changed.
@@ -485,10 +475,7 @@ async fn set_control_bit(
     modify(
         ldap,
         dn,
-        vec![Mod::Replace(
-            ACCOUNT_CONTROL.as_bytes().to_vec(),
-            HashSet::from([value.into_bytes()]),
-        )],
+        vec![replace(ACCOUNT_CONTROL, value.into_bytes())],
         timeout,
     )
     .await
