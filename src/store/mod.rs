@@ -273,6 +273,104 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
     /// Creates or replaces a run-time setting.
     async fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
+
+    /// Saves a new self-service flow and removes flows that expired before `now`.
+    async fn insert_flow(&self, f: &NewFlow, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The flow with this keyed cookie hash, unless it expired at `now`.
+    async fn find_flow(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<FlowRecord>, StoreError>;
+    /// Replaces a flow's state if its version is still `version` (then it becomes
+    /// `version + 1`); false when another request changed or ended it first.
+    async fn update_flow(
+        &self,
+        id: &str,
+        version: i64,
+        state: &serde_json::Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Ends a flow; false when it had already ended.
+    async fn delete_flow(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Opens a "contact an administrator" request, or returns the one already open for
+    /// that user (`created` false).
+    async fn open_reset_request(
+        &self,
+        r: &NewResetRequest,
+    ) -> Result<(ResetRequestRecord, bool), StoreError>;
+    /// Requests newest first, `status` (`open`, `closed`, `dismissed`) or all, after the
+    /// request with id `before` (paging), at most `limit` ([`MAX_PAGE`]).
+    async fn list_reset_requests(
+        &self,
+        status: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ResetRequestRecord>, StoreError>;
+    async fn get_reset_request(&self, id: &str) -> Result<Option<ResetRequestRecord>, StoreError>;
+    /// Closes the user's open request, if any (an administrator reset their password).
+    async fn close_reset_requests(
+        &self,
+        user_dn: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Dismisses an open request; false when it is not open.
+    async fn dismiss_reset_request(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A self-service flow to save: the cookie's keyed hash, never the cookie.
+#[derive(Debug, Clone)]
+pub struct NewFlow {
+    pub id: String,
+    pub hash: Vec<u8>,
+    /// `reset`, `security-info`, ...
+    pub purpose: String,
+    pub state: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A flow in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowRecord {
+    pub id: String,
+    pub purpose: String,
+    pub state: serde_json::Value,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewResetRequest {
+    pub id: String,
+    pub user_dn: String,
+    pub user_name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A "contact an administrator" request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetRequestRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub user_dn: String,
+    pub user_name: String,
+    /// `open`, `closed` (the password was reset) or `dismissed`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub closed_by: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// A bulk job to save.

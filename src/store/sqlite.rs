@@ -19,14 +19,16 @@ use sqlx::sqlite::{
 };
 
 mod audit_writer;
+mod selfservice;
 
 use self::audit_writer::AuditWriter;
 use super::chain::{self, GENESIS};
 use super::{
-    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, JobItem, JobItemOutcome, JobRecord,
-    MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewJob, NewOutboxMessage,
-    NewSession, NewToken, OutboxCounts, OutboxMessage, OutboxStatus, SessionRecord, Store,
-    StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, sweep_status,
+    AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, FlowRecord, JobItem, JobItemOutcome,
+    JobRecord, MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewFlow,
+    NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, OutboxCounts, OutboxMessage,
+    OutboxStatus, ResetRequestRecord, SessionRecord, Store, StoreError, StoredAuditSeal,
+    SweepReportLine, SweepRun, TokenRecord, sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -1759,6 +1761,71 @@ impl Store for SqliteStore {
         .await
         .map_err(err("setting"))?;
         Ok(())
+    }
+
+    async fn insert_flow(&self, f: &NewFlow, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.flow_insert(f, now).await
+    }
+
+    async fn find_flow(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<FlowRecord>, StoreError> {
+        self.flow_find(hash, now).await
+    }
+
+    async fn update_flow(
+        &self,
+        id: &str,
+        version: i64,
+        state: &serde_json::Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.flow_update(id, version, state, expires_at).await
+    }
+
+    async fn delete_flow(&self, id: &str) -> Result<bool, StoreError> {
+        self.flow_delete(id).await
+    }
+
+    async fn open_reset_request(
+        &self,
+        r: &NewResetRequest,
+    ) -> Result<(ResetRequestRecord, bool), StoreError> {
+        self.request_open(r).await
+    }
+
+    async fn list_reset_requests(
+        &self,
+        status: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ResetRequestRecord>, StoreError> {
+        self.request_list(status, before, limit).await
+    }
+
+    async fn get_reset_request(&self, id: &str) -> Result<Option<ResetRequestRecord>, StoreError> {
+        self.request_get(id).await
+    }
+
+    async fn close_reset_requests(
+        &self,
+        user_dn: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.request_close(user_dn, by, at).await
+    }
+
+    async fn dismiss_reset_request(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.request_dismiss(id, by, reason, at).await
     }
 }
 
