@@ -236,6 +236,15 @@ pub struct BindCheck {
     pub locked: bool,
 }
 
+/// What a user's own password change did ([`Directory::change_own_password`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnChange {
+    Changed,
+    /// The bind as the user did not succeed (wrong password, locked, or expired with no
+    /// grace login left): nothing was changed.
+    NotSignedIn(BindCheck),
+}
+
 /// The directory, reached through a pool of service-account connections. Cheap to clone.
 #[derive(Clone)]
 pub struct Directory {
@@ -1164,61 +1173,124 @@ impl Directory {
         let started = Instant::now();
         let result = async {
             let mut ldap = inner.endpoint.open().await?;
-            let bind = ldap
-                .with_controls(ppolicy::request())
-                .with_timeout(inner.operation_timeout)
-                .simple_bind(user_dn, password.expose())
-                .await;
+            let check = self.bind_user(&mut ldap, user_dn, password).await;
             // Best effort; dropping the handle closes the connection anyway.
             let _ = ldap.unbind().await;
-            let res = bind.map_err(Failure::from)?;
-            let policy = match ppolicy::find(&res.ctrls) {
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "ignoring an undecodable password policy control");
-                    Default::default()
-                }
-                None => Default::default(),
-            };
-            let grace = match policy.warning {
-                Some(PolicyWarning::GraceAuthNsRemaining(n)) => Some(n),
-                _ => None,
-            };
-            let expired = policy.error == Some(PolicyError::PasswordExpired);
-            if let Some(refusal) = inner.dialect.bind_refusal(res.rc, &res.text) {
-                use self::dialect::BindRefusal as R;
-                // The password was right unless the server says it was wrong; the
-                // session code then tells "change it first" from "wrong password".
-                return Ok(BindCheck {
-                    ok: matches!(refusal, R::MustChange | R::Expired),
-                    must_change: refusal == R::MustChange,
-                    expired: refusal == R::Expired,
-                    grace: None,
-                    locked: matches!(refusal, R::Locked | R::Disabled),
-                });
-            }
-            match res.rc {
-                0 => Ok(BindCheck {
-                    ok: true,
-                    must_change: policy.error == Some(PolicyError::ChangeAfterReset),
-                    expired,
-                    grace,
-                    locked: false,
-                }),
-                49 => Ok(BindCheck {
-                    ok: false,
-                    must_change: false,
-                    expired,
-                    grace,
-                    locked: policy.error == Some(PolicyError::AccountLocked),
-                }),
-                _ => Err(Failure::from_result(&res)),
-            }
+            check
         }
         .await
         .map_err(|f: Failure| redact(map_failure(OpKind::Bind, &f), password.expose()));
         record("check_user_password", started, result.as_ref().err());
         result
+    }
+
+    /// A user changes their own password: a fresh connection bound as the user (with the
+    /// ppolicy control), then the dialect's own-change operation on it, so the directory
+    /// applies its policy as to any user (history, minimum age, quality) and records the
+    /// change as the user's. A refused bind changes nothing and comes back as
+    /// [`OwnChange::NotSignedIn`] with what the directory said.
+    pub async fn change_own_password(
+        &self,
+        user_dn: &str,
+        old_password: &Secret,
+        new_password: &Secret,
+    ) -> Result<OwnChange, DirectoryError> {
+        self.check_new_password(user_dn, new_password)?;
+        if old_password.expose().is_empty() {
+            return Ok(OwnChange::NotSignedIn(BindCheck::default()));
+        }
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let result = async {
+            let mut ldap = inner.endpoint.open().await?;
+            let check = self.bind_user(&mut ldap, user_dn, old_password).await;
+            let outcome = match check {
+                Ok(check) if check.ok && !check.expired => inner
+                    .dialect
+                    .change_own_password(
+                        &mut ldap,
+                        user_dn,
+                        old_password,
+                        new_password,
+                        inner.operation_timeout,
+                    )
+                    .await
+                    .map(|()| OwnChange::Changed),
+                Ok(check) => Ok(OwnChange::NotSignedIn(check)),
+                Err(f) => Err(f),
+            };
+            let _ = ldap.unbind().await;
+            outcome
+        }
+        .await
+        .map_err(|f: Failure| {
+            let e = redact(
+                map_failure(OpKind::PasswordWrite, &f),
+                old_password.expose(),
+            );
+            redact(e, new_password.expose())
+        });
+        record("change_own_password", started, result.as_ref().err());
+        result
+    }
+
+    /// Binds `ldap` as the user with the ppolicy control and says what the directory
+    /// answered. A wrong password is `Ok` with `ok: false`.
+    async fn bind_user(
+        &self,
+        ldap: &mut Ldap,
+        user_dn: &str,
+        password: &Secret,
+    ) -> Result<BindCheck, Failure> {
+        let inner = &*self.inner;
+        let res = ldap
+            .with_controls(ppolicy::request())
+            .with_timeout(inner.operation_timeout)
+            .simple_bind(user_dn, password.expose())
+            .await
+            .map_err(Failure::from)?;
+        let policy = match ppolicy::find(&res.ctrls) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "ignoring an undecodable password policy control");
+                Default::default()
+            }
+            None => Default::default(),
+        };
+        let grace = match policy.warning {
+            Some(PolicyWarning::GraceAuthNsRemaining(n)) => Some(n),
+            _ => None,
+        };
+        let expired = policy.error == Some(PolicyError::PasswordExpired);
+        if let Some(refusal) = inner.dialect.bind_refusal(res.rc, &res.text) {
+            use self::dialect::BindRefusal as R;
+            // The password was right unless the server says it was wrong; the
+            // session code then tells "change it first" from "wrong password".
+            return Ok(BindCheck {
+                ok: matches!(refusal, R::MustChange | R::Expired),
+                must_change: refusal == R::MustChange,
+                expired: refusal == R::Expired,
+                grace: None,
+                locked: matches!(refusal, R::Locked | R::Disabled),
+            });
+        }
+        match res.rc {
+            0 => Ok(BindCheck {
+                ok: true,
+                must_change: policy.error == Some(PolicyError::ChangeAfterReset),
+                expired,
+                grace,
+                locked: false,
+            }),
+            49 => Ok(BindCheck {
+                ok: false,
+                must_change: false,
+                expired,
+                grace,
+                locked: policy.error == Some(PolicyError::AccountLocked),
+            }),
+            _ => Err(Failure::from_result(&res)),
+        }
     }
 
     /// Every user under `users_base` that matches `user_filter` (and has a user name), with

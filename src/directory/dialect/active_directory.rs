@@ -395,6 +395,40 @@ impl Dialect for ActiveDirectory {
         write_password(ldap, dn, password, false, timeout).await
     }
 
+    /// A user's own change is `delete: unicodePwd` (the old one) + `add: unicodePwd` (the
+    /// new one) in one modify, as the user: AD then applies the domain's or the PSO's
+    /// history, age and complexity as to any user. A wrong old password is `00000056`.
+    async fn change_own_password(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        old_password: &Secret,
+        new_password: &Secret,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let changes = vec![
+            Mod::Delete(
+                UNICODE_PWD.as_bytes().to_vec(),
+                HashSet::from([unicode_pwd(old_password.expose())]),
+            ),
+            Mod::Add(
+                UNICODE_PWD.as_bytes().to_vec(),
+                HashSet::from([unicode_pwd(new_password.expose())]),
+            ),
+        ];
+        let result = ldap.with_timeout(timeout).modify(dn, changes).await?;
+        if result.rc == 0 {
+            return Ok(());
+        }
+        if result.text.contains("00000056") {
+            return Err(Failure::Mapped(DirectoryError::InvalidCredentials));
+        }
+        match refusal(&result.text) {
+            Some(rejection) => Err(Failure::Mapped(DirectoryError::PasswordRejected(rejection))),
+            None => Err(Failure::from_result(&result)),
+        }
+    }
+
     async fn set_must_change(
         &self,
         ldap: &mut Ldap,

@@ -334,6 +334,32 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         self.set_password(ldap, dn, password, timeout).await
     }
 
+    /// The user's own change, on `ldap` already bound as the user: RFC 3062 Password
+    /// Modify with the old password, as the user, with the ppolicy control (the server
+    /// clears its own "must change" state when the owner changes the password).
+    async fn change_own_password(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        old_password: &Secret,
+        new_password: &Secret,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let ldap3::result::ExopResult(_value, result) = ldap
+            .with_controls(super::ppolicy::request())
+            .with_timeout(timeout)
+            .extended(ldap3::exop::PasswordModify {
+                user_id: Some(dn),
+                old_pass: Some(old_password.expose()),
+                new_pass: Some(new_password.expose()),
+            })
+            .await?;
+        if result.rc != 0 {
+            return Err(Failure::from_result(&result));
+        }
+        Ok(())
+    }
+
     /// Set the password (in clear text, for a server that hashes it) and "must change at
     /// next sign-in" in ONE write, with the password policy applied.
     async fn set_password_and_must_change(
