@@ -19,6 +19,7 @@ pub use mailer::{MailSettings, Mailer, RELAY_CONNECTIONS, SmtpSecurity};
 pub use outbox::{Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE};
 pub use seal::{Sealer, derive_key};
 pub use templates::{
-    ATTACHMENT_NAME_VARIABLE, EXPIRY_DIGEST, MailAttachment, PASSWORD_EXPIRED, PASSWORD_EXPIRING,
-    RenderedMail, TEMPORARY_PASSWORD, Templates, csv_field,
+    ATTACHMENT_NAME_VARIABLE, EXPIRY_DIGEST, MailAttachment, PASSWORD_CHANGED, PASSWORD_EXPIRED,
+    PASSWORD_EXPIRING, RESET_REQUEST, RenderedMail, SECURITY_CODE, TEMPORARY_PASSWORD, Templates,
+    WELCOME, csv_field,
 };

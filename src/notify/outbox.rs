@@ -118,6 +118,22 @@ impl Notifier {
         self.enqueue_message(&message).await
     }
 
+    /// [`Notifier::enqueue`] for a message worthless after `stale_after` (a security
+    /// code): never sent later than that, dead-lettered instead.
+    pub async fn enqueue_until(
+        &self,
+        template: &str,
+        to: &str,
+        context: serde_json::Value,
+        secret: Option<&Secret>,
+        stale_after: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, NotifyError> {
+        let mut message = checked(template, to, context, MailClass::Transactional)?;
+        message.sealed_secret = secret.map(|s| self.sealer.seal(s));
+        message.stale_after = Some(stale_after);
+        self.enqueue_message(&message).await
+    }
+
     /// Checks a message of kind `template` for `to` and returns it ready for
     /// [`Notifier::record_notice`] (or [`Store::record_notice`]); queues nothing. Unlike
     /// [`Notifier::enqueue`], `template` must be one of lockbridge's own message kinds

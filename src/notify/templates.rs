@@ -38,6 +38,15 @@ pub const PASSWORD_EXPIRED: &str = "password-expired";
 /// `sweep_at_local`, `counts`, `expiring`, `expired`, `not_notified`, optional
 /// `organization` and `attachment_name`; see `config/templates/README.md`).
 pub const EXPIRY_DIGEST: &str = "expiry-digest";
+/// A self-service security code (the code is the sealed secret, `password` in the
+/// template).
+pub const SECURITY_CODE: &str = "security-code";
+/// "Your password was changed; if this wasn't you ...".
+pub const PASSWORD_CHANGED: &str = "password-changed";
+/// A user's "contact an administrator" request, to the administrators.
+pub const RESET_REQUEST: &str = "reset-request";
+/// A first-password link (the link's token is the sealed secret).
+pub const WELCOME: &str = "welcome";
 
 /// The template variable that names a message's attachment file.
 pub const ATTACHMENT_NAME_VARIABLE: &str = "attachment_name";
@@ -52,6 +61,10 @@ const KINDS: &[(&str, SampleContext)] = &[
     (PASSWORD_EXPIRING, sample_password_expiring),
     (PASSWORD_EXPIRED, sample_password_expired),
     (EXPIRY_DIGEST, sample_expiry_digest),
+    (SECURITY_CODE, sample_security_code),
+    (PASSWORD_CHANGED, sample_password_changed),
+    (RESET_REQUEST, sample_reset_request),
+    (WELCOME, sample_welcome),
 ];
 
 /// The auto-escape mode of `.csv` templates.
@@ -114,6 +127,54 @@ const BUILTIN: &[(&str, &str)] = &[
         "expiry-digest.csv",
         include_str!("../../config/templates/expiry-digest.csv"),
     ),
+    (
+        "security-code.subject.txt",
+        include_str!("../../config/templates/security-code.subject.txt"),
+    ),
+    (
+        "security-code.txt",
+        include_str!("../../config/templates/security-code.txt"),
+    ),
+    (
+        "security-code.html",
+        include_str!("../../config/templates/security-code.html"),
+    ),
+    (
+        "password-changed.subject.txt",
+        include_str!("../../config/templates/password-changed.subject.txt"),
+    ),
+    (
+        "password-changed.txt",
+        include_str!("../../config/templates/password-changed.txt"),
+    ),
+    (
+        "password-changed.html",
+        include_str!("../../config/templates/password-changed.html"),
+    ),
+    (
+        "reset-request.subject.txt",
+        include_str!("../../config/templates/reset-request.subject.txt"),
+    ),
+    (
+        "reset-request.txt",
+        include_str!("../../config/templates/reset-request.txt"),
+    ),
+    (
+        "reset-request.html",
+        include_str!("../../config/templates/reset-request.html"),
+    ),
+    (
+        "welcome.subject.txt",
+        include_str!("../../config/templates/welcome.subject.txt"),
+    ),
+    (
+        "welcome.txt",
+        include_str!("../../config/templates/welcome.txt"),
+    ),
+    (
+        "welcome.html",
+        include_str!("../../config/templates/welcome.html"),
+    ),
 ];
 
 fn sample_temporary_password() -> serde_json::Value {
@@ -123,6 +184,44 @@ fn sample_temporary_password() -> serde_json::Value {
         "password": "Sample-Temp-Pass-42",
         "require_change": true,
         "reset_by": "helpdesk",
+        "public_url": "https://lockbridge.example.org",
+    })
+}
+
+fn sample_security_code() -> serde_json::Value {
+    json!({
+        "display_name": "Ada Lovelace",
+        "user_name": "ada",
+        "password": "48213307",
+        "valid_minutes": 10,
+    })
+}
+
+fn sample_password_changed() -> serde_json::Value {
+    json!({
+        "display_name": "Ada Lovelace",
+        "user_name": "ada",
+        "changed_at": "Monday 3 March 2025, 14:00 UTC",
+        "how": "reset with the self-service page after verification",
+        "public_url": "https://lockbridge.example.org",
+    })
+}
+
+fn sample_reset_request() -> serde_json::Value {
+    json!({
+        "display_name": "Ada Lovelace",
+        "user_name": "ada",
+        "requested_at": "Monday 3 March 2025, 14:00 UTC",
+        "request_id": "0190b8a4-7c1e-7d7a-9d4e-3b2a1c0f9e8d",
+    })
+}
+
+fn sample_welcome() -> serde_json::Value {
+    json!({
+        "display_name": "Ada Lovelace",
+        "user_name": "ada",
+        "password": "x7Qb1m9ZkLr2Vd4Ew8Ty",
+        "expires_at": "Tuesday 4 March 2025, 14:00 UTC",
         "public_url": "https://lockbridge.example.org",
     })
 }
