@@ -10,6 +10,7 @@ pub mod access;
 pub mod expiry;
 pub mod protection;
 pub mod provision;
+pub mod self_service;
 pub mod sign_in;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use serde_json::json;
 
 pub use access::{Actor, Authority, RoleGroups, Scope, ScopedRole, SignedIn};
 pub use protection::{Protection, ProtectionSettings};
+pub use self_service::{SelfServiceAccounts, SelfServiceChange, SelfServiceUser};
 pub use sign_in::{ProvisionedState, SignInChange};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome, TimedEvent};
@@ -199,6 +201,8 @@ pub struct AccountService {
     audit: AuditLog,
     public_url: String,
     retry_after_secs: u64,
+    /// `None`: self-service is off (no reset requests).
+    self_service: Option<SelfServiceAccounts>,
 }
 
 impl AccountService {
@@ -212,6 +216,7 @@ impl AccountService {
         audit: AuditLog,
         public_url: String,
         retry_after_secs: u64,
+        self_service: Option<SelfServiceAccounts>,
     ) -> Arc<Self> {
         Arc::new(Self {
             directory,
@@ -222,7 +227,13 @@ impl AccountService {
             audit,
             public_url,
             retry_after_secs,
+            self_service,
         })
+    }
+
+    /// The organisation's password rules (the self-service pages show them).
+    pub fn password_rules(&self) -> &PasswordRules {
+        &self.rules
     }
 
     pub fn directory(&self) -> &Directory {
@@ -638,6 +649,9 @@ impl AccountService {
                     delivery_failed = true;
                 }
             }
+        }
+        if partial.is_none() {
+            self.close_reset_request(&user.dn, &actor.name).await;
         }
         // Shown when asked for, and when it was not queued: never lose a password that
         // may be in force.

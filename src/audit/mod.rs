@@ -33,6 +33,11 @@ pub enum Action {
     SignInUnblocked,
     SignedIn,
     SignedOut,
+    SelfServiceReset,
+    PasswordChanged,
+    ResetRequested,
+    ResetRequestDismissed,
+    SelfServiceVerificationFailed,
 }
 
 impl Action {
@@ -55,6 +60,11 @@ impl Action {
             Action::SignInUnblocked => "sign_in.unblocked",
             Action::SignedIn => "session.signed_in",
             Action::SignedOut => "session.signed_out",
+            Action::SelfServiceReset => "password.self_service.reset",
+            Action::PasswordChanged => "password.changed",
+            Action::ResetRequested => "reset_request.opened",
+            Action::ResetRequestDismissed => "reset_request.dismissed",
+            Action::SelfServiceVerificationFailed => "self_service.verification.failed",
         }
     }
 }
@@ -122,6 +132,12 @@ pub enum Detail {
         password: &'static str,
         active: Option<bool>,
     },
+    /// A self-service change: the methods the user proved themselves with (`email`,
+    /// `sms`, `password`), never a code.
+    #[serde(rename_all = "camelCase")]
+    SelfService { verified_with: Vec<&'static str> },
+    #[serde(rename_all = "camelCase")]
+    ResetRequest { id: String },
     #[serde(rename_all = "camelCase")]
     Sweep {
         sweep_id: String,
