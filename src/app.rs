@@ -37,6 +37,7 @@ use crate::scim::provider::{ScimParts, ScimProvider, has_lockbridge_schema};
 use crate::scim::resource::{GroupMapping, GroupMappingSettings, UserMapping, UserMappingSettings};
 use crate::scim::routes::ScimState;
 use crate::scim::service::{DeleteMode, ScimSettings};
+use crate::selfservice::{Pages, SelfServiceSettings, SelfServiceState};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::sweep::engine::{SweepDeps, SweepSettings};
 use crate::sweep::routes::SweepState;
@@ -56,6 +57,8 @@ pub enum AppError {
     Schedule(#[from] ScheduleError),
     #[error("scim: {0}")]
     Scim(String),
+    #[error("self-service: {0}")]
+    SelfService(#[from] crate::selfservice::PagesError),
 }
 
 /// The directory settings from the configuration.
@@ -200,6 +203,33 @@ pub struct Services {
     pub bulk: BulkDeps,
     pub schedule: SweepSchedule,
     pub worker: OutboxWorker,
+    /// `None` when `[selfservice] enabled = false`.
+    pub selfservice: Option<SelfServiceState>,
+}
+
+fn selfservice_settings(config: &Config) -> SelfServiceSettings {
+    let s = &config.selfservice;
+    let public = &config.server.public_url;
+    let host = public
+        .split_once("://")
+        .map_or(public.as_str(), |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    SelfServiceSettings {
+        methods_required: usize::from(s.methods_required),
+        code_digits: s.code_digits,
+        code_valid: chrono::Duration::minutes(i64::from(s.code_valid_minutes)),
+        max_code_attempts: s.max_code_attempts,
+        starts_per_address_per_hour: s.starts_per_address_per_hour,
+        starts_per_account_per_hour: s.starts_per_account_per_hour,
+        organization: if s.organization.is_empty() {
+            host.to_owned()
+        } else {
+            s.organization.clone()
+        },
+        secure: public.starts_with("https://"),
+    }
 }
 
 fn expiry_settings(config: &Config) -> ExpirySettings {
@@ -382,6 +412,17 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         audit.clone(),
         config.server.public_url.clone(),
         config.directory.retry_after_secs,
+        config
+            .selfservice
+            .enabled
+            .then(|| crate::account::SelfServiceAccounts {
+                store: store.clone(),
+                request_recipients: if config.selfservice.request_recipients.is_empty() {
+                    config.sweep.admin_recipients.clone()
+                } else {
+                    config.selfservice.request_recipients.clone()
+                },
+            }),
     );
     let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));
     let bulk = BulkDeps {
@@ -410,6 +451,20 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             max_bulk_per_day: config.outbox.max_bulk_per_day,
         },
     };
+    let selfservice = if config.selfservice.enabled {
+        Some(SelfServiceState::new(
+            account.clone(),
+            store.clone(),
+            sweep.notifier.clone(),
+            audit.clone(),
+            None,
+            Pages::new(config.selfservice.templates_dir.as_deref())?,
+            derive_key(config.master_key.expose(), "selfservice"),
+            selfservice_settings(config),
+        ))
+    } else {
+        None
+    };
     let scim = if config.scim.enabled {
         Some(scim_provider(
             config,
@@ -422,6 +477,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         None
     };
     Ok(Services {
+        selfservice,
         scim,
         store,
         directory,
@@ -454,6 +510,7 @@ pub async fn serve(
         bulk,
         schedule,
         worker,
+        selfservice,
     } = services;
     // One authenticator, so its cache of recently checked tokens is shared.
     let auth = Authenticator::new(store.clone(), token_key(&config));
@@ -483,6 +540,7 @@ pub async fn serve(
             auth: auth.clone(),
         }),
         health: HealthState::new(directory, audit, auth.clone()),
+        selfservice,
         auth,
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),

@@ -26,6 +26,7 @@ pub mod http;
 pub mod notify;
 pub mod policy;
 pub mod scim;
+pub mod selfservice;
 pub mod store;
 pub mod sweep;
 pub mod types;

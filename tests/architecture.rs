@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["app"],
     &["http"],
-    &["admin", "bulk", "scim", "sweep"],
+    &["admin", "bulk", "scim", "selfservice", "sweep"],
     &["account"],
     &["auth", "audit", "notify"],
     &["directory", "store"],

@@ -63,6 +63,7 @@ pub struct Config {
     pub scim: ScimConfig,
     pub audit: AuditConfig,
     pub roles: RolesConfig,
+    pub selfservice: SelfServiceConfig,
     /// Absolute path of the SQLite file.
     pub store_path: PathBuf,
 }
@@ -195,6 +196,7 @@ impl FileConfig {
         self.sweep.validate(&server.public_url)?;
         self.scim.validate(&directory)?;
         self.audit.validate()?;
+        self.selfservice.validate()?;
         let mut roles = self.roles;
         roles.resolve(&directory)?;
 
@@ -213,6 +215,7 @@ impl FileConfig {
             scim: self.scim,
             audit: self.audit,
             roles,
+            selfservice: self.selfservice,
             store_path,
         })
     }

@@ -41,6 +41,8 @@ pub(super) struct FileConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub roles: RolesConfig,
+    #[serde(default)]
+    pub selfservice: SelfServiceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -958,6 +960,90 @@ impl AuditConfig {
                 "audit.seal_interval_secs",
                 "must be between 1 and 86400 (a day)",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// `[selfservice]`: the pages users reset and change their own password with
+/// (`/reset`, `/change`), and "contact an administrator".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfServiceConfig {
+    pub enabled: bool,
+    /// Verification methods a user without an administrator role must pass (1 or 2);
+    /// administrators always pass both.
+    pub methods_required: u8,
+    /// Digits of a security code (6 to 8).
+    pub code_digits: u8,
+    /// How long a code and the whole verification stay valid.
+    pub code_valid_minutes: u32,
+    /// Wrong codes before the verification starts over.
+    pub max_code_attempts: u32,
+    /// Verifications started per client address per hour, and per account per hour.
+    pub starts_per_address_per_hour: u32,
+    pub starts_per_account_per_hour: u32,
+    /// Where "contact an administrator" requests go; empty: `sweep.admin_recipients`.
+    pub request_recipients: Vec<String>,
+    /// Page templates and translations replacing the built-in ones, file by file.
+    pub templates_dir: Option<std::path::PathBuf>,
+    /// The name in the pages' header and in text messages; empty: `public_url`'s host.
+    pub organization: String,
+}
+
+impl Default for SelfServiceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            methods_required: 1,
+            code_digits: 8,
+            code_valid_minutes: 10,
+            max_code_attempts: 5,
+            starts_per_address_per_hour: 30,
+            starts_per_account_per_hour: 5,
+            request_recipients: Vec::new(),
+            templates_dir: None,
+            organization: String::new(),
+        }
+    }
+}
+
+impl SelfServiceConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=2).contains(&self.methods_required) {
+            return Err(key_err(
+                "selfservice.methods_required",
+                "must be 1 or 2 (administrators always need both)",
+            ));
+        }
+        if !(6..=8).contains(&self.code_digits) {
+            return Err(key_err("selfservice.code_digits", "must be 6, 7 or 8"));
+        }
+        if !(1..=60).contains(&self.code_valid_minutes) {
+            return Err(key_err(
+                "selfservice.code_valid_minutes",
+                "must be between 1 and 60",
+            ));
+        }
+        if !(1..=10).contains(&self.max_code_attempts) {
+            return Err(key_err(
+                "selfservice.max_code_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        if self.starts_per_address_per_hour == 0 || self.starts_per_account_per_hour == 0 {
+            return Err(key_err(
+                "selfservice.starts_per_address_per_hour",
+                "rate limits must be at least 1 (set selfservice.enabled = false to turn the pages off)",
+            ));
+        }
+        for address in &self.request_recipients {
+            if address.parse::<lettre::Address>().is_err() {
+                return Err(key_err(
+                    "selfservice.request_recipients",
+                    format!("`{address}` is not an email address"),
+                ));
+            }
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::{AuthError, Authenticator};
 use crate::scim::error::ScimError;
 use crate::scim::routes::{self as scim_routes, ScimState};
+use crate::selfservice::{ClientIp, SelfServiceState};
 use crate::sweep::routes::{self as sweep_routes, SweepState};
 
 /// Request bodies larger than this are refused with 413 (no endpoint needs more).
@@ -41,6 +42,8 @@ pub struct RouterParts {
     pub sweep: SweepState,
     pub bulk: BulkState,
     pub health: HealthState,
+    /// `None`: the self-service pages are off.
+    pub selfservice: Option<SelfServiceState>,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
@@ -147,6 +150,26 @@ pub fn router(parts: RouterParts) -> Router {
     let mut app = Router::new().nest("/api/v1", api);
     if let Some(scim) = scim {
         app = app.nest("/scim/v2", scim);
+    }
+    if let Some(state) = parts.selfservice {
+        let proxies = proxies.clone();
+        app = app.merge(
+            crate::selfservice::routes(state).layer(axum::middleware::from_fn(
+                move |mut req: Request<axum::body::Body>, next: axum::middleware::Next| {
+                    let proxies = proxies.clone();
+                    async move {
+                        let client = req
+                            .extensions()
+                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                            .map(|c| proxies.client_address(c.0.ip(), req.headers()));
+                        if let Some(ip) = client {
+                            req.extensions_mut().insert(ClientIp(ip));
+                        }
+                        next.run(req).await
+                    }
+                },
+            )),
+        );
     }
     app.merge(ops)
         .fallback(not_found)

@@ -1,0 +1,1147 @@
+//! The self-service HTTP handlers. Each form carries a CSRF token equal to the
+//! `lb_csrf` cookie; a verification in progress is bound to the browser by the
+//! `lb_flow` cookie (only its keyed hash is stored). Both cookies are `HttpOnly`,
+//! `SameSite=Strict`, and `Secure` when lockbridge is served over HTTPS.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use base64::Engine;
+use chrono::Utc;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::flow::{CodeCheck, FlowState, Method, mask_email, mask_phone, new_code};
+use super::pages::{Pages, STATIC_FILES};
+use crate::account::{AccountError, AccountService, SelfServiceUser, rejection_code};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::notify::{Notifier, SECURITY_CODE};
+use crate::policy::Violation;
+use crate::store::{FlowRecord, NewFlow, Store};
+use crate::types::Secret;
+
+const CSRF_COOKIE: &str = "lb_csrf";
+const FLOW_COOKIE: &str = "lb_flow";
+const RESET_PURPOSE: &str = "reset";
+/// Codes sent per verification, all methods together (each send is a mail or a text).
+const MAX_SENDS: u32 = 5;
+/// Every answer to a submitted user name takes at least this long, so that unknown
+/// accounts, accounts without methods and real ones cannot be told apart by timing.
+const ANSWER_FLOOR: StdDuration = StdDuration::from_millis(400);
+
+/// The client address of a request, after the trusted proxies (set by `http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// Sends text messages (SMS) to mobile phones.
+#[async_trait]
+pub trait TextMessages: Send + Sync {
+    /// Sends `text` to `to`. The error says what failed without repeating the text.
+    async fn send_text(&self, to: &str, text: &Secret) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct SelfServiceSettings {
+    /// Methods users without an administrator role must pass (administrators: 2).
+    pub methods_required: usize,
+    pub code_digits: u8,
+    pub code_valid: chrono::Duration,
+    pub max_code_attempts: u32,
+    pub starts_per_address_per_hour: u32,
+    pub starts_per_account_per_hour: u32,
+    /// Shown in the pages' header and in text messages.
+    pub organization: String,
+    /// Served over HTTPS: cookies get `Secure`, and HSTS is sent.
+    pub secure: bool,
+}
+
+#[derive(Clone)]
+pub struct SelfServiceState(Arc<Inner>);
+
+struct Inner {
+    account: Arc<AccountService>,
+    store: Arc<dyn Store>,
+    notifier: Notifier,
+    audit: AuditLog,
+    sms: Option<Arc<dyn TextMessages>>,
+    pages: Pages,
+    key: [u8; 32],
+    settings: SelfServiceSettings,
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    by_account: DefaultKeyedRateLimiter<String>,
+}
+
+impl SelfServiceState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        account: Arc<AccountService>,
+        store: Arc<dyn Store>,
+        notifier: Notifier,
+        audit: AuditLog,
+        sms: Option<Arc<dyn TextMessages>>,
+        pages: Pages,
+        key: [u8; 32],
+        settings: SelfServiceSettings,
+    ) -> Self {
+        let hourly = |n: u32| {
+            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            Quota::with_period(StdDuration::from_secs(3600) / n.get())
+                .unwrap_or_else(|| Quota::per_hour(n))
+                .allow_burst(n)
+        };
+        let by_address = RateLimiter::keyed(hourly(settings.starts_per_address_per_hour));
+        let by_account = RateLimiter::keyed(hourly(settings.starts_per_account_per_hour));
+        SelfServiceState(Arc::new(Inner {
+            account,
+            store,
+            notifier,
+            audit,
+            sms,
+            pages,
+            key,
+            settings,
+            by_address,
+            by_account,
+        }))
+    }
+}
+
+pub fn routes(state: SelfServiceState) -> Router {
+    Router::new()
+        .route("/reset", get(reset_start).post(reset_submit))
+        .route("/reset/send", post(reset_send))
+        .route("/reset/code", post(reset_code))
+        .route("/reset/password", post(reset_password))
+        .route("/reset/contact-admin", post(contact_admin))
+        .route("/change", get(change_form).post(change_submit))
+        .route("/selfservice/static/{file}", get(static_file))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// Strict headers on every self-service answer: no framing, no inline script or style,
+/// no referrer, nothing cached.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "x-frame-options", "DENY");
+    set(headers, "referrer-policy", "no-referrer");
+    set(headers, "cross-origin-opener-policy", "same-origin");
+    set(
+        headers,
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, "cache-control", "no-store");
+    }
+    response
+}
+
+async fn static_file(Path(file): Path<String>) -> Response {
+    match STATIC_FILES.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// What every page needs: the language, the CSRF token (and the cookie jar that holds
+/// it), the request id for the audit log.
+struct Visit {
+    lang: String,
+    csrf: String,
+    jar: CookieJar,
+    request_id: Option<String>,
+    client: Option<IpAddr>,
+}
+
+impl SelfServiceState {
+    fn visit(&self, headers: &HeaderMap, jar: CookieJar, client: Option<ClientIp>) -> Visit {
+        let lang = self.0.pages.language(
+            headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let (csrf, jar) = match jar.get(CSRF_COOKIE).map(|c| c.value().to_owned()) {
+            Some(value) if value.len() == 43 => (value, jar),
+            _ => {
+                let value = random_token();
+                let jar = jar.add(self.cookie(CSRF_COOKIE, value.clone()));
+                (value, jar)
+            }
+        };
+        Visit {
+            lang,
+            csrf,
+            jar,
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            client: client.map(|c| c.0),
+        }
+    }
+
+    fn cookie(&self, name: &'static str, value: String) -> Cookie<'static> {
+        Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .secure(self.0.settings.secure)
+            .same_site(SameSite::Strict)
+            .build()
+    }
+
+    fn render(
+        &self,
+        visit: Visit,
+        status: StatusCode,
+        template: &str,
+        mut context: Value,
+    ) -> Response {
+        if let Some(object) = context.as_object_mut() {
+            object.insert("csrf".into(), visit.csrf.clone().into());
+            object.insert(
+                "organization".into(),
+                self.0.settings.organization.clone().into(),
+            );
+        }
+        match self.0.pages.render(template, &visit.lang, context) {
+            Ok(html) => (
+                status,
+                visit.jar,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                html,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "a self-service page did not render");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page could not be shown",
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    /// A page of text: `title` and paragraphs, an optional "contact an administrator"
+    /// button and a link onwards.
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &self,
+        visit: Visit,
+        status: StatusCode,
+        title: &str,
+        texts: &[&str],
+        contact_form: bool,
+        next: Option<(&str, &str)>,
+        user_name: Option<&str>,
+    ) -> Response {
+        self.render(
+            visit,
+            status,
+            "message.html",
+            json!({
+                "title_key": title,
+                "text_keys": texts,
+                "contact_form": contact_form,
+                "next_url": next.map(|n| n.0),
+                "next_key": next.map(|n| n.1),
+                "minutes": self.0.settings.code_valid.num_minutes(),
+                "user_name": user_name,
+            }),
+        )
+    }
+
+    fn csrf_refused(&self, visit: Visit) -> Response {
+        self.message(
+            visit,
+            StatusCode::FORBIDDEN,
+            "csrf.title",
+            &["csrf.text"],
+            false,
+            Some(("/reset", "action.start_again")),
+            None,
+        )
+    }
+
+    fn rate_limited(&self, visit: Visit, wait: u64) -> Response {
+        let mut response = self.message(
+            visit,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate.title",
+            &["rate.text"],
+            false,
+            None,
+            None,
+        );
+        if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+
+    fn flow_ended(&self, mut visit: Visit) -> Response {
+        visit.jar = visit.jar.remove(Cookie::build(FLOW_COOKIE).path("/"));
+        self.message(
+            visit,
+            StatusCode::BAD_REQUEST,
+            "flow.expired.title",
+            &["flow.expired.text"],
+            false,
+            Some(("/reset", "action.start_again")),
+            None,
+        )
+    }
+
+    fn unavailable(&self, visit: Visit) -> Response {
+        self.message(
+            visit,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "app.title",
+            &["error.unavailable"],
+            false,
+            None,
+            None,
+        )
+    }
+
+    /// Counts one attempt against the client address and the account's limits.
+    fn admit(&self, client: Option<IpAddr>, user_name: &str) -> Result<(), u64> {
+        let wait = |e: governor::NotUntil<<DefaultClock as Clock>::Instant>| {
+            e.wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        };
+        if let Some(ip) = client {
+            self.0.by_address.check_key(&ip).map_err(wait)?;
+        }
+        self.0
+            .by_account
+            .check_key(&user_name.trim().to_lowercase())
+            .map_err(wait)
+    }
+
+    fn flow_hash(&self, token: &str) -> Vec<u8> {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0.key).expect("HMAC takes any key length");
+        mac.update(b"selfservice flow\0");
+        mac.update(token.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    async fn load_flow(&self, jar: &CookieJar) -> Result<Option<(FlowRecord, FlowState)>, ()> {
+        let Some(token) = jar.get(FLOW_COOKIE).map(|c| c.value().to_owned()) else {
+            return Ok(None);
+        };
+        let record = self
+            .0
+            .store
+            .find_flow(&self.flow_hash(&token), Utc::now())
+            .await
+            .map_err(|e| tracing::error!(error = %e, "could not read a self-service flow"))?;
+        Ok(record.and_then(|r| {
+            let state = serde_json::from_value::<FlowState>(r.state.clone()).ok()?;
+            (r.purpose == RESET_PURPOSE).then_some((r, state))
+        }))
+    }
+
+    /// Saves the flow if no other request changed it since it was read.
+    async fn save_flow(&self, record: &FlowRecord, state: &FlowState) -> Result<bool, ()> {
+        let value = serde_json::to_value(state)
+            .map_err(|e| tracing::error!(error = %e, "could not encode a self-service flow"))?;
+        self.0
+            .store
+            .update_flow(&record.id, record.version, &value, record.expires_at)
+            .await
+            .map_err(|e| tracing::error!(error = %e, "could not save a self-service flow"))
+    }
+
+    async fn end_flow(&self, record: &FlowRecord) {
+        if let Err(e) = self.0.store.delete_flow(&record.id).await {
+            tracing::warn!(error = %e, "could not end a self-service flow");
+        }
+    }
+
+    /// The account behind a flow, read again (its methods may have changed); `None`
+    /// when it is no longer the same account.
+    async fn flow_user(&self, state: &FlowState) -> Result<Option<SelfServiceUser>, AccountError> {
+        let Some(dn) = &state.user_dn else {
+            return Ok(None);
+        };
+        Ok(self
+            .0
+            .account
+            .self_service_user(&state.user_name)
+            .await?
+            .filter(|u| crate::directory::same_dn(&u.entry.dn, dn)))
+    }
+
+    fn methods_of(&self, user: &SelfServiceUser) -> Vec<Method> {
+        let mut methods = Vec::new();
+        if user
+            .entry
+            .alternate_mail
+            .as_deref()
+            .is_some_and(|a| a.trim().parse::<lettre::Address>().is_ok())
+        {
+            methods.push(Method::Email);
+        }
+        if self.0.sms.is_some()
+            && user
+                .entry
+                .mobile
+                .as_deref()
+                .is_some_and(|m| m.chars().filter(char::is_ascii_digit).count() >= 6)
+        {
+            methods.push(Method::Sms);
+        }
+        methods
+    }
+
+    fn destination(user: &SelfServiceUser, method: Method) -> String {
+        match method {
+            Method::Email => mask_email(user.entry.alternate_mail.as_deref().unwrap_or("")),
+            Method::Sms => mask_phone(user.entry.mobile.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Draws a code for `method`, records its hash in the flow, and sends it.
+    async fn send_code(
+        &self,
+        record: &FlowRecord,
+        state: &mut FlowState,
+        user: &SelfServiceUser,
+        method: Method,
+    ) -> Result<(), SendFailure> {
+        if state.sends >= MAX_SENDS {
+            return Err(SendFailure::TooMany);
+        }
+        let now = Utc::now();
+        let code = new_code(self.0.settings.code_digits);
+        let valid = self.0.settings.code_valid;
+        state.issue(&self.0.key, &record.id, method, &code, valid, now);
+        state.sends += 1;
+        match self.save_flow(record, state).await {
+            Ok(true) => {}
+            Ok(false) => return Err(SendFailure::Raced),
+            Err(()) => return Err(SendFailure::Unavailable),
+        }
+        let entry = &user.entry;
+        match method {
+            Method::Email => {
+                let to = entry.alternate_mail.as_deref().unwrap_or("").trim();
+                let context = json!({
+                    "display_name": entry.display_name.clone().unwrap_or_else(|| entry.user_name.clone()),
+                    "user_name": entry.user_name,
+                    "valid_minutes": valid.num_minutes(),
+                });
+                self.0
+                    .notifier
+                    .enqueue_until(SECURITY_CODE, to, context, Some(&code), now + valid)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(user.dn = %entry.dn, error = %e, "could not queue a security code");
+                        SendFailure::Unavailable
+                    })?;
+            }
+            Method::Sms => {
+                let Some(sms) = &self.0.sms else {
+                    return Err(SendFailure::Unavailable);
+                };
+                let to = entry.mobile.as_deref().unwrap_or("");
+                let text = Secret::new(format!(
+                    "{} security code: {}. Valid {} minutes. Never share it.",
+                    self.0.settings.organization,
+                    code.expose(),
+                    valid.num_minutes()
+                ));
+                sms.send_text(to, &text).await.map_err(|e| {
+                    tracing::error!(user.dn = %entry.dn, error = %e, "could not send a security code by text message");
+                    SendFailure::Unavailable
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The page that asks for the code just sent.
+    fn code_page(
+        &self,
+        visit: Visit,
+        status: StatusCode,
+        state: &FlowState,
+        user: &SelfServiceUser,
+        method: Method,
+        error: Option<String>,
+    ) -> Response {
+        self.render(
+            visit,
+            status,
+            "reset-code.html",
+            json!({
+                "method": method.as_str(),
+                "to": Self::destination(user, method),
+                "step": state.verified.len() + 1,
+                "total": state.required,
+                "minutes": self.0.settings.code_valid.num_minutes(),
+                "digits": self.0.settings.code_digits,
+                "error": error,
+            }),
+        )
+    }
+
+    fn choose_page(&self, visit: Visit, state: &FlowState, user: &SelfServiceUser) -> Response {
+        let methods: Vec<Value> = state
+            .remaining()
+            .into_iter()
+            .map(|m| json!({"method": m.as_str(), "to": Self::destination(user, m)}))
+            .collect();
+        self.render(
+            visit,
+            StatusCode::OK,
+            "reset-choose.html",
+            json!({
+                "methods": methods,
+                "step": state.verified.len() + 1,
+                "total": state.required,
+            }),
+        )
+    }
+
+    fn password_page(
+        &self,
+        visit: Visit,
+        status: StatusCode,
+        template_context: Value,
+        errors: Vec<String>,
+    ) -> Response {
+        let rules = self.0.account.password_rules();
+        let mut context = template_context;
+        if let Some(object) = context.as_object_mut() {
+            object.insert(
+                "rules".into(),
+                json!({
+                    "min_length": rules.min_length,
+                    "max_length": rules.max_length,
+                    "min_classes": rules.min_character_classes,
+                }),
+            );
+            if !errors.is_empty() {
+                object.insert("error".into(), errors.join(" ").into());
+            }
+        }
+        self.render(visit, status, "new-password.html", context)
+    }
+
+    /// The texts that say why a password change was refused, in the page's language.
+    fn refusal_texts(&self, lang: &str, e: &AccountError) -> (StatusCode, Vec<String>) {
+        let text = |key: &str| self.0.pages.text(lang, key);
+        match e {
+            AccountError::PolicyViolation(violations) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                violations
+                    .iter()
+                    .map(|v| {
+                        let t = text(&format!("violation.{}", v.code()));
+                        match v {
+                            Violation::TooShort { min, .. } => t.replace("{min}", &min.to_string()),
+                            Violation::TooLong { max } => t.replace("{max}", &max.to_string()),
+                            Violation::TooFewCharacterClasses { required, .. } => {
+                                t.replace("{required}", &required.to_string())
+                            }
+                            _ => t,
+                        }
+                    })
+                    .collect(),
+            ),
+            AccountError::DirectoryRefused(r) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vec![text(&format!("error.{}", rejection_code(r)))],
+            ),
+            AccountError::SignInRefused | AccountError::AccountLocked => (
+                StatusCode::UNAUTHORIZED,
+                vec![text("error.sign_in_refused")],
+            ),
+            AccountError::InvalidRequest(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vec![text("error.invalid_request")],
+            ),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![text("error.unavailable")],
+            ),
+        }
+    }
+}
+
+enum SendFailure {
+    TooMany,
+    Raced,
+    Unavailable,
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn csrf_ok(visit: &Visit, submitted: &str) -> bool {
+    !submitted.is_empty() && bool::from(visit.csrf.as_bytes().ct_eq(submitted.as_bytes()))
+}
+
+async fn floor(started: Instant) {
+    tokio::time::sleep_until((started + ANSWER_FLOOR).into()).await;
+}
+
+async fn reset_start(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    s.render(visit, StatusCode::OK, "reset-start.html", json!({}))
+}
+
+#[derive(Deserialize)]
+struct UserNameForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user_name: String,
+}
+
+async fn reset_submit(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+    jar: CookieJar,
+    Form(form): Form<UserNameForm>,
+) -> Response {
+    let started = Instant::now();
+    let visit = s.visit(&headers, jar, client.map(|c| c.0));
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let user_name = form.user_name.trim().to_owned();
+    if user_name.is_empty() {
+        return s.render(
+            visit,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reset-start.html",
+            json!({"error": s.0.pages.text(&visit_lang(&headers, &s), "field.user_name")}),
+        );
+    }
+    if let Err(wait) = s.admit(visit.client, &user_name) {
+        return s.rate_limited(visit, wait);
+    }
+    let user = match s.0.account.self_service_user(&user_name).await {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::error!(error = %e, "self-service could not look an account up");
+            return s.unavailable(visit);
+        }
+    };
+    let (dn, methods, required) = match &user {
+        Some(u) => (
+            Some(u.entry.dn.clone()),
+            s.methods_of(u),
+            if u.is_admin {
+                2
+            } else {
+                s.0.settings.methods_required
+            },
+        ),
+        None => (None, Vec::new(), s.0.settings.methods_required),
+    };
+    let mut state = FlowState::new(&user_name, dn, methods, required);
+    let token = random_token();
+    let now = Utc::now();
+    let record = FlowRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        purpose: RESET_PURPOSE.into(),
+        state: Value::Null,
+        version: 0,
+        created_at: now,
+        expires_at: now + s.0.settings.code_valid,
+    };
+    let saved =
+        s.0.store
+            .insert_flow(
+                &NewFlow {
+                    id: record.id.clone(),
+                    hash: s.flow_hash(&token),
+                    purpose: RESET_PURPOSE.into(),
+                    state: serde_json::to_value(&state).unwrap_or(Value::Null),
+                    created_at: now,
+                    expires_at: record.expires_at,
+                },
+                now,
+            )
+            .await;
+    if let Err(e) = saved {
+        tracing::error!(error = %e, "could not save a self-service flow");
+        return s.unavailable(visit);
+    }
+    let mut visit = visit;
+    visit.jar = visit.jar.add(s.cookie(FLOW_COOKIE, token));
+
+    let response = match user.filter(|_| state.can_verify()) {
+        None => s.message(
+            visit,
+            StatusCode::OK,
+            "contact.title",
+            &["contact.text", "contact.ask"],
+            true,
+            None,
+            Some(&user_name),
+        ),
+        Some(user) if state.must_choose() => s.choose_page(visit, &state, &user),
+        Some(user) => {
+            let method = state.remaining()[0];
+            match s.send_code(&record, &mut state, &user, method).await {
+                Ok(()) => s.code_page(visit, StatusCode::OK, &state, &user, method, None),
+                Err(SendFailure::TooMany) => s.rate_limited(visit, 600),
+                Err(SendFailure::Raced | SendFailure::Unavailable) => s.unavailable(visit),
+            }
+        }
+    };
+    floor(started).await;
+    response
+}
+
+fn visit_lang(headers: &HeaderMap, s: &SelfServiceState) -> String {
+    s.0.pages.language(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+#[derive(Deserialize)]
+struct SendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    method: String,
+}
+
+async fn reset_send(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<SendForm>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let Ok(found) = s.load_flow(&visit.jar).await else {
+        return s.unavailable(visit);
+    };
+    let Some((record, mut state)) = found else {
+        return s.flow_ended(visit);
+    };
+    let user = match s.flow_user(&state).await {
+        Ok(Some(user)) if state.can_verify() => user,
+        Ok(_) => return s.flow_ended(visit),
+        Err(_) => return s.unavailable(visit),
+    };
+    let Some(method) = Method::parse(&form.method).filter(|m| state.remaining().contains(m)) else {
+        return s.choose_page(visit, &state, &user);
+    };
+    match s.send_code(&record, &mut state, &user, method).await {
+        Ok(()) => s.code_page(visit, StatusCode::OK, &state, &user, method, None),
+        Err(SendFailure::TooMany) => s.rate_limited(visit, 600),
+        Err(SendFailure::Raced) => s.flow_ended(visit),
+        Err(SendFailure::Unavailable) => s.unavailable(visit),
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+async fn reset_code(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let Ok(found) = s.load_flow(&visit.jar).await else {
+        return s.unavailable(visit);
+    };
+    let Some((record, mut state)) = found else {
+        return s.flow_ended(visit);
+    };
+    let user = match s.flow_user(&state).await {
+        Ok(Some(user)) if state.can_verify() => user,
+        Ok(_) => return s.flow_ended(visit),
+        Err(_) => return s.unavailable(visit),
+    };
+    let pending_method = state.pending.as_ref().map(|p| p.method);
+    let outcome = state.check(
+        &s.0.key,
+        &record.id,
+        &Secret::new(form.code),
+        s.0.settings.max_code_attempts,
+        Utc::now(),
+    );
+    match s.save_flow(&record, &state).await {
+        Ok(true) => {}
+        // Another request of this browser spent or changed the code first.
+        Ok(false) => return s.flow_ended(visit),
+        Err(()) => return s.unavailable(visit),
+    }
+    let lang = visit.lang.clone();
+    match outcome {
+        CodeCheck::Verified(_) if state.is_verified() => s.password_page(
+            visit,
+            StatusCode::OK,
+            json!({
+                "title_key": "reset.password.title",
+                "action": "/reset/password",
+                "user_name": user.entry.user_name,
+            }),
+            Vec::new(),
+        ),
+        CodeCheck::Verified(_) if state.must_choose() => s.choose_page(visit, &state, &user),
+        CodeCheck::Verified(_) => {
+            let method = state.remaining()[0];
+            let Ok(Some((record, mut state))) = s.load_flow(&visit.jar).await else {
+                return s.flow_ended(visit);
+            };
+            match s.send_code(&record, &mut state, &user, method).await {
+                Ok(()) => s.code_page(visit, StatusCode::OK, &state, &user, method, None),
+                Err(SendFailure::TooMany) => s.rate_limited(visit, 600),
+                Err(SendFailure::Raced) => s.flow_ended(visit),
+                Err(SendFailure::Unavailable) => s.unavailable(visit),
+            }
+        }
+        CodeCheck::Wrong { left } => {
+            let method = pending_method.unwrap_or(Method::Email);
+            let error =
+                s.0.pages
+                    .text(&lang, "code.wrong")
+                    .replace("{left}", &left.to_string());
+            s.code_page(
+                visit,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &state,
+                &user,
+                method,
+                Some(error),
+            )
+        }
+        CodeCheck::NoneSent => {
+            let method = state.remaining().first().copied().unwrap_or(Method::Email);
+            let error = s.0.pages.text(&lang, "code.missing");
+            s.code_page(
+                visit,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &state,
+                &user,
+                method,
+                Some(error),
+            )
+        }
+        CodeCheck::Expired => {
+            let method = pending_method.unwrap_or(Method::Email);
+            let mut visit = visit;
+            visit.lang = lang;
+            s.render(
+                visit,
+                StatusCode::GONE,
+                "reset-code.html",
+                json!({
+                    "method": method.as_str(),
+                    "to": SelfServiceState::destination(&user, method),
+                    "step": state.verified.len() + 1,
+                    "total": state.required,
+                    "minutes": s.0.settings.code_valid.num_minutes(),
+                    "digits": s.0.settings.code_digits,
+                    "error": s.0.pages.text(&visit_lang(&headers, &s), "code.expired.title"),
+                    "hint": s.0.pages.text(&visit_lang(&headers, &s), "code.expired.text")
+                        .replace("{minutes}", &s.0.settings.code_valid.num_minutes().to_string()),
+                }),
+            )
+        }
+        CodeCheck::TooManyTries => {
+            s.end_flow(&record).await;
+            let _ =
+                s.0.audit
+                    .record(AuditEvent {
+                        actor: user.entry.user_name.clone(),
+                        action: Action::SelfServiceVerificationFailed,
+                        target: Some(user.entry.user_name.clone()),
+                        outcome: Outcome::Refused("too_many_wrong_codes"),
+                        detail: None,
+                        request_id: visit.request_id.clone(),
+                    })
+                    .await;
+            let mut visit = visit;
+            visit.jar = visit.jar.remove(Cookie::build(FLOW_COOKIE).path("/"));
+            s.message(
+                visit,
+                StatusCode::FORBIDDEN,
+                "tries.title",
+                &["tries.text"],
+                false,
+                Some(("/reset", "action.start_again")),
+                None,
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn reset_password(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let Ok(found) = s.load_flow(&visit.jar).await else {
+        return s.unavailable(visit);
+    };
+    let Some((record, state)) = found.filter(|(_, state)| state.is_verified()) else {
+        return s.flow_ended(visit);
+    };
+    let user = match s.flow_user(&state).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return s.flow_ended(visit),
+        Err(_) => return s.unavailable(visit),
+    };
+    let page = json!({
+        "title_key": "reset.password.title",
+        "action": "/reset/password",
+        "user_name": user.entry.user_name,
+    });
+    if form.password != form.confirm {
+        let error = s.0.pages.text(&visit.lang, "error.mismatch");
+        return s.password_page(visit, StatusCode::UNPROCESSABLE_ENTITY, page, vec![error]);
+    }
+    let verified_with = state.verified.iter().map(|m| m.as_str()).collect();
+    match s
+        .0
+        .account
+        .reset_own_password(
+            &user.entry,
+            &Secret::new(form.password),
+            verified_with,
+            visit.request_id.clone(),
+        )
+        .await
+    {
+        Ok(()) => {
+            s.end_flow(&record).await;
+            let mut visit = visit;
+            visit.jar = visit.jar.remove(Cookie::build(FLOW_COOKIE).path("/"));
+            s.message(
+                visit,
+                StatusCode::OK,
+                "done.reset.title",
+                &["done.reset.text"],
+                false,
+                None,
+                None,
+            )
+        }
+        Err(e) => {
+            let (status, errors) = s.refusal_texts(&visit.lang, &e);
+            s.password_page(visit, status, page, errors)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn contact_admin(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let started = Instant::now();
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let Ok(found) = s.load_flow(&visit.jar).await else {
+        return s.unavailable(visit);
+    };
+    let Some((record, state)) = found else {
+        return s.flow_ended(visit);
+    };
+    // An unknown account gets the same answer, and nothing is sent.
+    if state.user_dn.is_some() {
+        match s.flow_user(&state).await {
+            Ok(Some(user)) => {
+                if let Err(e) =
+                    s.0.account
+                        .request_admin_reset(&user.entry, visit.request_id.clone())
+                        .await
+                {
+                    tracing::error!(error = %e, "could not record a reset request");
+                    return s.unavailable(visit);
+                }
+            }
+            Ok(None) => {}
+            Err(_) => return s.unavailable(visit),
+        }
+    }
+    s.end_flow(&record).await;
+    let mut visit = visit;
+    visit.jar = visit.jar.remove(Cookie::build(FLOW_COOKIE).path("/"));
+    let response = s.message(
+        visit,
+        StatusCode::OK,
+        "contact.sent.title",
+        &["contact.sent.text"],
+        false,
+        None,
+        None,
+    );
+    floor(started).await;
+    response
+}
+
+async fn change_form(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    s.password_page(visit, StatusCode::OK, change_page(""), Vec::new())
+}
+
+fn change_page(user_name: &str) -> Value {
+    json!({
+        "title_key": "change.title",
+        "action": "/change",
+        "ask_user_name": true,
+        "ask_current": true,
+        "user_name_value": user_name,
+    })
+}
+
+#[derive(Deserialize)]
+struct ChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user_name: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn change_submit(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+    jar: CookieJar,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let started = Instant::now();
+    let visit = s.visit(&headers, jar, client.map(|c| c.0));
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let user_name = form.user_name.trim().to_owned();
+    let page = change_page(&user_name);
+    if form.password != form.confirm {
+        let error = s.0.pages.text(&visit.lang, "error.mismatch");
+        return s.password_page(visit, StatusCode::UNPROCESSABLE_ENTITY, page, vec![error]);
+    }
+    if let Err(wait) = s.admit(visit.client, &user_name) {
+        return s.rate_limited(visit, wait);
+    }
+    let result =
+        s.0.account
+            .change_own_password(
+                &user_name,
+                &Secret::new(form.current),
+                &Secret::new(form.password),
+                visit.request_id.clone(),
+            )
+            .await;
+    let response = match result {
+        Ok(_) => s.message(
+            visit,
+            StatusCode::OK,
+            "done.change.title",
+            &["done.change.text"],
+            false,
+            Some(("/change", "action.sign_in_again")),
+            None,
+        ),
+        Err(e) => {
+            let (status, errors) = s.refusal_texts(&visit.lang, &e);
+            s.password_page(visit, status, page, errors)
+        }
+    };
+    floor(started).await;
+    response
+}
