@@ -19,7 +19,7 @@ use crate::auth::{
 };
 use crate::directory::UserEntry;
 use crate::notify::Notifier;
-use crate::store::{AuditQuery, AuditRecord};
+use crate::store::{AuditQuery, AuditRecord, ResetRequestRecord};
 use crate::types::Secret;
 
 /// A user search never holds more than this many entries in memory.
@@ -63,6 +63,8 @@ pub fn routes(state: AdminState) -> Router {
         )
         .route("/sessions", post(sign_in))
         .route("/sessions/current", axum::routing::delete(sign_out))
+        .route("/reset-requests", get(list_reset_requests))
+        .route("/reset-requests/{id}/dismiss", post(dismiss_reset_request))
         .route("/users/{user_name}/unlock", post(unlock))
         .route("/users/{user_name}/block", post(block))
         .route("/users/{user_name}/unblock", post(unblock))
@@ -792,4 +794,123 @@ pub async fn list_dead_letters(
             .collect(),
         next,
     }))
+}
+
+/// Which reset requests to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ResetRequestParams {
+    /// `open`, `closed` (the password was reset) or `dismissed`; all when absent.
+    status: Option<String>,
+    /// Only requests older than this one (the `next` value of the previous page).
+    before: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<u32>,
+}
+
+/// A user's "contact an administrator" request.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetRequestView {
+    pub id: String,
+    pub user_name: String,
+    /// `open`, `closed` or `dismissed`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Who reset the password or dismissed the request.
+    pub closed_by: Option<String>,
+    /// Why it was dismissed.
+    pub reason: Option<String>,
+}
+
+impl From<ResetRequestRecord> for ResetRequestView {
+    fn from(r: ResetRequestRecord) -> Self {
+        ResetRequestView {
+            id: r.id,
+            user_name: r.user_name,
+            status: r.status,
+            created_at: r.created_at,
+            closed_at: r.closed_at,
+            closed_by: r.closed_by,
+            reason: r.reason,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetRequestPage {
+    pub requests: Vec<ResetRequestView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Users' "contact an administrator" requests, newest first. A request closes by itself
+/// when an administrator resets that user's password.
+#[utoipa::path(get, path = "/api/v1/reset-requests", params(ResetRequestParams),
+    responses((status = 200, body = ResetRequestPage), (status = 400), (status = 401), (status = 403), (status = 503)),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn list_reset_requests(
+    State(state): State<AdminState>,
+    _caller: Require<ReadUsers>,
+    params: Result<Query<ResetRequestParams>, QueryRejection>,
+) -> Result<Json<ResetRequestPage>, AdminError> {
+    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(AdminError::BadRequest(format!(
+            "limit is {limit}; use a value from 1 to 500"
+        )));
+    }
+    if let Some(status) = params.status.as_deref()
+        && !["open", "closed", "dismissed"].contains(&status)
+    {
+        return Err(AdminError::BadRequest(format!(
+            "status is `{status}`; use open, closed or dismissed, or leave it out for all"
+        )));
+    }
+    let requests = state
+        .account
+        .reset_requests(params.status.as_deref(), params.before.as_deref(), limit)
+        .await?;
+    let next = (requests.len() == limit as usize)
+        .then(|| requests.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(ResetRequestPage {
+        requests: requests.into_iter().map(ResetRequestView::from).collect(),
+        next,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DismissBody {
+    /// Why (1 to 500 characters), kept with the request.
+    pub reason: String,
+}
+
+/// Dismiss an open request without resetting the password (the caller must be allowed
+/// to reset that user's password).
+#[utoipa::path(post, path = "/api/v1/reset-requests/{id}/dismiss",
+    params(("id" = String, Path, description = "request id")),
+    request_body = DismissBody,
+    responses((status = 200, body = ResetRequestView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])), tag = "passwords")]
+pub async fn dismiss_reset_request(
+    State(state): State<AdminState>,
+    // The account gate checks the right on the request's user.
+    caller: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<DismissBody>, JsonRejection>,
+) -> Result<Json<ResetRequestView>, AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let record = state
+        .account
+        .dismiss_reset_request(&actor_of(&caller, &headers), &id, &body.reason)
+        .await?;
+    Ok(Json(record.into()))
 }
