@@ -1,0 +1,644 @@
+//! The self-service pages end to end over HTTP (a browser's cookies, forms and CSRF
+//! tokens), against a real slapd with ppolicy and a real SMTP sink: forgotten password
+//! with an emailed code, wrong and expired codes, a code replayed from another browser,
+//! "contact an administrator" closed by a reset, changing a known (also expired)
+//! password, rate limits, languages and security headers.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::daemon::Daemon;
+use harness::slapd::Slapd;
+use harness::smtp::{MailSink, SinkMessage};
+use serde_json::json;
+
+const NEW_PASSWORD: &str = "Quiet-Harbor-Lantern-72";
+const SECOND_PASSWORD: &str = "Velvet-Orchard-Compass-39";
+
+struct Env {
+    slapd: Slapd,
+    mail: MailSink,
+    daemon: Daemon,
+}
+
+fn env_with(extra: &str) -> Env {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let config = format!(
+        "\n[selfservice]\nrequest_recipients = [\"helpdesk@example.org\"]\norganization = \"Example Corp\"\n{extra}\n"
+    );
+    let daemon = Daemon::start_with(&slapd, mail.port, &config);
+    Env {
+        slapd,
+        mail,
+        daemon,
+    }
+}
+
+fn env() -> Env {
+    env_with("")
+}
+
+/// One browser: its own cookie jar.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    lang: &'static str,
+}
+
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    html: String,
+}
+
+impl Page {
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.html.find(marker).expect("a CSRF field") + marker.len();
+        let end = self.html[start..].find('"').expect("end of the CSRF value") + start;
+        self.html[start..end].to_owned()
+    }
+
+    fn has(&self, text: &str) -> bool {
+        self.html.contains(text)
+    }
+}
+
+impl Browser {
+    fn new(e: &Env) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .expect("client"),
+            base: e.daemon.url.clone(),
+            lang: "en",
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("accept-language", self.lang)
+            .send()
+            .await
+            .expect("GET");
+        Page {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            html: r.text().await.expect("body"),
+        }
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("accept-language", self.lang)
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        Page {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            html: r.text().await.expect("body"),
+        }
+    }
+
+    /// Opens /reset and submits `user`: the page that follows.
+    async fn start_reset(&self, user: &str) -> (Page, String) {
+        let start = self.get("/reset").await;
+        assert_eq!(start.status, 200, "{}", start.html);
+        let csrf = start.csrf();
+        let page = self
+            .post("/reset", &[("csrf", &csrf), ("user_name", user)])
+            .await;
+        (page, csrf)
+    }
+}
+
+/// The security code in the newest message to `to` (waits for it).
+fn code_mailed_to(mail: &MailSink, to: &str, nth: usize) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let codes: Vec<SinkMessage> = mail
+            .messages()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|a| a == to) && m.subject.contains("security code"))
+            .collect();
+        if codes.len() >= nth {
+            let text = &codes[nth - 1].text;
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("Your security code is:"))
+                .expect("the code line");
+            return line.rsplit(' ').next().expect("code").trim().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no security code mailed to {to}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_forgotten_password_is_reset_with_a_code_from_the_alternate_email() {
+    let e = env();
+    let b = Browser::new(&e);
+    let (page, csrf) = b.start_reset("bob").await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("b•••@example.net"), "{}", page.html);
+    assert!(page.has("name=\"code\""));
+    let code = code_mailed_to(&e.mail, "bob.personal@example.net", 1);
+    assert_eq!(code.len(), 8);
+
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("Choose a new password"), "{}", page.html);
+
+    // Both fields must match; the rules are checked before the directory is asked.
+    let page = b
+        .post(
+            "/reset/password",
+            &[
+                ("csrf", &csrf),
+                ("password", NEW_PASSWORD),
+                ("confirm", "other"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    assert!(page.has("different"), "{}", page.html);
+    let page = b
+        .post(
+            "/reset/password",
+            &[("csrf", &csrf), ("password", "short"), ("confirm", "short")],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    assert!(page.has("too short"), "{}", page.html);
+
+    let page = b
+        .post(
+            "/reset/password",
+            &[
+                ("csrf", &csrf),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("Your password was reset"), "{}", page.html);
+
+    let dn = e.slapd.user_dn("bob");
+    assert!(e.slapd.bind_as(&dn, NEW_PASSWORD).success);
+    assert!(!e.slapd.bind_as(&dn, &e.slapd.sample_password).success);
+    assert!(
+        !e.slapd.bind_as(&dn, NEW_PASSWORD).must_change,
+        "a self-service reset leaves nothing to change"
+    );
+
+    // The user is told at both addresses.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let notices: Vec<_> = e
+            .mail
+            .messages()
+            .into_iter()
+            .filter(|m| m.subject.contains("password was changed"))
+            .flat_map(|m| m.to)
+            .collect();
+        if notices.len() >= 2 {
+            assert!(notices.contains(&"bob@example.org".to_string()));
+            assert!(notices.contains(&"bob.personal@example.net".to_string()));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice: {notices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Audited with the method, never the code or the password.
+    let (status, audit) = e
+        .daemon
+        .client()
+        .get(
+            &e.daemon.admin_token,
+            "/api/v1/audit?action=password.self_service.reset",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let record = &audit["records"][0];
+    assert_eq!(record["target"], "bob");
+    assert_eq!(record["outcome"], "success");
+    assert_eq!(record["detail"]["verifiedWith"], json!(["email"]));
+    e.daemon.assert_no_secrets(&[NEW_PASSWORD, &code]).await;
+
+    // The flow is over: the code cannot be used again.
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 400, "{}", page.html);
+}
+
+#[tokio::test]
+async fn five_wrong_codes_end_the_verification() {
+    let e = env();
+    let b = Browser::new(&e);
+    let (_, csrf) = b.start_reset("carol").await;
+    let code = code_mailed_to(&e.mail, "carol.personal@example.net", 1);
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    for left in (1..5).rev() {
+        let page = b
+            .post("/reset/code", &[("csrf", &csrf), ("code", wrong)])
+            .await;
+        assert_eq!(page.status, 422);
+        assert!(page.has(&format!("({left} tries left)")), "{}", page.html);
+    }
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", wrong)])
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(page.has("Too many wrong codes"), "{}", page.html);
+    // Even the right code no longer works: the verification starts over.
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.has("Start again"));
+}
+
+#[tokio::test]
+async fn a_code_is_bound_to_the_browser_that_asked_for_it() {
+    let e = env();
+    let first = Browser::new(&e);
+    let (_, _) = first.start_reset("dave").await;
+    let code = code_mailed_to(&e.mail, "dave.personal@example.net", 1);
+    let second = Browser::new(&e);
+    let start = second.get("/reset").await;
+    let page = second
+        .post("/reset/code", &[("csrf", &start.csrf()), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 400, "{}", page.html);
+    assert!(page.has("Start again"));
+    // A form without the page's CSRF token is refused outright.
+    let page = second
+        .post("/reset/code", &[("csrf", "forged"), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 403);
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused_and_a_new_one_works() {
+    let e = env();
+    let b = Browser::new(&e);
+    let (_, csrf) = b.start_reset("erin").await;
+    let code = code_mailed_to(&e.mail, "erin.personal@example.net", 1);
+    // Ten minutes pass: move the code's end into the past, as the clock would.
+    let db = e.daemon.dir.path().join("state").join("lockbridge.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "UPDATE selfservice_flows SET state = json_set(state, '$.pending.expires_at', \
+             '2000-01-01T00:00:00Z')",
+        )
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "{out:?}");
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 410, "{}", page.html);
+    assert!(page.has("has expired"), "{}", page.html);
+    let page = b
+        .post("/reset/send", &[("csrf", &csrf), ("method", "email")])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let fresh = code_mailed_to(&e.mail, "erin.personal@example.net", 2);
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &fresh)])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("Choose a new password"));
+}
+
+#[tokio::test]
+async fn unknown_users_and_users_without_methods_see_the_same_page_and_a_request_closes_on_reset() {
+    let e = env();
+    // dave loses his alternate address: nothing to verify him with.
+    e.slapd.ldapmodify_as_root(&format!(
+        "dn: {}\nchangetype: modify\ndelete: otherMailbox\n",
+        e.slapd.user_dn("dave")
+    ));
+    let b = Browser::new(&e);
+    let (unknown, _) = b.start_reset("nobody-here").await;
+    let (dave, csrf) = b.start_reset("dave").await;
+    assert_eq!(unknown.status, dave.status);
+    assert_eq!(
+        unknown.html.replace("nobody-here", "X"),
+        dave.html
+            .replace("dave", "X")
+            .replace(&csrf, &unknown.csrf()),
+        "the two pages must not differ but for the name"
+    );
+    assert!(dave.has("Contact an administrator"));
+
+    // The unknown name's request goes nowhere, with the same answer.
+    let page = b.post("/reset/contact-admin", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.has("Your request was sent"));
+    let request_mail = e.mail.wait_for_count(1, Duration::from_secs(15));
+    assert_eq!(request_mail.len(), 1, "{request_mail:?}");
+    assert_eq!(request_mail[0].to, vec!["helpdesk@example.org".to_string()]);
+    assert!(request_mail[0].subject.contains("dave"));
+
+    let api = e.daemon.client();
+    let (status, open) = api
+        .get(&e.daemon.admin_token, "/api/v1/reset-requests?status=open")
+        .await;
+    assert_eq!(status, 200, "{open}");
+    assert_eq!(open["requests"].as_array().map(Vec::len), Some(1), "{open}");
+    assert_eq!(open["requests"][0]["userName"], "dave");
+
+    // Asking again while one is open mails nobody.
+    let (_, csrf) = b.start_reset("dave").await;
+    b.post("/reset/contact-admin", &[("csrf", &csrf)]).await;
+
+    let (status, body, _) = api
+        .post(
+            &e.daemon.admin_token,
+            "/api/v1/users/dave/password-reset",
+            json!({"mode": "auto", "showPassword": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, open) = api
+        .get(&e.daemon.admin_token, "/api/v1/reset-requests?status=open")
+        .await;
+    assert_eq!(open["requests"], json!([]));
+    let (_, closed) = api
+        .get(
+            &e.daemon.admin_token,
+            "/api/v1/reset-requests?status=closed",
+        )
+        .await;
+    assert_eq!(closed["requests"][0]["closedBy"], "test-global-admin");
+    assert_eq!(
+        e.mail
+            .messages()
+            .iter()
+            .filter(|m| m.subject.contains("reset requested"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_request_can_be_dismissed_with_a_reason() {
+    let e = env();
+    e.slapd.ldapmodify_as_root(&format!(
+        "dn: {}\nchangetype: modify\ndelete: otherMailbox\n",
+        e.slapd.user_dn("erin")
+    ));
+    let b = Browser::new(&e);
+    let (_, csrf) = b.start_reset("erin").await;
+    b.post("/reset/contact-admin", &[("csrf", &csrf)]).await;
+    let api = e.daemon.client();
+    let (_, open) = api
+        .get(&e.daemon.admin_token, "/api/v1/reset-requests?status=open")
+        .await;
+    let id = open["requests"][0]["id"].as_str().expect("id").to_owned();
+    let (status, body, _) = api
+        .post(
+            &e.daemon.admin_token,
+            &format!("/api/v1/reset-requests/{id}/dismiss"),
+            json!({"reason": ""}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body, _) = api
+        .post(
+            &e.daemon.admin_token,
+            &format!("/api/v1/reset-requests/{id}/dismiss"),
+            json!({"reason": "called erin: she found it"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "dismissed");
+    assert_eq!(body["reason"], "called erin: she found it");
+    let (status, _, _) = api
+        .post(
+            &e.daemon.admin_token,
+            &format!("/api/v1/reset-requests/{id}/dismiss"),
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(status, 400, "only open requests can be dismissed");
+}
+
+#[tokio::test]
+async fn an_administrator_with_one_method_cannot_reset_alone() {
+    // No SMS gateway here: alice (an administrator) has only her alternate email, and
+    // administrators must pass both methods.
+    let e = env();
+    let b = Browser::new(&e);
+    let (page, _) = b.start_reset("alice").await;
+    assert_eq!(page.status, 200);
+    assert!(page.has("Contact an administrator"), "{}", page.html);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !e.mail
+            .messages()
+            .iter()
+            .any(|m| m.subject.contains("security code")),
+        "no code is sent to an administrator who cannot pass both methods"
+    );
+}
+
+#[tokio::test]
+async fn a_known_password_is_changed_also_when_it_has_expired() {
+    let e = env();
+    let b = Browser::new(&e);
+    let form = b.get("/change").await;
+    assert_eq!(form.status, 200);
+    let csrf = form.csrf();
+    let sample = e.slapd.sample_password.clone();
+
+    let page = b
+        .post(
+            "/change",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "bob"),
+                ("current", "wrong-password"),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 401, "{}", page.html);
+    assert!(page.has("current password is wrong"), "{}", page.html);
+    let page = b
+        .post(
+            "/change",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "nobody-here"),
+                ("current", "wrong-password"),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 401, "an unknown user gets the same answer");
+
+    let page = b
+        .post(
+            "/change",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "bob"),
+                ("current", &sample),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("Your password was changed"));
+    assert!(
+        e.slapd
+            .bind_as(&e.slapd.user_dn("bob"), NEW_PASSWORD)
+            .success
+    );
+
+    // carol's password expired 100 days ago (the policy allows 90, no grace login):
+    // she cannot bind, and can still change it with the expired one.
+    let carol = e.slapd.user_dn("carol");
+    e.slapd.backdate_password(&carol, 100);
+    assert!(!e.slapd.bind_as(&carol, &sample).success);
+    let page = b
+        .post(
+            "/change",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "carol"),
+                ("current", &sample),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let after = e.slapd.bind_as(&carol, NEW_PASSWORD);
+    assert!(after.success && !after.must_change, "{}", after.output);
+
+    // The directory's history still applies to a user's own change.
+    let change = |current: &'static str, new: &'static str| {
+        let b = &b;
+        let csrf = csrf.clone();
+        async move {
+            b.post(
+                "/change",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("user_name", "bob"),
+                    ("current", current),
+                    ("password", new),
+                    ("confirm", new),
+                ],
+            )
+            .await
+        }
+    };
+    let page = change(NEW_PASSWORD, SECOND_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let page = change(SECOND_PASSWORD, NEW_PASSWORD).await;
+    assert_eq!(page.status, 422, "{}", page.html);
+    assert!(page.has("used this password recently"), "{}", page.html);
+    assert!(
+        e.slapd
+            .bind_as(&e.slapd.user_dn("bob"), SECOND_PASSWORD)
+            .success
+    );
+
+    let (_, audit) = e
+        .daemon
+        .client()
+        .get(
+            &e.daemon.admin_token,
+            "/api/v1/audit?action=password.changed",
+        )
+        .await;
+    let outcomes: Vec<&str> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"success") && outcomes.contains(&"refused"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn attempts_are_rate_limited_per_account() {
+    let e = env_with("starts_per_account_per_hour = 2");
+    let b = Browser::new(&e);
+    for _ in 0..2 {
+        let (page, _) = b.start_reset("nobody-here").await;
+        assert_eq!(page.status, 200);
+    }
+    let (page, _) = b.start_reset("Nobody-Here").await;
+    assert_eq!(page.status, 429, "{}", page.html);
+    let wait: u64 = page
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=3600).contains(&wait));
+    // Another account is not affected.
+    let (page, _) = b.start_reset("bob").await;
+    assert_eq!(page.status, 200);
+}
+
+#[tokio::test]
+async fn pages_speak_the_browser_language_and_send_strict_headers() {
+    let e = env();
+    let mut b = Browser::new(&e);
+    b.lang = "fr-FR,fr;q=0.9,en;q=0.5";
+    let page = b.get("/reset").await;
+    assert!(page.has("<html lang=\"fr\">"));
+    assert!(page.has("Récupérer votre compte"), "{}", page.html);
+    let csp = page.headers["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let cookie = page.headers["set-cookie"].to_str().expect("cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let (page, _) = b.start_reset("bob").await;
+    assert!(page.has("Nous avons envoyé un code"), "{}", page.html);
+    b.lang = "de";
+    assert!(b.get("/reset").await.has("Get back into your account"));
+}
