@@ -280,7 +280,7 @@ pub fn build_index<R: BufRead, W: Write + Seek>(
         }
         lines += 1;
         read += n as u64;
-        if lines % 1_000_000 == 0 {
+        if lines.is_multiple_of(1_000_000) {
             progress(read);
         }
         let mut text = line.as_slice();
@@ -356,7 +356,7 @@ fn descriptor_fits(descriptor: &[u8; DESCRIPTOR_LEN], len: usize) -> bool {
     let fingerprints = (len / 2) as u64;
     segment_length.is_power_of_two()
         && segment_length_mask == segment_length - 1
-        && segment_count_length % segment_length == 0
+        && segment_count_length.is_multiple_of(segment_length)
         && segment_count_length + 2 * segment_length <= fingerprints.min(u64::from(u32::MAX))
 }
 
@@ -406,8 +406,8 @@ impl BreachedIndex {
                 continue;
             }
             let in_bounds = offset >= FINGERPRINTS_START as u64
-                && offset % ALIGNMENT == 0
-                && len % 2 == 0
+                && offset.is_multiple_of(ALIGNMENT)
+                && len.is_multiple_of(2)
                 && offset
                     .checked_add(len)
                     .is_some_and(|end| end <= data.len() as u64);

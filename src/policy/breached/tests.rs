@@ -259,7 +259,7 @@ proptest! {
 }
 
 /// Lookup time and index size for one million hashes; run by hand with
-/// `cargo nextest run --lib breached -E 'test(measure)' --run-ignored only --no-capture`.
+/// `cargo nextest run --lib -E 'test(measure)' --run-ignored only --no-capture`.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn measure_lookup_time_and_size() {
