@@ -20,8 +20,8 @@ use crate::auth::{Authenticator, Role, SessionService, TokenKey, TokenService};
 use crate::bulk::BulkDeps;
 use crate::bulk::routes::BulkState;
 use crate::config::{
-    Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, ScimDeleteMode,
-    SmtpSecurityConfig,
+    Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, PasswordPolicyConfig,
+    ScimDeleteMode, SmtpSecurityConfig,
 };
 use crate::directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, PingInfo,
@@ -32,7 +32,9 @@ use crate::notify::{
     MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer,
     SmtpSecurity, Templates, derive_key,
 };
-use crate::policy::{ExpiryAction, ExpiryPolicy};
+use crate::policy::{
+    BreachedIndex, ExpiryAction, ExpiryPolicy, IndexSummary, ListStamp, build_index,
+};
 use crate::scim::provider::{ScimParts, ScimProvider, has_lockbridge_schema};
 use crate::scim::resource::{GroupMapping, GroupMappingSettings, UserMapping, UserMappingSettings};
 use crate::scim::routes::ScimState;
@@ -59,6 +61,196 @@ pub enum AppError {
     Scim(String),
     #[error("self-service: {0}")]
     SelfService(#[from] crate::selfservice::PagesError),
+    #[error("breached-password list: {0}")]
+    Breached(String),
+}
+
+/// A breached-password list at most this large (about 1.5 million hashes) is indexed at
+/// start when its index is missing or stale: a few seconds. A larger one (Have I Been
+/// Pwned's full list is 35 GB) stops the start instead, saying what to run, so that a
+/// restart never turns into an hour of silent work.
+pub const BREACHED_INDEX_AT_START_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The breached-password index in the state it was found.
+pub enum BreachedIndexStatus {
+    /// Built from the list as it is now, and mapped.
+    Current(BreachedIndex),
+    /// No index file yet.
+    Missing,
+    /// Built from another version of the list.
+    Stale,
+}
+
+/// The size and modification time that tell one version of `list` from another.
+pub fn list_stamp(list: &Path) -> Result<ListStamp, AppError> {
+    let metadata = std::fs::metadata(list)
+        .map_err(|e| AppError::Breached(format!("cannot read {}: {e}", list.display())))?;
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        });
+    Ok(ListStamp {
+        len: metadata.len(),
+        modified_unix_nanos: modified,
+    })
+}
+
+/// Maps `index` and tells whether it was built from `list` as it is now.
+pub fn open_breached_index(list: &Path, index: &Path) -> Result<BreachedIndexStatus, AppError> {
+    let stamp = list_stamp(list)?;
+    let file = match std::fs::File::open(index) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(BreachedIndexStatus::Missing);
+        }
+        Err(e) => {
+            return Err(AppError::Breached(format!(
+                "cannot read {}: {e}",
+                index.display()
+            )));
+        }
+    };
+    // SAFETY: the index is only ever replaced by renaming a new file over it
+    // (`build_breached_index`), never written in place, so the mapped bytes do not
+    // change under the lookups.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| AppError::Breached(format!("cannot map {}: {e}", index.display())))?;
+    let opened = BreachedIndex::from_bytes(Box::new(map))
+        .map_err(|e| AppError::Breached(format!("{}: {e}", index.display())))?;
+    Ok(if opened.is_built_from(stamp) {
+        BreachedIndexStatus::Current(opened)
+    } else {
+        BreachedIndexStatus::Stale
+    })
+}
+
+/// Builds the index of `list` into `index`: written beside it under a temporary name,
+/// then renamed over it, so a running daemon keeps its mapped index intact and a
+/// crash leaves no half-written index.
+pub fn build_breached_index(
+    list: &Path,
+    index: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<IndexSummary, AppError> {
+    let stamp = list_stamp(list)?;
+    let source = std::fs::File::open(list)
+        .map_err(|e| AppError::Breached(format!("cannot read {}: {e}", list.display())))?;
+    let mut partial = index.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let target = std::fs::File::create(&partial)
+        .map_err(|e| AppError::Breached(format!("cannot create {}: {e}", partial.display())))?;
+    let built = build_index(
+        std::io::BufReader::with_capacity(1 << 20, source),
+        stamp,
+        std::io::BufWriter::with_capacity(1 << 20, &target),
+        progress,
+    )
+    .map_err(|e| AppError::Breached(format!("{}: {e}", list.display())))
+    .and_then(|summary| {
+        target
+            .sync_all()
+            .and_then(|()| std::fs::rename(&partial, index))
+            .map(|()| summary)
+            .map_err(|e| AppError::Breached(format!("cannot write {}: {e}", index.display())))
+    });
+    if built.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    built
+}
+
+/// What to run to build the index, for messages.
+fn breached_build_command() -> &'static str {
+    "lockbridge breached-index build --config FILE"
+}
+
+/// The index the daemon checks chosen passwords against, if a list is configured: the
+/// current one, or one built now for a small list; a missing or stale index of a large
+/// list is an error that says what to run.
+fn breached_index_at_start(
+    policy: &PasswordPolicyConfig,
+) -> Result<Option<Arc<BreachedIndex>>, AppError> {
+    let (Some(list), Some(index)) = (&policy.breached_passwords_file, &policy.breached_index_file)
+    else {
+        return Ok(None);
+    };
+    let why = match open_breached_index(list, index)? {
+        BreachedIndexStatus::Current(opened) => return Ok(Some(Arc::new(opened))),
+        BreachedIndexStatus::Missing => "has no index yet",
+        BreachedIndexStatus::Stale => "changed since its index was built",
+    };
+    let size = list_stamp(list)?.len;
+    if size > BREACHED_INDEX_AT_START_MAX_BYTES {
+        return Err(AppError::Breached(format!(
+            "{} {why} ({}); build it first: {}",
+            list.display(),
+            index.display(),
+            breached_build_command()
+        )));
+    }
+    tracing::info!(list = %list.display(), index = %index.display(), "{why}: building the breached-password index");
+    let summary = build_breached_index(list, index, &mut |_| {})?;
+    tracing::info!(
+        entries = summary.entries,
+        bytes = summary.index_bytes,
+        "breached-password index built"
+    );
+    match open_breached_index(list, index)? {
+        BreachedIndexStatus::Current(opened) => Ok(Some(Arc::new(opened))),
+        _ => Err(AppError::Breached(format!(
+            "{} changed while it was being indexed; start again",
+            list.display()
+        ))),
+    }
+}
+
+/// `check-config`'s line about the breached-password list.
+fn check_breached(config: &Config) -> Option<Result<String, String>> {
+    let policy = &config.password_policy;
+    let (Some(list), Some(index)) = (&policy.breached_passwords_file, &policy.breached_index_file)
+    else {
+        return None;
+    };
+    let size = match list_stamp(list) {
+        Ok(stamp) => stamp.len,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let why = match open_breached_index(list, index) {
+        Ok(BreachedIndexStatus::Current(opened)) => {
+            return Some(Ok(format!(
+                "{}: {} hashes indexed in {}",
+                list.display(),
+                opened.entries(),
+                index.display()
+            )));
+        }
+        Ok(BreachedIndexStatus::Missing) => "has no index yet",
+        Ok(BreachedIndexStatus::Stale) => "changed since its index was built",
+        Err(e) => {
+            return Some(Err(format!(
+                "{e}; build the index again: {}",
+                breached_build_command()
+            )));
+        }
+    };
+    Some(if size <= BREACHED_INDEX_AT_START_MAX_BYTES {
+        Ok(format!(
+            "{} {why}; it is small enough to be indexed at start ({})",
+            list.display(),
+            index.display()
+        ))
+    } else {
+        Err(format!(
+            "{} {why} ({}); the daemon will not start until it is built: {}",
+            list.display(),
+            index.display(),
+            breached_build_command()
+        ))
+    })
 }
 
 /// The directory settings from the configuration.
@@ -398,6 +590,10 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         notifier.waker(),
     );
     let audit = AuditLog::new(store.clone());
+    let policy = config.password_policy.clone();
+    let breached = tokio::task::spawn_blocking(move || breached_index_at_start(&policy))
+        .await
+        .map_err(|e| AppError::Breached(e.to_string()))??;
     let account = AccountService::new(
         directory.clone(),
         ProtectionSettings {
@@ -408,6 +604,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         },
         role_groups(config),
         config.password_policy.to_rules(),
+        breached,
         notifier.clone(),
         audit.clone(),
         config.server.public_url.clone(),
@@ -718,6 +915,9 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         "store".to_string(),
         check_store_location(&config.store_path),
     ));
+    if let Some(breached) = check_breached(config) {
+        report.push(("breached passwords".to_string(), breached));
+    }
     report
 }
 

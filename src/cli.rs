@@ -1,8 +1,9 @@
-//! The command line: `serve`, `check-config`, `token create|list|revoke`, `sweep` and
-//! `audit verify|export|seal`.
+//! The command line: `serve`, `check-config`, `token create|list|revoke`, `sweep`,
+//! `audit verify|export|seal` and `breached-index build`.
 //!
 //! Exit codes follow sysexits(3) so service managers and scripts can tell problems
-//! apart: 0 ok, 64 bad usage, 65 the audit log was tampered with, 69 a service is
+//! apart: 0 ok, 64 bad usage, 65 the audit log was tampered with or the breached-password
+//! list cannot be indexed (the message says which line is wrong), 69 a service is
 //! unreachable, 70 internal failure, 73 an output file cannot be written, 78 bad
 //! configuration.
 
@@ -108,6 +109,9 @@ pub enum Command {
         #[arg(long)]
         no_require_change: bool,
     },
+    /// The index of the breached-password list (password_policy.breached_passwords_file).
+    #[command(subcommand)]
+    BreachedIndex(BreachedIndexCommand),
     /// Require a password change at next sign-in for many users as a job (--undo: stop
     /// requiring it).
     ForceChange {
@@ -135,6 +139,30 @@ pub struct SelectionArgs {
     /// Every user.
     #[arg(long)]
     all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreachedIndexCommand {
+    /// Build (or rebuild) the index of the breached-password list, with a progress bar:
+    /// about a minute per 100 million hashes, and the memory of one 256th of the list.
+    /// The running daemon keeps the index it mapped until it is restarted.
+    Build {
+        /// Configuration file, for password_policy.breached_passwords_file and
+        /// breached_index_file; not read when both --list and --index are given.
+        #[arg(
+            long,
+            short,
+            env = "LOCKBRIDGE_CONFIG",
+            default_value = "/etc/lockbridge/lockbridge.toml"
+        )]
+        config: PathBuf,
+        /// The list of SHA-1 hashes (HASH:COUNT or HASH a line, sorted by hash).
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// Where to write the index.
+        #[arg(long)]
+        index: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +278,8 @@ pub fn main(cli: Cli) -> ExitCode {
             &mut tokio::runtime::Builder::new_current_thread(),
             sweep(config, dry_run, at, all),
         ),
+        // Reading a file and building filters: no runtime needed.
+        Command::BreachedIndex(cmd) => breached_index(cmd),
         command => on_runtime(
             &mut tokio::runtime::Builder::new_multi_thread(),
             run(Cli { command }),
@@ -286,6 +316,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             all,
         } => sweep(config, dry_run, at, all).await,
         Command::Audit(cmd) => audit(cmd).await,
+        Command::BreachedIndex(cmd) => tokio::task::spawn_blocking(move || breached_index(cmd))
+            .await
+            .unwrap_or_else(|e| fail(EXIT_SOFTWARE, e)),
         Command::Reset {
             config,
             user,
@@ -322,6 +355,66 @@ pub async fn run(cli: Cli) -> ExitCode {
             let kind = crate::bulk::JobKind::RequireChange { required: !undo };
             bulk_job(config, selection, kind, None).await
         }
+    }
+}
+
+fn breached_index(cmd: BreachedIndexCommand) -> ExitCode {
+    let BreachedIndexCommand::Build {
+        config,
+        list,
+        index,
+    } = cmd;
+    let (list, index) = match (list, index) {
+        (Some(list), Some(index)) => (list, index),
+        (list, index) => {
+            let loaded = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let policy = loaded.password_policy;
+            let Some(list) = list.or(policy.breached_passwords_file) else {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "no list to index: give --list FILE or set \
+                         password_policy.breached_passwords_file in {}",
+                        config.display()
+                    ),
+                );
+            };
+            // The configuration always names an index when it names a list.
+            let index = index.or(policy.breached_index_file).unwrap_or_else(|| {
+                loaded
+                    .server
+                    .state_dir
+                    .join(config::DEFAULT_BREACHED_INDEX_NAME)
+            });
+            (list, index)
+        }
+    };
+    let size = app::list_stamp(&list).map(|stamp| stamp.len).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} of the list, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let built = app::build_breached_index(&list, &index, &mut |read| bar.set_position(read));
+    bar.finish_and_clear();
+    match built {
+        Ok(summary) => {
+            println!(
+                "{}: {} hashes from {} lines indexed in {} ({} bytes)",
+                list.display(),
+                summary.entries,
+                summary.lines,
+                index.display(),
+                summary.index_bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_DATAERR, e),
     }
 }
 

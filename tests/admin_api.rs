@@ -554,3 +554,109 @@ fn extract_password(text: &str) -> String {
         })
         .expect("a `password: ...` line in the mail")
 }
+
+/// A strong-looking password that the breached list names: the rules alone let it through.
+const BREACHED_STRONG: &str = "Marmalade-Tractor-Sunset-41";
+
+/// A small list in Have I Been Pwned's format (sorted `HASH:COUNT`, CRLF): a few
+/// thousand filler hashes and some passwords known to be breached.
+fn write_breached_list(path: &std::path::Path) {
+    use sha1::{Digest, Sha1};
+    let mut hashes: Vec<String> = (0..3000)
+        .map(|i| format!("filler password {i}"))
+        .chain(["Password1!", "Summer2024!", BREACHED_STRONG].map(String::from))
+        .map(|p| hex::encode_upper(Sha1::digest(p.as_bytes())))
+        .collect();
+    hashes.sort();
+    let text: String = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}\r\n", i + 1))
+        .collect();
+    std::fs::write(path, text).expect("write list");
+}
+
+#[tokio::test]
+async fn manual_reset_to_a_breached_password_is_refused_saying_why() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let lists = tempfile::tempdir().expect("tempdir");
+    let list = lists.path().join("pwned-passwords.txt");
+    write_breached_list(&list);
+    // No index yet: a list this small is indexed when the daemon starts.
+    let daemon = Daemon::start_with(
+        &slapd,
+        mail.port,
+        &format!(
+            "[password_policy]\nbreached_passwords_file = \"{}\"\n",
+            list.display()
+        ),
+    );
+    let e = Env {
+        slapd,
+        mail,
+        daemon,
+    };
+    let api = e.daemon.client();
+
+    for (password, also_weak) in [(BREACHED_STRONG, false), ("Summer2024!", true)] {
+        let (status, body, _) = api
+            .post(
+                &e.daemon.admin_token,
+                "/api/v1/users/carol/password-reset",
+                json!({"mode": "manual", "password": password, "requireChangeAtNextSignIn": false}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["code"], "password_policy", "{body}");
+        let codes: Vec<&str> = body["violations"]
+            .as_array()
+            .expect("violations")
+            .iter()
+            .filter_map(|v| v["code"].as_str())
+            .collect();
+        assert!(codes.contains(&"password_breached"), "{body}");
+        assert_eq!(codes.len() > 1, also_weak, "{body}");
+        let text = body.to_string();
+        assert!(
+            text.contains("appears in a list of passwords exposed in data breaches"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(password),
+            "the refusal repeats the password: {text}"
+        );
+        let old = e.slapd.bind_as(&e.dn("carol"), &e.slapd.sample_password);
+        assert!(
+            old.success,
+            "the old password no longer binds: {}",
+            old.output
+        );
+    }
+    let (status, body, _) = api
+        .post(
+            &e.daemon.admin_token,
+            "/api/v1/users/carol/password-reset",
+            json!({"mode": "manual", "password": BREACHED_STRONG}),
+        )
+        .await;
+    assert_eq!(
+        body["detail"],
+        "the password appears in a list of passwords exposed in data breaches; choose another (attackers try these first, however strong they look)",
+        "{status} {body}"
+    );
+
+    // A password the list does not name is set.
+    let (status, body, _) = api
+        .post(
+            &e.daemon.admin_token,
+            "/api/v1/users/carol/password-reset",
+            json!({"mode": "manual", "password": STRONG_1, "requireChangeAtNextSignIn": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(e.slapd.bind_as(&e.dn("carol"), STRONG_1).success);
+    e.daemon
+        .assert_no_secrets(&[BREACHED_STRONG, "Summer2024!", STRONG_1])
+        .await;
+}

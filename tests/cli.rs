@@ -274,3 +274,61 @@ fn reset_bulk_reset_and_force_change_from_the_command_line() {
     let (code, _, err) = run_cli(&config, &["force-change", "--all", "--group", &staff]);
     assert_eq!(code, 64, "{err}");
 }
+
+/// The breached-password index: check-config says when it is missing, `breached-index
+/// build` names a malformed line, builds it, and check-config is then content.
+#[test]
+fn breached_index_is_built_from_the_command_line_and_reported() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state");
+    let list = dir.path().join("pwned.txt");
+    std::fs::write(
+        &list,
+        "000000005AD76BD555C1D6D771DE417A4B87E4B4:10\r\nnot a hash\r\n",
+    )
+    .expect("list");
+    let config = write_config(
+        dir.path(),
+        &slapd,
+        mail.port,
+        1,
+        &format!(
+            "[password_policy]\nbreached_passwords_file = \"{}\"\n",
+            list.display()
+        ),
+    );
+    let (_, out, _) = run_cli(&config, &["check-config"]);
+    assert!(
+        out.contains("breached passwords: ok: ")
+            && out.contains("has no index yet; it is small enough to be indexed at start"),
+        "{out}"
+    );
+
+    let (code, out, err) = run_cli(&config, &["breached-index", "build"]);
+    assert_eq!(code, 65, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("line 2 is not a SHA-1 hash"), "{err}");
+    assert!(!dir.path().join("state/breached-passwords.index").exists());
+
+    std::fs::write(
+        &list,
+        "000000005AD76BD555C1D6D771DE417A4B87E4B4:10\r\n\
+         7C4A8D09CA3762AF61E59520943DC26494F8941B:24230577\r\n",
+    )
+    .expect("list");
+    let (code, out, err) = run_cli(&config, &["breached-index", "build"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("2 hashes from 2 lines indexed"), "{out}");
+    let (code, out, _) = run_cli(&config, &["check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("breached passwords: ok: ") && out.contains("2 hashes indexed"),
+        "{out}"
+    );
+
+    // A changed list makes the index stale.
+    std::fs::write(&list, "7C4A8D09CA3762AF61E59520943DC26494F8941B\n").expect("list");
+    let (_, out, _) = run_cli(&config, &["check-config"]);
+    assert!(out.contains("changed since its index was built"), "{out}");
+}

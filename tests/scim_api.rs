@@ -1332,3 +1332,46 @@ async fn a_password_written_to_a_blocked_account_leaves_it_blocked() {
     assert_eq!(status, 200, "{reply}");
     assert!(env.binds("olga", "Kestrel-Passw0rd-4bc"));
 }
+
+#[tokio::test]
+async fn with_the_rules_checked_a_breached_password_is_invalid_value() {
+    use sha1::{Digest, Sha1};
+    const BREACHED: &str = "Marmalade-Tractor-Sunset-41";
+    let lists = tempfile::tempdir().expect("tempdir");
+    let list = lists.path().join("pwned.txt");
+    let mut hashes: Vec<String> = ["Password1!", "Summer2024!", BREACHED]
+        .iter()
+        .map(|p| format!("{}:7\n", hex::encode_upper(Sha1::digest(p.as_bytes()))))
+        .collect();
+    hashes.sort();
+    std::fs::write(&list, hashes.concat()).expect("list");
+    let env = start_with_scim(
+        0,
+        "check_password_rules = true",
+        &format!(
+            "[password_policy]\nbreached_passwords_file = \"{}\"\n",
+            list.display()
+        ),
+    );
+    let created = env.create("rita", Some("Quiet-Harbor-Lantern-72")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Users/{id}"),
+            patch(json!([{ "op": "replace", "path": "password", "value": BREACHED }])),
+        )
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    assert_scim_error(&reply, 400, Some("invalidValue"));
+    let detail = reply["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("appears in a list of passwords exposed in data breaches"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains(BREACHED),
+        "the password is not echoed: {detail}"
+    );
+    assert!(env.binds("rita", "Quiet-Harbor-Lantern-72"));
+}

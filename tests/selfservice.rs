@@ -642,3 +642,40 @@ async fn pages_speak_the_browser_language_and_send_strict_headers() {
     b.lang = "de";
     assert!(b.get("/reset").await.has("Get back into your account"));
 }
+
+#[tokio::test]
+async fn a_breached_password_is_refused_in_the_page_language() {
+    use sha1::Digest;
+    const BREACHED: &str = "Autumn-Garden-Lantern-58";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("pwned.txt");
+    let mut lines: Vec<String> = (0..500)
+        .map(|i| hex::encode_upper(sha1::Sha1::digest(format!("filler-{i}"))) + ":3")
+        .collect();
+    lines.push(hex::encode_upper(sha1::Sha1::digest(BREACHED)) + ":42");
+    lines.sort();
+    std::fs::write(&list, lines.join("\r\n")).expect("list");
+    let e = env_with(&format!(
+        "\n[password_policy]\nbreached_passwords_file = \"{}\"\n",
+        list.display()
+    ));
+    let mut b = Browser::new(&e);
+    b.lang = "fr";
+    let csrf = b.get("/change").await.csrf();
+    let sample = e.slapd.sample_password.clone();
+    let page = b
+        .post(
+            "/change",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "bob"),
+                ("current", &sample),
+                ("password", BREACHED),
+                ("confirm", BREACHED),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 422, "{}", page.html);
+    assert!(page.has("fuites de données"), "{}", page.html);
+    assert!(e.slapd.bind_as(&e.slapd.user_dn("bob"), &sample).success);
+}

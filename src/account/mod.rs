@@ -26,7 +26,7 @@ use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome, TimedEvent};
 use crate::auth::AccountAction;
 use crate::directory::{Directory, DirectoryError, PolicyRejection, UserEntry, same_dn};
 use crate::notify::Notifier;
-use crate::policy::{PasswordRules, Violation};
+use crate::policy::{BreachedIndex, PasswordRules, Violation};
 use crate::types::Secret;
 
 /// Users chosen by a rule rather than by name ([`AccountService::user_names`]).
@@ -197,6 +197,8 @@ pub struct AccountService {
     protection: ProtectionSettings,
     role_groups: RoleGroups,
     rules: PasswordRules,
+    /// The breached-password list, when one is configured.
+    breached: Option<Arc<BreachedIndex>>,
     notifier: Notifier,
     audit: AuditLog,
     public_url: String,
@@ -212,6 +214,7 @@ impl AccountService {
         protection: ProtectionSettings,
         role_groups: RoleGroups,
         rules: PasswordRules,
+        breached: Option<Arc<BreachedIndex>>,
         notifier: Notifier,
         audit: AuditLog,
         public_url: String,
@@ -223,6 +226,7 @@ impl AccountService {
             protection,
             role_groups,
             rules,
+            breached,
             notifier,
             audit,
             public_url,
@@ -267,9 +271,30 @@ impl AccountService {
     /// Checks a password an administrator chose for several users against the rules
     /// (without any one user's words: each reset checks those again).
     pub fn check_chosen_password(&self, password: &Secret) -> Result<(), AccountError> {
-        self.rules
-            .check(password, &[])
-            .map_err(AccountError::PolicyViolation)
+        self.check_chosen(password, &[])
+    }
+
+    /// The one check of a password someone chose (an administrator, an identity
+    /// provider, later the user): the rules, then the breached-password list. Generated
+    /// passwords skip it: they are drawn at random and appear in no list.
+    fn check_chosen(&self, password: &Secret, user_inputs: &[&str]) -> Result<(), AccountError> {
+        let mut violations = self
+            .rules
+            .check(password, user_inputs)
+            .err()
+            .unwrap_or_default();
+        if self
+            .breached
+            .as_ref()
+            .is_some_and(|index| index.contains(password))
+        {
+            violations.push(Violation::Breached);
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(AccountError::PolicyViolation(violations))
+        }
     }
 
     /// Several users by sign-in name in one directory search, keyed by the name in lower
@@ -580,9 +605,7 @@ impl AccountService {
             PasswordChoice::Generate => (self.rules.generate(), true),
             PasswordChoice::Generated(p) => (p, true),
             PasswordChoice::Chosen(p) => {
-                self.rules
-                    .check(&p, &user_inputs(&user))
-                    .map_err(AccountError::PolicyViolation)?;
+                self.check_chosen(&p, &user_inputs(&user))?;
                 (p, false)
             }
         };

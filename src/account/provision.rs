@@ -31,12 +31,11 @@ impl PushOutcome {
 }
 
 impl AccountService {
-    /// Checks `password` against lockbridge's own password rules (the directory's policy
-    /// is checked by the directory when the password is written).
+    /// Checks `password` against lockbridge's own password rules and the breached-password
+    /// list (the directory's policy is checked by the directory when the password is
+    /// written).
     pub fn check_rules(&self, password: &Secret, user_inputs: &[&str]) -> Result<(), AccountError> {
-        self.rules
-            .check(password, user_inputs)
-            .map_err(AccountError::PolicyViolation)
+        self.check_chosen(password, user_inputs)
     }
 
     /// Whether `password` is `user_dn`'s current password: `Some(true)`/`Some(false)`, or

@@ -114,9 +114,7 @@ impl AccountService {
         user: &UserEntry,
         new_password: &Secret,
     ) -> Result<(), AccountError> {
-        self.rules
-            .check(new_password, &user_inputs(user))
-            .map_err(AccountError::PolicyViolation)?;
+        self.check_chosen(new_password, &user_inputs(user))?;
         self.audit
             .ping()
             .await
@@ -143,7 +141,7 @@ impl AccountService {
     ) -> Result<UserEntry, AccountError> {
         let Some(user) = self.self_service_user(user_name).await? else {
             // Same work as for a real account, so timing does not tell them apart.
-            let _ = self.rules.check(new_password, &[user_name]);
+            let _ = self.check_chosen(new_password, &[user_name]);
             return Err(AccountError::SignInRefused);
         };
         let user = user.entry;
@@ -165,9 +163,7 @@ impl AccountService {
         current: &Secret,
         new_password: &Secret,
     ) -> Result<(), AccountError> {
-        self.rules
-            .check(new_password, &user_inputs(user))
-            .map_err(AccountError::PolicyViolation)?;
+        self.check_chosen(new_password, &user_inputs(user))?;
         if current.expose() == new_password.expose() {
             return Err(AccountError::InvalidRequest(
                 "the new password must differ from the current one".into(),

@@ -191,6 +191,39 @@ impl FileConfig {
                     .map(str::to_string),
             );
         }
+        password_policy.breached_passwords_file =
+            password_policy.breached_passwords_file.as_deref().map(abs);
+        password_policy.breached_index_file = match (
+            &password_policy.breached_passwords_file,
+            &password_policy.breached_index_file,
+        ) {
+            (Some(list), index) => {
+                // Only its existence is checked here: reading 35 GB is the index
+                // build's business, not the configuration's.
+                if !list.is_file() {
+                    return Err(ConfigError::key(
+                        "password_policy.breached_passwords_file",
+                        format!(
+                            "{} is not a readable file; download the list of SHA-1 \
+                                 hashes (Have I Been Pwned's format) there or remove the key",
+                            list.display()
+                        ),
+                    ));
+                }
+                Some(match index {
+                    Some(index) => abs(index),
+                    None => server.state_dir.join(DEFAULT_BREACHED_INDEX_NAME),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    "password_policy.breached_index_file",
+                    "is set but breached_passwords_file is not; set the list too, or remove \
+                         both",
+                ));
+            }
+            (None, None) => None,
+        };
         password_policy.validate()?;
         self.expiry.validate(self.sweep.enabled)?;
         self.sweep.validate(&server.public_url)?;

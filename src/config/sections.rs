@@ -596,6 +596,12 @@ pub struct PasswordPolicyConfig {
     pub banned_words_file: Option<PathBuf>,
     pub generated_length: usize,
     pub exclude_lookalikes: bool,
+    /// A list of SHA-1 hashes of breached passwords (Have I Been Pwned's format); chosen
+    /// passwords found in it are refused. None = no such check.
+    pub breached_passwords_file: Option<PathBuf>,
+    /// Where the index of that list is kept. After loading: always set when the list
+    /// is (default `server.state_dir`/breached-passwords.index).
+    pub breached_index_file: Option<PathBuf>,
 }
 
 impl Default for PasswordPolicyConfig {
@@ -611,9 +617,15 @@ impl Default for PasswordPolicyConfig {
             banned_words_file: None,
             generated_length: rules.generated_length,
             exclude_lookalikes: rules.exclude_lookalikes,
+            breached_passwords_file: None,
+            breached_index_file: None,
         }
     }
 }
+
+/// File name of the breached-password index in `server.state_dir`, unless
+/// `password_policy.breached_index_file` says otherwise.
+pub const DEFAULT_BREACHED_INDEX_NAME: &str = "breached-passwords.index";
 
 impl PasswordPolicyConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

@@ -405,3 +405,49 @@ fn directory_kinds_are_named_as_documented() {
     .to_string();
     assert!(err.contains("novell") || err.contains("kind"), "{err}");
 }
+
+#[test]
+fn the_breached_password_index_defaults_to_the_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "pwned.txt", "");
+    let path = minimal(
+        dir.path(),
+        "[password_policy]\nbreached_passwords_file = \"pwned.txt\"",
+    );
+    let cfg = load_with(&path, &[]).expect("loads");
+    assert_eq!(
+        cfg.password_policy.breached_passwords_file,
+        Some(dir.path().join("pwned.txt"))
+    );
+    assert_eq!(
+        cfg.password_policy.breached_index_file,
+        Some(dir.path().join("state").join("breached-passwords.index"))
+    );
+
+    let path = minimal(
+        dir.path(),
+        "[password_policy]\nbreached_passwords_file = \"pwned.txt\"\nbreached_index_file = \"idx/pwned.index\"",
+    );
+    let cfg = load_with(&path, &[]).expect("loads");
+    assert_eq!(
+        cfg.password_policy.breached_index_file,
+        Some(dir.path().join("idx").join("pwned.index"))
+    );
+}
+
+#[rstest::rstest]
+#[case::missing_list(
+    "breached_passwords_file = \"nowhere.txt\"",
+    "configuration key `password_policy.breached_passwords_file`: "
+)]
+#[case::index_without_list(
+    "breached_index_file = \"pwned.index\"",
+    "configuration key `password_policy.breached_index_file`: is set but breached_passwords_file is not"
+)]
+fn breached_password_keys_are_checked_in_one_line(#[case] keys: &str, #[case] expected: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), &format!("[password_policy]\n{keys}"));
+    let err = load_with(&path, &[]).expect_err("refused").to_string();
+    assert!(err.starts_with(expected), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}

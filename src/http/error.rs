@@ -15,6 +15,7 @@ use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::bulk::routes::BulkApiError;
 use crate::directory::PolicyRejection;
+use crate::policy::Violation;
 use crate::scim::error::ScimError;
 use crate::sweep::routes::SweepApiError;
 use crate::types::RevealedPassword;
@@ -257,6 +258,24 @@ impl From<&AccountError> for ErrorBody {
                 detail.clone(),
                 "fix the request and send it again; nothing was changed",
             ),
+            // Only a breached password: nothing about its form to fix, so say why at once.
+            AccountError::PolicyViolation(violations)
+                if matches!(violations.as_slice(), [Violation::Breached]) =>
+            {
+                ErrorBody {
+                    violations: vec![ViolationView {
+                        code: Violation::Breached.code(),
+                        message: format!("the password {}", Violation::Breached),
+                    }],
+                    ..ErrorBody::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        code,
+                        format!("the password {}", Violation::Breached),
+                        "choose a password of your own, e.g. several unrelated words, not a \
+                         variation of a common one; the old password still works",
+                    )
+                }
+            }
             AccountError::PolicyViolation(violations) => ErrorBody {
                 violations: violations
                     .iter()
@@ -511,7 +530,6 @@ impl IntoResponse for ScimError {
 mod tests {
     use super::*;
     use crate::auth::{Permission, Role};
-    use crate::policy::Violation;
 
     /// Every variant gets the intended status and code (the table a reviewer reads).
     #[test]
@@ -567,6 +585,11 @@ mod tests {
             (
                 (&AccountError::PolicyViolation(vec![Violation::TooShort { min: 12, actual: 3 }]))
                     .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password_policy",
+            ),
+            (
+                (&AccountError::PolicyViolation(vec![Violation::Breached])).into(),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "password_policy",
             ),

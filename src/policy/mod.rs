@@ -9,10 +9,15 @@
 //! [`PasswordRules::generate`], which draws temporary passwords from the
 //! operating system's CSPRNG.
 //!
-//! It is pure: no I/O, no configuration access, no logging, no global
-//! state. The caller supplies the rules and the user's words; the only
-//! thing read from outside is the OS random number generator. It uses
-//! nothing in the crate but [`crate::types`].
+//! It also owns the breached-password index ([`BreachedIndex`], built by
+//! [`build_index`]): the list of hashes is read and the index written
+//! through the reader and writer the caller gives, and looked up in bytes
+//! the caller maps.
+//!
+//! It is pure: no I/O of its own, no configuration access, no logging, no
+//! global state. The caller supplies the rules, the user's words, the list
+//! and the index's bytes; the only thing read from outside is the OS random
+//! number generator. It uses nothing in the crate but [`crate::types`].
 //!
 //! # Characters
 //!
@@ -47,10 +52,15 @@
 //! ends with a symbol, so it is not taken for a command-line option nor
 //! confused with the punctuation around it in an e-mail.
 
+mod breached;
 mod expiry;
 mod generate;
 mod rules;
 
+pub use breached::{
+    BreachedIndex, BreachedIndexError, BreachedListError, FINGERPRINT_BITS, INDEX_MAGIC,
+    INDEX_VERSION, IndexSummary, ListStamp, SHARD_COUNT, build_index,
+};
 pub use expiry::{
     DEFAULT_THRESHOLDS_DAYS, Evaluation, ExpiryAction, ExpiryPolicy, MAX_MAX_AGE_DAYS,
     MAX_THRESHOLD_DAYS, MaxAge, Notice, PasswordFacts, evaluate, ledger_key,

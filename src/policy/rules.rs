@@ -191,6 +191,10 @@ pub enum Violation {
     ContainsUserInformation,
     /// Contains control characters, line breaks, NUL or invisible formatting characters.
     ControlCharacters,
+    /// Listed in the configured breached-password list ([`crate::policy::BreachedIndex`]).
+    /// Never reported by [`PasswordRules::check`], which knows no list: the caller that
+    /// holds the index adds it after the rules' own violations.
+    Breached,
 }
 
 /// Advice given when zxcvbn has none of its own.
@@ -207,6 +211,7 @@ impl Violation {
             Violation::ContainsBannedWord => "contains_banned_word",
             Violation::ContainsUserInformation => "contains_user_information",
             Violation::ControlCharacters => "control_characters",
+            Violation::Breached => "password_breached",
         }
     }
 }
@@ -302,6 +307,10 @@ impl fmt::Display for Violation {
             Violation::ControlCharacters => f.write_str(
                 "contains control characters, line breaks or invisible characters; \
                  use only visible characters and spaces",
+            ),
+            Violation::Breached => f.write_str(
+                "appears in a list of passwords exposed in data breaches; choose another \
+                 (attackers try these first, however strong they look)",
             ),
         }
     }
@@ -962,6 +971,16 @@ mod tests {
         ];
         let codes: Vec<&str> = all.iter().map(Violation::code).collect();
         assert_eq!(codes, DECLARATION_ORDER);
+        assert_eq!(Violation::Breached.code(), "password_breached");
+    }
+
+    #[test]
+    fn the_breached_message_says_why_and_never_repeats_the_password() {
+        assert_eq!(
+            Violation::Breached.to_string(),
+            "appears in a list of passwords exposed in data breaches; choose another \
+             (attackers try these first, however strong they look)"
+        );
     }
 
     #[test]
