@@ -619,6 +619,14 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
                 } else {
                     config.selfservice.request_recipients.clone()
                 },
+                welcome: config.selfservice.welcome_links.then(|| {
+                    crate::account::self_service::WelcomeLinks {
+                        key: derive_key(config.master_key.expose(), "welcome-link"),
+                        lifetime: chrono::Duration::hours(i64::from(
+                            config.selfservice.welcome_link_hours,
+                        )),
+                    }
+                }),
             }),
     );
     let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));

@@ -22,6 +22,27 @@ pub struct SelfServiceAccounts {
     pub store: Arc<dyn Store>,
     /// Where "contact an administrator" requests are mailed.
     pub request_recipients: Vec<String>,
+    /// `None`: no first-password links are mailed.
+    pub welcome: Option<WelcomeLinks>,
+}
+
+/// First-password links (`/welcome/{token}`) for accounts created without a password.
+#[derive(Clone)]
+pub struct WelcomeLinks {
+    /// Keys the stored hash of each link's token.
+    pub key: [u8; 32],
+    pub lifetime: chrono::Duration,
+}
+
+impl WelcomeLinks {
+    fn hash(&self, token: &str) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes any key length");
+        mac.update(b"welcome link\0");
+        mac.update(token.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
 }
 
 /// A user who may use self-service, with what the pages need to verify them.
@@ -309,6 +330,131 @@ impl AccountService {
                 .await;
         }
         Ok(())
+    }
+
+    /// Mails a single-use first-password link for an account just created without a
+    /// password (Entra ID never sends one), to its alternate address, else its own.
+    /// False when links are off or the account has no address; nothing is changed in
+    /// the directory.
+    pub async fn send_welcome_link(
+        &self,
+        user_name: &str,
+        user_dn: &str,
+    ) -> Result<bool, AccountError> {
+        let Some((store, links)) = self
+            .self_service
+            .as_ref()
+            .and_then(|s| s.welcome.as_ref().map(|w| (&s.store, w)))
+        else {
+            return Ok(false);
+        };
+        let user = self.find_user(user_name).await?;
+        if !same_dn(&user.dn, user_dn) {
+            return Ok(false);
+        }
+        let Some(to) = [user.alternate_mail.as_deref(), user.mail.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .find(|a| a.parse::<lettre::Address>().is_ok())
+        else {
+            return Ok(false);
+        };
+        let token = {
+            use base64::Engine;
+            use rand::RngCore;
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        };
+        let now = Utc::now();
+        let expires_at = now + links.lifetime;
+        store
+            .insert_welcome_link(&crate::store::NewWelcomeLink {
+                hash: links.hash(token.expose()),
+                user_dn: user.dn.clone(),
+                user_name: user.user_name.clone(),
+                created_at: now,
+                expires_at,
+            })
+            .await
+            .map_err(AccountError::AuditUnavailable)?;
+        let context = json!({
+            "display_name": user.display_name.clone().unwrap_or_else(|| user.user_name.clone()),
+            "user_name": user.user_name,
+            "expires_at": expires_at.format("%A %-d %B %Y, %H:%M UTC").to_string(),
+            "public_url": self.public_url,
+        });
+        self.notifier
+            .enqueue_until(
+                crate::notify::WELCOME,
+                to,
+                context,
+                Some(&token),
+                expires_at,
+            )
+            .await
+            .map_err(|e| AccountError::Misconfigured(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// The account a first-password link is for, if the link is still usable.
+    pub async fn welcome_user(&self, token: &str) -> Result<Option<UserEntry>, AccountError> {
+        let Some((store, links)) = self
+            .self_service
+            .as_ref()
+            .and_then(|s| s.welcome.as_ref().map(|w| (&s.store, w)))
+        else {
+            return Ok(None);
+        };
+        if token.is_empty() || token.len() > 100 {
+            return Ok(None);
+        }
+        let Some(link) = store
+            .find_welcome_link(&links.hash(token), Utc::now())
+            .await
+            .map_err(AccountError::AuditUnavailable)?
+        else {
+            return Ok(None);
+        };
+        match self.self_service_user(&link.user_name).await? {
+            Some(user) if same_dn(&user.entry.dn, &link.user_dn) => Ok(Some(user.entry)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets the first password chosen through a link, then spends the link (a second
+    /// use is refused). Rules and the directory's policy apply as to any choice.
+    pub async fn set_first_password(
+        &self,
+        token: &str,
+        password: &Secret,
+        request_id: Option<String>,
+    ) -> Result<(), AccountError> {
+        let Some(user) = self.welcome_user(token).await? else {
+            return Err(AccountError::InvalidRequest(
+                "this link has been used or has expired".into(),
+            ));
+        };
+        let result = self.try_reset_own(&user, password).await;
+        if result.is_ok()
+            && let Some((store, links)) = self
+                .self_service
+                .as_ref()
+                .and_then(|s| s.welcome.as_ref().map(|w| (&s.store, w)))
+            && let Err(e) = store.use_welcome_link(&links.hash(token), Utc::now()).await
+        {
+            tracing::error!(user.dn = %user.dn, error = %e, "could not spend a welcome link");
+        }
+        self.record_own_change(
+            &user,
+            SelfServiceChange::Reset,
+            vec!["welcome-link"],
+            request_id,
+            &result,
+        )
+        .await;
+        result
     }
 
     /// Requests newest first (see [`Store::list_reset_requests`]).

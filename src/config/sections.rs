@@ -1001,6 +1001,11 @@ pub struct SelfServiceConfig {
     pub templates_dir: Option<std::path::PathBuf>,
     /// The name in the pages' header and in text messages; empty: `public_url`'s host.
     pub organization: String,
+    /// Mail a single-use link to choose a first password to accounts SCIM creates
+    /// without one (Entra ID never sends passwords).
+    pub welcome_links: bool,
+    /// How long such a link works.
+    pub welcome_link_hours: u32,
 }
 
 impl Default for SelfServiceConfig {
@@ -1016,6 +1021,8 @@ impl Default for SelfServiceConfig {
             request_recipients: Vec::new(),
             templates_dir: None,
             organization: String::new(),
+            welcome_links: false,
+            welcome_link_hours: 24,
         }
     }
 }
@@ -1047,6 +1054,12 @@ impl SelfServiceConfig {
             return Err(key_err(
                 "selfservice.starts_per_address_per_hour",
                 "rate limits must be at least 1 (set selfservice.enabled = false to turn the pages off)",
+            ));
+        }
+        if !(1..=24 * 14).contains(&self.welcome_link_hours) {
+            return Err(key_err(
+                "selfservice.welcome_link_hours",
+                "must be between 1 and 336 (two weeks)",
             ));
         }
         for address in &self.request_recipients {

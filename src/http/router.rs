@@ -187,7 +187,10 @@ pub fn router(parts: RouterParts) -> Router {
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
                         // The path only: query strings may hold search terms (mail addresses).
-                        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                        // A first-password link's path is its secret.
+                        let path = req.uri().path();
+                        let path = if path.starts_with("/welcome/") { "/welcome/…" } else { path };
+                        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))

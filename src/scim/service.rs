@@ -1266,6 +1266,16 @@ impl ScimService {
             self.remove_new_user(&dn).await;
             return Err(from_account(e));
         }
+        if w.password.is_none() && w.active != Some(false) {
+            // Best effort: the account exists either way, and the link can be sent
+            // again by resetting the password.
+            match self.account.send_welcome_link(&w.user_name, &dn).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(user.dn = %dn, error = %e, "could not send a first-password link")
+                }
+            }
+        }
         let entry = self.user_by_dn(&dn).await?;
         self.serve_user(&entry, &Shape::default()).await
     }

@@ -129,6 +129,7 @@ pub fn routes(state: SelfServiceState) -> Router {
         .route("/reset/password", post(reset_password))
         .route("/reset/contact-admin", post(contact_admin))
         .route("/change", get(change_form).post(change_submit))
+        .route("/welcome/{token}", get(welcome_form).post(welcome_submit))
         .route("/selfservice/static/{file}", get(static_file))
         .with_state(state)
         .layer(axum::middleware::from_fn(security_headers))
@@ -1144,4 +1145,93 @@ async fn change_submit(
     };
     floor(started).await;
     response
+}
+
+fn welcome_page(token: &str, user_name: &str) -> Value {
+    json!({
+        "title_key": "welcome.password.title",
+        "action": format!("/welcome/{token}"),
+        "user_name": user_name,
+    })
+}
+
+impl SelfServiceState {
+    fn welcome_unusable(&self, visit: Visit) -> Response {
+        self.message(
+            visit,
+            StatusCode::GONE,
+            "welcome.used.title",
+            &["welcome.used.text"],
+            false,
+            Some(("/reset", "nav.reset")),
+            None,
+        )
+    }
+}
+
+async fn welcome_form(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path(token): Path<String>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    match s.0.account.welcome_user(&token).await {
+        Ok(Some(user)) => s.password_page(
+            visit,
+            StatusCode::OK,
+            welcome_page(&token, &user.user_name),
+            Vec::new(),
+        ),
+        Ok(None) => s.welcome_unusable(visit),
+        Err(_) => s.unavailable(visit),
+    }
+}
+
+async fn welcome_submit(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path(token): Path<String>,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let user = match s.0.account.welcome_user(&token).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return s.welcome_unusable(visit),
+        Err(_) => return s.unavailable(visit),
+    };
+    let page = welcome_page(&token, &user.user_name);
+    if form.password != form.confirm {
+        let error = s.0.pages.text(&visit.lang, "error.mismatch");
+        return s.password_page(visit, StatusCode::UNPROCESSABLE_ENTITY, page, vec![error]);
+    }
+    match s
+        .0
+        .account
+        .set_first_password(
+            &token,
+            &Secret::new(form.password),
+            visit.request_id.clone(),
+        )
+        .await
+    {
+        Ok(()) => s.message(
+            visit,
+            StatusCode::OK,
+            "done.reset.title",
+            &["done.reset.text"],
+            false,
+            None,
+            None,
+        ),
+        Err(AccountError::InvalidRequest(_)) => s.welcome_unusable(visit),
+        Err(e) => {
+            let (status, errors) = s.refusal_texts(&visit.lang, &e);
+            s.password_page(visit, status, page, errors)
+        }
+    }
 }

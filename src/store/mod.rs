@@ -324,6 +324,35 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// Saves a first-password link (its keyed hash) and removes links that expired
+    /// more than a week ago.
+    async fn insert_welcome_link(&self, w: &NewWelcomeLink) -> Result<(), StoreError>;
+    /// The unused, unexpired link with this hash.
+    async fn find_welcome_link(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<WelcomeLinkRecord>, StoreError>;
+    /// Marks the link used; false when it was already used or has expired.
+    async fn use_welcome_link(&self, hash: &[u8], at: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWelcomeLink {
+    pub hash: Vec<u8>,
+    pub user_dn: String,
+    pub user_name: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A first-password link still usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WelcomeLinkRecord {
+    pub user_dn: String,
+    pub user_name: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A self-service flow to save: the cookie's keyed hash, never the cookie.

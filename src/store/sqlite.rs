@@ -26,9 +26,9 @@ use super::chain::{self, GENESIS};
 use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, FlowRecord, JobItem, JobItemOutcome,
     JobRecord, MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewFlow,
-    NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, OutboxCounts, OutboxMessage,
-    OutboxStatus, ResetRequestRecord, SessionRecord, Store, StoreError, StoredAuditSeal,
-    SweepReportLine, SweepRun, TokenRecord, sweep_status,
+    NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, NewWelcomeLink, OutboxCounts,
+    OutboxMessage, OutboxStatus, ResetRequestRecord, SessionRecord, Store, StoreError,
+    StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord, sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -1826,6 +1826,22 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.request_dismiss(id, by, reason, at).await
+    }
+
+    async fn insert_welcome_link(&self, w: &NewWelcomeLink) -> Result<(), StoreError> {
+        self.welcome_insert(w).await
+    }
+
+    async fn find_welcome_link(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<WelcomeLinkRecord>, StoreError> {
+        self.welcome_find(hash, now).await
+    }
+
+    async fn use_welcome_link(&self, hash: &[u8], at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.welcome_use(hash, at).await
     }
 }
 

@@ -1,10 +1,12 @@
-//! Self-service rows: flows in progress and "contact an administrator" requests. The [`Store`](super::Store) impl delegates here.
+//! Self-service rows: flows in progress, "contact an administrator" requests and
+//! first-password links. The [`Store`](super::Store) impl delegates here.
 
 use chrono::{DateTime, Utc};
 
 use super::{SqliteStore, decode_error, err, parse_time, to_json_text, ts};
 use crate::store::{
-    FlowRecord, MAX_PAGE, NewFlow, NewResetRequest, ResetRequestRecord, StoreError,
+    FlowRecord, MAX_PAGE, NewFlow, NewResetRequest, NewWelcomeLink, ResetRequestRecord, StoreError,
+    WelcomeLinkRecord,
 };
 
 type RequestRow = (
@@ -234,6 +236,70 @@ impl SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(err("reset request"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn welcome_insert(&self, w: &NewWelcomeLink) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("welcome link"))?;
+        sqlx::query("DELETE FROM welcome_links WHERE expires_at < ?1")
+            .bind(ts(w.created_at - chrono::Duration::days(7)))
+            .execute(&mut *tx)
+            .await
+            .map_err(err("welcome link"))?;
+        sqlx::query(
+            "INSERT INTO welcome_links (hash, user_dn, user_name, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&w.hash)
+        .bind(&w.user_dn)
+        .bind(&w.user_name)
+        .bind(ts(w.created_at))
+        .bind(ts(w.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::classify(e, "welcome link"))?;
+        tx.commit().await.map_err(err("welcome link"))?;
+        Ok(())
+    }
+
+    pub(super) async fn welcome_find(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<WelcomeLinkRecord>, StoreError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT user_dn, user_name, expires_at FROM welcome_links \
+             WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+        )
+        .bind(hash)
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("welcome link"))?;
+        row.map(|(user_dn, user_name, expires_at)| {
+            Ok(WelcomeLinkRecord {
+                user_dn,
+                user_name,
+                expires_at: parse_time("welcome link end", &expires_at)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn welcome_use(
+        &self,
+        hash: &[u8],
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE welcome_links SET used_at = ?1 \
+             WHERE hash = ?2 AND used_at IS NULL AND expires_at > ?1",
+        )
+        .bind(ts(at))
+        .bind(hash)
+        .execute(&self.pool)
+        .await
+        .map_err(err("welcome link"))?;
         Ok(done.rows_affected() == 1)
     }
 }
