@@ -171,7 +171,8 @@ enum GatewayKind {
     Webhook {
         url: reqwest::Url,
         auth_header: Option<(HeaderName, HeaderValue)>,
-        body: Environment<'static>,
+        // Boxed: the environment is large and the other kind small.
+        body: Box<Environment<'static>>,
         content_type: HeaderValue,
         escape: BodyEscape,
     },
@@ -393,7 +394,7 @@ fn webhook(w: &WebhookSettings) -> Result<GatewayKind, SmsError> {
     Ok(GatewayKind::Webhook {
         url,
         auth_header,
-        body: env,
+        body: Box::new(env),
         content_type,
         escape,
     })
