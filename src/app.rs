@@ -21,16 +21,20 @@ use crate::bulk::BulkDeps;
 use crate::bulk::routes::BulkState;
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, PasswordPolicyConfig,
-    ScimDeleteMode, SmtpSecurityConfig,
+    ScimDeleteMode, SmsKindConfig, SmtpSecurityConfig,
 };
 use crate::directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, PingInfo,
     SignInVocabulary,
 };
 use crate::http::{HealthState, RateLimit, RouterParts, ServerLimits, TrustedProxies, router};
+use crate::notify::sms::{
+    DEFAULT_CONTENT_TYPE, DEFAULT_WEBHOOK_BODY, SmsGateway, TWILIO_BASE_URL, TwilioSender,
+    TwilioSettings, WebhookSettings,
+};
 use crate::notify::{
-    MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer,
-    SmtpSecurity, Templates, derive_key,
+    MailSettings, Mailer, Notifier, NotifyError, OutboxSettings, OutboxWorker, Sealer, SmsSender,
+    SmsSettings, SmtpSecurity, Templates, derive_key,
 };
 use crate::policy::{
     BreachedIndex, ExpiryAction, ExpiryPolicy, IndexSummary, ListStamp, build_index,
@@ -341,6 +345,47 @@ pub fn mail_settings(config: &Config) -> MailSettings {
         password: config.mail_password.clone(),
         from: m.from.clone(),
         timeout: Duration::from_secs(m.timeout_secs),
+    }
+}
+
+/// The SMS gateway settings from `[sms]` (already validated: the keys each kind needs
+/// are present).
+pub fn sms_settings(config: &Config) -> SmsSettings {
+    let s = &config.sms;
+    let gateway = match s.kind {
+        SmsKindConfig::None => SmsGateway::None,
+        SmsKindConfig::Webhook => SmsGateway::Webhook(WebhookSettings {
+            url: s.url.clone().unwrap_or_default(),
+            auth_header: s.auth_header.clone().zip(s.auth_value.clone()),
+            body_template: s
+                .body_template
+                .clone()
+                .unwrap_or_else(|| DEFAULT_WEBHOOK_BODY.to_string()),
+            content_type: s
+                .content_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+        }),
+        SmsKindConfig::Twilio => SmsGateway::Twilio(TwilioSettings {
+            base_url: s
+                .base_url
+                .clone()
+                .unwrap_or_else(|| TWILIO_BASE_URL.to_string()),
+            account_sid: s.account_sid.clone().unwrap_or_default(),
+            auth_token: s
+                .auth_token
+                .clone()
+                .unwrap_or_else(|| crate::types::Secret::new("")),
+            sender: match (&s.from, &s.messaging_service_sid) {
+                (_, Some(service)) => TwilioSender::MessagingService(service.clone()),
+                (from, None) => TwilioSender::From(from.clone().unwrap_or_default()),
+            },
+        }),
+    };
+    SmsSettings {
+        gateway,
+        connect_timeout: Duration::from_secs(s.connect_timeout_secs),
+        timeout: Duration::from_secs(s.timeout_secs),
     }
 }
 
@@ -662,7 +707,8 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             store.clone(),
             sweep.notifier.clone(),
             audit.clone(),
-            None,
+            crate::notify::SmsSender::new(&sms_settings(config))
+                .map_err(|e| AppError::Io(format!("sms: {e}")))?,
             Pages::new(config.selfservice.templates_dir.as_deref())?,
             derive_key(config.master_key.expose(), "selfservice"),
             selfservice_settings(config),
@@ -912,6 +958,12 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         Err(e) => Err(format!("{target}: {e}")),
     };
     report.push(("mail".to_string(), mail_result));
+
+    // Settings only: a test message would cost money and reach nobody.
+    let sms = SmsSender::new(&sms_settings(config))
+        .map(|sender| sender.describe())
+        .map_err(|e| e.to_string());
+    report.push(("sms".to_string(), sms));
 
     let templates = Templates::new(config.mail.templates_dir.as_deref())
         .and_then(|t| t.check())

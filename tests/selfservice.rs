@@ -679,3 +679,104 @@ async fn a_breached_password_is_refused_in_the_page_language() {
     assert!(page.has("fuites de données"), "{}", page.html);
     assert!(e.slapd.bind_as(&e.slapd.user_dn("bob"), &sample).success);
 }
+
+fn sms_config(gateway: &harness::SmsGateway) -> String {
+    format!(
+        "\n[sms]\nkind = \"webhook\"\nurl = \"{}\"\nauth_header = \"{}\"\nauth_value = \"{}\"\n",
+        gateway.webhook_url(),
+        harness::sms::WEBHOOK_AUTH_HEADER,
+        harness::sms::WEBHOOK_AUTH_VALUE
+    )
+}
+
+#[tokio::test]
+async fn an_administrator_passes_both_the_email_and_the_text_message_codes() {
+    let gateway = harness::SmsGateway::start().await;
+    let e = env_with(&sms_config(&gateway));
+    let b = Browser::new(&e);
+    let (page, csrf) = b.start_reset("alice").await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("step 1 of 2"), "{}", page.html);
+    let code = code_mailed_to(&e.mail, "alice.personal@example.net", 1);
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(
+        page.has("step 2 of 2") && page.has("•••• 01"),
+        "{}",
+        page.html
+    );
+    // The first code is spent; the text message's code is the one asked for now.
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 422, "{}", page.html);
+    let texted = gateway.next_code_to("+15550101").await;
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &texted)])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("Choose a new password"), "{}", page.html);
+    let page = b
+        .post(
+            "/reset/password",
+            &[
+                ("csrf", &csrf),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(
+        e.slapd
+            .bind_as(&e.slapd.user_dn("alice"), NEW_PASSWORD)
+            .success
+    );
+    let (_, audit) = e
+        .daemon
+        .client()
+        .get(
+            &e.daemon.admin_token,
+            "/api/v1/audit?action=password.self_service.reset",
+        )
+        .await;
+    assert_eq!(
+        audit["records"][0]["detail"]["verifiedWith"],
+        json!(["email", "sms"])
+    );
+    e.daemon
+        .assert_no_secrets(&[&code, &texted, NEW_PASSWORD])
+        .await;
+}
+
+#[tokio::test]
+async fn a_user_with_two_methods_chooses_one() {
+    let gateway = harness::SmsGateway::start().await;
+    let e = env_with(&sms_config(&gateway));
+    let b = Browser::new(&e);
+    let (page, csrf) = b.start_reset("bob").await;
+    assert!(
+        page.has("Where should we send a security code?"),
+        "{}",
+        page.html
+    );
+    let page = b
+        .post("/reset/send", &[("csrf", &csrf), ("method", "sms")])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let texted = gateway.next_code_to("+15550102").await;
+    let page = b
+        .post("/reset/code", &[("csrf", &csrf), ("code", &texted)])
+        .await;
+    assert!(page.has("Choose a new password"), "{}", page.html);
+    // A gateway that refuses is said plainly, and nothing is half done.
+    let other = Browser::new(&e);
+    gateway.fail_with(Some(500));
+    let (_, csrf) = other.start_reset("carol").await;
+    let page = other
+        .post("/reset/send", &[("csrf", &csrf), ("method", "sms")])
+        .await;
+    assert_eq!(page.status, 503, "{}", page.html);
+}

@@ -57,6 +57,8 @@ pub struct Config {
     pub mail: MailConfig,
     pub mail_password: Option<Secret>,
     pub outbox: OutboxConfig,
+    /// Secrets resolved into `auth_value` and `auth_token`.
+    pub sms: SmsConfig,
     pub password_policy: PasswordPolicyConfig,
     pub expiry: ExpiryConfig,
     pub sweep: SweepConfig,
@@ -176,6 +178,19 @@ impl FileConfig {
         let outbox = self.outbox;
         outbox.validate()?;
 
+        let mut sms = self.sms;
+        sms.auth_value = resolve_secret(
+            "sms.auth_value",
+            sms.auth_value.take(),
+            sms.auth_value_file.take().as_deref().map(abs).as_deref(),
+        )?;
+        sms.auth_token = resolve_secret(
+            "sms.auth_token",
+            sms.auth_token.take(),
+            sms.auth_token_file.take().as_deref().map(abs).as_deref(),
+        )?;
+        sms.validate()?;
+
         let mut password_policy = self.password_policy;
         if let Some(file) = password_policy.banned_words_file.as_deref().map(abs) {
             let text = std::fs::read_to_string(&file).map_err(|e| {
@@ -242,6 +257,7 @@ impl FileConfig {
             mail,
             mail_password,
             outbox,
+            sms,
             password_policy,
             expiry: self.expiry,
             sweep: self.sweep,

@@ -30,6 +30,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub outbox: OutboxConfig,
     #[serde(default)]
+    pub sms: SmsConfig,
+    #[serde(default)]
     pub password_policy: PasswordPolicyConfig,
     #[serde(default)]
     pub expiry: ExpiryConfig,
@@ -531,6 +533,257 @@ impl MailConfig {
             return Err(key_err("mail.timeout_secs", "must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// Which SMS gateway sends self-service codes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsKindConfig {
+    /// No SMS: self-service offers only the email methods.
+    #[default]
+    None,
+    Webhook,
+    Twilio,
+}
+
+/// `[sms]`: one flat section for every kind, so each key can be overridden from the
+/// environment. After loading, `auth_value` and `auth_token` hold the secret however
+/// it was given (inline or `*_file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    pub kind: SmsKindConfig,
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    // kind = "webhook"
+    pub url: Option<String>,
+    pub auth_header: Option<String>,
+    pub auth_value: Option<Secret>,
+    pub auth_value_file: Option<PathBuf>,
+    pub body_template: Option<String>,
+    pub content_type: Option<String>,
+    // kind = "twilio"
+    pub base_url: Option<String>,
+    pub account_sid: Option<String>,
+    pub auth_token: Option<Secret>,
+    pub auth_token_file: Option<PathBuf>,
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            kind: SmsKindConfig::None,
+            connect_timeout_secs: 5,
+            timeout_secs: 10,
+            url: None,
+            auth_header: None,
+            auth_value: None,
+            auth_value_file: None,
+            body_template: None,
+            content_type: None,
+            base_url: None,
+            account_sid: None,
+            auth_token: None,
+            auth_token_file: None,
+            from: None,
+            messaging_service_sid: None,
+        }
+    }
+}
+
+/// An SMS gateway URL: https, or plain http to this machine only (codes would cross
+/// the network in clear otherwise).
+fn check_gateway_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let url = url.trim();
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .map(|authority| authority.rsplit_once('@').map_or(authority, |(_, h)| h))
+        .map(|host_port| match host_port.rsplit_once(':') {
+            // `[::1]:8080` and `127.0.0.1:8080`, but not the colons inside `[::1]`.
+            Some((host, port)) if !port.contains(']') => host,
+            _ => host_port,
+        });
+    match host {
+        Some(host) if is_loopback_host(host) => Ok(()),
+        Some(_) => Err(key_err(
+            key,
+            "must start with https:// (plain http only to 127.0.0.1 or localhost)",
+        )),
+        None => Err(key_err(key, format!("`{url}` is not an https:// URL"))),
+    }
+}
+
+impl SmsConfig {
+    /// Call after the secrets are resolved into `auth_value` and `auth_token`.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let kind = self.kind;
+        let name = match kind {
+            SmsKindConfig::None => "none",
+            SmsKindConfig::Webhook => "webhook",
+            SmsKindConfig::Twilio => "twilio",
+        };
+        // A key of another kind is most likely a forgotten or mistyped `kind`.
+        let webhook_keys = [
+            ("sms.url", self.url.is_some()),
+            ("sms.auth_header", self.auth_header.is_some()),
+            ("sms.auth_value", self.auth_value.is_some()),
+            ("sms.body_template", self.body_template.is_some()),
+            ("sms.content_type", self.content_type.is_some()),
+        ];
+        let twilio_keys = [
+            ("sms.base_url", self.base_url.is_some()),
+            ("sms.account_sid", self.account_sid.is_some()),
+            ("sms.auth_token", self.auth_token.is_some()),
+            ("sms.from", self.from.is_some()),
+            (
+                "sms.messaging_service_sid",
+                self.messaging_service_sid.is_some(),
+            ),
+        ];
+        for (keys, owner) in [(&webhook_keys, "webhook"), (&twilio_keys, "twilio")] {
+            if owner == name {
+                continue;
+            }
+            if let Some((key, _)) = keys.iter().find(|(_, set)| *set) {
+                return Err(key_err(
+                    key,
+                    format!("belongs to sms.kind = \"{owner}\" but sms.kind is \"{name}\""),
+                ));
+            }
+        }
+        if kind == SmsKindConfig::None {
+            return Ok(());
+        }
+        if !(1..=120).contains(&self.timeout_secs) {
+            return Err(key_err(
+                "sms.timeout_secs",
+                "must be between 1 and 120 seconds",
+            ));
+        }
+        if !(1..=self.timeout_secs).contains(&self.connect_timeout_secs) {
+            return Err(key_err(
+                "sms.connect_timeout_secs",
+                "must be at least 1 and at most sms.timeout_secs",
+            ));
+        }
+        match kind {
+            SmsKindConfig::None => Ok(()),
+            SmsKindConfig::Webhook => {
+                let url = self.url.as_deref().ok_or_else(|| {
+                    key_err(
+                        "sms.url",
+                        "is required with kind = \"webhook\": the gateway's https:// URL",
+                    )
+                })?;
+                check_gateway_url("sms.url", url)?;
+                if self.auth_header.is_some() != self.auth_value.is_some() {
+                    return Err(key_err(
+                        "sms.auth_header",
+                        "and sms.auth_value (or auth_value_file) go together; give both or neither",
+                    ));
+                }
+                if let Some(header) = &self.auth_header
+                    && http::HeaderName::from_bytes(header.trim().as_bytes()).is_err()
+                {
+                    return Err(key_err(
+                        "sms.auth_header",
+                        format!("`{header}` is not an HTTP header name such as Authorization"),
+                    ));
+                }
+                if let Some(value) = &self.auth_value
+                    && http::HeaderValue::from_str(value.expose()).is_err()
+                {
+                    return Err(key_err(
+                        "sms.auth_value",
+                        "holds characters an HTTP header cannot carry (a line break?)",
+                    ));
+                }
+                if let Some(content_type) = &self.content_type {
+                    let essence = content_type
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_ascii_lowercase();
+                    if !(essence == "application/json"
+                        || essence.ends_with("+json")
+                        || essence == "application/x-www-form-urlencoded")
+                    {
+                        return Err(key_err(
+                            "sms.content_type",
+                            format!(
+                                "`{content_type}` is not supported: use application/json (or another \
+                                 …+json type) or application/x-www-form-urlencoded"
+                            ),
+                        ));
+                    }
+                }
+                if self
+                    .body_template
+                    .as_deref()
+                    .is_some_and(|t| t.trim().is_empty())
+                {
+                    return Err(key_err(
+                        "sms.body_template",
+                        "is empty; remove it for the default JSON body",
+                    ));
+                }
+                Ok(())
+            }
+            SmsKindConfig::Twilio => {
+                if let Some(base) = &self.base_url {
+                    check_gateway_url("sms.base_url", base)?;
+                }
+                match &self.account_sid {
+                    Some(sid)
+                        if !sid.trim().is_empty()
+                            && sid.trim().chars().all(|c| c.is_ascii_alphanumeric()) => {}
+                    Some(_) => {
+                        return Err(key_err(
+                            "sms.account_sid",
+                            "must be the account SID (letters and digits, e.g. AC…)",
+                        ));
+                    }
+                    None => {
+                        return Err(key_err(
+                            "sms.account_sid",
+                            "is required with kind = \"twilio\" (the account SID, AC…)",
+                        ));
+                    }
+                }
+                if self.auth_token.is_none() {
+                    return Err(key_err(
+                        "sms.auth_token",
+                        "is required with kind = \"twilio\": set auth_token_file (preferred) or auth_token",
+                    ));
+                }
+                match (&self.from, &self.messaging_service_sid) {
+                    (Some(_), Some(_)) => Err(key_err(
+                        "sms.from",
+                        "and sms.messaging_service_sid are both set; keep only one",
+                    )),
+                    (None, None) => Err(key_err(
+                        "sms.from",
+                        "is required with kind = \"twilio\" (the sending number), unless \
+                         sms.messaging_service_sid is set",
+                    )),
+                    (Some(from), None) if from.trim().is_empty() => {
+                        Err(key_err("sms.from", "must not be empty"))
+                    }
+                    (None, Some(sid)) if sid.trim().is_empty() => {
+                        Err(key_err("sms.messaging_service_sid", "must not be empty"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 }
 

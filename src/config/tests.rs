@@ -451,3 +451,81 @@ fn breached_password_keys_are_checked_in_one_line(#[case] keys: &str, #[case] ex
     assert!(err.starts_with(expected), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
+
+#[test]
+fn sms_is_off_by_default_and_secrets_may_be_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(&minimal(dir.path(), ""), &[]).expect("loads");
+    assert_eq!(cfg.sms.kind, SmsKindConfig::None);
+
+    write(dir.path(), "twilio-token", "tok3n\n");
+    let path = minimal(
+        dir.path(),
+        "[sms]\nkind = \"twilio\"\naccount_sid = \"AC0123\"\nauth_token_file = \"twilio-token\"\nfrom = \"+15550100\"",
+    );
+    let cfg = load_with(&path, &[]).expect("loads");
+    assert_eq!(
+        cfg.sms.auth_token.as_ref().map(Secret::expose),
+        Some("tok3n")
+    );
+    assert!(cfg.sms.auth_token_file.is_none());
+    assert!(!format!("{cfg:?}").contains("tok3n"));
+}
+
+#[rstest::rstest]
+#[case::remote_http("kind = \"webhook\"\nurl = \"http://sms.example.org/send\"", "sms.url")]
+#[case::no_url("kind = \"webhook\"", "sms.url")]
+#[case::header_without_value(
+    "kind = \"webhook\"\nurl = \"https://sms.example.org\"\nauth_header = \"Authorization\"",
+    "sms.auth_header"
+)]
+#[case::content_type(
+    "kind = \"webhook\"\nurl = \"https://sms.example.org\"\ncontent_type = \"text/plain\"",
+    "sms.content_type"
+)]
+#[case::other_kinds_key(
+    "kind = \"webhook\"\nurl = \"https://sms.example.org\"\naccount_sid = \"AC1\"",
+    "sms.account_sid"
+)]
+#[case::forgotten_kind("url = \"https://sms.example.org\"", "sms.url")]
+#[case::twilio_no_token(
+    "kind = \"twilio\"\naccount_sid = \"AC1\"\nfrom = \"+15550100\"",
+    "sms.auth_token"
+)]
+#[case::twilio_no_sender(
+    "kind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"t\"",
+    "sms.from"
+)]
+#[case::twilio_two_senders(
+    "kind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+1555\"\nmessaging_service_sid = \"MG1\"",
+    "sms.from"
+)]
+#[case::twilio_bad_sid(
+    "kind = \"twilio\"\naccount_sid = \"AC/../x\"\nauth_token = \"t\"\nfrom = \"+1555\"",
+    "sms.account_sid"
+)]
+#[case::timeouts(
+    "kind = \"webhook\"\nurl = \"https://sms.example.org\"\nconnect_timeout_secs = 30\ntimeout_secs = 10",
+    "sms.connect_timeout_secs"
+)]
+fn bad_sms_keys_are_named(#[case] sms: &str, #[case] expect: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(dir.path(), &format!("[sms]\n{sms}"));
+    let err = load_with(&path, &[]).expect_err("must fail").to_string();
+    assert!(err.contains(expect), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+}
+
+#[rstest::rstest]
+#[case::loopback("http://127.0.0.1:8099/sms")]
+#[case::loopback_v6("http://[::1]:8099/sms")]
+#[case::localhost("http://localhost/sms")]
+#[case::tls("https://sms.example.org/send?key=x")]
+fn sms_webhook_urls_accepted(#[case] url: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(
+        dir.path(),
+        &format!("[sms]\nkind = \"webhook\"\nurl = \"{url}\""),
+    );
+    load_with(&path, &[]).expect("accepted");
+}

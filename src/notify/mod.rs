@@ -1,5 +1,5 @@
 //! Outgoing messages: templates, sealing of the secrets they carry, the outbox and its
-//! delivery worker, and SMTP.
+//! delivery worker, SMTP, and text messages through an SMS gateway ([`sms`]).
 //!
 //! Owns everything between "this user must get this message" and "the relay accepted
 //! it". Callers ([`Notifier::enqueue`]) only queue; the [`OutboxWorker`] renders and
@@ -12,12 +12,14 @@ mod mailer;
 mod outbox;
 mod relay;
 mod seal;
+pub mod sms;
 mod templates;
 
 pub use error::NotifyError;
 pub use mailer::{MailSettings, Mailer, RELAY_CONNECTIONS, SmtpSecurity};
 pub use outbox::{Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE};
 pub use seal::{Sealer, derive_key};
+pub use sms::{SmsError, SmsMessage, SmsSender, SmsSettings};
 pub use templates::{
     ATTACHMENT_NAME_VARIABLE, EXPIRY_DIGEST, MailAttachment, PASSWORD_CHANGED, PASSWORD_EXPIRED,
     PASSWORD_EXPIRING, RESET_REQUEST, RenderedMail, SECURITY_CODE, TEMPORARY_PASSWORD, Templates,

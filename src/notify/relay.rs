@@ -236,6 +236,21 @@ impl AsyncTokioStream for TlsWrapped {
 pub(super) fn wrapper_connector(
     ca_pem: Option<&[u8]>,
 ) -> Result<tokio_rustls::TlsConnector, String> {
+    let roots = trust_roots(ca_pem)?;
+    if roots.is_empty() {
+        return Err(
+            "the system trust store has no usable CA certificate: set mail.ca_file to the CA \
+             that signed the relay's certificate"
+                .into(),
+        );
+    }
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client_config(
+        roots,
+    )?)))
+}
+
+/// The system's trust store plus the PEM certificates in `ca_pem`.
+pub(super) fn trust_roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
@@ -247,18 +262,17 @@ pub(super) fn wrapper_connector(
                 .map_err(|e| format!("a certificate cannot be used as a trust anchor: {e}"))?;
         }
     }
-    if roots.is_empty() {
-        return Err(
-            "the system trust store has no usable CA certificate: set mail.ca_file to the CA \
-             that signed the relay's certificate"
-                .into(),
-        );
-    }
+    Ok(roots)
+}
+
+/// A verifying rustls client configuration on the aws-lc-rs provider, the one TLS
+/// stack of the crate (named explicitly: test builds also link ring, and rustls refuses
+/// to guess between two providers).
+pub(super) fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        .with_no_client_auth())
 }

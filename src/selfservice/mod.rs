@@ -13,4 +13,4 @@ pub mod pages;
 mod routes;
 
 pub use pages::{Pages, PagesError};
-pub use routes::{ClientIp, SelfServiceSettings, SelfServiceState, TextMessages, routes};
+pub use routes::{ClientIp, SelfServiceSettings, SelfServiceState, routes};

@@ -8,7 +8,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +29,7 @@ use super::flow::{CodeCheck, FlowState, Method, mask_email, mask_phone, new_code
 use super::pages::{Pages, STATIC_FILES};
 use crate::account::{AccountError, AccountService, SelfServiceUser, rejection_code};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
-use crate::notify::{Notifier, SECURITY_CODE};
+use crate::notify::{Notifier, SECURITY_CODE, SmsMessage, SmsSender, sms::e164};
 use crate::policy::Violation;
 use crate::store::{FlowRecord, NewFlow, Store};
 use crate::types::Secret;
@@ -47,13 +46,6 @@ const ANSWER_FLOOR: StdDuration = StdDuration::from_millis(400);
 /// The client address of a request, after the trusted proxies (set by `http`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
-
-/// Sends text messages (SMS) to mobile phones.
-#[async_trait]
-pub trait TextMessages: Send + Sync {
-    /// Sends `text` to `to`. The error says what failed without repeating the text.
-    async fn send_text(&self, to: &str, text: &Secret) -> Result<(), String>;
-}
 
 #[derive(Debug, Clone)]
 pub struct SelfServiceSettings {
@@ -78,7 +70,7 @@ struct Inner {
     store: Arc<dyn Store>,
     notifier: Notifier,
     audit: AuditLog,
-    sms: Option<Arc<dyn TextMessages>>,
+    sms: SmsSender,
     pages: Pages,
     key: [u8; 32],
     settings: SelfServiceSettings,
@@ -93,7 +85,7 @@ impl SelfServiceState {
         store: Arc<dyn Store>,
         notifier: Notifier,
         audit: AuditLog,
-        sms: Option<Arc<dyn TextMessages>>,
+        sms: SmsSender,
         pages: Pages,
         key: [u8; 32],
         settings: SelfServiceSettings,
@@ -420,13 +412,7 @@ impl SelfServiceState {
         {
             methods.push(Method::Email);
         }
-        if self.0.sms.is_some()
-            && user
-                .entry
-                .mobile
-                .as_deref()
-                .is_some_and(|m| m.chars().filter(char::is_ascii_digit).count() >= 6)
-        {
+        if self.0.sms.is_enabled() && user.entry.mobile.as_deref().and_then(e164).is_some() {
             methods.push(Method::Sms);
         }
         methods
@@ -479,17 +465,21 @@ impl SelfServiceState {
                     })?;
             }
             Method::Sms => {
-                let Some(sms) = &self.0.sms else {
+                let Some(to) = entry.mobile.as_deref().and_then(e164) else {
                     return Err(SendFailure::Unavailable);
                 };
-                let to = entry.mobile.as_deref().unwrap_or("");
                 let text = Secret::new(format!(
                     "{} security code: {}. Valid {} minutes. Never share it.",
                     self.0.settings.organization,
                     code.expose(),
                     valid.num_minutes()
                 ));
-                sms.send_text(to, &text).await.map_err(|e| {
+                let message = SmsMessage {
+                    to,
+                    text,
+                    code: Some(code.clone()),
+                };
+                self.0.sms.send(&message).await.map_err(|e| {
                     tracing::error!(user.dn = %entry.dn, error = %e, "could not send a security code by text message");
                     SendFailure::Unavailable
                 })?;

@@ -1,4 +1,5 @@
-//! Real components for integration tests: a throwaway OpenLDAP slapd and an SMTP sink.
+//! Real components for integration tests: a throwaway OpenLDAP slapd, an SMTP sink, a
+//! stand-in SMS gateway and headless Chromium (`browser`).
 //!
 //! Use from a file in `tests/` with `mod harness;`. Everything listens on 127.0.0.1 only,
 //! on ports chosen by the kernel, with state in unique temporary folders, so tests can
@@ -11,13 +12,17 @@
 //! `lockbridge` binary against them.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod daemon;
 pub mod slapd;
+pub mod sms;
 pub mod smtp;
 
 use std::path::PathBuf;
 
+pub use browser::{Browser, Page};
 pub use slapd::{BindOutcome, Slapd};
+pub use sms::{SmsGateway, SmsRecord};
 pub use smtp::{MailSink, SinkMessage};
 
 /// The root of the repository (the crate's manifest directory).
