@@ -56,7 +56,11 @@ struct Page {
 impl Page {
     fn csrf(&self) -> String {
         let marker = "name=\"csrf\" value=\"";
-        let start = self.html.find(marker).expect("a CSRF field") + marker.len();
+        let start = self
+            .html
+            .find(marker)
+            .unwrap_or_else(|| panic!("no CSRF field ({}): {}", self.status, self.html))
+            + marker.len();
         let end = self.html[start..].find('"').expect("end of the CSRF value") + start;
         self.html[start..end].to_owned()
     }
@@ -779,4 +783,196 @@ async fn a_user_with_two_methods_chooses_one() {
         .post("/reset/send", &[("csrf", &csrf), ("method", "sms")])
         .await;
     assert_eq!(page.status, 503, "{}", page.html);
+}
+
+#[tokio::test]
+async fn security_info_changes_only_after_the_new_address_proves_itself() {
+    let gateway = harness::SmsGateway::start().await;
+    let e = env_with(&sms_config(&gateway));
+    let b = Browser::new(&e);
+    let page = b.get("/security-info").await;
+    let csrf = page.csrf();
+    let sample = e.slapd.sample_password.clone();
+    let page = b
+        .post(
+            "/security-info/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("user_name", "bob"),
+                ("password", "wrong-password"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 401, "{}", page.html);
+    let page = b
+        .post(
+            "/security-info/sign-in",
+            &[("csrf", &csrf), ("user_name", "bob"), ("password", &sample)],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("bob.personal@example.net"), "{}", page.html);
+
+    let page = b
+        .post(
+            "/security-info/change",
+            &[
+                ("csrf", &csrf),
+                ("kind", "email"),
+                ("value", "not an address"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    let page = b
+        .post(
+            "/security-info/change",
+            &[
+                ("csrf", &csrf),
+                ("kind", "email"),
+                ("value", "bob.new@example.net"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let code = code_mailed_to(&e.mail, "bob.new@example.net", 1);
+    let dn = e.slapd.user_dn("bob");
+    assert_eq!(
+        e.slapd.ldapsearch_attr(&dn, "otherMailbox"),
+        vec!["bob.personal@example.net".to_string()],
+        "nothing changes before the code comes back"
+    );
+    let page = b
+        .post(
+            "/security-info/verify",
+            &[("csrf", &csrf), ("code", "00000000")],
+        )
+        .await;
+    if code != "00000000" {
+        assert_eq!(page.status, 422);
+    }
+    let page = b
+        .post("/security-info/verify", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("was saved"), "{}", page.html);
+    assert_eq!(
+        e.slapd.ldapsearch_attr(&dn, "otherMailbox"),
+        vec!["bob.new@example.net".to_string()]
+    );
+
+    // The mobile number, by text message to the new number.
+    b.post(
+        "/security-info/change",
+        &[
+            ("csrf", &csrf),
+            ("kind", "mobile"),
+            ("value", "+44 7700 900123"),
+        ],
+    )
+    .await;
+    let texted = gateway.next_code_to("+447700900123").await;
+    let page = b
+        .post(
+            "/security-info/verify",
+            &[("csrf", &csrf), ("code", &texted)],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert_eq!(
+        e.slapd.ldapsearch_attr(&dn, "mobile"),
+        vec!["+447700900123".to_string()]
+    );
+
+    let (_, audit) = e
+        .daemon
+        .client()
+        .get(
+            &e.daemon.admin_token,
+            "/api/v1/audit?action=security_info.changed",
+        )
+        .await;
+    assert_eq!(
+        audit["records"].as_array().map(Vec::len),
+        Some(2),
+        "{audit}"
+    );
+    e.daemon.assert_no_secrets(&[&code, &texted, &sample]).await;
+}
+
+#[tokio::test]
+async fn a_welcome_link_sets_the_first_password_once() {
+    let e = env_with("welcome_links = true");
+    let token = harness::daemon::create_token(&e.daemon.config_path, "idp", "scim");
+    let scim = e.daemon.scim(&token);
+    let (status, body, _) = scim
+        .post(
+            "/Users",
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "frank",
+                "name": {"givenName": "Frank", "familyName": "Fisher"},
+                "emails": [{"value": "frank@example.org", "type": "work", "primary": true}],
+                "active": true
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let link = loop {
+        if let Some(m) = e
+            .mail
+            .messages()
+            .into_iter()
+            .find(|m| m.subject.contains("Choose the password"))
+        {
+            let line = m
+                .text
+                .lines()
+                .find(|l| l.contains("/welcome/"))
+                .expect("link line")
+                .trim()
+                .to_owned();
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no welcome mail");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let path = &link[link.find("/welcome/").expect("path")..];
+    let b = Browser::new(&e);
+    let page = b.get(path).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.has("frank"));
+    let csrf = page.csrf();
+    let page = b
+        .post(
+            path,
+            &[
+                ("csrf", &csrf),
+                ("password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let dn = format!("uid=frank,{}", e.slapd.users_base);
+    assert!(e.slapd.bind_as(&dn, NEW_PASSWORD).success);
+    // Twice: refused, and the password stays.
+    let page = b
+        .post(
+            path,
+            &[
+                ("csrf", &csrf),
+                ("password", SECOND_PASSWORD),
+                ("confirm", SECOND_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 410, "{}", page.html);
+    assert_eq!(b.get(path).await.status, 410);
+    assert!(e.slapd.bind_as(&dn, NEW_PASSWORD).success);
+    assert!(
+        !e.daemon.log().contains(&path["/welcome/".len()..]),
+        "the link's token was logged"
+    );
 }

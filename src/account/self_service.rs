@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{AccountError, AccountService, user_inputs};
 use crate::audit::{Action, AuditEvent, Detail, Outcome};
-use crate::directory::{DirectoryError, OwnChange, UserEntry, same_dn};
+use crate::directory::{Contact, DirectoryError, OwnChange, UserEntry, same_dn};
 use crate::notify::{PASSWORD_CHANGED, RESET_REQUEST};
 use crate::store::{NewResetRequest, ResetRequestRecord, Store};
 use crate::types::Secret;
@@ -454,6 +454,75 @@ impl AccountService {
             &result,
         )
         .await;
+        result
+    }
+
+    /// Signs a user in to manage their own security info: their password, bound as
+    /// them. A password that must be changed first is [`AccountError::PasswordChangeFirst`];
+    /// every other failure is [`AccountError::SignInRefused`].
+    pub async fn sign_in_self_service(
+        &self,
+        user_name: &str,
+        password: &Secret,
+    ) -> Result<UserEntry, AccountError> {
+        let Some(user) = self.self_service_user(user_name).await? else {
+            return Err(AccountError::SignInRefused);
+        };
+        let check = self
+            .directory
+            .check_user_password(&user.entry.dn, password)
+            .await
+            .map_err(|e| self.directory_error(e))?;
+        if !check.ok || check.locked {
+            return Err(AccountError::SignInRefused);
+        }
+        if check.must_change || check.expired {
+            return Err(AccountError::PasswordChangeFirst);
+        }
+        Ok(user.entry)
+    }
+
+    /// Saves a verified piece of security info (the pages checked a code sent to the
+    /// new address or number). Audited without the value.
+    pub async fn update_security_info(
+        &self,
+        user: &UserEntry,
+        contact: Contact,
+        value: &str,
+        request_id: Option<String>,
+    ) -> Result<(), AccountError> {
+        let result = async {
+            self.audit
+                .ping()
+                .await
+                .map_err(AccountError::AuditUnavailable)?;
+            self.directory
+                .set_contact(&user.dn, contact, value)
+                .await
+                .map_err(|e| self.directory_error(e))
+        }
+        .await;
+        let outcome = match &result {
+            Ok(()) => Outcome::Success,
+            Err(AccountError::AuditUnavailable(_)) => return result,
+            Err(e) => Outcome::Failed(e.code()),
+        };
+        let _ = self
+            .audit
+            .record(AuditEvent {
+                actor: user.user_name.clone(),
+                action: Action::SecurityInfoChanged,
+                target: Some(user.user_name.clone()),
+                outcome,
+                detail: Some(Detail::SecurityInfo {
+                    changed: match contact {
+                        Contact::AlternateMail => "alternateEmail",
+                        Contact::Mobile => "mobile",
+                    },
+                }),
+                request_id,
+            })
+            .await;
         result
     }
 

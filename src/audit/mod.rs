@@ -38,6 +38,7 @@ pub enum Action {
     ResetRequested,
     ResetRequestDismissed,
     SelfServiceVerificationFailed,
+    SecurityInfoChanged,
 }
 
 impl Action {
@@ -65,6 +66,7 @@ impl Action {
             Action::ResetRequested => "reset_request.opened",
             Action::ResetRequestDismissed => "reset_request.dismissed",
             Action::SelfServiceVerificationFailed => "self_service.verification.failed",
+            Action::SecurityInfoChanged => "security_info.changed",
         }
     }
 }
@@ -138,6 +140,9 @@ pub enum Detail {
     SelfService { verified_with: Vec<&'static str> },
     #[serde(rename_all = "camelCase")]
     ResetRequest { id: String },
+    /// Which piece of security info changed (never its value).
+    #[serde(rename_all = "camelCase")]
+    SecurityInfo { changed: &'static str },
     #[serde(rename_all = "camelCase")]
     Sweep {
         sweep_id: String,

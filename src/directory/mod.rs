@@ -236,6 +236,13 @@ pub struct BindCheck {
     pub locked: bool,
 }
 
+/// A piece of a user's security info.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contact {
+    AlternateMail,
+    Mobile,
+}
+
 /// What a user's own password change did ([`Directory::change_own_password`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnChange {
@@ -1570,6 +1577,40 @@ impl Directory {
                     .dialect
                     .set_user_policy(&mut ldap, user_dn, policy_dn, t)
                     .await
+            },
+        )
+        .await
+    }
+
+    /// Replace a user's security info: the alternate email address
+    /// (`alternate_mail_attribute`) or the mobile number (`mobile_attribute`). Idempotent.
+    pub async fn set_contact(
+        &self,
+        user_dn: &str,
+        contact: Contact,
+        value: &str,
+    ) -> Result<(), DirectoryError> {
+        self.check_user_dn(user_dn, "change the security info of")?;
+        let inner = &*self.inner;
+        let attribute = match contact {
+            Contact::AlternateMail => inner.alternate_mail_attribute.as_str(),
+            Contact::Mobile => inner.mobile_attribute.as_str(),
+        };
+        let t = inner.operation_timeout;
+        self.run(
+            "set_contact",
+            OpKind::Write,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let change = ldap3::Mod::Replace(
+                    attribute.as_bytes().to_vec(),
+                    std::collections::HashSet::from([value.as_bytes().to_vec()]),
+                );
+                let result = ldap.with_timeout(t).modify(user_dn, vec![change]).await?;
+                if result.rc != 0 {
+                    return Err(Failure::from_result(&result));
+                }
+                Ok(())
             },
         )
         .await

@@ -67,6 +67,10 @@ pub struct FlowState {
     /// Codes sent so far (all methods together).
     #[serde(default)]
     pub sends: u32,
+    /// Security info: the new address or number waiting for its code (sent there, not
+    /// to the one on file).
+    #[serde(default)]
+    pub proposed: Option<String>,
 }
 
 /// What entering a code did.
@@ -100,6 +104,7 @@ impl FlowState {
             pending: None,
             wrong_tries: 0,
             sends: 0,
+            proposed: None,
         }
     }
 

@@ -34,6 +34,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "message.html",
         include_str!("../../config/pages/message.html"),
     ),
+    (
+        "security-info.html",
+        include_str!("../../config/pages/security-info.html"),
+    ),
 ];
 
 /// Built-in translations. English is complete; a key missing in another language
@@ -250,6 +254,22 @@ mod tests {
                     "{name} in {lang} shows a text key"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_security_info_page_renders_in_each_state() {
+        let pages = Pages::new(None).expect("built-in pages");
+        for context in [
+            serde_json::json!({"signed_in": false, "sms": true, "minutes": 10, "csrf": "c", "organization": "x"}),
+            serde_json::json!({"signed_in": true, "sms": true, "minutes": 10, "csrf": "c", "organization": "x",
+                "user_name": "bob", "alternate_mail": "b@example.net", "mobile": null, "saved": true}),
+            serde_json::json!({"signed_in": true, "pending": true, "pending_to": "b•••@x", "minutes": 10, "csrf": "c", "organization": "x"}),
+        ] {
+            let html = pages
+                .render("security-info.html", "en", context)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(html.contains("name=\"csrf\""));
         }
     }
 

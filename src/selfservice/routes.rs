@@ -37,6 +37,7 @@ use crate::types::Secret;
 const CSRF_COOKIE: &str = "lb_csrf";
 const FLOW_COOKIE: &str = "lb_flow";
 const RESET_PURPOSE: &str = "reset";
+const INFO_PURPOSE: &str = "security-info";
 /// Codes sent per verification, all methods together (each send is a mail or a text).
 const MAX_SENDS: u32 = 5;
 /// Every answer to a submitted user name takes at least this long, so that unknown
@@ -122,6 +123,10 @@ pub fn routes(state: SelfServiceState) -> Router {
         .route("/reset/contact-admin", post(contact_admin))
         .route("/change", get(change_form).post(change_submit))
         .route("/welcome/{token}", get(welcome_form).post(welcome_submit))
+        .route("/security-info", get(info_page))
+        .route("/security-info/sign-in", post(info_sign_in))
+        .route("/security-info/change", post(info_change))
+        .route("/security-info/verify", post(info_verify))
         .route("/selfservice/static/{file}", get(static_file))
         .with_state(state)
         .layer(axum::middleware::from_fn(security_headers))
@@ -356,6 +361,14 @@ impl SelfServiceState {
     }
 
     async fn load_flow(&self, jar: &CookieJar) -> Result<Option<(FlowRecord, FlowState)>, ()> {
+        self.load_flow_for(jar, RESET_PURPOSE).await
+    }
+
+    async fn load_flow_for(
+        &self,
+        jar: &CookieJar,
+        purpose: &str,
+    ) -> Result<Option<(FlowRecord, FlowState)>, ()> {
         let Some(token) = jar.get(FLOW_COOKIE).map(|c| c.value().to_owned()) else {
             return Ok(None);
         };
@@ -367,7 +380,7 @@ impl SelfServiceState {
             .map_err(|e| tracing::error!(error = %e, "could not read a self-service flow"))?;
         Ok(record.and_then(|r| {
             let state = serde_json::from_value::<FlowState>(r.state.clone()).ok()?;
-            (r.purpose == RESET_PURPOSE).then_some((r, state))
+            (r.purpose == purpose).then_some((r, state))
         }))
     }
 
@@ -1222,6 +1235,395 @@ async fn welcome_submit(
         Err(e) => {
             let (status, errors) = s.refusal_texts(&visit.lang, &e);
             s.password_page(visit, status, page, errors)
+        }
+    }
+}
+
+impl SelfServiceState {
+    /// Starts a flow of `purpose` for this browser; the cookie goes into `visit`.
+    async fn open_flow(
+        &self,
+        visit: &mut Visit,
+        purpose: &str,
+        state: &FlowState,
+    ) -> Result<FlowRecord, ()> {
+        let token = random_token();
+        let now = Utc::now();
+        let record = FlowRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            purpose: purpose.into(),
+            state: Value::Null,
+            version: 0,
+            created_at: now,
+            expires_at: now + self.0.settings.code_valid,
+        };
+        self.0
+            .store
+            .insert_flow(
+                &NewFlow {
+                    id: record.id.clone(),
+                    hash: self.flow_hash(&token),
+                    purpose: purpose.into(),
+                    state: serde_json::to_value(state).map_err(|_| ())?,
+                    created_at: now,
+                    expires_at: record.expires_at,
+                },
+                now,
+            )
+            .await
+            .map_err(|e| tracing::error!(error = %e, "could not save a self-service flow"))?;
+        visit.jar = visit.jar.clone().add(self.cookie(FLOW_COOKIE, token));
+        Ok(record)
+    }
+
+    fn info(&self, visit: Visit, status: StatusCode, context: Value) -> Response {
+        let mut context = context;
+        if let Some(object) = context.as_object_mut() {
+            object.insert("sms".into(), self.0.sms.is_enabled().into());
+            object.insert(
+                "minutes".into(),
+                self.0.settings.code_valid.num_minutes().into(),
+            );
+        }
+        self.render(visit, status, "security-info.html", context)
+    }
+
+    /// The signed-in user's page: what is on file now.
+    async fn info_signed_in(
+        &self,
+        visit: Visit,
+        status: StatusCode,
+        state: &FlowState,
+        saved: bool,
+        error: Option<String>,
+    ) -> Response {
+        match self.flow_user(state).await {
+            Ok(Some(user)) => self.info(
+                visit,
+                status,
+                json!({
+                    "signed_in": true,
+                    "saved": saved,
+                    "error": error,
+                    "user_name": user.entry.user_name,
+                    "alternate_mail": user.entry.alternate_mail,
+                    "mobile": user.entry.mobile,
+                }),
+            ),
+            Ok(None) => self.flow_ended(visit),
+            Err(_) => self.unavailable(visit),
+        }
+    }
+}
+
+async fn info_page(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    match s.load_flow_for(&visit.jar, INFO_PURPOSE).await {
+        Ok(Some((_, state))) => {
+            s.info_signed_in(visit, StatusCode::OK, &state, false, None)
+                .await
+        }
+        Ok(None) => s.info(visit, StatusCode::OK, json!({"signed_in": false})),
+        Err(()) => s.unavailable(visit),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user_name: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn info_sign_in(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
+    jar: CookieJar,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let started = Instant::now();
+    let mut visit = s.visit(&headers, jar, client.map(|c| c.0));
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let user_name = form.user_name.trim().to_owned();
+    if let Err(wait) = s.admit(visit.client, &user_name) {
+        return s.rate_limited(visit, wait);
+    }
+    let result =
+        s.0.account
+            .sign_in_self_service(&user_name, &Secret::new(form.password))
+            .await;
+    let response = match result {
+        Ok(user) => {
+            let state = FlowState::new(&user.user_name, Some(user.dn.clone()), Vec::new(), 0);
+            match s.open_flow(&mut visit, INFO_PURPOSE, &state).await {
+                Ok(_) => {
+                    s.info_signed_in(visit, StatusCode::OK, &state, false, None)
+                        .await
+                }
+                Err(()) => s.unavailable(visit),
+            }
+        }
+        Err(AccountError::PasswordChangeFirst) => s.message(
+            visit,
+            StatusCode::FORBIDDEN,
+            "info.title",
+            &["info.change_first"],
+            false,
+            Some(("/change", "nav.change")),
+            None,
+        ),
+        Err(e) => {
+            let (status, errors) = s.refusal_texts(&visit.lang, &e);
+            s.info(
+                visit,
+                status,
+                json!({"signed_in": false, "user_name": user_name, "error": errors.join(" ")}),
+            )
+        }
+    };
+    floor(started).await;
+    response
+}
+
+#[derive(Deserialize)]
+struct InfoChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    value: String,
+}
+
+async fn info_change(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<InfoChangeForm>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let Ok(found) = s.load_flow_for(&visit.jar, INFO_PURPOSE).await else {
+        return s.unavailable(visit);
+    };
+    let Some((record, mut state)) = found else {
+        return s.flow_ended(visit);
+    };
+    let value = form.value.trim().to_owned();
+    let (method, normalized) = match form.kind.as_str() {
+        "email" => match value.parse::<lettre::Address>() {
+            Ok(address) => (Method::Email, address.to_string()),
+            Err(_) => {
+                let error = s.0.pages.text(&visit.lang, "info.invalid_email");
+                return s
+                    .info_signed_in(
+                        visit,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &state,
+                        false,
+                        Some(error),
+                    )
+                    .await;
+            }
+        },
+        "mobile" if s.0.sms.is_enabled() => match e164(&value) {
+            Some(number) => (Method::Sms, number),
+            None => {
+                let error = s.0.pages.text(&visit.lang, "info.invalid_mobile");
+                return s
+                    .info_signed_in(
+                        visit,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &state,
+                        false,
+                        Some(error),
+                    )
+                    .await;
+            }
+        },
+        _ => {
+            return s
+                .info_signed_in(visit, StatusCode::BAD_REQUEST, &state, false, None)
+                .await;
+        }
+    };
+    if state.sends >= MAX_SENDS {
+        return s.rate_limited(visit, 600);
+    }
+    let now = Utc::now();
+    let code = new_code(s.0.settings.code_digits);
+    let valid = s.0.settings.code_valid;
+    state.issue(&s.0.key, &record.id, method, &code, valid, now);
+    state.sends += 1;
+    state.proposed = Some(normalized.clone());
+    match s.save_flow(&record, &state).await {
+        Ok(true) => {}
+        Ok(false) => return s.flow_ended(visit),
+        Err(()) => return s.unavailable(visit),
+    }
+    let sent = match method {
+        Method::Email => {
+            s.0.notifier
+                .enqueue_until(
+                    SECURITY_CODE,
+                    &normalized,
+                    json!({
+                        "display_name": state.user_name,
+                        "user_name": state.user_name,
+                        "valid_minutes": valid.num_minutes(),
+                    }),
+                    Some(&code),
+                    now + valid,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Method::Sms => {
+            s.0.sms
+                .send(&SmsMessage {
+                    to: normalized.clone(),
+                    text: Secret::new(format!(
+                        "{} security code: {}. Valid {} minutes. Never share it.",
+                        s.0.settings.organization,
+                        code.expose(),
+                        valid.num_minutes()
+                    )),
+                    code: Some(code.clone()),
+                })
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = sent {
+        tracing::error!(error = %e, "could not send a security-info code");
+        return s.unavailable(visit);
+    }
+    let to = match method {
+        Method::Email => mask_email(&normalized),
+        Method::Sms => mask_phone(&normalized),
+    };
+    s.info(
+        visit,
+        StatusCode::OK,
+        json!({"signed_in": true, "pending": true, "pending_to": to}),
+    )
+}
+
+async fn info_verify(
+    State(s): State<SelfServiceState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let visit = s.visit(&headers, jar, None);
+    if !csrf_ok(&visit, &form.csrf) {
+        return s.csrf_refused(visit);
+    }
+    let Ok(found) = s.load_flow_for(&visit.jar, INFO_PURPOSE).await else {
+        return s.unavailable(visit);
+    };
+    let Some((record, mut state)) = found else {
+        return s.flow_ended(visit);
+    };
+    let outcome = state.check(
+        &s.0.key,
+        &record.id,
+        &Secret::new(form.code),
+        s.0.settings.max_code_attempts,
+        Utc::now(),
+    );
+    // A verified code is for this one change only; a wrong one leaves it waiting.
+    let proposed = match outcome {
+        CodeCheck::Verified(_) => state.proposed.take(),
+        _ => state.proposed.clone(),
+    };
+    state.verified.clear();
+    match s.save_flow(&record, &state).await {
+        Ok(true) => {}
+        Ok(false) => return s.flow_ended(visit),
+        Err(()) => return s.unavailable(visit),
+    }
+    let lang = visit.lang.clone();
+    match (outcome, proposed) {
+        (CodeCheck::Verified(method), Some(value)) => {
+            let user = match s.flow_user(&state).await {
+                Ok(Some(user)) => user,
+                Ok(None) => return s.flow_ended(visit),
+                Err(_) => return s.unavailable(visit),
+            };
+            let contact = match method {
+                Method::Email => crate::directory::Contact::AlternateMail,
+                Method::Sms => crate::directory::Contact::Mobile,
+            };
+            match s
+                .0
+                .account
+                .update_security_info(&user.entry, contact, &value, visit.request_id.clone())
+                .await
+            {
+                Ok(()) => {
+                    s.info_signed_in(visit, StatusCode::OK, &state, true, None)
+                        .await
+                }
+                Err(_) => s.unavailable(visit),
+            }
+        }
+        (CodeCheck::TooManyTries, _) => {
+            s.end_flow(&record).await;
+            let mut visit = visit;
+            visit.jar = visit.jar.remove(Cookie::build(FLOW_COOKIE).path("/"));
+            s.message(
+                visit,
+                StatusCode::FORBIDDEN,
+                "tries.title",
+                &["tries.text"],
+                false,
+                Some(("/security-info", "action.start_again")),
+                None,
+            )
+        }
+        (CodeCheck::Wrong { left }, _) => {
+            let error =
+                s.0.pages
+                    .text(&lang, "code.wrong")
+                    .replace("{left}", &left.to_string());
+            s.info_signed_in(
+                visit,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &state,
+                false,
+                Some(error),
+            )
+            .await
+        }
+        (CodeCheck::Expired, _) => {
+            let error = s.0.pages.text(&lang, "code.expired.title");
+            s.info_signed_in(visit, StatusCode::GONE, &state, false, Some(error))
+                .await
+        }
+        _ => {
+            let error = s.0.pages.text(&lang, "code.missing");
+            s.info_signed_in(
+                visit,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &state,
+                false,
+                Some(error),
+            )
+            .await
         }
     }
 }
