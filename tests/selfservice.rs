@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use harness::daemon::Daemon;
 use harness::slapd::Slapd;
-use harness::smtp::{MailSink, SinkMessage};
+use harness::smtp::MailSink;
 use serde_json::json;
 
 const NEW_PASSWORD: &str = "Quiet-Harbor-Lantern-72";
@@ -125,29 +125,8 @@ impl Browser {
     }
 }
 
-/// The security code in the newest message to `to` (waits for it).
 fn code_mailed_to(mail: &MailSink, to: &str, nth: usize) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let codes: Vec<SinkMessage> = mail
-            .messages()
-            .into_iter()
-            .filter(|m| m.to.iter().any(|a| a == to) && m.subject.contains("security code"))
-            .collect();
-        if codes.len() >= nth {
-            let text = &codes[nth - 1].text;
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("Your security code is:"))
-                .expect("the code line");
-            return line.rsplit(' ').next().expect("code").trim().to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no security code mailed to {to}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    mail.wait_for_code(to, nth)
 }
 
 #[tokio::test]

@@ -195,6 +195,29 @@ impl MailSink {
             .collect()
     }
 
+    /// The security code in the `nth` (1-based) "security code" message to `to`,
+    /// waiting up to 15 s for it.
+    pub fn wait_for_code(&self, to: &str, nth: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let codes: Vec<SinkMessage> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m.to.iter().any(|a| a == to) && m.subject.contains("security code"))
+                .collect();
+            if let Some(message) = codes.get(nth - 1) {
+                let line = message
+                    .text
+                    .lines()
+                    .find(|l| l.starts_with("Your security code is:"))
+                    .expect("the code line");
+                return line.rsplit(' ').next().expect("code").trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no security code mailed to {to}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits (polling every 100 ms) until at least `n` messages have arrived and returns
     /// them all. Panics on timeout, listing what did arrive.
     pub fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<SinkMessage> {
