@@ -17,7 +17,7 @@ pub mod smtp;
 
 use std::path::PathBuf;
 
-pub use slapd::{BindOutcome, Slapd};
+pub use slapd::{BindOutcome, Kind, Slapd, UserState};
 pub use smtp::{MailSink, SinkMessage};
 
 /// The root of the repository (the crate's manifest directory).
