@@ -1,16 +1,16 @@
-//! Administrators as people, against a real slapd: they sign in as themselves, hold
-//! roles through directory groups, and every role × every kind of target × every action
-//! is allowed or refused exactly as `docs/roles.md` says. A refusal changes nothing in
-//! the directory and is audited.
+//! Administrators as people, against a real directory of each kind (OpenLDAP, 389-ds,
+//! Active Directory) configured as `scripts/demo` configures it: they sign in as
+//! themselves, hold roles through directory groups, and every role × every kind of target
+//! × every action is allowed or refused exactly as `docs/roles.md` says. A refusal
+//! changes nothing in the directory and is audited.
 
 mod harness;
 
 use harness::daemon::Daemon;
-use harness::slapd::Slapd;
+use harness::slapd::{Kind, Slapd};
 use harness::smtp::MailSink;
+use rstest::rstest;
 use serde_json::json;
-
-const BASE: &str = "dc=example,dc=org";
 
 /// (role, config key, group cn). Each role has an acting person `act-<cn>` and a target
 /// person `tgt-<cn>`, both members of the role's group.
@@ -35,45 +35,49 @@ const ACTIONS: &[&str] = &[
     "SetNeverExpires",
 ];
 
-/// What the directory holds of a target's password and sign-in state.
-const STATE: &[&str] = &[
-    "userPassword",
-    "pwdReset",
-    "pwdAccountLockedTime",
-    "pwdPolicySubentry",
-];
-
-fn person(uid: &str) -> String {
-    format!(
-        "dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n\
-         sn: {uid}\nmail: {uid}@example.org\nuserPassword: @SAMPLE_PASSWORD_HASH@\n\
-         pwdChangedTime: @NOW@\n"
-    )
+fn person(kind: Kind, uid: &str) -> String {
+    kind.person_ldif(uid, &kind.people())
 }
 
-fn ldif() -> String {
+fn person_dn(kind: Kind, uid: &str) -> String {
+    kind.person_dn(uid, &kind.people())
+}
+
+fn group_dn(kind: Kind, cn: &str) -> String {
+    match kind {
+        Kind::ActiveDirectory => format!("CN={cn},{}", kind.groups()),
+        _ => format!("cn={cn},{}", kind.groups()),
+    }
+}
+
+fn ldif(kind: Kind) -> String {
     let mut out = Vec::new();
     for (_, _, cn) in ROLES {
-        out.push(person(&format!("act-{cn}")));
-        out.push(person(&format!("tgt-{cn}")));
-        out.push(format!(
-            "dn: cn={cn},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: {cn}\n\
-             member: uid=act-{cn},ou=people,{BASE}\nmember: uid=tgt-{cn},ou=people,{BASE}\n"
-        ));
+        let (act, tgt) = (format!("act-{cn}"), format!("tgt-{cn}"));
+        out.push(person(kind, &act));
+        out.push(person(kind, &tgt));
+        out.push(kind.group_ldif(cn, &[person_dn(kind, &act), person_dn(kind, &tgt)]));
     }
     out.join("\n")
 }
 
-fn config() -> String {
+/// The role groups, and the demo's settings for the kind (where the policies are).
+fn config(dir: &Slapd) -> String {
     let mut roles = String::from("\n[roles]\n");
     for (_, key, cn) in ROLES {
-        roles.push_str(&format!("{key} = [\"cn={cn},ou=groups,{BASE}\"]\n"));
+        roles.push_str(&format!("{key} = [\"{}\"]\n", group_dn(dir.kind, cn)));
     }
-    roles.push_str(&format!(
-        "\n[expiry]\nsource = \"directory\"\ndefault_policy_dn = \"cn=default,ou=policies,{BASE}\"\n\
-         never_expires_policy_dn = \"cn=never-expires,ou=policies,{BASE}\"\n"
-    ));
+    roles.push_str(&dir.demo_settings());
     roles
+}
+
+/// A directory of `kind` with the role holders and `users` generated users, and the
+/// daemon configured for it.
+fn start(kind: Kind, users: usize) -> (Slapd, MailSink, Daemon) {
+    let dir = Slapd::start_kind(kind, users, &[&ldif(kind)]);
+    let mail = MailSink::start();
+    let daemon = Daemon::start_with(&dir, mail.port, &config(&dir));
+    (dir, mail, daemon)
 }
 
 /// The documented answer: docs/roles.md's whole table, read as (action, target) → the
@@ -172,11 +176,12 @@ async fn act(api: &harness::daemon::Api, token: &str, action: &str, target: &str
     }
 }
 
+#[rstest]
 #[tokio::test]
-async fn every_role_on_every_kind_of_target_does_what_the_table_says() {
-    let slapd = Slapd::start_with(0, &[&ldif()]);
-    let mail = MailSink::start();
-    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+async fn every_role_on_every_kind_of_target_does_what_the_table_says(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let (slapd, _mail, daemon) = start(kind, 0);
     let api = daemon.client();
     let table = documented();
     assert_eq!(
@@ -242,7 +247,7 @@ async fn every_role_on_every_kind_of_target_does_what_the_table_says() {
                 } else {
                     slapd.user_dn(&uid)
                 };
-                let before = slapd.ldapsearch_attrs(&dn, STATE);
+                let before = slapd.sign_in_state(&dn);
                 let statuses = act(&api, token, action, &uid).await;
                 if allowed {
                     assert!(
@@ -261,7 +266,7 @@ async fn every_role_on_every_kind_of_target_does_what_the_table_says() {
                         );
                     }
                     assert_eq!(
-                        slapd.ldapsearch_attrs(&dn, STATE),
+                        slapd.sign_in_state(&dn),
                         before,
                         "{role} refused {action} on {kind}, yet {uid} changed"
                     );
@@ -312,11 +317,12 @@ async fn every_role_on_every_kind_of_target_does_what_the_table_says() {
     daemon.assert_no_secrets(&[&slapd.sample_password]).await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn signing_in_says_one_thing_for_every_failure_and_a_session_ends_on_sign_out() {
-    let slapd = Slapd::start_with(0, &[&ldif()]);
-    let mail = MailSink::start();
-    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+async fn signing_in_says_one_thing_for_every_failure_and_a_session_ends_on_sign_out(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let (slapd, _mail, daemon) = start(kind, 0);
     let api = daemon.client();
 
     // Unknown name, wrong password, a user without a role: the same 401 and message.
@@ -398,19 +404,19 @@ async fn signing_in_says_one_thing_for_every_failure_and_a_session_ends_on_sign_
         .await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
-    let slapd = Slapd::start_with(0, &[&ldif()]);
-    let mail = MailSink::start();
-    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let (slapd, _mail, daemon) = start(kind, 0);
     let api = daemon.client();
     let erin = slapd.user_dn("erin");
 
-    // pwdMaxFailure 5 in the sandbox policy.
-    for _ in 0..5 {
-        assert!(!slapd.bind_as(&erin, "wrong-password-1").success);
-    }
-    assert!(slapd.bind_as(&erin, &slapd.sample_password).locked);
+    // Five failures in the sandboxes' policies.
+    slapd.lock_out(&erin);
+    assert!(!slapd.bind_as(&erin, &slapd.sample_password).success);
+    assert!(!slapd.is_blocked(&erin));
     let (status, user) = api.get(&daemon.admin_token, "/api/v1/users/erin").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -427,7 +433,9 @@ async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
         (200, json!(false)),
         "{body}"
     );
-    assert!(slapd.bind_as(&erin, &slapd.sample_password).locked);
+    assert!(!slapd.bind_as(&erin, &slapd.sample_password).success);
+    assert!(slapd.is_locked(&erin));
+    assert!(!slapd.is_blocked(&erin));
 
     let (status, body, _) = api
         .post(&daemon.admin_token, "/api/v1/users/erin/unlock", json!({}))
@@ -437,6 +445,7 @@ async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
         (200, json!(true)),
         "{body}"
     );
+    assert!(!slapd.is_locked(&erin));
     assert!(slapd.bind_as(&erin, &slapd.sample_password).success);
 
     // Blocked: unlock refuses and says to unblock; unblock lifts it.
@@ -444,6 +453,7 @@ async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
         .post(&daemon.admin_token, "/api/v1/users/erin/block", json!({}))
         .await;
     assert_eq!(status, 200);
+    assert!(slapd.is_blocked(&erin));
     assert!(!slapd.bind_as(&erin, &slapd.sample_password).success);
     let (status, body, _) = api
         .post(&daemon.admin_token, "/api/v1/users/erin/unlock", json!({}))
@@ -461,41 +471,41 @@ async fn unlock_ends_a_lockout_but_not_a_block_and_unblock_the_reverse() {
         (200, json!(true)),
         "{body}"
     );
+    assert!(!slapd.is_blocked(&erin));
     assert!(slapd.bind_as(&erin, &slapd.sample_password).success);
 }
 
 /// Roles held over part of the directory (`[[roles.scoped]]`, Entra's administrative
 /// units): a subtree, or a group's members. Outside it the role does nothing, and the
 /// refusal says why.
+#[rstest]
 #[tokio::test]
-async fn a_scoped_role_reaches_only_its_subtree_or_group() {
+async fn a_scoped_role_reaches_only_its_subtree_or_group(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let paris = paris(kind);
     let ldif = [
-        format!("dn: ou=paris,ou=people,{BASE}\nobjectClass: organizationalUnit\nou: paris\n"),
-        format!(
-            "dn: uid=pierre,ou=paris,ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: pierre\n\
-             cn: pierre\nsn: pierre\nuserPassword: @SAMPLE_PASSWORD_HASH@\npwdChangedTime: @NOW@\n"
-        ),
-        person("act-paris"),
-        person("act-staffpw"),
-        format!(
-            "dn: cn=paris-helpdesk,ou=groups,{BASE}\nobjectClass: groupOfNames\n\
-             cn: paris-helpdesk\nmember: uid=act-paris,ou=people,{BASE}\n"
-        ),
-        format!(
-            "dn: cn=staff-passwords,ou=groups,{BASE}\nobjectClass: groupOfNames\n\
-             cn: staff-passwords\nmember: uid=act-staffpw,ou=people,{BASE}\n"
-        ),
+        kind.ou_ldif("paris", &kind.people()),
+        kind.person_ldif("pierre", &paris),
+        person(kind, "act-paris"),
+        person(kind, "act-staffpw"),
+        kind.group_ldif("paris-helpdesk", &[person_dn(kind, "act-paris")]),
+        kind.group_ldif("staff-passwords", &[person_dn(kind, "act-staffpw")]),
     ]
     .join("\n");
+    let slapd = Slapd::start_kind(kind, 2, &[&ldif]);
     let config = format!(
         "\n[[roles.scoped]]\nrole = \"helpdesk-admin\"\n\
-         groups = [\"cn=paris-helpdesk,ou=groups,{BASE}\"]\n\
-         over_subtree = \"ou=paris,ou=people,{BASE}\"\n\
+         groups = [\"{}\"]\n\
+         over_subtree = \"{paris}\"\n\
          \n[[roles.scoped]]\nrole = \"password-admin\"\n\
-         groups = [\"cn=staff-passwords,ou=groups,{BASE}\"]\n\
-         over_group = \"cn=staff,ou=groups,{BASE}\"\n"
+         groups = [\"{}\"]\n\
+         over_group = \"{}\"\n{}",
+        group_dn(kind, "paris-helpdesk"),
+        group_dn(kind, "staff-passwords"),
+        group_dn(kind, "staff"),
+        slapd.demo_settings(),
     );
-    let slapd = Slapd::start_with(2, &[&ldif]);
     let mail = MailSink::start();
     let daemon = Daemon::start_with(&slapd, mail.port, &config);
     let api = daemon.client();
@@ -522,7 +532,7 @@ async fn a_scoped_role_reaches_only_its_subtree_or_group() {
         (&staff, "act-staffpw", "pierre", false),
         (&staff, "act-staffpw", "user000002", false),
     ] {
-        let before = slapd.ldapsearch_attrs(&user_dn(&slapd, target), STATE);
+        let before = slapd.sign_in_state(&user_dn(&slapd, target));
         let (status, body, _) = api
             .post(
                 token,
@@ -540,7 +550,7 @@ async fn a_scoped_role_reaches_only_its_subtree_or_group() {
                 "{body}"
             );
             assert_eq!(
-                slapd.ldapsearch_attrs(&user_dn(&slapd, target), STATE),
+                slapd.sign_in_state(&user_dn(&slapd, target)),
                 before,
                 "{who} left {target} unchanged"
             );
@@ -568,9 +578,19 @@ async fn a_scoped_role_reaches_only_its_subtree_or_group() {
     );
 }
 
+/// The organizational unit of the Paris office, below the people.
+fn paris(kind: Kind) -> String {
+    let ou = if kind == Kind::ActiveDirectory {
+        "OU"
+    } else {
+        "ou"
+    };
+    format!("{ou}=paris,{}", kind.people())
+}
+
 fn user_dn(slapd: &Slapd, uid: &str) -> String {
     if uid == "pierre" {
-        format!("uid=pierre,ou=paris,ou=people,{BASE}")
+        slapd.kind.person_dn("pierre", &paris(slapd.kind))
     } else {
         slapd.user_dn(uid)
     }
@@ -579,11 +599,12 @@ fn user_dn(slapd: &Slapd, uid: &str) -> String {
 /// A session keeps the roles it started with, but every action checks the person's
 /// groups again (at most a second old): someone removed from a role group loses the
 /// role at once, with a refusal that says why.
+#[rstest]
 #[tokio::test]
-async fn a_person_removed_from_a_role_group_loses_the_role_within_a_second() {
-    let slapd = Slapd::start_with(1, &[&ldif()]);
-    let mail = MailSink::start();
-    let daemon = Daemon::start_with(&slapd, mail.port, &config());
+async fn a_person_removed_from_a_role_group_loses_the_role_within_a_second(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let (slapd, _mail, daemon) = start(kind, 1);
     let api = daemon.client();
     let (status, body, _) = api
         .post(
@@ -606,8 +627,9 @@ async fn a_person_removed_from_a_role_group_loses_the_role_within_a_second() {
     assert_eq!(status, 200, "{body}");
 
     slapd.ldapmodify_as_root(&format!(
-        "dn: cn=helpdesk,ou=groups,{BASE}\nchangetype: modify\ndelete: member\n\
-         member: uid=act-helpdesk,ou=people,{BASE}\n"
+        "dn: {}\nchangetype: modify\ndelete: member\nmember: {}\n",
+        group_dn(kind, "helpdesk"),
+        person_dn(kind, "act-helpdesk")
     ));
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (status, body, _) = reset().await;
