@@ -761,7 +761,13 @@ impl Slapd {
 impl Drop for Slapd {
     fn drop(&mut self) {
         if self.running {
-            let _ = run(Command::new(self.kind.script()).arg("stop").arg(&self.dir));
+            let mut stop = Command::new(self.kind.script());
+            stop.arg("stop").arg(&self.dir);
+            if self.kind == Kind::Ds389 {
+                // The data goes with the folder: no clean shutdown (2 s) to wait for.
+                stop.arg("--now");
+            }
+            let _ = run(&mut stop);
         }
         drop(self.temp.take());
     }
