@@ -116,64 +116,93 @@ fn documented() -> std::collections::HashMap<(String, String), Vec<String>> {
     out
 }
 
-/// Does `action` to `target` as `token`; the HTTP statuses of its requests.
-async fn act(api: &harness::daemon::Api, token: &str, action: &str, target: &str) -> Vec<u16> {
-    let user = format!("/api/v1/users/{target}");
+/// What an allowed step leaves in the directory.
+#[derive(Debug, Clone, Copy)]
+enum Effect {
+    MustChange(bool),
+    Blocked(bool),
+    Locked(bool),
+    NeverExpires(bool),
+}
+
+/// The requests of `action`: (POST or PUT, path below the user, body, effect).
+fn steps(action: &str) -> Vec<(&'static str, &'static str, serde_json::Value, Effect)> {
     match action {
-        "ResetPassword" => vec![
-            api.post(
-                token,
-                &format!("{user}/password-reset"),
-                json!({"mode": "auto", "requireChangeAtNextSignIn": true, "showPassword": true}),
-            )
-            .await
-            .0,
-        ],
+        "ResetPassword" => vec![(
+            "POST",
+            "password-reset",
+            json!({"mode": "auto", "requireChangeAtNextSignIn": true, "showPassword": true}),
+            Effect::MustChange(true),
+        )],
         "RequireChange" => vec![
-            api.put(
-                token,
-                &format!("{user}/require-password-change"),
+            (
+                "PUT",
+                "require-password-change",
                 json!({"required": true}),
-            )
-            .await
-            .0,
-            api.put(
-                token,
-                &format!("{user}/require-password-change"),
+                Effect::MustChange(true),
+            ),
+            (
+                "PUT",
+                "require-password-change",
                 json!({"required": false}),
-            )
-            .await
-            .0,
+                Effect::MustChange(false),
+            ),
         ],
-        "Unlock" => vec![
-            api.post(token, &format!("{user}/unlock"), json!({}))
-                .await
-                .0,
-        ],
+        "Unlock" => vec![("POST", "unlock", json!({}), Effect::Locked(false))],
         "BlockSignIn" => vec![
-            api.post(token, &format!("{user}/block"), json!({})).await.0,
-            api.post(token, &format!("{user}/unblock"), json!({}))
-                .await
-                .0,
+            ("POST", "block", json!({}), Effect::Blocked(true)),
+            ("POST", "unblock", json!({}), Effect::Blocked(false)),
         ],
         "SetNeverExpires" => vec![
-            api.put(
-                token,
-                &format!("{user}/password-never-expires"),
+            (
+                "PUT",
+                "password-never-expires",
                 json!({"neverExpires": true}),
-            )
-            .await
-            .0,
-            api.put(
-                token,
-                &format!("{user}/password-never-expires"),
+                Effect::NeverExpires(true),
+            ),
+            (
+                "PUT",
+                "password-never-expires",
                 json!({"neverExpires": false}),
-            )
-            .await
-            .0,
+                Effect::NeverExpires(false),
+            ),
         ],
         other => panic!("unknown action {other}"),
     }
+}
+
+/// Does `action` to `target` as `token`; the HTTP statuses of its requests. With
+/// `check`, each step that succeeds is read back from the directory (the entry `dn`).
+async fn act(
+    api: &harness::daemon::Api,
+    token: &str,
+    action: &str,
+    target: &str,
+    check: Option<(&Slapd, &str)>,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for (method, suffix, body, effect) in steps(action) {
+        let path = format!("/api/v1/users/{target}/{suffix}");
+        let status = match method {
+            "POST" => api.post(token, &path, body).await.0,
+            _ => api.put(token, &path, body).await.0,
+        };
+        statuses.push(status);
+        if let (Some((dir, dn)), 200) = (check, status) {
+            let holds = match effect {
+                Effect::MustChange(v) => dir.must_change(dn) == v,
+                Effect::Blocked(v) => dir.is_blocked(dn) == v,
+                Effect::Locked(v) => dir.is_locked(dn) == v,
+                Effect::NeverExpires(v) => dir.never_expires(dn) == v,
+            };
+            assert!(
+                holds,
+                "{action} ({suffix}) on {dn}: the directory does not show {effect:?}: {}",
+                dir.sign_in_state(dn)
+            );
+        }
+    }
+    statuses
 }
 
 #[rstest]
@@ -253,7 +282,9 @@ async fn every_role_on_every_kind_of_target_does_what_the_table_says(
                 };
                 // Only a refusal is checked against the entry as it was.
                 let before = (!allowed).then(|| slapd.sign_in_state(&dn));
-                let statuses = act(&api, token, action, &uid).await;
+                // What an allowed action does is read back on the plain user.
+                let check = (allowed && kind == "user").then_some((&slapd, dn.as_str()));
+                let statuses = act(&api, token, action, &uid, check).await;
                 if allowed {
                     assert!(
                         statuses.iter().all(|s| *s == 200),
