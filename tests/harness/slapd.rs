@@ -1,5 +1,8 @@
 //! A throwaway OpenLDAP slapd (mdb + ppolicy + sssvlv, verified TLS from a throwaway CA),
-//! driven through `scripts/lib/slapd-sandbox`.
+//! driven through `scripts/lib/slapd-sandbox`, or another directory [`Kind`] through its
+//! own sandbox script ([`Slapd::start_kind`]). The state accessors (`must_change`,
+//! `is_blocked`, `is_locked`, `never_expires`, `users_state`) read each kind's own
+//! attributes as root, not through lockbridge.
 //!
 //! The directory holds `dc=example,dc=org` with the sample users alice (member of
 //! `cn=admins`), bob, carol, dave and erin, all with the password in
@@ -28,7 +31,7 @@ pub enum Kind {
     /// 389 Directory Server (`389ds-sandbox`).
     Ds389,
     /// A Samba Active Directory domain controller (`samba-ad-sandbox`; needs root for
-    /// its fixed ports). lockbridge has no dialect for it yet.
+    /// its fixed ports).
     ActiveDirectory,
 }
 
