@@ -1,13 +1,16 @@
-//! The admin password-reset API end to end: the real daemon over HTTP, a real slapd
-//! with the ppolicy overlay, and a real SMTP server.
+//! The admin password-reset API end to end: the real daemon over HTTP, a real directory
+//! of each kind lockbridge supports (OpenLDAP with ppolicy, 389 Directory Server, a Samba
+//! Active Directory domain controller) configured as `scripts/demo` configures it, and a
+//! real SMTP server.
 
 mod harness;
 
 use std::time::Duration;
 
 use harness::daemon::Daemon;
-use harness::slapd::Slapd;
+use harness::slapd::{Kind, Slapd};
 use harness::smtp::MailSink;
+use rstest::rstest;
 use serde_json::json;
 
 struct Env {
@@ -16,10 +19,10 @@ struct Env {
     daemon: Daemon,
 }
 
-fn env() -> Env {
-    let slapd = Slapd::start();
+fn env(kind: Kind) -> Env {
+    let slapd = Slapd::start_kind(kind, 0, &[]);
     let mail = MailSink::start();
-    let daemon = Daemon::start(&slapd, &mail);
+    let daemon = Daemon::start_with(&slapd, mail.port, &slapd.demo_settings());
     Env {
         slapd,
         mail,
@@ -29,16 +32,19 @@ fn env() -> Env {
 
 impl Env {
     fn dn(&self, uid: &str) -> String {
-        format!("uid={uid},{}", self.slapd.users_base)
+        self.slapd.user_dn(uid)
     }
 }
 
 const STRONG_1: &str = "Quiet-Harbor-Lantern-72";
 const STRONG_2: &str = "Velvet-Orchard-Compass-39";
 
+#[rstest]
 #[tokio::test]
-async fn auto_reset_requires_change_and_emails_the_password() {
-    let e = env();
+async fn auto_reset_requires_change_and_emails_the_password(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     let (status, body, headers) = api
         .post(
@@ -57,7 +63,8 @@ async fn auto_reset_requires_change_and_emails_the_password() {
     assert!(password.len() >= 16);
     assert_eq!(body["sentTo"], json!(["helpdesk@example.org"]));
 
-    // The new password works in a real bind, and ppolicy says it must be changed.
+    // The new password works in a real bind, and the directory says it must be changed
+    // (the Password Policy control, or Active Directory's `data 773`).
     let bind = e.slapd.bind_as(&e.dn("bob"), &password);
     assert!(
         bind.success,
@@ -66,9 +73,10 @@ async fn auto_reset_requires_change_and_emails_the_password() {
     );
     assert!(
         bind.must_change,
-        "ppolicy did not ask for a change: {}",
+        "the directory did not ask for a change: {}",
         bind.output
     );
+    assert!(e.slapd.must_change(&e.dn("bob")));
     let old = e.slapd.bind_as(&e.dn("bob"), &e.slapd.sample_password);
     assert!(!old.success, "the old password still works");
 
@@ -76,7 +84,13 @@ async fn auto_reset_requires_change_and_emails_the_password() {
     let (status, user) = api.get(&e.daemon.admin_token, "/api/v1/users/bob").await;
     assert_eq!(status, 200);
     assert_eq!(user["mustChangePassword"], true);
-    assert!(user["passwordLastChanged"].is_string(), "{user}");
+    if kind == Kind::ActiveDirectory {
+        // "Must change" is pwdLastSet 0 there, the same attribute as the change time:
+        // Active Directory keeps no time for a password that must change.
+        assert!(user["passwordLastChanged"].is_null(), "{user}");
+    } else {
+        assert!(user["passwordLastChanged"].is_string(), "{user}");
+    }
 
     // The email arrives, once, at the address asked for, with the password.
     let messages = e.mail.wait_for_count(1, Duration::from_secs(15));
@@ -112,9 +126,12 @@ async fn auto_reset_requires_change_and_emails_the_password() {
         .await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn manual_reset_without_required_change() {
-    let e = env();
+async fn manual_reset_without_required_change(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     let (status, body, _) = api
         .post(
@@ -135,15 +152,12 @@ async fn manual_reset_without_required_change() {
         "must-change set although not asked: {}",
         bind.output
     );
-    assert!(
-        e.slapd
-            .ldapsearch_attr(&e.dn("carol"), "pwdReset")
-            .is_empty()
-    );
+    assert!(!e.slapd.must_change(&e.dn("carol")));
     let (_, user) = api.get(&e.daemon.admin_token, "/api/v1/users/carol").await;
     assert_eq!(user["mustChangePassword"], false);
 
-    // And with require-change on, pwdReset is TRUE in the directory.
+    // And with require-change on, the directory keeps "must change" (ppolicy's pwdReset,
+    // 389-ds's expiry of 1970, Active Directory's pwdLastSet of 0), and the bind says so.
     let (status, body, _) = api
         .post(
             &e.daemon.admin_token,
@@ -152,17 +166,19 @@ async fn manual_reset_without_required_change() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        e.slapd.ldapsearch_attr(&e.dn("carol"), "pwdReset"),
-        vec!["TRUE".to_string()]
-    );
+    assert!(e.slapd.must_change(&e.dn("carol")));
+    let bind = e.slapd.bind_as(&e.dn("carol"), STRONG_2);
+    assert!(bind.success && bind.must_change, "{}", bind.output);
     assert!(e.mail.messages().is_empty(), "no sendTo, no mail");
     e.daemon.assert_no_secrets(&[STRONG_1, STRONG_2]).await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn too_short_password_is_refused_naming_the_rule() {
-    let e = env();
+async fn too_short_password_is_refused_naming_the_rule(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let (status, body, _) = e
         .daemon
         .client()
@@ -208,9 +224,12 @@ async fn too_short_password_is_refused_naming_the_rule() {
     e.daemon.assert_no_secrets(&["Ab1!x"]).await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn password_from_history_is_refused_by_the_directory() {
-    let e = env();
+async fn password_from_history_is_refused_by_the_directory(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     for pw in [STRONG_1, STRONG_2] {
         let (status, body, _) = api
@@ -229,6 +248,14 @@ async fn password_from_history_is_refused_by_the_directory() {
             json!({"mode": "manual", "password": STRONG_1, "requireChangeAtNextSignIn": false}),
         )
         .await;
+    if kind == Kind::ActiveDirectory {
+        // Active Directory checks the history on a user's own change only, never on an
+        // administrator's reset (docs/directories/active-directory.md): the reset takes.
+        assert_eq!(status, 200, "{body}");
+        assert!(e.slapd.bind_as(&e.dn("erin"), STRONG_1).success);
+        assert!(!e.slapd.bind_as(&e.dn("erin"), STRONG_2).success);
+        return;
+    }
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["code"], "password_in_history");
     assert!(
@@ -244,9 +271,12 @@ async fn password_from_history_is_refused_by_the_directory() {
     e.daemon.assert_no_secrets(&[STRONG_1, STRONG_2]).await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn unknown_user_is_404_and_injection_finds_nobody() {
-    let e = env();
+async fn unknown_user_is_404_and_injection_finds_nobody(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     for name in ["nobody", "*", "*)(uid=*", "bob)(|(uid=*"] {
         let path = format!("/api/v1/users/{}", urlencode(name));
@@ -264,9 +294,12 @@ async fn unknown_user_is_404_and_injection_finds_nobody() {
     }
 }
 
+#[rstest]
 #[tokio::test]
-async fn tokens_and_roles_are_enforced() {
-    let e = env();
+async fn tokens_and_roles_are_enforced(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     let (status, body, headers) = api.get_full("", "/api/v1/users/bob").await;
     assert_eq!(status, 401, "{body}");
@@ -319,9 +352,12 @@ async fn tokens_and_roles_are_enforced() {
     assert_eq!(status, 200, "{body}");
 }
 
+#[rstest]
 #[tokio::test]
-async fn bad_requests_are_explained_and_change_nothing() {
-    let e = env();
+async fn bad_requests_are_explained_and_change_nothing(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     let t = &e.daemon.admin_token;
     let cases = [
@@ -360,12 +396,15 @@ async fn bad_requests_are_explained_and_change_nothing() {
             .bind_as(&e.dn("bob"), &e.slapd.sample_password)
             .success
     );
-    assert!(e.slapd.ldapsearch_attr(&e.dn("bob"), "pwdReset").is_empty());
+    assert!(!e.slapd.must_change(&e.dn("bob")));
 }
 
+/// On OpenLDAP only: what is tested is the outbox against a relay that is down for a
+/// while (two fixed waits of 3 s); the directory's part, a reset, is the same as in
+/// `auto_reset_requires_change_and_emails_the_password`, which runs on every kind.
 #[tokio::test]
 async fn mail_is_delivered_once_after_an_smtp_outage() {
-    let mut e = env();
+    let mut e = env(Kind::OpenLdap);
     e.mail.stop();
     let (status, body, _) = e
         .daemon
@@ -394,9 +433,12 @@ async fn mail_is_delivered_once_after_an_smtp_outage() {
     e.daemon.assert_no_secrets(&[&password]).await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn directory_outage_gives_503_and_recovers_without_restart() {
-    let mut e = env();
+async fn directory_outage_gives_503_and_recovers_without_restart(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let mut e = env(kind);
     let api = e.daemon.client();
     let (status, _) = api.get(&e.daemon.admin_token, "/api/v1/users/bob").await;
     assert_eq!(status, 200);
@@ -445,9 +487,12 @@ async fn directory_outage_gives_503_and_recovers_without_restart() {
     assert_eq!(status, 200);
 }
 
+#[rstest]
 #[tokio::test]
-async fn search_pages_and_operations_endpoints() {
-    let e = env();
+async fn search_pages_and_operations_endpoints(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let e = env(kind);
     let api = e.daemon.client();
     let t = &e.daemon.admin_token;
     let (status, page) = api.get(t, "/api/v1/users?search=&limit=2").await;
@@ -488,9 +533,12 @@ async fn search_pages_and_operations_endpoints() {
     );
 }
 
+#[rstest]
 #[tokio::test]
-async fn sigterm_shuts_down_cleanly() {
-    let mut e = env();
+async fn sigterm_shuts_down_cleanly(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let mut e = env(kind);
     let (status, _) = e
         .daemon
         .client()
@@ -501,14 +549,17 @@ async fn sigterm_shuts_down_cleanly() {
     assert!(e.daemon.log().contains("shutting down"));
 }
 
+#[rstest]
 #[tokio::test]
-async fn api_requests_are_rate_limited_per_client() {
-    let slapd = Slapd::start();
+async fn api_requests_are_rate_limited_per_client(
+    #[values(Kind::OpenLdap, Kind::Ds389, Kind::ActiveDirectory)] kind: Kind,
+) {
+    let slapd = Slapd::start_kind(kind, 0, &[]);
     let mail = MailSink::start();
     let daemon = Daemon::start_with_env(
         &slapd,
         mail.port,
-        "",
+        &slapd.demo_settings(),
         &[
             ("LOCKBRIDGE__SERVER__RATE_LIMIT_PER_SECOND", "1"),
             ("LOCKBRIDGE__SERVER__RATE_LIMIT_BURST", "3"),

@@ -21,7 +21,7 @@ pub mod smtp;
 use std::path::PathBuf;
 
 pub use browser::{Browser, Page};
-pub use slapd::{BindOutcome, Slapd};
+pub use slapd::{BindOutcome, Kind, Slapd, UserState};
 pub use sms::{SmsGateway, SmsRecord};
 pub use smtp::{MailSink, SinkMessage};
 

@@ -1,5 +1,8 @@
 //! A throwaway OpenLDAP slapd (mdb + ppolicy + sssvlv, verified TLS from a throwaway CA),
-//! driven through `scripts/lib/slapd-sandbox`.
+//! driven through `scripts/lib/slapd-sandbox`, or another directory [`Kind`] through its
+//! own sandbox script ([`Slapd::start_kind`]). The state accessors (`must_change`,
+//! `is_blocked`, `is_locked`, `never_expires`, `users_state`) read each kind's own
+//! attributes as root, not through lockbridge.
 //!
 //! The directory holds `dc=example,dc=org` with the sample users alice (member of
 //! `cn=admins`), bob, carol, dave and erin, all with the password in
@@ -28,7 +31,7 @@ pub enum Kind {
     /// 389 Directory Server (`389ds-sandbox`).
     Ds389,
     /// A Samba Active Directory domain controller (`samba-ad-sandbox`; needs root for
-    /// its fixed ports). lockbridge has no dialect for it yet.
+    /// its fixed ports).
     ActiveDirectory,
 }
 
@@ -40,6 +43,90 @@ impl Kind {
             Kind::Ds389 => "389ds",
             Kind::ActiveDirectory => "active-directory",
         }
+    }
+
+    /// The base DN every sandbox of this kind serves (Active Directory spells it in
+    /// capitals, as it returns it).
+    pub fn base_dn(self) -> &'static str {
+        match self {
+            Kind::OpenLdap | Kind::Ds389 => "dc=example,dc=org",
+            Kind::ActiveDirectory => "DC=example,DC=org",
+        }
+    }
+
+    /// The container of the sample users.
+    pub fn people(self) -> String {
+        format!("{}={},{}", self.rdn("ou"), "people", self.base_dn())
+    }
+
+    /// The container of the sample groups.
+    pub fn groups(self) -> String {
+        format!("{}={},{}", self.rdn("ou"), "groups", self.base_dn())
+    }
+
+    fn rdn(self, attr: &str) -> String {
+        match self {
+            Kind::ActiveDirectory => attr.to_ascii_uppercase(),
+            _ => attr.to_owned(),
+        }
+    }
+
+    /// The DN [`Kind::person_ldif`] gives `uid` below `parent` (Active Directory names
+    /// users by cn, here the same as the account name).
+    pub fn person_dn(self, uid: &str, parent: &str) -> String {
+        match self {
+            Kind::ActiveDirectory => format!("CN={uid},{parent}"),
+            _ => format!("uid={uid},{parent}"),
+        }
+    }
+
+    /// LDIF for the sandbox's `--ldif`: a person `uid` below `parent` with the sample
+    /// password, changed now, shaped as the kind's own sample users.
+    pub fn person_ldif(self, uid: &str, parent: &str) -> String {
+        let dn = self.person_dn(uid, parent);
+        match self {
+            Kind::OpenLdap => format!(
+                "dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\
+                 mail: {uid}@example.org\nuserPassword: @SAMPLE_PASSWORD_HASH@\n\
+                 pwdChangedTime: @NOW@\n"
+            ),
+            Kind::Ds389 => format!(
+                "dn: {dn}\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\n\
+                 objectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\
+                 mail: {uid}@example.org\nuserPassword: @SAMPLE_PASSWORD_HASH@\n\
+                 pwdUpdateTime: @NOW@\npasswordExpirationTime: @EXPIRY_OF_DAYS_AGO:0@\n"
+            ),
+            Kind::ActiveDirectory => format!(
+                "dn: {dn}\nobjectClass: user\nsAMAccountName: {uid}\n\
+                 userPrincipalName: {uid}@example.org\nsn: {uid}\ndisplayName: {uid}\n\
+                 mail: {uid}@example.org\nuserAccountControl: 512\n\
+                 unicodePwd:: @SAMPLE_UNICODEPWD_B64@\n"
+            ),
+        }
+    }
+
+    /// LDIF for a group `cn` in [`Kind::groups`] with `members` (DNs).
+    pub fn group_ldif(self, cn: &str, members: &[String]) -> String {
+        let mut out = match self {
+            Kind::ActiveDirectory => format!(
+                "dn: CN={cn},{}\nobjectClass: group\nsAMAccountName: {cn}\n",
+                self.groups()
+            ),
+            _ => format!(
+                "dn: cn={cn},{}\nobjectClass: groupOfNames\ncn: {cn}\n",
+                self.groups()
+            ),
+        };
+        for m in members {
+            out.push_str(&format!("member: {m}\n"));
+        }
+        out
+    }
+
+    /// LDIF for an organizational unit `name` below `parent`.
+    pub fn ou_ldif(self, name: &str, parent: &str) -> String {
+        let ou = self.rdn("ou");
+        format!("dn: {ou}={name},{parent}\nobjectClass: organizationalUnit\nou: {name}\n")
     }
 
     fn script(self) -> PathBuf {
@@ -437,6 +524,167 @@ impl Slapd {
         }
     }
 
+    /// The `[expiry]` section (and, for Active Directory, the `[scim]` section) that
+    /// `scripts/demo` writes for this kind: where the default policy is, and how "never
+    /// expires" is kept.
+    pub fn demo_settings(&self) -> String {
+        let mut out = format!(
+            "\n[expiry]\nsource = \"directory\"\ndefault_policy_dn = \"{}\"\n",
+            self.default_policy_dn()
+        );
+        if let Some(dn) = self.never_expires_policy_dn() {
+            out.push_str(&format!("never_expires_policy_dn = \"{dn}\"\n"));
+        }
+        if self.kind == Kind::ActiveDirectory {
+            out.push_str(
+                "\n[scim]\nuser_object_classes = [\"user\"]\ngroup_object_classes = [\"group\"]\n\
+                 external_id_attribute = \"adminDescription\"\n\
+                 group_external_id_attribute = \"adminDescription\"\n",
+            );
+        }
+        out
+    }
+
+    /// Where the kind keeps the default password policy: a ppolicy entry, 389-ds's
+    /// global policy in `cn=config`, Active Directory's domain object.
+    pub fn default_policy_dn(&self) -> String {
+        match self.kind {
+            Kind::OpenLdap => format!("cn=default,ou=policies,{}", self.base_dn),
+            Kind::Ds389 => "cn=config".into(),
+            Kind::ActiveDirectory => self.base_dn.clone(),
+        }
+    }
+
+    /// The policy whose passwords never expire; `None` where "never expires" is a flag
+    /// on the account (Active Directory).
+    pub fn never_expires_policy_dn(&self) -> Option<String> {
+        match self.kind {
+            Kind::OpenLdap | Kind::Ds389 => {
+                Some(format!("cn=never-expires,ou=policies,{}", self.base_dn))
+            }
+            Kind::ActiveDirectory => None,
+        }
+    }
+
+    /// The attributes in which this kind keeps a user's password and sign-in state, as
+    /// lockbridge writes them: reading them before and after an action tells whether it
+    /// changed anything. (Active Directory does not give out `unicodePwd`; `pwdLastSet`
+    /// moves with every password write.)
+    pub fn state_attributes(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::OpenLdap => &[
+                "userPassword",
+                "pwdReset",
+                "pwdAccountLockedTime",
+                "pwdPolicySubentry",
+            ],
+            Kind::Ds389 => &[
+                "userPassword",
+                "passwordExpirationTime",
+                "nsAccountLock",
+                "accountUnlockTime",
+                "pwdpolicysubentry",
+            ],
+            Kind::ActiveDirectory => &["pwdLastSet", "userAccountControl", "lockoutTime"],
+        }
+    }
+
+    /// `dn`'s password and sign-in state (see [`Slapd::state_attributes`]) as root reads
+    /// it, for comparing before and after.
+    pub fn sign_in_state(&self, dn: &str) -> String {
+        self.ldapsearch_attrs(dn, self.state_attributes())
+    }
+
+    /// Whether the directory will ask `dn` to change the password at the next sign-in,
+    /// read from the server's own state: ppolicy's `pwdReset`, 389-ds's expiry time of
+    /// 1970 (its `pwdReset` is not consulted by its binds, and no client may clear it),
+    /// Active Directory's `pwdLastSet` of 0.
+    pub fn must_change(&self, dn: &str) -> bool {
+        let attrs = self.read_state(dn);
+        state_of(self.kind, &attrs, self.never_expires_policy_dn().as_deref()).must_change
+    }
+
+    /// Whether sign-in is blocked by an administrator (not a lockout): ppolicy's
+    /// `pwdAccountLockedTime` of `000001010000Z`, 389-ds's `nsAccountLock`, Active
+    /// Directory's ACCOUNTDISABLE.
+    pub fn is_blocked(&self, dn: &str) -> bool {
+        let attrs = self.read_state(dn);
+        state_of(self.kind, &attrs, self.never_expires_policy_dn().as_deref()).blocked
+    }
+
+    /// Whether `dn` is locked out after failed binds (a block is not a lockout).
+    pub fn is_locked(&self, dn: &str) -> bool {
+        let attrs = self.read_state(dn);
+        state_of(self.kind, &attrs, self.never_expires_policy_dn().as_deref()).locked
+    }
+
+    /// Whether `dn`'s password never expires: under the never-expires policy, or Active
+    /// Directory's DONT_EXPIRE_PASSWORD.
+    pub fn never_expires(&self, dn: &str) -> bool {
+        let attrs = self.read_state(dn);
+        state_of(self.kind, &attrs, self.never_expires_policy_dn().as_deref()).never_expires
+    }
+
+    /// Locks `dn` out the way the server does it: wrong passwords until the sandboxes'
+    /// policy (5 failures) locks the account.
+    pub fn lock_out(&self, dn: &str) {
+        for _ in 0..5 {
+            let bind = self.bind_as(dn, "Wrong-password-1");
+            assert!(!bind.success, "a wrong password binds: {}", bind.output);
+        }
+        assert!(self.is_locked(dn), "five failures lock {dn} out");
+    }
+
+    /// Every user below `users_base`, by account name, with the state each kind keeps
+    /// (one paged search).
+    pub fn users_state(&self) -> HashMap<String, UserState> {
+        let (filter, name) = match self.kind {
+            Kind::ActiveDirectory => ("(sAMAccountName=*)", "sAMAccountName"),
+            _ => ("(uid=*)", "uid"),
+        };
+        let out = self.ldap_tool("ldapsearch", |cmd| {
+            self.as_root(cmd)
+                .args(["-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b"])
+                .arg(&self.users_base)
+                .arg(filter)
+                .arg(name)
+                .args(STATE_READ[kind_index(self.kind)]);
+        });
+        assert!(
+            out.status.success(),
+            "ldapsearch of the users failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let never = self.never_expires_policy_dn();
+        parse_entries(&out.stdout)
+            .into_iter()
+            .filter_map(|attrs| {
+                let uid = attrs.get(&name.to_ascii_lowercase())?.first()?;
+                let uid = String::from_utf8_lossy(uid).into_owned();
+                Some((uid, state_of(self.kind, &attrs, never.as_deref())))
+            })
+            .collect()
+    }
+
+    fn read_state(&self, dn: &str) -> HashMap<String, Vec<Vec<u8>>> {
+        let out = self.ldap_tool("ldapsearch", |cmd| {
+            self.as_root(cmd)
+                .args(["-LLL", "-o", "ldif-wrap=no", "-s", "base", "-b"])
+                .arg(dn)
+                .arg("(objectClass=*)")
+                .args(STATE_READ[kind_index(self.kind)]);
+        });
+        assert!(
+            out.status.success(),
+            "ldapsearch of {dn}'s state failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_entries(&out.stdout)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no entry {dn}"))
+    }
+
     /// Applies LDIF (with `changetype:` lines) as the root DN; panics on failure.
     pub fn ldapmodify_as_root(&self, ldif: &str) {
         self.ldapmodify_root(ldif, false);
@@ -516,7 +764,13 @@ impl Slapd {
 impl Drop for Slapd {
     fn drop(&mut self) {
         if self.running {
-            let _ = run(Command::new(self.kind.script()).arg("stop").arg(&self.dir));
+            let mut stop = Command::new(self.kind.script());
+            stop.arg("stop").arg(&self.dir);
+            if self.kind == Kind::Ds389 {
+                // The data goes with the folder: no clean shutdown (2 s) to wait for.
+                stop.arg("--now");
+            }
+            let _ = run(&mut stop);
         }
         drop(self.temp.take());
     }
@@ -587,4 +841,166 @@ fn base64_decode(input: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A user's sign-in state as the directory keeps it (see [`Slapd::users_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserState {
+    pub must_change: bool,
+    pub blocked: bool,
+    /// Locked out after failed binds (a block is not a lockout).
+    pub locked: bool,
+    pub never_expires: bool,
+    /// A count that rises by one with each write of the password: the password history's
+    /// length on OpenLDAP and 389-ds (sandbox users start without one), the version of
+    /// `unicodePwd` in Active Directory's replication metadata (which counts its creation
+    /// too). Compare it before and after, within one kind.
+    pub password_writes: usize,
+}
+
+/// The attributes each kind's state is read from (operational ones by name).
+const STATE_READ: [&[&str]; 3] = [
+    &[
+        "pwdReset",
+        "pwdAccountLockedTime",
+        "pwdPolicySubentry",
+        "pwdHistory",
+    ],
+    &[
+        "passwordExpirationTime",
+        "nsAccountLock",
+        "accountUnlockTime",
+        "pwdpolicysubentry",
+        "passwordHistory",
+    ],
+    &[
+        "pwdLastSet",
+        "userAccountControl",
+        "lockoutTime",
+        "replPropertyMetaData",
+    ],
+];
+
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::OpenLdap => 0,
+        Kind::Ds389 => 1,
+        Kind::ActiveDirectory => 2,
+    }
+}
+
+/// ppolicy's `pwdAccountLockedTime` for a lock by an administrator (no end).
+const PPOLICY_BLOCKED: &str = "000001010000Z";
+/// 389-ds's `passwordExpirationTime` that asks for a change at the next bind.
+const DS389_MUST_CHANGE: &str = "19700101000000Z";
+/// Active Directory's `userAccountControl` bits.
+const AD_ACCOUNTDISABLE: u64 = 0x2;
+const AD_DONT_EXPIRE_PASSWORD: u64 = 0x10000;
+/// `unicodePwd`'s attribute id in Active Directory's replication metadata.
+const AD_UNICODE_PWD_ATTID: u32 = 0x0009_005a;
+
+fn state_of(
+    kind: Kind,
+    attrs: &HashMap<String, Vec<Vec<u8>>>,
+    never_expires_dn: Option<&str>,
+) -> UserState {
+    let first = |name: &str| -> Option<String> {
+        attrs
+            .get(&name.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+    };
+    let count = |name: &str| attrs.get(&name.to_ascii_lowercase()).map_or(0, Vec::len);
+    let under_never_expires = |attr: &str| {
+        first(attr)
+            .zip(never_expires_dn)
+            .is_some_and(|(v, dn)| v.eq_ignore_ascii_case(dn))
+    };
+    match kind {
+        Kind::OpenLdap => {
+            let locked_time = first("pwdAccountLockedTime");
+            UserState {
+                must_change: first("pwdReset").is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
+                blocked: locked_time.as_deref() == Some(PPOLICY_BLOCKED),
+                locked: locked_time.is_some_and(|t| t != PPOLICY_BLOCKED),
+                never_expires: under_never_expires("pwdPolicySubentry"),
+                password_writes: count("pwdHistory"),
+            }
+        }
+        Kind::Ds389 => {
+            let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
+            UserState {
+                must_change: first("passwordExpirationTime").as_deref() == Some(DS389_MUST_CHANGE),
+                blocked: first("nsAccountLock").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                // Until accountUnlockTime (1970: until an administrator unlocks). Both are
+                // GeneralizedTime in UTC, so they compare as text.
+                locked: first("accountUnlockTime")
+                    .is_some_and(|t| t == DS389_MUST_CHANGE || t > now),
+                never_expires: under_never_expires("pwdpolicysubentry"),
+                password_writes: count("passwordHistory"),
+            }
+        }
+        Kind::ActiveDirectory => {
+            let control: u64 = first("userAccountControl")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            UserState {
+                must_change: first("pwdLastSet").as_deref() == Some("0"),
+                blocked: control & AD_ACCOUNTDISABLE != 0,
+                // lockoutTime stays set after the lockout ran out until the next good
+                // bind; the sandbox's lockout lasts five minutes, longer than any test.
+                locked: first("lockoutTime").is_some_and(|t| t != "0"),
+                never_expires: control & AD_DONT_EXPIRE_PASSWORD != 0,
+                password_writes: attrs
+                    .get("replpropertymetadata")
+                    .and_then(|v| v.first())
+                    .and_then(|blob| attribute_version(blob, AD_UNICODE_PWD_ATTID))
+                    .unwrap_or(0) as usize,
+            }
+        }
+    }
+}
+
+/// The version of one attribute in a `replPropertyMetaDataBlob` (version 1: a 16-byte
+/// header whose third word is the count, then 48-byte entries starting with the
+/// attribute id and its version).
+fn attribute_version(blob: &[u8], attid: u32) -> Option<u32> {
+    let word = |at: usize| -> Option<u32> {
+        blob.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let count = word(8)? as usize;
+    (0..count).find_map(|i| {
+        let at = 16 + 48 * i;
+        (word(at)? == attid).then(|| word(at + 4)).flatten()
+    })
+}
+
+/// The entries of `ldapsearch -LLL -o ldif-wrap=no` output: attribute names in lower
+/// case (options dropped), values as bytes (`attr:: b64` decoded).
+fn parse_entries(ldif: &[u8]) -> Vec<HashMap<String, Vec<Vec<u8>>>> {
+    let text = String::from_utf8_lossy(ldif);
+    let mut entries = Vec::new();
+    let mut current: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for line in text.lines().chain([""]) {
+        if line.is_empty() {
+            if !current.is_empty() {
+                entries.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.split(';').next().unwrap_or(name).to_ascii_lowercase();
+        let value = match rest.strip_prefix(':') {
+            Some(b64) => base64_decode(b64.trim()),
+            None => rest.strip_prefix(' ').unwrap_or(rest).as_bytes().to_vec(),
+        };
+        current.entry(name).or_default().push(value);
+    }
+    entries
 }
