@@ -164,6 +164,7 @@ const SCENARIOS: &[(&str, Scenario)] = scenarios![
     expiry_sweep_queues_the_due_notice_once,
     bulk_reset_of_a_group,
     administrators_sign_in_as_the_directory_says,
+    users_change_their_own_password_on_the_page,
 ];
 
 async fn run_all(kind: Kind) {
@@ -657,4 +658,67 @@ async fn administrators_sign_in_as_the_directory_says(e: &Env) {
     assert_eq!(cleared, 200);
     let (status, body) = sign_in(&e.dir.sample_password).await;
     assert_eq!(status, 201, "alice signs in again: {body}");
+}
+
+/// `/change`: the user's own change, bound as the user (AD: delete + add `unicodePwd`),
+/// clears a required change, takes non-ASCII passwords, and refuses a wrong current one.
+async fn users_change_their_own_password_on_the_page(e: &Env) {
+    let user = "user000004";
+    let (status, body) = e
+        .reset(
+            user,
+            json!({"mode": "manual", "password": "Grüße-aus-Köln-42", "requireChangeAtNextSignIn": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let form = browser
+        .get(format!("{}/change", e.daemon.url))
+        .send()
+        .await
+        .expect("GET /change")
+        .text()
+        .await
+        .expect("page");
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.find(marker).expect("CSRF field") + marker.len();
+    let csrf = form[start..start + 43].to_owned();
+    let change = |current: &'static str, new: &'static str| {
+        let browser = browser.clone();
+        let csrf = csrf.clone();
+        let url = format!("{}/change", e.daemon.url);
+        async move {
+            let r = browser
+                .post(url)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("user_name", user),
+                    ("current", current),
+                    ("password", new),
+                    ("confirm", new),
+                ])
+                .send()
+                .await
+                .expect("POST /change");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, page) = change("Not-The-Password-1", "Schlüssel-🔑-Mond-9").await;
+    assert_eq!(status, 401, "{}", tail(&page, 20));
+    assert!(e.binds(user, "Grüße-aus-Köln-42"));
+
+    let (status, page) = change("Grüße-aus-Köln-42", "Schlüssel-🔑-Mond-9").await;
+    assert_eq!(status, 200, "{}", tail(&page, 20));
+    let bind = e.dir.bind_as(&e.dn(user), "Schlüssel-🔑-Mond-9");
+    assert!(bind.success, "{}", bind.output);
+    assert!(
+        !bind.must_change,
+        "the user's own change ends the required change: {}",
+        bind.output
+    );
+    assert!(!e.binds(user, "Grüße-aus-Köln-42"));
+    assert_eq!(e.user(user).await["mustChangePassword"], false);
 }

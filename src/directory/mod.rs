@@ -234,6 +234,10 @@ pub struct BindCheck {
     /// The account is locked (only reported by directories that say so, e.g. OpenLDAP with
     /// `ppolicy_use_lockout`).
     pub locked: bool,
+    /// The connection is now bound as the user. False when the directory refused the bind
+    /// even though the password was right (Active Directory's "must change" and
+    /// "expired": `ok` is then true, `bound` false).
+    pub bound: bool,
 }
 
 /// A piece of a user's security info.
@@ -1212,7 +1216,8 @@ impl Directory {
             let mut ldap = inner.endpoint.open().await?;
             let check = self.bind_user(&mut ldap, user_dn, old_password).await;
             let outcome = match check {
-                Ok(check) if check.ok && !check.expired => inner
+                // Bound as the user (a grace login included): the user's own operation.
+                Ok(check) if check.bound => inner
                     .dialect
                     .change_own_password(
                         &mut ldap,
@@ -1238,7 +1243,30 @@ impl Directory {
             redact(e, new_password.expose())
         });
         record("change_own_password", started, result.as_ref().err());
-        result
+        match result {
+            // The directory proved the password right but will not bind until it is
+            // changed (Active Directory: must change, expired). The change is made on the
+            // service account's connection, where the old password still proves the user
+            // and the directory still applies the user's policy (history included).
+            Ok(OwnChange::NotSignedIn(check)) if check.ok && !check.bound && !check.locked => {
+                let t = inner.operation_timeout;
+                self.run(
+                    "change_own_password",
+                    OpKind::PasswordWrite,
+                    Retry::IfNotSent,
+                    |mut ldap| async move {
+                        inner
+                            .dialect
+                            .change_own_password(&mut ldap, user_dn, old_password, new_password, t)
+                            .await
+                    },
+                )
+                .await
+                .map(|()| OwnChange::Changed)
+                .map_err(|e| redact(redact(e, old_password.expose()), new_password.expose()))
+            }
+            other => other,
+        }
     }
 
     /// Binds `ldap` as the user with the ppolicy control and says what the directory
@@ -1279,6 +1307,7 @@ impl Directory {
                 expired: refusal == R::Expired,
                 grace: None,
                 locked: matches!(refusal, R::Locked | R::Disabled),
+                bound: false,
             });
         }
         match res.rc {
@@ -1288,6 +1317,7 @@ impl Directory {
                 expired,
                 grace,
                 locked: false,
+                bound: true,
             }),
             49 => Ok(BindCheck {
                 ok: false,
@@ -1295,6 +1325,7 @@ impl Directory {
                 expired,
                 grace,
                 locked: policy.error == Some(PolicyError::AccountLocked),
+                bound: false,
             }),
             _ => Err(Failure::from_result(&res)),
         }

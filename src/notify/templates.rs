@@ -736,7 +736,11 @@ mod tests {
                 TEMPORARY_PASSWORD,
                 PASSWORD_EXPIRING,
                 PASSWORD_EXPIRED,
-                EXPIRY_DIGEST
+                EXPIRY_DIGEST,
+                SECURITY_CODE,
+                PASSWORD_CHANGED,
+                RESET_REQUEST,
+                WELCOME
             ]
         );
     }
