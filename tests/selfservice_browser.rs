@@ -170,6 +170,33 @@ async fn unknown_users_are_told_to_contact_an_administrator_like_users_without_m
         .await;
     assert_eq!(open_requests["requests"], json!([]));
 
+    // An expired code: ten minutes pass (the stored end of the code moves back, as the
+    // clock would), the page says so, and a new code works.
+    let page = open(&browser, &e, "/reset").await;
+    page.fill("User name", "bob").await;
+    page.click_button("Next").await;
+    page.click_button("Send the code").await;
+    let code = e.mail.wait_for_code("bob.personal@example.net", 1);
+    let db = e.daemon.dir.path().join("state").join("lockbridge.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "UPDATE selfservice_flows SET state = json_set(state, '$.pending.expires_at', \
+             '2000-01-01T00:00:00Z') WHERE json_extract(state, '$.user_name') = 'bob'",
+        )
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "{out:?}");
+    page.fill("Security code", &code).await;
+    page.click_button("Verify").await;
+    assert!(page.text().await.contains("The security code has expired"));
+    page.screenshot("reset-code-expired").await;
+    page.click_button("Send a new code").await;
+    let fresh = e.mail.wait_for_code("bob.personal@example.net", 2);
+    page.fill("Security code", &fresh).await;
+    page.click_button("Verify").await;
+    assert!(page.text().await.contains("Choose a new password"));
+
     // Five wrong codes end a verification.
     let page = open(&browser, &e, "/reset").await;
     page.fill("User name", "erin").await;
