@@ -258,35 +258,3 @@ proptest! {
     }
 }
 
-/// Lookup time and index size for one million hashes; run by hand with
-/// `cargo nextest run --lib -E 'test(measure)' --run-ignored only --no-capture`.
-#[test]
-#[ignore = "a measurement, not a check"]
-fn measure_lookup_time_and_size() {
-    let entries = 1_000_000;
-    let digests = random_digests(entries, 8);
-    let list = hibp_list(&digests);
-    let started = std::time::Instant::now();
-    let (summary, bytes) = build(&list).expect("build");
-    let built_in = started.elapsed();
-    let index = open(bytes).expect("open");
-    let probes = random_digests(1_000_000, 9);
-    let started = std::time::Instant::now();
-    let found = probes.iter().filter(|d| index.contains_sha1(d)).count();
-    let per_digest = started.elapsed() / probes.len() as u32;
-    let passwords: Vec<Secret> = (0..100_000)
-        .map(|i| Secret::new(format!("Candidate-{i}!")))
-        .collect();
-    let started = std::time::Instant::now();
-    let listed = passwords.iter().filter(|p| index.contains(p)).count();
-    let per_password = started.elapsed() / passwords.len() as u32;
-    println!(
-        "{entries} hashes: index {} bytes ({:.2} bits a hash), built in {built_in:?}; \
-         lookup {per_digest:?} a digest, {per_password:?} a password with SHA-1; \
-         false positives {found} of {} digests, {listed} of {} passwords",
-        summary.index_bytes,
-        summary.index_bytes as f64 * 8.0 / entries as f64,
-        probes.len(),
-        passwords.len(),
-    );
-}
