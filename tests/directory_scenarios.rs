@@ -165,6 +165,7 @@ const SCENARIOS: &[(&str, Scenario)] = scenarios![
     bulk_reset_of_a_group,
     administrators_sign_in_as_the_directory_says,
     users_change_their_own_password_on_the_page,
+    user_names_the_directory_cannot_hold_are_refused_first,
 ];
 
 async fn run_all(kind: Kind) {
@@ -721,4 +722,41 @@ async fn users_change_their_own_password_on_the_page(e: &Env) {
     );
     assert!(!e.binds(user, "Grüße-aus-Köln-42"));
     assert_eq!(e.user(user).await["mustChangePassword"], false);
+}
+
+/// A userName longer than Active Directory's sAMAccountName can hold (20 characters) is
+/// refused there before anything is written, saying what to do; the other servers take it.
+async fn user_names_the_directory_cannot_hold_are_refused_first(e: &Env) {
+    let name = "augusta.ada.king.lovelace";
+    let (status, body, _) = e
+        .scim()
+        .post(
+            "/Users",
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": name,
+                "name": {"givenName": "Ada", "familyName": "Lovelace"},
+                "active": true
+            }),
+        )
+        .await;
+    if e.dir.kind == Kind::ActiveDirectory {
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["scimType"], "invalidValue", "{body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("20 characters") && detail.contains("userPrincipalName"),
+            "{body}"
+        );
+        let (_, found, _) = e
+            .scim()
+            .get(&format!("/Users?filter=userName%20eq%20%22{name}%22"))
+            .await;
+        assert_eq!(found["totalResults"], 0, "nothing was written: {found}");
+    } else {
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().expect("id");
+        let (status, _, _) = e.scim().delete(&format!("/Users/{id}")).await;
+        assert_eq!(status, 204);
+    }
 }

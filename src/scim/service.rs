@@ -1055,6 +1055,15 @@ impl ScimService {
 
     // ----- user writes ------------------------------------------------------------------
 
+    /// Refuses a userName the directory would refuse or change (Active Directory's
+    /// sAMAccountName), before anything is written.
+    fn check_user_name(&self, user_name: &str) -> Result<(), ScimError> {
+        self.users
+            .entries()
+            .check_user_name(self.users.user_name_attribute(), user_name)
+            .map_err(ScimError::InvalidValue)
+    }
+
     async fn user_name_taken(
         &self,
         user_name: &str,
@@ -1217,6 +1226,7 @@ impl ScimService {
         caller: &Caller,
         w: &mut UserWrite,
     ) -> Result<Served, ScimError> {
+        self.check_user_name(&w.user_name)?;
         if self.user_name_taken(&w.user_name, None).await? {
             return Err(ScimError::Uniqueness(format!(
                 "userName \"{}\" is already taken; choose another, or find the existing user with filter=userName eq \"{}\"",
@@ -1466,6 +1476,7 @@ impl ScimService {
         self.check_writable_user(&current).await?;
         let new_rdn = self.users.rdn_change(&current, &w);
         if let Some(rdn) = &new_rdn {
+            self.check_user_name(&w.user_name)?;
             if self
                 .user_name_taken(&w.user_name, Some(&current.dn))
                 .await?

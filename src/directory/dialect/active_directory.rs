@@ -184,6 +184,41 @@ impl Dialect for ActiveDirectory {
         Some("cn")
     }
 
+    /// `sAMAccountName` holds at most 20 characters and none of `"/\[]:;|=,+*?<>`
+    /// (Windows refuses them; Samba stores them, and Windows clients then cannot sign
+    /// in); a `userPrincipalName` has the form name@suffix.
+    fn check_user_name(&self, attribute: &str, value: &str) -> Result<(), String> {
+        if attribute.eq_ignore_ascii_case("sAMAccountName") {
+            let length = value.chars().count();
+            if length > 20 {
+                return Err(format!(
+                    "Active Directory keeps the user name in sAMAccountName, which holds at \
+                     most 20 characters (this one has {length}); send a shorter userName, or \
+                     set directory.user_name_attribute = \"userPrincipalName\" for identity \
+                     providers that send user principal names"
+                ));
+            }
+            if let Some(c) = value.chars().find(|c| "\"/\\[]:;|=,+*?<>".contains(*c)) {
+                return Err(format!(
+                    "Active Directory's sAMAccountName may not contain `{c}`; send a userName \
+                     without any of \" / \\ [ ] : ; | = , + * ? < >"
+                ));
+            }
+        }
+        if attribute.eq_ignore_ascii_case("userPrincipalName")
+            && !value
+                .split_once('@')
+                .is_some_and(|(name, suffix)| !name.is_empty() && !suffix.is_empty())
+        {
+            return Err(
+                "the user name goes to userPrincipalName, which has the form name@suffix \
+                 (ada@example.org)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     fn groups_may_be_empty(&self) -> bool {
         true
     }
@@ -535,6 +570,36 @@ mod tests {
     use super::*;
 
     use super::super::tests::attrs;
+
+    #[test]
+    fn user_names_that_active_directory_would_refuse_are_refused_with_the_reason() {
+        let ad = ActiveDirectory;
+        assert!(ad.check_user_name("sAMAccountName", "ada.lovelace").is_ok());
+        assert!(
+            ad.check_user_name("sAMAccountName", "ada@example.org")
+                .is_ok()
+        );
+        let long = ad
+            .check_user_name("sAMAccountName", "augusta.ada.king.lovelace")
+            .expect_err("21 characters and more");
+        assert!(
+            long.contains("20 characters") && long.contains("userPrincipalName"),
+            "{long}"
+        );
+        let bad = ad
+            .check_user_name("sAMAccountName", "ada[1]")
+            .expect_err("forbidden character");
+        assert!(bad.contains("`[`"), "{bad}");
+        assert!(
+            ad.check_user_name("userPrincipalName", "ada@example.org")
+                .is_ok()
+        );
+        assert!(ad.check_user_name("userPrincipalName", "ada").is_err());
+        assert!(
+            ad.check_user_name("cn", "a very long common name indeed, and more")
+                .is_ok()
+        );
+    }
 
     #[test]
     fn filetimes() {

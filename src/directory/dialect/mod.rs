@@ -190,6 +190,12 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         None
     }
 
+    /// Refuses a sign-in name the server would refuse or silently change when it is
+    /// stored in `attribute`, saying why and what to do instead.
+    fn check_user_name(&self, _attribute: &str, _value: &str) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Whether a group may have no members (`groupOfNames` may not: an empty DN stands
     /// in for the last member removed).
     fn groups_may_be_empty(&self) -> bool {
@@ -546,6 +552,7 @@ impl SignInVocabulary {
 /// entries itself (SCIM's ids, ETags and `If-Match`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryVocabulary {
+    kind: DirectoryKind,
     id: &'static str,
     version: &'static str,
     dn: &'static str,
@@ -557,6 +564,7 @@ impl EntryVocabulary {
     pub fn for_kind(kind: DirectoryKind) -> Self {
         let dialect = for_kind(kind);
         Self {
+            kind,
             id: dialect.id_attribute(),
             version: dialect.version_attribute(),
             dn: dialect.dn_attribute(),
@@ -569,6 +577,11 @@ impl EntryVocabulary {
     /// Active Directory).
     pub fn user_naming_attribute(&self) -> Option<&'static str> {
         self.naming
+    }
+
+    /// Refuses a sign-in name this kind of server would refuse or change in `attribute`.
+    pub fn check_user_name(&self, attribute: &str, value: &str) -> Result<(), String> {
+        for_kind(self.kind).check_user_name(attribute, value)
     }
 
     /// Whether a group may have no members.
