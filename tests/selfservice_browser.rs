@@ -267,25 +267,15 @@ async fn expired_passwords_security_info_and_welcome_links() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let link = loop {
-        if let Some(m) = e
-            .mail
-            .messages()
-            .into_iter()
-            .find(|m| m.subject.contains("Choose the password"))
-        {
-            break m
-                .text
-                .lines()
-                .find(|l| l.contains("/welcome/"))
-                .expect("link")
-                .trim()
-                .to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no welcome mail");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let link = e
+        .mail
+        .wait_for_subject("Choose the password")
+        .text
+        .lines()
+        .find(|l| l.contains("/welcome/"))
+        .expect("the link")
+        .trim()
+        .to_owned();
     let welcome = browser.new_context().await;
     welcome.goto(&link).await;
     welcome.screenshot("welcome-1-choose").await;

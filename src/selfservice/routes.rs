@@ -611,6 +611,49 @@ impl SelfServiceState {
     }
 }
 
+impl SelfServiceState {
+    /// The reset this browser has under way, its account read again; or the page that
+    /// says why there is none (a form without the page's CSRF token, no verification in
+    /// this browser, the store unavailable).
+    async fn reset_in_progress(
+        &self,
+        visit: Visit,
+        csrf: &str,
+    ) -> Result<(Visit, FlowRecord, FlowState, SelfServiceUser), Response> {
+        if !csrf_ok(&visit, csrf) {
+            return Err(self.csrf_refused(visit));
+        }
+        let Ok(found) = self.load_flow(&visit.jar).await else {
+            return Err(self.unavailable(visit));
+        };
+        let Some((record, state)) = found else {
+            return Err(self.flow_ended(visit));
+        };
+        match self.flow_user(&state).await {
+            Ok(Some(user)) if state.can_verify() => Ok((visit, record, state, user)),
+            Ok(_) => Err(self.flow_ended(visit)),
+            Err(_) => Err(self.unavailable(visit)),
+        }
+    }
+
+    /// The page after a code was (or could not be) sent.
+    fn sent_page(
+        &self,
+        visit: Visit,
+        sent: Result<(), SendFailure>,
+        state: &FlowState,
+        user: &SelfServiceUser,
+        method: Method,
+    ) -> Response {
+        match sent {
+            Ok(()) => self.code_page(visit, StatusCode::OK, state, user, method, None),
+            Err(SendFailure::TooMany) => self.rate_limited(visit, 600),
+            Err(SendFailure::Raced) => self.flow_ended(visit),
+            Err(SendFailure::Unavailable) => self.unavailable(visit),
+        }
+    }
+}
+
 enum SendFailure {
     TooMany,
     Raced,
@@ -736,11 +779,8 @@ async fn reset_submit(
         Some(user) if state.must_choose() => s.choose_page(visit, &state, &user),
         Some(user) => {
             let method = state.remaining()[0];
-            match s.send_code(&record, &mut state, &user, method).await {
-                Ok(()) => s.code_page(visit, StatusCode::OK, &state, &user, method, None),
-                Err(SendFailure::TooMany) => s.rate_limited(visit, 600),
-                Err(SendFailure::Raced | SendFailure::Unavailable) => s.unavailable(visit),
-            }
+            let sent = s.send_code(&record, &mut state, &user, method).await;
+            s.sent_page(visit, sent, &state, &user, method)
         }
     };
     floor(started).await;
@@ -769,30 +809,18 @@ async fn reset_send(
     jar: CookieJar,
     Form(form): Form<SendForm>,
 ) -> Response {
-    let visit = s.visit(&headers, jar, None);
-    if !csrf_ok(&visit, &form.csrf) {
-        return s.csrf_refused(visit);
-    }
-    let Ok(found) = s.load_flow(&visit.jar).await else {
-        return s.unavailable(visit);
-    };
-    let Some((record, mut state)) = found else {
-        return s.flow_ended(visit);
-    };
-    let user = match s.flow_user(&state).await {
-        Ok(Some(user)) if state.can_verify() => user,
-        Ok(_) => return s.flow_ended(visit),
-        Err(_) => return s.unavailable(visit),
+    let (visit, record, mut state, user) = match s
+        .reset_in_progress(s.visit(&headers, jar, None), &form.csrf)
+        .await
+    {
+        Ok(found) => found,
+        Err(page) => return page,
     };
     let Some(method) = Method::parse(&form.method).filter(|m| state.remaining().contains(m)) else {
         return s.choose_page(visit, &state, &user);
     };
-    match s.send_code(&record, &mut state, &user, method).await {
-        Ok(()) => s.code_page(visit, StatusCode::OK, &state, &user, method, None),
-        Err(SendFailure::TooMany) => s.rate_limited(visit, 600),
-        Err(SendFailure::Raced) => s.flow_ended(visit),
-        Err(SendFailure::Unavailable) => s.unavailable(visit),
-    }
+    let sent = s.send_code(&record, &mut state, &user, method).await;
+    s.sent_page(visit, sent, &state, &user, method)
 }
 
 #[derive(Deserialize)]
@@ -809,20 +837,12 @@ async fn reset_code(
     jar: CookieJar,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let visit = s.visit(&headers, jar, None);
-    if !csrf_ok(&visit, &form.csrf) {
-        return s.csrf_refused(visit);
-    }
-    let Ok(found) = s.load_flow(&visit.jar).await else {
-        return s.unavailable(visit);
-    };
-    let Some((record, mut state)) = found else {
-        return s.flow_ended(visit);
-    };
-    let user = match s.flow_user(&state).await {
-        Ok(Some(user)) if state.can_verify() => user,
-        Ok(_) => return s.flow_ended(visit),
-        Err(_) => return s.unavailable(visit),
+    let (visit, record, mut state, user) = match s
+        .reset_in_progress(s.visit(&headers, jar, None), &form.csrf)
+        .await
+    {
+        Ok(found) => found,
+        Err(page) => return page,
     };
     let pending_method = state.pending.as_ref().map(|p| p.method);
     let outcome = state.check(
@@ -856,12 +876,8 @@ async fn reset_code(
             let Ok(Some((record, mut state))) = s.load_flow(&visit.jar).await else {
                 return s.flow_ended(visit);
             };
-            match s.send_code(&record, &mut state, &user, method).await {
-                Ok(()) => s.code_page(visit, StatusCode::OK, &state, &user, method, None),
-                Err(SendFailure::TooMany) => s.rate_limited(visit, 600),
-                Err(SendFailure::Raced) => s.flow_ended(visit),
-                Err(SendFailure::Unavailable) => s.unavailable(visit),
-            }
+            let sent = s.send_code(&record, &mut state, &user, method).await;
+            s.sent_page(visit, sent, &state, &user, method)
         }
         CodeCheck::Wrong { left } => {
             let method = pending_method.unwrap_or(Method::Email);
@@ -955,21 +971,16 @@ async fn reset_password(
     jar: CookieJar,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let visit = s.visit(&headers, jar, None);
-    if !csrf_ok(&visit, &form.csrf) {
-        return s.csrf_refused(visit);
-    }
-    let Ok(found) = s.load_flow(&visit.jar).await else {
-        return s.unavailable(visit);
+    let (visit, record, state, user) = match s
+        .reset_in_progress(s.visit(&headers, jar, None), &form.csrf)
+        .await
+    {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let Some((record, state)) = found.filter(|(_, state)| state.is_verified()) else {
+    if !state.is_verified() {
         return s.flow_ended(visit);
-    };
-    let user = match s.flow_user(&state).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return s.flow_ended(visit),
-        Err(_) => return s.unavailable(visit),
-    };
+    }
     let page = json!({
         "title_key": "reset.password.title",
         "action": "/reset/password",

@@ -195,6 +195,22 @@ impl MailSink {
             .collect()
     }
 
+    /// The first message whose subject contains `part`, waiting up to 15 s for it.
+    pub fn wait_for_subject(&self, part: &str) -> SinkMessage {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(m) = self
+                .messages()
+                .into_iter()
+                .find(|m| m.subject.contains(part))
+            {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no message about {part:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The security code in the `nth` (1-based) "security code" message to `to`,
     /// waiting up to 15 s for it.
     pub fn wait_for_code(&self, to: &str, nth: usize) -> String {

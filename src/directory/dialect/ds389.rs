@@ -296,7 +296,7 @@ impl Dialect for Ds389 {
         password: &Secret,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        match super::password_modify(ldap, dn, password, timeout).await {
+        match super::password_modify(ldap, dn, None, password, timeout).await {
             Err(Failure::Result {
                 rc: CONSTRAINT_VIOLATION,
                 policy:

@@ -351,19 +351,7 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         new_password: &Secret,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        let ldap3::result::ExopResult(_value, result) = ldap
-            .with_controls(super::ppolicy::request())
-            .with_timeout(timeout)
-            .extended(ldap3::exop::PasswordModify {
-                user_id: Some(dn),
-                old_pass: Some(old_password.expose()),
-                new_pass: Some(new_password.expose()),
-            })
-            .await?;
-        if result.rc != 0 {
-            return Err(Failure::from_result(&result));
-        }
-        Ok(())
+        password_modify(ldap, dn, Some(old_password), new_password, timeout).await
     }
 
     /// Set the password (in clear text, for a server that hashes it) and "must change at
@@ -402,6 +390,7 @@ pub(crate) trait Dialect: Send + Sync + 'static {
 pub(super) async fn password_modify(
     ldap: &mut Ldap,
     dn: &str,
+    old_password: Option<&Secret>,
     password: &Secret,
     timeout: Duration,
 ) -> Result<(), Failure> {
@@ -410,7 +399,7 @@ pub(super) async fn password_modify(
         .with_timeout(timeout)
         .extended(ldap3::exop::PasswordModify {
             user_id: Some(dn),
-            old_pass: None,
+            old_pass: old_password.map(Secret::expose),
             new_pass: Some(password.expose()),
         })
         .await?;

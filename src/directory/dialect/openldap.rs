@@ -323,7 +323,7 @@ impl Dialect for OpenLdap {
         password: &Secret,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        super::password_modify(ldap, dn, password, timeout).await
+        super::password_modify(ldap, dn, None, password, timeout).await
     }
 
     async fn set_must_change(
