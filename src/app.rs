@@ -690,7 +690,12 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             time_zone: schedule.time_zone(),
             admin_recipients: config.sweep.admin_recipients.clone(),
             change_password_url: if config.sweep.change_password_url.is_empty() {
-                config.server.public_url.clone()
+                // The page where users change it, when lockbridge serves one.
+                if config.selfservice.enabled {
+                    format!("{}/change", config.server.public_url.trim_end_matches('/'))
+                } else {
+                    config.server.public_url.clone()
+                }
             } else {
                 config.sweep.change_password_url.clone()
             },

@@ -944,3 +944,19 @@ async fn a_welcome_link_sets_the_first_password_once() {
         "the link's token was logged"
     );
 }
+
+#[tokio::test]
+async fn the_address_in_every_message_leads_to_the_pages() {
+    let e = env();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = client
+        .get(format!("{}/", e.daemon.url))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/reset");
+}

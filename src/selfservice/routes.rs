@@ -116,6 +116,11 @@ impl SelfServiceState {
 
 pub fn routes(state: SelfServiceState) -> Router {
     Router::new()
+        // The address in every message ("Password help: <public_url>") leads here.
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/reset") }),
+        )
         .route("/reset", get(reset_start).post(reset_submit))
         .route("/reset/send", post(reset_send))
         .route("/reset/code", post(reset_code))
