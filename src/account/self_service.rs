@@ -144,6 +144,15 @@ impl AccountService {
             .set_known_password(&user.dn, new_password)
             .await
             .map_err(|e| self.directory_error(e))?;
+        // A verified reset also ends a lockout after failed sign-ins (Microsoft 365's
+        // "reset and unlock"): OpenLDAP ends it with the change, Active Directory keeps
+        // `lockoutTime` until told. An administrator's block is never lifted here.
+        if user.locked
+            && !user.blocked
+            && let Err(e) = self.directory.clear_lockout(&user.dn).await
+        {
+            tracing::warn!(user.dn = %user.dn, error = %e, "the password was reset but the lockout could not be ended");
+        }
         self.notify_changed(user, SelfServiceChange::Reset).await;
         Ok(())
     }
