@@ -1911,6 +1911,7 @@ mod selfservice {
         closing_answers_the_open_request,
         only_an_open_request_is_dismissed,
         requests_are_listed_by_status_newest_first_in_pages,
+        list_pages_never_exceed_the_limit,
         a_welcome_link_is_found_only_unused_and_unexpired,
         a_welcome_link_is_used_once
     );
@@ -2239,6 +2240,45 @@ mod selfservice {
             .await
             .expect("list"));
         assert_eq!(all_after, ["r2", "r1", "r0"]);
+    }
+
+    /// A page size is an upper bound: asking for none gets none.
+    async fn list_pages_never_exceed_the_limit(db: &Database) {
+        let store = db.instance().await;
+        store
+            .open_reset_request(&request("r1", "bob", t0()))
+            .await
+            .expect("open");
+        assert!(
+            store
+                .list_reset_requests(None, None, 0)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        store
+            .insert_job(
+                &NewJob {
+                    id: "j".into(),
+                    kind: "require-change".into(),
+                    actor: "alice".into(),
+                    actor_dn: None,
+                    roles: vec![],
+                    params: json!({}),
+                    sealed_secret: None,
+                    created_at: t0(),
+                },
+                &["bob".to_string()],
+            )
+            .await
+            .expect("insert job");
+        assert!(
+            store
+                .job_items_page("j", None, 0)
+                .await
+                .expect("items")
+                .is_empty()
+        );
     }
 
     /// A first-password link works while unused and unexpired.
