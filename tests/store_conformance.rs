@@ -1668,12 +1668,19 @@ mod sweeps {
             seq,
             user_name: format!("user{seq}"),
             display_name: Some(format!("User {seq}")),
-            mail: (seq % 2 == 0).then(|| format!("user{seq}@example.org")),
+            mail: seq
+                .is_multiple_of(2)
+                .then(|| format!("user{seq}@example.org")),
             notice: "t7".into(),
             expires_at: t0() + secs(7 * 86_400),
             expires_at_local: "Tuesday 8 January 2030, 13:00 CET".into(),
             days_left: 7,
-            status: if seq % 2 == 0 { "queued" } else { "no-mail" }.into(),
+            status: if seq.is_multiple_of(2) {
+                "queued"
+            } else {
+                "no-mail"
+            }
+            .into(),
             reason: (seq % 2 == 1).then(|| "no mail address".to_string()),
         }
     }
