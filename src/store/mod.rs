@@ -89,7 +89,8 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     /// The job's items with their sealed passwords, once: the passwords are erased in the
-    /// same transaction. `None` when the report was taken before.
+    /// same transaction. `None` while the job still runs (its passwords are still being
+    /// written) and when the report was taken before.
     async fn take_job_report(
         &self,
         id: &str,

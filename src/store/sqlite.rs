@@ -915,13 +915,16 @@ impl Store for SqliteStore {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<JobItem>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let rows: Vec<JobItemRow> = sqlx::query_as(
             "SELECT seq, user_name, status, code, changed, NULL AS sealed_password FROM job_items \
              WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .bind(id)
         .bind(after_seq.map_or(-1, int))
-        .bind(i64::from(limit.clamp(1, MAX_PAGE)))
+        .bind(i64::from(limit.min(MAX_PAGE)))
         .fetch_all(&self.pool)
         .await
         .map_err(err("job item"))?;

@@ -1,5 +1,6 @@
-//! Real components for integration tests: a throwaway OpenLDAP slapd, an SMTP sink, a
-//! stand-in SMS gateway and headless Chromium (`browser`).
+//! Real components for integration tests: a throwaway OpenLDAP slapd, a throwaway
+//! PostgreSQL server (`postgres`), an SMTP sink, a stand-in SMS gateway and headless
+//! Chromium (`browser`).
 //!
 //! Use from a file in `tests/` with `mod harness;`. Everything listens on 127.0.0.1 only,
 //! on ports chosen by the kernel, with state in unique temporary folders, so tests can
@@ -8,12 +9,13 @@
 //! Set `HARNESS_KEEP_DIRS=1` to keep the temporary folders (logs, LDIF, messages) after
 //! a test for inspection; their paths are printed to stderr.
 //!
-//! `slapd` and `smtp` do not depend on the lockbridge crate; `daemon` runs the built
-//! `lockbridge` binary against them.
+//! `slapd`, `postgres` and `smtp` do not depend on the lockbridge crate; `daemon` runs the
+//! built `lockbridge` binary against them.
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
 pub mod daemon;
+pub mod postgres;
 pub mod slapd;
 pub mod sms;
 pub mod smtp;
@@ -21,6 +23,7 @@ pub mod smtp;
 use std::path::PathBuf;
 
 pub use browser::{Browser, Page};
+pub use postgres::Postgres;
 pub use slapd::{BindOutcome, Kind, Slapd, UserState};
 pub use sms::{SmsGateway, SmsRecord};
 pub use smtp::{MailSink, SinkMessage};

@@ -164,6 +164,9 @@ impl SqliteStore {
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ResetRequestRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         // Newest first; the page continues below the (created_at, id) of `before`.
         let rows: Vec<RequestRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -176,7 +179,7 @@ impl SqliteStore {
         ))
         .bind(status)
         .bind(before)
-        .bind(i64::from(limit.clamp(1, MAX_PAGE)))
+        .bind(i64::from(limit.min(MAX_PAGE)))
         .fetch_all(&self.pool)
         .await
         .map_err(err("reset request"))?;
