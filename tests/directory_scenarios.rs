@@ -673,21 +673,7 @@ async fn users_change_their_own_password_on_the_page(e: &Env) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    let form = browser
-        .get(format!("{}/change", e.daemon.url))
-        .send()
-        .await
-        .expect("GET /change")
-        .text()
-        .await
-        .expect("page");
-    let marker = "name=\"csrf\" value=\"";
-    let start = form.find(marker).expect("CSRF field") + marker.len();
-    let csrf = form[start..start + 43].to_owned();
+    let (browser, csrf) = page_browser(e, "/change").await;
     let change = |current: &'static str, new: &'static str| {
         let browser = browser.clone();
         let csrf = csrf.clone();
@@ -766,21 +752,7 @@ async fn a_self_service_reset_ends_a_lockout(e: &Env) {
     let dn = e.dn(user);
     e.dir.lock_out(&dn);
     assert!(e.dir.is_locked(&dn), "locked out before the reset");
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    let start = browser
-        .get(format!("{}/reset", e.daemon.url))
-        .send()
-        .await
-        .expect("GET /reset")
-        .text()
-        .await
-        .expect("page");
-    let marker = "name=\"csrf\" value=\"";
-    let at = start.find(marker).expect("CSRF field") + marker.len();
-    let csrf = start[at..at + 43].to_owned();
+    let (browser, csrf) = page_browser(e, "/reset").await;
     let post = |path: &'static str, form: Vec<(&'static str, String)>| {
         let browser = browser.clone();
         let url = format!("{}{path}", e.daemon.url);
@@ -812,4 +784,25 @@ async fn a_self_service_reset_ends_a_lockout(e: &Env) {
     assert_eq!(status, 200, "{}", tail(&page, 20));
     assert!(!e.dir.is_locked(&dn), "the reset ended the lockout");
     assert!(e.binds(user, password));
+}
+
+/// A browser for the self-service pages: a cookie jar, and the CSRF token the page at
+/// `path` gave it.
+async fn page_browser(e: &Env, path: &str) -> (reqwest::Client, String) {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let page = browser
+        .get(format!("{}{path}", e.daemon.url))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("page");
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("CSRF field") + marker.len();
+    let csrf = page[start..start + 43].to_owned();
+    (browser, csrf)
 }
