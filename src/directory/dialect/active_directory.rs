@@ -444,17 +444,7 @@ impl Dialect for ActiveDirectory {
                 HashSet::from([unicode_pwd(new_password.expose())]),
             ),
         ];
-        let result = ldap.with_timeout(timeout).modify(dn, changes).await?;
-        if result.rc == 0 {
-            return Ok(());
-        }
-        if result.text.contains("00000056") {
-            return Err(Failure::Mapped(DirectoryError::InvalidCredentials));
-        }
-        match refusal(&result.text) {
-            Some(rejection) => Err(Failure::Mapped(DirectoryError::PasswordRejected(rejection))),
-            None => Err(Failure::from_result(&result)),
-        }
+        password_modify(ldap, dn, changes, timeout).await
     }
 
     async fn set_must_change(
@@ -495,9 +485,24 @@ async fn write_password(
     if must_change {
         changes.push(replace(PWD_LAST_SET, b"0".to_vec()));
     }
+    password_modify(ldap, dn, changes, timeout).await
+}
+
+/// A modify that writes `unicodePwd`, with AD's refusals read from its text: `0000052D`
+/// and its reason (the password's rules), `00000056` (a wrong old password, on a user's
+/// own change).
+async fn password_modify(
+    ldap: &mut Ldap,
+    dn: &str,
+    changes: Vec<Mod<Vec<u8>>>,
+    timeout: Duration,
+) -> Result<(), Failure> {
     let result = ldap.with_timeout(timeout).modify(dn, changes).await?;
     if result.rc == 0 {
         return Ok(());
+    }
+    if result.text.contains("00000056") {
+        return Err(Failure::Mapped(DirectoryError::InvalidCredentials));
     }
     match refusal(&result.text) {
         Some(rejection) => Err(Failure::Mapped(DirectoryError::PasswordRejected(rejection))),
