@@ -675,11 +675,15 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             }),
     );
     let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));
+    // This process's name in the store's leases (sweeps, bulk jobs); `serve` gives a
+    // serving instance a stable one.
+    let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let bulk = BulkDeps {
         account: account.clone(),
         store: store.clone(),
         sealer: bulk_sealer,
         running: Default::default(),
+        instance: instance.clone(),
     };
     let sweep = SweepDeps {
         expiry: expiry.clone(),
@@ -700,7 +704,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
                 config.sweep.change_password_url.clone()
             },
             page_size: config.sweep.page_size,
-            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            instance: instance.clone(),
             lease: Duration::from_secs(config.sweep.lease_secs),
             expired_within: chrono::Duration::days(i64::from(config.sweep.expired_within_days)),
             max_bulk_per_day: config.outbox.max_bulk_per_day,
@@ -762,12 +766,24 @@ pub async fn serve(
         audit,
         account,
         expiry,
-        sweep,
-        bulk,
+        mut sweep,
+        mut bulk,
         schedule,
         worker,
         selfservice,
     } = services;
+    // A serving instance's name in the store's leases is its host and listening address:
+    // no two live processes on a host hold one address, and a restarted instance gets
+    // its own name back, so it resumes what it was doing (a bulk job, a sweep) at once
+    // instead of waiting for its old lease to lapse. Other instances still wait.
+    if let Ok(addr) = listener.local_addr() {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let instance = format!("{host}@{addr}");
+        bulk.instance = instance.clone();
+        sweep.settings.instance = instance;
+    }
     // One authenticator, so its cache of recently checked tokens is shared.
     let auth = Authenticator::new(store.clone(), token_key(&config));
     let app = router(RouterParts {
