@@ -124,6 +124,23 @@ impl Postgres {
         (name, url)
     }
 
+    /// A lockbridge `[store]` section for `database` as the test role: its password
+    /// written to `password_file` (mode 600), no TLS (the server is on 127.0.0.1).
+    pub fn store_section(&self, database: &str, password_file: &Path) -> String {
+        std::fs::write(password_file, format!("{}\n", self.password))
+            .expect("write the store password file");
+        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the store password file");
+        format!(
+            "\n[store]\nkind = \"postgres\"\nurl = \"postgres://{}@{}:{}/{database}\"\n\
+             password_file = \"{}\"\ntls = \"off\"\nmax_connections = 4\n",
+            self.user,
+            self.host,
+            self.port,
+            password_file.display()
+        )
+    }
+
     /// The URL of another database on this server, as the test role.
     pub fn url_of(&self, database: &str) -> String {
         format!(
