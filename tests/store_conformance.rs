@@ -37,7 +37,7 @@ enum Database {
     /// A fresh database created for the test on the sandbox server (the one
     /// `scripts/test` shares, else one of the test's own); `instance` connects to it.
     Postgres {
-        server: harness::Postgres,
+        server: Box<harness::Postgres>,
         database: String,
     },
 }
@@ -55,7 +55,10 @@ impl Database {
             .await
             .expect("start PostgreSQL");
         let (database, _) = server.create_fresh_database();
-        Database::Postgres { server, database }
+        Database::Postgres {
+            server: Box::new(server),
+            database,
+        }
     }
 
     /// Another instance on this database (opening it brings the schema up to date).

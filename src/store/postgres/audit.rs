@@ -21,12 +21,13 @@ const AUDIT_BATCH: usize = 256;
 const AUDIT_QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<i64, StoreError>>;
+type ManyReply = oneshot::Sender<Result<(), StoreError>>;
 
 enum Job {
     /// Append a record and send back its id.
     Append(Box<NewAuditRecord>, Reply),
     /// Append records in order and send back the first error, if any.
-    AppendMany(Vec<NewAuditRecord>, oneshot::Sender<Result<(), StoreError>>),
+    AppendMany(Vec<NewAuditRecord>, ManyReply),
     /// Stop once the jobs queued before are done.
     Close(oneshot::Sender<()>),
 }
@@ -92,10 +93,7 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
     while let Some(job) = queue.recv().await {
         let mut records: Vec<(NewAuditRecord, Waiter)> = Vec::new();
         // Each AppendMany's reply and its first error.
-        let mut many: Vec<(
-            oneshot::Sender<Result<(), StoreError>>,
-            Result<(), StoreError>,
-        )> = Vec::new();
+        let mut many: Vec<(ManyReply, Result<(), StoreError>)> = Vec::new();
         let mut closing = None;
         let mut take = |job: Job, records: &mut Vec<(NewAuditRecord, Waiter)>| match job {
             Job::Append(record, reply) => {

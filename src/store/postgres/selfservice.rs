@@ -21,6 +21,9 @@ type RequestRow = (
     Option<String>,
 );
 
+/// id, purpose, state (JSON text), version, created_at, expires_at.
+type FlowRow = (String, String, String, i64, DateTime<Utc>, DateTime<Utc>);
+
 macro_rules! request_columns {
     () => {
         "id, user_dn, user_name, status, created_at, closed_at, closed_by, reason"
@@ -75,16 +78,15 @@ impl PostgresStore {
         hash: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Option<FlowRecord>, StoreError> {
-        let row: Option<(String, String, String, i64, DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as(
-                "SELECT id, purpose, state::text, version, created_at, expires_at \
+        let row: Option<FlowRow> = sqlx::query_as(
+            "SELECT id, purpose, state::text, version, created_at, expires_at \
              FROM selfservice_flows WHERE hash = $1 AND expires_at > $2",
-            )
-            .bind(hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err("flow"))?;
+        )
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("flow"))?;
         let Some((id, purpose, state, version, created_at, expires_at)) = row else {
             return Ok(None);
         };
