@@ -413,3 +413,110 @@ async fn the_daemon_runs_on_postgres() {
         .assert_no_secrets(&[&password, &daemon.admin_token, &pg.password])
         .await;
 }
+
+/// Makes a throwaway CA and a certificate for `localhost` and 127.0.0.1 in `dir` with
+/// the openssl tool; returns the CA's PEM file.
+fn make_certs(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = r#"set -e
+openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+  -keyout ca.key -out ca.pem -days 30 -subj "/CN=lockbridge test CA" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+  -keyout server.key -out server.csr -subj "/CN=localhost"
+printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+  -out server.pem -days 30 -extfile server.ext
+"#;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("ca.pem")
+}
+
+/// `tls = "verify-full"` against a server with a certificate: accepted with the CA in
+/// `ca_file`, refused without it (the system's roots do not know a private CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_trusts_ca_file_and_refuses_an_unknown_ca() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("start PostgreSQL");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = make_certs(certs.path());
+    // The key and certificate go in the data folder, owned by the server's user.
+    let data = pg.dir.join("data");
+    let owner = std::fs::metadata(&data).expect("data folder");
+    for (name, mode) in [("server.pem", 0o644), ("server.key", 0o600)] {
+        let to = data.join(name);
+        std::fs::copy(certs.path().join(name), &to).expect("copy");
+        std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid())).expect("chown");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let out = std::process::Command::new(pg.bin_dir.join("psql"))
+        .env("PGPASSWORD", &pg.superuser_password)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", &pg.host])
+        .arg("-p")
+        .arg(pg.port.to_string())
+        .args(["-U", &pg.superuser, "-d", "postgres"])
+        .args([
+            "-c",
+            "ALTER SYSTEM SET ssl_cert_file = 'server.pem'",
+            "-c",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "-c",
+            "ALTER SYSTEM SET ssl = on",
+            "-c",
+            "SELECT pg_reload_conf()",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut verified = options(&pg, &pg.database);
+    verified.tls = PostgresTls::VerifyFull;
+    verified.ca_file = Some(ca);
+    // The reload is asynchronous: the first connections may still find TLS off.
+    let mut store = None;
+    for _ in 0..50 {
+        match PostgresStore::connect(&verified).await {
+            Ok(s) => {
+                store = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let store = store.expect("verify-full with the CA in ca_file connects");
+    store.ping().await.expect("ping over TLS");
+    let pool = sqlx::PgPool::connect(&format!("{}?sslmode=require", pg.url))
+        .await
+        .expect("inspect");
+    let tls_in_use: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_ssl WHERE ssl AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("pg_stat_ssl");
+    assert!(tls_in_use >= 1, "the store's connections use TLS");
+
+    let mut unknown = verified.clone();
+    unknown.ca_file = None;
+    match PostgresStore::connect(&unknown).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("127.0.0.1"), "{message}")
+        }
+        other => panic!("an unknown CA: {:?}", other.map(|_| ())),
+    }
+}
