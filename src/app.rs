@@ -21,7 +21,7 @@ use crate::bulk::BulkDeps;
 use crate::bulk::routes::BulkState;
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, PasswordPolicyConfig,
-    ScimDeleteMode, SmsKindConfig, SmtpSecurityConfig,
+    ScimDeleteMode, SmsKindConfig, SmtpSecurityConfig, StoreKind, StoreTlsConfig,
 };
 use crate::directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, PingInfo,
@@ -44,7 +44,7 @@ use crate::scim::resource::{GroupMapping, GroupMappingSettings, UserMapping, Use
 use crate::scim::routes::ScimState;
 use crate::scim::service::{DeleteMode, ScimSettings};
 use crate::selfservice::{Pages, SelfServiceSettings, SelfServiceState};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresOptions, PostgresStore, PostgresTls, SqliteStore, Store, StoreError};
 use crate::sweep::engine::{SweepDeps, SweepSettings};
 use crate::sweep::routes::SweepState;
 use crate::sweep::schedule::{ScheduleError, SweepSchedule};
@@ -389,18 +389,46 @@ pub fn sms_settings(config: &Config) -> SmsSettings {
     }
 }
 
-/// Opens (creating and migrating if needed) the store.
+/// Opens the store `[store]` names, bringing its schema up to date: the one place the
+/// backend is chosen.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    if let Some(parent) = config.store_path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            AppError::Io(format!(
-                "cannot create the state folder {}: {e} (server.state_dir)",
-                parent.display()
-            ))
-        })?;
+    match config.store.kind {
+        StoreKind::Sqlite => {
+            if let Some(parent) = config.store_path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    AppError::Io(format!(
+                        "cannot create the state folder {}: {e} (server.state_dir)",
+                        parent.display()
+                    ))
+                })?;
+            }
+            let store = SqliteStore::open(&config.store_path).await?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres => {
+            let store = PostgresStore::connect(&postgres_options(config)).await?;
+            Ok(Arc::new(store))
+        }
     }
-    let store = SqliteStore::open(&config.store_path).await?;
-    Ok(Arc::new(store))
+}
+
+/// The PostgreSQL connection settings from `[store]` (validated at load).
+pub fn postgres_options(config: &Config) -> PostgresOptions {
+    let s = &config.store;
+    PostgresOptions {
+        url: s.url.clone().unwrap_or_default(),
+        password: config
+            .store_password
+            .as_ref()
+            .map(|p| p.expose().to_string()),
+        ca_file: s.ca_file.clone(),
+        tls: match s.tls {
+            StoreTlsConfig::VerifyFull => PostgresTls::VerifyFull,
+            StoreTlsConfig::Off => PostgresTls::Off,
+        },
+        max_connections: s.max_connections,
+        connect_timeout: Duration::from_secs(s.connect_timeout_secs),
+    }
 }
 
 pub fn token_service(config: &Config, store: Arc<dyn Store>) -> TokenService {
@@ -992,10 +1020,13 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         .map_err(|e| e.to_string());
     report.push(("templates".to_string(), templates));
 
-    report.push((
-        "store".to_string(),
-        check_store_location(&config.store_path),
-    ));
+    let store = match config.store.kind {
+        StoreKind::Sqlite => check_store_location(&config.store_path),
+        StoreKind::Postgres => PostgresStore::check(&postgres_options(config))
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    report.push(("store".to_string(), store));
     if let Some(breached) = check_breached(config) {
         report.push(("breached passwords".to_string(), breached));
     }
