@@ -799,6 +799,7 @@ pub async fn serve(
         health: HealthState::new(directory, audit, auth.clone()),
         selfservice,
         auth,
+        store: store.clone(),
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         auth_failures: (
