@@ -153,7 +153,8 @@ pub struct FailureLimiter(Option<Arc<Failures>>);
 struct Failures {
     local: Limiter<IpAddr>,
     store: Arc<dyn Store>,
-    quota: RateQuota,
+    /// `None`: too large a window to keep in the store; each instance counts alone.
+    quota: Option<RateQuota>,
 }
 
 impl FailureLimiter {
@@ -166,15 +167,13 @@ impl FailureLimiter {
         let local = forgetful(DefaultKeyedRateLimiter::keyed(
             Quota::per_minute(rate).allow_burst(burst),
         ));
-        // The same quota as the local bucket; a minute per `rate` never overflows.
-        let quota = RateQuota::per(Duration::from_secs(60), rate.get(), burst.get());
-        Self(quota.map(|quota| {
-            Arc::new(Failures {
-                local,
-                store,
-                quota,
-            })
-        }))
+        // The same quota as the local bucket.
+        let quota = shared_quota(Duration::from_secs(60), rate, burst);
+        Self(Some(Arc::new(Failures {
+            local,
+            store,
+            quota,
+        })))
     }
 
     /// Counts one failure; `Err(wait)` when the address has none left.
@@ -183,13 +182,10 @@ impl FailureLimiter {
             return Ok(());
         };
         f.local.check_key(&ip).map_err(wait_secs)?;
+        let Some(quota) = f.quota else { return Ok(()) };
         // An address is not a secret; the key says what it counts.
         let key = format!("auth-failures:{ip}");
-        match f
-            .store
-            .take_rate(&key, f.quota, 1, chrono::Utc::now())
-            .await
-        {
+        match f.store.take_rate(&key, quota, 1, chrono::Utc::now()).await {
             Ok(d) if d.allowed() => Ok(()),
             Ok(d) => Err(retry_secs(&d)),
             Err(e) => {
@@ -198,6 +194,20 @@ impl FailureLimiter {
             }
         }
     }
+}
+
+/// `rate` per `period` with `burst`, as the store keeps it; `None` (with a warning) for
+/// a burst so large its bucket would span more than the store's ten years.
+fn shared_quota(period: Duration, rate: NonZeroU32, burst: NonZeroU32) -> Option<RateQuota> {
+    let quota = RateQuota::per(period, rate.get(), burst.get());
+    if quota.is_none() {
+        tracing::warn!(
+            rate = rate.get(),
+            burst = burst.get(),
+            "a burst this large is not shared through the store; each instance applies it alone"
+        );
+    }
+    quota
 }
 
 /// The store could not decide: the local bucket (already passed) stands in.
@@ -215,7 +225,8 @@ fn retry_secs(d: &RateDecision) -> u64 {
 struct TokenLimiter {
     local: Limiter<String>,
     store: Arc<dyn Store>,
-    quota: RateQuota,
+    /// `None`: too large a window to keep in the store; each instance counts alone.
+    quota: Option<RateQuota>,
     /// Requests taken from the shared bucket per store round trip.
     chunk: u32,
     /// `api` or `scim`: the two APIs' buckets are separate.
@@ -244,7 +255,7 @@ impl TokenLimiter {
         let local = forgetful(DefaultKeyedRateLimiter::keyed(
             Quota::per_second(rate).allow_burst(burst),
         ));
-        let quota = RateQuota::per(Duration::from_secs(1), rate.get(), burst.get())?;
+        let quota = shared_quota(Duration::from_secs(1), rate, burst);
         Some(Self {
             local,
             store,
@@ -278,6 +289,9 @@ impl TokenLimiter {
     /// Counts one request; `Err(wait)` when the token has none left.
     async fn check(&self, key: &str) -> Result<(), u64> {
         self.local.check_key(&key.to_owned()).map_err(wait_secs)?;
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
         let lease = self.lease(key);
         // Held across the round trip: concurrent requests of one token wait for one
         // lease instead of each taking a chunk.
@@ -296,7 +310,7 @@ impl TokenLimiter {
         let shared_key = format!("{}:{key}", self.scope);
         match self
             .store
-            .take_rate(&shared_key, self.quota, self.chunk, chrono::Utc::now())
+            .take_rate(&shared_key, quota, self.chunk, chrono::Utc::now())
             .await
         {
             Ok(d) if d.allowed() => {
