@@ -814,6 +814,7 @@ pub async fn serve(
     }
     // One authenticator, so its cache of recently checked tokens is shared.
     let auth = Authenticator::new(store.clone(), token_key(&config));
+    let auth_for_watch = auth.clone();
     let app = router(RouterParts {
         admin: AdminState {
             account,
@@ -842,6 +843,7 @@ pub async fn serve(
         health: HealthState::new(directory, audit, auth.clone()),
         selfservice,
         auth,
+        store: store.clone(),
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         auth_failures: (
@@ -863,6 +865,10 @@ pub async fn serve(
     });
 
     let stop = CancellationToken::new();
+    // Other instances revoke tokens and end sessions too: drop the token cache when
+    // they do (issue 16).
+    let revocations_task =
+        tokio::spawn(auth_for_watch.watch_revocations(crate::auth::REVOCATION_POLL, stop.clone()));
     let worker_task = tokio::spawn(worker.run(stop.clone()));
     let sealer_task = tokio::spawn(crate::audit::chain::seal_periodically(
         store.clone(),
@@ -922,6 +928,7 @@ pub async fn serve(
     resume_task.abort();
     // A job stopped here resumes at the next start; its open items are in the store.
     jobs_task.abort();
+    revocations_task.abort();
     if let Some(task) = scheduler_task {
         // A sweep cut short is marked interrupted and redone by the next one.
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

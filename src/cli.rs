@@ -885,8 +885,8 @@ async fn token(cmd: TokenCommand) -> ExitCode {
                 )
                 .await;
                 eprintln!(
-                    "revoked token `{name}`; a running lockbridge stops accepting it within {} seconds",
-                    crate::auth::TOKEN_CACHE_TTL.as_secs()
+                    // Each daemon polls the revocation mark (`auth::REVOCATION_POLL`).
+                    "revoked token `{name}`; every running lockbridge stops accepting it within a second"
                 );
                 ExitCode::SUCCESS
             }

@@ -2388,3 +2388,202 @@ mod selfservice {
         );
     }
 }
+
+/// Shared state of several instances: rate-limit buckets (GCRA, one per key) and the
+/// revocation mark every instance polls.
+mod shared_limits {
+    use super::*;
+    use lockbridge::store::RateQuota;
+    use lockbridge::store::rate::gcra;
+
+    backends!(
+        a_bucket_gives_its_burst_then_says_how_long_to_wait,
+        takes_follow_the_rule_on_every_instance,
+        concurrent_takes_from_two_instances_share_one_bucket,
+        keys_are_separate_and_a_refilled_bucket_is_full,
+        a_revocation_raises_the_mark_seen_by_every_instance
+    );
+
+    fn ms(n: i64) -> chrono::Duration {
+        chrono::Duration::milliseconds(n)
+    }
+
+    fn quota(interval_ms: u64, burst: u32) -> RateQuota {
+        RateQuota::new(Duration::from_millis(interval_ms), burst).expect("quota")
+    }
+
+    /// Failed sign-ins and self-service starts are counted here: the burst, then one
+    /// per interval, and a refusal that says when to come back.
+    async fn a_bucket_gives_its_burst_then_says_how_long_to_wait(db: &Database) {
+        let store = db.instance().await;
+        let q = quota(1000, 3);
+        for i in 0..3 {
+            let d = store.take_rate("k", q, 1, t0()).await.expect("take");
+            assert_eq!(d.granted, 1, "take {i} of the burst");
+        }
+        let d = store.take_rate("k", q, 1, t0()).await.expect("take");
+        assert_eq!(d.granted, 0, "the burst is spent");
+        assert!(!d.allowed());
+        assert_eq!(d.retry_after, Duration::from_secs(1));
+        let d = store
+            .take_rate("k", q, 1, t0() + ms(400))
+            .await
+            .expect("take");
+        assert_eq!(d.granted, 0);
+        assert_eq!(d.retry_after, Duration::from_millis(600));
+        let d = store
+            .take_rate("k", q, 5, t0() + ms(1000))
+            .await
+            .expect("take");
+        assert_eq!(
+            d.granted, 1,
+            "one interval gives one unit, whatever was asked"
+        );
+        // Asking for more than is left gives what is left (a lease of a chunk).
+        let d = store
+            .take_rate("k", q, 5, t0() + ms(3500))
+            .await
+            .expect("take");
+        assert_eq!(d.granted, 2);
+        assert_eq!(d.retry_after, Duration::from_millis(500));
+    }
+
+    /// Every backend implements the one rule (`store::rate::gcra`): a long pseudo-random
+    /// sequence of takes through two instances, compared take by take.
+    async fn takes_follow_the_rule_on_every_instance(db: &Database) {
+        let instances = [db.instance().await, db.instance().await];
+        let q = quota(7, 13);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut tat = None;
+        let mut now = t0();
+        for step in 0..300 {
+            now += chrono::Duration::microseconds(i64::try_from(next(20_000)).expect("small"));
+            let want = u32::try_from(next(8)).expect("small");
+            let store = &instances[usize::try_from(next(2)).expect("small")];
+            let (model_tat, model_granted) = gcra(tat, now.timestamp_micros(), q, want);
+            let d = store.take_rate("seq", q, want, now).await.expect("take");
+            assert_eq!(d.granted, model_granted, "step {step}: want {want}");
+            let wait = (model_tat - now.timestamp_micros() - (q.window_micros() - 7_000)).max(0);
+            assert_eq!(
+                d.retry_after,
+                Duration::from_micros(u64::try_from(wait).expect("non-negative")),
+                "step {step}"
+            );
+            tat = Some(model_tat);
+        }
+    }
+
+    /// Two instances taking at once never hand out more than the bucket holds: the
+    /// take is one atomic statement, not a read and a write.
+    async fn concurrent_takes_from_two_instances_share_one_bucket(db: &Database) {
+        let a = db.instance().await;
+        let b = db.instance().await;
+        let q = quota(60_000, 10);
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .take_rate("shared", q, 1, t0())
+                    .await
+                    .expect("take")
+                    .granted
+            }));
+        }
+        let mut granted = 0;
+        for task in tasks {
+            granted += task.await.expect("task");
+        }
+        assert_eq!(granted, 10, "exactly the burst across both instances");
+    }
+
+    /// One client's bucket never empties another's, and a bucket that has refilled
+    /// (and may have been pruned meanwhile) gives its whole burst again.
+    async fn keys_are_separate_and_a_refilled_bucket_is_full(db: &Database) {
+        let store = db.instance().await;
+        let q = quota(1000, 2);
+        assert_eq!(
+            store
+                .take_rate("a", q, 5, t0())
+                .await
+                .expect("take")
+                .granted,
+            2
+        );
+        assert_eq!(
+            store
+                .take_rate("a", q, 1, t0())
+                .await
+                .expect("take")
+                .granted,
+            0
+        );
+        assert_eq!(
+            store
+                .take_rate("b", q, 5, t0())
+                .await
+                .expect("take")
+                .granted,
+            2
+        );
+        // Much later another key's take prunes full buckets; "a" is full either way.
+        let later = t0() + secs(60);
+        assert_eq!(
+            store
+                .take_rate("c", q, 1, later)
+                .await
+                .expect("take")
+                .granted,
+            1
+        );
+        let d = store.take_rate("a", q, 5, later).await.expect("take");
+        assert_eq!((d.granted, d.retry_after), (2, Duration::from_secs(1)));
+    }
+
+    /// Instances cache valid tokens; the mark tells them, within a poll, that a token
+    /// was revoked or a session ended anywhere. A revocation that changed nothing need
+    /// not raise it.
+    async fn a_revocation_raises_the_mark_seen_by_every_instance(db: &Database) {
+        let a = db.instance().await;
+        let b = db.instance().await;
+        let start = b.revocation_mark().await.expect("mark");
+        a.insert_token(&NewToken {
+            id: "t1".into(),
+            name: "ci".into(),
+            role: "scim".into(),
+            hash: b"h1".to_vec(),
+            created_at: t0(),
+        })
+        .await
+        .expect("insert");
+        assert_eq!(b.revocation_mark().await.expect("mark"), start);
+        assert!(a.revoke_token("ci").await.expect("revoke"));
+        let after_token = b.revocation_mark().await.expect("mark");
+        assert!(after_token > start, "{after_token} > {start}");
+        assert!(!a.revoke_token("ci").await.expect("revoke again"));
+        a.insert_session(&NewSession {
+            id: "s1".into(),
+            hash: b"sh1".to_vec(),
+            user_dn: "uid=alice,ou=people,dc=example,dc=org".into(),
+            user_name: "alice".into(),
+            roles: vec!["admin".into()],
+            created_at: t0(),
+            expires_at: t0() + secs(3600),
+        })
+        .await
+        .expect("session");
+        assert!(a.revoke_session("s1", t0()).await.expect("end"));
+        let after_session = b.revocation_mark().await.expect("mark");
+        assert!(
+            after_session > after_token,
+            "{after_session} > {after_token}"
+        );
+        assert!(!a.revoke_session("s1", t0()).await.expect("end again"));
+    }
+}

@@ -9,7 +9,9 @@ mod roles;
 mod sessions;
 mod tokens;
 
-pub use principal::{AuthError, Authenticator, Principal, Require, TOKEN_CACHE_TTL};
+pub use principal::{
+    AuthError, Authenticator, Principal, REVOCATION_POLL, Require, TOKEN_CACHE_TTL,
+};
 pub use roles::{
     AccountAction, BlockSignIn, ManageExpiry, Permission, PermissionMarker, Provision, ReadAudit,
     ReadUsers, ResetPasswords, Role, RunSweeps, SetNeverExpires, Target,

@@ -9,11 +9,29 @@
 //! - A request that fails authentication is counted against its client address in a
 //!   separate bucket (`server.auth_failures_per_minute`); once it is empty such requests
 //!   get 429. A valid token is always checked and served, whatever its address did.
+//!
+//! Several instances behind one load balancer share these limits through the store
+//! (issue 16), and each instance also keeps its own in-memory bucket with the same
+//! quota, exactly as a lone instance always did:
+//!
+//! - Failed authentications are rare, so each one is one `take_rate` in the store: all
+//!   instances together allow the configured number per address, not that many each.
+//! - Token requests are the hot path (every SCIM request), so the store is not asked per
+//!   request. An instance *leases* a chunk of the token's shared bucket,
+//!   `max(1, burst / 10)` requests in one `take_rate`, and serves from it until it is
+//!   spent. A request needs both a local unit and a leased one, so one instance alone is
+//!   exactly as strict as before (leasing only charges the shared bucket earlier, never
+//!   more). Across N instances the leases not yet used are the overshoot: at most
+//!   N × chunk requests beyond what the shared bucket allows over any period.
+//! - When the store cannot be asked, the local bucket alone decides (logged, and
+//!   counted in `lockbridge_shared_limit_errors_total`): the limits loosen to one set
+//!   per instance instead of refusing everyone.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -24,6 +42,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 
 use crate::auth::{AuthError, Authenticator, Principal};
+use crate::store::{RateDecision, RateQuota, Store};
 
 /// A sustained rate plus a burst.
 #[derive(Debug, Clone, Copy)]
@@ -126,24 +145,187 @@ type Limiter<K> = Arc<DefaultKeyedRateLimiter<K>>;
 /// Where administrators sign in (`POST`), under the admin API's prefix.
 const SIGN_IN_PATH: &str = "/sessions";
 
-/// The limiter shared by both APIs for failed authentications, per client address.
+/// The limiter shared by both APIs (and every instance) for failed authentications,
+/// per client address.
 #[derive(Clone)]
-pub struct FailureLimiter(Option<Limiter<IpAddr>>);
+pub struct FailureLimiter(Option<Arc<Failures>>);
+
+struct Failures {
+    local: Limiter<IpAddr>,
+    store: Arc<dyn Store>,
+    /// `None`: too large a window to keep in the store; each instance counts alone.
+    quota: Option<RateQuota>,
+}
 
 impl FailureLimiter {
-    /// `per_minute == 0`: failures are not limited.
-    pub fn new(per_minute: u32, burst: u32) -> Self {
-        let quota = NonZeroU32::new(per_minute).map(|rate| {
-            Quota::per_minute(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(rate))
-        });
-        Self(quota.map(|q| forgetful(DefaultKeyedRateLimiter::keyed(q))))
+    /// `per_minute == 0`: failures are not limited. `burst == 0`: `per_minute`.
+    pub fn new(store: Arc<dyn Store>, per_minute: u32, burst: u32) -> Self {
+        let Some(rate) = NonZeroU32::new(per_minute) else {
+            return Self(None);
+        };
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        let local = forgetful(DefaultKeyedRateLimiter::keyed(
+            Quota::per_minute(rate).allow_burst(burst),
+        ));
+        // The same quota as the local bucket.
+        let quota = shared_quota(Duration::from_secs(60), rate, burst);
+        Self(Some(Arc::new(Failures {
+            local,
+            store,
+            quota,
+        })))
     }
 
     /// Counts one failure; `Err(wait)` when the address has none left.
-    fn count(&self, client: Option<IpAddr>) -> Result<(), u64> {
-        match (&self.0, client) {
-            (Some(limiter), Some(ip)) => limiter.check_key(&ip).map_err(wait_secs),
-            _ => Ok(()),
+    async fn count(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        let (Some(f), Some(ip)) = (&self.0, client) else {
+            return Ok(());
+        };
+        f.local.check_key(&ip).map_err(wait_secs)?;
+        let Some(quota) = f.quota else { return Ok(()) };
+        // An address is not a secret; the key says what it counts.
+        let key = format!("auth-failures:{ip}");
+        match f.store.take_rate(&key, quota, 1, chrono::Utc::now()).await {
+            Ok(d) if d.allowed() => Ok(()),
+            Ok(d) => Err(retry_secs(&d)),
+            Err(e) => {
+                shared_limit_unavailable(&e);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `rate` per `period` with `burst`, as the store keeps it; `None` (with a warning) for
+/// a burst so large its bucket would span more than the store's ten years.
+fn shared_quota(period: Duration, rate: NonZeroU32, burst: NonZeroU32) -> Option<RateQuota> {
+    let quota = RateQuota::per(period, rate.get(), burst.get());
+    if quota.is_none() {
+        tracing::warn!(
+            rate = rate.get(),
+            burst = burst.get(),
+            "a burst this large is not shared through the store; each instance applies it alone"
+        );
+    }
+    quota
+}
+
+/// The store could not decide: the local bucket (already passed) stands in.
+fn shared_limit_unavailable(e: &crate::store::StoreError) {
+    metrics::counter!("lockbridge_shared_limit_errors_total").increment(1);
+    tracing::warn!(error = %e, "shared rate limit unavailable; this instance's own limit applies");
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_secs(d: &RateDecision) -> u64 {
+    d.retry_after.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// Requests per token: a local bucket, and leases on the token's shared bucket.
+struct TokenLimiter {
+    local: Limiter<String>,
+    store: Arc<dyn Store>,
+    /// `None`: too large a window to keep in the store; each instance counts alone.
+    quota: Option<RateQuota>,
+    /// Requests taken from the shared bucket per store round trip.
+    chunk: u32,
+    /// `api` or `scim`: the two APIs' buckets are separate.
+    scope: &'static str,
+    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lease>>>>,
+}
+
+/// What this instance holds of one token's shared bucket.
+struct Lease {
+    /// Requests leased and not yet served.
+    left: u32,
+    /// The shared bucket was empty: no use asking again before this.
+    refused_until: Option<(Instant, u64)>,
+    used: Instant,
+}
+
+/// Leases are dropped (their requests unused, which is only stricter) for tokens idle
+/// this long, once the table holds this many.
+const LEASES_MAX: usize = 4096;
+const LEASE_IDLE: Duration = Duration::from_secs(60);
+
+impl TokenLimiter {
+    fn new(store: Arc<dyn Store>, scope: &'static str, limit: RateLimit) -> Option<Self> {
+        let rate = NonZeroU32::new(limit.per_second)?;
+        let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
+        let local = forgetful(DefaultKeyedRateLimiter::keyed(
+            Quota::per_second(rate).allow_burst(burst),
+        ));
+        let quota = shared_quota(Duration::from_secs(1), rate, burst);
+        Some(Self {
+            local,
+            store,
+            quota,
+            chunk: (burst.get() / 10).max(1),
+            scope,
+            leases: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lease(&self, key: &str) -> Arc<tokio::sync::Mutex<Lease>> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lease) = leases.get(key) {
+            return lease.clone();
+        }
+        if leases.len() >= LEASES_MAX {
+            leases.retain(|_, l| l.try_lock().map_or(true, |l| l.used.elapsed() < LEASE_IDLE));
+            if leases.len() >= LEASES_MAX {
+                leases.clear();
+            }
+        }
+        let lease = Arc::new(tokio::sync::Mutex::new(Lease {
+            left: 0,
+            refused_until: None,
+            used: Instant::now(),
+        }));
+        leases.insert(key.to_owned(), lease.clone());
+        lease
+    }
+
+    /// Counts one request; `Err(wait)` when the token has none left.
+    async fn check(&self, key: &str) -> Result<(), u64> {
+        self.local.check_key(&key.to_owned()).map_err(wait_secs)?;
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let lease = self.lease(key);
+        // Held across the round trip: concurrent requests of one token wait for one
+        // lease instead of each taking a chunk.
+        let mut lease = lease.lock().await;
+        lease.used = Instant::now();
+        if lease.left > 0 {
+            lease.left -= 1;
+            return Ok(());
+        }
+        if let Some((until, wait)) = lease.refused_until {
+            if Instant::now() < until {
+                return Err(wait);
+            }
+            lease.refused_until = None;
+        }
+        let shared_key = format!("{}:{key}", self.scope);
+        match self
+            .store
+            .take_rate(&shared_key, quota, self.chunk, chrono::Utc::now())
+            .await
+        {
+            Ok(d) if d.allowed() => {
+                lease.left = d.granted - 1;
+                Ok(())
+            }
+            Ok(d) => {
+                let wait = retry_secs(&d);
+                lease.refused_until = Some((Instant::now() + d.retry_after, wait));
+                Err(wait)
+            }
+            Err(e) => {
+                shared_limit_unavailable(&e);
+                Ok(())
+            }
         }
     }
 }
@@ -155,26 +337,24 @@ impl FailureLimiter {
 pub struct ApiGuard {
     auth: Authenticator,
     proxies: Arc<TrustedProxies>,
-    per_token: Option<Limiter<String>>,
+    per_token: Option<Arc<TokenLimiter>>,
     failures: FailureLimiter,
     refusals: Refusals,
 }
 
 impl ApiGuard {
+    /// `scope` names this API's token buckets in the store (`api`, `scim`).
     pub fn new(
         auth: Authenticator,
         proxies: Arc<TrustedProxies>,
-        per_token: Option<RateLimit>,
+        store: Arc<dyn Store>,
+        (scope, per_token): (&'static str, Option<RateLimit>),
         failures: FailureLimiter,
         refusals: Refusals,
     ) -> Self {
-        let per_token = per_token.and_then(|limit| {
-            let rate = NonZeroU32::new(limit.per_second)?;
-            let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
-            Some(forgetful(DefaultKeyedRateLimiter::keyed(
-                Quota::per_second(rate).allow_burst(burst),
-            )))
-        });
+        let per_token = per_token
+            .and_then(|limit| TokenLimiter::new(store, scope, limit))
+            .map(Arc::new);
         Self {
             auth,
             proxies,
@@ -242,7 +422,7 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
         // Signing in is a password guess each time: it counts before the directory is
         // asked, so a client out of attempts gets no answer about the password at all.
         if req.method() == http::Method::POST && req.uri().path().ends_with(SIGN_IN_PATH) {
-            if let Err(wait) = guard.failures.count(client) {
+            if let Err(wait) = guard.failures.count(client).await {
                 return refused(Exceeded::AuthFailures, wait);
             }
             return next.run(req).await;
@@ -250,7 +430,7 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
         // No token: the route decides (a few are public); a 401 counts as a failure.
         let response = next.run(req).await;
         if response.status() == StatusCode::UNAUTHORIZED
-            && let Err(wait) = guard.failures.count(client)
+            && let Err(wait) = guard.failures.count(client).await
         {
             return refused(Exceeded::AuthFailures, wait);
         }
@@ -259,15 +439,15 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
     match guard.auth.authenticate(Some(&authorization)).await {
         Ok(principal) => {
             if let Some(limiter) = &guard.per_token
-                && let Err(not_until) = limiter.check_key(&token_key(&principal))
+                && let Err(wait) = limiter.check(&token_key(&principal)).await
             {
-                return refused(Exceeded::TokenRate, wait_secs(not_until));
+                return refused(Exceeded::TokenRate, wait);
             }
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
         Err(e @ AuthError::Store(_)) => (guard.refusals.unauthenticated)(e),
-        Err(e) => match guard.failures.count(client) {
+        Err(e) => match guard.failures.count(client).await {
             Err(wait) => refused(Exceeded::AuthFailures, wait),
             Ok(()) => (guard.refusals.unauthenticated)(e),
         },
@@ -346,19 +526,84 @@ mod tests {
         );
     }
 
-    #[test]
-    fn failures_run_out_per_address() {
-        let limiter = FailureLimiter::new(60, 3);
+    async fn store() -> Arc<dyn Store> {
+        Arc::new(
+            crate::store::SqliteStore::open_temporary()
+                .await
+                .expect("store"),
+        )
+    }
+
+    #[tokio::test]
+    async fn failures_run_out_per_address() {
+        let limiter = FailureLimiter::new(store().await, 60, 3);
         let a = Some(ip("192.0.2.1"));
         let b = Some(ip("192.0.2.2"));
         for _ in 0..3 {
-            assert!(limiter.count(a).is_ok());
+            assert!(limiter.count(a).await.is_ok());
         }
-        assert!(limiter.count(a).is_err(), "the fourth failure is refused");
         assert!(
-            limiter.count(b).is_ok(),
+            limiter.count(a).await.is_err(),
+            "the fourth failure is refused"
+        );
+        assert!(
+            limiter.count(b).await.is_ok(),
             "another address has its own bucket"
         );
-        assert!(FailureLimiter::new(0, 0).count(a).is_ok(), "0 = off");
+        assert!(
+            FailureLimiter::new(store().await, 0, 0)
+                .count(a)
+                .await
+                .is_ok(),
+            "0 = off"
+        );
+    }
+
+    /// Two limiters on one store are two instances: together they allow the burst.
+    #[tokio::test]
+    async fn instances_share_the_failures_of_an_address() {
+        let store = store().await;
+        let one = FailureLimiter::new(store.clone(), 1, 4);
+        let two = FailureLimiter::new(store, 1, 4);
+        let a = Some(ip("192.0.2.1"));
+        let mut allowed = 0;
+        for i in 0..8 {
+            let limiter = if i % 2 == 0 { &one } else { &two };
+            allowed += usize::from(limiter.count(a).await.is_ok());
+        }
+        assert_eq!(allowed, 4);
+    }
+
+    /// One instance alone is exactly as strict as its local bucket; two instances
+    /// leasing from one shared bucket let through at most the burst plus one chunk each.
+    #[tokio::test]
+    async fn token_leases_bound_the_overshoot_by_a_chunk_per_instance() {
+        // 1/s so nothing refills during the test; burst 50 → chunks of 5.
+        let limit = RateLimit {
+            per_second: 1,
+            burst: 50,
+        };
+        let alone = TokenLimiter::new(store().await, "scim", limit).expect("limiter");
+        let mut served = 0;
+        for _ in 0..80 {
+            served += usize::from(alone.check("token:idp").await.is_ok());
+        }
+        assert!((50..=51).contains(&served), "alone: {served}");
+
+        let shared = store().await;
+        let a = TokenLimiter::new(shared.clone(), "scim", limit).expect("limiter");
+        let b = TokenLimiter::new(shared, "scim", limit).expect("limiter");
+        let mut served = 0;
+        let mut refused_wait = 0;
+        for i in 0..200 {
+            let limiter = if i % 2 == 0 { &a } else { &b };
+            match limiter.check("token:idp").await {
+                Ok(()) => served += 1,
+                Err(wait) => refused_wait = wait,
+            }
+        }
+        assert!(served <= 50 + 2 * 5 + 1, "two instances: {served}");
+        assert!(served >= 45, "two instances: {served}");
+        assert!(refused_wait >= 1);
     }
 }

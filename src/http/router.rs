@@ -28,6 +28,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::scim::error::ScimError;
 use crate::scim::routes::{self as scim_routes, ScimState};
 use crate::selfservice::{ClientIp, SelfServiceState};
+use crate::store::Store;
 use crate::sweep::routes::{self as sweep_routes, SweepState};
 
 /// Request bodies larger than this are refused with 413 (no endpoint needs more).
@@ -45,6 +46,8 @@ pub struct RouterParts {
     /// `None`: the self-service pages are off.
     pub selfservice: Option<SelfServiceState>,
     pub auth: Authenticator,
+    /// Where the instances share their rate limits.
+    pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
     /// Per admin-API token.
@@ -94,11 +97,16 @@ pub fn router(parts: RouterParts) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
     let metrics = parts.metrics;
     let proxies = Arc::new(parts.trusted_proxies);
-    let failures = FailureLimiter::new(parts.auth_failures.0, parts.auth_failures.1);
+    let failures = FailureLimiter::new(
+        parts.store.clone(),
+        parts.auth_failures.0,
+        parts.auth_failures.1,
+    );
     let admin_guard = ApiGuard::new(
         parts.auth.clone(),
         proxies.clone(),
-        parts.rate_limit,
+        parts.store.clone(),
+        ("api", parts.rate_limit),
         failures.clone(),
         Refusals {
             unauthenticated: admin_unauthenticated,
@@ -121,7 +129,8 @@ pub fn router(parts: RouterParts) -> Router {
         let guard = ApiGuard::new(
             parts.auth.clone(),
             proxies.clone(),
-            parts.scim_rate_limit,
+            parts.store.clone(),
+            ("scim", parts.scim_rate_limit),
             failures.clone(),
             Refusals {
                 unauthenticated: scim_unauthenticated,

@@ -31,7 +31,7 @@ use crate::account::{AccountError, AccountService, SelfServiceUser, rejection_co
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::notify::{Notifier, SECURITY_CODE, SmsMessage, SmsSender, sms::e164};
 use crate::policy::Violation;
-use crate::store::{FlowRecord, NewFlow, Store};
+use crate::store::{FlowRecord, NewFlow, RateQuota, Store};
 use crate::types::Secret;
 
 const CSRF_COOKIE: &str = "lb_csrf";
@@ -77,6 +77,9 @@ struct Inner {
     settings: SelfServiceSettings,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     by_account: DefaultKeyedRateLimiter<String>,
+    /// The same quotas in the store, shared by every instance.
+    address_quota: Option<RateQuota>,
+    account_quota: Option<RateQuota>,
 }
 
 impl SelfServiceState {
@@ -99,6 +102,9 @@ impl SelfServiceState {
         };
         let by_address = RateLimiter::keyed(hourly(settings.starts_per_address_per_hour));
         let by_account = RateLimiter::keyed(hourly(settings.starts_per_account_per_hour));
+        let shared = |n: u32| RateQuota::per(StdDuration::from_secs(3600), n.max(1), n.max(1));
+        let address_quota = shared(settings.starts_per_address_per_hour);
+        let account_quota = shared(settings.starts_per_account_per_hour);
         SelfServiceState(Arc::new(Inner {
             account,
             store,
@@ -110,6 +116,8 @@ impl SelfServiceState {
             settings,
             by_address,
             by_account,
+            address_quota,
+            account_quota,
         }))
     }
 }
@@ -341,27 +349,55 @@ impl SelfServiceState {
         )
     }
 
-    /// Counts one attempt against the client address and the account's limits.
-    fn admit(&self, client: Option<IpAddr>, user_name: &str) -> Result<(), u64> {
+    /// Counts one attempt against the client address and the account's limits: in this
+    /// instance's buckets (as a lone instance always did), then in the store's, which
+    /// every instance shares, so that instances behind one load balancer together allow
+    /// the configured numbers. If the store cannot answer, this instance's buckets
+    /// decide alone.
+    async fn admit(&self, client: Option<IpAddr>, user_name: &str) -> Result<(), u64> {
         let wait = |e: governor::NotUntil<<DefaultClock as Clock>::Instant>| {
             e.wait_time_from(DefaultClock::default().now())
                 .as_secs()
                 .max(1)
         };
+        let account = user_name.trim().to_lowercase();
         if let Some(ip) = client {
             self.0.by_address.check_key(&ip).map_err(wait)?;
+            self.take_shared(&format!("selfservice-address:{ip}"), self.0.address_quota)
+                .await?;
         }
-        self.0
-            .by_account
-            .check_key(&user_name.trim().to_lowercase())
-            .map_err(wait)
+        self.0.by_account.check_key(&account).map_err(wait)?;
+        // What someone typed as a user name may be a password typed in the wrong box:
+        // the store gets a keyed hash of it, never the text.
+        let key = format!(
+            "selfservice-account:{}",
+            hex::encode(self.keyed_hash(b"selfservice rate key\0", &account))
+        );
+        self.take_shared(&key, self.0.account_quota).await
+    }
+
+    async fn take_shared(&self, key: &str, quota: Option<RateQuota>) -> Result<(), u64> {
+        let Some(quota) = quota else { return Ok(()) };
+        match self.0.store.take_rate(key, quota, 1, Utc::now()).await {
+            Ok(d) if d.allowed() => Ok(()),
+            Ok(d) => Err((d.retry_after.as_secs_f64().ceil() as u64).max(1)),
+            Err(e) => {
+                metrics::counter!("lockbridge_shared_limit_errors_total").increment(1);
+                tracing::warn!(error = %e, "shared self-service limit unavailable; this instance's own limit applies");
+                Ok(())
+            }
+        }
     }
 
     fn flow_hash(&self, token: &str) -> Vec<u8> {
+        self.keyed_hash(b"selfservice flow\0", token)
+    }
+
+    fn keyed_hash(&self, purpose: &[u8], text: &str) -> Vec<u8> {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0.key).expect("HMAC takes any key length");
-        mac.update(b"selfservice flow\0");
-        mac.update(token.as_bytes());
+        mac.update(purpose);
+        mac.update(text.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
 
@@ -717,7 +753,7 @@ async fn reset_submit(
             json!({"error": s.0.pages.text(&visit_lang(&headers, &s), "field.user_name")}),
         );
     }
-    if let Err(wait) = s.admit(visit.client, &user_name) {
+    if let Err(wait) = s.admit(visit.client, &user_name).await {
         return s.rate_limited(visit, wait);
     }
     let user = match s.0.account.self_service_user(&user_name).await {
@@ -1135,7 +1171,7 @@ async fn change_submit(
         let error = s.0.pages.text(&visit.lang, "error.mismatch");
         return s.password_page(visit, StatusCode::UNPROCESSABLE_ENTITY, page, vec![error]);
     }
-    if let Err(wait) = s.admit(visit.client, &user_name) {
+    if let Err(wait) = s.admit(visit.client, &user_name).await {
         return s.rate_limited(visit, wait);
     }
     let result =
@@ -1371,7 +1407,7 @@ async fn info_sign_in(
         return s.csrf_refused(visit);
     }
     let user_name = form.user_name.trim().to_owned();
-    if let Err(wait) = s.admit(visit.client, &user_name) {
+    if let Err(wait) = s.admit(visit.client, &user_name).await {
         return s.rate_limited(visit, wait);
     }
     let result =

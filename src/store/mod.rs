@@ -11,6 +11,7 @@
 pub mod chain;
 mod error;
 mod postgres;
+pub mod rate;
 mod sqlite;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 pub use error::StoreError;
 pub use postgres::{PostgresOptions, PostgresStore, PostgresTls};
+pub use rate::{RateDecision, RateQuota};
 pub use sqlite::SqliteStore;
 
 /// The persistence interface every backend implements. Object-safe: services hold an
@@ -339,6 +341,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<WelcomeLinkRecord>, StoreError>;
     /// Marks the link used; false when it was already used or has expired.
     async fn use_welcome_link(&self, hash: &[u8], at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Shared rate limits (several instances, one bucket per key): takes up to `want`
+    /// units from bucket `key` at `now`, by [`rate::gcra`], atomically, and returns how
+    /// many it got. `key` names what is counted in plain words or as a keyed hash,
+    /// never a secret. Buckets that have filled up again are removed on the way.
+    async fn take_rate(
+        &self,
+        key: &str,
+        quota: RateQuota,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError>;
+    /// A number that grows whenever a token is revoked or a session ended (it is
+    /// raised in the same transaction as [`Store::revoke_token`] and
+    /// [`Store::revoke_session`]). Instances poll it to drop what they cached.
+    async fn revocation_mark(&self) -> Result<i64, StoreError>;
 }
 
 #[derive(Debug, Clone)]

@@ -27,8 +27,9 @@ use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, FlowRecord, JobItem, JobItemOutcome,
     JobRecord, MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewFlow,
     NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, NewWelcomeLink, OutboxCounts,
-    OutboxMessage, OutboxStatus, ResetRequestRecord, SessionRecord, Store, StoreError,
-    StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord, sweep_status,
+    OutboxMessage, OutboxStatus, RateDecision, RateQuota, ResetRequestRecord, SessionRecord, Store,
+    StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord,
+    sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -982,15 +983,23 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+        // The revocation mark moves in the same statement, so no instance can see the
+        // revocation without the mark having moved.
+        let revoked: i64 = sqlx::query_scalar(
+            "WITH revoked AS ( \
+               UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL \
+               RETURNING 1), \
+             marked AS ( \
+               UPDATE revocations SET counter = counter + 1 \
+               WHERE id = 1 AND EXISTS (SELECT 1 FROM revoked) RETURNING 1) \
+             SELECT count(*) FROM revoked",
         )
         .bind(Utc::now())
         .bind(name)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(err("token"))?;
-        Ok(done.rows_affected() > 0)
+        Ok(revoked > 0)
     }
 
     async fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
@@ -1024,16 +1033,21 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_session(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
-             AND expires_at > $1",
+        let ended: i64 = sqlx::query_scalar(
+            "WITH ended AS ( \
+               UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+               AND expires_at > $1 RETURNING 1), \
+             marked AS ( \
+               UPDATE revocations SET counter = counter + 1 \
+               WHERE id = 1 AND EXISTS (SELECT 1 FROM ended) RETURNING 1) \
+             SELECT count(*) FROM ended",
         )
         .bind(at)
         .bind(id)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(err("session"))?;
-        Ok(done.rows_affected() > 0)
+        Ok(ended > 0)
     }
 
     async fn insert_job(&self, job: &NewJob, user_names: &[String]) -> Result<(), StoreError> {
@@ -1851,5 +1865,62 @@ impl Store for PostgresStore {
 
     async fn use_welcome_link(&self, hash: &[u8], at: DateTime<Utc>) -> Result<bool, StoreError> {
         self.welcome_use(hash, at).await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        quota: RateQuota,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let now = now.timestamp_micros();
+        let (tat, granted) = retrying("rate bucket", || async {
+            let mut tx = self.pool.begin().await.map_err(err("rate bucket"))?;
+            // A bucket whose TAT has passed is full, the same as no row: removing it
+            // changes no decision. A few at a time, skipping rows another instance is
+            // using, so pruning never makes a request wait.
+            sqlx::query(
+                "DELETE FROM rate_buckets WHERE key IN ( \
+                   SELECT key FROM rate_buckets WHERE tat < $1 \
+                   LIMIT 64 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("rate bucket"))?;
+            // The SET expressions see the row as it was, so `granted` and `tat` are
+            // computed from the same old TAT (src/store/rate.rs has the rule).
+            let row: (i64, i64) = sqlx::query_as(
+                "INSERT INTO rate_buckets AS b (key, tat, granted) \
+                 VALUES ($1, $2 + LEAST($4, $5) * $3, LEAST($4, $5)) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                   granted = LEAST($4, GREATEST($5 * $3 - (GREATEST(b.tat, $2) - $2), 0) / $3), \
+                   tat = GREATEST(b.tat, $2) \
+                       + LEAST($4, GREATEST($5 * $3 - (GREATEST(b.tat, $2) - $2), 0) / $3) * $3 \
+                 RETURNING tat, granted",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(quota.interval_micros())
+            .bind(i64::from(want))
+            .bind(i64::from(quota.burst()))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err("rate bucket"))?;
+            tx.commit().await.map_err(err("rate bucket"))?;
+            Ok(row)
+        })
+        .await?;
+        let granted = u32::try_from(granted)
+            .map_err(|_| decode_error(format!("rate bucket granted {granted}")))?;
+        Ok(RateDecision::after(quota, granted, tat, now))
+    }
+
+    async fn revocation_mark(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT counter FROM revocations WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("revocation mark"))
     }
 }

@@ -27,8 +27,9 @@ use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, FlowRecord, JobItem, JobItemOutcome,
     JobRecord, MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewFlow,
     NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, NewWelcomeLink, OutboxCounts,
-    OutboxMessage, OutboxStatus, ResetRequestRecord, SessionRecord, Store, StoreError,
-    StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord, sweep_status,
+    OutboxMessage, OutboxStatus, RateDecision, RateQuota, ResetRequestRecord, SessionRecord, Store,
+    StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord,
+    sweep_status,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -720,6 +721,16 @@ fn clip(error: &str) -> &str {
     &error[..end]
 }
 
+/// Raises the revocation mark in the revoking transaction, so no instance can see the
+/// revocation without the mark having moved.
+async fn raise_revocation_mark(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE revocations SET counter = counter + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(err("revocation mark"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -814,16 +825,26 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_session(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("session"))?;
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL \
              AND expires_at > ?1",
         )
         .bind(ts(at))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(err("session"))?;
-        Ok(done.rows_affected() > 0)
+        let ended = done.rows_affected() > 0;
+        if ended {
+            raise_revocation_mark(&mut tx).await?;
+        }
+        tx.commit().await.map_err(err("session"))?;
+        Ok(ended)
     }
 
     async fn insert_job(&self, job: &NewJob, user_names: &[String]) -> Result<(), StoreError> {
@@ -1100,15 +1121,25 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("token"))?;
         let done = sqlx::query(
             "UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
         )
         .bind(ts(Utc::now()))
         .bind(name)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(err("token"))?;
-        Ok(done.rows_affected() > 0)
+        let revoked = done.rows_affected() > 0;
+        if revoked {
+            raise_revocation_mark(&mut tx).await?;
+        }
+        tx.commit().await.map_err(err("token"))?;
+        Ok(revoked)
     }
 
     async fn append_audit(&self, r: &NewAuditRecord) -> Result<i64, StoreError> {
@@ -1846,6 +1877,70 @@ impl Store for SqliteStore {
     async fn use_welcome_link(&self, hash: &[u8], at: DateTime<Utc>) -> Result<bool, StoreError> {
         self.welcome_use(hash, at).await
     }
+
+    // PostgreSQL, the same two statements in one transaction ($1 key, $2 now, $3
+    // interval, $4 want, $5 burst, all bigint):
+    //   DELETE FROM rate_buckets WHERE tat < $2;
+    //   INSERT INTO rate_buckets AS b (key, tat, granted)
+    //   VALUES ($1, $2 + LEAST($4, $5) * $3, LEAST($4, $5))
+    //   ON CONFLICT (key) DO UPDATE SET
+    //     granted = LEAST($4, GREATEST($5 * $3 - (GREATEST(b.tat, $2) - $2), 0) / $3),
+    //     tat = GREATEST(b.tat, $2)
+    //         + LEAST($4, GREATEST($5 * $3 - (GREATEST(b.tat, $2) - $2), 0) / $3) * $3
+    //   RETURNING tat, granted;
+    // (SET expressions see the row as it was, in both databases, so `granted` and `tat`
+    // are computed from the same old TAT.)
+    async fn take_rate(
+        &self,
+        key: &str,
+        quota: RateQuota,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let now = now.timestamp_micros();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err("rate bucket"))?;
+        // A bucket whose TAT has passed is full, the same as no row: deleting it changes
+        // no decision, and keeps the table as small as the set of recent keys. The index
+        // on `tat` makes this a scan of the expired rows only.
+        sqlx::query("DELETE FROM rate_buckets WHERE tat < ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("rate bucket"))?;
+        let (tat, granted): (i64, i64) = sqlx::query_as(
+            "INSERT INTO rate_buckets (key, tat, granted) \
+             VALUES (?1, ?2 + min(?4, ?5) * ?3, min(?4, ?5)) \
+             ON CONFLICT (key) DO UPDATE SET \
+               granted = min(?4, max(?5 * ?3 - (max(tat, ?2) - ?2), 0) / ?3), \
+               tat = max(tat, ?2) + min(?4, max(?5 * ?3 - (max(tat, ?2) - ?2), 0) / ?3) * ?3 \
+             RETURNING tat, granted",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(quota.interval_micros())
+        .bind(i64::from(want))
+        .bind(i64::from(quota.burst()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("rate bucket"))?;
+        tx.commit().await.map_err(err("rate bucket"))?;
+        let granted = u32::try_from(granted)
+            .map_err(|_| decode_error(format!("rate bucket granted {granted}")))?;
+        Ok(RateDecision::after(quota, granted, tat, now))
+    }
+
+    // PostgreSQL: the same SELECT; the raise is `UPDATE revocations SET counter =
+    // counter + 1 WHERE id = 1` in the revoking transaction.
+    async fn revocation_mark(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT counter FROM revocations WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("revocation mark"))
+    }
 }
 
 fn found(rows_affected: u64) -> Result<(), StoreError> {
@@ -2061,6 +2156,29 @@ mod tests {
             .await
             .expect_err("a file is not a folder");
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn full_rate_buckets_are_pruned_by_the_next_take() {
+        let store = SqliteStore::open_temporary().await.expect("open");
+        let q = RateQuota::new(Duration::from_secs(1), 5).expect("quota");
+        let t = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        for key in ["a", "b", "c"] {
+            store.take_rate(key, q, 2, t).await.expect("take");
+        }
+        let rows = || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rate_buckets")
+                .fetch_one(store.pool())
+                .await
+                .expect("count")
+        };
+        assert_eq!(rows().await, 3);
+        // Two seconds later all three are full again: the next take leaves only its own.
+        store
+            .take_rate("d", q, 1, t + chrono::Duration::seconds(3))
+            .await
+            .expect("take");
+        assert_eq!(rows().await, 1);
     }
 
     #[tokio::test]

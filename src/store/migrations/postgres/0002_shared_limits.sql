@@ -1,0 +1,20 @@
+-- State several instances on one database share (as SQLite's 0010_shared_limits.sql).
+--
+-- Rate-limit buckets (GCRA, src/store/rate.rs): one row per key, `tat` the instant in
+-- microseconds since the epoch at which the bucket is full again. A row whose `tat`
+-- has passed is a full bucket and may be deleted at any time. `granted` is what the
+-- last take gave, so the one UPSERT can return it.
+CREATE TABLE rate_buckets (
+    key      text PRIMARY KEY,
+    tat      bigint NOT NULL,
+    granted  bigint NOT NULL
+);
+CREATE INDEX rate_buckets_tat ON rate_buckets (tat);
+
+-- One counter, raised in the same statement as every token revocation and every ended
+-- session, which each instance polls to drop its cache of valid tokens.
+CREATE TABLE revocations (
+    id       integer PRIMARY KEY CHECK (id = 1),
+    counter  bigint NOT NULL
+);
+INSERT INTO revocations (id, counter) VALUES (1, 0);
