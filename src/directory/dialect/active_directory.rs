@@ -501,13 +501,20 @@ async fn password_modify(
     if result.rc == 0 {
         return Ok(());
     }
-    if result.text.contains("00000056") {
-        return Err(Failure::Mapped(DirectoryError::InvalidCredentials));
-    }
-    match refusal(&result.text) {
-        Some(rejection) => Err(Failure::Mapped(DirectoryError::PasswordRejected(rejection))),
+    match modify_refusal(&result.text) {
+        Some(e) => Err(Failure::Mapped(e)),
         None => Err(Failure::from_result(&result)),
     }
+}
+
+/// What a refused `unicodePwd` write's diagnostic text says: `00000056` (a wrong old
+/// password, on a user's own change) or `0000052D` ([`refusal`]); `None` for anything
+/// else, which the common mapping reads from the result code.
+pub(crate) fn modify_refusal(text: &str) -> Option<DirectoryError> {
+    if text.contains("00000056") {
+        return Some(DirectoryError::InvalidCredentials);
+    }
+    refusal(text).map(DirectoryError::PasswordRejected)
 }
 
 /// `replace: <attribute>` with one value.
@@ -652,6 +659,24 @@ mod tests {
             Some(PolicyRejection::InsufficientQuality)
         );
         assert_eq!(refusal("00002098: insufficient access"), None);
+    }
+
+    #[test]
+    fn write_refusals_tell_a_wrong_old_password_from_the_rules() {
+        assert!(matches!(
+            modify_refusal(
+                "00000056: Constraint violation - check_password_restrictions: the old \
+                 password specified doesn't match!"
+            ),
+            Some(DirectoryError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            modify_refusal("0000052d: Constraint violation - the password is too short"),
+            Some(DirectoryError::PasswordRejected(PolicyRejection::TooShort))
+        ));
+        // Anything else is left to the result code.
+        assert!(modify_refusal("00002098: SecErr: DSID-03150F94, problem 4003").is_none());
+        assert!(modify_refusal("").is_none());
     }
 
     #[test]
