@@ -59,7 +59,10 @@ fn any_text(data: &[u8]) {
     match active_directory_modify_refusal(&text) {
         Some(DirectoryError::InvalidCredentials) => assert!(text.contains("00000056")),
         Some(DirectoryError::PasswordRejected(_)) => {
-            assert!(!text.contains("00000056") && starts_with_052d(&text), "{text:?}")
+            assert!(
+                !text.contains("00000056") && starts_with_052d(&text),
+                "{text:?}"
+            )
         }
         Some(other) => panic!("{text:?} read as {other:?}"),
         None => assert!(!text.contains("00000056") && !starts_with_052d(&text)),
@@ -83,14 +86,17 @@ fn bind_messages(u: &mut Unstructured) -> Result<()> {
     } else {
         // Any other code (no separator in it) is a wrong password.
         let code: String = u.arbitrary()?;
-        if code.contains([',', ' ']) || BIND_CODES.iter().any(|(c, _)| code.eq_ignore_ascii_case(c)) {
+        if code.contains([',', ' ']) || BIND_CODES.iter().any(|(c, _)| code.eq_ignore_ascii_case(c))
+        {
             return Ok(());
         }
         (code, Some(BindRefusal::WrongPassword))
     };
     let tail: String = u.arbitrary()?;
     let separator = *u.choose(&[", v", " ", ","])?;
-    let text = format!("80090308: LdapErr: DSID-0C09042A, comment: {comment}, data {code}{separator}{tail}");
+    let text = format!(
+        "80090308: LdapErr: DSID-0C09042A, comment: {comment}, data {code}{separator}{tail}"
+    );
     assert_eq!(active_directory_bind_refusal(49, &text), want, "{text:?}");
     Ok(())
 }
@@ -141,7 +147,10 @@ fn modify_messages(u: &mut Unstructured) -> Result<()> {
     // Anything else in front is not AD's password refusal.
     let other = format!("00002098: {before}{after}");
     if !other.contains("00000056") {
-        assert!(active_directory_modify_refusal(&other).is_none(), "{other:?}");
+        assert!(
+            active_directory_modify_refusal(&other).is_none(),
+            "{other:?}"
+        );
     }
     Ok(())
 }
