@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lockbridge::directory::escape::is_valid_filter;
+use lockbridge::directory::{DirectoryKind, EntryVocabulary, SignInVocabulary};
 use lockbridge::scim::filter::{
     DefaultGroupMapping, DefaultUserMapping, MAX_FILTER_LEN, parse_filter, to_ldap,
 };
@@ -19,16 +20,26 @@ fuzz_target!(|data: &[u8]| {
     if printed.len() <= MAX_FILTER_LEN {
         assert_eq!(parse_filter(&printed), Ok(filter.clone()), "{printed}");
     }
-    let users = DefaultUserMapping {
-        external_id: Some("employeeID".to_owned()),
-    };
-    for ldap in [
-        to_ldap(&filter, &users),
-        to_ldap(&filter, &DefaultGroupMapping::default()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        assert!(is_valid_filter(&ldap), "{filter} → {ldap}");
+    // Every directory kind: each has its own sign-in state and id attributes.
+    for kind in [
+        DirectoryKind::OpenLdap,
+        DirectoryKind::Ds389,
+        DirectoryKind::ActiveDirectory,
+    ] {
+        let users = DefaultUserMapping {
+            external_id: Some("employeeID".to_owned()),
+            sign_in: SignInVocabulary::for_kind(kind),
+            entries: EntryVocabulary::for_kind(kind),
+        };
+        let groups = DefaultGroupMapping {
+            external_id: None,
+            entries: EntryVocabulary::for_kind(kind),
+        };
+        for ldap in [to_ldap(&filter, &users), to_ldap(&filter, &groups)]
+            .into_iter()
+            .flatten()
+        {
+            assert!(is_valid_filter(&ldap), "{filter} → {ldap}");
+        }
     }
 });

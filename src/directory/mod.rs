@@ -34,6 +34,8 @@ pub mod dn;
 mod entries;
 mod error;
 pub mod escape;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gentime;
 mod ppolicy;
 mod userpassword;

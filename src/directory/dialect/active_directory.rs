@@ -328,7 +328,9 @@ impl Dialect for ActiveDirectory {
         }
         // "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error,
         // data 773, v3839"
-        let code = text.split("data ").nth(1)?.split([',', ' ']).next()?;
+        // The code is the word after the first `data `, up to `,` or a space (not up to a
+        // second `data `, which `split("data ")` would also cut at).
+        let code = text.split_once("data ")?.1.split([',', ' ']).next()?;
         Some(match code.to_ascii_lowercase().as_str() {
             "773" => BindRefusal::MustChange,
             "532" => BindRefusal::Expired,
@@ -501,13 +503,20 @@ async fn password_modify(
     if result.rc == 0 {
         return Ok(());
     }
-    if result.text.contains("00000056") {
-        return Err(Failure::Mapped(DirectoryError::InvalidCredentials));
-    }
-    match refusal(&result.text) {
-        Some(rejection) => Err(Failure::Mapped(DirectoryError::PasswordRejected(rejection))),
+    match modify_refusal(&result.text) {
+        Some(e) => Err(Failure::Mapped(e)),
         None => Err(Failure::from_result(&result)),
     }
+}
+
+/// What a refused `unicodePwd` write's diagnostic text says: `00000056` (a wrong old
+/// password, on a user's own change) or `0000052D` ([`refusal`]); `None` for anything
+/// else, which the common mapping reads from the result code.
+pub(crate) fn modify_refusal(text: &str) -> Option<DirectoryError> {
+    if text.contains("00000056") {
+        return Some(DirectoryError::InvalidCredentials);
+    }
+    refusal(text).map(DirectoryError::PasswordRejected)
 }
 
 /// `replace: <attribute>` with one value.
@@ -652,6 +661,49 @@ mod tests {
             Some(PolicyRejection::InsufficientQuality)
         );
         assert_eq!(refusal("00002098: insufficient access"), None);
+    }
+
+    #[test]
+    fn bind_refusals_read_the_code_after_data() {
+        let ad = |text: &str| ActiveDirectory.bind_refusal(49, text);
+        let text = |code: &str| {
+            format!(
+                "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, \
+                 data {code}, v3839"
+            )
+        };
+        assert_eq!(ad(&text("773")), Some(BindRefusal::MustChange));
+        assert_eq!(ad(&text("532")), Some(BindRefusal::Expired));
+        assert_eq!(ad(&text("775")), Some(BindRefusal::Locked));
+        assert_eq!(ad(&text("533")), Some(BindRefusal::Disabled));
+        assert_eq!(ad(&text("701")), Some(BindRefusal::Disabled));
+        assert_eq!(ad(&text("52e")), Some(BindRefusal::WrongPassword));
+        assert_eq!(ActiveDirectory.bind_refusal(50, &text("775")), None);
+        assert_eq!(ad("80090308: LdapErr: DSID-0C09042A"), None);
+        // Found by fuzzing (fuzz/fuzz_targets/ad_errors.rs): the code ends at the separator,
+        // not at a second "data " (this one is "775data", which AD does not define).
+        assert_eq!(
+            ad("80090308: LdapErr: comment: x, data 775data  0d"),
+            Some(BindRefusal::WrongPassword)
+        );
+    }
+
+    #[test]
+    fn write_refusals_tell_a_wrong_old_password_from_the_rules() {
+        assert!(matches!(
+            modify_refusal(
+                "00000056: Constraint violation - check_password_restrictions: the old \
+                 password specified doesn't match!"
+            ),
+            Some(DirectoryError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            modify_refusal("0000052d: Constraint violation - the password is too short"),
+            Some(DirectoryError::PasswordRejected(PolicyRejection::TooShort))
+        ));
+        // Anything else is left to the result code.
+        assert!(modify_refusal("00002098: SecErr: DSID-03150F94, problem 4003").is_none());
+        assert!(modify_refusal("").is_none());
     }
 
     #[test]

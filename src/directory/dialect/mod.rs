@@ -6,7 +6,7 @@
 //! dialect only issues the kind-specific operations on the connection it is given and
 //! reports failures as raw [`Failure`]s for the one mapping function.
 
-mod active_directory;
+pub(super) mod active_directory;
 mod ds389;
 mod openldap;
 
@@ -53,7 +53,7 @@ pub struct PasswordState {
 /// Why a user's simple bind with the right password still failed, or that the
 /// password was wrong ([`Dialect::bind_refusal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BindRefusal {
+pub enum BindRefusal {
     WrongPassword,
     MustChange,
     Expired,
