@@ -16,8 +16,8 @@
 //! - `scim-patch-password`: `PATCH BASE/Users/{id}` replacing `password`; 200 or 204. The
 //!   ids of `--id-pool` users of each client's own range are fetched first with filter GETs.
 //! - `admin-get`: `GET BASE/users/userNNNNNN` on the admin API (`--api-url`); 200.
-//! - `admin-reset`: `POST BASE/users/{user}/password-reset`, a generated password, no
-//!   mail, no change required; the client's own users in random order; 200.
+//! - `admin-reset`: `POST BASE/users/{user}/password-reset`, a generated password in the
+//!   answer, no mail, no change required; the client's own users in random order; 200.
 //!
 //! `--scim-url` (or `--api-url`) may be given several times: client i sends to URL i mod N
 //! (several instances, no load balancer). `--keep-going` counts errors instead of stopping
@@ -940,8 +940,8 @@ async fn admin_get(
     }
 }
 
-/// `POST BASE/users/{user}/password-reset` (admin API), a generated password, no mail,
-/// not shown: the client's own users in random order.
+/// `POST BASE/users/{user}/password-reset` (admin API), a generated password shown in
+/// the answer, no mail: the client's own users in random order.
 async fn admin_reset(
     http: reqwest::Client,
     base: &str,
@@ -952,7 +952,10 @@ async fn admin_reset(
 ) -> Stats {
     let mut stats = Stats::default();
     let mut next = users.len();
-    let body = serde_json::json!({"mode": "auto", "requireChangeAtNextSignIn": false}).to_string();
+    // The generated password comes back in the answer (and is dropped): lockbridge
+    // refuses a generated password that would reach nobody.
+    let body = serde_json::json!({"mode": "auto", "requireChangeAtNextSignIn": false, "showPassword": true})
+        .to_string();
     while w.running() {
         if next == users.len() {
             users.shuffle(rng);
