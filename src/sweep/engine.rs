@@ -746,7 +746,10 @@ async fn queue_digest(
             Ok(message) => {
                 deps.notifier
                     .record_notice(
-                        &format!("digest|{}|{admin}", request.id),
+                        // Keyed by the sweep's time, not its run: a run resumed after
+                        // a crash, or a second instance sweeping the same scheduled
+                        // slot after the first finished, must not mail it again.
+                        &format!("digest|{}|{admin}", request.at.to_rfc3339()),
                         Some(&request.id),
                         &message,
                     )
