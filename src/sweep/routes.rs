@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::engine::{LEASE, SweepDeps, SweepError, SweepRequest, Trigger, run_once};
+use super::engine::{LEASE, SweepDeps, SweepError, SweepRequest, Trigger, record_run, run_once};
 use crate::auth::{Authenticator, Require, RunSweeps};
 use crate::store::{StoreError, SweepRun};
 
@@ -105,7 +105,11 @@ pub async fn start_sweep(
             return Err(SweepApiError::LeaseHeld);
         }
     }
-    let request = SweepRequest::new(body.at.unwrap_or_else(Utc::now), body.dry_run, Trigger::Api);
+    let mut request =
+        SweepRequest::new(body.at.unwrap_or_else(Utc::now), body.dry_run, Trigger::Api);
+    if !body.dry_run {
+        record_run(&state.deps, &mut request).await?;
+    }
     let id = request.id.clone();
     let deps = state.deps.clone();
     tracing::info!(sweep.id = %id, actor = %caller.name, dry_run = body.dry_run, "sweep started over the API");
