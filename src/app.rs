@@ -675,11 +675,16 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             }),
     );
     let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));
+    // This process as the holder of leases in the store (sweeps, bulk jobs).
+    let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let bulk = BulkDeps {
         account: account.clone(),
         store: store.clone(),
         sealer: bulk_sealer,
         running: Default::default(),
+        instance: instance.clone(),
+        lease: Duration::from_secs(config.sweep.lease_secs),
+        wake: Default::default(),
     };
     let sweep = SweepDeps {
         expiry: expiry.clone(),
@@ -700,7 +705,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
                 config.sweep.change_password_url.clone()
             },
             page_size: config.sweep.page_size,
-            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            instance,
             lease: Duration::from_secs(config.sweep.lease_secs),
             expired_within: chrono::Duration::days(i64::from(config.sweep.expired_within_days)),
             max_bulk_per_day: config.outbox.max_bulk_per_day,
@@ -831,17 +836,26 @@ pub async fn serve(
         sweep.clone(),
         stop.clone(),
     ));
-    // Bulk jobs a stop cut short carry on where they stopped (nobody is reset twice);
-    // a job paused by the directory is retried every minute.
+    // Bulk jobs a stop cut short carry on where they stopped (nobody is reset twice).
+    // While one is unfinished (running here or on another instance, or paused by the
+    // directory), look every half lease: a paused job carries on soon after the
+    // directory is back, and one whose instance died is taken over once its lease
+    // lapses. Otherwise every minute, or when a job is created here.
     let jobs_task = tokio::spawn({
         let bulk = bulk.clone();
         let stop = stop.clone();
         async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
+                let busy = crate::bulk::resume_running(&bulk).await;
+                let wait = if busy {
+                    (bulk.lease / 2).max(Duration::from_secs(1))
+                } else {
+                    Duration::from_secs(60)
+                };
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = tick.tick() => crate::bulk::resume_running(&bulk).await,
+                    () = tokio::time::sleep(wait) => {}
+                    () = bulk.wake.notified() => {}
                 }
             }
         }

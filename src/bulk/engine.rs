@@ -61,6 +61,10 @@ pub enum BulkError {
     Account(#[from] AccountError),
     #[error("the job's parameters cannot be read: {0}")]
     Corrupt(String),
+    #[error(
+        "this instance could not renew its lease on the job in time; the instance that takes it over carries on"
+    )]
+    LeaseLost,
 }
 
 #[derive(Clone)]
@@ -70,6 +74,13 @@ pub struct BulkDeps {
     pub sealer: Arc<Sealer>,
     /// Jobs this process is running now (a second runner of the same job waits out).
     pub running: Arc<Mutex<HashSet<String>>>,
+    /// This process, as the holder of a job's lease in the store: another instance on
+    /// the same store runs a job only once this one has stopped renewing it.
+    pub instance: String,
+    /// How long a job's lease lasts without renewal.
+    pub lease: std::time::Duration,
+    /// Wakes the loop that resumes jobs ([`resume_running`]): a job was created.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// The job's caller, as it was when the job was created.
@@ -102,9 +113,38 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Takes (or renews) the lease `name` for this instance.
+async fn take_lease(deps: &BulkDeps, name: &str) -> Result<bool, StoreError> {
+    let now = Utc::now();
+    let until =
+        now + chrono::Duration::from_std(deps.lease).unwrap_or(chrono::Duration::minutes(2));
+    deps.store
+        .acquire_lease(name, &deps.instance, now, until)
+        .await
+}
+
+/// Renews the lease `name` every third of its length; returns when it is lost (taken
+/// by another instance, or not renewed in time because the store did not answer).
+async fn keep_lease(deps: &BulkDeps, name: &str) {
+    let mut renewed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(deps.lease / 3).await;
+        match take_lease(deps, name).await {
+            Ok(true) => renewed = std::time::Instant::now(),
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, lease = name, "cannot renew a bulk job's lease");
+                if renewed.elapsed() >= deps.lease {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Runs the job to its end (or until the directory or the store fails: the job stays
-/// `running` and a later [`resume_running`] carries on). `None` when this process is
-/// running it already.
+/// `running` and a later [`resume_running`] carries on). `None` when this process, or
+/// another instance on the same store, is running it already.
 pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, BulkError> {
     {
         let mut running = deps.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -116,6 +156,25 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
         deps,
         id: id.to_owned(),
     };
+    // Instances sharing a store take turns through the job's lease: two runners of one
+    // job would each draw a password for the same account.
+    let lease = format!("bulk-job|{id}");
+    if !take_lease(deps, &lease).await? {
+        return Ok(None);
+    }
+    // Losing the lease stops the run at once, as a crash would: the instance taking
+    // over finds by a bind which of the items left `writing` are done.
+    let result = tokio::select! {
+        result = run_leased(deps, id) => result,
+        () = keep_lease(deps, &lease) => Err(BulkError::LeaseLost),
+    };
+    if let Err(e) = deps.store.release_lease(&lease, &deps.instance).await {
+        tracing::warn!(error = %e, job.id = id, "could not release a bulk job's lease; it expires by itself");
+    }
+    result
+}
+
+async fn run_leased(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, BulkError> {
     let job = deps
         .store
         .get_job(id)
@@ -142,6 +201,7 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
         } => {
             let reset = ResetBatch {
                 deps,
+                job_id: id,
                 actor: &actor,
                 chosen: if generated { None } else { chosen.as_ref() },
                 require_change,
@@ -223,6 +283,8 @@ pub async fn create_job(
         created_at: Utc::now(),
     };
     deps.store.insert_job(&job, names).await?;
+    // Should this run stop (the directory, the store), the resume loop takes it up.
+    deps.wake.notify_one();
     Ok(job.id)
 }
 
@@ -315,23 +377,30 @@ async fn settle_batch(
 }
 
 /// Runs every job left `running` (by a process that stopped, or stopped by the
-/// directory) that this process is not running already.
-pub async fn resume_running(deps: &BulkDeps) {
+/// directory) that this process is not running already. True when a job is still
+/// unfinished (running here or on another instance, or paused): worth looking again
+/// soon, to carry on once the directory is back or take it over should that instance
+/// stop.
+pub async fn resume_running(deps: &BulkDeps) -> bool {
     let jobs = match deps.store.running_jobs().await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list unfinished bulk jobs");
-            return;
+            return false;
         }
     };
+    let mut busy = false;
     for job in jobs {
         match run_job(deps, &job.id).await {
-            Ok(_) => {}
+            Ok(Some(job)) => busy |= job.status == "running",
+            Ok(None) => busy = true,
             Err(e) => {
+                busy = true;
                 tracing::warn!(job.id = %job.id, error = %e, "bulk job paused; it resumes later")
             }
         }
     }
+    busy
 }
 
 /// How an item's error counts: refused (nothing changed, the caller may fix it), failed
@@ -387,6 +456,7 @@ async fn require_change(
 
 struct ResetBatch<'a> {
     deps: &'a BulkDeps,
+    job_id: &'a str,
     actor: &'a Actor,
     chosen: Option<&'a Secret>,
     require_change: bool,
@@ -491,6 +561,8 @@ impl ResetBatch<'_> {
         user: Option<crate::directory::UserEntry>,
     ) -> (Option<JobItemOutcome>, Option<TimedEvent>) {
         let kept = self.report.then(|| self.deps.sealer.seal(&password));
+        // Each item's mail is queued once, whichever run gets to it.
+        let mail_key = format!("bulk|{}|{}", self.job_id, item.seq);
         if resumed {
             // Left `writing` by a run that stopped: was this password set?
             match self
@@ -518,12 +590,41 @@ impl ResetBatch<'_> {
                         });
                         return (outcome, None);
                     }
+                    // The run may have died before queueing the mail, too.
+                    let mut sent_to = Vec::new();
+                    if self.deliver_to_alternate {
+                        match self
+                            .deps
+                            .account
+                            .mail_found_reset(
+                                self.actor,
+                                &item.user_name,
+                                &password,
+                                self.require_change,
+                                &mail_key,
+                            )
+                            .await
+                        {
+                            Ok(to) => sent_to = to,
+                            Err(e) => {
+                                let outcome = settle(&e).map(|status| JobItemOutcome {
+                                    seq: item.seq,
+                                    status,
+                                    code: Some(e.code().to_owned()),
+                                    changed: true,
+                                    sealed_password: kept,
+                                });
+                                return (outcome, None);
+                            }
+                        }
+                    }
                     let event = self.deps.account.reset_found_after_restart(
                         self.actor,
                         &item.user_name,
                         self.chosen.is_none(),
                         self.require_change,
                         self.report,
+                        sent_to,
                     );
                     let outcome = JobItemOutcome {
                         seq: item.seq,
@@ -564,6 +665,7 @@ impl ResetBatch<'_> {
                     send_to: Vec::new(),
                     send_to_alternate: self.deliver_to_alternate,
                     show_password: self.report,
+                    mail_key: Some(mail_key),
                 },
             )
             .await;

@@ -1004,7 +1004,8 @@ pub struct SweepConfig {
     /// Entries per page when streaming the directory.
     pub page_size: u32,
     /// How long a sweeping instance's lease lasts without renewal; after a crash, another
-    /// instance (or the restarted one) resumes the sweep once it has lapsed.
+    /// instance (or the restarted one) resumes the sweep once it has lapsed. A bulk job's
+    /// lease (which instance runs it) lasts as long.
     pub lease_secs: u64,
     /// Passwords that expired longer ago than this get no notice and no expiry action
     /// (`expiry.on_expiry`): on a first sweep over years of dormant accounts, only
