@@ -282,8 +282,10 @@ impl Daemon {
             .1
             .to_string();
         let mut store = Vec::new();
+        // No state folder when the store is elsewhere (shared by several instances).
         for entry in std::fs::read_dir(self.dir.path().join("state"))
-            .expect("state dir")
+            .into_iter()
+            .flatten()
             .flatten()
         {
             store.extend(std::fs::read(entry.path()).unwrap_or_default());

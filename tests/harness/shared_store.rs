@@ -69,6 +69,45 @@ impl StoreUnderTest {
         }
     }
 
+    /// Asserts that none of `secrets` appears in the store's files (SQLite: the database
+    /// and its journal; PostgreSQL: a dump of the database).
+    pub fn assert_no_secrets(&self, secrets: &[&str]) {
+        let mut bytes = Vec::new();
+        match &self.postgres {
+            None => {
+                for entry in std::fs::read_dir(self._dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    bytes.extend(std::fs::read(entry.path()).unwrap_or_default());
+                }
+            }
+            Some(pg) => {
+                let out = std::process::Command::new(pg.bin_dir.join("pg_dump"))
+                    .env("PGPASSWORD", &pg.password)
+                    .args(["-h", &pg.host, "-p", &pg.port.to_string(), "-U", &pg.user])
+                    .arg(&pg.database)
+                    .output()
+                    .expect("run pg_dump");
+                assert!(
+                    out.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                bytes = out.stdout;
+            }
+        }
+        assert!(!bytes.is_empty(), "the store holds something");
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            assert!(
+                !text.contains(secret),
+                "a secret appears in the shared store"
+            );
+        }
+    }
+
     /// The `[store]` section for every instance's configuration.
     pub fn section(&self) -> String {
         match (&self.postgres, &self.proxy) {
