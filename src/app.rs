@@ -21,7 +21,7 @@ use crate::bulk::BulkDeps;
 use crate::bulk::routes::BulkState;
 use crate::config::{
     Config, DirectoryKindConfig, ExpiryActionConfig, ExpirySource, PasswordPolicyConfig,
-    ScimDeleteMode, SmsKindConfig, SmtpSecurityConfig,
+    ScimDeleteMode, SmsKindConfig, SmtpSecurityConfig, StoreKind, StoreTlsConfig,
 };
 use crate::directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, EntryVocabulary, PingInfo,
@@ -44,7 +44,7 @@ use crate::scim::resource::{GroupMapping, GroupMappingSettings, UserMapping, Use
 use crate::scim::routes::ScimState;
 use crate::scim::service::{DeleteMode, ScimSettings};
 use crate::selfservice::{Pages, SelfServiceSettings, SelfServiceState};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresOptions, PostgresStore, PostgresTls, SqliteStore, Store, StoreError};
 use crate::sweep::engine::{SweepDeps, SweepSettings};
 use crate::sweep::routes::SweepState;
 use crate::sweep::schedule::{ScheduleError, SweepSchedule};
@@ -389,18 +389,46 @@ pub fn sms_settings(config: &Config) -> SmsSettings {
     }
 }
 
-/// Opens (creating and migrating if needed) the store.
+/// Opens the store `[store]` names, bringing its schema up to date: the one place the
+/// backend is chosen.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    if let Some(parent) = config.store_path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            AppError::Io(format!(
-                "cannot create the state folder {}: {e} (server.state_dir)",
-                parent.display()
-            ))
-        })?;
+    match config.store.kind {
+        StoreKind::Sqlite => {
+            if let Some(parent) = config.store_path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    AppError::Io(format!(
+                        "cannot create the state folder {}: {e} (server.state_dir)",
+                        parent.display()
+                    ))
+                })?;
+            }
+            let store = SqliteStore::open(&config.store_path).await?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres => {
+            let store = PostgresStore::connect(&postgres_options(config)).await?;
+            Ok(Arc::new(store))
+        }
     }
-    let store = SqliteStore::open(&config.store_path).await?;
-    Ok(Arc::new(store))
+}
+
+/// The PostgreSQL connection settings from `[store]` (validated at load).
+pub fn postgres_options(config: &Config) -> PostgresOptions {
+    let s = &config.store;
+    PostgresOptions {
+        url: s.url.clone().unwrap_or_default(),
+        password: config
+            .store_password
+            .as_ref()
+            .map(|p| p.expose().to_string()),
+        ca_file: s.ca_file.clone(),
+        tls: match s.tls {
+            StoreTlsConfig::VerifyFull => PostgresTls::VerifyFull,
+            StoreTlsConfig::Off => PostgresTls::Off,
+        },
+        max_connections: s.max_connections,
+        connect_timeout: Duration::from_secs(s.connect_timeout_secs),
+    }
 }
 
 pub fn token_service(config: &Config, store: Arc<dyn Store>) -> TokenService {
@@ -675,7 +703,8 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
             }),
     );
     let expiry = ExpiryService::new(account.clone(), store.clone(), expiry_settings(config));
-    // This process as the holder of leases in the store (sweeps, bulk jobs).
+    // This process's name in the store's leases (sweeps, bulk jobs); `serve` gives a
+    // serving instance a stable one.
     let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let bulk = BulkDeps {
         account: account.clone(),
@@ -683,8 +712,6 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
         sealer: bulk_sealer,
         running: Default::default(),
         instance: instance.clone(),
-        lease: Duration::from_secs(config.sweep.lease_secs),
-        wake: Default::default(),
     };
     let sweep = SweepDeps {
         expiry: expiry.clone(),
@@ -705,7 +732,7 @@ pub async fn build(config: &Config) -> Result<Services, AppError> {
                 config.sweep.change_password_url.clone()
             },
             page_size: config.sweep.page_size,
-            instance,
+            instance: instance.clone(),
             lease: Duration::from_secs(config.sweep.lease_secs),
             expired_within: chrono::Duration::days(i64::from(config.sweep.expired_within_days)),
             max_bulk_per_day: config.outbox.max_bulk_per_day,
@@ -767,12 +794,24 @@ pub async fn serve(
         audit,
         account,
         expiry,
-        sweep,
-        bulk,
+        mut sweep,
+        mut bulk,
         schedule,
         worker,
         selfservice,
     } = services;
+    // A serving instance's name in the store's leases is its host and listening address:
+    // no two live processes on a host hold one address, and a restarted instance gets
+    // its own name back, so it resumes what it was doing (a bulk job, a sweep) at once
+    // instead of waiting for its old lease to lapse. Other instances still wait.
+    if let Ok(addr) = listener.local_addr() {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let instance = format!("{host}@{addr}");
+        bulk.instance = instance.clone();
+        sweep.settings.instance = instance;
+    }
     // One authenticator, so its cache of recently checked tokens is shared.
     let auth = Authenticator::new(store.clone(), token_key(&config));
     let app = router(RouterParts {
@@ -836,26 +875,17 @@ pub async fn serve(
         sweep.clone(),
         stop.clone(),
     ));
-    // Bulk jobs a stop cut short carry on where they stopped (nobody is reset twice).
-    // While one is unfinished (running here or on another instance, or paused by the
-    // directory), look every half lease: a paused job carries on soon after the
-    // directory is back, and one whose instance died is taken over once its lease
-    // lapses. Otherwise every minute, or when a job is created here.
+    // Bulk jobs a stop cut short carry on where they stopped (nobody is reset twice);
+    // a job paused by the directory is retried every minute.
     let jobs_task = tokio::spawn({
         let bulk = bulk.clone();
         let stop = stop.clone();
         async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
-                let busy = crate::bulk::resume_running(&bulk).await;
-                let wait = if busy {
-                    (bulk.lease / 2).max(Duration::from_secs(1))
-                } else {
-                    Duration::from_secs(60)
-                };
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                    () = bulk.wake.notified() => {}
+                    _ = tick.tick() => crate::bulk::resume_running(&bulk).await,
                 }
             }
         }
@@ -990,10 +1020,13 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         .map_err(|e| e.to_string());
     report.push(("templates".to_string(), templates));
 
-    report.push((
-        "store".to_string(),
-        check_store_location(&config.store_path),
-    ));
+    let store = match config.store.kind {
+        StoreKind::Sqlite => check_store_location(&config.store_path),
+        StoreKind::Postgres => PostgresStore::check(&postgres_options(config))
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    report.push(("store".to_string(), store));
     if let Some(breached) = check_breached(config) {
         report.push(("breached passwords".to_string(), breached));
     }

@@ -13,6 +13,8 @@
 //! `tokens::a_revoked_token_is_never_found::sqlite`, `...::postgres`, and so on. Run one
 //! backend with `cargo nextest run --test store_conformance -E 'test(/::sqlite$/)'`.
 
+mod harness;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +23,8 @@ use lockbridge::store::chain::{GENESIS, record_hash};
 use lockbridge::store::{
     AuditQuery, AuditSeal, JobItemOutcome, MailClass, NewAuditRecord, NewFlow, NewJob,
     NewOutboxMessage, NewResetRequest, NewSession, NewToken, NewWelcomeLink, OutboxStatus,
-    SqliteStore, Store, StoreError, SweepReportLine, SweepRun, sweep_status,
+    PostgresOptions, PostgresStore, PostgresTls, SqliteStore, Store, StoreError, SweepReportLine,
+    SweepRun, sweep_status,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -31,15 +34,30 @@ use tempfile::TempDir;
 enum Database {
     /// A SQLite file in a temporary folder.
     Sqlite { dir: TempDir },
-    // Postgres { server: harness::Postgres, url: String }: a fresh database created
-    // for the test on the sandbox server (tests/harness/postgres.rs); `instance`
-    // connects to `url`.
+    /// A fresh database created for the test on the sandbox server (the one
+    /// `scripts/test` shares, else one of the test's own); `instance` connects to it.
+    Postgres {
+        server: Box<harness::Postgres>,
+        database: String,
+    },
 }
 
 impl Database {
     async fn sqlite() -> Database {
         Database::Sqlite {
             dir: tempfile::tempdir().expect("temporary folder"),
+        }
+    }
+
+    async fn postgres() -> Database {
+        // Starting a server (when none is shared) waits on a child process.
+        let server = tokio::task::spawn_blocking(harness::Postgres::shared_or_start)
+            .await
+            .expect("start PostgreSQL");
+        let (database, _) = server.create_fresh_database();
+        Database::Postgres {
+            server: Box::new(server),
+            database,
         }
     }
 
@@ -51,7 +69,28 @@ impl Database {
                     .await
                     .expect("open the SQLite store"),
             ),
+            Database::Postgres { server, database } => Arc::new(
+                PostgresStore::connect(&postgres_options(server, database))
+                    .await
+                    .expect("connect the PostgreSQL store"),
+            ),
         }
+    }
+}
+
+/// How lockbridge would be configured for `database` on the sandbox server (on
+/// 127.0.0.1, so without TLS; the password apart from the URL).
+fn postgres_options(server: &harness::Postgres, database: &str) -> PostgresOptions {
+    PostgresOptions {
+        url: format!(
+            "postgres://{}@{}:{}/{database}",
+            server.user, server.host, server.port
+        ),
+        password: Some(server.password.clone()),
+        ca_file: None,
+        tls: PostgresTls::Off,
+        max_connections: 4,
+        connect_timeout: Duration::from_secs(5),
     }
 }
 
@@ -68,8 +107,10 @@ macro_rules! backends {
                     super::$name(&super::Database::sqlite().await).await;
                 }
 
-                // The PostgreSQL backend's case goes here: the same test with
-                // `Database::postgres()`.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(&super::Database::postgres().await).await;
+                }
             }
         )*
     };

@@ -1,7 +1,9 @@
 //! One bulk job run: open items in batches → per item the account gate → outcomes.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -22,6 +24,10 @@ const BATCH: u32 = 256;
 /// Accounts worked on side by side: more than the directory pool's connections, so that
 /// while some wait for the audit log's commit the others keep the directory busy.
 const IN_FLIGHT: usize = 16;
+/// How long a job's lease lasts without renewal: another instance resumes a job whose
+/// runner died once this has passed (and its next minute's check comes). Renewed every
+/// quarter of it while the job runs.
+pub const JOB_LEASE: Duration = Duration::from_secs(30);
 
 /// What a job does to each account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +68,7 @@ pub enum BulkError {
     #[error("the job's parameters cannot be read: {0}")]
     Corrupt(String),
     #[error(
-        "this instance could not renew its lease on the job in time; the instance that takes it over carries on"
+        "this instance lost the job's lease (the store did not answer, or another instance took the job over); the job carries on where it stopped"
     )]
     LeaseLost,
 }
@@ -74,13 +80,112 @@ pub struct BulkDeps {
     pub sealer: Arc<Sealer>,
     /// Jobs this process is running now (a second runner of the same job waits out).
     pub running: Arc<Mutex<HashSet<String>>>,
-    /// This process, as the holder of a job's lease in the store: another instance on
-    /// the same store runs a job only once this one has stopped renewing it.
+    /// This process's name in the store's leases: one instance at a time runs a job.
     pub instance: String,
-    /// How long a job's lease lasts without renewal.
-    pub lease: std::time::Duration,
-    /// Wakes the loop that resumes jobs ([`resume_running`]): a job was created.
-    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// The store lease that makes one instance at a time run job `id`.
+fn lease_name(id: &str) -> String {
+    format!("bulk-job:{id}")
+}
+
+/// Holds a job's lease: renews it in the background, and gives it up when dropped.
+/// `lost` turns true when a renewal failed (the store did not answer in time, or another
+/// instance took the job over): the runner stops before its next batch.
+struct JobLease {
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+    store: Arc<dyn Store>,
+    name: String,
+    holder: String,
+}
+
+impl JobLease {
+    /// The lease, or `None` when another instance holds it.
+    async fn take(
+        store: &Arc<dyn Store>,
+        instance: &str,
+        id: &str,
+    ) -> Result<Option<JobLease>, StoreError> {
+        let name = lease_name(id);
+        let now = Utc::now();
+        if !store
+            .acquire_lease(&name, instance, now, now + lease_span())
+            .await?
+        {
+            return Ok(None);
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn({
+            let (store, name, holder, lost) = (
+                store.clone(),
+                name.clone(),
+                instance.to_owned(),
+                lost.clone(),
+            );
+            async move {
+                let mut tick = tokio::time::interval(JOB_LEASE / 4);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let now = Utc::now();
+                    match store
+                        .acquire_lease(&name, &holder, now, now + lease_span())
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(lease = %name, "another instance took this bulk job over; stopping here");
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => {
+                            // Not renewed: stop before the lease can lapse under us.
+                            tracing::warn!(lease = %name, error = %e, "cannot renew the bulk job's lease; pausing the job");
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(JobLease {
+            lost,
+            renewer,
+            store: store.clone(),
+            name,
+            holder: instance.to_owned(),
+        }))
+    }
+
+    /// Errs when the lease was lost: the job must not go on here.
+    fn check(&self) -> Result<(), BulkError> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(BulkError::LeaseLost)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for JobLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (store, name, holder) = (self.store.clone(), self.name.clone(), self.holder.clone());
+        // Give the job up at once rather than let the lease lapse; best effort (a
+        // lapsed lease frees it all the same).
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = store.release_lease(&name, &holder).await {
+                    tracing::debug!(lease = %name, error = %e, "bulk job lease not released; it lapses");
+                }
+            });
+        }
+    }
+}
+
+fn lease_span() -> chrono::Duration {
+    chrono::Duration::from_std(JOB_LEASE).unwrap_or(chrono::Duration::minutes(2))
 }
 
 /// The job's caller, as it was when the job was created.
@@ -113,35 +218,6 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Takes (or renews) the lease `name` for this instance.
-async fn take_lease(deps: &BulkDeps, name: &str) -> Result<bool, StoreError> {
-    let now = Utc::now();
-    let until =
-        now + chrono::Duration::from_std(deps.lease).unwrap_or(chrono::Duration::minutes(2));
-    deps.store
-        .acquire_lease(name, &deps.instance, now, until)
-        .await
-}
-
-/// Renews the lease `name` every third of its length; returns when it is lost (taken
-/// by another instance, or not renewed in time because the store did not answer).
-async fn keep_lease(deps: &BulkDeps, name: &str) {
-    let mut renewed = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(deps.lease / 3).await;
-        match take_lease(deps, name).await {
-            Ok(true) => renewed = std::time::Instant::now(),
-            Ok(false) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, lease = name, "cannot renew a bulk job's lease");
-                if renewed.elapsed() >= deps.lease {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// Runs the job to its end (or until the directory or the store fails: the job stays
 /// `running` and a later [`resume_running`] carries on). `None` when this process, or
 /// another instance on the same store, is running it already.
@@ -156,25 +232,10 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
         deps,
         id: id.to_owned(),
     };
-    // Instances sharing a store take turns through the job's lease: two runners of one
-    // job would each draw a password for the same account.
-    let lease = format!("bulk-job|{id}");
-    if !take_lease(deps, &lease).await? {
+    // Two instances working on one job would each give the same user a password.
+    let Some(lease) = JobLease::take(&deps.store, &deps.instance, id).await? else {
         return Ok(None);
-    }
-    // Losing the lease stops the run at once, as a crash would: the instance taking
-    // over finds by a bind which of the items left `writing` are done.
-    let result = tokio::select! {
-        result = run_leased(deps, id) => result,
-        () = keep_lease(deps, &lease) => Err(BulkError::LeaseLost),
     };
-    if let Err(e) = deps.store.release_lease(&lease, &deps.instance).await {
-        tracing::warn!(error = %e, job.id = id, "could not release a bulk job's lease; it expires by itself");
-    }
-    result
-}
-
-async fn run_leased(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, BulkError> {
     let job = deps
         .store
         .get_job(id)
@@ -215,6 +276,14 @@ async fn run_leased(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bulk
             let mut ready = reset.prepare(id, None).await?;
             let mut unsettled = None;
             while let Some(last) = ready.last().map(|w| w.item.seq) {
+                if let Err(e) = lease.check() {
+                    // What was prepared stays `writing` (the resumed run checks it by a
+                    // bind); what was done is recorded first.
+                    if let Some(done) = unsettled {
+                        settle_resets(deps, id, done).await?;
+                    }
+                    return Err(e);
+                }
                 let previous = unsettled.take();
                 let (done, next, settled) = tokio::join!(
                     reset.process(std::mem::take(&mut ready)),
@@ -239,6 +308,7 @@ async fn run_leased(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bulk
         JobKind::RequireChange { required } => {
             let mut after = None;
             loop {
+                lease.check()?;
                 let items = deps.store.open_job_items(id, after, BATCH).await?;
                 let Some(last) = items.last().map(|i| i.seq) else {
                     break;
@@ -283,8 +353,6 @@ pub async fn create_job(
         created_at: Utc::now(),
     };
     deps.store.insert_job(&job, names).await?;
-    // Should this run stop (the directory, the store), the resume loop takes it up.
-    deps.wake.notify_one();
     Ok(job.id)
 }
 
@@ -377,30 +445,23 @@ async fn settle_batch(
 }
 
 /// Runs every job left `running` (by a process that stopped, or stopped by the
-/// directory) that this process is not running already. True when a job is still
-/// unfinished (running here or on another instance, or paused): worth looking again
-/// soon, to carry on once the directory is back or take it over should that instance
-/// stop.
-pub async fn resume_running(deps: &BulkDeps) -> bool {
+/// directory) that this process is not running already.
+pub async fn resume_running(deps: &BulkDeps) {
     let jobs = match deps.store.running_jobs().await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list unfinished bulk jobs");
-            return false;
+            return;
         }
     };
-    let mut busy = false;
     for job in jobs {
         match run_job(deps, &job.id).await {
-            Ok(Some(job)) => busy |= job.status == "running",
-            Ok(None) => busy = true,
+            Ok(_) => {}
             Err(e) => {
-                busy = true;
                 tracing::warn!(job.id = %job.id, error = %e, "bulk job paused; it resumes later")
             }
         }
     }
-    busy
 }
 
 /// How an item's error counts: refused (nothing changed, the caller may fix it), failed
@@ -706,6 +767,50 @@ mod tests {
             csv_quoted("-Secret,1"),
             "\"-Secret,1\"",
             "a password is never altered"
+        );
+    }
+
+    use crate::store::SqliteStore;
+
+    #[tokio::test]
+    async fn one_instance_at_a_time_holds_a_job_and_a_restarted_one_gets_it_back() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_temporary().await.expect("store"));
+        let a = JobLease::take(&store, "host-a@127.0.0.1:8080", "job-1")
+            .await
+            .expect("store answers")
+            .expect("a free job is taken");
+        assert!(
+            JobLease::take(&store, "host-b@127.0.0.1:8080", "job-1")
+                .await
+                .expect("store answers")
+                .is_none(),
+            "a second instance must not run a job another holds"
+        );
+        // The same instance, restarted (same name), resumes at once.
+        let again = JobLease::take(&store, "host-a@127.0.0.1:8080", "job-1")
+            .await
+            .expect("store answers");
+        assert!(
+            again.is_some(),
+            "a restarted instance gets its own job back"
+        );
+        assert!(a.check().is_ok());
+        drop(again);
+        drop(a);
+        // Released when dropped (in the background): the other instance may take it.
+        let mut taken = None;
+        for _ in 0..50 {
+            taken = JobLease::take(&store, "host-b@127.0.0.1:8080", "job-1")
+                .await
+                .expect("store answers");
+            if taken.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            taken.is_some(),
+            "a released job is free for another instance"
         );
     }
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub directory_bind_password: Secret,
     pub store: StoreConfig,
+    /// The PostgreSQL role's password (`store.password_file`), read at start.
+    pub store_password: Option<Secret>,
     pub mail: MailConfig,
     pub mail_password: Option<Secret>,
     pub outbox: OutboxConfig,
@@ -66,7 +68,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub roles: RolesConfig,
     pub selfservice: SelfServiceConfig,
-    /// Absolute path of the SQLite file.
+    /// Absolute path of the SQLite file (`store.kind = "sqlite"`).
     pub store_path: PathBuf,
 }
 
@@ -157,13 +159,23 @@ impl FileConfig {
         })?;
         directory.validate()?;
 
-        let store = self.store;
+        let mut store = self.store;
         store.validate()?;
-        let store_path = if store.path.is_absolute() {
-            store.path.clone()
+        let path = store
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(sections::DEFAULT_STORE_PATH));
+        let store_path = if path.is_absolute() {
+            path
         } else {
-            server.state_dir.join(&store.path)
+            server.state_dir.join(&path)
         };
+        store.ca_file = store.ca_file.as_deref().map(abs);
+        let store_password = resolve_secret(
+            "store.password",
+            None,
+            store.password_file.as_deref().map(abs).as_deref(),
+        )?;
 
         let mut mail = self.mail;
         mail.ca_file = mail.ca_file.as_deref().map(abs);
@@ -254,6 +266,7 @@ impl FileConfig {
             directory,
             directory_bind_password,
             store,
+            store_password,
             mail,
             mail_password,
             outbox,

@@ -388,31 +388,207 @@ impl DirectoryConfig {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Sqlite,
+    Postgres,
+}
+
+/// How the connection to a PostgreSQL store is protected.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreTlsConfig {
+    /// TLS, the certificate checked against the trusted roots and the host name.
+    #[default]
+    VerifyFull,
+    /// No TLS: only for a server on this host (loopback or a Unix socket).
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub kind: StoreKind,
-    pub path: PathBuf,
+    /// SQLite: the database file (relative to server.state_dir). `None`: the default,
+    /// `lockbridge.db`. Refused for PostgreSQL.
+    pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://USER@HOST:PORT/DATABASE`, without a password.
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the role's password (read at start).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: a CA certificate (PEM) trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    pub tls: StoreTlsConfig,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             kind: StoreKind::Sqlite,
-            path: PathBuf::from("lockbridge.db"),
+            path: None,
+            url: None,
+            password_file: None,
+            ca_file: None,
+            tls: StoreTlsConfig::VerifyFull,
+            max_connections: 16,
+            connect_timeout_secs: 5,
         }
     }
 }
 
+/// The SQLite file when `store.path` is not given.
+pub const DEFAULT_STORE_PATH: &str = "lockbridge.db";
+
 impl StoreConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if self.path.as_os_str().is_empty() {
-            return Err(key_err("store.path", "must not be empty"));
+        match self.kind {
+            StoreKind::Sqlite => {
+                if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(key_err("store.path", "must not be empty"));
+                }
+                for (key, set) in [
+                    ("store.url", self.url.is_some()),
+                    ("store.password_file", self.password_file.is_some()),
+                    ("store.ca_file", self.ca_file.is_some()),
+                ] {
+                    if set {
+                        return Err(key_err(
+                            key,
+                            "is for kind = \"postgres\"; remove it, or set store.kind = \"postgres\"",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            StoreKind::Postgres => self.validate_postgres(),
+        }
+    }
+
+    fn validate_postgres(&self) -> Result<(), ConfigError> {
+        if self.path.is_some() {
+            return Err(key_err(
+                "store.path",
+                "is the SQLite file and means nothing with kind = \"postgres\"; remove it \
+                 (the database is named by store.url)",
+            ));
+        }
+        let Some(text) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Err(key_err(
+                "store.url",
+                "is required with kind = \"postgres\": \
+                 url = \"postgres://lockbridge@db.example.org:5432/lockbridge\"",
+            ));
+        };
+        let url = url::Url::parse(text).map_err(|e| {
+            key_err(
+                "store.url",
+                format!("is not a URL ({e}); write postgres://USER@HOST:PORT/DATABASE"),
+            )
+        })?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(key_err(
+                "store.url",
+                format!("must start with postgres:// (not {}://)", url.scheme()),
+            ));
+        }
+        if url.password().is_some() {
+            return Err(key_err(
+                "store.url",
+                "must not hold a password (the URL shows up in logs and error messages); \
+                 remove it from the URL and put it in a file named by store.password_file \
+                 (mode 600)",
+            ));
+        }
+        for (name, _) in url.query_pairs() {
+            let hint = match name.as_ref() {
+                "password" => "put the password in a file named by store.password_file",
+                "sslmode" | "sslrootcert" | "sslcert" | "sslkey" => {
+                    "set TLS with store.tls and store.ca_file"
+                }
+                _ => continue,
+            };
+            return Err(key_err(
+                "store.url",
+                format!("must not set `{name}`; {hint}"),
+            ));
+        }
+        let socket = postgres_socket(&url);
+        let host = url.host_str().unwrap_or_default();
+        if socket && self.tls == StoreTlsConfig::VerifyFull {
+            return Err(key_err(
+                "store.tls",
+                "is \"verify-full\" but store.url names a Unix socket, which carries no TLS; \
+                 set tls = \"off\"",
+            ));
+        }
+        if !socket && host.is_empty() {
+            return Err(key_err(
+                "store.url",
+                "names no host; write postgres://USER@HOST:PORT/DATABASE",
+            ));
+        }
+        if self.tls == StoreTlsConfig::Off && !socket && !is_loopback(host) {
+            return Err(key_err(
+                "store.tls",
+                format!(
+                    "is \"off\" but the server {host} is not on this host: the password and \
+                     every record would cross the network in clear. Use tls = \"verify-full\" \
+                     (with ca_file for a private CA); \"off\" is allowed only for 127.0.0.0/8, \
+                     ::1, localhost or a Unix socket"
+                ),
+            ));
+        }
+        if self.tls == StoreTlsConfig::Off && self.ca_file.is_some() {
+            return Err(key_err(
+                "store.ca_file",
+                "is set but store.tls is \"off\"; remove one of the two",
+            ));
+        }
+        if !(2..=1000).contains(&self.max_connections) {
+            return Err(key_err(
+                "store.max_connections",
+                format!("must be between 2 and 1000 (got {})", self.max_connections),
+            ));
+        }
+        if !(1..=300).contains(&self.connect_timeout_secs) {
+            return Err(key_err(
+                "store.connect_timeout_secs",
+                format!(
+                    "must be between 1 and 300 seconds (got {})",
+                    self.connect_timeout_secs
+                ),
+            ));
         }
         Ok(())
     }
+}
+
+/// True when a PostgreSQL URL names a Unix socket folder (`host=/run/postgresql` in the
+/// query, or a percent-encoded path as the host), as libpq and sqlx read it.
+fn postgres_socket(url: &url::Url) -> bool {
+    let in_query = url
+        .query_pairs()
+        .any(|(k, v)| k == "host" && v.starts_with('/'));
+    let in_host = url
+        .host_str()
+        .is_some_and(|h| percent_decoded(h).starts_with('/'));
+    in_query || in_host
+}
+
+fn percent_decoded(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -1004,8 +1180,7 @@ pub struct SweepConfig {
     /// Entries per page when streaming the directory.
     pub page_size: u32,
     /// How long a sweeping instance's lease lasts without renewal; after a crash, another
-    /// instance (or the restarted one) resumes the sweep once it has lapsed. A bulk job's
-    /// lease (which instance runs it) lasts as long.
+    /// instance (or the restarted one) resumes the sweep once it has lapsed.
     pub lease_secs: u64,
     /// Passwords that expired longer ago than this get no notice and no expiry action
     /// (`expiry.on_expiry`): on a first sweep over years of dormant accounts, only

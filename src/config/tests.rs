@@ -529,3 +529,92 @@ fn sms_webhook_urls_accepted(#[case] url: &str) {
     );
     load_with(&path, &[]).expect("accepted");
 }
+
+#[rstest::rstest]
+#[case::remote_verified("url = \"postgres://lockbridge@db.example.org:5432/lockbridge\"", "")]
+#[case::loopback_off(
+    "url = \"postgres://lockbridge@127.0.0.1:5432/lockbridge\"\ntls = \"off\"",
+    ""
+)]
+#[case::localhost_off(
+    "url = \"postgres://lockbridge@localhost/lockbridge\"\ntls = \"off\"",
+    ""
+)]
+#[case::v6_loopback_off("url = \"postgres://lockbridge@[::1]/lockbridge\"\ntls = \"off\"", "")]
+#[case::socket_off(
+    "url = \"postgres://lockbridge@%2Frun%2Fpostgresql/lockbridge\"\ntls = \"off\"",
+    ""
+)]
+#[case::password_in_url(
+    "url = \"postgres://lockbridge:hunter2@db.example.org/lockbridge\"",
+    "store.password_file"
+)]
+#[case::remote_off(
+    "url = \"postgres://lockbridge@db.example.org/lockbridge\"\ntls = \"off\"",
+    "store.tls"
+)]
+#[case::no_url("", "store.url")]
+#[case::sslmode_in_url(
+    "url = \"postgres://lockbridge@db.example.org/lockbridge?sslmode=disable\"",
+    "store.tls"
+)]
+#[case::sqlite_path(
+    "url = \"postgres://lockbridge@db.example.org/lockbridge\"\npath = \"x.db\"",
+    "store.path"
+)]
+#[case::socket_with_tls(
+    "url = \"postgres://lockbridge@%2Frun%2Fpostgresql/lockbridge\"",
+    "store.tls"
+)]
+#[case::one_connection(
+    "url = \"postgres://lockbridge@db.example.org/lockbridge\"\nmax_connections = 1",
+    "store.max_connections"
+)]
+fn postgres_store_settings_are_checked(#[case] store: &str, #[case] refused_key: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(
+        dir.path(),
+        &format!("[store]\nkind = \"postgres\"\n{store}"),
+    );
+    match load_with(&path, &[]) {
+        Ok(cfg) => {
+            assert!(refused_key.is_empty(), "{store} should be refused");
+            assert_eq!(cfg.store.kind, StoreKind::Postgres);
+        }
+        Err(e) => {
+            let e = e.to_string();
+            assert!(!refused_key.is_empty(), "{store} should be accepted: {e}");
+            assert!(e.contains(refused_key), "{e}");
+            assert!(!e.contains("hunter2"), "never repeats the password: {e}");
+        }
+    }
+}
+
+#[test]
+fn the_postgres_password_is_read_from_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "store-password", "pg-s3cret\n");
+    let path = minimal(
+        dir.path(),
+        "[store]\nkind = \"postgres\"\nurl = \"postgres://lockbridge@db.example.org/lockbridge\"\n\
+         password_file = \"store-password\"\nca_file = \"db-ca.pem\"",
+    );
+    let cfg = load_with(&path, &[]).expect("loads");
+    assert_eq!(
+        cfg.store_password.as_ref().map(|p| p.expose()),
+        Some("pg-s3cret")
+    );
+    assert_eq!(cfg.store.ca_file, Some(dir.path().join("db-ca.pem")));
+    assert!(!format!("{cfg:?}").contains("pg-s3cret"));
+}
+
+#[test]
+fn postgres_keys_are_refused_for_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = minimal(
+        dir.path(),
+        "[store]\nurl = \"postgres://lockbridge@db.example.org/lockbridge\"",
+    );
+    let e = load_with(&path, &[]).expect_err("refused").to_string();
+    assert!(e.contains("store.url") && e.contains("postgres"), "{e}");
+}

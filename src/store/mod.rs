@@ -3,13 +3,14 @@
 //! settings).
 //!
 //! Owns the [`Store`] trait, its records, the SQL schema (`migrations/<backend>/`) and
-//! the backends ([`SqliteStore`] today; a PostgreSQL backend can be added behind the
-//! same trait). It stores what it is given and knows no business rules: it never sees
+//! the backends: [`SqliteStore`] (one file, one instance) and [`PostgresStore`] (a
+//! database several instances share). It stores what it is given and knows no business rules: it never sees
 //! a cleartext token, password or code (tokens arrive as keyed hashes, mail secrets
 //! sealed), never logs record contents, and imports nothing but `types`.
 
 pub mod chain;
 mod error;
+mod postgres;
 mod sqlite;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use error::StoreError;
+pub use postgres::{PostgresOptions, PostgresStore, PostgresTls};
 pub use sqlite::SqliteStore;
 
 /// The persistence interface every backend implements. Object-safe: services hold an

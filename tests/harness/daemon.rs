@@ -282,7 +282,7 @@ impl Daemon {
             .1
             .to_string();
         let mut store = Vec::new();
-        // No state folder when the store is elsewhere (shared by several instances).
+        // No state folder when the store is PostgreSQL and nothing else was kept.
         for entry in std::fs::read_dir(self.dir.path().join("state"))
             .into_iter()
             .flatten()

@@ -70,6 +70,27 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        let mut pg = Postgres::from_env_file(&dir);
+        pg.temp = Some(temp);
+        pg
+    }
+
+    /// The server a test run shares, when `scripts/test` started one: the sandbox
+    /// folder named by `LOCKBRIDGE_TEST_POSTGRES_DIR` (nextest runs every test in a
+    /// process of its own, and a server per process costs seconds). Otherwise a server of
+    /// this test's own, as [`Postgres::start`]. A shared server is left running on drop.
+    pub fn shared_or_start() -> Postgres {
+        let Some(dir) = std::env::var_os(SHARED_DIR_VAR).filter(|d| !d.is_empty()) else {
+            return Postgres::start();
+        };
+        let dir = PathBuf::from(dir);
+        let mut pg = Postgres::from_env_file(&dir);
+        // Not ours to stop.
+        pg.running = false;
+        pg
+    }
+
+    fn from_env_file(dir: &Path) -> Postgres {
         let env = read_env(&dir.join("sandbox.env"));
         let get = |key: &str| -> String {
             env.get(key)
@@ -89,10 +110,35 @@ impl Postgres {
             superuser_password: get("POSTGRES_SUPERUSER_PASSWORD"),
             bin_dir: PathBuf::from(get("POSTGRES_BIN_DIR")),
             log_file: PathBuf::from(get("POSTGRES_LOG_FILE")),
-            dir,
+            dir: dir.to_path_buf(),
             running: true,
-            temp: Some(temp),
+            temp: None,
         }
+    }
+
+    /// A fresh, empty database with a unique name, owned by the test role; returns its
+    /// name and URL (which holds the test role's password).
+    pub fn create_fresh_database(&self) -> (String, String) {
+        let name = format!("lb_{}", uuid::Uuid::new_v4().simple());
+        let url = self.create_database(&name);
+        (name, url)
+    }
+
+    /// A lockbridge `[store]` section for `database` as the test role: its password
+    /// written to `password_file` (mode 600), no TLS (the server is on 127.0.0.1).
+    pub fn store_section(&self, database: &str, password_file: &Path) -> String {
+        std::fs::write(password_file, format!("{}\n", self.password))
+            .expect("write the store password file");
+        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the store password file");
+        format!(
+            "\n[store]\nkind = \"postgres\"\nurl = \"postgres://{}@{}:{}/{database}\"\n\
+             password_file = \"{}\"\ntls = \"off\"\nmax_connections = 4\n",
+            self.user,
+            self.host,
+            self.port,
+            password_file.display()
+        )
     }
 
     /// The URL of another database on this server, as the test role.
@@ -193,6 +239,10 @@ impl Drop for Postgres {
         drop(self.temp.take());
     }
 }
+
+/// The environment variable naming a running sandbox's folder (see
+/// [`Postgres::shared_or_start`]).
+pub const SHARED_DIR_VAR: &str = "LOCKBRIDGE_TEST_POSTGRES_DIR";
 
 fn script() -> PathBuf {
     repo_root().join("scripts/lib/postgres-sandbox")

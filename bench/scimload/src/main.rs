@@ -15,6 +15,13 @@
 //! - `scim-get`: `GET BASE/Users?filter=userName eq "userNNNNNN"`; 200 and totalResults 1.
 //! - `scim-patch-password`: `PATCH BASE/Users/{id}` replacing `password`; 200 or 204. The
 //!   ids of `--id-pool` users of each client's own range are fetched first with filter GETs.
+//! - `admin-get`: `GET BASE/users/userNNNNNN` on the admin API (`--api-url`); 200.
+//! - `admin-reset`: `POST BASE/users/{user}/password-reset`, a generated password, no
+//!   mail, no change required; the client's own users in random order; 200.
+//!
+//! `--scim-url` (or `--api-url`) may be given several times: client i sends to URL i mod N
+//! (several instances, no load balancer). `--keep-going` counts errors instead of stopping
+//! the run at the first (a soak).
 //!
 //! Each client of the write modes owns a disjoint range of users, so no two clients ever
 //! write the same user. The result is one line on stdout:
@@ -54,6 +61,8 @@ enum Mode {
     LdapPassmod,
     ScimGet,
     ScimPatchPassword,
+    AdminGet,
+    AdminReset,
 }
 
 impl Mode {
@@ -63,10 +72,18 @@ impl Mode {
             Mode::LdapPassmod => "ldap-passmod",
             Mode::ScimGet => "scim-get",
             Mode::ScimPatchPassword => "scim-patch-password",
+            Mode::AdminGet => "admin-get",
+            Mode::AdminReset => "admin-reset",
         }
     }
     fn writes(self) -> bool {
-        matches!(self, Mode::LdapPassmod | Mode::ScimPatchPassword)
+        matches!(
+            self,
+            Mode::LdapPassmod | Mode::ScimPatchPassword | Mode::AdminReset
+        )
+    }
+    fn admin(self) -> bool {
+        matches!(self, Mode::AdminGet | Mode::AdminReset)
     }
 }
 
@@ -112,9 +129,14 @@ struct Args {
     #[arg(long, default_value = DEFAULT_ATTRS)]
     attrs: String,
 
-    /// SCIM base URL, e.g. http://127.0.0.1:8080/scim/v2.
+    /// SCIM base URL, e.g. http://127.0.0.1:8080/scim/v2 (admin modes: the admin API's,
+    /// http://127.0.0.1:8080/api/v1, also spelt --api-url). Repeatable: with several
+    /// (instances, no load balancer), client i uses URL i mod N.
+    #[arg(long, alias = "api-url")]
+    scim_url: Vec<String>,
+    /// Count errors and go on instead of stopping the run at the first (a soak).
     #[arg(long)]
-    scim_url: Option<String>,
+    keep_going: bool,
     /// File holding the bearer token.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -124,14 +146,23 @@ struct Args {
     /// scim-patch-password: users per client whose ids are fetched first (cycled through).
     #[arg(long, default_value_t = 1000)]
     id_pool: usize,
-    /// NAME=PID (repeatable): also report the CPU time process PID spent in the measured
-    /// window per counted operation, as `cpu_ms_per_op.NAME=...` (this process: `self`).
+    /// NAME=PID[,PID...] (repeatable): also report the CPU time those processes spent in
+    /// the measured window per counted operation, summed, as `cpu_ms_per_op.NAME=...`
+    /// (this process: `self`). `PID+` counts the process and its child processes (a
+    /// PostgreSQL server's backends).
     #[arg(long = "cpu", value_parser = parse_cpu_watch)]
-    cpu: Vec<(String, u32)>,
+    cpu: Vec<(String, Vec<Watched>)>,
 }
 
-fn parse_cpu_watch(s: &str) -> Result<(String, u32), String> {
-    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+/// A watched process, and whether its children count too.
+#[derive(Clone, Copy, Debug)]
+struct Watched {
+    pid: u32,
+    children: bool,
+}
+
+fn parse_cpu_watch(s: &str) -> Result<(String, Vec<Watched>), String> {
+    let (name, pids) = s.split_once('=').ok_or("expected NAME=PID[,PID...]")?;
     if name.is_empty()
         || !name
             .chars()
@@ -139,8 +170,50 @@ fn parse_cpu_watch(s: &str) -> Result<(String, u32), String> {
     {
         return Err("NAME must be letters, digits, '-' or '_'".into());
     }
-    let pid = pid.parse().map_err(|_| "PID must be a number")?;
-    Ok((name.to_owned(), pid))
+    let mut watched = Vec::new();
+    for pid in pids.split(',') {
+        let (pid, children) = match pid.strip_suffix('+') {
+            Some(p) => (p, true),
+            None => (pid, false),
+        };
+        let pid = pid.parse().map_err(|_| "PID must be a number")?;
+        watched.push(Watched { pid, children });
+    }
+    Ok((name.to_owned(), watched))
+}
+
+/// CPU seconds of the watched processes so far (children included where asked), summed;
+/// `None` when one of them is gone.
+fn cpu_secs_of(watched: &[Watched]) -> Option<f64> {
+    let mut total = 0.0;
+    for w in watched {
+        total += cpu_secs(Some(w.pid))?;
+        if w.children {
+            total += children_of(w.pid)
+                .into_iter()
+                .filter_map(|c| cpu_secs(Some(c)))
+                .sum::<f64>();
+        }
+    }
+    Some(total)
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.get(stat.rfind(')')? + 2..)?.to_owned();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// User + system CPU seconds of a process so far, from /proc (USER_HZ = 100 on Linux).
@@ -162,8 +235,15 @@ struct Shared {
     users: u32,
     users_base: String,
     attrs: Vec<String>,
-    scim_url: String,
+    scim_urls: Vec<String>,
     token: String,
+}
+
+impl Shared {
+    /// The SCIM base URL client `i` uses.
+    fn scim_url(&self, i: usize) -> &str {
+        &self.scim_urls[i % self.scim_urls.len()]
+    }
 }
 
 /// When counting starts and when the run ends.
@@ -173,11 +253,13 @@ struct Window {
     end: Instant,
     /// Set by the first error: the run has failed, every client stops.
     failed: Arc<AtomicBool>,
+    /// Errors are counted and the run goes on (`--keep-going`).
+    keep_going: bool,
 }
 
 impl Window {
     fn running(&self) -> bool {
-        Instant::now() < self.end && !self.failed.load(Ordering::Relaxed)
+        Instant::now() < self.end && (self.keep_going || !self.failed.load(Ordering::Relaxed))
     }
 }
 
@@ -219,6 +301,8 @@ enum Client {
     },
     Http {
         http: reqwest::Client,
+        /// The SCIM base URL this client sends to.
+        base: String,
         ids: Vec<String>,
     },
 }
@@ -279,12 +363,15 @@ async fn run(args: Args) -> Result<bool, String> {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect(),
-        scim_url: if is_ldap {
-            String::new()
+        scim_urls: if is_ldap {
+            Vec::new()
+        } else if args.scim_url.is_empty() {
+            return Err("--scim-url is required for this mode".into());
         } else {
-            need(&args.scim_url, "--scim-url")?
-                .trim_end_matches('/')
-                .to_owned()
+            args.scim_url
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect()
         },
         token: if is_ldap {
             String::new()
@@ -313,12 +400,14 @@ async fn run(args: Args) -> Result<bool, String> {
         start,
         end: start + Duration::from_secs_f64(args.duration),
         failed: Arc::new(AtomicBool::new(false)),
+        keep_going: args.keep_going,
     };
     // CPU of the watched processes over the measured window only.
-    let mut watched: Vec<(String, Option<u32>)> = args
+    // `None`: this process.
+    let mut watched: Vec<(String, Option<Vec<Watched>>)> = args
         .cpu
         .iter()
-        .map(|(n, p)| (n.clone(), Some(*p)))
+        .map(|(n, p)| (n.clone(), Some(p.clone())))
         .collect();
     if !watched.is_empty() {
         watched.push(("self".to_owned(), None));
@@ -330,7 +419,10 @@ async fn run(args: Args) -> Result<bool, String> {
             let sample = || {
                 watched
                     .iter()
-                    .map(|(_, p)| cpu_secs(*p))
+                    .map(|(_, p)| match p {
+                        Some(p) => cpu_secs_of(p),
+                        None => cpu_secs(None),
+                    })
                     .collect::<Vec<_>>()
             };
             tokio::time::sleep_until(start.into()).await;
@@ -359,11 +451,23 @@ async fn run(args: Args) -> Result<bool, String> {
                 (Mode::LdapPassmod, Client::Ldap { ldap, users }) => {
                     ldap_passmod(ldap, users, &shared, w, &mut rng).await
                 }
-                (Mode::ScimGet, Client::Http { http, .. }) => {
-                    scim_get(http, &shared, w, &mut rng).await
+                (Mode::ScimGet, Client::Http { http, base, .. }) => {
+                    scim_get(http, &base, &shared, w, &mut rng).await
                 }
-                (Mode::ScimPatchPassword, Client::Http { http, ids }) => {
-                    scim_patch(http, ids, &shared, w, &mut rng).await
+                (Mode::ScimPatchPassword, Client::Http { http, base, ids }) => {
+                    scim_patch(http, &base, ids, &shared, w, &mut rng).await
+                }
+                (Mode::AdminGet, Client::Http { http, base, .. }) => {
+                    let mut stats = Stats::default();
+                    while w.running() {
+                        let n = rng.gen_range(1..=shared.users);
+                        let t0 = Instant::now();
+                        stats.record(t0, admin_get(&http, &base, &shared, n).await, &w);
+                    }
+                    stats
+                }
+                (Mode::AdminReset, Client::Http { http, base, ids }) => {
+                    admin_reset(http, &base, ids, &shared, w, &mut rng).await
                 }
                 _ => unreachable!("the setup matches the mode"),
             }
@@ -530,13 +634,19 @@ async fn setup_http(args: &Args, shared: &Arc<Shared>) -> Result<Vec<Client>, St
         .map_err(|e| format!("HTTP client setup failed: {e}"))?;
 
     // One request first, for a clear message when the URL or the token is wrong.
-    get_user(&http, shared, 1)
-        .await
-        .map_err(|e| format!("{}: {e}", shared.scim_url))?;
+    for base in &shared.scim_urls {
+        if args.mode.admin() {
+            admin_get(&http, base, shared, 1).await
+        } else {
+            get_user(&http, base, shared, 1).await.map(|_| ())
+        }
+        .map_err(|e| format!("{base}: {e}"))?;
+    }
 
     let mut handles = Vec::new();
     for i in 0..args.clients {
         let (http, shared) = (http.clone(), shared.clone());
+        let base = shared.scim_url(i).to_owned();
         let mode = args.mode;
         let (range, pool) = (
             own_range(shared.users, i, args.clients),
@@ -544,19 +654,21 @@ async fn setup_http(args: &Args, shared: &Arc<Shared>) -> Result<Vec<Client>, St
         );
         handles.push(tokio::spawn(async move {
             let mut ids = Vec::new();
-            if mode == Mode::ScimPatchPassword {
+            if mode == Mode::AdminReset {
+                ids = range.map(uid).collect();
+            } else if mode == Mode::ScimPatchPassword {
                 let mut users: Vec<u32> = range.collect();
                 users.shuffle(&mut SmallRng::from_entropy());
                 users.truncate(pool);
                 for n in users {
-                    let body = get_user(&http, &shared, n).await?;
+                    let body = get_user(&http, &base, &shared, n).await?;
                     let id = body["Resources"][0]["id"]
                         .as_str()
                         .ok_or_else(|| format!("{}: the answer has no Resources[0].id", uid(n)))?;
                     ids.push(id.to_owned());
                 }
             }
-            Ok::<_, String>(Client::Http { http, ids })
+            Ok::<_, String>(Client::Http { http, base, ids })
         }));
     }
     let mut clients = Vec::new();
@@ -577,13 +689,13 @@ fn truncate(s: &str) -> String {
 /// `GET /Users?filter=userName eq "userNNNNNN"`: 200 with exactly one resource.
 async fn get_user(
     http: &reqwest::Client,
+    base: &str,
     shared: &Shared,
     n: u32,
 ) -> Result<serde_json::Value, String> {
     let filter = format!("userName eq \"{}\"", uid(n));
     let url = format!(
-        "{}/Users?filter={}",
-        shared.scim_url,
+        "{base}/Users?filter={}",
         utf8_percent_encode(&filter, NON_ALPHANUMERIC)
     );
     let resp = http
@@ -697,12 +809,18 @@ async fn ldap_passmod(
     stats
 }
 
-async fn scim_get(http: reqwest::Client, shared: &Shared, w: Window, rng: &mut SmallRng) -> Stats {
+async fn scim_get(
+    http: reqwest::Client,
+    base: &str,
+    shared: &Shared,
+    w: Window,
+    rng: &mut SmallRng,
+) -> Stats {
     let mut stats = Stats::default();
     while w.running() {
         let n = rng.gen_range(1..=shared.users);
         let t0 = Instant::now();
-        let result = get_user(&http, shared, n).await.map(|_| ());
+        let result = get_user(&http, base, shared, n).await.map(|_| ());
         stats.record(t0, result, &w);
     }
     stats
@@ -710,6 +828,7 @@ async fn scim_get(http: reqwest::Client, shared: &Shared, w: Window, rng: &mut S
 
 async fn scim_patch(
     http: reqwest::Client,
+    base: &str,
     mut ids: Vec<String>,
     shared: &Shared,
     w: Window,
@@ -723,8 +842,7 @@ async fn scim_patch(
             next = 0;
         }
         let url = format!(
-            "{}/Users/{}",
-            shared.scim_url,
+            "{base}/Users/{}",
             utf8_percent_encode(&ids[next], NON_ALPHANUMERIC)
         );
         next += 1;
@@ -791,4 +909,83 @@ mod tests {
             assert!(pw.bytes().any(|b| !b.is_ascii_alphanumeric()));
         }
     }
+}
+
+/// `GET BASE/users/userNNNNNN` (admin API): 200.
+async fn admin_get(
+    http: &reqwest::Client,
+    base: &str,
+    shared: &Shared,
+    n: u32,
+) -> Result<(), String> {
+    let url = format!("{base}/users/{}", uid(n));
+    let resp = http
+        .get(&url)
+        .bearer_auth(&shared.token)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+    if status == reqwest::StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!(
+            "GET {url}: {status}: {}",
+            truncate(&String::from_utf8_lossy(&bytes))
+        ))
+    }
+}
+
+/// `POST BASE/users/{user}/password-reset` (admin API), a generated password, no mail,
+/// not shown: the client's own users in random order.
+async fn admin_reset(
+    http: reqwest::Client,
+    base: &str,
+    mut users: Vec<String>,
+    shared: &Shared,
+    w: Window,
+    rng: &mut SmallRng,
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut next = users.len();
+    let body = serde_json::json!({"mode": "auto", "requireChangeAtNextSignIn": false}).to_string();
+    while w.running() {
+        if next == users.len() {
+            users.shuffle(rng);
+            next = 0;
+        }
+        let url = format!("{base}/users/{}/password-reset", users[next]);
+        next += 1;
+        let t0 = Instant::now();
+        let result = async {
+            let resp = http
+                .post(&url)
+                .bearer_auth(&shared.token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            let status = resp.status();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("POST {url}: reading the body: {e}"))?;
+            if status == reqwest::StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!(
+                    "POST {url}: {status}: {}",
+                    truncate(&String::from_utf8_lossy(&bytes))
+                ))
+            }
+        }
+        .await;
+        stats.record(t0, result, &w);
+    }
+    stats
 }
