@@ -29,8 +29,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-/// The store the two instances share. PostgreSQL once its backend has landed.
-const STORE: SharedStore = SharedStore::SqliteFile;
+/// The store the two instances share (`LOCKBRIDGE_TEST_STORE=sqlite` for one SQLite file).
+const STORE: SharedStore = SharedStore::Postgres;
 
 const ADMINS: &str = "admins@example.org";
 /// Connections the outbox opens to the relay (`notify::mailer::RELAY_CONNECTIONS`): the
@@ -1093,10 +1093,23 @@ async fn a_cut_store_link_gets_clear_503s_and_recovers_without_restart() {
         .proxy
         .as_ref()
         .expect("PostgreSQL behind a proxy");
+    // Requests that need the store: the audit log's read, and a SCIM create (audited).
     let get_user = |i: usize| {
         let api = pair.api(i);
         let token = token.clone();
-        async move { api.get_full(&token, "/api/v1/users/user000001").await }
+        async move { api.get_full(&token, "/api/v1/audit?limit=1").await }
+    };
+    let create = |i: usize, name: &'static str| {
+        let scim = pair.daemons[i].scim(&scim);
+        async move {
+            scim.post(
+                "/Users",
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                       "userName": name, "displayName": "Fault User",
+                       "name": {"givenName": "Fault", "familyName": "User"}}),
+            )
+            .await
+        }
     };
     assert_eq!(get_user(0).await.0, 200);
 
@@ -1117,14 +1130,16 @@ async fn a_cut_store_link_gets_clear_503s_and_recovers_without_restart() {
             .await
             .expect("answered");
         assert_clear_503("an admin read with the store down", &reply);
-        let reply = tokio::time::timeout(
-            Duration::from_secs(60),
-            pair.daemons[i].scim(&scim).get("/Users?count=1"),
-        )
-        .await
-        .expect("answered");
+        let name = ["faultuser0", "faultuser1"][i];
+        let reply = tokio::time::timeout(Duration::from_secs(60), create(i, name))
+            .await
+            .expect("answered");
         assert_eq!(reply.0, 503, "SCIM with the store down: {}", reply.1);
         assert!(!reply.1.to_string().contains("sqlx"), "{}", reply.1);
+        assert!(
+            !pair.slapd.users_state().contains_key(name),
+            "nothing half-applied: {name} was created"
+        );
     }
     store.up();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1137,7 +1152,7 @@ async fn a_cut_store_link_gets_clear_503s_and_recovers_without_restart() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let reply = pair.daemons[i].scim(&scim).get("/Users?count=1").await;
-        assert_eq!(reply.0, 200, "{}", reply.1);
+        let reply = create(i, ["faultuser0", "faultuser1"][i]).await;
+        assert_eq!(reply.0, 201, "{}", reply.1);
     }
 }
