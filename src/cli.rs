@@ -458,6 +458,7 @@ async fn reset(
                 send_to: Vec::new(),
                 send_to_alternate: false,
                 show_password: generated,
+                mail_key: None,
             },
         )
         .await;

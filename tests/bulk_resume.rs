@@ -60,6 +60,7 @@ async fn a_resumed_job_resets_nobody_twice_and_uses_the_sealed_passwords() {
                 send_to: Vec::new(),
                 send_to_alternate: false,
                 show_password: true,
+                mail_key: None,
             },
         )
         .await

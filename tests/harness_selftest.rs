@@ -224,3 +224,91 @@ fn mail_sink_stores_messages_and_survives_restart() {
     assert_eq!(got[1].envelope_from, "");
     assert_eq!(got[1].subject, "second");
 }
+
+/// An echo server on 127.0.0.1 (one thread per connection), for the proxy's self-test.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut read = conn.try_clone().expect("clone");
+                let mut write = conn;
+                let _ = std::io::copy(&mut read, &mut write);
+            });
+        }
+    });
+    port
+}
+
+/// Sends `text` and reads it back within `wait`; `None` when nothing came (or EOF).
+fn echo_once(conn: &mut TcpStream, text: &str, wait: Duration) -> Option<String> {
+    use std::io::Read;
+    conn.write_all(text.as_bytes()).ok()?;
+    conn.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = vec![0u8; text.len()];
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got += n,
+        }
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[test]
+fn proxy_forwards_and_cuts_refuses_delays_and_pauses_on_command() {
+    let proxy = harness::Proxy::to_port(echo_server());
+    let connect = || TcpStream::connect(proxy.addr()).expect("connect through the proxy");
+    let long = Duration::from_secs(5);
+
+    let mut a = connect();
+    assert_eq!(echo_once(&mut a, "hello", long).as_deref(), Some("hello"));
+    let stats = proxy.stats();
+    assert_eq!((stats.accepted, stats.open), (1, 1), "{stats:?}");
+    assert_eq!((stats.bytes_to_target, stats.bytes_to_client), (5, 5));
+
+    // Paused: the bytes wait, the connection stays open; resumed: they arrive.
+    proxy.pause();
+    assert_eq!(echo_once(&mut a, "stall", Duration::from_millis(300)), None);
+    proxy.resume();
+    let mut rest = String::new();
+    {
+        use std::io::Read;
+        let mut buf = [0u8; 5];
+        a.set_read_timeout(Some(long)).expect("timeout");
+        a.read_exact(&mut buf).expect("the stalled bytes arrive");
+        rest.push_str(&String::from_utf8_lossy(&buf));
+    }
+    assert_eq!(rest, "stall");
+
+    // Delayed: every chunk waits at least the delay (each way).
+    proxy.delay(Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    assert_eq!(echo_once(&mut a, "slow", long).as_deref(), Some("slow"));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    proxy.delay(Duration::ZERO);
+
+    // Cut: the open connection is closed (the client reads EOF), a new one works.
+    proxy.cut();
+    assert_eq!(echo_once(&mut a, "gone", long), None, "cut closes the link");
+    assert_eq!(proxy.stats().cut, 1);
+    let mut b = connect();
+    assert_eq!(echo_once(&mut b, "again", long).as_deref(), Some("again"));
+
+    // Refused: new connections are closed at once, open ones carry on.
+    proxy.refuse(true);
+    let mut c = connect();
+    assert_eq!(echo_once(&mut c, "no", long), None, "refused");
+    assert_eq!(echo_once(&mut b, "still", long).as_deref(), Some("still"));
+    assert_eq!(proxy.stats().refused, 1);
+
+    // Down cuts and refuses; up undoes it.
+    proxy.down();
+    assert_eq!(echo_once(&mut b, "x", long), None);
+    proxy.up();
+    let mut d = connect();
+    assert_eq!(echo_once(&mut d, "back", long).as_deref(), Some("back"));
+    assert_eq!(proxy.stats().accepted, 3, "{:?}", proxy.stats());
+}

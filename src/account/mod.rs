@@ -78,6 +78,9 @@ pub struct ResetRequest {
     /// user without one when the password would otherwise be lost).
     pub send_to_alternate: bool,
     pub show_password: bool,
+    /// Queue each mail once under this key (and its recipient) in the notice ledger: a
+    /// bulk job's item redone after a crash mails no second copy.
+    pub mail_key: Option<String>,
 }
 
 /// A password found in force ([`AccountService::password_in_force`]).
@@ -520,6 +523,105 @@ impl AccountService {
         (result, Some(event.now()))
     }
 
+    /// Queues the temporary-password mail for each of `send_to` (once per `mail_key`
+    /// and address, when given): the addresses it was queued for, and whether any
+    /// could not be.
+    async fn queue_password_mail(
+        &self,
+        actor: &Actor,
+        user: &UserEntry,
+        send_to: &[String],
+        password: &Secret,
+        require_change: bool,
+        mail_key: Option<&str>,
+    ) -> (Vec<String>, bool) {
+        let mut sent_to = Vec::new();
+        let mut delivery_failed = false;
+        for address in send_to {
+            let context = json!({
+                "display_name": user.display_name.clone().unwrap_or_else(|| user.user_name.clone()),
+                "user_name": user.user_name,
+                "require_change": require_change,
+                "reset_by": actor.name,
+                "public_url": self.public_url,
+            });
+            let queued = match mail_key {
+                Some(key) => self
+                    .notifier
+                    .enqueue_once(
+                        &format!("{key}|{address}"),
+                        TEMPORARY_PASSWORD_TEMPLATE,
+                        address,
+                        context,
+                        Some(password),
+                    )
+                    .await
+                    .map(|_| ()),
+                None => self
+                    .notifier
+                    .enqueue(
+                        TEMPORARY_PASSWORD_TEMPLATE,
+                        address,
+                        context,
+                        Some(password),
+                    )
+                    .await
+                    .map(|_| ()),
+            };
+            match queued {
+                Ok(()) => sent_to.push(address.clone()),
+                Err(e) => {
+                    tracing::error!(error = %e, user.dn = %user.dn, "could not queue the temporary password email");
+                    delivery_failed = true;
+                }
+            }
+        }
+        (sent_to, delivery_failed)
+    }
+
+    /// Mails a password a bulk job found in force after a restart to the user's
+    /// alternate address, under the item's `mail_key`: the run that set it may have
+    /// died before queueing the mail, or just after (then nothing is queued again).
+    /// The addresses it is queued for.
+    pub async fn mail_found_reset(
+        &self,
+        actor: &Actor,
+        user_name: &str,
+        password: &Secret,
+        require_change: bool,
+        mail_key: &str,
+    ) -> Result<Vec<String>, AccountError> {
+        let user = self.find_user(user_name).await?;
+        let Some(address) = user
+            .alternate_mail
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| a.parse::<lettre::Address>().is_ok())
+            .map(str::to_owned)
+        else {
+            return Ok(Vec::new());
+        };
+        let (sent_to, failed) = self
+            .queue_password_mail(
+                actor,
+                &user,
+                &[address],
+                password,
+                require_change,
+                Some(mail_key),
+            )
+            .await;
+        if failed {
+            // The outbox is in the store: the job stops and this item is redone later.
+            return Err(AccountError::AuditUnavailable(
+                crate::store::StoreError::Unavailable(
+                    "the temporary password could not be queued for email".into(),
+                ),
+            ));
+        }
+        Ok(sent_to)
+    }
+
     /// The record of a reset a bulk job finds in force after a restart (the run that
     /// made it stopped before recording its batch, or just after).
     pub fn reset_found_after_restart(
@@ -529,6 +631,7 @@ impl AccountService {
         generated: bool,
         require_change: bool,
         password_shown: bool,
+        sent_to: Vec<String>,
     ) -> TimedEvent {
         AuditEvent {
             actor: actor.name.clone(),
@@ -538,7 +641,7 @@ impl AccountService {
             detail: Some(Detail::PasswordReset {
                 mode: if generated { "auto" } else { "manual" },
                 require_change_at_next_sign_in: require_change,
-                sent_to: Vec::new(),
+                sent_to,
                 password_shown,
                 password_in_force: "yes",
                 found_after_restart: true,
@@ -646,33 +749,16 @@ impl AccountService {
             "password reset"
         );
 
-        let mut sent_to = Vec::new();
-        let mut delivery_failed = false;
-        for address in &send_to {
-            let context = json!({
-                "display_name": user.display_name.clone().unwrap_or_else(|| user.user_name.clone()),
-                "user_name": user.user_name,
-                "require_change": req.require_change,
-                "reset_by": actor.name,
-                "public_url": self.public_url,
-            });
-            match self
-                .notifier
-                .enqueue(
-                    TEMPORARY_PASSWORD_TEMPLATE,
-                    address,
-                    context,
-                    Some(&password),
-                )
-                .await
-            {
-                Ok(_) => sent_to.push(address.clone()),
-                Err(e) => {
-                    tracing::error!(error = %e, user.dn = %user.dn, "could not queue the temporary password email");
-                    delivery_failed = true;
-                }
-            }
-        }
+        let (sent_to, delivery_failed) = self
+            .queue_password_mail(
+                actor,
+                &user,
+                &send_to,
+                &password,
+                req.require_change,
+                req.mail_key.as_deref(),
+            )
+            .await;
         if partial.is_none() {
             self.close_reset_request(&user.dn, &actor.name).await;
         }

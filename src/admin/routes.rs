@@ -406,6 +406,7 @@ pub async fn reset_password(
                 send_to: body.send_to,
                 send_to_alternate: false,
                 show_password: body.show_password,
+                mail_key: None,
             },
         )
         .await?;

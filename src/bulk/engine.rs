@@ -262,6 +262,7 @@ pub async fn run_job(deps: &BulkDeps, id: &str) -> Result<Option<JobRecord>, Bul
         } => {
             let reset = ResetBatch {
                 deps,
+                job_id: id,
                 actor: &actor,
                 chosen: if generated { None } else { chosen.as_ref() },
                 require_change,
@@ -516,6 +517,7 @@ async fn require_change(
 
 struct ResetBatch<'a> {
     deps: &'a BulkDeps,
+    job_id: &'a str,
     actor: &'a Actor,
     chosen: Option<&'a Secret>,
     require_change: bool,
@@ -620,6 +622,8 @@ impl ResetBatch<'_> {
         user: Option<crate::directory::UserEntry>,
     ) -> (Option<JobItemOutcome>, Option<TimedEvent>) {
         let kept = self.report.then(|| self.deps.sealer.seal(&password));
+        // Each item's mail is queued once, whichever run gets to it.
+        let mail_key = format!("bulk|{}|{}", self.job_id, item.seq);
         if resumed {
             // Left `writing` by a run that stopped: was this password set?
             match self
@@ -647,12 +651,41 @@ impl ResetBatch<'_> {
                         });
                         return (outcome, None);
                     }
+                    // The run may have died before queueing the mail, too.
+                    let mut sent_to = Vec::new();
+                    if self.deliver_to_alternate {
+                        match self
+                            .deps
+                            .account
+                            .mail_found_reset(
+                                self.actor,
+                                &item.user_name,
+                                &password,
+                                self.require_change,
+                                &mail_key,
+                            )
+                            .await
+                        {
+                            Ok(to) => sent_to = to,
+                            Err(e) => {
+                                let outcome = settle(&e).map(|status| JobItemOutcome {
+                                    seq: item.seq,
+                                    status,
+                                    code: Some(e.code().to_owned()),
+                                    changed: true,
+                                    sealed_password: kept,
+                                });
+                                return (outcome, None);
+                            }
+                        }
+                    }
                     let event = self.deps.account.reset_found_after_restart(
                         self.actor,
                         &item.user_name,
                         self.chosen.is_none(),
                         self.require_change,
                         self.report,
+                        sent_to,
                     );
                     let outcome = JobItemOutcome {
                         seq: item.seq,
@@ -693,6 +726,7 @@ impl ResetBatch<'_> {
                     send_to: Vec::new(),
                     send_to_alternate: self.deliver_to_alternate,
                     show_password: self.report,
+                    mail_key: Some(mail_key),
                 },
             )
             .await;

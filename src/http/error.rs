@@ -412,7 +412,7 @@ impl From<&SweepApiError> for ErrorBody {
                 e.to_string(),
                 "GET /api/v1/sweeps lists the latest sweeps",
             ),
-            SweepApiError::AlreadyRunning(_) => ErrorBody::new(
+            SweepApiError::AlreadyRunning(_) | SweepApiError::LeaseHeld => ErrorBody::new(
                 StatusCode::CONFLICT,
                 "sweep_running",
                 e.to_string(),

@@ -118,6 +118,22 @@ impl Notifier {
         self.enqueue_message(&message).await
     }
 
+    /// [`Notifier::enqueue`] once per `ledger_key`: the key goes into the notice ledger
+    /// in the transaction that queues the message, so asking again (a bulk job's item
+    /// redone after a crash) queues nothing. True when it was queued now.
+    pub async fn enqueue_once(
+        &self,
+        ledger_key: &str,
+        template: &str,
+        to: &str,
+        context: serde_json::Value,
+        secret: Option<&Secret>,
+    ) -> Result<bool, NotifyError> {
+        let mut message = checked(template, to, context, MailClass::Transactional)?;
+        message.sealed_secret = secret.map(|s| self.sealer.seal(s));
+        self.record_notice(ledger_key, None, &message).await
+    }
+
     /// [`Notifier::enqueue`] for a message worthless after `stale_after` (a security
     /// code): never sent later than that, dead-lettered instead.
     pub async fn enqueue_until(

@@ -102,6 +102,8 @@ pub struct SweepRequest {
     pub at: DateTime<Utc>,
     pub dry_run: bool,
     pub trigger: Trigger,
+    /// Its run is in the history already ([`record_run`]), `running`.
+    pub recorded: bool,
 }
 
 impl SweepRequest {
@@ -111,8 +113,39 @@ impl SweepRequest {
             at,
             dry_run,
             trigger,
+            recorded: false,
         }
     }
+
+    /// Its history entry as it starts.
+    fn run(&self) -> SweepRun {
+        SweepRun {
+            id: self.id.clone(),
+            started_at: Utc::now(),
+            finished_at: None,
+            status: "running".into(),
+            dry_run: self.dry_run,
+            trigger: self.trigger.as_str().into(),
+            at: self.at,
+            scanned: 0,
+            notified: 0,
+            already_notified: 0,
+            no_mail: 0,
+            expired: 0,
+            failed: 0,
+            error: None,
+            summary: None,
+        }
+    }
+}
+
+/// Records `request`'s run as `running` before it starts (for the lease holder): should
+/// the process die before the sweep gets going, the restarted instance finds the run
+/// and resumes it, as it would a run cut short.
+pub async fn record_run(deps: &SweepDeps, request: &mut SweepRequest) -> Result<(), StoreError> {
+    deps.store.insert_sweep_run(&request.run()).await?;
+    request.recorded = true;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +253,7 @@ pub async fn run_once(
         let interrupted = deps
             .store
             .interrupt_sweep_runs(
-                None,
+                Some(&request.id),
                 now,
                 "the instance running it stopped before it finished",
             )
@@ -229,24 +262,10 @@ pub async fn run_once(
             tracing::warn!(interrupted, "resuming after an interrupted sweep");
         }
     }
-    let mut run = SweepRun {
-        id: request.id.clone(),
-        started_at: Utc::now(),
-        finished_at: None,
-        status: "running".into(),
-        dry_run: request.dry_run,
-        trigger: request.trigger.as_str().into(),
-        at: request.at,
-        scanned: 0,
-        notified: 0,
-        already_notified: 0,
-        no_mail: 0,
-        expired: 0,
-        failed: 0,
-        error: None,
-        summary: None,
-    };
-    deps.store.insert_sweep_run(&run).await?;
+    let mut run = request.run();
+    if !request.recorded {
+        deps.store.insert_sweep_run(&run).await?;
+    }
     let result = sweep(deps, &request, &mut run, progress).await;
     run.finished_at = Some(Utc::now());
     let outcome = match result {
@@ -746,7 +765,10 @@ async fn queue_digest(
             Ok(message) => {
                 deps.notifier
                     .record_notice(
-                        &format!("digest|{}|{admin}", request.id),
+                        // Keyed by the sweep's time, not its run: a run resumed after
+                        // a crash, or a second instance sweeping the same scheduled
+                        // slot after the first finished, must not mail it again.
+                        &format!("digest|{}|{admin}", request.at.to_rfc3339()),
                         Some(&request.id),
                         &message,
                     )

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::engine::{SweepDeps, SweepError, SweepRequest, Trigger, run_once};
+use super::engine::{LEASE, SweepDeps, SweepError, SweepRequest, Trigger, record_run, run_once};
 use crate::auth::{Authenticator, Require, RunSweeps};
 use crate::store::{StoreError, SweepRun};
 
@@ -32,6 +32,10 @@ pub enum SweepApiError {
     NotFound(String),
     #[error("a sweep is already running (id {0}); wait for it to finish")]
     AlreadyRunning(String),
+    #[error(
+        "another instance is running a sweep (it holds the sweep lease); wait for it to finish"
+    )]
+    LeaseHeld,
     #[error("{0}")]
     BadRequest(String),
     #[error("the store is unavailable: {0}")]
@@ -84,7 +88,28 @@ pub async fn start_sweep(
     {
         return Err(SweepApiError::AlreadyRunning(running.id));
     }
-    let request = SweepRequest::new(body.at.unwrap_or_else(Utc::now), body.dry_run, Trigger::Api);
+    if !body.dry_run {
+        // Taken here, not only in the background: a caller told 202 must find its run
+        // (another instance may have taken the lease since the check above). The run
+        // renews it as its holder.
+        let settings = &state.deps.settings;
+        let now = Utc::now();
+        let until = now
+            + chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::minutes(2));
+        if !state
+            .deps
+            .store
+            .acquire_lease(LEASE, &settings.instance, now, until)
+            .await?
+        {
+            return Err(SweepApiError::LeaseHeld);
+        }
+    }
+    let mut request =
+        SweepRequest::new(body.at.unwrap_or_else(Utc::now), body.dry_run, Trigger::Api);
+    if !body.dry_run {
+        record_run(&state.deps, &mut request).await?;
+    }
     let id = request.id.clone();
     let deps = state.deps.clone();
     tracing::info!(sweep.id = %id, actor = %caller.name, dry_run = body.dry_run, "sweep started over the API");

@@ -41,6 +41,19 @@ pub fn write_config(
     http_port: u16,
     extra: &str,
 ) -> PathBuf {
+    write_config_with(dir, slapd, &slapd.ldaps_url, mail_port, http_port, extra)
+}
+
+/// As [`write_config`], with the directory reached at `ldap_url` (a proxy in front of
+/// the sandbox, say: `ldaps://127.0.0.1:PROXY_PORT`; the certificate names 127.0.0.1).
+pub fn write_config_with(
+    dir: &Path,
+    slapd: &Slapd,
+    ldap_url: &str,
+    mail_port: u16,
+    http_port: u16,
+    extra: &str,
+) -> PathBuf {
     let key_path = dir.join("master-key");
     std::fs::write(&key_path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").expect("write key");
     let config = format!(
@@ -84,7 +97,7 @@ max_backoff_secs = 2
         key = key_path.display(),
         kind = slapd.kind.config_name(),
         kind_settings = slapd.directory_settings(),
-        ldaps = slapd.ldaps_url,
+        ldaps = ldap_url,
         ca = slapd.ca_file.display(),
         svc_dn = slapd.service_dn,
         svc_pw = slapd.service_password_file.display(),
@@ -153,6 +166,42 @@ impl Daemon {
         };
         daemon.wait_until_listening();
         daemon
+    }
+
+    /// A daemon with `options` (its directory URL, its configuration's extra
+    /// sections and environment, tokens already in a shared store).
+    pub fn start_opts(slapd: &Slapd, mail_port: u16, options: Options) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let ldap_url = options.ldap_url.as_deref().unwrap_or(&slapd.ldaps_url);
+        let config_path =
+            write_config_with(dir.path(), slapd, ldap_url, mail_port, port, &options.extra);
+        // A second instance on a shared store uses the first one's tokens.
+        let (admin_token, password_admin_token) = options.tokens.clone().unwrap_or_else(|| {
+            (
+                create_token(&config_path, "test-global-admin", "global-admin"),
+                create_token(&config_path, "test-password-admin", "password-admin"),
+            )
+        });
+        let log_path = dir.path().join("lockbridge.log");
+        let child = spawn_serve(&config_path, &log_path, &options.env);
+        let daemon = Daemon {
+            env: options.env,
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            config_path,
+            log_path,
+            admin_token,
+            password_admin_token,
+        };
+        daemon.wait_until_listening();
+        daemon
+    }
+
+    /// The running process's id; `None` after [`Daemon::kill`].
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn wait_until_listening(&self) {
@@ -260,6 +309,20 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// How [`Daemon::start_opts`] starts a daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The directory's URL; the sandbox's LDAPS URL when `None`.
+    pub ldap_url: Option<String>,
+    /// Whole sections appended to the configuration (`[store]`, `[sweep]`, ...).
+    pub extra: String,
+    /// `LOCKBRIDGE__...` environment overrides.
+    pub env: Vec<(String, String)>,
+    /// (global-admin, password-admin) tokens to use instead of creating them: another
+    /// instance's, on the same store.
+    pub tokens: Option<(String, String)>,
 }
 
 /// `lockbridge serve`, its output appended to `log_path`.

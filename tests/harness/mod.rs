@@ -1,6 +1,6 @@
 //! Real components for integration tests: a throwaway OpenLDAP slapd, a throwaway
-//! PostgreSQL server (`postgres`), an SMTP sink, a stand-in SMS gateway and headless
-//! Chromium (`browser`).
+//! PostgreSQL server (`postgres`), an SMTP sink, a stand-in SMS gateway, headless
+//! Chromium (`browser`), and a TCP proxy a test can cut, delay or stall (`proxy`).
 //!
 //! Use from a file in `tests/` with `mod harness;`. Everything listens on 127.0.0.1 only,
 //! on ports chosen by the kernel, with state in unique temporary folders, so tests can
@@ -16,6 +16,8 @@
 pub mod browser;
 pub mod daemon;
 pub mod postgres;
+pub mod proxy;
+pub mod shared_store;
 pub mod slapd;
 pub mod sms;
 pub mod smtp;
@@ -24,6 +26,8 @@ use std::path::PathBuf;
 
 pub use browser::{Browser, Page};
 pub use postgres::Postgres;
+pub use proxy::Proxy;
+pub use shared_store::{SharedStore, StoreUnderTest};
 pub use slapd::{BindOutcome, Kind, Slapd, UserState};
 pub use sms::{SmsGateway, SmsRecord};
 pub use smtp::{MailSink, SinkMessage};
