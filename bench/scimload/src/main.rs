@@ -851,30 +851,11 @@ async fn scim_patch(
             "Operations": [{"op": "replace", "path": "password", "value": new_password(rng)}],
         });
         let t0 = Instant::now();
-        let result = async {
-            let resp = http
-                .patch(&url)
-                .bearer_auth(&shared.token)
-                .header("content-type", "application/scim+json")
-                .body(body.to_string())
-                .send()
-                .await
-                .map_err(|e| format!("PATCH {url}: {e}"))?;
-            let status = resp.status();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| format!("PATCH {url}: reading the body: {e}"))?;
-            if status == reqwest::StatusCode::OK || status == reqwest::StatusCode::NO_CONTENT {
-                Ok(())
-            } else {
-                Err(format!(
-                    "PATCH {url}: {status}: {}",
-                    truncate(&String::from_utf8_lossy(&bytes))
-                ))
-            }
-        }
-        .await;
+        let request = http
+            .patch(&url)
+            .header("content-type", "application/scim+json")
+            .body(body.to_string());
+        let result = answered(request, &shared.token, &format!("PATCH {url}"), &[200, 204]).await;
         stats.record(t0, result, &w);
     }
     stats
@@ -919,25 +900,7 @@ async fn admin_get(
     n: u32,
 ) -> Result<(), String> {
     let url = format!("{base}/users/{}", uid(n));
-    let resp = http
-        .get(&url)
-        .bearer_auth(&shared.token)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
-    if status == reqwest::StatusCode::OK {
-        Ok(())
-    } else {
-        Err(format!(
-            "GET {url}: {status}: {}",
-            truncate(&String::from_utf8_lossy(&bytes))
-        ))
-    }
+    answered(http.get(&url), &shared.token, &format!("GET {url}"), &[200]).await
 }
 
 /// `POST BASE/users/{user}/password-reset` (admin API), a generated password shown in
@@ -964,31 +927,40 @@ async fn admin_reset(
         let url = format!("{base}/users/{}/password-reset", users[next]);
         next += 1;
         let t0 = Instant::now();
-        let result = async {
-            let resp = http
-                .post(&url)
-                .bearer_auth(&shared.token)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| format!("POST {url}: {e}"))?;
-            let status = resp.status();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| format!("POST {url}: reading the body: {e}"))?;
-            if status == reqwest::StatusCode::OK {
-                Ok(())
-            } else {
-                Err(format!(
-                    "POST {url}: {status}: {}",
-                    truncate(&String::from_utf8_lossy(&bytes))
-                ))
-            }
-        }
-        .await;
+        let request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        let result = answered(request, &shared.token, &format!("POST {url}"), &[200]).await;
         stats.record(t0, result, &w);
     }
     stats
+}
+
+/// Sends `request` with the bearer token; Ok when the status is one of `ok`, else an
+/// error naming `what`, the status and the start of the body.
+async fn answered(
+    request: reqwest::RequestBuilder,
+    token: &str,
+    what: &str,
+    ok: &[u16],
+) -> Result<(), String> {
+    let resp = request
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{what}: reading the body: {e}"))?;
+    if ok.contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {status}: {}",
+            truncate(&String::from_utf8_lossy(&bytes))
+        ))
+    }
 }
