@@ -541,6 +541,39 @@ async fn pushing_the_current_password_again_changes_nothing() {
 
 // ----- status ----------------------------------------------------------------------------
 
+/// An identity provider's push and an administrator's reset landing on one user at the
+/// same moment: both writes are whole, so each must succeed (slapd's password policy
+/// updates the entry's history for each, and may report the other's update as a clash),
+/// and the user ends with one of the passwords, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_password_writes_on_one_user_all_succeed() {
+    let env = start();
+    let created = env.create("racer", Some("Created-Passw0rd-1")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let admin = env.daemon.client();
+    let token = env.daemon.admin_token.clone();
+    for round in 0..40 {
+        let push = |n: u32| {
+            let value = format!("Pushed-{round}-{n}-Passw0rd");
+            let scim = &env.scim;
+            let path = format!("/Users/{id}");
+            async move {
+                let ops = json!([{ "op": "replace", "path": "password", "value": value }]);
+                scim.patch(&path, patch(ops)).await
+            }
+        };
+        let reset = admin.post(
+            &token,
+            "/api/v1/users/racer/password-reset",
+            json!({"mode": "auto", "showPassword": true, "requireChangeAtNextSignIn": false}),
+        );
+        let (a, b, r) = tokio::join!(push(1), push(2), reset);
+        assert_eq!(a.0, 204, "round {round}, first push: {}", a.1);
+        assert_eq!(b.0, 204, "round {round}, second push: {}", b.1);
+        assert_eq!(r.0, 200, "round {round}, reset: {}", r.1);
+    }
+}
+
 #[tokio::test]
 async fn active_false_locks_a_real_bind_and_true_unlocks_it() {
     let env = start();

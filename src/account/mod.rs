@@ -140,7 +140,10 @@ pub enum AccountError {
     #[error(
         "the password was changed, but the directory did not accept the \"must change at next sign-in\" setting"
     )]
-    FlagNotApplied,
+    FlagNotApplied {
+        /// The directory stopped answering (try again later) rather than refused it.
+        directory_unavailable: bool,
+    },
     #[error("the directory denied lockbridge's service account the right to do this")]
     DirectoryAccessDenied,
     #[error("the user's account is locked in the directory")]
@@ -162,7 +165,7 @@ pub enum AccountError {
 }
 
 /// Where a password that may be in force went after a reset failed part-way.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Handover {
     /// Shown to the caller: asked for, or not queued for anyone.
     pub password: Option<Secret>,
@@ -184,7 +187,7 @@ impl AccountError {
             AccountError::DirectoryRefused(r) => rejection_code(r),
             AccountError::DirectoryUnavailable { .. } => "directory_unavailable",
             AccountError::OutcomeUnknown { .. } => "outcome_unknown",
-            AccountError::FlagNotApplied => "must_change_flag_not_applied",
+            AccountError::FlagNotApplied { .. } => "must_change_flag_not_applied",
             AccountError::DirectoryAccessDenied => "directory_access_denied",
             AccountError::AccountLocked => "account_locked",
             AccountError::Misconfigured(_) => "misconfigured",
@@ -259,7 +262,11 @@ impl AccountService {
                 retry_after_secs: self.retry_after_secs,
             },
             DirectoryError::PasswordRejected(r) => AccountError::DirectoryRefused(r),
-            DirectoryError::FlagNotApplied => AccountError::FlagNotApplied,
+            DirectoryError::FlagNotApplied {
+                directory_unavailable,
+            } => AccountError::FlagNotApplied {
+                directory_unavailable,
+            },
             DirectoryError::InsufficientAccess => AccountError::DirectoryAccessDenied,
             DirectoryError::AccountLocked => AccountError::AccountLocked,
             DirectoryError::NoSuchEntry(dn) => AccountError::Misconfigured(format!(
@@ -490,7 +497,7 @@ impl AccountService {
                 Outcome::Failed(error.code()),
                 handover.sent_to.clone(),
                 handover.password.is_some(),
-                if matches!(**error, AccountError::FlagNotApplied) {
+                if matches!(**error, AccountError::FlagNotApplied { .. }) {
                     "yes"
                 } else {
                     "unknown"
@@ -499,7 +506,7 @@ impl AccountService {
             Err(
                 e @ (AccountError::DirectoryUnavailable { .. }
                 | AccountError::OutcomeUnknown { .. }
-                | AccountError::FlagNotApplied
+                | AccountError::FlagNotApplied { .. }
                 | AccountError::Misconfigured(_)
                 | AccountError::Directory(_)),
             ) => (Outcome::Failed(e.code()), Vec::new(), false, "no"),
@@ -727,9 +734,10 @@ impl AccountService {
             .await
         {
             Ok(()) => None,
-            Err(e @ (DirectoryError::FlagNotApplied | DirectoryError::WriteOutcomeUnknown(_))) => {
-                Some(self.directory_error(e))
-            }
+            Err(
+                e
+                @ (DirectoryError::FlagNotApplied { .. } | DirectoryError::WriteOutcomeUnknown(_)),
+            ) => Some(self.directory_error(e)),
             Err(e) => return Err(self.directory_error(e)),
         };
         // A reset does not lift a block (as in Microsoft 365), whatever the directory

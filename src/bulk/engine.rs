@@ -466,16 +466,24 @@ pub async fn resume_running(deps: &BulkDeps) {
 
 /// How an item's error counts: refused (nothing changed, the caller may fix it), failed
 /// (tried and failed), or `None`: stop the job and try again later.
+///
+/// A password that may be in force because the directory stopped answering midway stays
+/// open too: the item keeps its password, and the next run finds it in force (and
+/// finishes the flag and the mail) or writes it then, so nobody is reset twice or
+/// reported failed for a cut link.
 fn settle(e: &AccountError) -> Option<&'static str> {
     match e {
         AccountError::DirectoryUnavailable { .. }
         | AccountError::OutcomeUnknown { .. }
-        | AccountError::AuditUnavailable(_) => None,
+        | AccountError::AuditUnavailable(_)
+        | AccountError::FlagNotApplied {
+            directory_unavailable: true,
+        } => None,
+        AccountError::PasswordMayBeInForce { error, .. } => settle(error).map(|_| "failed"),
         AccountError::Misconfigured(_)
         | AccountError::Directory(_)
         | AccountError::DirectoryAccessDenied
-        | AccountError::FlagNotApplied
-        | AccountError::PasswordMayBeInForce { .. } => Some("failed"),
+        | AccountError::FlagNotApplied { .. } => Some("failed"),
         _ => Some("refused"),
     }
 }
@@ -767,6 +775,32 @@ mod tests {
             csv_quoted("-Secret,1"),
             "\"-Secret,1\"",
             "a password is never altered"
+        );
+    }
+
+    #[test]
+    fn a_cut_link_leaves_an_item_open_and_a_refusal_settles_it() {
+        let cut = AccountError::OutcomeUnknown {
+            cause: "connection reset".into(),
+            retry_after_secs: 30,
+        };
+        let may_be_in_force = |error: AccountError| AccountError::PasswordMayBeInForce {
+            error: Box::new(error),
+            handover: Default::default(),
+        };
+        assert_eq!(settle(&may_be_in_force(cut)), None, "resumed, not failed");
+        let flag_cut = AccountError::FlagNotApplied {
+            directory_unavailable: true,
+        };
+        assert_eq!(settle(&flag_cut), None);
+        assert_eq!(settle(&may_be_in_force(flag_cut)), None);
+        let flag_refused = AccountError::FlagNotApplied {
+            directory_unavailable: false,
+        };
+        assert_eq!(settle(&may_be_in_force(flag_refused)), Some("failed"));
+        assert_eq!(
+            settle(&may_be_in_force(AccountError::DirectoryAccessDenied)),
+            Some("failed")
         );
     }
 

@@ -47,8 +47,10 @@ pub enum DirectoryError {
     #[error("the directory rejected the password: {0}")]
     PasswordRejected(PolicyRejection),
     /// The password was set, but the must-change flag could not be written (after one retry).
+    /// `directory_unavailable`: because the directory stopped answering (worth trying
+    /// again later), not because it refused the write.
     #[error("the password was set, but the must-change-at-next-sign-in flag could not be written")]
-    FlagNotApplied,
+    FlagNotApplied { directory_unavailable: bool },
     /// The directory answered something we did not expect (result code and its text).
     #[error("unexpected directory response: {0}")]
     Protocol(String),
@@ -109,7 +111,7 @@ impl DirectoryError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::AccountLocked => "account_locked",
             Self::PasswordRejected(_) => "password_rejected",
-            Self::FlagNotApplied => "flag_not_applied",
+            Self::FlagNotApplied { .. } => "flag_not_applied",
             Self::Protocol(_) => "protocol",
             Self::WriteOutcomeUnknown(_) => "write_outcome_unknown",
             Self::AlreadyExists(_) => "already_exists",
@@ -258,6 +260,23 @@ impl Failure {
             Failure::Mapped(e) if e.is_unavailable() => ConnFate::Suspect,
             Failure::Mapped(_) => ConnFate::Healthy,
         }
+    }
+}
+
+impl Failure {
+    /// A password write refused because another write to the same entry changed it
+    /// between the server's read and its update: OpenLDAP's ppolicy maintains
+    /// `pwdHistory`, `pwdChangedTime` and `pwdReset` itself, and two writes racing on
+    /// one entry can see noSuchAttribute (16, deleting a value the other one removed) or
+    /// attributeOrValueExists (20, adding one it added). The server answered, so nothing
+    /// was applied and the whole write can be sent again.
+    pub(crate) fn is_write_clash(&self, kind: OpKind) -> bool {
+        kind == OpKind::PasswordWrite
+            && matches!(
+                self,
+                Failure::Result { rc: 16 | 20, policy, .. }
+                    if !matches!(policy, Some(Ok(p)) if p.error.is_some())
+            )
     }
 }
 
@@ -674,8 +693,11 @@ mod tests {
         assert!(DirectoryError::Timeout.is_unavailable());
         assert!(DirectoryError::Unavailable("x".into()).is_unavailable());
         assert!(!DirectoryError::Config("x".into()).is_unavailable());
-        assert!(!DirectoryError::FlagNotApplied.is_unavailable());
-        assert_eq!(DirectoryError::FlagNotApplied.kind(), "flag_not_applied");
+        let flag = DirectoryError::FlagNotApplied {
+            directory_unavailable: true,
+        };
+        assert!(!flag.is_unavailable(), "the password itself is in force");
+        assert_eq!(flag.kind(), "flag_not_applied");
         assert!(!DirectoryError::NoSuchEntry("cn=x".into()).is_unavailable());
     }
 

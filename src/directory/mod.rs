@@ -328,6 +328,18 @@ enum AfterUse {
     Close,
 }
 
+/// How many times a password write that clashed with another write to the same entry
+/// is sent in all (see [`Failure::is_write_clash`]).
+const WRITE_CLASH_TRIES: u32 = 4;
+
+/// A short, random pause before sending a clashing write again, growing with each try,
+/// so two writers that clashed do not meet again at once.
+fn write_clash_pause(tries: u32) -> Duration {
+    use rand::Rng;
+    let ceiling_ms = 5u64 << tries.min(4);
+    Duration::from_millis(rand::thread_rng().gen_range(1..=ceiling_ms))
+}
+
 /// Whether an operation may be repeated on a fresh connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retry {
@@ -996,7 +1008,9 @@ impl Directory {
                             error = %second,
                             "the password was set but the must-change flag could not be written"
                         );
-                        Err(DirectoryError::FlagNotApplied)
+                        Err(DirectoryError::FlagNotApplied {
+                            directory_unavailable: second.is_unavailable(),
+                        })
                     }
                 }
             }
@@ -1046,7 +1060,9 @@ impl Directory {
                     },
                 )
                 .await
-                .map_err(|_| DirectoryError::FlagNotApplied)
+                .map_err(|e| DirectoryError::FlagNotApplied {
+                    directory_unavailable: e.is_unavailable(),
+                })
             }
             None => {
                 // Not readable by the service account: the operator's word stands.
@@ -1829,6 +1845,18 @@ impl Directory {
                     }
                     drop(conn);
                     let err = map_failure(kind, &failure);
+                    if failure.is_write_clash(kind) {
+                        if tries < WRITE_CLASH_TRIES {
+                            tracing::debug!(op, error = %err, tries, "a password write clashed with another write to the entry; sending it again");
+                            tokio::time::sleep(write_clash_pause(tries)).await;
+                            continue;
+                        }
+                        // Still clashing: a busy entry, not a fault; the caller may retry.
+                        break Err(DirectoryError::Unavailable(format!(
+                            "other writes to the same entry kept clashing with this one ({err}); \
+                             nothing was changed"
+                        )));
+                    }
                     let again = tries == 1
                         && match fate {
                             ConnFate::DeadBeforeSend => true,

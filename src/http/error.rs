@@ -340,7 +340,19 @@ impl From<&AccountError> for ErrorBody {
                     )
                 }
             }
-            AccountError::FlagNotApplied => ErrorBody::new(
+            AccountError::FlagNotApplied {
+                directory_unavailable: true,
+            } => ErrorBody {
+                retry_after_secs: Some(30),
+                ..ErrorBody::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    e.to_string(),
+                    "the new password is in force; the directory stopped answering before the \
+                     \"must change\" setting was written: reset again once it is back",
+                )
+            },
+            AccountError::FlagNotApplied { .. } => ErrorBody::new(
                 StatusCode::BAD_GATEWAY,
                 code,
                 e.to_string(),
@@ -608,8 +620,19 @@ mod tests {
                 "directory_unavailable",
             ),
             (
-                (&AccountError::FlagNotApplied).into(),
+                (&AccountError::FlagNotApplied {
+                    directory_unavailable: false,
+                })
+                    .into(),
                 StatusCode::BAD_GATEWAY,
+                "must_change_flag_not_applied",
+            ),
+            (
+                (&AccountError::FlagNotApplied {
+                    directory_unavailable: true,
+                })
+                    .into(),
+                StatusCode::SERVICE_UNAVAILABLE,
                 "must_change_flag_not_applied",
             ),
             (
