@@ -34,7 +34,9 @@
 # PATCH, SOAK_ADMIN_CLIENTS admin GET and SOAK_RESET_CLIENTS admin password-reset clients at
 # once, errors counted, not fatal; each instance's resident memory sampled every
 # SOAK_SAMPLE_SECS. Prints p50/p99/errors per load and the memory of the first and the last
-# minute: "flat" when the last minute's mean is within 10 % (+ 4 MiB) of the first's.
+# minute: "flat" when the last minute's mean is within 10 % (+ 4 MiB) of the first's (of the
+# second's when the soak lasts 3 minutes or more: the first is warm-up), with the trend after
+# warm-up (least squares, MiB per minute).
 #
 # Environment: USERS LAYOUTS ROUNDS DURATION WARMUP WRITE_WARMUP GET_CLIENTS PATCH_CLIENTS
 # POOL_SIZE SOAK_SECS SOAK_ONLY SOAK_* LOCKBRIDGE_BIN=path (skips the release build),
@@ -72,9 +74,12 @@ die() {
 	exit 1
 }
 
-for v in USERS ROUNDS DURATION GET_CLIENTS PATCH_CLIENTS POOL_SIZE SOAK_GET_CLIENTS \
-	SOAK_PATCH_CLIENTS SOAK_ADMIN_CLIENTS SOAK_RESET_CLIENTS SOAK_SAMPLE_SECS; do
+for v in USERS ROUNDS DURATION GET_CLIENTS PATCH_CLIENTS POOL_SIZE SOAK_SAMPLE_SECS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+# A soak load with 0 clients is left out (to find which load a memory growth follows).
+for v in SOAK_GET_CLIENTS SOAK_PATCH_CLIENTS SOAK_ADMIN_CLIENTS SOAK_RESET_CLIENTS; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 for v in WARMUP WRITE_WARMUP SOAK_SECS; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number of seconds (got '${!v}')"
@@ -331,6 +336,7 @@ if ((SOAK_SECS > 0)); then
 	soak_load() {
 		local mode=$1 clients=$2 line
 		shift 2
+		((clients > 0)) || return 0
 		# Exit 1 = some errors, counted in the line; the soak reports them.
 		line=$("$LOAD" --mode "$mode" --clients "$clients" --users "$USERS" --duration "$SOAK_SECS" \
 			--warmup 0 --keep-going "$@" 2>>"$WORK/soak.err") || true
@@ -430,10 +436,22 @@ if soak_rows:
             f = parse(l)
             samples[f["daemon"]].append((int(f["t"]), int(f["rss_kb"]) / 1024))
     for daemon, pts in samples.items():
-        first = [m for t, m in pts if t < 60] or [pts[0][1]]
+        # The first minute is warm-up (connection pools, caches, allocator arenas fill):
+        # with three minutes or more, the baseline is the second minute.
+        warm = 60 if pts[-1][0] >= 180 else 0
+        label = "second minute" if warm else "first minute"
+        base = [m for t, m in pts if warm <= t < warm + 60] or [pts[0][1]]
         last = [m for t, m in pts if t >= pts[-1][0] - 60] or [pts[-1][1]]
-        f_mean, l_mean = statistics.mean(first), statistics.mean(last)
-        flat = "flat" if l_mean <= f_mean * 1.10 + 4 else "GROWING"
-        print(f"  {daemon}: resident memory first minute {f_mean:.0f} MiB, last minute {l_mean:.0f} MiB, "
-              f"peak {max(m for _, m in pts):.0f} MiB ({len(pts)} samples): {flat}")
+        b_mean, l_mean = statistics.mean(base), statistics.mean(last)
+        flat = "flat" if l_mean <= b_mean * 1.10 + 4 else "GROWING"
+        after = [(t, m) for t, m in pts if t >= warm]
+        slope = ""
+        if len(after) >= 3 and after[-1][0] > after[0][0]:
+            tm = statistics.mean(t for t, _ in after)
+            mm = statistics.mean(m for _, m in after)
+            num = sum((t - tm) * (m - mm) for t, m in after)
+            den = sum((t - tm) ** 2 for t, _ in after)
+            slope = f", trend {num / den * 60:+.2f} MiB/min"
+        print(f"  {daemon}: resident memory {label} {b_mean:.0f} MiB, last minute {l_mean:.0f} MiB, "
+              f"peak {max(m for _, m in pts):.0f} MiB ({len(pts)} samples{slope}): {flat}")
 PYEOF
