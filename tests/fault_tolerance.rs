@@ -457,7 +457,7 @@ fn kill_and_restart(pair: &mut Pair, victim: usize) {
     pair.daemons[victim].restart();
 }
 
-/// A sweep over 3,000 users, then ten rounds: new users fall due, a sweep is started on
+/// A sweep over 10,000 users, then ten rounds: new users fall due, a sweep is started on
 /// one instance, and one instance (chosen at random) is killed with SIGKILL at a random
 /// point mid-sweep or mid-outbox-batch, then started again. At the end every due user
 /// has exactly one notice, each sweep time one digest.
@@ -466,7 +466,7 @@ async fn kill_9_of_either_instance_mid_sweep_or_mid_outbox_loses_and_doubles_not
     let started = Instant::now();
     let seed = seed("kill_9_sweep_rounds");
     let mut rng = StdRng::seed_from_u64(seed);
-    let (ldif, mut expected) = population("k", 3_000, false);
+    let (ldif, mut expected) = population("k", 10_000, false);
     let slapd = Slapd::start_with(0, &[&ldif]);
     // Small pages stretch a sweep over many directory round trips; a slower relay
     // stretches each outbox batch, so that random kills land inside them.
@@ -558,8 +558,8 @@ async fn kill_9_of_either_instance_mid_sweep_or_mid_outbox_loses_and_doubles_not
 
     // Everything queued is delivered: one notice per due user, one digest per time.
     let times = completed_sweep_times(&sweep_runs(&pair, 0).await);
-    // A message claimed by a killed instance waits for its claim to lapse (8 relay
-    // timeouts per message ahead of it on its connection, and 30 s).
+    // A message claimed by a killed instance waits for its claim to lapse (a minute:
+    // lockbridge::notify::MAIL_LEASE; a live instance renews its claims).
     wait_for_each(&pair, &expected, times.len(), Duration::from_secs(180)).await;
     wait_for_quiet(&pair.mail, Duration::from_secs(4)).await;
     let tally = Tally::of(&pair.mail.messages());

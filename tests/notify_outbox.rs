@@ -77,6 +77,11 @@ impl Rig {
 
     /// Starts a worker (after [`Rig::shutdown`], a new one with other settings).
     fn start_worker(&mut self, settings: OutboxSettings) {
+        self.start_worker_leasing(settings, None);
+    }
+
+    /// [`Rig::start_worker`], with claims lasting `lease` when given.
+    fn start_worker_leasing(&mut self, settings: OutboxSettings, lease: Option<Duration>) {
         let mailer = Mailer::new(&MailSettings {
             relay: "127.0.0.1".into(),
             port: self.port,
@@ -88,7 +93,7 @@ impl Rig {
             timeout: Duration::from_secs(5),
         })
         .expect("mailer");
-        let worker = OutboxWorker::new(
+        let mut worker = OutboxWorker::new(
             self.store.clone(),
             self.sealer.clone(),
             mailer,
@@ -96,6 +101,9 @@ impl Rig {
             settings,
             self.notifier.waker(),
         );
+        if let Some(lease) = lease {
+            worker = worker.with_claim_lease(lease);
+        }
         self.stop = CancellationToken::new();
         self.worker = Some(tokio::spawn(worker.run(self.stop.clone())));
     }
@@ -442,6 +450,44 @@ async fn a_backlog_is_delivered_side_by_side() {
         (2..=lockbridge::notify::RELAY_CONNECTIONS).contains(&most),
         "{most} messages at once"
     );
+    rig.shutdown().await;
+}
+
+/// A relay slower than a claim lasts: the worker renews its claim while it waits, so
+/// another instance cannot take the message meanwhile and send it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waiting_on_a_slow_relay_keeps_its_claim() {
+    let relay = ScriptRelay::start(LINGERING_RELAY, &[]);
+    let mut rig = Rig::start(relay.port, 5, Duration::from_millis(100)).await;
+    rig.shutdown().await;
+    rig.start_worker_leasing(
+        settings(5, Duration::from_millis(100)),
+        Some(Duration::from_millis(1500)),
+    );
+    let id = rig.enqueue("slow@example.org", "Slow-Pass-1").await;
+    // Another instance: its own handle on the same database.
+    let other: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&rig.dir.path().join("lockbridge.db"))
+            .await
+            .expect("second store"),
+    );
+    // Twice the lease into a 4-second delivery.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mail = other
+        .get_mail(id)
+        .await
+        .expect("read")
+        .expect("the message");
+    assert_eq!(mail.status, OutboxStatus::Pending, "still being sent");
+    let taken = other
+        .claim_due_mail(chrono::Utc::now(), 10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert!(taken.is_empty(), "the claim was renewed: {taken:?}");
+    rig.wait_for(id, "sent", |m| m.status == OutboxStatus::Sent)
+        .await;
+    let received = std::fs::read_to_string(relay.dir.path().join("received")).unwrap_or_default();
+    assert_eq!(received.lines().count(), 1, "sent once");
     rig.shutdown().await;
 }
 
@@ -936,6 +982,21 @@ class Handler:
 
 def make_smtp(args):
     return SMTP(Handler(), hostname="slow.localhost")
+"#;
+
+/// Takes four seconds over each message, then accepts it (noted in `received`).
+const LINGERING_RELAY: &str = r#"
+import asyncio
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(4)
+        with open(os.path.join(DIR, "received"), "a") as f:
+            f.write("1\n")
+        return "250 OK"
+
+def make_smtp(args):
+    return SMTP(Handler(), hostname="lingering.localhost")
 "#;
 
 /// Accepts everything; notes each TCP connection in `connections` and each message in

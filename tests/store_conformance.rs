@@ -892,6 +892,7 @@ mod outbox {
     backends!(
         a_queued_message_is_pending_and_due_at_once,
         a_claimed_message_is_not_claimed_again_until_its_lease_ends,
+        a_worker_still_sending_extends_its_leases_but_not_a_lapsed_one,
         concurrent_claimers_never_share_a_message,
         transactional_mail_goes_first_then_oldest_due,
         claiming_by_class_takes_only_that_class,
@@ -937,6 +938,58 @@ mod outbox {
             .expect("the message");
         assert_ne!(got.message_id, second.message_id);
         assert_eq!(store.get_mail(other + 1000).await.expect("get"), None);
+    }
+
+    /// A worker extends the leases of the messages it is still sending; a lease that ran
+    /// out, or a message already sent, is left alone.
+    async fn a_worker_still_sending_extends_its_leases_but_not_a_lapsed_one(db: &Database) {
+        let store = db.instance().await;
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            ids.push(
+                store
+                    .enqueue_mail(&mail(n, MailClass::Transactional, t0()))
+                    .await
+                    .expect("enqueue"),
+            );
+        }
+        let claimed = store.claim_due_mail(t0(), 10, LEASE).await.expect("claim");
+        assert_eq!(claimed.len(), 3);
+        store
+            .mark_mail_sent(ids[2], t0() + secs(1))
+            .await
+            .expect("sent");
+        let extended = store
+            .extend_mail_leases(&ids, t0() + secs(30), t0() + secs(90))
+            .await
+            .expect("extend");
+        assert_eq!(extended, 2, "the two still pending");
+        assert!(
+            store
+                .claim_due_mail(t0() + secs(80), 10, LEASE)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "held past the first lease's end"
+        );
+        // The worker stalls past the lease: the message is another's to take.
+        let late = store
+            .extend_mail_leases(&ids, t0() + secs(91), t0() + secs(150))
+            .await
+            .expect("extend");
+        assert_eq!(late, 0, "a lapsed lease is not taken back");
+        let retaken = store
+            .claim_due_mail(t0() + secs(91), 10, LEASE)
+            .await
+            .expect("claim");
+        assert_eq!(retaken.len(), 2);
+        assert_eq!(
+            store
+                .extend_mail_leases(&[], t0(), t0() + secs(60))
+                .await
+                .expect("extend nothing"),
+            0
+        );
     }
 
     /// A claimed message belongs to its worker until the lease ends; then another

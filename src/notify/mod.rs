@@ -17,7 +17,9 @@ mod templates;
 
 pub use error::NotifyError;
 pub use mailer::{MailSettings, Mailer, RELAY_CONNECTIONS, SmtpSecurity};
-pub use outbox::{Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE};
+pub use outbox::{
+    MAIL_LEASE, Notifier, OutboxSettings, OutboxWaker, OutboxWorker, SECRET_VARIABLE,
+};
 pub use seal::{Sealer, derive_key};
 pub use sms::{SmsError, SmsMessage, SmsSender, SmsSettings};
 pub use templates::{

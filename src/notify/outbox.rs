@@ -348,6 +348,8 @@ pub struct OutboxWorker {
     waker: OutboxWaker,
     /// When this worker last tried a bulk message (for the spacing).
     last_bulk: Mutex<Option<Instant>>,
+    /// How long a claim lasts unless renewed ([`MAIL_LEASE`]; renewed every third).
+    claim_lease: Duration,
 }
 
 impl std::fmt::Debug for OutboxWorker {
@@ -358,9 +360,12 @@ impl std::fmt::Debug for OutboxWorker {
     }
 }
 
-/// Extra lease time beyond the longest a delivery may take, so a slow but live worker
-/// does not lose its message to another.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// How long a claim on a message lasts unless renewed. The worker renews the claims of
+/// the batch it is sending every third of it (so one slow or failed renewal does not
+/// lose them): a slow relay keeps its messages, while the messages of an instance that
+/// died go to another within this time, not after the longest a delivery may take
+/// (minutes with the default relay timeout).
+pub const MAIL_LEASE: Duration = Duration::from_secs(60);
 
 /// Metric labels of the bulk limits.
 const PER_MINUTE: &str = "per_minute";
@@ -393,7 +398,15 @@ impl OutboxWorker {
             settings,
             waker,
             last_bulk: Mutex::new(None),
+            claim_lease: MAIL_LEASE,
         }
+    }
+
+    /// The same worker with claims lasting `lease` (at least a second) instead of
+    /// [`MAIL_LEASE`]: for tests that cannot wait a minute.
+    pub fn with_claim_lease(mut self, lease: Duration) -> OutboxWorker {
+        self.claim_lease = lease.max(Duration::from_secs(1));
+        self
     }
 
     /// The signal that wakes this worker.
@@ -465,8 +478,7 @@ impl OutboxWorker {
         }
         let in_flight = self.mailer.connections();
         let batch = in_flight * 2;
-        // The last of a batch starts after the others ahead of it on its connection.
-        let lease = self.send_budget() * (batch / in_flight) as u32 + LEASE_MARGIN;
+        let lease = self.claim_lease;
         while !shutdown.is_cancelled() {
             let now = Utc::now();
             let claimed = match self.bulk_gate(now).await? {
@@ -501,11 +513,33 @@ impl OutboxWorker {
                 *self.last_bulk.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             }
             drained.tried += claimed.len();
-            futures::stream::iter(claimed)
-                .for_each_concurrent(in_flight, |message| self.deliver(message))
-                .await;
+            let ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
+            let sending = futures::stream::iter(claimed)
+                .for_each_concurrent(in_flight, |message| self.deliver(message));
+            tokio::select! {
+                () = sending => {}
+                never = self.renew_leases(&ids) => match never {},
+            }
         }
         Ok(drained)
+    }
+
+    /// Renews the claims on `ids` every third of the lease, for as long as it is polled
+    /// (beside the deliveries of the batch; those sent or given up are no longer leased
+    /// and are left alone). A renewal that fails is logged: if the store stays out of
+    /// reach past the lease, another instance may send a message again (at-least-once).
+    async fn renew_leases(&self, ids: &[i64]) -> std::convert::Infallible {
+        let renewal = self.claim_lease / 3;
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + renewal, renewal);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let now = Utc::now();
+            let until = now + chrono::Duration::from_std(self.claim_lease).unwrap_or_default();
+            if let Err(e) = self.store.extend_mail_leases(ids, now, until).await {
+                tracing::warn!(error = %e, messages = ids.len(), "outbox: cannot renew the claims on the messages being sent");
+            }
+        }
     }
 
     /// Whether a bulk message may be tried now: spaced after the last one, and under the

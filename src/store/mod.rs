@@ -145,6 +145,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Extends to `until` the leases of those of `ids` still pending and leased past `now`
+    /// (a worker still sending them); returns how many. A lease that ran out is not
+    /// taken back: another worker may have claimed the message.
+    async fn extend_mail_leases(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     /// Marks a message delivered and erases its sealed secret. `NotFound` for an unknown id.
     async fn mark_mail_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Records a failed attempt (attempts + 1), releases the lease and sets the next try.

@@ -1346,6 +1346,28 @@ impl Store for PostgresStore {
         claimed(rows)
     }
 
+    async fn extend_mail_leases(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "UPDATE outbox SET lease_until = $1 \
+             WHERE id = ANY($2) AND status = 'pending' AND lease_until > $3",
+        )
+        .bind(until)
+        .bind(ids)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        Ok(done.rows_affected())
+    }
+
     async fn mark_mail_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE outbox SET status = 'sent', sealed_secret = NULL, sent_at = $1, \

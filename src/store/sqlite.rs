@@ -1287,6 +1287,34 @@ impl Store for SqliteStore {
         claimed(rows)
     }
 
+    async fn extend_mail_leases(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // The ids travel as one JSON array (SQLite has no array parameter).
+        let ids = format!(
+            "[{}]",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        let done = sqlx::query(
+            "UPDATE outbox SET lease_until = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) \
+               AND status = 'pending' AND lease_until > ?3",
+        )
+        .bind(ts(until))
+        .bind(ids)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .map_err(err("outbox"))?;
+        Ok(done.rows_affected())
+    }
+
     async fn mark_mail_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE outbox SET status = 'sent', sealed_secret = NULL, sent_at = ?1, \
