@@ -175,6 +175,51 @@ async fn audit_appends_from_two_instances_form_one_verified_chain() {
     }
 }
 
+/// A log written before the chain's head kept the last hash (migration 0003): the
+/// upgrade takes the hash from the log, and appends after it extend the one chain the
+/// verifier accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_before_the_head_kept_its_hash_carries_on_after_the_upgrade() {
+    let (pg, database) = fresh().await;
+    let store = instance(&pg, &database).await;
+    for n in 0..5 {
+        store
+            .append_audit(&record(n, "before"))
+            .await
+            .expect("append");
+    }
+    drop(store);
+    // Back to the schema as it was before 0003.
+    let raw = sqlx::PgPool::connect(&format!(
+        "postgres://{}:{}@{}:{}/{database}",
+        pg.user, pg.password, pg.host, pg.port
+    ))
+    .await
+    .expect("connect");
+    sqlx::raw_sql(
+        "ALTER TABLE audit_chain_head DROP COLUMN last_hash; \
+         DELETE FROM _sqlx_migrations WHERE version = 3;",
+    )
+    .execute(&raw)
+    .await
+    .expect("downgrade");
+    raw.close().await;
+
+    let store = instance(&pg, &database).await;
+    store
+        .append_audit_many((5..9).map(|n| record(n, "after")).collect())
+        .await
+        .expect("append after the upgrade");
+    store
+        .append_audit(&record(9, "after"))
+        .await
+        .expect("append");
+    let key = SealKey::new([7; 32]);
+    let v = verify(store.as_ref(), &key).await.expect("verify");
+    assert_eq!(v.problem, None, "{v:?}");
+    assert_eq!((v.records, v.last_id), (10, Some(10)));
+}
+
 /// Two instances starting together on an empty database: both come up, the schema is
 /// made once (sqlx migrates under an advisory lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -163,25 +163,32 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
 /// Appends `records` after the chain's head in one transaction and returns their ids.
 async fn append(pool: &PgPool, records: &[&NewAuditRecord]) -> Result<Vec<i64>, StoreError> {
     let mut tx = pool.begin().await.map_err(err("audit record"))?;
-    // Waits for any other instance's append in progress; the statements after it see
-    // what that append committed.
-    let last_id: i64 =
-        sqlx::query_scalar("SELECT last_id FROM audit_chain_head WHERE singleton FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err("audit record"))?;
-    // The newest chained record (one without a hash was not written by lockbridge: it
-    // is reported by `audit verify`, not built upon), and the largest id, so that ids
-    // are never reused even if rows were written around lockbridge.
-    let (newest, head): (Option<i64>, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT (SELECT max(id) FROM audit_log), \
-                (SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1)",
+    // Waits for any other instance's append in progress, then reads the head row as
+    // that append committed it (a row locked after a wait is read again, whatever the
+    // statement's snapshot): the last record's id and hash. The largest id in the log
+    // (from the snapshot: enough for rows written around lockbridge before this
+    // statement, which `audit verify` reports) keeps ids from being reused.
+    let (last_id, last_hash, newest): (i64, Option<Vec<u8>>, Option<i64>) = sqlx::query_as(
+        "SELECT last_id, last_hash, (SELECT max(id) FROM audit_log) \
+         FROM audit_chain_head WHERE singleton FOR UPDATE",
     )
     .fetch_one(&mut *tx)
     .await
     .map_err(err("audit record"))?;
     let after = last_id.max(newest.unwrap_or(0));
-    let mut prev = head.unwrap_or_else(|| GENESIS.to_vec());
+    let mut prev = match last_hash {
+        Some(hash) => hash,
+        // No head hash with records in the log (rows written around lockbridge only):
+        // build on the newest chained record, if any, as `audit verify` expects.
+        None if after > 0 => sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err("audit record"))?
+        .unwrap_or_else(|| GENESIS.to_vec()),
+        None => GENESIS.to_vec(),
+    };
 
     let n = records.len();
     let mut ids = Vec::with_capacity(n);
@@ -205,12 +212,18 @@ async fn append(pool: &PgPool, records: &[&NewAuditRecord]) -> Result<Vec<i64>, 
     let targets: Vec<Option<&str>> = records.iter().map(|r| r.target.as_deref()).collect();
     let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
     let details: Vec<Option<&str>> = records.iter().map(|r| r.detail.as_deref()).collect();
+    let (Some(last), Some(last_hash)) = (ids.last().copied(), hashes.last().cloned()) else {
+        return Ok(ids);
+    };
+    // The records and the new head in one statement.
     sqlx::query(
-        "INSERT INTO audit_log (id, at, request_id, actor, action, target, outcome, detail, \
-                                prev_hash, hash) \
-         SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], \
-                              $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], \
-                              $10::bytea[])",
+        "WITH appended AS ( \
+             INSERT INTO audit_log (id, at, request_id, actor, action, target, outcome, \
+                                    detail, prev_hash, hash) \
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], \
+                                  $5::text[], $6::text[], $7::text[], $8::text[], \
+                                  $9::bytea[], $10::bytea[])) \
+         UPDATE audit_chain_head SET last_id = $11, last_hash = $12 WHERE singleton",
     )
     .bind(&ids)
     .bind(&ats)
@@ -222,16 +235,11 @@ async fn append(pool: &PgPool, records: &[&NewAuditRecord]) -> Result<Vec<i64>, 
     .bind(&details)
     .bind(&prevs)
     .bind(&hashes)
+    .bind(last)
+    .bind(&last_hash)
     .execute(&mut *tx)
     .await
     .map_err(err("audit record id"))?;
-    if let Some(last) = ids.last() {
-        sqlx::query("UPDATE audit_chain_head SET last_id = $1 WHERE singleton")
-            .bind(last)
-            .execute(&mut *tx)
-            .await
-            .map_err(err("audit record"))?;
-    }
     // synchronous_commit is on for every connection: durable once this returns.
     tx.commit().await.map_err(err("audit record"))?;
     Ok(ids)
