@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `token create|list|revoke`, `sweep`,
-//! `audit verify|export|seal` and `breached-index build`.
+//! `audit verify|export|seal`, `store copy` and `breached-index build`.
 //!
 //! Exit codes follow sysexits(3) so service managers and scripts can tell problems
 //! apart: 0 ok, 64 bad usage, 65 the audit log was tampered with or the breached-password
@@ -77,6 +77,9 @@ pub enum Command {
     /// Check or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// lockbridge's own state (tokens, audit log, outbox, ...): move it to PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Reset one user's password now, as the operator (audited as `cli`): a generated
     /// password is printed once on standard output.
     Reset {
@@ -190,6 +193,23 @@ pub enum AuditCommand {
     Seal {
         #[command(flatten)]
         config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy everything in the SQLite store of --config (API tokens, the audit log and its
+    /// seals, the notice ledger, the outbox, sweep history, jobs, sessions, self-service)
+    /// into the EMPTY PostgreSQL store of --to-config, in one transaction: all or
+    /// nothing. Stop every instance first. Both configurations must have the same master
+    /// key. The SQLite file is only read. See docs/store.md.
+    Copy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The configuration the instances will run with: its [store] names the
+        /// PostgreSQL database (kind = "postgres").
+        #[arg(long, value_name = "NEW_CONFIG")]
+        to_config: PathBuf,
     },
 }
 
@@ -316,6 +336,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             all,
         } => sweep(config, dry_run, at, all).await,
         Command::Audit(cmd) => audit(cmd).await,
+        Command::Store(cmd) => store(cmd).await,
         Command::BreachedIndex(cmd) => tokio::task::spawn_blocking(move || breached_index(cmd))
             .await
             .unwrap_or_else(|e| fail(EXIT_SOFTWARE, e)),
@@ -742,6 +763,147 @@ async fn audit(cmd: AuditCommand) -> ExitCode {
             Err(e) => fail(EXIT_UNAVAILABLE, e),
         },
     }
+}
+
+async fn store(cmd: StoreCommand) -> ExitCode {
+    use subtle::ConstantTimeEq;
+
+    use crate::config::StoreKind;
+    use crate::store::copy::{self, CopyError};
+
+    let StoreCommand::Copy { config, to_config } = cmd;
+    let source = match load(&config.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let target = match load(&to_config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if source.store.kind != StoreKind::Sqlite {
+        return fail(
+            EXIT_USAGE,
+            format!(
+                "{} names a PostgreSQL store; --config must name the SQLite store to copy from",
+                config.config.display()
+            ),
+        );
+    }
+    if target.store.kind != StoreKind::Postgres {
+        return fail(
+            EXIT_USAGE,
+            format!(
+                "{} names a SQLite store; --to-config must name the PostgreSQL store to copy \
+                 into (store.kind = \"postgres\")",
+                to_config.display()
+            ),
+        );
+    }
+    // Token and session hashes are keyed, mail and job secrets sealed and audit seals
+    // signed with keys derived from the master key: under another key the copy is useless.
+    if !bool::from(source.master_key.expose().ct_eq(target.master_key.expose())) {
+        return fail(
+            EXIT_CONFIG,
+            format!(
+                "{} and {} have different master keys (security.master_key or \
+                 master_key_file): API tokens, sessions, sealed mail secrets and audit seals \
+                 would not work on the copy. Give the new configuration the same master key; \
+                 nothing was copied",
+                config.config.display(),
+                to_config.display()
+            ),
+        );
+    }
+    let target_url = target.store.url.clone().unwrap_or_default();
+    eprintln!(
+        "lockbridge: copying {} into {target_url} (every instance must be stopped)",
+        source.store_path.display()
+    );
+    let report =
+        match copy::sqlite_to_postgres(&source.store_path, &app::postgres_options(&target)).await {
+            Ok(report) => report,
+            Err(e) => {
+                let code = match &e {
+                    CopyError::NoSource(_) => EXIT_CONFIG,
+                    CopyError::SourceSchema { .. } => EXIT_USAGE,
+                    CopyError::TargetNotEmpty(_) => EXIT_CANTCREAT,
+                    CopyError::BadValue { .. } | CopyError::AuditTime { .. } => EXIT_DATAERR,
+                    CopyError::SchemaDrift(_) | CopyError::Mismatch(_) => EXIT_SOFTWARE,
+                    CopyError::Source { .. }
+                    | CopyError::SourceInUse(_)
+                    | CopyError::Target(_)
+                    | CopyError::TargetBusy => EXIT_UNAVAILABLE,
+                };
+                return fail(
+                    code,
+                    format!("{e}\nnothing was copied: the PostgreSQL database is as it was"),
+                );
+            }
+        };
+    println!("copied {} into {target_url}", source.store_path.display());
+    println!();
+    println!("{:<24} {:>10}", "table", "rows");
+    for (table, rows) in &report.tables {
+        println!("{table:<24} {rows:>10}");
+    }
+    let total: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    println!("{:<24} {total:>10}", "total");
+    println!();
+    // The same check `lockbridge audit verify` makes, on the copy as the instances will
+    // read it.
+    let copied = match app::open_store(&target).await {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!(
+                    "the copy is committed, but cannot be opened to check its audit log: {e}; \
+                     run `lockbridge audit verify --config {}`",
+                    to_config.display()
+                ),
+            );
+        }
+    };
+    match crate::audit::chain::verify(copied.as_ref(), &app::seal_key(&target)).await {
+        Ok(v) if v.problem.is_none() => match v.last_id {
+            Some(last) => println!(
+                "audit log on PostgreSQL: {} records (up to record {last}), chain intact; \
+                     {} seals checked",
+                v.records, v.seals
+            ),
+            None => println!("audit log on PostgreSQL: empty"),
+        },
+        Ok(v) => {
+            println!(
+                "audit log on PostgreSQL: {}",
+                v.problem.map(|p| p.to_string()).unwrap_or_default()
+            );
+            println!(
+                "the copy holds the log exactly as SQLite does: `lockbridge audit verify \
+                 --config {}` reports the same",
+                config.config.display()
+            );
+            return ExitCode::from(EXIT_DATAERR);
+        }
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("the copy is committed, but its audit log could not be checked: {e}"),
+            );
+        }
+    }
+    println!();
+    println!("next:");
+    println!(
+        "  1. start the instances with {} (they share the database)",
+        to_config.display()
+    );
+    println!(
+        "  2. keep {} as a backup, and start no instance on it again: its state would part \
+         from the copy's",
+        source.store_path.display()
+    );
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Config) -> ExitCode {

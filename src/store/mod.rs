@@ -9,6 +9,7 @@
 //! sealed), never logs record contents, and imports nothing but `types`.
 
 pub mod chain;
+pub mod copy;
 mod error;
 mod postgres;
 pub mod rate;

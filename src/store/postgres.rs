@@ -32,7 +32,7 @@ use super::{
     sweep_status,
 };
 
-static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
 /// How many times a transaction that lost a serialization or deadlock check is tried
 /// in all before the caller is told the store is unavailable.
@@ -145,7 +145,9 @@ impl PostgresStore {
 
 /// The driver's connection settings, and `host:port/database` for messages (never
 /// the password).
-fn connect_options(options: &PostgresOptions) -> Result<(PgConnectOptions, String), StoreError> {
+pub(super) fn connect_options(
+    options: &PostgresOptions,
+) -> Result<(PgConnectOptions, String), StoreError> {
     let mut connect = PgConnectOptions::from_str(&options.url)
         .map_err(|e| StoreError::Unavailable(format!("the PostgreSQL URL is not usable: {e}")))?;
     if let Some(password) = &options.password {
@@ -175,7 +177,7 @@ fn connect_options(options: &PostgresOptions) -> Result<(PgConnectOptions, Strin
 /// Maps a driver error. `unique` names the rule a unique violation breaks for the
 /// statement at hand. A serialization failure or deadlock is left as it is, for
 /// [`retrying`] to see (and to map once it gives up).
-fn classify(e: sqlx::Error, unique: &'static str) -> StoreError {
+pub(super) fn classify(e: sqlx::Error, unique: &'static str) -> StoreError {
     match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();

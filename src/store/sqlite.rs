@@ -32,7 +32,7 @@ use super::{
     sweep_status,
 };
 
-static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock before giving up
 /// with [`StoreError::Unavailable`].
