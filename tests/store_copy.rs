@@ -82,6 +82,38 @@ fn configs(pg: &Postgres, database: &str, dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// A target configuration that is never contacted (the copy refuses before).
+/// What the copy tests start from: a fresh PostgreSQL database, an empty SQLite store,
+/// and the two configurations naming them (one master key).
+struct Move {
+    pg: Postgres,
+    database: String,
+    /// Holds the configurations and the SQLite file.
+    _dir: tempfile::TempDir,
+    source_path: PathBuf,
+    target_path: PathBuf,
+    source_config: Config,
+    sqlite: SqliteStore,
+}
+
+async fn a_move() -> Move {
+    let (pg, database) = fresh().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (source_path, target_path) = configs(&pg, &database, dir.path());
+    let source_config = load(&source_path);
+    let sqlite = SqliteStore::open(&source_config.store_path)
+        .await
+        .expect("open SQLite");
+    Move {
+        pg,
+        database,
+        _dir: dir,
+        source_path,
+        target_path,
+        source_config,
+        sqlite,
+    }
+}
+
 fn unreachable_target(dir: &Path, key: &str) -> PathBuf {
     std::fs::write(dir.join("store-password"), "unused\n").expect("write");
     let store = format!(
@@ -463,15 +495,16 @@ async fn snapshot(store: &dyn Store, w: &Written) -> Snapshot {
 /// the copied store carrying on (ids, chain, ledger, mail secret, rate bucket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filled_sqlite_store_arrives_whole_and_carries_on_in_postgres() {
-    let (pg, database) = fresh().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (source_path, target_path) = configs(&pg, &database, dir.path());
-    let source_config = load(&source_path);
+    let Move {
+        pg,
+        database: _,
+        _dir,
+        source_path,
+        target_path,
+        source_config,
+        sqlite,
+    } = a_move().await;
     let target_config = load(&target_path);
-
-    let sqlite = SqliteStore::open(&source_config.store_path)
-        .await
-        .expect("open SQLite");
     let written = fill(Arc::new(sqlite.clone()), &source_config).await;
     let before = snapshot(&sqlite, &written).await;
     sqlite.close().await;
@@ -612,15 +645,16 @@ async fn a_filled_sqlite_store_arrives_whole_and_carries_on_in_postgres() {
 /// A target some instance already wrote to is refused, named, and left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_holding_data_is_refused_and_left_alone() {
-    let (pg, database) = fresh().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (source_path, target_path) = configs(&pg, &database, dir.path());
-    let source_config = load(&source_path);
+    let Move {
+        pg: _pg,
+        database: _,
+        _dir,
+        source_path,
+        target_path,
+        source_config,
+        sqlite,
+    } = a_move().await;
     let target_config = load(&target_path);
-
-    let sqlite = SqliteStore::open(&source_config.store_path)
-        .await
-        .expect("open SQLite");
     lockbridge::app::token_service(&source_config, Arc::new(sqlite.clone()))
         .create("from-sqlite", Role::Auditor)
         .await
@@ -667,13 +701,15 @@ async fn a_target_holding_data_is_refused_and_left_alone() {
 /// does not even get the schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_table_stops_the_copy_before_anything_is_written() {
-    let (pg, database) = fresh().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (source_path, target_path) = configs(&pg, &database, dir.path());
-    let source_config = load(&source_path);
-    let sqlite = SqliteStore::open(&source_config.store_path)
-        .await
-        .expect("open SQLite");
+    let Move {
+        pg,
+        database,
+        _dir,
+        source_path,
+        target_path,
+        source_config,
+        sqlite,
+    } = a_move().await;
     sqlite.close().await;
     let raw =
         sqlx::SqlitePool::connect(&format!("sqlite://{}", source_config.store_path.display()))
@@ -709,13 +745,15 @@ async fn an_unknown_table_stops_the_copy_before_anything_is_written() {
 /// lockbridge) cannot keep the text its hash covers: refused, naming it, nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_time_postgres_cannot_give_back_is_refused() {
-    let (pg, database) = fresh().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (source_path, target_path) = configs(&pg, &database, dir.path());
-    let source_config = load(&source_path);
-    let sqlite = SqliteStore::open(&source_config.store_path)
-        .await
-        .expect("open SQLite");
+    let Move {
+        pg,
+        database,
+        _dir,
+        source_path,
+        target_path,
+        source_config,
+        sqlite,
+    } = a_move().await;
     sqlite.append_audit(&record(0)).await.expect("append");
     sqlite.close().await;
     let raw =
