@@ -488,6 +488,22 @@ fn settle(e: &AccountError) -> Option<&'static str> {
     }
 }
 
+/// The outcome of an item whose work ended in `e` (`None`: left open for the next run).
+fn settled(
+    seq: u64,
+    e: &AccountError,
+    changed: bool,
+    sealed_password: Option<Vec<u8>>,
+) -> Option<JobItemOutcome> {
+    settle(e).map(|status| JobItemOutcome {
+        seq,
+        status,
+        code: Some(e.code().to_owned()),
+        changed,
+        sealed_password,
+    })
+}
+
 async fn require_change(
     deps: &BulkDeps,
     actor: &Actor,
@@ -509,13 +525,7 @@ async fn require_change(
                     changed: change.changed,
                     sealed_password: None,
                 }),
-                Err(e) => settle(&e).map(|status| JobItemOutcome {
-                    seq: item.seq,
-                    status,
-                    code: Some(e.code().to_owned()),
-                    changed: false,
-                    sealed_password: None,
-                }),
+                Err(e) => settled(item.seq, &e, false, None),
             }
         })
         .buffered(IN_FLIGHT)
@@ -650,13 +660,7 @@ impl ResetBatch<'_> {
                             .require_password_change(self.actor, &item.user_name, true)
                             .await
                     {
-                        let outcome = settle(&e).map(|status| JobItemOutcome {
-                            seq: item.seq,
-                            status,
-                            code: Some(e.code().to_owned()),
-                            changed: true,
-                            sealed_password: kept,
-                        });
+                        let outcome = settled(item.seq, &e, true, kept);
                         return (outcome, None);
                     }
                     // The run may have died before queueing the mail, too.
@@ -676,13 +680,7 @@ impl ResetBatch<'_> {
                         {
                             Ok(to) => sent_to = to,
                             Err(e) => {
-                                let outcome = settle(&e).map(|status| JobItemOutcome {
-                                    seq: item.seq,
-                                    status,
-                                    code: Some(e.code().to_owned()),
-                                    changed: true,
-                                    sealed_password: kept,
-                                });
+                                let outcome = settled(item.seq, &e, true, kept);
                                 return (outcome, None);
                             }
                         }
@@ -706,13 +704,7 @@ impl ResetBatch<'_> {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let outcome = settle(&e).map(|status| JobItemOutcome {
-                        seq: item.seq,
-                        status,
-                        code: Some(e.code().to_owned()),
-                        changed: false,
-                        sealed_password: None,
-                    });
+                    let outcome = settled(item.seq, &e, false, None);
                     return (outcome, None);
                 }
             }
