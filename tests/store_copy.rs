@@ -114,6 +114,25 @@ async fn a_move() -> Move {
     }
 }
 
+/// Runs `lockbridge store copy` from the configuration `source` into `target`.
+fn copy(source: &Path, target: &Path) -> (i32, String, String) {
+    let target = target.display().to_string();
+    run_cli(source, &["store", "copy", "--to-config", target.as_str()])
+}
+
+/// Runs `sql` on the SQLite store of `config` directly, as someone working around
+/// lockbridge would.
+async fn write_around_lockbridge(config: &Config, sql: &str) {
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", config.store_path.display()))
+        .await
+        .expect("open SQLite raw");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&raw)
+        .await
+        .expect("write around lockbridge");
+    raw.close().await;
+}
+
 fn unreachable_target(dir: &Path, key: &str) -> PathBuf {
     std::fs::write(dir.join("store-password"), "unused\n").expect("write");
     let store = format!(
@@ -512,11 +531,7 @@ async fn a_filled_sqlite_store_arrives_whole_and_carries_on_in_postgres() {
     assert_eq!(before.seals.len(), 1);
     assert_eq!(before.notices, vec![true, true]);
 
-    let target_arg = target_path.display().to_string();
-    let (code, stdout, stderr) = run_cli(
-        &source_path,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source_path, &target_path);
     assert_eq!(code, 0, "{stdout}{stderr}");
     for expected in [
         "audit_log",
@@ -546,10 +561,7 @@ async fn a_filled_sqlite_store_arrives_whole_and_carries_on_in_postgres() {
     assert_eq!(after, before, "the same state through the Store trait");
 
     // A second copy into the same target is refused and changes nothing.
-    let (code, stdout, stderr) = run_cli(
-        &source_path,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source_path, &target_path);
     assert_eq!(code, EXIT_CANTCREAT, "{stdout}{stderr}");
     assert!(
         stderr.contains("already holds lockbridge data") && stderr.contains("api_tokens: 2 rows"),
@@ -669,11 +681,7 @@ async fn a_target_holding_data_is_refused_and_left_alone() {
         .await
         .expect("token");
 
-    let target_arg = target_path.display().to_string();
-    let (code, stdout, stderr) = run_cli(
-        &source_path,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source_path, &target_path);
     assert_eq!(code, EXIT_CANTCREAT, "{stdout}{stderr}");
     assert!(stderr.contains("api_tokens: 1 rows"), "{stderr}");
     assert!(
@@ -711,21 +719,9 @@ async fn an_unknown_table_stops_the_copy_before_anything_is_written() {
         sqlite,
     } = a_move().await;
     sqlite.close().await;
-    let raw =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", source_config.store_path.display()))
-            .await
-            .expect("open SQLite raw");
-    sqlx::query("CREATE TABLE surprise (x TEXT)")
-        .execute(&raw)
-        .await
-        .expect("create table");
-    raw.close().await;
+    write_around_lockbridge(&source_config, "CREATE TABLE surprise (x TEXT)").await;
 
-    let target_arg = target_path.display().to_string();
-    let (code, stdout, stderr) = run_cli(
-        &source_path,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source_path, &target_path);
     assert_eq!(code, 70, "{stdout}{stderr}");
     assert!(stderr.contains("`surprise` (only in SQLite)"), "{stderr}");
 
@@ -756,24 +752,14 @@ async fn an_audit_time_postgres_cannot_give_back_is_refused() {
     } = a_move().await;
     sqlite.append_audit(&record(0)).await.expect("append");
     sqlite.close().await;
-    let raw =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", source_config.store_path.display()))
-            .await
-            .expect("open SQLite raw");
-    sqlx::query(
+    write_around_lockbridge(
+        &source_config,
         "INSERT INTO audit_log (at, actor, action, outcome) \
          VALUES ('2030-01-01T13:00:00+00:00', 'someone', 'poke', 'success')",
     )
-    .execute(&raw)
-    .await
-    .expect("insert a record around lockbridge");
-    raw.close().await;
+    .await;
 
-    let target_arg = target_path.display().to_string();
-    let (code, stdout, stderr) = run_cli(
-        &source_path,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source_path, &target_path);
     assert_eq!(code, 65, "{stdout}{stderr}");
     assert!(
         stderr.contains("audit_log, row 2") && stderr.contains("2030-01-01T13:00:00+00:00"),
@@ -847,11 +833,7 @@ fn different_master_keys_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = write_config(dir.path(), "sqlite.toml", KEY, "");
     let target = unreachable_target(dir.path(), OTHER_KEY);
-    let target_arg = target.display().to_string();
-    let (code, stdout, stderr) = run_cli(
-        &source,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source, &target);
     assert_eq!(code, 78, "{stdout}{stderr}");
     assert!(stderr.contains("different master keys"), "{stderr}");
     assert!(
@@ -883,11 +865,7 @@ async fn a_source_in_use_is_refused() {
             .expect("lease")
     );
     sqlite.close().await;
-    let target_arg = target.display().to_string();
-    let (code, stdout, stderr) = run_cli(
-        &source,
-        &["store", "copy", "--to-config", target_arg.as_str()],
-    );
+    let (code, stdout, stderr) = copy(&source, &target);
     assert_eq!(code, 69, "{stdout}{stderr}");
     assert!(
         stderr.contains("in use") && stderr.contains("expiry-sweep"),
