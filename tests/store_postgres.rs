@@ -197,8 +197,9 @@ async fn a_log_written_before_the_head_kept_its_hash_carries_on_after_the_upgrad
     .await
     .expect("connect");
     sqlx::raw_sql(
-        "ALTER TABLE audit_chain_head DROP COLUMN last_hash; \
-         DELETE FROM _sqlx_migrations WHERE version = 3;",
+        "DROP FUNCTION lockbridge_audit_append; DROP FUNCTION lockbridge_audit_field; \
+         ALTER TABLE audit_chain_head DROP COLUMN last_hash; \
+         DELETE FROM _sqlx_migrations WHERE version IN (3, 4);",
     )
     .execute(&raw)
     .await
@@ -218,6 +219,38 @@ async fn a_log_written_before_the_head_kept_its_hash_carries_on_after_the_upgrad
     let v = verify(store.as_ref(), &key).await.expect("verify");
     assert_eq!(v.problem, None, "{v:?}");
     assert_eq!((v.records, v.last_id), (10, Some(10)));
+}
+
+/// PostgreSQL computes the chain's hashes (migration 0004); the verifier computes them
+/// in Rust. Text that a naive encoding would get wrong hashes the same in both: absent
+/// and empty fields, non-ASCII letters, backslashes, quotes, a long detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_hashes_made_by_postgres_are_the_ones_the_verifier_computes() {
+    let (pg, database) = fresh().await;
+    let store = instance(&pg, &database).await;
+    let long = "x".repeat(70_000);
+    let tricky = [
+        (None, "", None, Some("")),
+        (Some(""), "Zoë 山田 🙂", Some("cn=Ünïcödé,ou=people"), None),
+        (
+            Some("r\\x00"),
+            "o'brien \"q\"",
+            Some("\\"),
+            Some(long.as_str()),
+        ),
+    ];
+    for (i, (request_id, actor, target, detail)) in tricky.into_iter().enumerate() {
+        let mut r = record(i, actor);
+        r.request_id = request_id.map(str::to_string);
+        r.target = target.map(str::to_string);
+        r.detail = detail.map(str::to_string);
+        store.append_audit(&r).await.expect("append");
+    }
+    let v = verify(store.as_ref(), &SealKey::new([7; 32]))
+        .await
+        .expect("verify");
+    assert_eq!(v.problem, None, "{v:?}");
+    assert_eq!((v.records, v.last_id), (3, Some(3)));
 }
 
 /// Two instances starting together on an empty database: both come up, the schema is

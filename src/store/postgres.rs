@@ -5,8 +5,8 @@
 //! for PostgreSQL. SQL is written out by hand and checked at run time (`sqlx::query`,
 //! never the compile-time macros); no statement is built from input. Concurrency is
 //! PostgreSQL's own: row locks with `SKIP LOCKED` for mail claims, `ON CONFLICT` for
-//! leases and the notice ledger, one locked row (`audit_chain_head`) that queues audit
-//! appends from every instance into one chain. A transaction that loses a serialization
+//! leases and the notice ledger, one advisory lock that queues audit appends from every
+//! instance into one chain (`lockbridge_audit_append`, migration 0004). A transaction that loses a serialization
 //! or deadlock check is run again a few times before the caller hears "unavailable".
 
 use std::future::Future;
@@ -81,7 +81,7 @@ impl std::fmt::Debug for PostgresOptions {
 pub struct PostgresStore {
     pool: PgPool,
     /// Commits the audit records that queue up in this instance together (group
-    /// commit); `audit_chain_head` orders them with other instances' appends.
+    /// commit); an advisory lock orders them with other instances' appends.
     audit_writer: AuditWriter,
 }
 
@@ -161,10 +161,13 @@ pub(super) fn connect_options(
         connect = connect.ssl_root_cert(ca);
     }
     // Whatever the server's default, a commit is on the server's disk before lockbridge
-    // answers (the audit log and the notice ledger depend on it).
-    connect = connect
-        .application_name("lockbridge")
-        .options([("synchronous_commit", "on"), ("timezone", "UTC")]);
+    // answers (the audit log and the notice ledger depend on it), and each statement sees
+    // what committed before it (the audit append reads the log's tail after its lock).
+    connect = connect.application_name("lockbridge").options([
+        ("synchronous_commit", "on"),
+        ("timezone", "UTC"),
+        ("default_transaction_isolation", "read committed"),
+    ]);
     let target = format!(
         "{}:{}/{}",
         connect.get_host(),

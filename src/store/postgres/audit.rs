@@ -1,18 +1,15 @@
 //! The audit writer on PostgreSQL: one task per store that commits the records queued
 //! meanwhile in one transaction (group commit), chained after the chain's head.
 //!
-//! Instances on other hosts append too, so the head is read inside the transaction,
-//! after locking the one row of `audit_chain_head`: appends from every instance queue on
-//! that lock, each sees the one before it committed, and the chain stays one line with
-//! ids growing in chain order. The id is part of a record's hash, so it is chosen here
-//! (from `audit_chain_head.last_id`, updated in the same transaction) rather than by a
-//! sequence, which would leave a gap for every rolled-back append.
+//! Instances on other hosts append too, so the head is read inside the transaction, after
+//! taking the chain's advisory lock (`lockbridge_audit_append`, migration 0004): appends
+//! from every instance queue on that lock, each sees the one before it committed, and the
+//! chain stays one line with ids growing in chain order.
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{err, micros, retrying, ts};
-use crate::store::chain::{self, GENESIS};
 use crate::store::{NewAuditRecord, StoreError};
 
 /// Most audit records committed together.
@@ -160,87 +157,38 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// Appends `records` after the chain's head in one transaction and returns their ids.
+/// Appends `records` after the chain's head and returns their ids: one call of
+/// `lockbridge_audit_append` (migration 0004), which takes the chain's advisory lock,
+/// reads the log's tail, and chains and inserts the records: one round trip and one
+/// implicit transaction. Appends from every instance queue on that lock, each seeing the
+/// one before it committed; the id is part of a record's hash, so it follows the tail
+/// (not a sequence, which would leave a gap for every rolled-back append).
 async fn append(pool: &PgPool, records: &[&NewAuditRecord]) -> Result<Vec<i64>, StoreError> {
-    let mut tx = pool.begin().await.map_err(err("audit record"))?;
-    // Waits for any other instance's append in progress, then reads the head row as
-    // that append committed it (a row locked after a wait is read again, whatever the
-    // statement's snapshot): the last record's id and hash. The largest id in the log
-    // (from the snapshot: enough for rows written around lockbridge before this
-    // statement, which `audit verify` reports) keeps ids from being reused.
-    let (last_id, last_hash, newest): (i64, Option<Vec<u8>>, Option<i64>) = sqlx::query_as(
-        "SELECT last_id, last_hash, (SELECT max(id) FROM audit_log) \
-         FROM audit_chain_head WHERE singleton FOR UPDATE",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(err("audit record"))?;
-    let after = last_id.max(newest.unwrap_or(0));
-    let mut prev = match last_hash {
-        Some(hash) => hash,
-        // No head hash with records in the log (rows written around lockbridge only):
-        // build on the newest chained record, if any, as `audit verify` expects.
-        None if after > 0 => sqlx::query_scalar::<_, Vec<u8>>(
-            "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err("audit record"))?
-        .unwrap_or_else(|| GENESIS.to_vec()),
-        None => GENESIS.to_vec(),
-    };
-
-    let n = records.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut ats = Vec::with_capacity(n);
-    let mut prevs = Vec::with_capacity(n);
-    let mut hashes = Vec::with_capacity(n);
-    for (i, r) in records.iter().enumerate() {
-        let id = after + 1 + i as i64;
-        // What is hashed is the time as PostgreSQL keeps it (microseconds), so the text
-        // rebuilt from the stored value on reading is the text hashed here.
-        let at = micros(r.at);
-        let hash = chain::record_hash(&prev, &r.chain_fields(id, &ts(at)));
-        ids.push(id);
-        ats.push(at);
-        prevs.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash);
-    }
+    // What is hashed is the time as PostgreSQL keeps it (microseconds), so the text
+    // rebuilt from the stored value on reading is the text hashed.
+    let ats: Vec<_> = records.iter().map(|r| micros(r.at)).collect();
+    let at_texts: Vec<String> = ats.iter().map(|at| ts(*at)).collect();
     let request_ids: Vec<Option<&str>> = records.iter().map(|r| r.request_id.as_deref()).collect();
     let actors: Vec<&str> = records.iter().map(|r| r.actor.as_str()).collect();
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     let targets: Vec<Option<&str>> = records.iter().map(|r| r.target.as_deref()).collect();
     let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
     let details: Vec<Option<&str>> = records.iter().map(|r| r.detail.as_deref()).collect();
-    let (Some(last), Some(last_hash)) = (ids.last().copied(), hashes.last().cloned()) else {
-        return Ok(ids);
-    };
-    // The records and the new head in one statement.
-    sqlx::query(
-        "WITH appended AS ( \
-             INSERT INTO audit_log (id, at, request_id, actor, action, target, outcome, \
-                                    detail, prev_hash, hash) \
-             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], \
-                                  $5::text[], $6::text[], $7::text[], $8::text[], \
-                                  $9::bytea[], $10::bytea[])) \
-         UPDATE audit_chain_head SET last_id = $11, last_hash = $12 WHERE singleton",
+    // synchronous_commit is on for every connection: durable once this returns.
+    let after: i64 = sqlx::query_scalar(
+        "SELECT lockbridge_audit_append($1::timestamptz[], $2::text[], $3::text[], \
+                $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
     )
-    .bind(&ids)
     .bind(&ats)
+    .bind(&at_texts)
     .bind(&request_ids)
     .bind(&actors)
     .bind(&actions)
     .bind(&targets)
     .bind(&outcomes)
     .bind(&details)
-    .bind(&prevs)
-    .bind(&hashes)
-    .bind(last)
-    .bind(&last_hash)
-    .execute(&mut *tx)
+    .fetch_one(pool)
     .await
-    .map_err(err("audit record id"))?;
-    // synchronous_commit is on for every connection: durable once this returns.
-    tx.commit().await.map_err(err("audit record"))?;
-    Ok(ids)
+    .map_err(err("audit record"))?;
+    Ok((1..=records.len() as i64).map(|i| after + i).collect())
 }
