@@ -131,6 +131,9 @@ pub enum AccountError {
     DirectoryUnavailable {
         cause: String,
         retry_after_secs: u64,
+        /// The directory answered, but other writes to the same entry kept clashing
+        /// with this one: the account is busy, not the directory down.
+        busy: bool,
     },
     #[error("the directory stopped answering while the password was being changed")]
     OutcomeUnknown {
@@ -162,6 +165,17 @@ pub enum AccountError {
         error: Box<AccountError>,
         handover: Handover,
     },
+}
+
+/// What a caller is told when the directory could not take a change: `busy`, other writes
+/// to the same account kept clashing with it; otherwise, the directory did not answer.
+pub fn unavailable_detail(busy: bool) -> &'static str {
+    if busy {
+        "other changes to this account were being written at the same moment and kept \
+         clashing with this one; nothing was changed"
+    } else {
+        "the directory is not reachable right now; nothing was changed"
+    }
 }
 
 /// Where a password that may be in force went after a reset failed part-way.
@@ -257,9 +271,15 @@ impl AccountService {
                 cause,
                 retry_after_secs: self.retry_after_secs,
             },
+            DirectoryError::Busy(cause) => AccountError::DirectoryUnavailable {
+                cause,
+                retry_after_secs: 1,
+                busy: true,
+            },
             e if e.is_unavailable() => AccountError::DirectoryUnavailable {
                 cause: e.to_string(),
                 retry_after_secs: self.retry_after_secs,
+                busy: false,
             },
             DirectoryError::PasswordRejected(r) => AccountError::DirectoryRefused(r),
             DirectoryError::FlagNotApplied {

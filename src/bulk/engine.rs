@@ -439,6 +439,7 @@ async fn settle_batch(
         return Err(BulkError::Account(AccountError::DirectoryUnavailable {
             cause: "the directory stopped answering during a bulk job".into(),
             retry_after_secs: 30,
+            busy: false,
         }));
     }
     Ok(())

@@ -26,6 +26,11 @@ pub enum DirectoryError {
     /// The directory cannot be reached or said it is unavailable. Short cause, no secrets.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
+    /// A password write kept clashing with other writes to the same entry (ppolicy's
+    /// history upkeep racing another password change), however often it was sent again:
+    /// nothing was changed, and trying again in a moment will most likely work.
+    #[error("other writes to the same entry kept clashing with this one: {0}")]
+    Busy(String),
     /// An operation took longer than `operation_timeout`.
     #[error("the directory did not answer in time")]
     Timeout,
@@ -94,7 +99,7 @@ impl DirectoryError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::Timeout | Self::WriteOutcomeUnknown(_)
+            Self::Unavailable(_) | Self::Busy(_) | Self::Timeout | Self::WriteOutcomeUnknown(_)
         )
     }
 
@@ -103,6 +108,7 @@ impl DirectoryError {
         match self {
             Self::Config(_) => "config",
             Self::Unavailable(_) => "unavailable",
+            Self::Busy(_) => "busy",
             Self::Timeout => "timeout",
             Self::NoSuchUser => "no_such_user",
             Self::NoSuchEntry(_) => "no_such_entry",

@@ -1852,10 +1852,7 @@ impl Directory {
                             continue;
                         }
                         // Still clashing: a busy entry, not a fault; the caller may retry.
-                        break Err(DirectoryError::Unavailable(format!(
-                            "other writes to the same entry kept clashing with this one ({err}); \
-                             nothing was changed"
-                        )));
+                        break Err(DirectoryError::Busy(format!("{err}; nothing was changed")));
                     }
                     let again = tries == 1
                         && match fate {

@@ -311,14 +311,15 @@ impl From<&AccountError> for ErrorBody {
             AccountError::DirectoryUnavailable {
                 cause,
                 retry_after_secs,
+                busy,
             } => {
-                tracing::warn!(cause = %cause, "directory unavailable");
+                tracing::warn!(cause = %cause, busy, "directory unavailable");
                 ErrorBody {
                     retry_after_secs: Some(*retry_after_secs),
                     ..ErrorBody::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         code,
-                        "the directory is not reachable right now; nothing was changed",
+                        crate::account::unavailable_detail(*busy),
                         "retry after the number of seconds in Retry-After",
                     )
                 }
@@ -614,6 +615,7 @@ mod tests {
                 (&AccountError::DirectoryUnavailable {
                     cause: "x".into(),
                     retry_after_secs: 7,
+                    busy: false,
                 })
                     .into(),
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -658,9 +660,29 @@ mod tests {
         let response = AdminError::Account(AccountError::DirectoryUnavailable {
             cause: "down".into(),
             retry_after_secs: 7,
+            busy: false,
         })
         .into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    /// Clashing writes to one account are not reported as the directory being down.
+    #[test]
+    fn a_busy_account_is_not_called_an_unreachable_directory() {
+        let busy: ErrorBody = (&AccountError::DirectoryUnavailable {
+            cause: "noSuchAttribute".into(),
+            retry_after_secs: 1,
+            busy: true,
+        })
+            .into();
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.retry_after_secs, Some(1));
+        assert!(busy.detail.contains("kept clashing"), "{}", busy.detail);
+        assert!(!busy.detail.contains("not reachable"), "{}", busy.detail);
+        assert!(
+            !busy.detail.contains("noSuchAttribute"),
+            "the cause stays in the log"
+        );
     }
 
     #[test]

@@ -2054,10 +2054,14 @@ fn from_account(e: AccountError) -> ScimError {
             "the directory's password policy refused the password ({}): {r}; nothing was changed",
             crate::account::rejection_code(&r)
         )),
-        AccountError::DirectoryUnavailable { cause, retry_after_secs } => {
-            tracing::warn!(cause = %cause, "directory unavailable");
+        AccountError::DirectoryUnavailable {
+            cause,
+            retry_after_secs,
+            busy,
+        } => {
+            tracing::warn!(cause = %cause, busy, "directory unavailable");
             ScimError::Unavailable {
-                detail: "the directory is not reachable right now; nothing was changed".into(),
+                detail: crate::account::unavailable_detail(busy).into(),
                 retry_after_secs,
             }
         }
