@@ -370,6 +370,7 @@ mod jobs {
         a_new_job_is_running_with_every_item_pending,
         open_items_are_paged_in_order,
         only_pending_items_are_marked_writing,
+        unanswered_writes_are_counted_on_open_items_only,
         finished_items_are_counted_by_outcome,
         the_report_is_taken_once_and_erases_the_passwords,
         concurrent_report_takers_get_it_once
@@ -505,6 +506,39 @@ mod jobs {
             .mark_job_items_writing("j", &[])
             .await
             .expect("nothing to mark");
+    }
+
+    /// Each run that left an item open after its write went unanswered counts once, on
+    /// that item only, and never on a settled one; a resumed run reads the count.
+    async fn unanswered_writes_are_counted_on_open_items_only(db: &Database) {
+        let a = db.instance().await;
+        let b = db.instance().await;
+        a.insert_job(&job("j", t0()), &names(3))
+            .await
+            .expect("insert");
+        a.mark_job_items_writing("j", &[(1, b"p1".to_vec())])
+            .await
+            .expect("writing");
+        a.finish_job_items("j", &[outcome(2, "done", None)])
+            .await
+            .expect("finish");
+        for _ in 0..2 {
+            a.count_unanswered_job_items("j", &[1, 2])
+                .await
+                .expect("count");
+        }
+        a.count_unanswered_job_items("j", &[])
+            .await
+            .expect("nothing to count");
+        let open = b.open_job_items("j", None, 10).await.expect("open");
+        let counts: Vec<(u64, u32)> = open.iter().map(|i| (i.seq, i.unanswered)).collect();
+        assert_eq!(
+            counts,
+            [(0, 0), (1, 2)],
+            "the settled item 2 is not counted"
+        );
+        let page = b.job_items_page("j", None, 10).await.expect("items");
+        assert_eq!(page[2].unanswered, 0);
     }
 
     /// Progress is counted by outcome, so the job's page shows it without reading items.

@@ -28,6 +28,20 @@ const IN_FLIGHT: usize = 16;
 /// runner died once this has passed (and its next minute's check comes). Renewed every
 /// quarter of it while the job runs.
 pub const JOB_LEASE: Duration = Duration::from_secs(30);
+/// Runs in which one account's password write went unanswered (sent, then the
+/// directory timed out or the link dropped) before the account is reported failed
+/// instead of tried again: a job must end even when one entry always hangs the directory.
+pub const MAX_UNANSWERED_WRITES: u32 = 5;
+
+/// How one item of a batch ended.
+#[derive(Debug)]
+enum ItemEnd {
+    /// Done, refused or failed: stored, not tried again.
+    Settled(JobItemOutcome),
+    /// Left open for the next run (the job stops); `unanswered`: because this account's
+    /// own write went unanswered, which counts towards [`MAX_UNANSWERED_WRITES`].
+    Open { seq: u64, unanswered: bool },
+}
 
 /// What a job does to each account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,7 +422,7 @@ fn csv_quoted(value: &str) -> String {
 async fn settle_resets(
     deps: &BulkDeps,
     id: &str,
-    done: Vec<(Option<JobItemOutcome>, Option<TimedEvent>)>,
+    done: Vec<(ItemEnd, Option<TimedEvent>)>,
 ) -> Result<(), BulkError> {
     let (outcomes, events): (Vec<_>, Vec<_>) = done.into_iter().unzip();
     deps.account
@@ -419,15 +433,26 @@ async fn settle_resets(
 
 /// Stores a batch's outcomes; stops the job (to resume later) when an item could not be
 /// settled because the directory or the audit log stopped answering.
-async fn settle_batch(
-    deps: &BulkDeps,
-    id: &str,
-    outcomes: Vec<Option<JobItemOutcome>>,
-) -> Result<(), BulkError> {
-    let stop = outcomes.iter().any(|o| o.is_none());
-    let finished: Vec<JobItemOutcome> = outcomes.into_iter().flatten().collect();
+async fn settle_batch(deps: &BulkDeps, id: &str, outcomes: Vec<ItemEnd>) -> Result<(), BulkError> {
+    let mut finished = Vec::with_capacity(outcomes.len());
+    let mut unanswered = Vec::new();
+    let mut stop = false;
+    for end in outcomes {
+        match end {
+            ItemEnd::Settled(outcome) => finished.push(outcome),
+            ItemEnd::Open { seq, unanswered: u } => {
+                stop = true;
+                if u {
+                    unanswered.push(seq);
+                }
+            }
+        }
+    }
     let started = std::time::Instant::now();
     deps.store.finish_job_items(id, &finished).await?;
+    deps.store
+        .count_unanswered_job_items(id, &unanswered)
+        .await?;
     tracing::debug!(
         job.id = id,
         items = finished.len(),
@@ -489,15 +514,44 @@ fn settle(e: &AccountError) -> Option<&'static str> {
     }
 }
 
-/// The outcome of an item whose work ended in `e` (`None`: left open for the next run).
-fn settled(
-    seq: u64,
+/// This account's own write was sent and went unanswered (as opposed to the directory
+/// being unreachable before anything was sent, or the audit log being down).
+fn unanswered(e: &AccountError) -> bool {
+    match e {
+        AccountError::OutcomeUnknown { .. } => true,
+        AccountError::PasswordMayBeInForce { error, .. } => unanswered(error),
+        _ => false,
+    }
+}
+
+/// How an item whose work ended in `e` ends: settled, or left open for the next run
+/// unless its writes went unanswered in [`MAX_UNANSWERED_WRITES`] runs, counting this one
+/// (then failed, with the password that may be in force kept for the report).
+fn ended(
+    item: &JobItem,
     e: &AccountError,
     changed: bool,
     sealed_password: Option<Vec<u8>>,
-) -> Option<JobItemOutcome> {
-    settle(e).map(|status| JobItemOutcome {
-        seq,
+) -> ItemEnd {
+    let status = match settle(e) {
+        Some(status) => status,
+        None if unanswered(e) && item.unanswered + 1 >= MAX_UNANSWERED_WRITES => {
+            tracing::warn!(
+                item.seq,
+                runs = MAX_UNANSWERED_WRITES,
+                "a bulk item's password write went unanswered in every run; reported failed"
+            );
+            "failed"
+        }
+        None => {
+            return ItemEnd::Open {
+                seq: item.seq,
+                unanswered: unanswered(e),
+            };
+        }
+    };
+    ItemEnd::Settled(JobItemOutcome {
+        seq: item.seq,
         status,
         code: Some(e.code().to_owned()),
         changed,
@@ -510,7 +564,7 @@ async fn require_change(
     actor: &Actor,
     items: Vec<JobItem>,
     required: bool,
-) -> Vec<Option<JobItemOutcome>> {
+) -> Vec<ItemEnd> {
     futures::stream::iter(items)
         .map(|item| async move {
             // Idempotent: an item left open by a stop is simply done again.
@@ -519,14 +573,14 @@ async fn require_change(
                 .require_password_change(actor, &item.user_name, required)
                 .await;
             match result {
-                Ok(change) => Some(JobItemOutcome {
+                Ok(change) => ItemEnd::Settled(JobItemOutcome {
                     seq: item.seq,
                     status: "done",
                     code: None,
                     changed: change.changed,
                     sealed_password: None,
                 }),
-                Err(e) => settled(item.seq, &e, false, None),
+                Err(e) => ended(&item, &e, false, None),
             }
         })
         .buffered(IN_FLIGHT)
@@ -623,7 +677,7 @@ impl ResetBatch<'_> {
     }
 
     /// Each account's outcome (`None`: stop the job) and the audit record it owes.
-    async fn process(&self, work: Vec<Work>) -> Vec<(Option<JobItemOutcome>, Option<TimedEvent>)> {
+    async fn process(&self, work: Vec<Work>) -> Vec<(ItemEnd, Option<TimedEvent>)> {
         futures::stream::iter(work)
             .map(|w| self.one(w.item, w.password, w.resumed, w.user))
             // Unordered: a slow account does not hold a slot it no longer uses (each
@@ -639,7 +693,7 @@ impl ResetBatch<'_> {
         password: Secret,
         resumed: bool,
         user: Option<crate::directory::UserEntry>,
-    ) -> (Option<JobItemOutcome>, Option<TimedEvent>) {
+    ) -> (ItemEnd, Option<TimedEvent>) {
         let kept = self.report.then(|| self.deps.sealer.seal(&password));
         // Each item's mail is queued once, whichever run gets to it.
         let mail_key = format!("bulk|{}|{}", self.job_id, item.seq);
@@ -661,7 +715,7 @@ impl ResetBatch<'_> {
                             .require_password_change(self.actor, &item.user_name, true)
                             .await
                     {
-                        let outcome = settled(item.seq, &e, true, kept);
+                        let outcome = ended(&item, &e, true, kept);
                         return (outcome, None);
                     }
                     // The run may have died before queueing the mail, too.
@@ -681,7 +735,7 @@ impl ResetBatch<'_> {
                         {
                             Ok(to) => sent_to = to,
                             Err(e) => {
-                                let outcome = settled(item.seq, &e, true, kept);
+                                let outcome = ended(&item, &e, true, kept);
                                 return (outcome, None);
                             }
                         }
@@ -701,11 +755,11 @@ impl ResetBatch<'_> {
                         changed: true,
                         sealed_password: kept,
                     };
-                    return (Some(outcome), Some(event));
+                    return (ItemEnd::Settled(outcome), Some(event));
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let outcome = settled(item.seq, &e, false, None);
+                    let outcome = ended(&item, &e, false, None);
                     return (outcome, None);
                 }
             }
@@ -732,23 +786,18 @@ impl ResetBatch<'_> {
             )
             .await;
         let outcome = match result {
-            Ok(_) => Some(JobItemOutcome {
+            Ok(_) => ItemEnd::Settled(JobItemOutcome {
                 seq: item.seq,
                 status: "done",
                 code: None,
                 changed: true,
                 sealed_password: kept,
             }),
-            Err(e) => settle(&e).map(|status| JobItemOutcome {
-                seq: item.seq,
-                status,
-                code: Some(e.code().to_owned()),
-                changed: false,
+            Err(e) => {
                 // A password that may be in force is kept for the report.
-                sealed_password: matches!(e, AccountError::PasswordMayBeInForce { .. })
-                    .then_some(kept)
-                    .flatten(),
-            }),
+                let may_be_in_force = matches!(e, AccountError::PasswordMayBeInForce { .. });
+                ended(&item, &e, false, may_be_in_force.then_some(kept).flatten())
+            }
         };
         (outcome, event)
     }
@@ -795,6 +844,67 @@ mod tests {
             settle(&may_be_in_force(AccountError::DirectoryAccessDenied)),
             Some("failed")
         );
+    }
+
+    #[test]
+    fn an_item_whose_writes_go_unanswered_run_after_run_fails_in_the_end() {
+        let item = |unanswered| JobItem {
+            seq: 7,
+            user_name: "bob".into(),
+            status: "writing".into(),
+            code: None,
+            changed: false,
+            sealed_password: None,
+            unanswered,
+        };
+        let timed_out = AccountError::PasswordMayBeInForce {
+            error: Box::new(AccountError::OutcomeUnknown {
+                cause: "timed out".into(),
+                retry_after_secs: 30,
+            }),
+            handover: Default::default(),
+        };
+        for before in 0..MAX_UNANSWERED_WRITES - 1 {
+            assert!(
+                matches!(
+                    ended(&item(before), &timed_out, false, Some(vec![1])),
+                    ItemEnd::Open {
+                        seq: 7,
+                        unanswered: true
+                    }
+                ),
+                "run {} leaves it open",
+                before + 1
+            );
+        }
+        match ended(
+            &item(MAX_UNANSWERED_WRITES - 1),
+            &timed_out,
+            false,
+            Some(vec![1]),
+        ) {
+            ItemEnd::Settled(o) => {
+                assert_eq!(
+                    (o.status, o.code.as_deref()),
+                    ("failed", Some("outcome_unknown"))
+                );
+                assert_eq!(o.sealed_password, Some(vec![1]), "kept for the report");
+            }
+            open => panic!("still open after {MAX_UNANSWERED_WRITES} runs: {open:?}"),
+        }
+        // A directory that is down counts for nothing: the job waits for it.
+        let down = AccountError::DirectoryUnavailable {
+            cause: "connection refused".into(),
+            retry_after_secs: 30,
+            busy: false,
+        };
+        assert!(matches!(
+            ended(&item(100), &down, false, None),
+            ItemEnd::Open {
+                unanswered: false,
+                ..
+            }
+        ));
     }
 
     use crate::store::SqliteStore;

@@ -85,6 +85,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives items their outcome, in one synced transaction. `sealed_password` is kept
     /// only when given (for the job's report).
     async fn finish_job_items(&self, id: &str, items: &[JobItemOutcome]) -> Result<(), StoreError>;
+    /// Counts one more unanswered write for each of the open items `seqs`.
+    async fn count_unanswered_job_items(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError>;
     /// Ends a job (`completed` or `failed`), erasing its sealed chosen password.
     async fn finish_job(
         &self,
@@ -483,6 +485,8 @@ pub struct JobItem {
     /// Something was written (false: the account already was in that state).
     pub changed: bool,
     pub sealed_password: Option<Vec<u8>>,
+    /// Runs in which this item's password write was sent and went unanswered.
+    pub unanswered: u32,
 }
 
 /// How one item ended.

@@ -633,6 +633,7 @@ struct JobItemRow {
     code: Option<String>,
     changed: bool,
     sealed_password: Option<Vec<u8>>,
+    unanswered: i32,
 }
 
 impl From<JobItemRow> for JobItem {
@@ -644,6 +645,7 @@ impl From<JobItemRow> for JobItem {
             code: r.code,
             changed: r.changed,
             sealed_password: r.sealed_password,
+            unanswered: u32::try_from(r.unanswered).unwrap_or(u32::MAX),
         }
     }
 }
@@ -860,7 +862,7 @@ impl PostgresStore {
             return Ok(None);
         }
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
              WHERE job_id = $1 ORDER BY seq",
         )
         .bind(id)
@@ -1088,7 +1090,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<JobItem>, StoreError> {
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
              WHERE job_id = $1 AND status IN ('pending', 'writing') AND seq > $3 \
              ORDER BY seq LIMIT $2",
         )
@@ -1111,8 +1113,8 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, NULL::bytea AS sealed_password \
-             FROM job_items WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT seq, user_name, status, code, changed, NULL::bytea AS sealed_password, \
+             unanswered FROM job_items WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(id)
         .bind(after_seq.map_or(-1, int))
@@ -1144,6 +1146,26 @@ impl Store for PostgresStore {
             .bind(id)
             .bind(&seqs)
             .bind(&sealed)
+            .execute(&self.pool)
+            .await
+            .map_err(err("job item"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_unanswered_job_items(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = seqs.iter().map(|s| int(*s)).collect();
+        retrying("job item", || async {
+            sqlx::query(
+                "UPDATE job_items SET unanswered = unanswered + 1 \
+                 WHERE job_id = $1 AND status IN ('pending', 'writing') AND seq = ANY($2)",
+            )
+            .bind(id)
+            .bind(&seqs)
             .execute(&self.pool)
             .await
             .map_err(err("job item"))?;

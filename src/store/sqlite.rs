@@ -677,6 +677,7 @@ struct JobItemRow {
     code: Option<String>,
     changed: bool,
     sealed_password: Option<Vec<u8>>,
+    unanswered: i32,
 }
 
 impl From<JobItemRow> for JobItem {
@@ -688,6 +689,7 @@ impl From<JobItemRow> for JobItem {
             code: r.code,
             changed: r.changed,
             sealed_password: r.sealed_password,
+            unanswered: u32::try_from(r.unanswered).unwrap_or(u32::MAX),
         }
     }
 }
@@ -917,7 +919,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<JobItem>, StoreError> {
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
              WHERE job_id = ?1 AND status IN ('pending', 'writing') AND seq > ?3 \
              ORDER BY seq LIMIT ?2",
         )
@@ -940,7 +942,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, NULL AS sealed_password FROM job_items \
+            "SELECT seq, user_name, status, code, changed, NULL AS sealed_password, unanswered \
+             FROM job_items \
              WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .bind(id)
@@ -984,6 +987,24 @@ impl Store for SqliteStore {
         .await
         .map_err(err("job item"))?;
         tx.commit().await.map_err(err("job item"))?;
+        Ok(())
+    }
+
+    async fn count_unanswered_job_items(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = seqs.iter().map(|s| int(*s)).collect();
+        sqlx::query(
+            "UPDATE job_items SET unanswered = unanswered + 1 \
+             WHERE job_id = ?1 AND status IN ('pending', 'writing') \
+               AND seq IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(id)
+        .bind(to_json_text(&serde_json::json!(seqs))?)
+        .execute(&self.durable)
+        .await
+        .map_err(err("job item"))?;
         Ok(())
     }
 
@@ -1081,7 +1102,7 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
              WHERE job_id = ?1 ORDER BY seq",
         )
         .bind(id)

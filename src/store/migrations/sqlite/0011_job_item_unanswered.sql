@@ -1,0 +1,3 @@
+-- Runs in which an item's password write was sent and went unanswered: after a few, the
+-- item is reported failed instead of tried again (bulk::MAX_UNANSWERED_WRITES).
+ALTER TABLE job_items ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0;
