@@ -1973,3 +1973,87 @@ impl Store for PostgresStore {
             .map_err(err("revocation mark"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A server error with SQLSTATE `code`, as sqlx hands it over.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn server_error(code: &'static str) -> StoreError {
+        StoreError::Other(sqlx::Error::Database(Box::new(ServerError(code))))
+    }
+
+    /// Runs `retrying` over an attempt that fails with `code` the first `failures` times.
+    async fn attempts_until(code: &'static str, failures: u32) -> (Result<u32, StoreError>, u32) {
+        let tries = AtomicU32::new(0);
+        let result = retrying("test", || async {
+            let n = tries.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= failures {
+                Err(server_error(code))
+            } else {
+                Ok(n)
+            }
+        })
+        .await;
+        (result, tries.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn serialization_failures_and_deadlocks_are_run_again_other_errors_are_not() {
+        for code in ["40001", "40P01"] {
+            let (result, tries) = attempts_until(code, ATTEMPTS - 1).await;
+            assert_eq!(
+                result.ok(),
+                Some(ATTEMPTS),
+                "{code}: the last attempt succeeds"
+            );
+            assert_eq!(tries, ATTEMPTS);
+
+            let (result, tries) = attempts_until(code, ATTEMPTS).await;
+            assert_eq!(tries, ATTEMPTS, "{code}: no attempt beyond the limit");
+            match result {
+                Err(StoreError::Unavailable(m)) => assert!(m.contains("try again"), "{m}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        // A unique violation is an answer, not a clash: no second attempt.
+        let (result, tries) = attempts_until("23505", 1).await;
+        assert_eq!(tries, 1);
+        assert!(matches!(result, Err(StoreError::Other(_))), "{result:?}");
+    }
+}
