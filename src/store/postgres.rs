@@ -6,8 +6,9 @@
 //! never the compile-time macros); no statement is built from input. Concurrency is
 //! PostgreSQL's own: row locks with `SKIP LOCKED` for mail claims, `ON CONFLICT` for
 //! leases and the notice ledger, one advisory lock that queues audit appends from every
-//! instance into one chain (`lockbridge_audit_append`, migration 0004). A transaction that loses a serialization
-//! or deadlock check is run again a few times before the caller hears "unavailable".
+//! instance into one chain (`lockbridge_audit_append`, migration 0004). A transaction that
+//! loses a serialization or deadlock check is run again a few times before the caller hears
+//! "unavailable".
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -862,7 +863,8 @@ impl PostgresStore {
             return Ok(None);
         }
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered \
+             FROM job_items \
              WHERE job_id = $1 ORDER BY seq",
         )
         .bind(id)
@@ -1090,7 +1092,8 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<JobItem>, StoreError> {
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered \
+             FROM job_items \
              WHERE job_id = $1 AND status IN ('pending', 'writing') AND seq > $3 \
              ORDER BY seq LIMIT $2",
         )

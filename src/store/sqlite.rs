@@ -919,7 +919,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<JobItem>, StoreError> {
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered \
+             FROM job_items \
              WHERE job_id = ?1 AND status IN ('pending', 'writing') AND seq > ?3 \
              ORDER BY seq LIMIT ?2",
         )
@@ -1102,7 +1103,8 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let rows: Vec<JobItemRow> = sqlx::query_as(
-            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered FROM job_items \
+            "SELECT seq, user_name, status, code, changed, sealed_password, unanswered \
+             FROM job_items \
              WHERE job_id = ?1 ORDER BY seq",
         )
         .bind(id)
