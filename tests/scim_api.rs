@@ -194,6 +194,10 @@ async fn discovery_documents_media_type_and_unsupported_endpoints() {
     let (status, body, _) = env.scim.get("/Nope").await;
     assert_eq!(status, 404);
     assert_scim_error(&body, 404, None);
+    assert!(
+        !body["detail"].as_str().unwrap_or_default().contains("was not found"),
+        "{body}"
+    );
 
     // Malformed JSON is a SCIM invalidSyntax, not a framework message.
     let (status, body, _) = env
@@ -1114,6 +1118,13 @@ async fn deleting_a_user_removes_the_entry_and_its_memberships() {
     let (status, body, _) = env.scim.get(&format!("/Users/{u}")).await;
     assert_eq!(status, 404);
     assert_scim_error(&body, 404, None);
+    assert_eq!(
+        body["detail"],
+        json!(format!(
+            "no User has the id \"{u}\"; check the id, or find the user with a filter on userName"
+        )),
+        "a 404 says what is missing and where to look, in one sentence"
+    );
     let gid = group["id"].as_str().expect("id");
     let (_, body, _) = env.scim.get(&format!("/Groups/{gid}")).await;
     let members: Vec<&str> = body["members"]

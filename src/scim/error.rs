@@ -50,8 +50,9 @@ pub enum ScimError {
     /// 409 `uniqueness`: a value that must be unique (e.g. `userName`) is already taken.
     #[error("{0}; choose another value, or update the existing resource instead")]
     Uniqueness(String),
-    /// 404: the resource does not exist. The detail names it (e.g. `User "…"`).
-    #[error("{0} was not found; check the id, or search with a filter")]
+    /// 404: the resource does not exist. The detail is a whole sentence: what is missing
+    /// and where to look instead (each site knows which hint fits).
+    #[error("{0}")]
     NotFound(String),
     /// 412: `If-Match` named a version that is no longer current.
     #[error(

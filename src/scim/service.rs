@@ -39,6 +39,9 @@ use crate::types::Secret;
 
 /// Ids looked up in one directory search when resolving references.
 const RESOLVE_BATCH: usize = 50;
+/// What a client is told when its user vanished between finding it and writing to it.
+const USER_GONE: &str =
+    "the user was deleted or moved while this request ran; search for it again with a filter";
 
 /// The most entries an unsorted list walks for one request (skipped entries included).
 /// A larger result is paged in sorted order instead, a window at a time, so no request
@@ -264,7 +267,9 @@ impl ScimService {
             }
             DirectoryError::Unsupported(what) => ScimError::NotImplemented(what),
             DirectoryError::NoSuchEntry(_) | DirectoryError::NoSuchUser => {
-                ScimError::NotFound("the resource no longer exists".into())
+                ScimError::NotFound(
+                    "the resource was deleted or moved while this request ran; search for it again with a filter".into(),
+                )
             }
             other => from_account(self.account.directory_error(other)),
         }
@@ -342,12 +347,17 @@ impl ScimService {
             .read_entry(dn, &attrs)
             .await
             .map_err(|e| self.directory_failure(e))?
-            .ok_or_else(|| ScimError::NotFound("the user no longer exists".into()))
+            .ok_or_else(|| ScimError::NotFound(USER_GONE.into()))
     }
 
     async fn group_entry(&self, id: &str) -> Result<Entry, ScimError> {
         let base = self.groups_base()?;
-        let not_found = || ScimError::NotFound(format!("no Group with id \"{}\"", clip(id)));
+        let not_found = || {
+            ScimError::NotFound(format!(
+                "no Group has the id \"{}\"; check the id, or find the group with a filter on displayName",
+                clip(id)
+            ))
+        };
         let uuid = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
         let filter = format!(
             "(&{}{})",
@@ -406,7 +416,9 @@ impl ScimService {
             .read_entry(dn, &attrs)
             .await
             .map_err(|e| self.directory_failure(e))?
-            .ok_or_else(|| ScimError::NotFound("the group no longer exists".into()))
+            .ok_or_else(|| ScimError::NotFound(
+                "the group was deleted or moved while this request ran; search for it again with a filter".into(),
+            ))
     }
 
     /// Id (and kind) of each DN, looked up in batches; DNs that are not users or
@@ -1950,7 +1962,10 @@ impl ScimService {
 }
 
 fn user_not_found(id: &str) -> ScimError {
-    ScimError::NotFound(format!("no User with id \"{}\"", clip(id)))
+    ScimError::NotFound(format!(
+        "no User has the id \"{}\"; check the id, or find the user with a filter on userName",
+        clip(id)
+    ))
 }
 
 /// Whether any operation of `patch` names `attribute` in its path or its value's keys.
@@ -2040,7 +2055,7 @@ pub fn none_match(current: Option<&str>, if_none_match: &str) -> bool {
 
 fn from_account(e: AccountError) -> ScimError {
     match e {
-        AccountError::UnknownUser(_) => ScimError::NotFound("the user no longer exists".into()),
+        AccountError::UnknownUser(_) => ScimError::NotFound(USER_GONE.into()),
         AccountError::InvalidRequest(text) => ScimError::InvalidValue(text),
         AccountError::PolicyViolation(violations) => ScimError::InvalidValue(format!(
             "the password does not meet the password rules: {}",
