@@ -195,7 +195,10 @@ async fn discovery_documents_media_type_and_unsupported_endpoints() {
     assert_eq!(status, 404);
     assert_scim_error(&body, 404, None);
     assert!(
-        !body["detail"].as_str().unwrap_or_default().contains("was not found"),
+        !body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was not found"),
         "{body}"
     );
 

@@ -63,7 +63,7 @@ use crate::types::Secret;
 pub use self::dialect::{
     DirectoryKind, EntryVocabulary, Lockout, PasswordState, SignInVocabulary, StateTest,
 };
-pub use self::dn::{dn_key, is_at_or_below, rdn_of};
+pub use self::dn::{dn_key, is_at_or_below, key_is_below, rdn_of, same_dn};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
 pub use self::gentime::parse as parse_generalized_time;
@@ -273,14 +273,14 @@ struct Inner {
     endpoint: Endpoint,
     dialect: Arc<dyn Dialect>,
     users_base: String,
-    /// `users_base` and `bind_dn` in [`loose_dn`] form, for the set_password guard.
-    users_base_loose: String,
-    bind_dn_loose: String,
+    /// `users_base` and `bind_dn` in [`dn_key`] form, for the guards on writes.
+    users_base_key: String,
+    bind_dn_key: String,
     /// The service account's DN as configured (what a ping reports when the server has
     /// no Who-am-I).
     bind_dn: String,
-    /// `groups_base` in [`loose_dn`] form; `None` when not configured.
-    groups_base_loose: Option<String>,
+    /// `groups_base` in [`dn_key`] form; `None` when not configured.
+    groups_base_key: Option<String>,
     /// Whether the root DSE lists Server Side Sort and Virtual List View, once known.
     sorting_supported: std::sync::OnceLock<bool>,
     /// The members of the administrator groups ([`dn_key`] form) and when they were read
@@ -545,10 +545,10 @@ impl Directory {
                 connect_failed,
                 endpoint,
                 dialect,
-                users_base_loose: loose_dn(&s.users_base),
-                bind_dn_loose: loose_dn(&s.bind_dn),
+                users_base_key: dn_key(&s.users_base),
+                bind_dn_key: dn_key(&s.bind_dn),
                 bind_dn: s.bind_dn.clone(),
-                groups_base_loose: Some(loose_dn(&s.groups_base)).filter(|g| !g.is_empty()),
+                groups_base_key: Some(dn_key(&s.groups_base)).filter(|g| !g.is_empty()),
                 sorting_supported: std::sync::OnceLock::new(),
                 admin_members: tokio::sync::Mutex::new(None),
                 watched_groups: tokio::sync::Mutex::new(HashMap::new()),
@@ -1760,12 +1760,12 @@ impl Directory {
     /// I/O.
     fn check_entry_dn(&self, dn: &str, action: &str) -> Result<(), DirectoryError> {
         let inner = &*self.inner;
-        let loose = loose_dn(dn);
-        let below = |base: &str| loose.ends_with(&format!(",{base}"));
+        let key = dn_key(dn);
+        let below = |base: &str| key_is_below(&key, base);
         if !escape::is_valid_dn(dn)
-            || loose == inner.bind_dn_loose
-            || !(below(&inner.users_base_loose)
-                || inner.groups_base_loose.as_deref().is_some_and(below))
+            || key == inner.bind_dn_key
+            || !(below(&inner.users_base_key)
+                || inner.groups_base_key.as_deref().is_some_and(below))
         {
             tracing::warn!(
                 entry.dn = dn,
@@ -1779,10 +1779,10 @@ impl Directory {
     /// Whether `dn` is strictly below `users_base` and not the service account (a
     /// well-formed DN).
     fn is_user_dn(&self, dn: &str) -> bool {
-        let loose = loose_dn(dn);
+        let key = dn_key(dn);
         escape::is_valid_dn(dn)
-            && loose != self.inner.bind_dn_loose
-            && loose.ends_with(&format!(",{}", self.inner.users_base_loose))
+            && key != self.inner.bind_dn_key
+            && key_is_below(&key, &self.inner.users_base_key)
     }
 
     /// Run `op` on a pooled connection, with the retry rule, metrics and error mapping.
@@ -2011,14 +2011,6 @@ impl Directory {
     }
 }
 
-/// Whether two DNs name the same entry, compared the way lockbridge compares DNs from the
-/// directory with DNs from the settings: case-insensitively and ignoring spaces around
-/// `,` and `=` (not a full RFC 4514 normalisation). E.g. to tell whether a user's
-/// [`PasswordStateEntry::policy_dn`] is the configured "never expires" policy.
-pub fn same_dn(a: &str, b: &str) -> bool {
-    loose_dn(a) == loose_dn(b)
-}
-
 /// `Config` unless `dn` is a well-formed DN; `what` names it in the message.
 fn check_dn_syntax(dn: &str, what: &str) -> Result<(), DirectoryError> {
     if escape::is_valid_dn(dn) {
@@ -2072,31 +2064,6 @@ where
             )),
         }
     })
-}
-
-/// A DN lower-cased with the spaces around `,` and `=` removed: enough to compare DNs
-/// that the directory itself returned with DNs from the settings (not a full RFC 4514
-/// normalisation; escaped separators are left alone).
-pub fn loose_dn(dn: &str) -> String {
-    let mut out = String::with_capacity(dn.len());
-    let mut chars = dn.trim().chars().flat_map(char::to_lowercase).peekable();
-    let mut escaped = false;
-    while let Some(c) = chars.next() {
-        if !escaped && (c == ',' || c == '=') {
-            // Trailing spaces before a separator (an escaped "\ " stays).
-            while out.ends_with(' ') && !out.ends_with("\\ ") {
-                out.pop();
-            }
-            out.push(c);
-            while chars.peek() == Some(&' ') {
-                chars.next();
-            }
-            continue;
-        }
-        escaped = c == '\\' && !escaped;
-        out.push(c);
-    }
-    out
 }
 
 /// The directory kind the root DSE names: 389-ds (and Red Hat Directory Server) by its
@@ -2402,6 +2369,9 @@ mod tests {
             "uid=x;ou=people,dc=example,dc=org",
             "uid=x,ou=people2,dc=example,dc=org",
             "uid=x,xou=people,dc=example,dc=org",
+            // One RDN holding an escaped comma, next to ou=people, not below it.
+            r"uid=x\,ou=people,dc=example,dc=org",
+            r"uid=x\2cou=groups,dc=example,dc=org",
         ] {
             for result in [
                 d.add_entry(dn, &[("cn".into(), vec!["x".into()])]).await,
@@ -2596,28 +2566,6 @@ mod tests {
         assert!(!started.load(Ordering::SeqCst));
     }
 
-    #[test]
-    fn same_dns() {
-        assert!(same_dn(
-            "cn=Never-Expires, ou=Policies,dc=example,dc=org",
-            "CN=never-expires,ou=policies,DC=example,DC=org"
-        ));
-        assert!(!same_dn(
-            "cn=never-expires,ou=policies,dc=example,dc=org",
-            "cn=default,ou=policies,dc=example,dc=org"
-        ));
-    }
-
-    #[test]
-    fn loose_dns() {
-        assert_eq!(
-            loose_dn(" UID=Bob , OU=People,dc=Example, dc=org "),
-            "uid=bob,ou=people,dc=example,dc=org"
-        );
-        assert_eq!(loose_dn("cn=Smith\\, John,dc=x"), "cn=smith\\, john,dc=x");
-        assert_eq!(loose_dn("cn=a\\ ,dc=x"), "cn=a\\ ,dc=x");
-    }
-
     #[tokio::test]
     async fn set_password_refuses_dns_outside_users_base() {
         let d = Directory::new(settings()).unwrap();
@@ -2627,6 +2575,9 @@ mod tests {
             "uid=x,ou=other,dc=example,dc=org",
             "ou=people,dc=example,dc=org",
             "uid=x,ou=people,dc=example,dc=org,dc=evil",
+            // One RDN holding an escaped comma, next to ou=people, not below it.
+            r"uid=x\,ou=people,dc=example,dc=org",
+            r"uid=x\2Cou=people,dc=example,dc=org",
         ] {
             assert!(
                 matches!(

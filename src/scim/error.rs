@@ -268,7 +268,7 @@ mod tests {
     #[case(ScimError::TooMany(s()), 400, Some("tooMany"))]
     #[case(ScimError::Uniqueness(s()), 409, Some("uniqueness"))]
     #[case(ScimError::UnresolvedBulkId("bulkId \"u1\" names no operation that succeeded".into()), 409, Some("invalidValue"))]
-    #[case(ScimError::NotFound(s()), 404, None)]
+    #[case(ScimError::NotFound("no User has the id \"u1\"; check the id, or find the user with a filter".into()), 404, None)]
     #[case(ScimError::PreconditionFailed(s()), 412, None)]
     #[case(ScimError::NotModified, 304, None)]
     #[case(ScimError::Sensitive(s()), 403, Some("sensitive"))]

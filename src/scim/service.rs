@@ -33,7 +33,7 @@ use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
     Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, WindowQuery,
-    loose_dn, renamed_dn, same_dn,
+    dn_key, renamed_dn, same_dn,
 };
 use crate::types::Secret;
 
@@ -578,7 +578,7 @@ impl ScimService {
                 manager_display,
                 groups: groups
                     .as_mut()
-                    .map(|g| g.remove(&loose_dn(&entry.dn)).unwrap_or_default()),
+                    .map(|g| g.remove(&dn_key(&entry.dn)).unwrap_or_default()),
                 password_expires_at: expiry.expires_at,
                 never_expires: expiry.never_expires,
             });
@@ -586,7 +586,7 @@ impl ScimService {
         Ok(out)
     }
 
-    /// The groups of each of `users`, by [`loose_dn`] of the user: from their
+    /// The groups of each of `users`, by [`dn_key`] of the user: from their
     /// `memberOf` where the directory keeps it, else [`Self::groups_of`].
     async fn user_groups_of(
         &self,
@@ -614,7 +614,7 @@ impl ScimService {
         self.groups_of(users).await
     }
 
-    /// The groups that list each of `users` as a direct member, by [`loose_dn`] of the
+    /// The groups that list each of `users` as a direct member, by [`dn_key`] of the
     /// user: one search per [`RESOLVE_BATCH`] users, which asks the directory for only
     /// the `member` values that name those users (Matched Values), so a large group costs
     /// no more than a small one.
@@ -645,13 +645,13 @@ impl ScimService {
                 )
                 .await
                 .map_err(|e| self.directory_failure(e))?;
-            let wanted: HashSet<String> = chunk.iter().map(|u| loose_dn(&u.dn)).collect();
+            let wanted: HashSet<String> = chunk.iter().map(|u| dn_key(&u.dn)).collect();
             for group in found {
                 let Some(id) = entries.id(&group) else {
                     continue;
                 };
                 for member in group.all("member") {
-                    let key = loose_dn(member);
+                    let key = dn_key(member);
                     if wanted.contains(&key) {
                         out.entry(key).or_default().push(GroupRef {
                             id: id.to_owned(),

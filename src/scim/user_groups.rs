@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::resource::GroupRef;
 use crate::directory::escape::equals;
-use crate::directory::{Directory, DirectoryError, Entry, SearchScope, dn_key, loose_dn};
+use crate::directory::{Directory, DirectoryError, Entry, SearchScope, dn_key};
 
 /// The attribute the directory keeps on members.
 pub const MEMBER_OF: &str = "memberOf";
@@ -122,7 +122,7 @@ impl UserGroups {
         next == Detection::MemberOf
     }
 
-    /// The groups of each of `users` from their `memberOf`, by [`loose_dn`] of the user;
+    /// The groups of each of `users` from their `memberOf`, by [`dn_key`] of the user;
     /// DNs that are not groups under the base are left out.
     pub async fn from_member_of(
         &self,
@@ -168,7 +168,7 @@ impl UserGroups {
                 .filter(|g| seen.insert(g.id.clone()))
                 .collect();
             if !list.is_empty() {
-                out.insert(loose_dn(&user.dn), list);
+                out.insert(dn_key(&user.dn), list);
             }
         }
         Ok(out)
