@@ -50,7 +50,7 @@
 //! which is never shown as a member, is removed when real members are added, and comes
 //! back when the last one leaves ([`GroupMapping::member_changes`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
@@ -2322,28 +2322,33 @@ impl GroupMapping {
         let stored = current.all("member");
         let placeholder = stored.iter().any(|m| m.trim().is_empty());
         let real: Vec<&String> = stored.iter().filter(|m| !m.trim().is_empty()).collect();
-        let is_real = |dn: &str| real.iter().any(|r| dn_key(r) == dn_key(dn));
+        // Keys computed once: a group of 10,000 members replaced whole must not compare
+        // every DN with every other.
+        let real_keys: HashSet<String> = real.iter().map(|r| dn_key(r)).collect();
         let (to_add, to_remove): (Vec<String>, Vec<String>) = match replace {
             Some(target) => {
                 let target = dedup_dns(target.iter().filter(|m| !m.trim().is_empty()));
-                let add = target.iter().filter(|t| !is_real(t)).cloned().collect();
+                let target_keys: HashSet<String> = target.iter().map(|t| dn_key(t)).collect();
+                let add = target
+                    .into_iter()
+                    .filter(|t| !real_keys.contains(&dn_key(t)))
+                    .collect();
                 let remove = real
                     .iter()
-                    .filter(|r| !target.iter().any(|t| dn_key(t) == dn_key(r)))
+                    .filter(|r| !target_keys.contains(&dn_key(r)))
                     .map(|r| (*r).clone())
                     .collect();
                 (add, remove)
             }
             None => {
-                let removing = |dn: &str| remove_dns.iter().any(|r| dn_key(r) == dn_key(dn));
-                let add = dedup_dns(
-                    add_dns
-                        .iter()
-                        .filter(|a| !a.trim().is_empty() && !is_real(a) && !removing(a)),
-                );
+                let remove_keys: HashSet<String> = remove_dns.iter().map(|r| dn_key(r)).collect();
+                let add = dedup_dns(add_dns.iter().filter(|a| {
+                    let key = dn_key(a);
+                    !a.trim().is_empty() && !real_keys.contains(&key) && !remove_keys.contains(&key)
+                }));
                 let remove = real
                     .iter()
-                    .filter(|r| removing(r))
+                    .filter(|r| remove_keys.contains(&dn_key(r)))
                     .map(|r| (*r).clone())
                     .collect();
                 (add, remove)
@@ -2815,14 +2820,13 @@ pub fn escape_rdn_value(value: &str) -> String {
     out
 }
 
+/// `dns` in order, each entry once (the first spelling kept).
 fn dedup_dns<'a>(dns: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for dn in dns {
-        if !out.iter().any(|o| dn_key(o) == dn_key(dn)) {
-            out.push(dn.clone());
-        }
-    }
-    out
+    let mut seen = HashSet::new();
+    dns.into_iter()
+        .filter(|dn| seen.insert(dn_key(dn)))
+        .cloned()
+        .collect()
 }
 
 /// GeneralizedTime (`YYYYMMDDHH[MM[SS]][.fraction](Z|±HHMM)`) as an RFC 3339 dateTime

@@ -2278,3 +2278,37 @@ fn primary_compares_with_booleans_only() {
     let e = to_ldap(&f, m.filter_mapping()).expect_err("refused");
     assert!(e.to_string().contains("eq true"), "{e}");
 }
+
+#[test]
+fn member_changes_of_a_large_group_keep_one_change_per_entry() {
+    // 20,000 members replaced by a list that keeps half, repeats some in another
+    // spelling and brings 5,000 new ones (a whole-group PUT from an identity provider).
+    let member = |i: usize| format!("uid=user{i:05},ou=people,dc=example,dc=org");
+    let stored: Vec<String> = (0..20_000).map(member).collect();
+    let stored_refs: Vec<&str> = stored.iter().map(String::as_str).collect();
+    let mut target: Vec<String> = (10_000..25_000).map(member).collect();
+    target.extend((10_000..10_100).map(|i| member(i).to_uppercase().replace(',', ", ")));
+    let changes = groups().member_changes(&group(&stored_refs), &[], &[], Some(&target));
+    let (mut added, mut removed) = (0, 0);
+    for change in &changes {
+        match change {
+            Change::Add(a, v) if a == "member" => added += v.len(),
+            Change::Delete(a, v) if a == "member" => removed += v.len(),
+            other => panic!("unexpected change {other:?}"),
+        }
+    }
+    assert_eq!((added, removed), (5_000, 10_000));
+
+    // Adding 5,000 (some twice, some already members, some also removed) to the same group.
+    let mut add: Vec<String> = (19_000..24_000).map(member).collect();
+    add.extend((23_000..24_000).map(member));
+    let remove: Vec<String> = (23_500..24_000).chain(0..10).map(member).collect();
+    let changes = groups().member_changes(&group(&stored_refs), &add, &remove, None);
+    assert_eq!(
+        changes,
+        vec![
+            Change::Add("member".into(), (20_000..23_500).map(member).collect()),
+            Change::Delete("member".into(), (0..10).map(member).collect()),
+        ]
+    );
+}
