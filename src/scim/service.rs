@@ -8,7 +8,7 @@
 //! password, through the account layer → read the entry back. A password the directory
 //! refuses undoes the attribute change, so a request is applied whole or not at all.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -421,19 +421,21 @@ impl ScimService {
             ))
     }
 
-    /// Id (and kind) of each DN, looked up in batches; DNs that are not users or
-    /// groups under the configured bases are left out.
+    /// Id (and kind) of each DN, looked up in batches and keyed by [`dn_key`] (a member
+    /// value may be spelled unlike the entry's own DN); DNs that are not users or groups
+    /// under the configured bases are left out.
     async fn ids_of(
         &self,
         dns: &[String],
     ) -> Result<HashMap<String, (String, Kind, Option<String>)>, ScimError> {
         let mut out = HashMap::new();
-        let wanted: BTreeSet<String> = dns
+        // One search term per entry, however often or however spelled it is named.
+        let wanted: BTreeMap<String, &String> = dns
             .iter()
             .filter(|d| !d.is_empty())
-            .map(|d| d.to_ascii_lowercase())
+            .map(|d| (dn_key(d), d))
             .collect();
-        let wanted: Vec<String> = wanted.into_iter().collect();
+        let wanted: Vec<&String> = wanted.into_values().collect();
         let entries = self.users.entries();
         for chunk in wanted.chunks(RESOLVE_BATCH) {
             let any = chunk
@@ -463,11 +465,8 @@ impl ScimService {
                             .first("displayName")
                             .or_else(|| e.first("cn"))
                             .map(str::to_owned);
-                        out.entry(e.dn.to_ascii_lowercase()).or_insert((
-                            id.to_owned(),
-                            kind,
-                            display,
-                        ));
+                        out.entry(dn_key(&e.dn))
+                            .or_insert((id.to_owned(), kind, display));
                     }
                 }
             }
@@ -552,7 +551,7 @@ impl ScimService {
         for entry in entries {
             let (manager_id, manager_display) = entry
                 .first("manager")
-                .and_then(|dn| managers.get(&dn.to_ascii_lowercase()))
+                .and_then(|dn| managers.get(&dn_key(dn)))
                 .map(|(id, _, display)| (Some(id.clone()), display.clone()))
                 .unwrap_or((None, None));
             // passwordExpiresAt and neverExpires are `returned: request`: computed only then.
@@ -719,7 +718,7 @@ impl ScimService {
                 g.all("member")
                     .iter()
                     .filter_map(|dn| {
-                        let (id, kind, display) = ids.get(&dn.to_ascii_lowercase())?.clone();
+                        let (id, kind, display) = ids.get(&dn_key(dn))?.clone();
                         Some(MemberRef {
                             kind: match kind {
                                 Kind::User => MemberKind::User,
