@@ -1561,14 +1561,6 @@ impl Directory {
         Ok(())
     }
 
-    /// Make the password policy `policy_dn` apply to the user instead of the default one
-    /// (OpenLDAP: `pwdPolicySubentry`), or go back to the default (`None`; fine when the
-    /// user already has it).
-    ///
-    /// `policy_dn` is read first and must be a password policy ([`DirectoryError::NoSuchEntry`]
-    /// or `Config` otherwise, as for [`Self::policy_max_age`]): the directory itself does not
-    /// check, and OpenLDAP's ppolicy applies *no* policy at all (no expiry, no lockout, no
-    /// quality checks) to a user whose policy entry is missing.
     /// Whether "password never expires" is a flag on the account (Active Directory)
     /// rather than a policy the user is pointed at ([`Self::set_user_policy`]).
     pub fn never_expires_is_a_flag(&self) -> bool {
@@ -1599,6 +1591,14 @@ impl Directory {
         .await
     }
 
+    /// Make the password policy `policy_dn` apply to the user instead of the default one
+    /// (OpenLDAP: `pwdPolicySubentry`), or go back to the default (`None`; fine when the
+    /// user already has it).
+    ///
+    /// `policy_dn` is read first and must be a password policy ([`DirectoryError::NoSuchEntry`]
+    /// or `Config` otherwise, as for [`Self::policy_max_age`]): the directory itself does not
+    /// check, and OpenLDAP's ppolicy applies *no* policy at all (no expiry, no lockout, no
+    /// quality checks) to a user whose policy entry is missing.
     pub async fn set_user_policy(
         &self,
         user_dn: &str,
