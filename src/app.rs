@@ -514,6 +514,7 @@ fn selfservice_settings(config: &Config) -> SelfServiceSettings {
             s.organization.clone()
         },
         secure: public.starts_with("https://"),
+        reveal_security_info: s.reveal_security_info,
     }
 }
 

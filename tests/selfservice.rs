@@ -135,7 +135,8 @@ async fn a_forgotten_password_is_reset_with_a_code_from_the_alternate_email() {
     let b = Browser::new(&e);
     let (page, csrf) = b.start_reset("bob").await;
     assert_eq!(page.status, 200, "{}", page.html);
-    assert!(page.has("b•••@example.net"), "{}", page.html);
+    assert!(page.has("If bob has security info"), "{}", page.html);
+    assert!(!page.has("example.net"), "{}", page.html);
     assert!(page.has("name=\"code\""));
     let code = code_mailed_to(&e.mail, "bob.personal@example.net", 1);
     assert_eq!(code.len(), 8);
@@ -621,7 +622,11 @@ async fn pages_speak_the_browser_language_and_send_strict_headers() {
         "{cookie}"
     );
     let (page, _) = b.start_reset("bob").await;
-    assert!(page.has("Nous avons envoyé un code"), "{}", page.html);
+    assert!(
+        page.has("Si bob a des informations de sécurité"),
+        "{}",
+        page.html
+    );
     b.lang = "de";
     assert!(b.get("/reset").await.has("Get back into your account"));
 }
@@ -679,7 +684,9 @@ async fn an_administrator_passes_both_the_email_and_the_text_message_codes() {
     let b = Browser::new(&e);
     let (page, csrf) = b.start_reset("alice").await;
     assert_eq!(page.status, 200, "{}", page.html);
-    assert!(page.has("step 1 of 2"), "{}", page.html);
+    // The first step does not say that two are needed: that would tell who is an
+    // administrator.
+    assert!(!page.has("step 1 of 2"), "{}", page.html);
     let code = code_mailed_to(&e.mail, "alice.personal@example.net", 1);
     let page = b
         .post("/reset/code", &[("csrf", &csrf), ("code", &code)])
@@ -735,9 +742,12 @@ async fn an_administrator_passes_both_the_email_and_the_text_message_codes() {
 }
 
 #[tokio::test]
-async fn a_user_with_two_methods_chooses_one() {
+async fn a_user_with_two_methods_chooses_one_where_security_info_is_revealed() {
     let gateway = harness::SmsGateway::start().await;
-    let e = env_with(&sms_config(&gateway));
+    let e = env_with(&format!(
+        "reveal_security_info = true\n{}",
+        sms_config(&gateway)
+    ));
     let b = Browser::new(&e);
     let (page, csrf) = b.start_reset("bob").await;
     assert!(
@@ -959,4 +969,118 @@ async fn the_address_in_every_message_leads_to_the_pages() {
         .expect("GET /");
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/reset");
+}
+
+/// The first page, its wrong-code answer and its resend answer, for one name, with the
+/// name, the CSRF token and the tries counter left out.
+async fn first_steps(e: &Env, name: &str) -> Vec<(u16, String)> {
+    let b = Browser::new(e);
+    let (page, csrf) = b.start_reset(name).await;
+    let mut seen = vec![page];
+    seen.push(
+        b.post("/reset/code", &[("csrf", &csrf), ("code", "00000000")])
+            .await,
+    );
+    seen.push(
+        b.post("/reset/send", &[("csrf", &csrf), ("method", "same")])
+            .await,
+    );
+    seen.push(
+        b.post("/reset/send", &[("csrf", &csrf), ("method", "other")])
+            .await,
+    );
+    seen.into_iter()
+        .map(|p| {
+            let html = p.html.replace(name, "NAME").replace(&csrf, "CSRF");
+            (p.status, html)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn by_default_no_name_can_be_told_from_another_by_its_pages() {
+    let gateway = harness::SmsGateway::start().await;
+    let e = env_with(&sms_config(&gateway));
+    // dave has no usable method left; alice is an administrator (two steps); erin is
+    // blocked by an administrator; bob has two methods; nobody-here does not exist.
+    e.slapd.ldapmodify_as_root(&format!(
+        "dn: {}\nchangetype: modify\ndelete: otherMailbox\n-\ndelete: mobile\n",
+        e.slapd.user_dn("dave")
+    ));
+    let api = e.daemon.client();
+    let (status, body, _) = api
+        .post(&e.daemon.admin_token, "/api/v1/users/erin/block", json!({}))
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let reference = first_steps(&e, "nobody-here").await;
+    assert!(
+        reference[0].1.contains("If NAME has security info"),
+        "{}",
+        reference[0].1
+    );
+    assert!(reference[1].1.contains("tries left"), "{}", reference[1].1);
+    for name in ["bob", "dave", "alice", "erin"] {
+        let seen = first_steps(&e, name).await;
+        for (step, (theirs, ours)) in seen.iter().zip(&reference).enumerate() {
+            assert_eq!(
+                theirs, ours,
+                "{name}, page {step}: differs from an unknown name's"
+            );
+        }
+    }
+    // Codes did go out to those who can use them: bob's first code by mail, his
+    // "another way" by text message; none to dave, erin or the unknown name.
+    code_mailed_to(&e.mail, "bob.personal@example.net", 1);
+    gateway.next_code_to("+15550102").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for m in e.mail.messages() {
+        if m.subject.contains("security code") {
+            assert!(
+                m.to.iter()
+                    .all(|t| t.starts_with("bob.") || t.starts_with("alice.")),
+                "{m:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_decoy_ends_after_as_many_wrong_codes_as_a_real_verification() {
+    let e = env();
+    for name in ["bob", "nobody-here"] {
+        let b = Browser::new(&e);
+        let (_, csrf) = b.start_reset(name).await;
+        for left in (1..5).rev() {
+            let page = b
+                .post("/reset/code", &[("csrf", &csrf), ("code", "00000000")])
+                .await;
+            assert_eq!(page.status, 422, "{name}: {}", page.html);
+            assert!(
+                page.has(&format!("{left} tries left")),
+                "{name}: {}",
+                page.html
+            );
+        }
+        let page = b
+            .post("/reset/code", &[("csrf", &csrf), ("code", "00000000")])
+            .await;
+        assert_eq!(page.status, 403, "{name}: {}", page.html);
+        assert!(page.has("Too many wrong codes"), "{name}: {}", page.html);
+        // The decoy cannot reach the password step either.
+        let page = b
+            .post(
+                "/reset/password",
+                &[
+                    ("csrf", &csrf),
+                    ("password", NEW_PASSWORD),
+                    ("confirm", NEW_PASSWORD),
+                ],
+            )
+            .await;
+        assert!(
+            !page.has("Your password was reset"),
+            "{name}: {}",
+            page.html
+        );
+    }
 }

@@ -59,9 +59,11 @@ async fn an_administrator_resets_a_forgotten_password_with_both_codes() {
     page.screenshot("reset-1-user-name").await;
     page.fill("User name", "alice").await;
     page.click_button("Next").await;
+    // Until the first code is passed the page names no destination and no step count
+    // (it is the page every name gets); the second step shows both.
     let text = page.text().await;
     assert!(
-        text.contains("step 1 of 2") && text.contains("a•••@example.net"),
+        text.contains("If alice has security info") && !text.contains("example.net"),
         "{text}"
     );
     page.screenshot("reset-2-email-code").await;
@@ -175,7 +177,6 @@ async fn unknown_users_are_told_to_contact_an_administrator_like_users_without_m
     let page = open(&browser, &e, "/reset").await;
     page.fill("User name", "bob").await;
     page.click_button("Next").await;
-    page.click_button("Send the code").await;
     let code = e.mail.wait_for_code("bob.personal@example.net", 1);
     let db = e.daemon.dir.path().join("state").join("lockbridge.db");
     let out = std::process::Command::new("sqlite3")
@@ -201,8 +202,9 @@ async fn unknown_users_are_told_to_contact_an_administrator_like_users_without_m
     let page = open(&browser, &e, "/reset").await;
     page.fill("User name", "erin").await;
     page.click_button("Next").await;
-    page.screenshot("reset-choose-method").await;
-    page.click_button("Send the code").await;
+    // No choice of method before the first code (it would show where codes go): the
+    // first goes to the alternate email, "Send the code another way" to the phone.
+    page.screenshot("reset-first-code").await;
     for _ in 0..5 {
         page.fill("Security code", "1").await;
         page.click_button("Verify").await;

@@ -1435,6 +1435,11 @@ pub struct SelfServiceConfig {
     pub welcome_links: bool,
     /// How long such a link works.
     pub welcome_link_hours: u32,
+    /// Show, before the first code is passed, where codes go (`a•••@example.net`) and
+    /// let the user choose a method, as Microsoft does. That tells anyone which names
+    /// have security info (and, by the number of steps, which are administrators): off
+    /// by default, every name then gets the same code page.
+    pub reveal_security_info: bool,
 }
 
 impl Default for SelfServiceConfig {
@@ -1452,6 +1457,7 @@ impl Default for SelfServiceConfig {
             organization: String::new(),
             welcome_links: false,
             welcome_link_hours: 24,
+            reveal_security_info: false,
         }
     }
 }

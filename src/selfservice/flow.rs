@@ -196,6 +196,27 @@ impl FlowState {
     }
 }
 
+impl FlowState {
+    /// Whether this flow only stands in for a name that cannot be verified (unknown, no
+    /// usable methods, blocked): its pages look like a real one's and no code is right.
+    pub fn is_decoy(&self) -> bool {
+        !self.can_verify()
+    }
+
+    /// A code entered into a decoy: counted as wrong exactly as [`Self::check`] counts
+    /// one, so the answers cannot tell the two flows apart.
+    pub fn miss(&mut self, max_tries: u32) -> CodeCheck {
+        self.wrong_tries += 1;
+        if self.wrong_tries >= max_tries {
+            CodeCheck::TooManyTries
+        } else {
+            CodeCheck::Wrong {
+                left: max_tries - self.wrong_tries,
+            }
+        }
+    }
+}
+
 /// A new code of `digits` digits from the OS CSPRNG (leading zeros kept).
 pub fn new_code(digits: u8) -> Secret {
     let mut rng = rand::rngs::OsRng;
@@ -307,6 +328,29 @@ mod tests {
             f.check(&KEY, "f", &Secret::new("12345678"), 5, now),
             CodeCheck::NoneSent
         );
+    }
+
+    #[test]
+    fn a_decoy_counts_wrong_codes_as_a_real_flow_does() {
+        let now = Utc::now();
+        let mut real = flow(1);
+        real.issue(
+            &KEY,
+            "f",
+            Method::Email,
+            &Secret::new("12345678"),
+            Duration::minutes(10),
+            now,
+        );
+        let mut decoy = FlowState::new("x", None, vec![], 1);
+        assert!(decoy.is_decoy() && !real.is_decoy());
+        for _ in 0..5 {
+            assert_eq!(
+                decoy.miss(5),
+                real.check(&KEY, "f", &Secret::new("00000000"), 5, now)
+            );
+        }
+        assert_eq!(decoy.wrong_tries, real.wrong_tries);
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct SelfServiceSettings {
     pub organization: String,
     /// Served over HTTPS: cookies get `Secure`, and HSTS is sent.
     pub secure: bool,
+    /// Where codes go is shown, and a method chosen, before the first code is passed
+    /// (`selfservice.reveal_security_info`). Off: every name typed at `/reset`, known or
+    /// not, gets the same code page, and names that cannot be verified a decoy flow.
+    pub reveal_security_info: bool,
 }
 
 #[derive(Clone)]
@@ -542,30 +546,60 @@ impl SelfServiceState {
         Ok(())
     }
 
-    /// The page that asks for the code just sent.
+    /// What the code page shows. Before the first code is passed, and unless
+    /// `reveal_security_info`, it is the same for every name (no destination, no step
+    /// count, a way to another method and to an administrator): `user` is `None` for a
+    /// decoy.
+    fn code_context(
+        &self,
+        state: &FlowState,
+        user: Option<&SelfServiceUser>,
+        method: Method,
+    ) -> Value {
+        let shown = self.0.settings.reveal_security_info || !state.verified.is_empty();
+        let to = user.filter(|_| shown).map(|u| Self::destination(u, method));
+        json!({
+            "method": method.as_str(),
+            "neutral": to.is_none(),
+            "to": to,
+            "user_name": state.user_name,
+            "step": state.verified.len() + 1,
+            "total": state.required,
+            "minutes": self.0.settings.code_valid.num_minutes(),
+            "digits": self.0.settings.code_digits,
+        })
+    }
+
+    /// A decoy's "send a code": counted like a real send (the same limit), nothing sent.
+    async fn pretend_send(
+        &self,
+        record: &FlowRecord,
+        state: &mut FlowState,
+    ) -> Result<(), SendFailure> {
+        if state.sends >= MAX_SENDS {
+            return Err(SendFailure::TooMany);
+        }
+        state.sends += 1;
+        match self.save_flow(record, state).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendFailure::Raced),
+            Err(()) => Err(SendFailure::Unavailable),
+        }
+    }
+
+    /// The page that asks for the code just sent (or, for a decoy, said to be sent).
     fn code_page(
         &self,
         visit: Visit,
         status: StatusCode,
         state: &FlowState,
-        user: &SelfServiceUser,
+        user: Option<&SelfServiceUser>,
         method: Method,
         error: Option<String>,
     ) -> Response {
-        self.render(
-            visit,
-            status,
-            "reset-code.html",
-            json!({
-                "method": method.as_str(),
-                "to": Self::destination(user, method),
-                "step": state.verified.len() + 1,
-                "total": state.required,
-                "minutes": self.0.settings.code_valid.num_minutes(),
-                "digits": self.0.settings.code_digits,
-                "error": error,
-            }),
-        )
+        let mut context = self.code_context(state, user, method);
+        context["error"] = error.into();
+        self.render(visit, status, "reset-code.html", context)
     }
 
     fn choose_page(&self, visit: Visit, state: &FlowState, user: &SelfServiceUser) -> Response {
@@ -653,14 +687,15 @@ impl SelfServiceState {
 }
 
 impl SelfServiceState {
-    /// The reset this browser has under way, its account read again; or the page that
-    /// says why there is none (a form without the page's CSRF token, no verification in
-    /// this browser, the store unavailable).
+    /// The reset this browser has under way, its account read again (`None`: a decoy,
+    /// see [`SelfServiceSettings::reveal_security_info`]); or the page that says why
+    /// there is none (a form without the page's CSRF token, no verification in this
+    /// browser, the store unavailable).
     async fn reset_in_progress(
         &self,
         visit: Visit,
         csrf: &str,
-    ) -> Result<(Visit, FlowRecord, FlowState, SelfServiceUser), Response> {
+    ) -> Result<(Visit, FlowRecord, FlowState, Option<SelfServiceUser>), Response> {
         if !csrf_ok(&visit, csrf) {
             return Err(self.csrf_refused(visit));
         }
@@ -670,8 +705,15 @@ impl SelfServiceState {
         let Some((record, state)) = found else {
             return Err(self.flow_ended(visit));
         };
+        if state.is_decoy() && !self.0.settings.reveal_security_info {
+            // The same directory read a real flow makes, so that the answer takes as long.
+            return match self.0.account.self_service_user(&state.user_name).await {
+                Ok(_) => Ok((visit, record, state, None)),
+                Err(_) => Err(self.unavailable(visit)),
+            };
+        }
         match self.flow_user(&state).await {
-            Ok(Some(user)) if state.can_verify() => Ok((visit, record, state, user)),
+            Ok(Some(user)) if state.can_verify() => Ok((visit, record, state, Some(user))),
             Ok(_) => Err(self.flow_ended(visit)),
             Err(_) => Err(self.unavailable(visit)),
         }
@@ -683,7 +725,7 @@ impl SelfServiceState {
         visit: Visit,
         sent: Result<(), SendFailure>,
         state: &FlowState,
-        user: &SelfServiceUser,
+        user: Option<&SelfServiceUser>,
         method: Method,
     ) -> Response {
         match sent {
@@ -807,8 +849,9 @@ async fn reset_submit(
     let mut visit = visit;
     visit.jar = visit.jar.add(s.cookie(FLOW_COOKIE, token));
 
+    let reveal = s.0.settings.reveal_security_info;
     let response = match user.filter(|_| state.can_verify()) {
-        None => s.message(
+        None if reveal => s.message(
             visit,
             StatusCode::OK,
             "contact.title",
@@ -817,11 +860,15 @@ async fn reset_submit(
             None,
             Some(&user_name),
         ),
-        Some(user) if state.must_choose() => s.choose_page(visit, &state, &user),
+        None => {
+            let sent = s.pretend_send(&record, &mut state).await;
+            s.sent_page(visit, sent, &state, None, Method::Email)
+        }
+        Some(user) if reveal && state.must_choose() => s.choose_page(visit, &state, &user),
         Some(user) => {
             let method = state.remaining()[0];
             let sent = s.send_code(&record, &mut state, &user, method).await;
-            s.sent_page(visit, sent, &state, &user, method)
+            s.sent_page(visit, sent, &state, Some(&user), method)
         }
     };
     floor(started).await;
@@ -850,6 +897,7 @@ async fn reset_send(
     jar: CookieJar,
     Form(form): Form<SendForm>,
 ) -> Response {
+    let started = Instant::now();
     let (visit, record, mut state, user) = match s
         .reset_in_progress(s.visit(&headers, jar, None), &form.csrf)
         .await
@@ -857,11 +905,45 @@ async fn reset_send(
         Ok(found) => found,
         Err(page) => return page,
     };
-    let Some(method) = Method::parse(&form.method).filter(|m| state.remaining().contains(m)) else {
-        return s.choose_page(visit, &state, &user);
+    let response = match user {
+        None => {
+            let sent = s.pretend_send(&record, &mut state).await;
+            s.sent_page(visit, sent, &state, None, Method::Email)
+        }
+        Some(user) => {
+            let remaining = state.remaining();
+            let last = state.pending.as_ref().map(|p| p.method);
+            let method = match form.method.as_str() {
+                // "Try another way" on the neutral page: the next method, if there is one.
+                "other" => remaining
+                    .iter()
+                    .copied()
+                    .find(|m| Some(*m) != last)
+                    .or(last.filter(|m| remaining.contains(m))),
+                // "Send a new code" on the neutral page, which does not name the method.
+                "same" => last
+                    .filter(|m| remaining.contains(m))
+                    .or(remaining.first().copied()),
+                named => Method::parse(named).filter(|m| remaining.contains(m)),
+            };
+            match method {
+                Some(method) => {
+                    let sent = s.send_code(&record, &mut state, &user, method).await;
+                    s.sent_page(visit, sent, &state, Some(&user), method)
+                }
+                None if s.0.settings.reveal_security_info || !state.verified.is_empty() => {
+                    s.choose_page(visit, &state, &user)
+                }
+                None => {
+                    let method = last.or(remaining.first().copied()).unwrap_or(Method::Email);
+                    s.code_page(visit, StatusCode::OK, &state, Some(&user), method, None)
+                }
+            }
+        }
     };
-    let sent = s.send_code(&record, &mut state, &user, method).await;
-    s.sent_page(visit, sent, &state, &user, method)
+    // A decoy sends nothing: the answer must not come back sooner for it.
+    floor(started).await;
+    response
 }
 
 #[derive(Deserialize)]
@@ -886,13 +968,16 @@ async fn reset_code(
         Err(page) => return page,
     };
     let pending_method = state.pending.as_ref().map(|p| p.method);
-    let outcome = state.check(
-        &s.0.key,
-        &record.id,
-        &Secret::new(form.code),
-        s.0.settings.max_code_attempts,
-        Utc::now(),
-    );
+    let outcome = match &user {
+        Some(_) => state.check(
+            &s.0.key,
+            &record.id,
+            &Secret::new(form.code),
+            s.0.settings.max_code_attempts,
+            Utc::now(),
+        ),
+        None => state.miss(s.0.settings.max_code_attempts),
+    };
     match s.save_flow(&record, &state).await {
         Ok(true) => {}
         // Another request of this browser spent or changed the code first.
@@ -900,8 +985,9 @@ async fn reset_code(
         Err(()) => return s.unavailable(visit),
     }
     let lang = visit.lang.clone();
-    match outcome {
-        CodeCheck::Verified(_) if state.is_verified() => s.password_page(
+    let user = user.as_ref();
+    match (outcome, user) {
+        (CodeCheck::Verified(_), Some(user)) if state.is_verified() => s.password_page(
             visit,
             StatusCode::OK,
             json!({
@@ -911,16 +997,20 @@ async fn reset_code(
             }),
             Vec::new(),
         ),
-        CodeCheck::Verified(_) if state.must_choose() => s.choose_page(visit, &state, &user),
-        CodeCheck::Verified(_) => {
+        (CodeCheck::Verified(_), Some(user)) if state.must_choose() => {
+            s.choose_page(visit, &state, user)
+        }
+        (CodeCheck::Verified(_), Some(user)) => {
             let method = state.remaining()[0];
             let Ok(Some((record, mut state))) = s.load_flow(&visit.jar).await else {
                 return s.flow_ended(visit);
             };
-            let sent = s.send_code(&record, &mut state, &user, method).await;
-            s.sent_page(visit, sent, &state, &user, method)
+            let sent = s.send_code(&record, &mut state, user, method).await;
+            s.sent_page(visit, sent, &state, Some(user), method)
         }
-        CodeCheck::Wrong { left } => {
+        // A decoy never verifies (see FlowState::miss).
+        (CodeCheck::Verified(_), None) => s.flow_ended(visit),
+        (CodeCheck::Wrong { left }, _) => {
             let method = pending_method.unwrap_or(Method::Email);
             let error =
                 s.0.pages
@@ -930,57 +1020,55 @@ async fn reset_code(
                 visit,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &state,
-                &user,
+                user,
                 method,
                 Some(error),
             )
         }
-        CodeCheck::NoneSent => {
+        (CodeCheck::NoneSent, _) => {
             let method = state.remaining().first().copied().unwrap_or(Method::Email);
             let error = s.0.pages.text(&lang, "code.missing");
             s.code_page(
                 visit,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &state,
-                &user,
+                user,
                 method,
                 Some(error),
             )
         }
-        CodeCheck::Expired => {
+        (CodeCheck::Expired, _) => {
             let method = pending_method.unwrap_or(Method::Email);
             let mut visit = visit;
             visit.lang = lang;
-            s.render(
-                visit,
-                StatusCode::GONE,
-                "reset-code.html",
-                json!({
-                    "method": method.as_str(),
-                    "to": SelfServiceState::destination(&user, method),
-                    "step": state.verified.len() + 1,
-                    "total": state.required,
-                    "minutes": s.0.settings.code_valid.num_minutes(),
-                    "digits": s.0.settings.code_digits,
-                    "error": s.0.pages.text(&visit_lang(&headers, &s), "code.expired.title"),
-                    "hint": s.0.pages.text(&visit_lang(&headers, &s), "code.expired.text")
-                        .replace("{minutes}", &s.0.settings.code_valid.num_minutes().to_string()),
-                }),
-            )
+            let mut context = s.code_context(&state, user, method);
+            let page_lang = visit_lang(&headers, &s);
+            context["error"] = s.0.pages.text(&page_lang, "code.expired.title").into();
+            context["hint"] =
+                s.0.pages
+                    .text(&page_lang, "code.expired.text")
+                    .replace(
+                        "{minutes}",
+                        &s.0.settings.code_valid.num_minutes().to_string(),
+                    )
+                    .into();
+            s.render(visit, StatusCode::GONE, "reset-code.html", context)
         }
-        CodeCheck::TooManyTries => {
+        (CodeCheck::TooManyTries, _) => {
             s.end_flow(&record).await;
-            let _ =
-                s.0.audit
-                    .record(AuditEvent {
-                        actor: user.entry.user_name.clone(),
-                        action: Action::SelfServiceVerificationFailed,
-                        target: Some(user.entry.user_name.clone()),
-                        outcome: Outcome::Refused("too_many_wrong_codes"),
-                        detail: None,
-                        request_id: visit.request_id.clone(),
-                    })
-                    .await;
+            if let Some(user) = user {
+                let _ =
+                    s.0.audit
+                        .record(AuditEvent {
+                            actor: user.entry.user_name.clone(),
+                            action: Action::SelfServiceVerificationFailed,
+                            target: Some(user.entry.user_name.clone()),
+                            outcome: Outcome::Refused("too_many_wrong_codes"),
+                            detail: None,
+                            request_id: visit.request_id.clone(),
+                        })
+                        .await;
+            }
             let mut visit = visit;
             visit.jar = visit.jar.remove(Cookie::build(FLOW_COOKIE).path("/"));
             s.message(
@@ -1019,9 +1107,9 @@ async fn reset_password(
         Ok(found) => found,
         Err(page) => return page,
     };
-    if !state.is_verified() {
+    let Some(user) = user.filter(|_| state.is_verified()) else {
         return s.flow_ended(visit);
-    }
+    };
     let page = json!({
         "title_key": "reset.password.title",
         "action": "/reset/password",
