@@ -144,10 +144,26 @@ fn assert_scim_error(body: &Value, status: u16, scim_type: Option<&str>) {
     if let Some(t) = scim_type {
         assert_eq!(body["scimType"], json!(t), "{body}");
     }
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(!detail.is_empty(), "{body}");
+    // A detail says each thing once: a site's own hint and the error kind's hint must
+    // not both be appended (three words in a row, said twice, give that away).
+    let words: Vec<String> = detail
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for run in words.windows(3) {
+        assert!(
+            seen.insert(run.join(" ")),
+            "\"{}\" twice in: {detail}",
+            run.join(" ")
+        );
+    }
 }
 
 // ----- protocol --------------------------------------------------------------------------
@@ -313,6 +329,15 @@ async fn create_read_etag_and_uniqueness() {
     let (status, body, _) = env.scim.post("/Users", new_user("MARIA", None)).await;
     assert_eq!(status, 409, "{body}");
     assert_scim_error(&body, 409, Some("uniqueness"));
+    assert_eq!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .matches("choose another")
+            .count(),
+        1,
+        "{body}"
+    );
 }
 
 fn uuid_like(s: &str) -> bool {

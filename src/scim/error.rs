@@ -44,8 +44,9 @@ pub enum ScimError {
          out of the request or send their current value"
     )]
     Mutability(String),
-    /// 400 `tooMany`: more results than the service provider will return or process.
-    #[error("too many results: {0}; narrow the filter or page with startIndex and count")]
+    /// 400 `tooMany`: more results than the service provider will return or process. The
+    /// detail says how many and what to do (paging does not always help).
+    #[error("too many results: {0}")]
     TooMany(String),
     /// 409 `uniqueness`: a value that must be unique (e.g. `userName`) is already taken.
     #[error("{0}; choose another value, or update the existing resource instead")]
@@ -54,11 +55,9 @@ pub enum ScimError {
     /// and where to look instead (each site knows which hint fits).
     #[error("{0}")]
     NotFound(String),
-    /// 412: `If-Match` named a version that is no longer current.
-    #[error(
-        "{0}: the resource changed since that version was read; read it again and retry with \
-         the new ETag"
-    )]
+    /// 412: `If-Match` named a version that is no longer current. The detail is a whole
+    /// sentence (what changed, and to read the resource again).
+    #[error("{0}")]
     PreconditionFailed(String),
     /// 304: `If-None-Match` named the current version.
     #[error("the resource has not changed since the version given in If-None-Match")]
@@ -265,11 +264,11 @@ mod tests {
     #[case(ScimError::InvalidSyntax(s()), 400, Some("invalidSyntax"))]
     #[case(ScimError::InvalidValue(s()), 400, Some("invalidValue"))]
     #[case(ScimError::Mutability(s()), 400, Some("mutability"))]
-    #[case(ScimError::TooMany(s()), 400, Some("tooMany"))]
+    #[case(ScimError::TooMany("more than 2000 entries match; narrow the filter".into()), 400, Some("tooMany"))]
     #[case(ScimError::Uniqueness(s()), 409, Some("uniqueness"))]
     #[case(ScimError::UnresolvedBulkId("bulkId \"u1\" names no operation that succeeded".into()), 409, Some("invalidValue"))]
     #[case(ScimError::NotFound("no User has the id \"u1\"; check the id, or find the user with a filter".into()), 404, None)]
-    #[case(ScimError::PreconditionFailed(s()), 412, None)]
+    #[case(ScimError::PreconditionFailed("the resource changed since the version in If-Match; read it again".into()), 412, None)]
     #[case(ScimError::NotModified, 304, None)]
     #[case(ScimError::Sensitive(s()), 403, Some("sensitive"))]
     #[case(ScimError::NotImplemented(s()), 501, None)]

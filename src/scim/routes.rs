@@ -93,7 +93,7 @@ impl FromRequestParts<ScimState> for Provisioner {
             .map_err(auth_error)?;
         if !principal.can(Permission::Provision) {
             return Err(ScimError::Forbidden(format!(
-                "a caller with {} may not use the SCIM API; create a token with role `scim`",
+                "a caller with {} may not use the SCIM API (it needs a token of role `scim`: lockbridge token create --role scim)",
                 principal.roles_text()
             )));
         }
@@ -113,13 +113,13 @@ impl FromRequestParts<ScimState> for Provisioner {
 pub fn auth_error(e: AuthError) -> ScimError {
     match e {
         AuthError::MissingToken => ScimError::Unauthorized(
-            "no bearer token: send `Authorization: Bearer <token>` with a token of role `scim` (lockbridge token create --role scim)".into(),
+            "no bearer token was sent; use a token of role `scim` (lockbridge token create --role scim)".into(),
         ),
         AuthError::InvalidToken => ScimError::Unauthorized(
             "the bearer token is not valid (unknown, revoked or mistyped)".into(),
         ),
         AuthError::Forbidden { .. } => ScimError::Forbidden(
-            "this token may not use the SCIM API; create a token with role `scim`".into(),
+            "this token may not use the SCIM API (it needs a token of role `scim`: lockbridge token create --role scim)".into(),
         ),
         AuthError::Store(cause) => {
             tracing::error!(cause = %cause, "store unavailable while checking a token");
@@ -476,8 +476,7 @@ async fn delete<R: ResourceRoute>(
 
 async fn me(_: Provisioner) -> ScimError {
     ScimError::NotImplemented(
-        "/Me is not supported: a provisioning token does not stand for a user; use /Users/{id}"
-            .into(),
+        "/Me (a provisioning token does not stand for a user; use /Users/{id})".into(),
     )
 }
 

@@ -257,7 +257,7 @@ impl ScimService {
                 "an entry with this name already exists in the directory".into(),
             ),
             DirectoryError::AssertionFailed => ScimError::PreconditionFailed(
-                "the resource changed since the version given in If-Match; read it again".into(),
+                "the resource changed since the version given in If-Match; read it again and retry with the new ETag".into(),
             ),
             DirectoryError::Rejected { message, .. } => {
                 ScimError::InvalidValue(format!("the directory refused the change: {message}"))
@@ -1240,7 +1240,7 @@ impl ScimService {
         self.check_user_name(&w.user_name)?;
         if self.user_name_taken(&w.user_name, None).await? {
             return Err(ScimError::Uniqueness(format!(
-                "userName \"{}\" is already taken; choose another, or find the existing user with filter=userName eq \"{}\"",
+                "userName \"{}\" is already taken (filter=userName eq \"{}\" finds that user)",
                 clip(&w.user_name),
                 clip(&w.user_name)
             )));
