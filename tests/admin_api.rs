@@ -391,6 +391,11 @@ async fn bad_requests_are_explained_and_change_nothing(
         );
         assert!(!reply["hint"].as_str().unwrap_or_default().is_empty());
     }
+    // A method the endpoint does not take is explained too, not an empty 405.
+    let (status, reply, headers) = api.delete(t, "/api/v1/users/bob/password-reset").await;
+    assert_eq!(status, 405, "{reply}");
+    assert_eq!(reply["code"], "method_not_allowed", "{reply}");
+    assert!(headers.contains_key("allow"), "{headers:?}");
     assert!(
         e.slapd
             .bind_as(&e.dn("bob"), &e.slapd.sample_password)

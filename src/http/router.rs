@@ -124,6 +124,7 @@ pub fn router(parts: RouterParts) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
         )
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(admin_guard, api_guard));
     let scim = parts.scim.map(|state| {
         let guard = ApiGuard::new(
@@ -212,6 +213,16 @@ pub fn router(parts: RouterParts) -> Router {
                 )),
         )
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+}
+
+/// An endpoint asked with a method it does not take (axum adds the `Allow` header).
+async fn method_not_allowed() -> impl IntoResponse {
+    ErrorBody::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this HTTP method",
+        "the Allow header lists the methods it takes; see /api/v1/openapi.json",
+    )
 }
 
 async fn not_found() -> impl IntoResponse {
