@@ -1156,3 +1156,64 @@ async fn a_cut_store_link_gets_clear_503s_and_recovers_without_restart() {
         assert_eq!(reply.0, 201, "{}", reply.1);
     }
 }
+
+/// A request still running at `server.request_timeout_secs` (here: the directory's link
+/// stalls, and the directory's own operation timeout is longer) is answered with a 503
+/// that says what happened, in the edge's own format, not with an empty body.
+#[tokio::test]
+async fn a_request_that_outlives_its_time_limit_is_answered_clearly() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
+    let daemon = Daemon::start_opts(
+        &slapd,
+        mail.port,
+        Options {
+            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
+            extra: String::new(),
+            env: vec![
+                (
+                    "LOCKBRIDGE__SERVER__REQUEST_TIMEOUT_SECS".into(),
+                    "1".into(),
+                ),
+                (
+                    "LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS".into(),
+                    "20".into(),
+                ),
+            ],
+            tokens: None,
+        },
+    );
+    let scim_token = harness::daemon::create_token(&daemon.config_path, "timeout-idp", "scim");
+    ldap.pause();
+    let started = Instant::now();
+    let reply = daemon
+        .client()
+        .get_full(&daemon.admin_token, "/api/v1/users/bob")
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered at the limit"
+    );
+    assert_clear_503("an admin read past the time limit", &reply);
+    assert_eq!(reply.1["code"], "timeout", "{}", reply.1);
+    let (status, body, headers) = daemon
+        .scim(&scim_token)
+        .get("/Users?filter=userName%20eq%20%22bob%22")
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        body["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("request_timeout_secs"),
+        "{body}"
+    );
+    ldap.up();
+}

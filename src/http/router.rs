@@ -12,7 +12,6 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -207,12 +206,53 @@ pub fn router(parts: RouterParts) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ErrorBody::internal("the request handler crashed").into_response()
                 }))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                .layer(axum::middleware::from_fn_with_state(
                     parts.request_timeout,
+                    answer_in_time,
                 )),
         )
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+}
+
+/// `server.request_timeout_secs`: a request still running then is abandoned and answered
+/// with a 503 that says so in the edge's own error format (a bare 503 would say
+/// nothing). What it was changing may or may not have been applied.
+async fn answer_in_time(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let scim = req.uri().path().starts_with("/scim/");
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let detail = format!(
+                "the request took longer than {} s (server.request_timeout_secs) and was abandoned",
+                limit.as_secs()
+            );
+            tracing::warn!(
+                timeout_secs = limit.as_secs(),
+                "request abandoned at its time limit"
+            );
+            if scim {
+                ScimError::OutcomeUnknown {
+                    detail,
+                    retry_after_secs: 5,
+                }
+                .into_response()
+            } else {
+                let mut body = ErrorBody::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    detail,
+                    "a change it was making may or may not have been applied: read the result \
+                     (GET) before sending it again",
+                );
+                body.retry_after_secs = Some(5);
+                body.into_response()
+            }
+        }
+    }
 }
 
 /// An endpoint asked with a method it does not take (axum adds the `Allow` header).
