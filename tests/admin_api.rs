@@ -11,7 +11,7 @@ use harness::daemon::Daemon;
 use harness::slapd::{Kind, Slapd};
 use harness::smtp::MailSink;
 use rstest::rstest;
-use serde_json::json;
+use serde_json::{Value, json};
 
 struct Env {
     slapd: Slapd,
@@ -396,6 +396,22 @@ async fn bad_requests_are_explained_and_change_nothing(
     assert_eq!(status, 405, "{reply}");
     assert_eq!(reply["code"], "method_not_allowed", "{reply}");
     assert!(headers.contains_key("allow"), "{headers:?}");
+    for (method, path) in [("PUT", "/reset"), ("DELETE", "/healthz")] {
+        let reply = reqwest::Client::new()
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", e.daemon.url),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(reply.status(), 405, "{method} {path}");
+        let body: Value = reply.json().await.unwrap_or_default();
+        assert_eq!(
+            body["code"], "method_not_allowed",
+            "{method} {path}: {body}"
+        );
+    }
     assert!(
         e.slapd
             .bind_as(&e.dn("bob"), &e.slapd.sample_password)

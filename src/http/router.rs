@@ -182,6 +182,7 @@ pub fn router(parts: RouterParts) -> Router {
     }
     app.merge(ops)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -261,7 +262,7 @@ async fn method_not_allowed() -> impl IntoResponse {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this endpoint does not take this HTTP method",
-        "the Allow header lists the methods it takes; see /api/v1/openapi.json",
+        "the Allow header lists the methods it takes (the admin API's are in /api/v1/openapi.json)",
     )
 }
 
