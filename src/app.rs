@@ -447,13 +447,28 @@ pub fn seal_key(config: &Config) -> SealKey {
 /// How often the metrics recorder folds recorded histogram samples into its buckets.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Upper bounds of the latency histograms' buckets (`le`), in seconds: from a cached read
+/// (about a millisecond) to a request at its time limit.
+const LATENCY_BUCKETS_SECS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 fn install_metrics() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
+            // Latencies as histograms with fixed buckets, not summaries: a summary's
+            // sketch grows with the range of values it has seen (a soak's live heap
+            // was mostly those), and summaries of several instances cannot be added up
+            // in Prometheus, histograms can.
+            let builder = || {
+                PrometheusBuilder::new()
+                    .set_buckets(LATENCY_BUCKETS_SECS)
+                    .unwrap_or_else(|_| PrometheusBuilder::new())
+            };
+            let handle = builder()
                 .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+                .unwrap_or_else(|_| builder().build_recorder().handle());
             // The recorder keeps every histogram sample until upkeep folds it in, and
             // `install_recorder` leaves upkeep to us: without it memory grew ~50 bytes
             // per request when nothing scraped /metrics. A thread, not a task: the

@@ -546,12 +546,19 @@ async fn search_pages_and_operations_endpoints(
     );
     let (status, metrics, _) = api.get_full("", "/metrics").await;
     assert_eq!(status, 200);
-    assert!(
-        metrics
-            .as_str()
-            .unwrap_or_default()
-            .contains("lockbridge_http_requests_total")
-    );
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("lockbridge_http_requests_total"), "{text}");
+    // Latencies are histograms with fixed buckets (constant memory; several instances'
+    // can be summed), not summaries.
+    for wanted in [
+        "lockbridge_http_request_seconds_bucket{",
+        "le=\"0.005\"",
+        "lockbridge_ldap_operation_seconds_bucket{",
+        "lockbridge_http_request_seconds_count{",
+    ] {
+        assert!(text.contains(wanted), "{wanted} missing:\n{text}");
+    }
+    assert!(!text.contains("quantile="), "{text}");
 }
 
 #[rstest]
