@@ -184,15 +184,11 @@ impl FlowState {
             }
             return CodeCheck::Verified(pending.method);
         }
-        self.wrong_tries += 1;
-        if self.wrong_tries >= max_tries {
+        let outcome = self.miss(max_tries);
+        if outcome == CodeCheck::TooManyTries {
             self.pending = None;
-            CodeCheck::TooManyTries
-        } else {
-            CodeCheck::Wrong {
-                left: max_tries - self.wrong_tries,
-            }
         }
+        outcome
     }
 }
 
@@ -203,8 +199,8 @@ impl FlowState {
         !self.can_verify()
     }
 
-    /// A code entered into a decoy: counted as wrong exactly as [`Self::check`] counts
-    /// one, so the answers cannot tell the two flows apart.
+    /// A wrong code: counted against `max_tries`. [`Self::check`] counts a wrong code
+    /// with it, and a decoy counts every code with it, so their answers cannot differ.
     pub fn miss(&mut self, max_tries: u32) -> CodeCheck {
         self.wrong_tries += 1;
         if self.wrong_tries >= max_tries {
