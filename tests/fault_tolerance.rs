@@ -1174,7 +1174,7 @@ async fn a_request_that_outlives_its_time_limit_is_answered_clearly() {
             env: vec![
                 (
                     "LOCKBRIDGE__SERVER__REQUEST_TIMEOUT_SECS".into(),
-                    "1".into(),
+                    "3".into(),
                 ),
                 (
                     "LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS".into(),
@@ -1185,6 +1185,19 @@ async fn a_request_that_outlives_its_time_limit_is_answered_clearly() {
         },
     );
     let scim_token = harness::daemon::create_token(&daemon.config_path, "timeout-idp", "scim");
+    // Both edges answer once first: SCIM reads the directory's schema on its first
+    // request, and a stalled link then would be "schema cannot be read yet", not a
+    // request at its time limit.
+    let (status, body, _) = daemon
+        .scim(&scim_token)
+        .get("/Users?filter=userName%20eq%20%22bob%22")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = daemon
+        .client()
+        .get(&daemon.admin_token, "/api/v1/users/bob")
+        .await;
+    assert_eq!(status, 200, "{body}");
     ldap.pause();
     let started = Instant::now();
     let reply = daemon
