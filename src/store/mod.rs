@@ -671,6 +671,41 @@ pub struct AuditQuery {
 /// The largest audit page a backend returns.
 pub const MAX_AUDIT_PAGE: u32 = 1000;
 
+impl AuditQuery {
+    /// The page's SELECT with only the conditions this query has, newest first. Written
+    /// out per query rather than as `(? IS NULL OR actor = ?)`: that form hides from
+    /// SQLite's planner, and from PostgreSQL's generic plans, which condition holds, and
+    /// both then scan the whole log instead of the `(actor, id)`, `(target, id)` or
+    /// `(action, id)` index.
+    fn page_sql<DB>(&self) -> sqlx::QueryBuilder<DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        let mut sql = sqlx::QueryBuilder::new(
+            "SELECT id, at, request_id, actor, action, target, outcome, detail FROM audit_log \
+             WHERE TRUE",
+        );
+        for (column, value) in [
+            ("actor", &self.actor),
+            ("target", &self.target),
+            ("action", &self.action),
+        ] {
+            if let Some(value) = value {
+                sql.push(format_args!(" AND {column} = "))
+                    .push_bind(value.clone());
+            }
+        }
+        if let Some(before) = self.before_id {
+            sql.push(" AND id < ").push_bind(before);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(self.limit.min(MAX_AUDIT_PAGE)));
+        sql
+    }
+}
+
 /// The largest page of a sweep's report a backend returns.
 pub const MAX_REPORT_PAGE: u32 = 5000;
 

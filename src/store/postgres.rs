@@ -1225,20 +1225,12 @@ impl Store for PostgresStore {
         if q.limit == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT id, at, request_id, actor, action, target, outcome, detail FROM audit_log \
-             WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR target = $2) \
-               AND ($3::text IS NULL OR action = $3) AND ($4::bigint IS NULL OR id < $4) \
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(&q.actor)
-        .bind(&q.target)
-        .bind(&q.action)
-        .bind(q.before_id)
-        .bind(i64::from(q.limit.min(MAX_AUDIT_PAGE)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err("audit record"))?;
+        let mut page = q.page_sql();
+        let rows: Vec<AuditRow> = page
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("audit record"))?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 

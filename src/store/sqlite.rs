@@ -1249,20 +1249,12 @@ impl Store for SqliteStore {
         if q.limit == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT id, at, request_id, actor, action, target, outcome, detail FROM audit_log \
-             WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR target = ?2) \
-               AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR id < ?4) \
-             ORDER BY id DESC LIMIT ?5",
-        )
-        .bind(&q.actor)
-        .bind(&q.target)
-        .bind(&q.action)
-        .bind(q.before_id)
-        .bind(i64::from(q.limit.min(MAX_AUDIT_PAGE)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err("audit record"))?;
+        let mut page = q.page_sql();
+        let rows: Vec<AuditRow> = page
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("audit record"))?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
@@ -2289,6 +2281,46 @@ mod tests {
             debug.contains("[redacted]") && !debug.contains("171"),
             "{debug}"
         );
+    }
+
+    /// An audit search by user, actor or action reads its index, not the whole log.
+    #[tokio::test]
+    async fn audit_searches_use_their_index() {
+        let (_dir, store) = temp_store().await;
+        for (field, index) in [
+            ("actor", "audit_log_actor"),
+            ("target", "audit_log_target"),
+            ("action", "audit_log_action"),
+        ] {
+            let mut q = AuditQuery {
+                limit: 50,
+                before_id: Some(1_000),
+                ..AuditQuery::default()
+            };
+            let value = Some("someone".to_owned());
+            match field {
+                "actor" => q.actor = value,
+                "target" => q.target = value,
+                _ => q.action = value,
+            }
+            let page = q.page_sql::<sqlx::Sqlite>();
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {}",
+                page.sql().as_str()
+            )))
+            .bind("someone")
+            .bind(1_000_i64)
+            .bind(50_i64)
+            .fetch_all(&store.pool)
+            .await
+            .expect("plan");
+            let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+            assert!(
+                steps.iter().any(|s| s.contains(index))
+                    && !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+                "a search by {field} should walk {index} in id order, planned {steps:?}"
+            );
+        }
     }
 
     #[tokio::test]
