@@ -126,9 +126,131 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// What is wrong with a JSON request body, in the client's terms rather than the web
+/// framework's ("Failed to deserialize the JSON body into the target type"). Values the
+/// client sent are left out (see [`without_values`]).
+pub fn json_body_problem(e: &axum::extract::rejection::JsonRejection) -> String {
+    use axum::extract::rejection::JsonRejection as J;
+    match e {
+        J::MissingJsonContentType(_) => {
+            "the body must be JSON, sent with the header `Content-Type: application/json`".into()
+        }
+        J::JsonSyntaxError(e) => format!("the body is not valid JSON ({})", cause(e)),
+        J::JsonDataError(e) => format!("the body does not fit this request: {}", cause(e)),
+        J::BytesRejection(e) => format!("the body could not be read ({})", cause(e)),
+        other => without_values(&other.body_text()),
+    }
+}
+
+/// What is wrong with a query string, in the client's terms (see [`json_body_problem`]).
+pub fn query_problem(e: &axum::extract::rejection::QueryRejection) -> String {
+    format!("the query string does not fit this request: {}", cause(e))
+}
+
+/// The innermost message under a framework rejection, without the values it quotes.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    without_values(&inner.to_string())
+}
+
+/// `message` with the values serde quotes after "invalid type:" and "invalid value:"
+/// dropped, keeping their kind: a password sent as a number must not be echoed into an
+/// error body or a log ("invalid type: integer `123456`, expected a string" becomes
+/// "invalid type: integer, expected a string"). Field names stay.
+pub fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
+        .min()
+    {
+        let (start, marker) = at;
+        let value_start = start + marker;
+        let value_end = rest[value_start..]
+            .find(", expected")
+            .map_or(rest.len(), |i| value_start + i);
+        let kind = rest[value_start..value_end]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default();
+        out.push_str(&rest[..value_start]);
+        out.push_str(kind);
+        rest = &rest[value_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_dropped_from_deserialization_messages_and_field_names_kept() {
+        assert_eq!(
+            without_values(
+                "password: invalid type: integer `123456`, expected a string at line 1 column 20"
+            ),
+            "password: invalid type: integer, expected a string at line 1 column 20"
+        );
+        assert_eq!(
+            without_values(
+                r#"a: invalid value: string "hunter2", expected x; b: invalid type: map, expected y"#
+            ),
+            "a: invalid value: string, expected x; b: invalid type: map, expected y"
+        );
+        assert_eq!(
+            without_values("missing field `userName` at line 1 column 2"),
+            "missing field `userName` at line 1 column 2"
+        );
+        assert_eq!(
+            without_values("invalid type: floating point `1.5`"),
+            "invalid type: floating"
+        );
+    }
+
+    #[test]
+    fn a_json_body_problem_names_the_field_but_not_the_value() {
+        use axum::extract::FromRequest;
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            password: String,
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let problem = |content_type: &str, body: &'static str| {
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .expect("request");
+            let rejection = runtime
+                .block_on(axum::Json::<Body>::from_request(request, &()))
+                .expect_err("rejected");
+            json_body_problem(&rejection)
+        };
+        let typed = problem("application/json", r#"{"password": 98127364}"#);
+        assert!(typed.starts_with("the body does not fit this request: password: invalid type: integer, expected a string"), "{typed}");
+        assert!(
+            !typed.contains("98127364") && !typed.contains("deserialize"),
+            "{typed}"
+        );
+        let missing = problem("application/json", "{}");
+        assert!(missing.contains("missing field `password`"), "{missing}");
+        let broken = problem("application/json", "{\"password\": ");
+        assert!(
+            broken.starts_with("the body is not valid JSON ("),
+            "{broken}"
+        );
+        let text = problem("text/plain", "password=x");
+        assert!(text.contains("Content-Type: application/json"), "{text}");
+    }
 
     #[test]
     fn master_key_never_prints() {

@@ -376,7 +376,12 @@ async fn bad_requests_are_explained_and_change_nothing(
             "not an email address",
         ),
         (r#"{"mode": "auto", "surprise": 1}"#, "surprise"),
-        (r#"{"mode": "#, "JSON"),
+        (r#"{"mode": "#, "not valid JSON"),
+        // A password of the wrong type is named, never echoed.
+        (
+            r#"{"mode": "manual", "password": 73914682}"#,
+            "password: invalid type: integer, expected",
+        ),
     ];
     for (body, expect) in cases {
         let (status, reply, _) = api
@@ -388,6 +393,10 @@ async fn bad_requests_are_explained_and_change_nothing(
         assert!(
             detail.contains(expect),
             "{body}: detail `{detail}` lacks `{expect}`"
+        );
+        assert!(
+            !detail.contains("73914682") && !detail.contains("Failed to"),
+            "{body}: detail `{detail}` echoes the value or the framework's wording"
         );
         assert!(!reply["hint"].as_str().unwrap_or_default().is_empty());
     }

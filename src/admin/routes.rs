@@ -158,7 +158,8 @@ pub async fn list_users(
     _caller: Require<ReadUsers>,
     params: Result<Query<UserSearchParams>, QueryRejection>,
 ) -> Result<Json<UserPage>, AdminError> {
-    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| AdminError::BadRequest(crate::types::query_problem(&e)))?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(AdminError::BadRequest(format!(
@@ -221,7 +222,8 @@ pub async fn sign_in(
     headers: HeaderMap,
     body: Result<Json<SignInBody>, JsonRejection>,
 ) -> Result<(axum::http::StatusCode, HeaderMap, Json<SessionView>), AdminError> {
-    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| AdminError::BadRequest(crate::types::json_body_problem(&e)))?;
     let user_name = body.user_name.trim();
     if user_name.is_empty() || body.password.expose().is_empty() {
         return Err(AdminError::BadRequest(
@@ -378,7 +380,8 @@ pub async fn reset_password(
     Path(user_name): Path<String>,
     body: Result<Json<ResetBody>, JsonRejection>,
 ) -> Result<Json<ResetResponse>, AdminError> {
-    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| AdminError::BadRequest(crate::types::json_body_problem(&e)))?;
     let choice = match (body.mode, body.password) {
         (ResetMode::Auto, None) => PasswordChoice::Generate,
         (ResetMode::Manual, Some(p)) => PasswordChoice::Chosen(p),
@@ -490,7 +493,8 @@ pub async fn list_audit(
     _caller: Require<ReadAudit>,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<AuditPage>, AdminError> {
-    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| AdminError::BadRequest(crate::types::query_problem(&e)))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(AdminError::BadRequest(format!(
@@ -567,7 +571,8 @@ pub async fn put_expiration_policy(
     headers: HeaderMap,
     body: Result<Json<ExpirationPolicyView>, JsonRejection>,
 ) -> Result<Json<ExpirationPolicyView>, AdminError> {
-    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| AdminError::BadRequest(crate::types::json_body_problem(&e)))?;
     let on_expiry = crate::account::expiry::parse_action(&body.on_expiry).ok_or_else(|| {
         AdminError::BadRequest(format!(
             "onExpiry is `{}`; use \"nothing\", \"require-change\" or \"lock\"",
@@ -609,7 +614,8 @@ pub async fn put_never_expires(
     Path(user_name): Path<String>,
     body: Result<Json<NeverExpiresBody>, JsonRejection>,
 ) -> Result<Json<NeverExpiresBody>, AdminError> {
-    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| AdminError::BadRequest(crate::types::json_body_problem(&e)))?;
     let actor = actor_of(&caller, &headers);
     let never_expires = state
         .expiry
@@ -664,7 +670,8 @@ pub async fn put_require_password_change(
     Path(user_name): Path<String>,
     body: Result<Json<RequirePasswordChangeBody>, JsonRejection>,
 ) -> Result<Json<SignInChangeView>, AdminError> {
-    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| AdminError::BadRequest(crate::types::json_body_problem(&e)))?;
     let change = state
         .account
         .require_password_change(&actor_of(&caller, &headers), &user_name, body.required)
@@ -770,7 +777,8 @@ pub async fn list_dead_letters(
     _caller: Require<ReadAudit>,
     params: Result<Query<DeadLetterParams>, QueryRejection>,
 ) -> Result<Json<DeadLetterPage>, AdminError> {
-    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| AdminError::BadRequest(crate::types::query_problem(&e)))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(AdminError::BadRequest(format!(
@@ -859,7 +867,8 @@ pub async fn list_reset_requests(
     _caller: Require<ReadUsers>,
     params: Result<Query<ResetRequestParams>, QueryRejection>,
 ) -> Result<Json<ResetRequestPage>, AdminError> {
-    let Query(params) = params.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| AdminError::BadRequest(crate::types::query_problem(&e)))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(AdminError::BadRequest(format!(
@@ -908,7 +917,8 @@ pub async fn dismiss_reset_request(
     Path(id): Path<String>,
     body: Result<Json<DismissBody>, JsonRejection>,
 ) -> Result<Json<ResetRequestView>, AdminError> {
-    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| AdminError::BadRequest(crate::types::json_body_problem(&e)))?;
     let record = state
         .account
         .dismiss_reset_request(&actor_of(&caller, &headers), &id, &body.reason)

@@ -284,7 +284,8 @@ pub async fn start_password_resets(
     headers: HeaderMap,
     body: Result<Json<BulkResetBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobStarted>), BulkApiError> {
-    let Json(body) = body.map_err(|e| BulkApiError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| BulkApiError::BadRequest(crate::types::json_body_problem(&e)))?;
     let actor = actor_of(&caller, &headers);
     state
         .deps
@@ -341,7 +342,8 @@ pub async fn start_change_requirements(
     headers: HeaderMap,
     body: Result<Json<ChangeRequirementBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobStarted>), BulkApiError> {
-    let Json(body) = body.map_err(|e| BulkApiError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| BulkApiError::BadRequest(crate::types::json_body_problem(&e)))?;
     state.deps.account.authorize_action(
         &actor_of(&caller, &headers),
         AccountAction::RequireChange,
@@ -430,7 +432,8 @@ pub async fn job_outcomes(
     Path(id): Path<String>,
     params: Result<Query<OutcomeParams>, QueryRejection>,
 ) -> Result<Json<OutcomePage>, BulkApiError> {
-    let Query(params) = params.map_err(|e| BulkApiError::BadRequest(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| BulkApiError::BadRequest(crate::types::query_problem(&e)))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(BulkApiError::BadRequest(format!(

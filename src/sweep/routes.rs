@@ -76,7 +76,8 @@ pub async fn start_sweep(
     Require(caller, _): Require<RunSweeps>,
     body: Result<Json<StartSweep>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SweepStarted>), SweepApiError> {
-    let Json(body) = body.map_err(|e| SweepApiError::BadRequest(e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| SweepApiError::BadRequest(crate::types::json_body_problem(&e)))?;
     if !body.dry_run
         && let Some(running) = state
             .deps
@@ -166,7 +167,8 @@ pub async fn list_sweeps(
     _caller: Require<RunSweeps>,
     params: Result<Query<SweepListParams>, QueryRejection>,
 ) -> Result<Json<Vec<SweepRun>>, SweepApiError> {
-    let Query(params) = params.map_err(|e| SweepApiError::BadRequest(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| SweepApiError::BadRequest(crate::types::query_problem(&e)))?;
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(SweepApiError::BadRequest(format!(
