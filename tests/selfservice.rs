@@ -1061,9 +1061,17 @@ async fn a_decoy_ends_after_as_many_wrong_codes_as_a_real_verification() {
                 page.html
             );
         }
+        // The real flow writes this last wrong code to the audit log and the decoy does
+        // not: both answer no sooner than the floor.
+        let asked = std::time::Instant::now();
         let page = b
             .post("/reset/code", &[("csrf", &csrf), ("code", "00000000")])
             .await;
+        assert!(
+            asked.elapsed() >= std::time::Duration::from_millis(400),
+            "{name}: answered in {:?}",
+            asked.elapsed()
+        );
         assert_eq!(page.status, 403, "{name}: {}", page.html);
         assert!(page.has("Too many wrong codes"), "{name}: {}", page.html);
         // The decoy cannot reach the password step either.

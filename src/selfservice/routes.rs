@@ -960,8 +960,23 @@ async fn reset_code(
     jar: CookieJar,
     Form(form): Form<CodeForm>,
 ) -> Response {
+    let started = Instant::now();
+    let response = check_code(&s, &headers, jar, form).await;
+    // A real flow's last wrong code is written to the audit log and a decoy's is not;
+    // neither may answer sooner than the other.
+    floor(started).await;
+    response
+}
+
+/// `/reset/code` without its answer floor.
+async fn check_code(
+    s: &SelfServiceState,
+    headers: &HeaderMap,
+    jar: CookieJar,
+    form: CodeForm,
+) -> Response {
     let (visit, record, mut state, user) = match s
-        .reset_in_progress(s.visit(&headers, jar, None), &form.csrf)
+        .reset_in_progress(s.visit(headers, jar, None), &form.csrf)
         .await
     {
         Ok(found) => found,
@@ -1042,7 +1057,7 @@ async fn reset_code(
             let mut visit = visit;
             visit.lang = lang;
             let mut context = s.code_context(&state, user, method);
-            let page_lang = visit_lang(&headers, &s);
+            let page_lang = visit_lang(headers, s);
             context["error"] = s.0.pages.text(&page_lang, "code.expired.title").into();
             context["hint"] =
                 s.0.pages
