@@ -6,6 +6,9 @@
 //!   `2.16.840.1.113730.3.4.9`, response `2.16.840.1.113730.3.4.10`.
 //! - Assertion (RFC 4528) `1.3.6.1.1.12`: ldap3 has one, but it panics on a filter it
 //!   cannot parse and is never critical; this builder returns `None` instead.
+//! - Content Synchronization (RFC 4533): the Sync Request control, the Sync State
+//!   control on each entry and the Sync Info message. ldap3's decoders panic on
+//!   anything unexpected; these return an error.
 //!
 //! Requests are built from ldap3's `asn1` structures and serialised here (ldap3 itself
 //! only serialises into a `bytes::BytesMut`); responses are decoded with the strict,
@@ -313,6 +316,179 @@ fn outer_sequence(val: &[u8]) -> Result<&[u8], &'static str> {
     Ok(body)
 }
 
+pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+pub const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
+pub const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
+
+/// `syncRequestValue ::= SEQUENCE { mode ENUMERATED, cookie syncCookie OPTIONAL,
+/// reloadHint BOOLEAN DEFAULT FALSE }` in refreshAndPersist mode (3), without a cookie
+/// (the whole content first, then every change), critical: a server that cannot follow
+/// changes must refuse the search, not answer it once and stop.
+pub fn sync_request_refresh_and_persist() -> RawControl {
+    let value = Tag::Sequence(Sequence {
+        inner: vec![Tag::Enumerated(ldap3::asn1::Enumerated {
+            inner: 3,
+            ..Default::default()
+        })],
+        ..Default::default()
+    });
+    RawControl {
+        ctype: SYNC_REQUEST_OID.to_owned(),
+        crit: true,
+        val: Some(encode(value.into_structure())),
+    }
+}
+
+/// What happened to an entry, from its Sync State control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncChange {
+    /// Unchanged since the client's cookie (refresh phase).
+    Present,
+    Add,
+    Modify,
+    /// Deleted, or no longer in the search's scope or filter.
+    Delete,
+}
+
+/// `syncStateValue ::= SEQUENCE { state ENUMERATED { present (0), add (1), modify (2),
+/// delete (3) }, entryUUID syncUUID, cookie syncCookie OPTIONAL }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncState {
+    pub change: SyncChange,
+    /// The entry's `entryUUID`, 16 bytes.
+    pub uuid: [u8; 16],
+}
+
+/// The Sync State control among `ctrls`, decoded; `None` when the entry carries none.
+pub fn find_sync_state(ctrls: &[Control]) -> Option<Result<SyncState, DecodeError>> {
+    ctrls
+        .iter()
+        .find(|c| c.1.ctype == SYNC_STATE_OID)
+        .map(|c| decode_sync_state(c.1.val.as_deref().unwrap_or(&[])))
+}
+
+pub fn decode_sync_state(val: &[u8]) -> Result<SyncState, DecodeError> {
+    let err = |reason| DecodeError {
+        control: "sync state",
+        reason,
+    };
+    let mut input = outer_sequence(val).map_err(err)?;
+    let state = take(&mut input, 0x0a, "expected the state ENUMERATED").map_err(err)?;
+    let change = match unsigned(state).map_err(|e| err(e.reason()))? {
+        0 => SyncChange::Present,
+        1 => SyncChange::Add,
+        2 => SyncChange::Modify,
+        3 => SyncChange::Delete,
+        _ => return Err(err("unknown state")),
+    };
+    let uuid = take(&mut input, 0x04, "expected the entryUUID")
+        .map_err(err)?
+        .try_into()
+        .map_err(|_| err("the entryUUID is not 16 bytes"))?;
+    if !input.is_empty() {
+        take(&mut input, 0x04, "expected the cookie").map_err(err)?;
+    }
+    if !input.is_empty() {
+        return Err(err("trailing elements"));
+    }
+    Ok(SyncState { change, uuid })
+}
+
+/// A Sync Info message (an intermediate response during content synchronisation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncInfo {
+    /// A new cookie, nothing else.
+    NewCookie,
+    /// The end of a refresh phase (`refreshDelete` or `refreshPresent`); `done` when the
+    /// refresh is complete and changes follow as they happen.
+    RefreshPhase { done: bool },
+    /// `syncIdSet`: these entries are deleted (`deletes`) or present.
+    IdSet { deletes: bool, uuids: Vec<[u8; 16]> },
+}
+
+/// The Sync Info message in an intermediate response (`[0] responseName`,
+/// `[1] responseValue`); `None` when it is some other intermediate response.
+pub fn find_sync_info(response: &StructureTag) -> Option<Result<SyncInfo, DecodeError>> {
+    let PL::C(parts) = &response.payload else {
+        return None;
+    };
+    let name = parts
+        .iter()
+        .find(|t| t.id == 0)
+        .and_then(|t| match &t.payload {
+            PL::P(bytes) => Some(bytes.as_slice()),
+            PL::C(_) => None,
+        })?;
+    if name != SYNC_INFO_OID.as_bytes() {
+        return None;
+    }
+    let value = parts.iter().find(|t| t.id == 1).map(|t| match &t.payload {
+        PL::P(bytes) => bytes.as_slice(),
+        PL::C(_) => &[],
+    });
+    Some(decode_sync_info(value.unwrap_or(&[])))
+}
+
+/// `syncInfoValue ::= CHOICE { newcookie [0] syncCookie, refreshDelete [1] SEQUENCE {
+/// cookie syncCookie OPTIONAL, refreshDone BOOLEAN DEFAULT TRUE }, refreshPresent [2]
+/// (the same), syncIdSet [3] SEQUENCE { cookie syncCookie OPTIONAL, refreshDeletes BOOLEAN
+/// DEFAULT FALSE, syncUUIDs SET OF syncUUID } }`.
+pub fn decode_sync_info(val: &[u8]) -> Result<SyncInfo, DecodeError> {
+    decode_sync_info_value(val).map_err(|reason| DecodeError {
+        control: "sync info",
+        reason,
+    })
+}
+
+fn decode_sync_info_value(val: &[u8]) -> Result<SyncInfo, &'static str> {
+    let (tag, mut body, rest) = tlv(val).map_err(|e| e.reason())?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the value");
+    }
+    // An optional cookie, then an optional BOOLEAN, each in order.
+    let skip_cookie = |body: &mut &[u8]| -> Result<(), &'static str> {
+        if body.first() == Some(&0x04) {
+            take(body, 0x04, "expected the cookie")?;
+        }
+        Ok(())
+    };
+    let boolean = |body: &mut &[u8], default: bool| -> Result<bool, &'static str> {
+        if body.first() != Some(&0x01) {
+            return Ok(default);
+        }
+        match take(body, 0x01, "expected a BOOLEAN")? {
+            [b] => Ok(*b != 0),
+            _ => Err("a BOOLEAN is not one byte"),
+        }
+    };
+    match tag {
+        0x80 => Ok(SyncInfo::NewCookie),
+        0xa1 | 0xa2 => {
+            skip_cookie(&mut body)?;
+            let done = boolean(&mut body, true)?;
+            if !body.is_empty() {
+                return Err("trailing elements");
+            }
+            Ok(SyncInfo::RefreshPhase { done })
+        }
+        0xa3 => {
+            skip_cookie(&mut body)?;
+            let deletes = boolean(&mut body, false)?;
+            let mut set = take(&mut body, 0x31, "expected the SET of syncUUIDs")?;
+            if !body.is_empty() {
+                return Err("trailing elements");
+            }
+            let mut uuids = Vec::new();
+            while !set.is_empty() {
+                let uuid = take(&mut set, 0x04, "expected a syncUUID")?;
+                uuids.push(uuid.try_into().map_err(|_| "a syncUUID is not 16 bytes")?);
+            }
+            Ok(SyncInfo::IdSet { deletes, uuids })
+        }
+        _ => Err("unknown choice"),
+    }
+}
+
 /// Name of a `virtualListViewResult` value, for messages. OpenLDAP answers
 /// sortControlMissing and offsetRangeError with its own codes 76 and 77 (the draft says 60
 /// and 61).
@@ -340,6 +516,79 @@ pub fn is_offset_range_error(code: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_request_asks_for_refresh_and_persist_critically() {
+        let c = sync_request_refresh_and_persist();
+        assert_eq!(c.ctype, SYNC_REQUEST_OID);
+        assert!(c.crit);
+        assert_eq!(c.val.unwrap(), [0x30, 0x03, 0x0a, 0x01, 0x03]);
+    }
+
+    #[test]
+    fn sync_state_decodes_each_change_and_refuses_what_is_not_one() {
+        let uuid: Vec<u8> = (1..=16).collect();
+        let state = |s: u8, cookie: &[u8]| {
+            let mut body = vec![0x0a, 0x01, s, 0x04, 0x10];
+            body.extend(&uuid);
+            if !cookie.is_empty() {
+                body.extend([0x04, cookie.len() as u8]);
+                body.extend(cookie);
+            }
+            let mut v = vec![0x30, body.len() as u8];
+            v.extend(body);
+            v
+        };
+        for (s, change) in [
+            (0, SyncChange::Present),
+            (1, SyncChange::Add),
+            (2, SyncChange::Modify),
+            (3, SyncChange::Delete),
+        ] {
+            let got = decode_sync_state(&state(s, b"rid=000,csn=x")).expect("decodes");
+            assert_eq!(got.change, change);
+            assert_eq!(got.uuid.to_vec(), uuid);
+            assert_eq!(
+                decode_sync_state(&state(s, b"")).expect("decodes").change,
+                change
+            );
+        }
+        assert!(decode_sync_state(&state(4, b"")).is_err(), "no state 4");
+        let mut short = state(1, b"");
+        short[4] = 0x0f;
+        assert!(decode_sync_state(&short).is_err(), "a 15-byte uuid");
+        assert!(decode_sync_state(&[]).is_err());
+        assert!(decode_sync_state(&[0x30, 0x05, 0x0a, 0x01]).is_err());
+    }
+
+    #[test]
+    fn sync_info_tells_the_end_of_the_refresh_and_id_sets() {
+        // refreshPresent with no cookie and refreshDone left at its default (TRUE).
+        assert_eq!(
+            decode_sync_info(&[0xa2, 0x00]),
+            Ok(SyncInfo::RefreshPhase { done: true })
+        );
+        // refreshDelete with a cookie and refreshDone FALSE.
+        assert_eq!(
+            decode_sync_info(&[0xa1, 0x07, 0x04, 0x02, b'c', b'k', 0x01, 0x01, 0x00]),
+            Ok(SyncInfo::RefreshPhase { done: false })
+        );
+        assert_eq!(
+            decode_sync_info(&[0x80, 0x01, b'c']),
+            Ok(SyncInfo::NewCookie)
+        );
+        let mut set = vec![0xa3, 0x17, 0x01, 0x01, 0xff, 0x31, 0x12, 0x04, 0x10];
+        set.extend([7u8; 16]);
+        assert_eq!(
+            decode_sync_info(&set),
+            Ok(SyncInfo::IdSet {
+                deletes: true,
+                uuids: vec![[7u8; 16]]
+            })
+        );
+        assert!(decode_sync_info(&[0xa4, 0x00]).is_err());
+        assert!(decode_sync_info(&[0xa2, 0x03, 0x01, 0x01]).is_err());
+    }
 
     fn key(attribute: &str, rule: Option<&str>, reverse: bool) -> SortKey {
         SortKey {
