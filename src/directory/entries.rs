@@ -38,7 +38,7 @@ use crate::types::Secret;
 
 /// The attribute whose writes carry the ppolicy control and whose values are redacted
 /// from errors.
-const USER_PASSWORD: &str = "userPassword";
+pub(crate) const USER_PASSWORD: &str = "userPassword";
 
 /// An entry as read from the directory. Attribute names are kept in lower case so that
 /// lookups ignore the case the server answered with.
@@ -862,14 +862,7 @@ impl Directory {
             &wanted,
             limit,
             None,
-            |e| {
-                let (entry, stored) = split_password(SearchEntry::construct(e));
-                if self.is_user_dn(&entry.dn) {
-                    (entry, stored)
-                } else {
-                    (entry, StoredPassword::new(Vec::new()))
-                }
-            },
+            |e| self.write_view(SearchEntry::construct(e)),
         )
         .await
     }
@@ -881,35 +874,59 @@ impl Directory {
         if let Some(known) = self.inner.sorting_supported.get() {
             return Ok(*known);
         }
-        let t = self.inner.operation_timeout;
-        let supported = self
-            .run(
-                "supports_sorting",
-                OpKind::Read,
-                Retry::Idempotent,
-                |mut ldap| async move {
-                    let SearchResult(found, res) = ldap
-                        .with_timeout(t)
-                        .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
-                        .await?;
-                    match res.rc {
-                        0 | 32 | 50 => {}
-                        _ => return Err(Failure::from_result(&res)),
-                    }
-                    let Some(dse) = found
-                        .into_iter()
-                        .find(|e| !e.is_ref() && !e.is_intermediate())
-                    else {
-                        return Ok(false);
-                    };
-                    let dse = Entry::from_search(SearchEntry::construct(dse));
-                    let listed = |oid: &str| dse.all("supportedControl").iter().any(|c| c == oid);
-                    Ok(listed(controls::SORT_REQUEST_OID) && listed(controls::VLV_REQUEST_OID))
-                },
-            )
-            .await?;
+        let listed = self.supported_controls().await?;
+        let listed = |oid: &str| listed.iter().any(|c| c == oid);
+        let supported = listed(controls::SORT_REQUEST_OID) && listed(controls::VLV_REQUEST_OID);
         let _ = self.inner.sorting_supported.set(supported);
         Ok(supported)
+    }
+}
+
+impl Directory {
+    /// Whether the root DSE lists the request control `oid`; a root DSE the service
+    /// account cannot read counts as "no".
+    pub async fn supports_control(&self, oid: &str) -> Result<bool, DirectoryError> {
+        Ok(self.supported_controls().await?.iter().any(|c| c == oid))
+    }
+
+    /// The root DSE's `supportedControl` values (empty when it cannot be read).
+    async fn supported_controls(&self) -> Result<Vec<String>, DirectoryError> {
+        let t = self.inner.operation_timeout;
+        self.run(
+            "supported_controls",
+            OpKind::Read,
+            Retry::Idempotent,
+            |mut ldap| async move {
+                let SearchResult(found, res) = ldap
+                    .with_timeout(t)
+                    .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
+                    .await?;
+                match res.rc {
+                    0 | 32 | 50 => {}
+                    _ => return Err(Failure::from_result(&res)),
+                }
+                let Some(dse) = found
+                    .into_iter()
+                    .find(|e| !e.is_ref() && !e.is_intermediate())
+                else {
+                    return Ok(Vec::new());
+                };
+                let dse = Entry::from_search(SearchEntry::construct(dse));
+                Ok(dse.all("supportedControl").to_vec())
+            },
+        )
+        .await
+    }
+
+    /// An entry as a write reads it: the entry, and its stored password when it is a
+    /// user's (see [`Self::search_entries_for_write`]).
+    pub(crate) fn write_view(&self, e: SearchEntry) -> (Entry, StoredPassword) {
+        let (entry, stored) = split_password(e);
+        if self.is_user_dn(&entry.dn) {
+            (entry, stored)
+        } else {
+            (entry, StoredPassword::new(Vec::new()))
+        }
     }
 }
 

@@ -38,6 +38,7 @@ pub mod escape;
 pub mod fuzzing;
 mod gentime;
 mod ppolicy;
+mod synced;
 mod userpassword;
 
 use std::collections::{HashMap, HashSet};
@@ -67,6 +68,7 @@ pub use self::dn::{dn_key, is_at_or_below, key_is_below, rdn_of, same_dn};
 pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery, renamed_dn};
 pub use self::error::{DirectoryError, PolicyRejection};
 pub use self::gentime::parse as parse_generalized_time;
+pub use self::synced::SyncedUsers;
 pub use self::userpassword::StoredPassword;
 
 /// Page size for the Paged Results control in [`Directory::search_users`], and in
@@ -283,6 +285,9 @@ struct Inner {
     groups_base_key: Option<String>,
     /// Whether the root DSE lists Server Side Sort and Virtual List View, once known.
     sorting_supported: std::sync::OnceLock<bool>,
+    /// The followed copy of the users ([`Directory::follow_users`]), which this adapter's
+    /// own writes must keep honest.
+    followed: std::sync::OnceLock<std::sync::Weak<synced::Shared>>,
     /// The members of the administrator groups ([`dn_key`] form) and when they were read
     /// ([`ADMIN_MEMBERS_TTL`]); the lock makes concurrent callers share one read.
     admin_members: tokio::sync::Mutex<Option<(Instant, Arc<GroupMembers>)>>,
@@ -550,6 +555,7 @@ impl Directory {
                 bind_dn: s.bind_dn.clone(),
                 groups_base_key: Some(dn_key(&s.groups_base)).filter(|g| !g.is_empty()),
                 sorting_supported: std::sync::OnceLock::new(),
+                followed: std::sync::OnceLock::new(),
                 admin_members: tokio::sync::Mutex::new(None),
                 watched_groups: tokio::sync::Mutex::new(HashMap::new()),
                 users_base: s.users_base,
@@ -1751,6 +1757,7 @@ impl Directory {
             );
             return Err(DirectoryError::NoSuchUser);
         }
+        self.written(user_dn);
         Ok(())
     }
 
@@ -1773,6 +1780,7 @@ impl Directory {
             );
             return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
         }
+        self.written(dn);
         Ok(())
     }
 
@@ -1998,6 +2006,31 @@ impl Directory {
     /// Where users live (`users_base`).
     pub fn users_base(&self) -> &str {
         &self.inner.users_base
+    }
+
+    /// The filter every user matches (`user_filter`, parenthesised).
+    pub fn user_filter(&self) -> &str {
+        &self.inner.user_filter
+    }
+
+    /// The kind of server this adapter speaks to.
+    pub fn kind(&self) -> DirectoryKind {
+        self.inner.dialect.kind()
+    }
+
+    /// Before a write to `dn` (every write to an entry passes [`Self::check_user_dn`] or
+    /// [`Self::check_entry_dn`], which call this): the followed copy must not go on
+    /// serving the entry as it was. It serves it again once the directory reports it.
+    fn written(&self, dn: &str) {
+        if let Some(copy) = self.inner.followed.get().and_then(std::sync::Weak::upgrade) {
+            copy.forget(dn);
+        }
+    }
+
+    /// A service-account connection outside the pool, for a long-running operation (the
+    /// pool's connections must stay free for requests).
+    pub(crate) async fn dedicated_connection(&self) -> Result<conn::ServiceConn, DirectoryError> {
+        self.inner.pool.dedicated_connection().await
     }
 
     /// Why connecting failed most recently, if it did (for diagnostics).

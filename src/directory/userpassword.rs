@@ -50,6 +50,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 
 /// A user's stored `userPassword` values, read only to check a pushed password against
 /// them locally ([`StoredPassword::matches`]). Zeroized when dropped, never printed.
+#[derive(Clone)]
 pub struct StoredPassword(Vec<Zeroizing<Vec<u8>>>);
 
 impl std::fmt::Debug for StoredPassword {

@@ -1,0 +1,468 @@
+//! A copy of the user entries a password push reads, kept current by the directory
+//! itself: RFC 4533 content synchronisation in refreshAndPersist mode (OpenLDAP's
+//! `syncprov` overlay), on one connection of its own.
+//!
+//! Why: an identity provider's password push must know the user's DN, whether lockbridge
+//! may write it, its sign-in state and its stored password. Reading that with a search
+//! doubles the directory operations of every push; the directory already tells a
+//! follower every change, as it does its replicas.
+//!
+//! Why it can be trusted: an entry here changes when the directory says it changed, not
+//! after some age. Two gaps remain and both are closed:
+//! - an entry lockbridge itself writes is not served from just before the write until the
+//!   directory's report of that write (its echo) has arrived ([`SyncedUsers::expect`]);
+//! - a stream that stops delivering would go unnoticed, so an echo that has not come
+//!   within [`ECHO_WAIT`] ends the copy: it is dropped and rebuilt from a new refresh.
+//!
+//! Until the first refresh is complete, and whenever the stream is down, every lookup
+//! misses and callers search as they would without a copy.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ldap3::{Scope, SearchEntry};
+use tokio::sync::{Notify, watch};
+
+use super::controls::{self, SyncChange, SyncInfo};
+use super::userpassword::StoredPassword;
+use super::{Directory, Entry, dn_key};
+
+/// How long the directory may take to report a write lockbridge made before the copy is
+/// declared stuck and rebuilt.
+pub const ECHO_WAIT: Duration = Duration::from_secs(5);
+/// First and longest wait before following again after the stream ended.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MOST: Duration = Duration::from_secs(60);
+
+/// An entry as a password push reads it.
+struct Synced {
+    entry: Entry,
+    stored: StoredPassword,
+}
+
+#[derive(Default)]
+struct State {
+    /// The first refresh is complete and the stream is open.
+    live: bool,
+    /// By `entryUUID`.
+    entries: HashMap<[u8; 16], Arc<Synced>>,
+    /// `entryUUID` by DN ([`dn_key`] form), for writes that know only the DN.
+    by_dn: HashMap<String, [u8; 16]>,
+    /// Entries lockbridge wrote whose echo has not arrived: when it is due.
+    awaiting: HashMap<[u8; 16], Instant>,
+    /// The same, oldest first (an entry may be listed again after a newer write).
+    due: VecDeque<([u8; 16], Instant)>,
+}
+
+impl State {
+    fn reset(&mut self) {
+        *self = State::default();
+    }
+
+    fn insert(&mut self, uuid: [u8; 16], synced: Synced) {
+        let dn = synced.entry.dn.clone();
+        match self.entries.insert(uuid, Arc::new(synced)) {
+            // Most reports are of a change that kept the DN: its key is already there.
+            Some(old) if old.entry.dn == dn => {}
+            Some(old) => {
+                self.by_dn.remove(&dn_key(&old.entry.dn));
+                self.by_dn.insert(dn_key(&dn), uuid);
+            }
+            None => {
+                self.by_dn.insert(dn_key(&dn), uuid);
+            }
+        }
+    }
+
+    fn remove(&mut self, uuid: &[u8; 16]) {
+        if let Some(old) = self.entries.remove(uuid) {
+            self.by_dn.remove(&dn_key(&old.entry.dn));
+        }
+    }
+
+    /// Is an echo overdue? Drops the front entries whose echo arrived.
+    fn overdue(&mut self, now: Instant) -> bool {
+        while let Some((uuid, due)) = self.due.front().copied() {
+            if self.awaiting.get(&uuid) != Some(&due) {
+                self.due.pop_front();
+            } else {
+                return due <= now;
+            }
+        }
+        false
+    }
+}
+
+pub(crate) struct Shared {
+    state: RwLock<State>,
+    /// Wakes the follower to start again (an echo was overdue).
+    restart: Notify,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the entry at `dn` (lockbridge changed it some other way than a push): it is
+    /// served again once the directory reports it. A change that changed nothing may
+    /// never be reported; the user's pushes then search first, as without a copy.
+    pub(crate) fn forget(&self, dn: &str) {
+        let key = dn_key(dn);
+        let mut state = self.state();
+        if let Some(uuid) = state.by_dn.get(&key).copied() {
+            state.remove(&uuid);
+        }
+    }
+}
+
+/// The followed copy; cheap to clone. The follower stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct SyncedUsers {
+    shared: Arc<Shared>,
+    _alive: Arc<watch::Sender<()>>,
+}
+
+impl std::fmt::Debug for SyncedUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncedUsers").finish_non_exhaustive()
+    }
+}
+
+impl SyncedUsers {
+    /// The user with `entryUUID` `uuid` and its stored password, as the directory last
+    /// reported them; `None` when the copy cannot answer for it (not live yet, stream
+    /// down, an echo of lockbridge's own write pending, or not in the copy: a user
+    /// created a moment ago may not have been reported yet).
+    pub fn get(&self, uuid: &uuid::Uuid) -> Option<(Entry, StoredPassword)> {
+        let key = *uuid.as_bytes();
+        let now = Instant::now();
+        let found = {
+            let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
+            if !state.live {
+                return None;
+            }
+            let echo_due = state.due.front().is_some_and(|(_, due)| *due <= now);
+            if echo_due || state.awaiting.contains_key(&key) {
+                None
+            } else {
+                state.entries.get(&key).cloned()
+            }
+        };
+        if found.is_none() {
+            let overdue = self.shared.state().overdue(now);
+            if overdue {
+                self.stuck();
+            }
+        }
+        let synced = found?;
+        Some((synced.entry.clone(), synced.stored.clone()))
+    }
+
+    /// Before lockbridge writes the user `uuid`: the copy will not answer for it until
+    /// the directory reports a change of it. Called before the write, because the report
+    /// may arrive before the writer hears its own answer; a write that fails must be
+    /// [`Self::cancel`]led, since no report will come.
+    pub fn expect(&self, uuid: &uuid::Uuid) {
+        let key = *uuid.as_bytes();
+        let now = Instant::now();
+        let mut state = self.shared.state();
+        if !state.live {
+            return;
+        }
+        // Also drops the echoes that arrived from the front of the queue.
+        if state.overdue(now) {
+            drop(state);
+            self.stuck();
+            return;
+        }
+        let due = now + ECHO_WAIT;
+        state.awaiting.insert(key, due);
+        state.due.push_back((key, due));
+    }
+
+    /// The write announced with [`Self::expect`] failed: no report is coming.
+    pub fn cancel(&self, uuid: &uuid::Uuid) {
+        self.shared.state().awaiting.remove(uuid.as_bytes());
+    }
+
+    /// An echo is overdue: drop the copy and have the follower start again.
+    fn stuck(&self) {
+        tracing::warn!(
+            wait = ?ECHO_WAIT,
+            "the directory did not report a password write in time: following its changes again from a full refresh"
+        );
+        self.shared.state().reset();
+        self.shared.restart.notify_one();
+    }
+
+    /// Whether the copy is live (the first refresh complete, the stream open).
+    pub fn is_live(&self) -> bool {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+    }
+}
+
+impl Directory {
+    /// Starts following the users (`users_base`, `user_filter`) with `attrs` and their
+    /// stored password, when the directory is OpenLDAP and offers content
+    /// synchronisation; `None` otherwise (every push then searches first).
+    pub async fn follow_users(&self, attrs: &[String]) -> Option<SyncedUsers> {
+        if self.kind() != super::DirectoryKind::OpenLdap {
+            return None;
+        }
+        match self.supports_control(controls::SYNC_REQUEST_OID).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    "the directory does not offer content synchronisation (OpenLDAP's syncprov \
+                     overlay): every password push reads the user with a search first"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether the directory offers content synchronisation; password pushes search first");
+                return None;
+            }
+        }
+        let shared = Arc::new(Shared {
+            state: RwLock::new(State::default()),
+            restart: Notify::new(),
+        });
+        let (alive, stopped) = watch::channel(());
+        let mut wanted: Vec<String> = attrs.to_vec();
+        if !wanted
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(super::entries::USER_PASSWORD))
+        {
+            wanted.push(super::entries::USER_PASSWORD.to_owned());
+        }
+        // The directory's own writes drop entries from the copy (a weak link: the copy
+        // stops with its last handle, not with the directory).
+        let _ = self.inner.followed.set(Arc::downgrade(&shared));
+        tokio::spawn(follow(self.clone(), shared.clone(), wanted, stopped));
+        Some(SyncedUsers {
+            shared,
+            _alive: Arc::new(alive),
+        })
+    }
+}
+
+/// Follows the directory until every [`SyncedUsers`] clone is dropped, starting again
+/// (with a growing pause) whenever the stream ends.
+async fn follow(
+    directory: Directory,
+    shared: Arc<Shared>,
+    attrs: Vec<String>,
+    mut stopped: watch::Receiver<()>,
+) {
+    let mut pause = RETRY_FIRST;
+    loop {
+        let started = Instant::now();
+        let ended = tokio::select! {
+            ended = follow_once(&directory, &shared, &attrs) => ended,
+            _ = stopped.changed() => return,
+        };
+        shared.state().reset();
+        if started.elapsed() > RETRY_MOST {
+            pause = RETRY_FIRST;
+        }
+        tracing::warn!(reason = %ended, retry_in = ?pause, "stopped following the directory's changes to users; password pushes search first meanwhile");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped.changed() => return,
+        }
+        pause = (pause * 2).min(RETRY_MOST);
+    }
+}
+
+/// One stream: the refresh, then changes as they come. Returns why it ended.
+async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -> String {
+    let mut conn = match directory.dedicated_connection().await {
+        Ok(conn) => conn,
+        Err(e) => return e.to_string(),
+    };
+    let base = directory.users_base().to_owned();
+    let filter = directory.user_filter().to_owned();
+    let stream = conn
+        .ldap
+        .with_controls(controls::sync_request_refresh_and_persist())
+        .streaming_search(&base, Scope::Subtree, &filter, attrs.to_vec())
+        .await;
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => return format!("the synchronisation search failed: {e}"),
+    };
+    let followed_users = metrics::gauge!("lockbridge_directory_followed_users");
+    let ended = loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = shared.restart.notified() => break "an echo was overdue".to_owned(),
+        };
+        let message = match next {
+            Ok(Some(message)) => message,
+            Ok(None) => break "the directory ended the synchronisation".to_owned(),
+            Err(e) => break format!("the stream failed: {e}"),
+        };
+        if message.is_ref() {
+            continue;
+        }
+        if message.is_intermediate() {
+            match controls::find_sync_info(&message.0) {
+                Some(Ok(SyncInfo::RefreshPhase { done: true })) => {
+                    let mut state = shared.state();
+                    if !state.live {
+                        state.live = true;
+                        tracing::info!(
+                            users = state.entries.len(),
+                            "following the directory's changes to users: password pushes read them from this copy"
+                        );
+                    }
+                }
+                Some(Ok(SyncInfo::RefreshPhase { done: false } | SyncInfo::NewCookie)) | None => {}
+                // Only sent to a client that resumes from a cookie, which this one never
+                // does: something is off, so start again from a full refresh.
+                Some(Ok(SyncInfo::IdSet { .. })) => {
+                    break "the directory sent a syncIdSet to a follower without a cookie"
+                        .to_owned();
+                }
+                Some(Err(e)) => break e.to_string(),
+            }
+            continue;
+        }
+        let sync_state = match controls::find_sync_state(&message.1) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => break e.to_string(),
+            None => break "an entry came without its Sync State control".to_owned(),
+        };
+        let mut state = shared.state();
+        match sync_state.change {
+            SyncChange::Delete => state.remove(&sync_state.uuid),
+            SyncChange::Add | SyncChange::Modify | SyncChange::Present => {
+                let (entry, stored) = directory.write_view(SearchEntry::construct(message));
+                state.insert(sync_state.uuid, Synced { entry, stored });
+            }
+        }
+        state.awaiting.remove(&sync_state.uuid);
+        followed_users.set(state.entries.len() as f64);
+    };
+    followed_users.set(0.0);
+    let msgid = stream.ldap_handle().last_id();
+    let _ = stream.finish().await;
+    let _ = conn.ldap.abandon(msgid).await;
+    let _ = conn.ldap.unbind().await;
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live_copy(uuids: &[[u8; 16]]) -> SyncedUsers {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        for uuid in uuids {
+            state.insert(
+                *uuid,
+                Synced {
+                    entry: Entry {
+                        dn: format!("uid={},ou=people,dc=example,dc=org", uuid[0]),
+                        ..Entry::default()
+                    },
+                    stored: StoredPassword::new(Vec::new()),
+                },
+            );
+        }
+        let (alive, _) = watch::channel(());
+        SyncedUsers {
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                restart: Notify::new(),
+            }),
+            _alive: Arc::new(alive),
+        }
+    }
+
+    #[test]
+    fn an_entry_lockbridge_wrote_is_not_served_until_its_echo_arrives() {
+        let copy = live_copy(&[[1; 16], [2; 16]]);
+        let one = uuid::Uuid::from_bytes([1; 16]);
+        let two = uuid::Uuid::from_bytes([2; 16]);
+        assert!(copy.get(&one).is_some());
+        copy.expect(&one);
+        assert!(copy.get(&one).is_none(), "written, echo pending");
+        assert!(copy.get(&two).is_some(), "the others are still served");
+        // The echo: the follower replaces the entry and clears the wait.
+        copy.shared.state().awaiting.remove(&[1; 16]);
+        assert!(copy.get(&one).is_some());
+        assert!(!copy.shared.state().overdue(Instant::now() + ECHO_WAIT * 2));
+        // A write that failed expects no echo.
+        copy.expect(&two);
+        copy.cancel(&two);
+        assert!(copy.get(&two).is_some());
+        assert!(!copy.shared.state().overdue(Instant::now() + ECHO_WAIT * 2));
+    }
+
+    #[test]
+    fn an_overdue_echo_ends_the_copy_and_asks_for_a_new_refresh() {
+        let copy = live_copy(&[[1; 16], [2; 16]]);
+        copy.expect(&uuid::Uuid::from_bytes([1; 16]));
+        // Make the echo overdue.
+        {
+            let mut state = copy.shared.state();
+            let past = Instant::now() - Duration::from_millis(1);
+            state.awaiting.insert([1; 16], past);
+            state.due.clear();
+            state.due.push_back(([1; 16], past));
+        }
+        assert!(
+            copy.get(&uuid::Uuid::from_bytes([2; 16])).is_none(),
+            "nothing is served once an echo is overdue"
+        );
+        assert!(!copy.is_live());
+        assert!(copy.shared.state().entries.is_empty());
+    }
+
+    #[test]
+    fn another_write_by_lockbridge_drops_the_entry_until_the_directory_reports_it() {
+        let copy = live_copy(&[[1; 16], [2; 16]]);
+        copy.shared.forget("UID=1, ou=People,dc=example,dc=org");
+        assert!(copy.get(&uuid::Uuid::from_bytes([1; 16])).is_none());
+        assert!(copy.get(&uuid::Uuid::from_bytes([2; 16])).is_some());
+        // A rename reported by the directory moves the DN index along.
+        copy.shared.state().insert(
+            [2; 16],
+            Synced {
+                entry: Entry {
+                    dn: "uid=two,ou=people,dc=example,dc=org".into(),
+                    ..Entry::default()
+                },
+                stored: StoredPassword::new(Vec::new()),
+            },
+        );
+        copy.shared.forget("uid=2,ou=people,dc=example,dc=org");
+        assert!(
+            copy.get(&uuid::Uuid::from_bytes([2; 16])).is_some(),
+            "the old DN is gone"
+        );
+        copy.shared.forget("uid=two,ou=people,dc=example,dc=org");
+        assert!(copy.get(&uuid::Uuid::from_bytes([2; 16])).is_none());
+        assert!(copy.shared.state().by_dn.is_empty());
+    }
+
+    #[test]
+    fn a_copy_that_is_not_live_answers_nothing_and_notes_no_writes() {
+        let copy = live_copy(&[[1; 16]]);
+        copy.shared.state().live = false;
+        let one = uuid::Uuid::from_bytes([1; 16]);
+        assert!(copy.get(&one).is_none());
+        copy.expect(&one);
+        assert!(copy.shared.state().awaiting.is_empty());
+    }
+}
