@@ -571,6 +571,88 @@ async fn pushing_the_current_password_again_changes_nothing() {
     assert!(env.binds("okta1", "Other-Passw0rd-Okta"));
 }
 
+/// The value of the metric line starting with `prefix` on /metrics (0 when absent).
+async fn metric(env: &Env, prefix: &str) -> f64 {
+    let (status, text, _) = env.daemon.client().get_full("", "/metrics").await;
+    assert_eq!(status, 200);
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Password pushes read their user from the copy the directory keeps current (OpenLDAP's
+/// syncprov, which the sandbox loads), and still see what changed outside lockbridge: a
+/// block set straight in the directory stays, and a password changed there and then
+/// pushed is recognised as the current one.
+#[tokio::test]
+async fn password_pushes_read_the_followed_copy_and_see_changes_made_elsewhere() {
+    let env = start_with(3, "");
+    let created = env.create("follow1", Some("Follow-Passw0rd-0")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let push = |n: usize| {
+        let scim = &env.scim;
+        let path = format!("/Users/{id}");
+        async move {
+            let body = patch(
+                json!([{ "op": "replace", "path": "password", "value": format!("Follow-Passw0rd-{n}") }]),
+            );
+            let (status, reply, _) = scim.patch(&path, body).await;
+            assert_eq!(status, 204, "push {n}: {reply}");
+        }
+    };
+    // The first push after the copy went live, and after the echo of the write before it,
+    // is served from the copy.
+    let copy_reads = "lockbridge_password_push_reads_total{from=\"copy\"}";
+    let mut n = 0;
+    while metric(&env, copy_reads).await < 1.0 {
+        n += 1;
+        assert!(n < 100, "no push was served from the followed copy");
+        push(n).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metric(&env, "lockbridge_directory_followed_users").await >= 4.0);
+    assert!(env.binds("follow1", &format!("Follow-Passw0rd-{n}")));
+
+    // Blocked in the directory, not through lockbridge: the push keeps the block.
+    let dn = env.dn("follow1");
+    env.slapd.ldapmodify_as_root_relax(&format!(
+        "dn: {dn}\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n"
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = metric(&env, copy_reads).await;
+    push(n + 1).await;
+    assert!(
+        metric(&env, copy_reads).await > before,
+        "read from the copy"
+    );
+    assert!(
+        env.slapd.is_blocked(&dn),
+        "the block set in the directory stays"
+    );
+    env.slapd.ldapmodify_as_root_relax(&format!(
+        "dn: {dn}\nchangetype: modify\ndelete: pwdAccountLockedTime\n"
+    ));
+
+    // Changed in the directory, then pushed at once (Okta's sign-in push): whatever the
+    // copy held, the answer is "unchanged" and the directory is not written again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    env.slapd.ldapmodify_as_root(&format!(
+        "dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: Follow-Elsewhere-9\n"
+    ));
+    let changed = env.attr("follow1", "pwdChangedTime");
+    let hash = env.attr("follow1", "userPassword");
+    let body = patch(json!([{ "op": "replace", "value": { "password": "Follow-Elsewhere-9" } }]));
+    let (status, reply, _) = env.scim.patch(&format!("/Users/{id}"), body).await;
+    assert_eq!(status, 204, "{reply}");
+    assert_eq!(env.attr("follow1", "pwdChangedTime"), changed);
+    assert_eq!(env.attr("follow1", "userPassword"), hash);
+    assert!(env.binds("follow1", "Follow-Elsewhere-9"));
+}
+
 // ----- status ----------------------------------------------------------------------------
 
 /// An identity provider's push and an administrator's reset landing on one user at the

@@ -1277,6 +1277,11 @@ pub struct ScimConfig {
     /// Also check pushed passwords against `[password_policy]` (the directory's own
     /// policy always applies).
     pub check_password_rules: bool,
+    /// Keep a copy of what a password push reads about its user, updated by the
+    /// directory as entries change (RFC 4533 content synchronisation: OpenLDAP's
+    /// syncprov overlay), so that a push is one directory operation instead of a search
+    /// and a write. Used only when the directory offers it; off: every push searches.
+    pub follow_directory: bool,
     /// Requests per second per client address on /scim/v2 (0 = no limit); identity
     /// providers send bursts, so this is separate from server.rate_limit_per_second.
     pub rate_limit_per_second: u32,
@@ -1305,6 +1310,7 @@ impl Default for ScimConfig {
             delete: ScimDeleteMode::Delete,
             max_results: 1000,
             check_password_rules: false,
+            follow_directory: true,
             rate_limit_per_second: 100,
             rate_limit_burst: 1000,
             protected_dns: Vec::new(),

@@ -18,7 +18,7 @@ use super::service::{ScimService, ScimSettings};
 use crate::account::AccountService;
 use crate::account::expiry::ExpiryService;
 use crate::audit::AuditLog;
-use crate::directory::Directory;
+use crate::directory::{Directory, SyncedUsers};
 
 /// Everything the SCIM service is made of, except what the directory's schema decides.
 pub struct ScimParts {
@@ -50,7 +50,11 @@ impl ScimParts {
         Ok((users, groups))
     }
 
-    fn build(&self, lockbridge_schema: bool) -> Result<Arc<ScimService>, String> {
+    fn build(
+        &self,
+        lockbridge_schema: bool,
+        followed: Option<SyncedUsers>,
+    ) -> Result<Arc<ScimService>, String> {
         let (users, groups) = self.mappings(lockbridge_schema)?;
         let discovery = Discovery::new(self.settings.base_url.clone(), self.max_results)
             .hiding(&users.homeless());
@@ -62,6 +66,7 @@ impl ScimParts {
             groups,
             discovery,
             self.settings.clone(),
+            followed,
         ))
     }
 }
@@ -107,9 +112,20 @@ impl ScimProvider {
         self.service
             .get_or_try_init(|| async {
                 let lockbridge_schema = has_lockbridge_schema(&self.directory).await?;
+                let followed = if self.parts.settings.follow_directory {
+                    let (users, _) = self
+                        .parts
+                        .mappings(lockbridge_schema)
+                        .map_err(ScimError::Internal)?;
+                    self.directory
+                        .follow_users(&users.password_push_attributes())
+                        .await
+                } else {
+                    None
+                };
                 let service = self
                     .parts
-                    .build(lockbridge_schema)
+                    .build(lockbridge_schema, followed)
                     .map_err(ScimError::Internal)?;
                 let homeless = service.homeless_attributes();
                 if homeless.is_empty() {

@@ -32,8 +32,8 @@ use crate::account::{AccountError, AccountService, Actor, Authority, Provisioned
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
-    Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, WindowQuery,
-    dn_key, renamed_dn, same_dn,
+    Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, SyncedUsers,
+    WindowQuery, dn_key, renamed_dn, same_dn,
 };
 use crate::types::Secret;
 
@@ -76,6 +76,9 @@ pub struct ScimSettings {
     pub max_results: u32,
     /// Check pushed passwords against lockbridge's own rules too.
     pub check_password_rules: bool,
+    /// Read password pushes' users from a copy the directory keeps current, where it can
+    /// ([`Directory::follow_users`]).
+    pub follow_directory: bool,
 }
 
 /// Who is calling: the token's name (for the audit log) and the request id.
@@ -165,6 +168,27 @@ impl Shape {
     }
 }
 
+/// What a password push did.
+enum Pushed {
+    Set(String),
+    Unchanged(String),
+    /// The password matches the followed copy's: to be confirmed on a fresh read.
+    SameAsCopy(String),
+}
+
+/// Why a password push failed. `Refused`: the directory refused a password checked
+/// against the followed copy, which a fresh read may explain.
+enum PushFailure {
+    Refused(ScimError),
+    Other(ScimError),
+}
+
+impl From<ScimError> for PushFailure {
+    fn from(e: ScimError) -> Self {
+        PushFailure::Other(e)
+    }
+}
+
 pub struct ScimService {
     directory: Directory,
     account: Arc<AccountService>,
@@ -176,9 +200,12 @@ pub struct ScimService {
     settings: ScimSettings,
     /// How users' groups are found (from `memberOf`, or by searching the groups).
     user_groups: UserGroups,
+    /// What password pushes read, kept current by the directory (`None`: they search).
+    followed: Option<SyncedUsers>,
 }
 
 impl ScimService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         account: Arc<AccountService>,
         expiry: Arc<ExpiryService>,
@@ -187,8 +214,10 @@ impl ScimService {
         groups: GroupMapping,
         discovery: Discovery,
         settings: ScimSettings,
+        followed: Option<SyncedUsers>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            followed,
             directory: account.directory().clone(),
             account,
             expiry,
@@ -1405,38 +1434,102 @@ impl ScimService {
         password: Secret,
         if_match: Option<&str>,
     ) -> Result<(&'static str, String), ScimError> {
+        // An If-Match compares versions, which the directory alone knows for certain.
+        let copy = self.followed.as_ref().filter(|_| if_match.is_none());
+        if let Some(copy) = copy
+            && let Ok(uuid) = uuid::Uuid::parse_str(id)
+            && let Some((entry, stored)) = copy.get(&uuid)
+        {
+            metrics::counter!("lockbridge_password_push_reads_total", "from" => "copy")
+                .increment(1);
+            match self
+                .push_password_to(id, entry, Some(stored), &password, None, true)
+                .await
+            {
+                // The copy may lag a change made outside lockbridge by a moment: an
+                // unchanged password, or one the directory refused (a history check
+                // against a password the copy has not seen yet), is decided again on
+                // what the directory holds now.
+                Ok(Pushed::SameAsCopy(_)) | Err(PushFailure::Refused(_)) => {}
+                Ok(Pushed::Set(name)) => return Ok(("set", name)),
+                Ok(Pushed::Unchanged(name)) => return Ok(("unchanged", name)),
+                Err(PushFailure::Other(e)) => return Err(e),
+            }
+        }
+        metrics::counter!("lockbridge_password_push_reads_total", "from" => "directory")
+            .increment(1);
         let (current, stored) = self
             .user_entry_with(id, true, &self.users.password_push_attributes())
             .await?;
+        match self
+            .push_password_to(id, current, stored, &password, if_match, false)
+            .await
+        {
+            Ok(Pushed::Set(name)) => Ok(("set", name)),
+            Ok(Pushed::Unchanged(name) | Pushed::SameAsCopy(name)) => Ok(("unchanged", name)),
+            Err(PushFailure::Refused(e) | PushFailure::Other(e)) => Err(e),
+        }
+    }
+
+    /// The checks every write gets, then the password unless it is the current one.
+    /// `from_copy`: the entry came from the followed copy, so a password that matches
+    /// it is reported as [`Pushed::SameAsCopy`] (to be confirmed) rather than kept.
+    async fn push_password_to(
+        &self,
+        id: &str,
+        current: Entry,
+        stored: Option<StoredPassword>,
+        password: &Secret,
+        if_match: Option<&str>,
+        from_copy: bool,
+    ) -> Result<Pushed, PushFailure> {
         let name = current
             .first(self.users.user_name_attribute())
             .unwrap_or(id)
             .to_owned();
         check_version(self.users.version(&current), if_match)?;
         self.check_writable_user(&current).await?;
-        self.check_password(&password, &name)?;
+        self.check_password(password, &name)?;
         let is_current = match &stored {
             Some(stored) => stored
-                .matches(&password)
+                .matches(password)
                 .await
                 .map_err(|e| self.directory_failure(e))?,
             None => None,
         };
         if is_current == Some(true) {
             // Okta pushes the current password at every sign-in: change nothing.
-            return Ok(("unchanged", name));
+            return Ok(if from_copy {
+                Pushed::SameAsCopy(name)
+            } else {
+                Pushed::Unchanged(name)
+            });
         }
         self.audit_ready().await?;
-        self.account
+        // The followed copy must not serve this user until the directory reports the write.
+        let followed = self.followed.as_ref().zip(uuid::Uuid::parse_str(id).ok());
+        if let Some((copy, uuid)) = &followed {
+            copy.expect(uuid);
+        }
+        let written = self
+            .account
             .set_pushed_password(
                 &current.dn,
-                &password,
+                password,
                 false,
                 self.users.sign_in_state(&current).blocked,
             )
-            .await
-            .map_err(from_account)?;
-        Ok(("set", name))
+            .await;
+        if let (Some((copy, uuid)), Err(_)) = (&followed, &written) {
+            copy.cancel(uuid);
+        }
+        match written {
+            Ok(()) => Ok(Pushed::Set(name)),
+            Err(e @ AccountError::DirectoryRefused(_)) if from_copy => {
+                Err(PushFailure::Refused(from_account(e)))
+            }
+            Err(e) => Err(PushFailure::Other(from_account(e))),
+        }
     }
 
     async fn record_update(
