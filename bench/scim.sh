@@ -42,7 +42,8 @@
 # <= 0.3 ms.
 #
 # Environment: SIZES LAYOUTS USERS ROUNDS DURATION WARMUP WRITE_WARMUP GET_CLIENTS
-# PATCH_CLIENTS POOL_SIZE ATTRS CPU_LAYOUT, RAW_ONLY=1, LOCKBRIDGE_BIN=path (skips the
+# PATCH_CLIENTS POOL_SIZE ATTRS CPU_LAYOUT, SPLIT_CPUS ("directory clients", e.g. "1 0";
+# default: the first half of the CPUs for slapd), RAW_ONLY=1, LOCKBRIDGE_BIN=path (skips the
 # release build), KEEP=1 (keeps the work folder with the logs), SLAPD_SANDBOX_DEBUG (slapd
 # log level, default 0 here: no per-op log).
 set -euo pipefail
@@ -131,11 +132,17 @@ CLIENT_CPUS=""
 case $CPU_LAYOUT in
 split)
 	command -v taskset >/dev/null 2>&1 || die "taskset not found (util-linux); CPU_LAYOUT=shared runs without it"
+	if [[ -n ${SPLIT_CPUS:-} ]]; then
+		# e.g. SPLIT_CPUS="1 0": slapd on CPU 1, the clients on CPU 0. The CPU that takes
+		# the disk's interrupts charges their time to whatever runs there (see README).
+		read -r DIRECTORY_CPUS CLIENT_CPUS <<<"$SPLIT_CPUS"
+	else
 	read -r DIRECTORY_CPUS CLIENT_CPUS < <("$PY" -c '
 import os
 cpus = sorted(os.sched_getaffinity(0))
 half = len(cpus) // 2
 print(",".join(map(str, cpus[:half])) or "-", ",".join(map(str, cpus[half:])))')
+	fi
 	if [[ $DIRECTORY_CPUS == - ]]; then
 		log "only one CPU is available: CPU_LAYOUT=split needs two; running shared"
 		CPU_LAYOUT=shared DIRECTORY_CPUS="" CLIENT_CPUS=""
