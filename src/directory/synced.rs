@@ -35,13 +35,15 @@ pub const ECHO_WAIT: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MOST: Duration = Duration::from_secs(60);
 
+/// A lower-case attribute name and its values, as in [`Entry::attrs`].
+type PackedAttribute = (Box<str>, Box<[Box<str>]>);
+
 /// An entry as a password push reads it, packed: an [`Entry`] keeps its attributes in a
 /// map whose smallest node is larger than everything a push reads, which at 100,000
 /// users is most of the copy's memory.
 struct Synced {
     dn: Box<str>,
-    /// Lower-case attribute name and values, as in [`Entry::attrs`].
-    attrs: Box<[(Box<str>, Box<[Box<str>]>)]>,
+    attrs: Box<[PackedAttribute]>,
     stored: StoredPassword,
 }
 
