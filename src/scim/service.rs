@@ -168,12 +168,12 @@ impl Shape {
     }
 }
 
-/// What a password push did.
+/// What a password push did, with the user's name. `Current`: the password is the one
+/// the entry read holds, so nothing was written (from the followed copy, to be confirmed
+/// on a fresh read).
 enum Pushed {
     Set(String),
-    Unchanged(String),
-    /// The password matches the followed copy's: to be confirmed on a fresh read.
-    SameAsCopy(String),
+    Current(String),
 }
 
 /// Why a password push failed. `Refused`: the directory refused a password checked
@@ -1450,9 +1450,8 @@ impl ScimService {
                 // unchanged password, or one the directory refused (a history check
                 // against a password the copy has not seen yet), is decided again on
                 // what the directory holds now.
-                Ok(Pushed::SameAsCopy(_)) | Err(PushFailure::Refused(_)) => {}
+                Ok(Pushed::Current(_)) | Err(PushFailure::Refused(_)) => {}
                 Ok(Pushed::Set(name)) => return Ok(("set", name)),
-                Ok(Pushed::Unchanged(name)) => return Ok(("unchanged", name)),
                 Err(PushFailure::Other(e)) => return Err(e),
             }
         }
@@ -1466,14 +1465,14 @@ impl ScimService {
             .await
         {
             Ok(Pushed::Set(name)) => Ok(("set", name)),
-            Ok(Pushed::Unchanged(name) | Pushed::SameAsCopy(name)) => Ok(("unchanged", name)),
+            Ok(Pushed::Current(name)) => Ok(("unchanged", name)),
             Err(PushFailure::Refused(e) | PushFailure::Other(e)) => Err(e),
         }
     }
 
     /// The checks every write gets, then the password unless it is the current one.
-    /// `from_copy`: the entry came from the followed copy, so a password that matches
-    /// it is reported as [`Pushed::SameAsCopy`] (to be confirmed) rather than kept.
+    /// `from_copy`: the entry came from the followed copy, so a refusal by the directory
+    /// is [`PushFailure::Refused`] (a fresh read may explain it).
     async fn push_password_to(
         &self,
         id: &str,
@@ -1499,11 +1498,7 @@ impl ScimService {
         };
         if is_current == Some(true) {
             // Okta pushes the current password at every sign-in: change nothing.
-            return Ok(if from_copy {
-                Pushed::SameAsCopy(name)
-            } else {
-                Pushed::Unchanged(name)
-            });
+            return Ok(Pushed::Current(name));
         }
         self.audit_ready().await?;
         // The followed copy must not serve this user until the directory reports the write.
