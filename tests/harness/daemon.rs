@@ -25,11 +25,26 @@ pub struct Daemon {
     pub password_admin_token: String,
 }
 
+/// A port free now, chosen below Linux's ephemeral range (32768 and up): a port
+/// the kernel handed out for `bind(0)` can be taken again, before the daemon binds
+/// it, as the local end of any outgoing connection (a test's own LDAP or HTTP
+/// client), which is how a daemon once failed to start with "Address already in
+/// use". Ports here are only ever taken by someone binding them on purpose.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::hash::{BuildHasher, Hasher};
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    for _ in 0..200 {
+        // RandomState is seeded per process and per call: enough spread between the
+        // test processes that start daemons at the same moment.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(Instant::now().elapsed().as_nanos());
+        let port = FIRST + (h.finish() % u64::from(COUNT)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
 /// A configuration for the sandbox services; `extra` is appended (later keys win
@@ -143,39 +158,37 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let config_path = write_config(dir.path(), slapd, mail_port, port, extra);
+        let write = |port| write_config(dir.path(), slapd, mail_port, port, extra);
+        let config_path = write(free_port());
         let admin_token = create_token(&config_path, "test-global-admin", "global-admin");
         let password_admin_token =
             create_token(&config_path, "test-password-admin", "password-admin");
-        let log_path = dir.path().join("lockbridge.log");
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn_serve(&config_path, &log_path, &env);
-        let daemon = Daemon {
+        let log_path = dir.path().join("lockbridge.log");
+        let (child, url) = start_on_a_free_port(&config_path, &log_path, &env, write);
+        Daemon {
             env,
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             dir,
             config_path,
             log_path,
             admin_token,
             password_admin_token,
-        };
-        daemon.wait_until_listening();
-        daemon
+        }
     }
 
     /// A daemon with `options` (its directory URL, its configuration's extra
     /// sections and environment, tokens already in a shared store).
     pub fn start_opts(slapd: &Slapd, mail_port: u16, options: Options) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let ldap_url = options.ldap_url.as_deref().unwrap_or(&slapd.ldaps_url);
-        let config_path =
-            write_config_with(dir.path(), slapd, ldap_url, mail_port, port, &options.extra);
+        let write =
+            |port| write_config_with(dir.path(), slapd, ldap_url, mail_port, port, &options.extra);
+        let config_path = write(free_port());
         // A second instance on a shared store uses the first one's tokens.
         let (admin_token, password_admin_token) = options.tokens.clone().unwrap_or_else(|| {
             (
@@ -184,19 +197,17 @@ impl Daemon {
             )
         });
         let log_path = dir.path().join("lockbridge.log");
-        let child = spawn_serve(&config_path, &log_path, &options.env);
-        let daemon = Daemon {
+        let (child, url) = start_on_a_free_port(&config_path, &log_path, &options.env, write);
+        Daemon {
             env: options.env,
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             dir,
             config_path,
             log_path,
             admin_token,
             password_admin_token,
-        };
-        daemon.wait_until_listening();
-        daemon
+        }
     }
 
     /// The running process's id; `None` after [`Daemon::kill`].
@@ -204,18 +215,11 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
-    fn wait_until_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let url = format!("{}/healthz", self.url);
-        while Instant::now() < deadline {
-            if let Ok(r) = http_status(&url)
-                && r == 200
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    fn wait_until_listening(&mut self) {
+        let child = self.child.as_mut().expect("a running daemon");
+        if let Err(log) = wait_for_health(&self.url, child, &self.log_path) {
+            panic!("lockbridge did not start; log:\n{log}");
         }
-        panic!("lockbridge did not start; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -323,6 +327,68 @@ pub struct Options {
     /// (global-admin, password-admin) tokens to use instead of creating them: another
     /// instance's, on the same store.
     pub tokens: Option<(String, String)>,
+}
+
+/// Starts `lockbridge serve` on the configuration at `config_path` and waits until it
+/// answers: (the process, its base URL). When another process took the configured
+/// port first, `write_config(port)` rewrites the configuration with a new one and the
+/// daemon starts again.
+fn start_on_a_free_port(
+    config_path: &Path,
+    log_path: &Path,
+    env: &[(String, String)],
+    write_config: impl Fn(u16) -> PathBuf,
+) -> (Child, String) {
+    let mut attempt = 1;
+    loop {
+        let port = configured_port(config_path);
+        let url = format!("http://127.0.0.1:{port}");
+        let mut child = spawn_serve(config_path, log_path, env);
+        match wait_for_health(&url, &mut child, log_path) {
+            Ok(()) => return (child, url),
+            Err(log) if attempt < 5 && log.contains("Address already in use") => {
+                let _ = child.kill();
+                let _ = child.wait();
+                attempt += 1;
+                // The next attempt's log starts clean, so only its own failure counts.
+                let _ = std::fs::remove_file(log_path);
+                write_config(free_port());
+            }
+            Err(log) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lockbridge did not start; log:\n{log}");
+            }
+        }
+    }
+}
+
+/// The port in a harness configuration's `listen = "127.0.0.1:PORT"`.
+fn configured_port(config_path: &Path) -> u16 {
+    let config = std::fs::read_to_string(config_path).expect("read the configuration");
+    config
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|rest| rest.trim_end_matches('"').parse().ok())
+        .expect("a listen line in the harness configuration")
+}
+
+/// Waits up to 20 s for `url/healthz` to answer 200; the log so far when it does not,
+/// or as soon as the process has exited.
+fn wait_for_health(url: &str, child: &mut Child, log_path: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = format!("{url}/healthz");
+    let log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    while Instant::now() < deadline {
+        if let Ok(200) = http_status(&health) {
+            return Ok(());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(log())
 }
 
 /// `lockbridge serve`, its output appended to `log_path`.
