@@ -612,6 +612,36 @@ async fn a_restart_between_requests_is_invisible_to_callers() {
     }
 }
 
+/// slapd's default size limit (500) ends a follower's refresh on any larger directory:
+/// the follower must say which limit and what to change, and pushes keep searching.
+#[tokio::test]
+async fn a_follower_ended_by_a_size_limit_says_which_limit_to_lift() {
+    let slapd = Slapd::start_with_service_limits("size=2");
+    let dir = directory(&slapd);
+    let followed = dir
+        .follow_users(&["uid".to_owned()])
+        .await
+        .expect("the sandbox offers content synchronisation");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        if let Some(reason) = followed.stopped_because() {
+            break reason;
+        }
+        assert!(Instant::now() < deadline, "the follower never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!followed.is_live());
+    assert!(reason.contains("size limit"), "{reason}");
+    assert!(
+        reason.contains(&format!("limits dn.exact=\"{}\"", slapd.service_dn)),
+        "{reason}"
+    );
+    // Reads that stay within the limit still work.
+    dir.find_user("alice")
+        .await
+        .expect("a search within the limit");
+}
+
 #[tokio::test]
 async fn a_frozen_directory_times_out_and_recovers() {
     let slapd = Slapd::start();

@@ -2003,6 +2003,11 @@ impl Directory {
         SignInVocabulary::of(self.inner.dialect.clone())
     }
 
+    /// The service account's DN (`bind_dn`), as an operator names it in limits and ACLs.
+    pub fn bind_dn(&self) -> &str {
+        &self.inner.bind_dn
+    }
+
     /// Where users live (`users_base`).
     pub fn users_base(&self) -> &str {
         &self.inner.users_base

@@ -34,6 +34,10 @@ pub const ECHO_WAIT: Duration = Duration::from_secs(5);
 /// First and longest wait before following again after the stream ended.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MOST: Duration = Duration::from_secs(60);
+/// The wait after the directory ended the stream with a limit (size, time, admin): the
+/// next refresh would most likely meet it again, and costs the directory the entries up
+/// to it, so it is tried seldom until an operator lifts the limit.
+const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(600);
 
 /// A lower-case attribute name and its values, as in [`Entry::attrs`].
 type PackedAttribute = (Box<str>, Box<[Box<str>]>);
@@ -139,6 +143,8 @@ pub(crate) struct Shared {
     state: RwLock<State>,
     /// Wakes the follower to start again (an echo was overdue).
     restart: Notify,
+    /// Why the last stream ended, if one did.
+    ended: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -238,6 +244,15 @@ impl SyncedUsers {
         self.shared.restart.notify_one();
     }
 
+    /// Why the follower last stopped following, if it ever did (for status and tests).
+    pub fn stopped_because(&self) -> Option<String> {
+        self.shared
+            .ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether the copy is live (the first refresh complete, the stream open).
     pub fn is_live(&self) -> bool {
         self.shared
@@ -273,6 +288,7 @@ impl Directory {
         let shared = Arc::new(Shared {
             state: RwLock::new(State::default()),
             restart: Notify::new(),
+            ended: std::sync::Mutex::new(None),
         });
         let (alive, stopped) = watch::channel(());
         let mut wanted: Vec<String> = attrs.to_vec();
@@ -312,20 +328,74 @@ async fn follow(
         if started.elapsed() > RETRY_MOST {
             pause = RETRY_FIRST;
         }
-        tracing::warn!(reason = %ended, retry_in = ?pause, "stopped following the directory's changes to users; password pushes search first meanwhile");
+        let wait = if ended.limited {
+            pause.max(RETRY_AFTER_LIMIT)
+        } else {
+            pause
+        };
+        tracing::warn!(reason = %ended.reason, retry_in = ?wait, "stopped following the directory's changes to users; password pushes search first meanwhile");
+        *shared.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(ended.reason);
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => return,
         }
         pause = (pause * 2).min(RETRY_MOST);
     }
 }
 
+/// Why a stream ended.
+struct Ended {
+    reason: String,
+    /// The directory ended it with a size, time or administrative limit.
+    limited: bool,
+}
+
+impl From<String> for Ended {
+    fn from(reason: String) -> Self {
+        Ended {
+            reason,
+            limited: false,
+        }
+    }
+}
+
+/// The reason for a stream the directory ended with result `rc`: for a limit, what the
+/// operator should change (the limit applies to the service account `bind_dn`).
+fn ended_by_directory(rc: u32, text: &str, bind_dn: &str) -> Ended {
+    let limit = match rc {
+        3 => Some("time limit (timeLimitExceeded, 3)"),
+        4 => Some("size limit (sizeLimitExceeded, 4)"),
+        11 => Some("administrative limit (adminLimitExceeded, 11)"),
+        _ => None,
+    };
+    match limit {
+        Some(limit) => Ended {
+            reason: format!(
+                "the directory ended the synchronisation search with its {limit}: give the \
+                 service account `limits dn.exact=\"{bind_dn}\" size=unlimited time=unlimited` \
+                 (docs/directories/openldap.md, Content synchronisation)"
+            ),
+            limited: true,
+        },
+        None if rc == 0 => "the directory ended the synchronisation".to_owned().into(),
+        None => {
+            let text = text.trim();
+            let detail = if text.is_empty() {
+                String::new()
+            } else {
+                format!(": {text}")
+            };
+            format!("the directory ended the synchronisation search with result {rc}{detail}")
+                .into()
+        }
+    }
+}
+
 /// One stream: the refresh, then changes as they come. Returns why it ended.
-async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -> String {
+async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -> Ended {
     let mut conn = match directory.dedicated_connection().await {
         Ok(conn) => conn,
-        Err(e) => return e.to_string(),
+        Err(e) => return e.to_string().into(),
     };
     let base = directory.users_base().to_owned();
     let filter = directory.user_filter().to_owned();
@@ -336,18 +406,19 @@ async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -
         .await;
     let mut stream = match stream {
         Ok(stream) => stream,
-        Err(e) => return format!("the synchronisation search failed: {e}"),
+        Err(e) => return format!("the synchronisation search failed: {e}").into(),
     };
     let followed_users = metrics::gauge!("lockbridge_directory_followed_users");
     let ended = loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = shared.restart.notified() => break "an echo was overdue".to_owned(),
+            _ = shared.restart.notified() => break Some("an echo was overdue".to_owned()),
         };
         let message = match next {
             Ok(Some(message)) => message,
-            Ok(None) => break "the directory ended the synchronisation".to_owned(),
-            Err(e) => break format!("the stream failed: {e}"),
+            // The result says why (a limit, say): read below, with `finish`.
+            Ok(None) => break None,
+            Err(e) => break Some(format!("the stream failed: {e}")),
         };
         if message.is_ref() {
             continue;
@@ -368,17 +439,18 @@ async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -
                 // Only sent to a client that resumes from a cookie, which this one never
                 // does: something is off, so start again from a full refresh.
                 Some(Ok(SyncInfo::IdSet { .. })) => {
-                    break "the directory sent a syncIdSet to a follower without a cookie"
-                        .to_owned();
+                    break Some(
+                        "the directory sent a syncIdSet to a follower without a cookie".to_owned(),
+                    );
                 }
-                Some(Err(e)) => break e.to_string(),
+                Some(Err(e)) => break Some(e.to_string()),
             }
             continue;
         }
         let sync_state = match controls::find_sync_state(&message.1) {
             Some(Ok(s)) => s,
-            Some(Err(e)) => break e.to_string(),
-            None => break "an entry came without its Sync State control".to_owned(),
+            Some(Err(e)) => break Some(e.to_string()),
+            None => break Some("an entry came without its Sync State control".to_owned()),
         };
         let mut state = shared.state();
         match sync_state.change {
@@ -393,15 +465,40 @@ async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -
     };
     followed_users.set(0.0);
     let msgid = stream.ldap_handle().last_id();
-    let _ = stream.finish().await;
+    let result = stream.finish().await;
     let _ = conn.ldap.abandon(msgid).await;
     let _ = conn.ldap.unbind().await;
-    ended
+    match ended {
+        Some(reason) => reason.into(),
+        None => ended_by_directory(result.rc, &result.text, directory.bind_dn()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_ended_by_a_limit_names_it_and_the_line_that_lifts_it() {
+        let dn = "cn=lockbridge,ou=services,dc=example,dc=org";
+        for (rc, limit) in [(3, "time limit"), (4, "size limit"), (11, "administrative")] {
+            let ended = ended_by_directory(rc, "", dn);
+            assert!(ended.limited, "{rc}");
+            assert!(ended.reason.contains(limit), "{}", ended.reason);
+            assert!(
+                ended.reason.contains(&format!("limits dn.exact=\"{dn}\"")),
+                "{}",
+                ended.reason
+            );
+        }
+        let other = ended_by_directory(50, " no read access ", dn);
+        assert!(!other.limited);
+        assert_eq!(
+            other.reason,
+            "the directory ended the synchronisation search with result 50: no read access"
+        );
+        assert!(!ended_by_directory(0, "", dn).limited);
+    }
 
     fn live_copy(uuids: &[[u8; 16]]) -> SyncedUsers {
         let mut state = State {
@@ -425,6 +522,7 @@ mod tests {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
                 restart: Notify::new(),
+                ended: std::sync::Mutex::new(None),
             }),
             _alive: Arc::new(alive),
         }

@@ -210,6 +210,12 @@ impl Slapd {
         Slapd::start_sandbox(users, extra_ldif, &[])
     }
 
+    /// Starts a sandbox whose service account has these slapd `limits` (e.g. "size=2")
+    /// instead of none.
+    pub fn start_with_service_limits(limits: &str) -> Slapd {
+        Slapd::start_sandbox(0, &[], &["--service-limits", limits])
+    }
+
     /// Starts a sandbox without the memberof overlay: members carry no `memberOf`, as in
     /// a directory that does not keep it.
     pub fn start_without_memberof() -> Slapd {
