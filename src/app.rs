@@ -1039,6 +1039,9 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         && let Ok(d) = &handle
     {
         report.push(("scim".to_string(), check_scim(config, d).await));
+        if config.scim.follow_directory {
+            report.push(("password pushes".to_string(), d.check_following().await));
+        }
     }
 
     let mail = mail_settings(config);

@@ -23,6 +23,8 @@ fn check_config_reports_each_component() {
         "store: ok",
         // The sandbox loads lockbridge's LDAP schema.
         "scim: ok: every attribute of the served SCIM schema has a home",
+        // ... and syncprov, with no limit on the service account.
+        "password pushes: ok: password pushes will read a copy the directory keeps current (5 users",
     ] {
         assert!(out.contains(component), "`{component}` missing:\n{out}");
     }
@@ -34,6 +36,30 @@ fn check_config_reports_each_component() {
     assert_eq!(code, 69, "{out}");
     assert!(out.contains("directory: FAILED"), "{out}");
     assert!(out.contains("mail: FAILED"), "{out}");
+}
+
+/// A service account that slapd limits (its default size limit is 500 entries) would
+/// have its follower's refresh ended: check-config says so, and which line lifts it.
+#[test]
+fn check_config_warns_when_a_limit_would_end_the_follower() {
+    let slapd = Slapd::start_with_service_limits("size=2");
+    let mail = MailSink::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state");
+    let config = write_config(dir.path(), &slapd, mail.port, 1, "");
+    let (code, out, err) = run_cli(&config, &["check-config"]);
+    // Pushes still work (each searches first): a warning, not a failure.
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("password pushes: "))
+        .unwrap_or_else(|| panic!("no password pushes line:\n{out}"));
+    assert!(line.contains("ok: WARNING"), "{line}");
+    assert!(line.contains("size limit"), "{line}");
+    assert!(
+        line.contains(&format!("limits dn.exact=\"{}\"", slapd.service_dn)),
+        "{line}"
+    );
 }
 
 /// A directory of another kind than `directory.kind` says: check-config names the

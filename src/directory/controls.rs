@@ -325,9 +325,20 @@ pub const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 /// (the whole content first, then every change), critical: a server that cannot follow
 /// changes must refuse the search, not answer it once and stop.
 pub fn sync_request_refresh_and_persist() -> RawControl {
+    sync_request(3)
+}
+
+/// The same in refreshOnly mode (1): the whole content, then the search ends, as a
+/// follower's refresh would (a preflight that the directory lets the service account
+/// follow).
+pub fn sync_request_refresh_only() -> RawControl {
+    sync_request(1)
+}
+
+fn sync_request(mode: i64) -> RawControl {
     let value = Tag::Sequence(Sequence {
         inner: vec![Tag::Enumerated(ldap3::asn1::Enumerated {
-            inner: 3,
+            inner: mode,
             ..Default::default()
         })],
         ..Default::default()

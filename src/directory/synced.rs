@@ -264,6 +264,67 @@ impl SyncedUsers {
 }
 
 impl Directory {
+    /// For `check-config`: whether password pushes will read a followed copy, tried as
+    /// the follower would (the Sync Request control offered, then a refresh with no
+    /// attributes that the directory must complete without a limit ending it). `Ok`
+    /// either way, since pushes are correct without the copy; what keeps it from being
+    /// used is a warning that names the setting to change.
+    pub async fn check_following(&self) -> Result<String, String> {
+        if self.kind() != super::DirectoryKind::OpenLdap {
+            return Ok(
+                "each password push reads its user with a search (following changes is \
+                 built for OpenLDAP's syncprov)"
+                    .to_owned(),
+            );
+        }
+        match self.supports_control(controls::SYNC_REQUEST_OID).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(
+                    "WARNING: the directory does not offer content synchronisation \
+                     (OpenLDAP's syncprov overlay), so each password push searches first; \
+                     docs/directories/openldap.md, Content synchronisation, says how to load it"
+                        .to_owned(),
+                );
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        let started = Instant::now();
+        let mut conn = self
+            .dedicated_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let searched = conn
+            .ldap
+            .with_controls(controls::sync_request_refresh_only())
+            .search(
+                self.users_base(),
+                Scope::Subtree,
+                self.user_filter(),
+                vec!["1.1"],
+            )
+            .await;
+        let _ = conn.ldap.unbind().await;
+        let ldap3::SearchResult(entries, result) =
+            searched.map_err(|e| format!("the synchronisation search failed: {e}"))?;
+        if result.rc != 0 {
+            let ended = ended_by_directory(result.rc, &result.text, self.bind_dn());
+            return Ok(format!(
+                "WARNING: password pushes would search first: {}",
+                ended.reason
+            ));
+        }
+        let users = entries
+            .iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .count();
+        Ok(format!(
+            "password pushes will read a copy the directory keeps current ({users} users, \
+             refreshed in {} ms)",
+            started.elapsed().as_millis()
+        ))
+    }
+
     /// Starts following the users (`users_base`, `user_filter`) with `attrs` and their
     /// stored password, when the directory is OpenLDAP and offers content
     /// synchronisation; `None` otherwise (every push then searches first).
