@@ -34,7 +34,7 @@ pub const ECHO_WAIT: Duration = Duration::from_secs(5);
 /// First and longest wait before following again after the stream ended.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MOST: Duration = Duration::from_secs(60);
-/// The wait after the directory ended the stream with a limit (size, time, admin): the
+/// The wait after the directory ended a refresh with a limit (size, time, admin): the
 /// next refresh would most likely meet it again, and costs the directory the entries up
 /// to it, so it is tried seldom until an operator lifts the limit.
 const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(600);
@@ -385,11 +385,18 @@ async fn follow(
             ended = follow_once(&directory, &shared, &attrs) => ended,
             _ = stopped.changed() => return,
         };
-        shared.state().reset();
+        let was_live = {
+            let mut state = shared.state();
+            let live = state.live;
+            state.reset();
+            live
+        };
         if started.elapsed() > RETRY_MOST {
             pause = RETRY_FIRST;
         }
-        let wait = if ended.limited {
+        // A limit that ended the refresh will end the next one too; one that ended a live
+        // stream (a time limit, after that long) costs a refresh per period, as any end.
+        let wait = if ended.limited && !was_live {
             pause.max(RETRY_AFTER_LIMIT)
         } else {
             pause
