@@ -668,6 +668,7 @@ mod audit {
         records_are_listed_newest_first_with_filters_and_paging,
         appends_form_one_hash_chain,
         concurrent_instances_append_to_one_chain,
+        announced_records_are_gathered_and_a_stalled_one_holds_no_one,
         the_chain_is_read_forward_after_an_id_or_from_a_time,
         seals_are_appended_and_read_in_order
     );
@@ -839,6 +840,44 @@ mod audit {
         tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
         assert_eq!(assert_one_chain(a.as_ref()).await, 20);
         assert_eq!(assert_one_chain(b.as_ref()).await, 20);
+    }
+
+    /// Requests announce the writes whose record will follow, so that the writer can
+    /// gather concurrent records into one synced commit. A write announced and never
+    /// recorded (its directory hung) must not hold anyone's record for long, and records
+    /// gathered that way are chained like any other.
+    async fn announced_records_are_gathered_and_a_stalled_one_holds_no_one(db: &Database) {
+        let store = db.instance().await;
+        let stalled = store.pending_audit().announce();
+        let started = std::time::Instant::now();
+        for n in 0..20 {
+            store
+                .append_audit(&record(n, "alone", "x", "y"))
+                .await
+                .expect("append beside a stalled write");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "20 appends beside a stalled write took {:?}",
+            started.elapsed()
+        );
+        drop(stalled);
+        let writers = (0..8).map(|w| {
+            let store = store.clone();
+            async move {
+                for n in 0..10 {
+                    let announced = store.pending_audit().announce();
+                    tokio::time::sleep(Duration::from_millis(1 + ((w + n) % 3) as u64)).await;
+                    drop(announced);
+                    store
+                        .append_audit(&record(n, &format!("w{w}"), "x", "y"))
+                        .await
+                        .expect("append");
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        assert_eq!(assert_one_chain(store.as_ref()).await, 100);
     }
 
     /// The verifier reads the chain forward, from where it stopped or from a date.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::store::{AuditQuery, AuditRecord, NewAuditRecord, Store, StoreError};
+use crate::store::{
+    AnnouncedRecord, AuditQuery, AuditRecord, NewAuditRecord, PendingAudit, Store, StoreError,
+};
 
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,14 +193,25 @@ pub struct AuditLog {
     store: Arc<dyn Store>,
     /// When the store last answered.
     last_ok: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Writes under way whose record will follow (see [`AuditLog::announce`]).
+    pending: PendingAudit,
 }
 
 impl AuditLog {
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let pending = store.pending_audit();
         Self {
             store,
             last_ok: Arc::new(std::sync::Mutex::new(None)),
+            pending,
         }
+    }
+
+    /// Announces a write whose record [`AuditLog::record`] will append once the write
+    /// is done, so that records of concurrent writes share one synced commit. Drop the
+    /// guard just before recording.
+    pub fn announce(&self) -> AnnouncedRecord {
+        self.pending.announce()
     }
 
     fn mark_ok(&self, ok: bool) {

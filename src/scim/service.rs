@@ -1234,6 +1234,7 @@ impl ScimService {
         let user_name = w.user_name.clone();
         let active = w.active;
         let has_password = w.password.is_some();
+        let announced = self.audit.announce();
         let result = self.try_create_user(caller, &mut w).await;
         let attrs: Vec<String> = w.attrs.keys().cloned().collect();
         let (id, password) = match &result {
@@ -1246,6 +1247,7 @@ impl ScimService {
             ),
             Err(_) => (None, if has_password { "refused" } else { "none" }),
         };
+        drop(announced);
         self.record(
             caller,
             Action::ScimCreate,
@@ -1346,6 +1348,7 @@ impl ScimService {
         body: &Value,
         if_match: Option<&str>,
     ) -> Result<Served, ScimError> {
+        let announced = self.audit.announce();
         let result = async {
             let carries_password = body
                 .as_object()
@@ -1357,6 +1360,7 @@ impl ScimService {
                 .await
         }
         .await;
+        drop(announced);
         self.record_update(caller, Action::ScimReplace, id, &result)
             .await;
         result.map(|(served, _)| served)
@@ -1375,12 +1379,16 @@ impl ScimService {
         if_match: Option<&str>,
         minimal: bool,
     ) -> Result<Option<Served>, ScimError> {
+        // Identity providers push passwords from many connections at once: the records
+        // of concurrent pushes share one synced commit.
+        let announced = self.audit.announce();
         if minimal && let Some(password) = patch.password_only() {
             let result = self.push_password(id, password, if_match).await;
             let (password, target) = match &result {
                 Ok((note, name)) => (*note, name.clone()),
                 Err(_) => ("none", id.to_owned()),
             };
+            drop(announced);
             self.record(
                 caller,
                 Action::ScimPatch,
@@ -1420,6 +1428,7 @@ impl ScimService {
                 .await
         }
         .await;
+        drop(announced);
         self.record_update(caller, Action::ScimPatch, id, &result)
             .await;
         result.map(|(served, _)| Some(served))

@@ -11,6 +11,7 @@
 pub mod chain;
 pub mod copy;
 mod error;
+mod pending;
 mod postgres;
 pub mod rate;
 mod sqlite;
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use error::StoreError;
+pub use pending::{AnnouncedRecord, GATHER_WAIT, PendingAudit};
 pub use postgres::{PostgresOptions, PostgresStore, PostgresTls};
 pub use rate::{RateDecision, RateQuota};
 pub use sqlite::SqliteStore;
@@ -112,6 +114,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends records in order like [`Store::append_audit`], sharing commits: for a
     /// caller that acts on many accounts and records them together.
     async fn append_audit_many(&self, records: Vec<NewAuditRecord>) -> Result<(), StoreError>;
+    /// Where callers announce an audited write under way (see [`PendingAudit`]), so that
+    /// the audit writer can gather its record into the commit of those before it. A
+    /// store that does not gather returns a count nobody reads.
+    fn pending_audit(&self) -> PendingAudit {
+        PendingAudit::default()
+    }
     /// Audit records matching `q`, newest first (keyset paging by id).
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
     /// Audit records with their chain hashes, oldest first: ids above `after_id`, and

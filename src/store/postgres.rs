@@ -28,9 +28,9 @@ use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, FlowRecord, JobItem, JobItemOutcome,
     JobRecord, MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewFlow,
     NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, NewWelcomeLink, OutboxCounts,
-    OutboxMessage, OutboxStatus, RateDecision, RateQuota, ResetRequestRecord, SessionRecord, Store,
-    StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord,
-    sweep_status,
+    OutboxMessage, OutboxStatus, PendingAudit, RateDecision, RateQuota, ResetRequestRecord,
+    SessionRecord, Store, StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord,
+    WelcomeLinkRecord, sweep_status,
 };
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -1219,6 +1219,10 @@ impl Store for PostgresStore {
 
     async fn append_audit_many(&self, records: Vec<NewAuditRecord>) -> Result<(), StoreError> {
         self.audit_writer.append_many(records).await
+    }
+
+    fn pending_audit(&self) -> PendingAudit {
+        self.audit_writer.pending()
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {

@@ -27,9 +27,9 @@ use super::{
     AuditQuery, AuditRecord, AuditSeal, ChainedAuditRecord, FlowRecord, JobItem, JobItemOutcome,
     JobRecord, MAX_AUDIT_PAGE, MAX_PAGE, MAX_REPORT_PAGE, MailClass, NewAuditRecord, NewFlow,
     NewJob, NewOutboxMessage, NewResetRequest, NewSession, NewToken, NewWelcomeLink, OutboxCounts,
-    OutboxMessage, OutboxStatus, RateDecision, RateQuota, ResetRequestRecord, SessionRecord, Store,
-    StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord, WelcomeLinkRecord,
-    sweep_status,
+    OutboxMessage, OutboxStatus, PendingAudit, RateDecision, RateQuota, ResetRequestRecord,
+    SessionRecord, Store, StoreError, StoredAuditSeal, SweepReportLine, SweepRun, TokenRecord,
+    WelcomeLinkRecord, sweep_status,
 };
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -1171,6 +1171,10 @@ impl Store for SqliteStore {
 
     async fn append_audit_many(&self, records: Vec<NewAuditRecord>) -> Result<(), StoreError> {
         self.audit_writer.append_many(records).await
+    }
+
+    fn pending_audit(&self) -> PendingAudit {
+        self.audit_writer.pending()
     }
 
     async fn audit_chain_page(
@@ -2527,6 +2531,66 @@ mod tests {
             .await
             .expect("reopen");
         assert_eq!(assert_one_chain(&store).await.len(), 10);
+    }
+
+    /// The record of a write announced as under way joins the commit of the record the
+    /// writer holds: the writer waits for it (here up to 2 s) instead of syncing each
+    /// record alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_announced_record_shares_the_commit_it_was_awaited_for() {
+        let (dir, _store) = temp_store().await;
+        let path = dir.path().join("lockbridge.db");
+        let writer = AuditWriter::start_gathering(&path, Duration::from_secs(2)).expect("writer");
+        let announced = writer.pending().announce();
+        let append = |actor: &'static str| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.append(&audit(actor, "x", "t")).await })
+        };
+        let first = append("first");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = append("second");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(announced);
+        let first = first.await.expect("joined").expect("first appended");
+        let second = second.await.expect("joined").expect("second appended");
+        assert_eq!(second, first + 1);
+        assert_eq!(writer.commits(), 1, "both records in one commit");
+    }
+
+    /// Nothing announced, nothing awaited: a lone record is committed at once, and a
+    /// write announced and never recorded (a stalled directory) delays the records
+    /// of others by one wait, not for as long as it lasts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_waits_only_for_announced_records_and_only_once() {
+        let (dir, _store) = temp_store().await;
+        let path = dir.path().join("lockbridge.db");
+        let writer = AuditWriter::start_gathering(&path, Duration::from_secs(2)).expect("writer");
+        let started = std::time::Instant::now();
+        writer
+            .append(&audit("alone", "x", "t"))
+            .await
+            .expect("appended");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a lone record waited {:?}",
+            started.elapsed()
+        );
+
+        let stalled = writer.pending().announce();
+        for n in 0..2 {
+            let started = std::time::Instant::now();
+            writer
+                .append(&audit(&format!("beside{n}"), "x", "t"))
+                .await
+                .expect("appended");
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(1900) && waited < Duration::from_secs(10),
+                "waited once for the announced record: {waited:?}"
+            );
+        }
+        drop(stalled);
+        assert_eq!(writer.commits(), 3);
     }
 
     /// A batch (longer than one commit holds) goes in whole and in order, between

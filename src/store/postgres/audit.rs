@@ -1,5 +1,7 @@
 //! The audit writer on PostgreSQL: one task per store that commits the records queued
-//! meanwhile in one transaction (group commit), chained after the chain's head.
+//! meanwhile in one transaction (group commit), chained after the chain's head. When
+//! requests have announced records still to come ([`PendingAudit`]), it waits
+//! [`GATHER_WAIT`] for them first, as the SQLite writer does.
 //!
 //! Instances on other hosts append too, so the head is read inside the transaction, after
 //! taking the chain's advisory lock (`lockbridge_audit_append`, migration 0004): appends
@@ -10,7 +12,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{err, micros, retrying, ts};
-use crate::store::{NewAuditRecord, StoreError};
+use crate::store::{GATHER_WAIT, NewAuditRecord, PendingAudit, StoreError};
 
 /// Most audit records committed together.
 const AUDIT_BATCH: usize = 256;
@@ -33,6 +35,8 @@ enum Job {
 #[derive(Debug, Clone)]
 pub(super) struct AuditWriter {
     jobs: mpsc::Sender<Job>,
+    /// Writes announced as under way: their records are worth waiting for.
+    pending: PendingAudit,
 }
 
 fn stopped() -> StoreError {
@@ -43,8 +47,14 @@ impl AuditWriter {
     /// Starts the writer's task (inside a Tokio runtime).
     pub(super) fn start(pool: PgPool) -> AuditWriter {
         let (jobs, queue) = mpsc::channel(AUDIT_QUEUE);
-        tokio::spawn(run(pool, queue));
-        AuditWriter { jobs }
+        let pending = PendingAudit::default();
+        tokio::spawn(run(pool, queue, pending.clone()));
+        AuditWriter { jobs, pending }
+    }
+
+    /// Where requests announce a record still to come.
+    pub(super) fn pending(&self) -> PendingAudit {
+        self.pending.clone()
     }
 
     /// Appends `record`; returns its id once its commit is durable.
@@ -86,7 +96,7 @@ enum Waiter {
     Many(usize),
 }
 
-async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
+async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, pending: PendingAudit) {
     while let Some(job) = queue.recv().await {
         let mut records: Vec<(NewAuditRecord, Waiter)> = Vec::new();
         // Each AppendMany's reply and its first error.
@@ -106,12 +116,21 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
             Job::Close(done) => Some(done),
         };
         closing = closing.or(take(job, &mut records));
-        // What queued while the last commit ran goes into this one.
-        while closing.is_none() && records.len() < AUDIT_BATCH {
-            match queue.try_recv() {
-                Ok(job) => closing = take(job, &mut records),
-                Err(_) => break,
+        // What queued while the last commit ran goes into this one, and, once, what
+        // requests announced and have not queued yet.
+        let mut waited = false;
+        loop {
+            while closing.is_none() && records.len() < AUDIT_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => closing = take(job, &mut records),
+                    Err(_) => break,
+                }
             }
+            if waited || closing.is_some() || records.len() >= AUDIT_BATCH || !pending.any() {
+                break;
+            }
+            tokio::time::sleep(GATHER_WAIT).await;
+            waited = true;
         }
         let mut rest = records;
         while !rest.is_empty() {
@@ -119,8 +138,10 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
             let batch = std::mem::replace(&mut rest, tail);
             let refs: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
             let outcome = retrying("audit record", || append(&pool, &refs)).await;
+            metrics::counter!("lockbridge_audit_commits_total").increment(1);
             match outcome {
                 Ok(ids) => {
+                    metrics::counter!("lockbridge_audit_records_total").increment(ids.len() as u64);
                     for ((_, waiter), id) in batch.into_iter().zip(ids) {
                         if let Waiter::One(reply) = waiter {
                             let _ = reply.send(Ok(id));

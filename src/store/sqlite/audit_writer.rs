@@ -5,16 +5,21 @@
 //! going through the async pool cost more than the write itself (a task to wake, a hop
 //! to sqlx's connection thread and back, arguments copied per statement). Here a record
 //! costs one hand-over to this thread and one prepared statement. Group commit comes for
-//! free: what queues while one commit syncs goes into the next one.
+//! free: what queues while one commit syncs goes into the next one, and when requests
+//! have announced records still to come ([`PendingAudit`]) the writer waits
+//! [`GATHER_WAIT`] for them first.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{BUSY_TIMEOUT, ts};
 use crate::store::chain::{self, GENESIS};
-use crate::store::{NewAuditRecord, StoreError};
+use crate::store::{GATHER_WAIT, NewAuditRecord, PendingAudit, StoreError};
 
 /// Most audit records committed together.
 const AUDIT_BATCH: usize = 256;
@@ -36,6 +41,11 @@ enum Job {
 #[derive(Debug, Clone)]
 pub(super) struct AuditWriter {
     jobs: mpsc::Sender<Job>,
+    /// Writes announced as under way: their records are worth waiting for.
+    pending: PendingAudit,
+    /// Commits made, for the tests (operators see `lockbridge_audit_commits_total`).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
+    commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Job {
@@ -52,6 +62,14 @@ impl AuditWriter {
     /// Opens the writer's connection to the database at `path` (already created and
     /// migrated) and starts its thread.
     pub(super) fn start(path: &Path) -> Result<AuditWriter, StoreError> {
+        Self::start_gathering(path, GATHER_WAIT)
+    }
+
+    /// [`AuditWriter::start`], waiting `gather_wait` for announced records.
+    pub(super) fn start_gathering(
+        path: &Path,
+        gather_wait: Duration,
+    ) -> Result<AuditWriter, StoreError> {
         let conn = open(path).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot open {} for the audit log: {e}",
@@ -59,11 +77,35 @@ impl AuditWriter {
             ))
         })?;
         let (jobs, queue) = mpsc::channel(AUDIT_QUEUE);
+        let pending = PendingAudit::default();
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            conn,
+            head: None,
+            pending: pending.clone(),
+            gather_wait,
+            commits: commits.clone(),
+        };
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the audit writer: {e}")))?;
-        Ok(AuditWriter { jobs })
+        Ok(AuditWriter {
+            jobs,
+            pending,
+            commits,
+        })
+    }
+
+    /// How many commits this writer has made.
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Where requests announce a record still to come.
+    pub(super) fn pending(&self) -> PendingAudit {
+        self.pending.clone()
     }
 
     /// Appends `record` to the chain; returns its id once the commit is synced.
@@ -116,112 +158,135 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
-    // The chain's head as this writer left it: lets the next batch go in as one
-    // statement (see `append_after`) instead of a transaction that reads it first.
-    let mut head: Option<ChainHead> = None;
-    while let Some(job) = queue.blocking_recv() {
-        let mut batch = Vec::new();
-        let mut many = Vec::new();
-        let mut closing = None;
-        let mut take = |job: Job, batch: &mut Vec<(NewAuditRecord, Reply)>| match job {
-            Job::Append(record, reply) => {
-                batch.push((record, reply));
-                None
-            }
-            Job::AppendMany(records, reply) => {
-                // Each record gets a reply of its own; the caller hears the first error.
-                let mut replies = Vec::with_capacity(records.len());
-                for record in records {
-                    let (one, answer) = oneshot::channel();
-                    batch.push((record, one));
-                    replies.push(answer);
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    /// The chain's head as this writer left it: lets the next batch go in as one
+    /// statement (see `append_after`) instead of a transaction that reads it first.
+    head: Option<ChainHead>,
+    pending: PendingAudit,
+    gather_wait: Duration,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(job) = queue.blocking_recv() {
+            let mut batch = Vec::new();
+            let mut many = Vec::new();
+            let mut closing = None;
+            let mut take = |job: Job, batch: &mut Vec<(NewAuditRecord, Reply)>| match job {
+                Job::Append(record, reply) => {
+                    batch.push((record, reply));
+                    None
                 }
-                many.push((replies, reply));
-                None
+                Job::AppendMany(records, reply) => {
+                    // Each record gets a reply of its own; the caller hears the first error.
+                    let mut replies = Vec::with_capacity(records.len());
+                    for record in records {
+                        let (one, answer) = oneshot::channel();
+                        batch.push((record, one));
+                        replies.push(answer);
+                    }
+                    many.push((replies, reply));
+                    None
+                }
+                Job::Close(done) => Some(done),
+            };
+            closing = closing.or(take(job, &mut batch));
+            let mut waited = false;
+            loop {
+                while closing.is_none() && batch.len() < AUDIT_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => closing = take(job, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                // Records announced and not queued yet would each sync a commit of their
+                // own a moment later: wait for them once, then commit what came. Once
+                // only, so a write that stalls (a hung directory) delays others by no
+                // more than the wait.
+                if waited || closing.is_some() || batch.len() >= AUDIT_BATCH || !self.pending.any()
+                {
+                    break;
+                }
+                std::thread::sleep(self.gather_wait);
+                waited = true;
             }
-            Job::Close(done) => Some(done),
+            // A long AppendMany is committed in batches of AUDIT_BATCH, in order.
+            while batch.len() > AUDIT_BATCH {
+                let rest = batch.split_off(AUDIT_BATCH);
+                self.commit(batch);
+                batch = rest;
+            }
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            for (replies, reply) in many {
+                let mut first_error = Ok(());
+                for answer in replies {
+                    match answer.blocking_recv() {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            first_error = Err(e);
+                            break;
+                        }
+                        Err(_) => {
+                            first_error = Err(StoreError::Unavailable(
+                                "the audit writer lost a record".into(),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(first_error);
+            }
+            if let Some(done) = closing {
+                if let Err((_, e)) = self.conn.close() {
+                    tracing::warn!(error = %e, "the audit writer's connection did not close cleanly");
+                }
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Commits `batch` and answers every request in it.
+    fn commit(&mut self, batch: Vec<(NewAuditRecord, Reply)>) {
+        let records: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
+        let conn = &mut self.conn;
+        let appended = match self.head.as_ref() {
+            Some(known) => match append_after(conn, known, &records) {
+                Ok(Some(appended)) => Ok(appended),
+                // The head moved (another process appended) or the statement failed: the
+                // transaction reads the head afresh and reports a real failure.
+                Ok(None) | Err(_) => append_chained(conn, &records),
+            },
+            None => append_chained(conn, &records),
         };
-        closing = closing.or(take(job, &mut batch));
-        while closing.is_none() && batch.len() < AUDIT_BATCH {
-            match queue.try_recv() {
-                Ok(job) => closing = take(job, &mut batch),
-                Err(_) => break,
-            }
-        }
-        // A long AppendMany is committed in batches of AUDIT_BATCH, in order.
-        while batch.len() > AUDIT_BATCH {
-            let rest = batch.split_off(AUDIT_BATCH);
-            commit(&mut conn, &mut head, batch);
-            batch = rest;
-        }
-        if !batch.is_empty() {
-            commit(&mut conn, &mut head, batch);
-        }
-        for (replies, reply) in many {
-            let mut first_error = Ok(());
-            for answer in replies {
-                match answer.blocking_recv() {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        first_error = Err(e);
-                        break;
-                    }
-                    Err(_) => {
-                        first_error = Err(StoreError::Unavailable(
-                            "the audit writer lost a record".into(),
-                        ));
-                        break;
-                    }
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("lockbridge_audit_commits_total").increment(1);
+        match appended {
+            Ok((ids, new_head)) => {
+                self.head = Some(new_head);
+                metrics::counter!("lockbridge_audit_records_total").increment(ids.len() as u64);
+                for ((_, reply), id) in batch.into_iter().zip(ids) {
+                    let _ = reply.send(Ok(id));
                 }
             }
-            let _ = reply.send(first_error);
-        }
-        if let Some(done) = closing {
-            if let Err((_, e)) = conn.close() {
-                tracing::warn!(error = %e, "the audit writer's connection did not close cleanly");
+            Err(e) => {
+                self.head = None;
+                tracing::error!(error = %e, records = batch.len(), "could not append audit records");
+                let cause = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
+                }
             }
-            let _ = done.send(());
-            return;
         }
     }
 }
 
 type Reply = oneshot::Sender<Result<i64, StoreError>>;
-
-/// Commits `batch` and answers every request in it.
-fn commit(
-    conn: &mut Connection,
-    head: &mut Option<ChainHead>,
-    batch: Vec<(NewAuditRecord, Reply)>,
-) {
-    let records: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
-    let appended = match head.as_ref() {
-        Some(known) => match append_after(conn, known, &records) {
-            Ok(Some(appended)) => Ok(appended),
-            // The head moved (another process appended) or the statement failed: the
-            // transaction reads the head afresh and reports a real failure.
-            Ok(None) | Err(_) => append_chained(conn, &records),
-        },
-        None => append_chained(conn, &records),
-    };
-    match appended {
-        Ok((ids, new_head)) => {
-            *head = Some(new_head);
-            for ((_, reply), id) in batch.into_iter().zip(ids) {
-                let _ = reply.send(Ok(id));
-            }
-        }
-        Err(e) => {
-            *head = None;
-            tracing::error!(error = %e, records = batch.len(), "could not append audit records");
-            let cause = e.to_string();
-            for (_, reply) in batch {
-                let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
-            }
-        }
-    }
-}
 
 /// The newest chained record: its id (also AUTOINCREMENT's counter) and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
