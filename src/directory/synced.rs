@@ -294,19 +294,31 @@ impl Directory {
             .dedicated_connection()
             .await
             .map_err(|e| e.to_string())?;
-        let searched = conn
-            .ldap
-            .with_controls(controls::sync_request_refresh_only())
-            .search(
-                self.users_base(),
-                Scope::Subtree,
-                self.user_filter(),
-                vec!["1.1"],
-            )
-            .await;
+        // Counted as they come, not collected: the check holds one entry at a time
+        // whatever the directory's size.
+        let counted = async {
+            let mut stream = conn
+                .ldap
+                .with_controls(controls::sync_request_refresh_only())
+                .streaming_search(
+                    self.users_base(),
+                    Scope::Subtree,
+                    self.user_filter(),
+                    vec!["1.1"],
+                )
+                .await?;
+            let mut users = 0usize;
+            while let Some(entry) = stream.next().await? {
+                if !entry.is_ref() && !entry.is_intermediate() {
+                    users += 1;
+                }
+            }
+            Ok::<_, ldap3::LdapError>((users, stream.finish().await))
+        }
+        .await;
         let _ = conn.ldap.unbind().await;
-        let ldap3::SearchResult(entries, result) =
-            searched.map_err(|e| format!("the synchronisation search failed: {e}"))?;
+        let (users, result) =
+            counted.map_err(|e| format!("the synchronisation search failed: {e}"))?;
         if result.rc != 0 {
             let ended = ended_by_directory(result.rc, &result.text, self.bind_dn());
             return Ok(format!(
@@ -314,10 +326,6 @@ impl Directory {
                 ended.reason
             ));
         }
-        let users = entries
-            .iter()
-            .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .count();
         Ok(format!(
             "password pushes will read a copy the directory keeps current ({users} users, \
              refreshed in {} ms)",
