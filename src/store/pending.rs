@@ -5,8 +5,8 @@
 //! with several pushes in flight their records reach the writer half a millisecond apart.
 //! Committed as they come, each one costs a synced commit of its own (one `fsync` per
 //! push, measured in bench/README.md). When the writer knows more are coming, it waits
-//! [`GATHER_WAIT`] so that they share one. Nothing is announced by a lone request, so a
-//! single push never waits.
+//! [`GATHER_WAIT`] so that they share one. A request's own announcement ends before its
+//! record is queued, so a lone push never waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
