@@ -187,8 +187,6 @@ default_policy_dn = "cn=default,ou=policies,$LDAP_BASE_DN"
 never_expires_policy_dn = "cn=never-expires,ou=policies,$LDAP_BASE_DN"
 [sweep]
 admin_recipients = ["admins@example.org"]
-[scim]
-rate_limit_per_second = 0
 TOML
 }
 

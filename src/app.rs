@@ -899,6 +899,7 @@ pub async fn serve(
             per_second: config.scim.rate_limit_per_second,
             burst: config.scim.rate_limit_burst,
         }),
+        scim_in_flight: config.scim.max_requests_in_flight_per_token,
     });
 
     let stop = CancellationToken::new();

@@ -1243,3 +1243,89 @@ async fn a_request_that_outlives_its_time_limit_is_answered_clearly() {
     );
     ldap.up();
 }
+
+/// One SCIM token may have `scim.max_requests_in_flight_per_token` requests under way at
+/// once: the next one is refused at once with a 429 that says so (not queued behind a
+/// stalled directory), another token is not refused, and answered requests free their
+/// places.
+#[tokio::test]
+async fn a_scim_token_at_its_cap_of_requests_under_way_is_refused_and_others_are_not() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
+    let daemon = Daemon::start_opts(
+        &slapd,
+        mail.port,
+        Options {
+            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
+            extra: String::new(),
+            env: vec![(
+                "LOCKBRIDGE__SCIM__MAX_REQUESTS_IN_FLIGHT_PER_TOKEN".into(),
+                "3".into(),
+            )],
+            tokens: None,
+        },
+    );
+    let busy = harness::daemon::create_token(&daemon.config_path, "busy-idp", "scim");
+    let other = harness::daemon::create_token(&daemon.config_path, "other-idp", "scim");
+    const BOB: &str = "/Users?filter=userName%20eq%20%22bob%22";
+    // Both tokens answer once first (and SCIM reads the directory's schema).
+    for token in [&busy, &other] {
+        let (status, body, _) = daemon.scim(token).get(BOB).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    ldap.pause();
+    let stalled: Vec<_> = (0..3)
+        .map(|_| {
+            let scim = daemon.scim(&busy);
+            tokio::spawn(async move { scim.get(BOB).await })
+        })
+        .collect();
+    let other_stalled = {
+        let scim = daemon.scim(&other);
+        tokio::spawn(async move { scim.get(BOB).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let (status, body, headers) = daemon.scim(&busy).get(BOB).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["status"], "429", "{body}");
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "{headers:?}"
+    );
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("under way at once (at most 3)"),
+        "says which limit and its value: {detail}"
+    );
+    ldap.resume();
+    for request in stalled {
+        let (status, body, _) = request.await.expect("request task");
+        assert_eq!(status, 200, "a request under way is served: {body}");
+    }
+    let (status, body, _) = other_stalled.await.expect("request task");
+    assert_eq!(status, 200, "another token is not refused: {body}");
+    // The answered requests gave their places back.
+    for _ in 0..4 {
+        let (status, body, _) = daemon.scim(&busy).get(BOB).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", daemon.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lockbridge_rate_limited_total{limit=\"token_in_flight\"} 1")),
+        "counted: {metrics}"
+    );
+}

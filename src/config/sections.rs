@@ -1282,10 +1282,14 @@ pub struct ScimConfig {
     /// syncprov overlay), so that a push is one directory operation instead of a search
     /// and a write. Used only when the directory offers it; off: every push searches.
     pub follow_directory: bool,
-    /// Requests per second per client address on /scim/v2 (0 = no limit); identity
-    /// providers send bursts, so this is separate from server.rate_limit_per_second.
+    /// Requests per second per token on /scim/v2 (0, the default: no rate limit);
+    /// identity providers send bursts, so this is separate from
+    /// server.rate_limit_per_second.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Requests of one token under way at once in one instance (0 = no cap). What keeps
+    /// a runaway or stolen token from taking every connection and directory slot.
+    pub max_requests_in_flight_per_token: u32,
     /// Entries SCIM never writes, besides the administrators and the service account.
     pub protected_dns: Vec<String>,
     /// Let SCIM write members of `directory.admin_group_dns` (reset, lock, rename,
@@ -1311,8 +1315,9 @@ impl Default for ScimConfig {
             max_results: 1000,
             check_password_rules: false,
             follow_directory: true,
-            rate_limit_per_second: 100,
+            rate_limit_per_second: 0,
             rate_limit_burst: 1000,
+            max_requests_in_flight_per_token: 128,
             protected_dns: Vec::new(),
             allow_writes_to_administrators: false,
             attributes: Default::default(),

@@ -138,6 +138,8 @@ pub enum Exceeded {
     TokenRate,
     /// Too many failed authentications from the client's address.
     AuthFailures,
+    /// Too many of the token's requests under way at once in this instance (the limit).
+    TokenInFlight(u32),
 }
 
 type Limiter<K> = Arc<DefaultKeyedRateLimiter<K>>;
@@ -338,27 +340,80 @@ pub struct ApiGuard {
     auth: Authenticator,
     proxies: Arc<TrustedProxies>,
     per_token: Option<Arc<TokenLimiter>>,
+    in_flight: Option<Arc<InFlight>>,
     failures: FailureLimiter,
     refusals: Refusals,
 }
 
+/// How many requests of each token this instance is serving, against a cap. A rate
+/// limit caps what a client may send over time; this caps what it may have waiting on
+/// the directory at once, so one identity provider cannot take every connection and
+/// directory slot from the administrators and users, however fast the directory is.
+struct InFlight {
+    limit: u32,
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+/// One request counted in [`InFlight`] until it is answered.
+struct InFlightEntry {
+    owner: Arc<InFlight>,
+    key: String,
+}
+
+impl InFlight {
+    /// Counts a request of `key`, or `None` when it already has `limit` under way.
+    fn enter(self: &Arc<Self>, key: String) -> Option<InFlightEntry> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(InFlightEntry {
+            owner: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            // Idle tokens leave the table, so it stays as small as the busy ones.
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 impl ApiGuard {
-    /// `scope` names this API's token buckets in the store (`api`, `scim`).
+    /// `scope` names this API's token buckets in the store (`api`, `scim`);
+    /// `in_flight` caps each token's requests under way at once (0 = no cap).
     pub fn new(
         auth: Authenticator,
         proxies: Arc<TrustedProxies>,
         store: Arc<dyn Store>,
-        (scope, per_token): (&'static str, Option<RateLimit>),
+        (scope, per_token, in_flight): (&'static str, Option<RateLimit>, u32),
         failures: FailureLimiter,
         refusals: Refusals,
     ) -> Self {
         let per_token = per_token
             .and_then(|limit| TokenLimiter::new(store, scope, limit))
             .map(Arc::new);
+        let in_flight = (in_flight > 0).then(|| {
+            Arc::new(InFlight {
+                limit: in_flight,
+                counts: Mutex::new(HashMap::new()),
+            })
+        });
         Self {
             auth,
             proxies,
             per_token,
+            in_flight,
             failures,
             refusals,
         }
@@ -409,6 +464,7 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
             "limit" => match exceeded {
                 Exceeded::TokenRate => "token",
                 Exceeded::AuthFailures => "auth_failures",
+                Exceeded::TokenInFlight(_) => "token_in_flight",
             }
         )
         .increment(1);
@@ -438,11 +494,22 @@ pub async fn api_guard(State(guard): State<ApiGuard>, mut req: Request, next: Ne
     };
     match guard.auth.authenticate(Some(&authorization)).await {
         Ok(principal) => {
-            if let Some(limiter) = &guard.per_token
-                && let Err(wait) = limiter.check(&token_key(&principal)).await
+            let key = (guard.per_token.is_some() || guard.in_flight.is_some())
+                .then(|| token_key(&principal));
+            if let (Some(limiter), Some(key)) = (&guard.per_token, &key)
+                && let Err(wait) = limiter.check(key).await
             {
                 return refused(Exceeded::TokenRate, wait);
             }
+            // Held until the answer is built: the count is of requests under way.
+            let _entry = match (&guard.in_flight, key) {
+                (Some(in_flight), Some(key)) => match in_flight.enter(key) {
+                    Some(entry) => Some(entry),
+                    // Answers come back within milliseconds; a second is plenty.
+                    None => return refused(Exceeded::TokenInFlight(in_flight.limit), 1),
+                },
+                _ => None,
+            };
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
@@ -466,6 +533,27 @@ fn token_key(principal: &Principal) -> String {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn in_flight_counts_per_key_and_frees_places_as_requests_end() {
+        let cap = Arc::new(InFlight {
+            limit: 2,
+            counts: Mutex::new(HashMap::new()),
+        });
+        let first = cap.enter("token:a".into()).expect("first");
+        let second = cap.enter("token:a".into()).expect("second");
+        assert!(cap.enter("token:a".into()).is_none(), "a third is refused");
+        let other = cap
+            .enter("token:b".into())
+            .expect("another key has its own places");
+        drop(first);
+        let third = cap.enter("token:a".into()).expect("a place was freed");
+        drop((second, third, other));
+        assert!(
+            cap.counts.lock().expect("lock").is_empty(),
+            "idle keys leave the table"
+        );
+    }
 
     fn xff(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

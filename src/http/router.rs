@@ -53,6 +53,8 @@ pub struct RouterParts {
     pub rate_limit: Option<RateLimit>,
     /// Per SCIM token: identity providers send bursts of hundreds of requests.
     pub scim_rate_limit: Option<RateLimit>,
+    /// A SCIM token's requests under way at once in this instance (0 = no cap).
+    pub scim_in_flight: u32,
     /// Failed authentications per client address and minute, and the burst.
     pub auth_failures: (u32, u32),
     pub trusted_proxies: TrustedProxies,
@@ -60,8 +62,13 @@ pub struct RouterParts {
 
 fn admin_rate_limited(wait: u64, exceeded: Exceeded) -> Response {
     let detail = match exceeded {
-        Exceeded::TokenRate => "too many requests with this token",
-        Exceeded::AuthFailures => "too many requests without a valid token from this address",
+        Exceeded::TokenRate => "too many requests with this token".to_owned(),
+        Exceeded::AuthFailures => {
+            "too many requests without a valid token from this address".to_owned()
+        }
+        Exceeded::TokenInFlight(limit) => {
+            format!("too many requests with this token under way at once (at most {limit})")
+        }
     };
     ErrorBody {
         retry_after_secs: Some(wait),
@@ -77,9 +84,12 @@ fn admin_rate_limited(wait: u64, exceeded: Exceeded) -> Response {
 
 /// RFC 7644 §3.12 lists no 429, but RFC 6585's status with a SCIM error body is what
 /// Entra ID and Okta back off on.
-fn scim_rate_limited(wait: u64, _: Exceeded) -> Response {
-    ScimError::TooManyRequests {
-        retry_after_secs: wait,
+fn scim_rate_limited(wait: u64, exceeded: Exceeded) -> Response {
+    match exceeded {
+        Exceeded::TokenInFlight(limit) => ScimError::TooManyAtOnce { limit },
+        Exceeded::TokenRate | Exceeded::AuthFailures => ScimError::TooManyRequests {
+            retry_after_secs: wait,
+        },
     }
     .into_response()
 }
@@ -105,7 +115,7 @@ pub fn router(parts: RouterParts) -> Router {
         parts.auth.clone(),
         proxies.clone(),
         parts.store.clone(),
-        ("api", parts.rate_limit),
+        ("api", parts.rate_limit, 0),
         failures.clone(),
         Refusals {
             unauthenticated: admin_unauthenticated,
@@ -130,7 +140,7 @@ pub fn router(parts: RouterParts) -> Router {
             parts.auth.clone(),
             proxies.clone(),
             parts.store.clone(),
-            ("scim", parts.scim_rate_limit),
+            ("scim", parts.scim_rate_limit, parts.scim_in_flight),
             failures.clone(),
             Refusals {
                 unauthenticated: scim_unauthenticated,

@@ -78,6 +78,13 @@ pub enum ScimError {
         /// How long the client should wait (`Retry-After`).
         retry_after_secs: u64,
     },
+    /// 429: this client already has as many requests under way as one token may
+    /// (`scim.max_requests_in_flight_per_token`).
+    #[error(
+        "too many requests with this token under way at once (at most {limit}); wait for \
+         answers before sending more, and retry this one after 1 second (Retry-After)"
+    )]
+    TooManyAtOnce { limit: u32 },
     /// 409 (`invalidValue`): a Bulk operation refers to a `bulkId` that no successful
     /// operation of the request created (RFC 7644 §3.7.1).
     #[error("{0}")]
@@ -166,7 +173,7 @@ impl ScimError {
             Self::Sensitive(_) | Self::Forbidden(_) | Self::Protected(_) => 403,
             Self::NotImplemented(_) => 501,
             Self::MethodNotAllowed(_) => 405,
-            Self::TooManyRequests { .. } => 429,
+            Self::TooManyRequests { .. } | Self::TooManyAtOnce { .. } => 429,
             Self::PayloadTooLarge => 413,
             Self::Unauthorized(_) => 401,
             Self::Unavailable { .. } | Self::OutcomeUnknown { .. } => 503,
@@ -202,7 +209,7 @@ impl ScimError {
             Self::NotModified => "notModified",
             Self::NotImplemented(_) => "notImplemented",
             Self::MethodNotAllowed(_) => "methodNotAllowed",
-            Self::TooManyRequests { .. } => "tooManyRequests",
+            Self::TooManyRequests { .. } | Self::TooManyAtOnce { .. } => "tooManyRequests",
             Self::PayloadTooLarge => "payloadTooLarge",
             Self::Forbidden(_) => "forbidden",
             Self::Protected(_) => "protectedTarget",
@@ -223,6 +230,7 @@ impl ScimError {
                 retry_after_secs, ..
             }
             | Self::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            Self::TooManyAtOnce { .. } => Some(1),
             _ => None,
         }
     }
