@@ -56,8 +56,17 @@ impl Entry {
         attrs: impl IntoIterator<Item = (String, Vec<String>)>,
     ) -> Self {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (k, v) in attrs {
-            map.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        for (mut k, v) in attrs {
+            // In place: the name is the server's own string, no copy needed.
+            k.make_ascii_lowercase();
+            match map.entry(k) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(v);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    slot.get_mut().extend(v);
+                }
+            }
         }
         Self {
             dn: dn.into(),
@@ -67,10 +76,23 @@ impl Entry {
 
     /// Every value of `name` (any case); empty when absent.
     pub fn all(&self, name: &str) -> &[String] {
-        self.attrs
-            .get(&name.to_ascii_lowercase())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        // Every read of a resource looks up dozens of names: lower-cased on the stack
+        // when they fit, which they always do in practice.
+        let mut buf = [0u8; 64];
+        let lowered = match buf.get_mut(..name.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(name.as_bytes());
+                slot.make_ascii_lowercase();
+                // ASCII lower-casing keeps UTF-8 valid.
+                std::str::from_utf8(slot).ok()
+            }
+            None => None,
+        };
+        let found = match lowered {
+            Some(key) => self.attrs.get(key),
+            None => self.attrs.get(&name.to_ascii_lowercase()),
+        };
+        found.map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The first value of `name` (any case).
@@ -120,7 +142,8 @@ pub struct WindowQuery {
     pub base: String,
     /// A complete RFC 4515 filter, already escaped.
     pub filter: String,
-    pub attrs: Vec<String>,
+    /// Shared: the same list serves every read of a kind.
+    pub attrs: std::sync::Arc<[String]>,
     /// `Some`: sorted by the server (Server Side Sort + Virtual List View controls).
     /// `None`: the directory's own order, which is stable for an unchanged directory.
     pub sort: Option<SortKey>,
@@ -424,7 +447,7 @@ impl Directory {
                 let SearchResult(found, res) = ldap
                     .with_controls(request.clone())
                     .with_timeout(t)
-                    .search(&q.base, Scope::Subtree, &q.filter, q.attrs.as_slice())
+                    .search(&q.base, Scope::Subtree, &q.filter, &q.attrs[..])
                     .await?;
                 let cannot_sort = |why: String| {
                     Failure::Mapped(DirectoryError::Unsupported(format!(
@@ -509,8 +532,8 @@ impl Directory {
 
     /// The unsorted window (and the count-only one), streamed with Paged Results.
     async fn paged_window(&self, q: &WindowQuery) -> Result<Window, DirectoryError> {
-        let attrs: Vec<String> = if q.count == 0 {
-            vec!["1.1".to_owned()]
+        let attrs: std::sync::Arc<[String]> = if q.count == 0 {
+            std::sync::Arc::from(["1.1".to_owned()])
         } else {
             q.attrs.clone()
         };
@@ -545,7 +568,7 @@ impl Directory {
             OpKind::Read,
             Retry::Idempotent,
             |mut ldap| async move {
-                let mut adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
+                let mut adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
                     vec![Box::new(EntriesOnly::new())];
                 if paged {
                     adapters.push(Box::new(PagedResults::new(PAGE_SIZE)));
@@ -560,7 +583,7 @@ impl Directory {
                         &q.base,
                         Scope::Subtree,
                         &q.filter,
-                        attrs.to_vec(),
+                        attrs.iter().map(String::as_str).collect(),
                     )
                     .await?;
                 let mut seen: u64 = 0;

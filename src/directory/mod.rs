@@ -2375,7 +2375,7 @@ mod tests {
         send(d.search_window(&WindowQuery {
             base: String::new(),
             filter: String::new(),
-            attrs: vec![],
+            attrs: Vec::new().into(),
             sort: None,
             offset: 1,
             count: 1,

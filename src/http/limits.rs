@@ -337,7 +337,9 @@ impl TokenLimiter {
 /// need (`Require<P>`); they find the principal this guard put in the request.
 #[derive(Clone)]
 pub struct ApiGuard {
-    auth: Authenticator,
+    /// Shared: axum clones the guard for every request, and the authenticator holds a
+    /// key that is wiped on drop.
+    auth: Arc<Authenticator>,
     proxies: Arc<TrustedProxies>,
     per_token: Option<Arc<TokenLimiter>>,
     in_flight: Option<Arc<InFlight>>,
@@ -410,7 +412,7 @@ impl ApiGuard {
             })
         });
         Self {
-            auth,
+            auth: Arc::new(auth),
             proxies,
             per_token,
             in_flight,

@@ -806,6 +806,8 @@ pub struct UserMapping {
     filter: UserFilterMapping,
     sign_in: SignInVocabulary,
     entries: EntryVocabulary,
+    /// [`Self::read_attributes`], worked out once: every read asks for them.
+    read_attrs: std::sync::Arc<[String]>,
 }
 
 impl std::fmt::Debug for UserMapping {
@@ -1013,7 +1015,7 @@ impl UserMapping {
             addresses,
             primary,
         };
-        Ok(Self {
+        let mut mapping = Self {
             user_name: s.user_name_attribute,
             naming,
             object_classes: s.object_classes,
@@ -1030,7 +1032,10 @@ impl UserMapping {
             filter,
             sign_in: s.sign_in,
             entries: s.entries,
-        })
+            read_attrs: std::sync::Arc::from([]),
+        };
+        mapping.read_attrs = mapping.list_read_attributes().into();
+        Ok(mapping)
     }
 
     /// The field's LDAP attribute; `None` when it has no home.
@@ -1119,7 +1124,11 @@ impl UserMapping {
     }
 
     /// Every LDAP attribute to request when reading a user, operational ones included.
-    pub fn read_attributes(&self) -> Vec<String> {
+    pub fn read_attributes(&self) -> std::sync::Arc<[String]> {
+        self.read_attrs.clone()
+    }
+
+    fn list_read_attributes(&self) -> Vec<String> {
         let mut out = vec!["objectClass".to_owned(), self.user_name.clone()];
         out.extend(self.ldap.values().cloned());
         out.extend(self.json.iter().map(|j| j.ldap.to_owned()));
@@ -2088,7 +2097,7 @@ impl GroupMapping {
     }
 
     /// Every LDAP attribute to request when reading a group.
-    pub fn read_attributes(&self) -> Vec<String> {
+    pub fn read_attributes(&self) -> std::sync::Arc<[String]> {
         let mut out = vec![
             "objectClass".to_owned(),
             "cn".to_owned(),
@@ -2098,7 +2107,7 @@ impl GroupMapping {
         out.push(self.entries.id_attribute().to_owned());
         out.extend(GROUP_OPERATIONAL.iter().map(|s| (*s).to_owned()));
         out.push(self.entries.version_attribute().to_owned());
-        out
+        out.into()
     }
 
     /// The filter mapping that agrees with this mapping.

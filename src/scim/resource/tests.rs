@@ -2046,7 +2046,7 @@ fn the_benchmark_reads_what_a_user_read_reads() {
         .expect("ATTRS in bench/scim.sh")
         .split(',')
         .collect();
-    assert_eq!(listed, with_schema().read_attributes());
+    assert_eq!(listed, *with_schema().read_attributes());
 }
 
 /// Which phone number and address is primary is kept for values in inetOrgPerson's
