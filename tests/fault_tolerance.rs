@@ -1329,3 +1329,108 @@ async fn a_scim_token_at_its_cap_of_requests_under_way_is_refused_and_others_are
         "counted: {metrics}"
     );
 }
+
+/// A directory slow to answer a password write (here: every chunk on its link held for
+/// 3 s, so a write takes about 6 s, past the 5 s the followed copy gives the directory
+/// to report a write) is not a stuck change stream: the wait for the report starts at
+/// the directory's answer, so the copy is not thrown away and rebuilt, which would only
+/// add a full refresh to a loaded directory's work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_slow_to_write_does_not_end_the_followed_copy() {
+    let slapd = Slapd::start();
+    let mail = MailSink::start();
+    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
+    let daemon = Daemon::start_opts(
+        &slapd,
+        mail.port,
+        Options {
+            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
+            extra: String::new(),
+            env: vec![(
+                "LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS".into(),
+                "20".into(),
+            )],
+            tokens: None,
+        },
+    );
+    let token = harness::daemon::create_token(&daemon.config_path, "slow-idp", "scim");
+    let scim = daemon.scim(&token);
+    let mut ids = Vec::new();
+    for name in ["slow1", "slow2", "slow3"] {
+        let (status, body, _) = scim
+            .post(
+                "/Users",
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": name,
+                    "name": { "familyName": name },
+                    "password": "Slow-Passw0rd-0",
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().expect("id").to_owned());
+    }
+    let push = |id: String, n: usize| {
+        let scim = daemon.scim(&token);
+        async move {
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{ "op": "replace", "path": "password", "value": format!("Slow-Passw0rd-{n}") }],
+            });
+            let (status, reply, _) = scim.patch(&format!("/Users/{id}"), body).await;
+            assert_eq!(status, 204, "push {n}: {reply}");
+        }
+    };
+    let copy_reads = "lockbridge_password_push_reads_total{from=\"copy\"}";
+    let metric = |prefix: &'static str| {
+        let url = daemon.url.clone();
+        async move {
+            let text = reqwest::get(format!("{url}/metrics"))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics body");
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    // Wait until pushes are served from the copy (it is live, the creations reported).
+    let mut n = 0;
+    while metric(copy_reads).await < 1.0 {
+        n += 1;
+        assert!(n < 100, "no push was served from the followed copy");
+        push(ids[0].clone(), n).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ldap.delay(Duration::from_secs(3));
+    let started = Instant::now();
+    let slow = tokio::spawn(push(ids[1].clone(), 100));
+    // Past the first write's 5 s, before its answer: another push looks at the copy.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let before = metric(copy_reads).await;
+    push(ids[2].clone(), 101).await;
+    slow.await.expect("slow push");
+    assert!(
+        started.elapsed() > Duration::from_secs(6),
+        "the directory really was slow to write"
+    );
+    assert!(
+        metric(copy_reads).await > before,
+        "the second push was served from the copy"
+    );
+    ldap.delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = metric(copy_reads).await;
+    push(ids[0].clone(), 102).await;
+    assert!(metric(copy_reads).await > before, "the copy still serves");
+    let log = daemon.log();
+    assert!(
+        !log.contains("did not report a password write in time"),
+        "the copy was rebuilt: {log}"
+    );
+}

@@ -12,7 +12,10 @@
 //! - an entry lockbridge itself writes is not served from just before the write until the
 //!   directory's report of that write (its echo) has arrived ([`SyncedUsers::expect`]);
 //! - a stream that stops delivering would go unnoticed, so an echo that has not come
-//!   within [`ECHO_WAIT`] ends the copy: it is dropped and rebuilt from a new refresh.
+//!   within [`ECHO_WAIT`] of the directory's answer to the write ends the copy: it is
+//!   dropped and rebuilt from a new refresh. The wait starts at the answer, not before
+//!   the write: a directory slow to write (a loaded disk) is not a stalled stream, and
+//!   rebuilding the copy then would only add a refresh to its load.
 //!
 //! Until the first refresh is complete, and whenever the stream is down, every lookup
 //! misses and callers search as they would without a copy.
@@ -86,6 +89,15 @@ impl Synced {
     }
 }
 
+/// A user lockbridge is writing, or wrote and has not heard of from the directory yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Awaited {
+    /// Writes announced ([`SyncedUsers::expect`]) and not answered yet.
+    under_way: u32,
+    /// When the echo of the last answered write is due.
+    due: Option<Instant>,
+}
+
 #[derive(Default)]
 struct State {
     /// The first refresh is complete and the stream is open.
@@ -94,8 +106,8 @@ struct State {
     entries: HashMap<[u8; 16], Arc<Synced>>,
     /// `entryUUID` by DN ([`dn_key`] form), for writes that know only the DN.
     by_dn: HashMap<String, [u8; 16]>,
-    /// Entries lockbridge wrote whose echo has not arrived: when it is due.
-    awaiting: HashMap<[u8; 16], Instant>,
+    /// Entries lockbridge is writing or wrote whose echo has not arrived.
+    awaiting: HashMap<[u8; 16], Awaited>,
     /// The same, oldest first (an entry may be listed again after a newer write).
     due: VecDeque<([u8; 16], Instant)>,
 }
@@ -129,7 +141,7 @@ impl State {
     /// Is an echo overdue? Drops the front entries whose echo arrived.
     fn overdue(&mut self, now: Instant) -> bool {
         while let Some((uuid, due)) = self.due.front().copied() {
-            if self.awaiting.get(&uuid) != Some(&due) {
+            if self.awaiting.get(&uuid).and_then(|a| a.due) != Some(due) {
                 self.due.pop_front();
             } else {
                 return due <= now;
@@ -209,8 +221,9 @@ impl SyncedUsers {
 
     /// Before lockbridge writes the user `uuid`: the copy will not answer for it until
     /// the directory reports a change of it. Called before the write, because the report
-    /// may arrive before the writer hears its own answer; a write that fails must be
-    /// [`Self::cancel`]led, since no report will come.
+    /// may arrive before the writer hears its own answer. Then exactly one of
+    /// [`Self::answered`] (the wait for the report starts) or [`Self::cancel`] (the
+    /// write failed: no report will come).
     pub fn expect(&self, uuid: &uuid::Uuid) {
         let key = *uuid.as_bytes();
         let now = Instant::now();
@@ -224,14 +237,34 @@ impl SyncedUsers {
             self.stuck();
             return;
         }
-        let due = now + ECHO_WAIT;
-        state.awaiting.insert(key, due);
+        state.awaiting.entry(key).or_default().under_way += 1;
+    }
+
+    /// The directory answered the write announced with [`Self::expect`]: its report is
+    /// due within [`ECHO_WAIT`] from now. Nothing to wait for when it came first.
+    pub fn answered(&self, uuid: &uuid::Uuid) {
+        let key = *uuid.as_bytes();
+        let mut state = self.shared.state();
+        let Some(awaited) = state.awaiting.get_mut(&key) else {
+            return;
+        };
+        let due = Instant::now() + ECHO_WAIT;
+        awaited.under_way = awaited.under_way.saturating_sub(1);
+        awaited.due = Some(due);
         state.due.push_back((key, due));
     }
 
-    /// The write announced with [`Self::expect`] failed: no report is coming.
+    /// The write announced with [`Self::expect`] failed: no report is coming for it.
+    /// An earlier write's report still awaited is still awaited.
     pub fn cancel(&self, uuid: &uuid::Uuid) {
-        self.shared.state().awaiting.remove(uuid.as_bytes());
+        let key = *uuid.as_bytes();
+        let mut state = self.shared.state();
+        if let Some(awaited) = state.awaiting.get_mut(&key) {
+            awaited.under_way = awaited.under_way.saturating_sub(1);
+            if awaited.under_way == 0 && awaited.due.is_none() {
+                state.awaiting.remove(&key);
+            }
+        }
     }
 
     /// An echo is overdue: drop the copy and have the follower start again.
@@ -631,6 +664,37 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_for_an_echo_starts_when_the_directory_answers_the_write() {
+        let copy = live_copy(&[[1; 16], [2; 16]]);
+        let one = uuid::Uuid::from_bytes([1; 16]);
+        let later = || Instant::now() + ECHO_WAIT * 2;
+        // A write the directory takes longer than ECHO_WAIT to answer is not overdue.
+        copy.expect(&one);
+        assert!(!copy.shared.state().overdue(later()), "still being written");
+        assert!(copy.get(&one).is_none());
+        copy.answered(&one);
+        assert!(copy.get(&one).is_none(), "answered, echo pending");
+        assert!(copy.shared.state().overdue(later()), "due from the answer");
+        // The echo came before the answer (the follower heard first): nothing is awaited.
+        copy.shared.state().awaiting.remove(&[1; 16]);
+        copy.expect(&one);
+        copy.shared.state().awaiting.remove(&[1; 16]);
+        copy.answered(&one);
+        assert!(copy.get(&one).is_some());
+        assert!(!copy.shared.state().overdue(later()));
+        // A second write that fails leaves the first one's echo awaited.
+        copy.expect(&one);
+        copy.answered(&one);
+        copy.expect(&one);
+        copy.cancel(&one);
+        assert!(
+            copy.get(&one).is_none(),
+            "the first write's echo is still due"
+        );
+        assert!(copy.shared.state().overdue(later()));
+    }
+
+    #[test]
     fn an_overdue_echo_ends_the_copy_and_asks_for_a_new_refresh() {
         let copy = live_copy(&[[1; 16], [2; 16]]);
         copy.expect(&uuid::Uuid::from_bytes([1; 16]));
@@ -638,7 +702,13 @@ mod tests {
         {
             let mut state = copy.shared.state();
             let past = Instant::now() - Duration::from_millis(1);
-            state.awaiting.insert([1; 16], past);
+            state.awaiting.insert(
+                [1; 16],
+                Awaited {
+                    under_way: 0,
+                    due: Some(past),
+                },
+            );
             state.due.clear();
             state.due.push_back(([1; 16], past));
         }

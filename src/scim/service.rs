@@ -1524,8 +1524,11 @@ impl ScimService {
                 self.users.sign_in_state(&current).blocked,
             )
             .await;
-        if let (Some((copy, uuid)), Err(_)) = (&followed, &written) {
-            copy.cancel(uuid);
+        if let Some((copy, uuid)) = &followed {
+            match &written {
+                Ok(()) => copy.answered(uuid),
+                Err(_) => copy.cancel(uuid),
+            }
         }
         match written {
             Ok(()) => Ok(Pushed::Set(name)),
