@@ -624,7 +624,7 @@ fn window(slapd: &Slapd, sort: Option<SortKey>, offset: u64, count: u64) -> Wind
     WindowQuery {
         base: slapd.users_base.clone(),
         filter: "(objectClass=inetOrgPerson)".into(),
-        attrs: vec!["uid".into()],
+        attrs: vec!["uid".to_owned()].into(),
         sort,
         offset,
         count,
