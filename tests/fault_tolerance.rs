@@ -1170,6 +1170,26 @@ async fn a_cut_store_link_gets_clear_503s_and_recovers_without_restart() {
     }
 }
 
+/// One daemon whose directory link runs through a proxy the test controls, with `env`.
+/// The proxy and the mail sink must outlive the daemon's use of them.
+fn daemon_behind_proxy(slapd: &Slapd, mail: &MailSink, env: &[(&str, &str)]) -> (Proxy, Daemon) {
+    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
+    let daemon = Daemon::start_opts(
+        slapd,
+        mail.port,
+        Options {
+            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
+            extra: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            tokens: None,
+        },
+    );
+    (ldap, daemon)
+}
+
 /// A request still running at `server.request_timeout_secs` (here: the directory's link
 /// stalls, and the directory's own operation timeout is longer) is answered with a 503
 /// that says what happened, in the edge's own format, not with an empty body.
@@ -1177,25 +1197,13 @@ async fn a_cut_store_link_gets_clear_503s_and_recovers_without_restart() {
 async fn a_request_that_outlives_its_time_limit_is_answered_clearly() {
     let slapd = Slapd::start();
     let mail = MailSink::start();
-    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
-    let daemon = Daemon::start_opts(
+    let (ldap, daemon) = daemon_behind_proxy(
         &slapd,
-        mail.port,
-        Options {
-            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
-            extra: String::new(),
-            env: vec![
-                (
-                    "LOCKBRIDGE__SERVER__REQUEST_TIMEOUT_SECS".into(),
-                    "3".into(),
-                ),
-                (
-                    "LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS".into(),
-                    "20".into(),
-                ),
-            ],
-            tokens: None,
-        },
+        &mail,
+        &[
+            ("LOCKBRIDGE__SERVER__REQUEST_TIMEOUT_SECS", "3"),
+            ("LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS", "20"),
+        ],
     );
     let scim_token = harness::daemon::create_token(&daemon.config_path, "timeout-idp", "scim");
     // Both edges answer once first: SCIM reads the directory's schema on its first
@@ -1252,19 +1260,10 @@ async fn a_request_that_outlives_its_time_limit_is_answered_clearly() {
 async fn a_scim_token_at_its_cap_of_requests_under_way_is_refused_and_others_are_not() {
     let slapd = Slapd::start();
     let mail = MailSink::start();
-    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
-    let daemon = Daemon::start_opts(
+    let (ldap, daemon) = daemon_behind_proxy(
         &slapd,
-        mail.port,
-        Options {
-            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
-            extra: String::new(),
-            env: vec![(
-                "LOCKBRIDGE__SCIM__MAX_REQUESTS_IN_FLIGHT_PER_TOKEN".into(),
-                "3".into(),
-            )],
-            tokens: None,
-        },
+        &mail,
+        &[("LOCKBRIDGE__SCIM__MAX_REQUESTS_IN_FLIGHT_PER_TOKEN", "3")],
     );
     let busy = harness::daemon::create_token(&daemon.config_path, "busy-idp", "scim");
     let other = harness::daemon::create_token(&daemon.config_path, "other-idp", "scim");
@@ -1339,19 +1338,10 @@ async fn a_scim_token_at_its_cap_of_requests_under_way_is_refused_and_others_are
 async fn a_directory_slow_to_write_does_not_end_the_followed_copy() {
     let slapd = Slapd::start();
     let mail = MailSink::start();
-    let ldap = Proxy::to_port(port_of(&slapd.ldaps_url));
-    let daemon = Daemon::start_opts(
+    let (ldap, daemon) = daemon_behind_proxy(
         &slapd,
-        mail.port,
-        Options {
-            ldap_url: Some(format!("ldaps://127.0.0.1:{}", ldap.port)),
-            extra: String::new(),
-            env: vec![(
-                "LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS".into(),
-                "20".into(),
-            )],
-            tokens: None,
-        },
+        &mail,
+        &[("LOCKBRIDGE__DIRECTORY__OPERATION_TIMEOUT_SECS", "20")],
     );
     let token = harness::daemon::create_token(&daemon.config_path, "slow-idp", "scim");
     let scim = daemon.scim(&token);

@@ -366,11 +366,13 @@ impl InFlight {
     /// Counts a request of `key`, or `None` when it already has `limit` under way.
     fn enter(self: &Arc<Self>, key: String) -> Option<InFlightEntry> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(key.clone()).or_insert(0);
-        if *count >= self.limit {
-            return None;
+        match counts.get_mut(&key) {
+            Some(count) if *count >= self.limit => return None,
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(key.clone(), 1);
+            }
         }
-        *count += 1;
         Some(InFlightEntry {
             owner: self.clone(),
             key,
