@@ -447,8 +447,15 @@ async fn put_or_patch_without_a_password_leaves_the_old_one_working() {
     let id = created["id"].as_str().expect("id").to_owned();
     let mut body = new_user("quinn", None);
     body["displayName"] = json!("Quinn Renamed");
-    let (status, reply, _) = env.scim.put(&format!("/Users/{id}"), body).await;
+    let (status, reply, _) = env
+        .scim
+        .put(&format!("/Users/{id}?attributes=displayName"), body)
+        .await;
     assert_eq!(status, 200, "{reply}");
+    // PUT honours `attributes` (RFC 7644 §3.9): the id always, then what was asked for.
+    assert_eq!(reply["id"], json!(id), "{reply}");
+    assert_eq!(reply["displayName"], json!("Quinn Renamed"), "{reply}");
+    assert!(reply.get("userName").is_none(), "{reply}");
     let (status, reply, _) = env
         .scim
         .patch(
@@ -1140,14 +1147,52 @@ async fn groups_membership_checks_removal_by_value_list_and_non_members() {
         0,
         "{group}"
     );
+    // A PATCH that only changes members and asks for nothing back is answered 204,
+    // without reading the group (and resolving its members) back.
     let (status, reply, _) = env
         .scim
         .patch(
             &format!("/Groups/{gid}"),
-            patch(json!([{ "op": "Add", "path": "members", "value": [{ "value": a }, { "value": b }] }])),
+            patch(json!([{ "op": "Add", "path": "members", "value": [{ "value": a }] }])),
+        )
+        .await;
+    assert_eq!(status, 204, "{reply}");
+    assert_eq!(reply, json!(""), "204 has no body");
+    // Asked for something back, it is answered 200 with the group so shaped.
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}?excludedAttributes=members"),
+            patch(json!([{ "op": "Add", "path": "members", "value": [{ "value": b }] }])),
         )
         .await;
     assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["id"], json!(gid), "{reply}");
+    assert_eq!(reply["displayName"], json!("Pilots"), "{reply}");
+    assert!(
+        reply.get("members").is_none(),
+        "excludedAttributes: {reply}"
+    );
+    let (status, reply, _) = env
+        .scim
+        .patch(
+            &format!("/Groups/{gid}?attributes=members"),
+            patch(json!([{ "op": "Add", "path": "members", "value": [{ "value": a }] }])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let mut values: Vec<&str> = reply["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["value"].as_str()).collect())
+        .unwrap_or_default();
+    values.sort_unstable();
+    let mut expected = vec![a.as_str(), b.as_str()];
+    expected.sort_unstable();
+    assert_eq!(
+        values, expected,
+        "adding a member again changes nothing: {reply}"
+    );
+    assert!(reply.get("displayName").is_none(), "attributes: {reply}");
     // Entra's membership check
     let check = |user: &str| format!(r#"id eq "{gid}" and members eq "{user}""#);
     for (user, expected) in [(&a, 1), (&c, 0)] {
@@ -1176,7 +1221,7 @@ async fn groups_membership_checks_removal_by_value_list_and_non_members() {
             patch(json!([{ "op": "Remove", "path": "members", "value": [{ "value": a }, { "value": c }] }])),
         )
         .await;
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 204, "{reply}");
     // Okta's form: remove with a value filter in the path.
     let (status, reply, _) = env
         .scim
@@ -1185,7 +1230,7 @@ async fn groups_membership_checks_removal_by_value_list_and_non_members() {
             patch(json!([{ "op": "remove", "path": format!("members[value eq \"{b}\"]") }])),
         )
         .await;
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 204, "{reply}");
     let (_, body, _) = env.scim.get(&format!("/Groups/{gid}")).await;
     assert_eq!(body["members"].as_array().map_or(0, Vec::len), 0, "{body}");
     // Rename, then delete.
@@ -1218,11 +1263,16 @@ async fn deleting_a_user_removes_the_entry_and_its_memberships() {
     let (status, group, _) = env
         .scim
         .post(
-            "/Groups",
+            "/Groups?excludedAttributes=members",
             json!({ "schemas": [GROUP], "displayName": "Team", "members": [{ "value": u }, { "value": stay }] }),
         )
         .await;
     assert_eq!(status, 201, "{group}");
+    assert!(
+        group.get("members").is_none(),
+        "POST honours excludedAttributes: {group}"
+    );
+    assert_eq!(group["displayName"], json!("Team"), "{group}");
     let (status, _, _) = env.scim.delete(&format!("/Users/{u}")).await;
     assert_eq!(status, 204);
     let (status, body, _) = env.scim.get(&format!("/Users/{u}")).await;

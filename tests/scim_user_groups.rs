@@ -165,7 +165,7 @@ async fn groups_are_returned_by_default(slapd: &Slapd, scim: &Scim) {
             ]}),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 204, "{body}");
     assert!(get_user(scim, &ben, "").await.get("groups").is_none());
     let _ = slapd;
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ScimError;
 use super::model::{PatchRequest, get_ci, scrub_secrets};
-use super::service::{Caller, Kind, ScimService};
+use super::service::{Caller, Kind, ScimService, Shape};
 
 /// The Bulk request and response message URNs (RFC 7644 §8.2).
 pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
@@ -385,7 +385,11 @@ async fn run_one(
                 }
                 let served = match kind {
                     Kind::User => service.create_user(caller, &data).await?,
-                    Kind::Group => service.create_group(caller, &data).await?,
+                    Kind::Group => {
+                        service
+                            .create_group(caller, &data, &Shape::without_members())
+                            .await?
+                    }
                 };
                 Ok((201, Some(served)))
             }
@@ -393,7 +397,11 @@ async fn run_one(
                 let id = need_id()?;
                 let served = match kind {
                     Kind::User => service.replace_user(caller, &id, &data, if_match).await?,
-                    Kind::Group => service.replace_group(caller, &id, &data, if_match).await?,
+                    Kind::Group => {
+                        service
+                            .replace_group(caller, &id, &data, if_match, &Shape::without_members())
+                            .await?
+                    }
                 };
                 Ok((200, Some(served)))
             }
@@ -406,7 +414,18 @@ async fn run_one(
                             .patch_user(caller, &id, &patch, if_match, false)
                             .await?
                     }
-                    Kind::Group => Some(service.patch_group(caller, &id, &patch, if_match).await?),
+                    Kind::Group => {
+                        service
+                            .patch_group(
+                                caller,
+                                &id,
+                                &patch,
+                                if_match,
+                                &Shape::without_members(),
+                                false,
+                            )
+                            .await?
+                    }
                 };
                 Ok((200, served))
             }

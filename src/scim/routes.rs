@@ -369,42 +369,59 @@ async fn get_one<R: ResourceRoute>(
     Ok(resource_response(StatusCode::OK, &served))
 }
 
-/// `POST /Users`, `POST /Groups`.
+/// A served User shaped by the request's `attributes` / `excludedAttributes` (Groups are
+/// shaped by the service, which then skips resolving members nobody asked for).
+fn shaped(service: &ScimService, mut served: Served, shape: &Shape) -> Served {
+    if !shape.attributes.is_empty() || !shape.excluded.is_empty() {
+        service.project(Kind::User, &mut served.resource, shape);
+    }
+    served
+}
+
+/// `POST /Users`, `POST /Groups`. The answer is the new resource, shaped by `attributes` /
+/// `excludedAttributes` (RFC 7644 §3.9).
 async fn create<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body.0)?;
+    let shape = shape(raw.as_deref())?;
+    let service = s.service().await?;
     let served = match R::KIND {
-        Kind::User => s.service().await?.create_user(&caller, &value).await?,
-        Kind::Group => s.service().await?.create_group(&caller, &value).await?,
+        Kind::User => {
+            let served = service.create_user(&caller, &value).await?;
+            shaped(&service, served, &shape)
+        }
+        Kind::Group => service.create_group(&caller, &value, &shape).await?,
     };
     Ok(resource_response(StatusCode::CREATED, &served))
 }
 
-/// `PUT /Users/{id}`, `PUT /Groups/{id}`.
+/// `PUT /Users/{id}`, `PUT /Groups/{id}`. The answer is the resource, shaped by
+/// `attributes` / `excludedAttributes`.
 async fn replace<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: ScimBody,
 ) -> Result<Response, ScimError> {
     let value = json_body(&headers, &body.0)?;
     let if_match = header_str(&headers, header::IF_MATCH);
+    let shape = shape(raw.as_deref())?;
+    let service = s.service().await?;
     let served = match R::KIND {
         Kind::User => {
-            s.service()
-                .await?
-                .replace_user(&caller, &id, &value, if_match)
-                .await?
+            let served = service.replace_user(&caller, &id, &value, if_match).await?;
+            shaped(&service, served, &shape)
         }
         Kind::Group => {
-            s.service()
-                .await?
-                .replace_group(&caller, &id, &value, if_match)
+            service
+                .replace_group(&caller, &id, &value, if_match, &shape)
                 .await?
         }
     };
@@ -412,9 +429,9 @@ async fn replace<R: ResourceRoute>(
 }
 
 /// `PATCH /Users/{id}`, `PATCH /Groups/{id}`. The answer is the resource (200), shaped
-/// by `attributes` / `excludedAttributes`, except for a User PATCH that only sets the
-/// password and asks for nothing back: 204, without reading the entry back (RFC 7644
-/// §3.5.2 allows either).
+/// by `attributes` / `excludedAttributes`, except for a PATCH that asks for nothing back
+/// and only sets a User's password or only changes a Group's members: 204, without
+/// reading the entry back (RFC 7644 §3.5.2 allows either).
 async fn patch<R: ResourceRoute>(
     State(s): State<ScimState>,
     Provisioner(caller): Provisioner,
@@ -429,20 +446,18 @@ async fn patch<R: ResourceRoute>(
     let minimal = shape.attributes.is_empty() && shape.excluded.is_empty();
     let service = s.service().await?;
     let served = match R::KIND {
-        Kind::User => {
+        Kind::User => service
+            .patch_user(&caller, &id, &patch, if_match, minimal)
+            .await?
+            .map(|served| shaped(&service, served, &shape)),
+        Kind::Group => {
             service
-                .patch_user(&caller, &id, &patch, if_match, minimal)
+                .patch_group(&caller, &id, &patch, if_match, &shape, minimal)
                 .await?
         }
-        Kind::Group => Some(service.patch_group(&caller, &id, &patch, if_match).await?),
     };
     Ok(match served {
-        Some(mut served) => {
-            if !minimal {
-                service.project(R::KIND, &mut served.resource, &shape);
-            }
-            resource_response(StatusCode::OK, &served)
-        }
+        Some(served) => resource_response(StatusCode::OK, &served),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }

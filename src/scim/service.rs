@@ -166,6 +166,16 @@ impl Shape {
             .iter()
             .any(|a| a.name.eq_ignore_ascii_case(name))
     }
+
+    /// Everything returned by default but a group's members: for an answer whose body
+    /// nobody reads (a Bulk operation's), where resolving a large group's members to ids
+    /// would be the most expensive part of the write.
+    pub fn without_members() -> Self {
+        Shape {
+            attributes: Vec::new(),
+            excluded: vec![AttrPath::new("members")],
+        }
+    }
 }
 
 /// What a password push did, with the user's name. `Current`: the password is the one
@@ -1884,7 +1894,14 @@ impl ScimService {
     }
 
     /// `POST /Groups`.
-    pub async fn create_group(&self, caller: &Caller, body: &Value) -> Result<Served, ScimError> {
+    /// `POST /Groups`; the answer shaped by `shape` (members are resolved to ids only when
+    /// it wants them).
+    pub async fn create_group(
+        &self,
+        caller: &Caller,
+        body: &Value,
+        shape: &Shape,
+    ) -> Result<Served, ScimError> {
         let result = async {
             self.groups_base()?;
             let w = self.groups.parse(body)?;
@@ -1907,7 +1924,7 @@ impl ScimService {
             // The DN may have been a group before, or remembered as none.
             self.user_groups.forget_groups();
             let entry = self.group_by_dn(&dn).await?;
-            self.serve_group(&entry, &Shape::default()).await
+            self.serve_group(&entry, shape).await
         }
         .await;
         let name = body
@@ -1926,13 +1943,14 @@ impl ScimService {
         result
     }
 
-    /// `PUT /Groups/{id}`.
+    /// `PUT /Groups/{id}`; the answer shaped by `shape`.
     pub async fn replace_group(
         &self,
         caller: &Caller,
         id: &str,
         body: &Value,
         if_match: Option<&str>,
+        shape: &Shape,
     ) -> Result<Served, ScimError> {
         let result = async {
             let current = self.group_entry(id).await?;
@@ -1945,8 +1963,11 @@ impl ScimService {
                 self.groups
                     .member_changes(&current, &[], &[], Some(&members)),
             );
-            self.write_group(current, Some(w.display_name), changes, if_match.is_some())
-                .await
+            let dn = self
+                .write_group(current, Some(w.display_name), changes, if_match.is_some())
+                .await?;
+            let entry = self.group_by_dn(&dn).await?;
+            self.serve_group(&entry, shape).await
         }
         .await;
         self.record_group(
@@ -1961,13 +1982,19 @@ impl ScimService {
     }
 
     /// `PATCH /Groups/{id}`: membership changes become value adds and deletes in one modify.
+    /// A PATCH that changes only members and asks for nothing back (`minimal`) is answered
+    /// without reading the group back (`None`: 204): on a large group, resolving every
+    /// member to an id for an answer the client ignores would cost more than the write.
+    /// Otherwise the group is read back and shaped by `shape`.
     pub async fn patch_group(
         &self,
         caller: &Caller,
         id: &str,
         patch: &PatchRequest,
         if_match: Option<&str>,
-    ) -> Result<Served, ScimError> {
+        shape: &Shape,
+        minimal: bool,
+    ) -> Result<Option<Served>, ScimError> {
         let result = async {
             let current = self.group_entry(id).await?;
             self.check_writable_group(&current).await?;
@@ -1978,6 +2005,7 @@ impl ScimService {
                 .groups
                 .to_resource(&current, &[], &self.settings.base_url);
             let p = parse_group_patch(patch, &resource, self.discovery.group_schema())?;
+            let members_only = p.display_name.is_none() && p.external_id.is_none();
             let add = self.member_dns(&p.add_members, true).await?;
             let remove = self.member_dns(&p.remove_members, false).await?;
             let replace = match &p.replace_members {
@@ -1989,8 +2017,14 @@ impl ScimService {
                 self.groups
                     .member_changes(&current, &add, &remove, replace.as_deref()),
             );
-            self.write_group(current, p.display_name.clone(), changes, if_match.is_some())
-                .await
+            let dn = self
+                .write_group(current, p.display_name.clone(), changes, if_match.is_some())
+                .await?;
+            if minimal && members_only {
+                return Ok(None);
+            }
+            let entry = self.group_by_dn(&dn).await?;
+            self.serve_group(&entry, shape).await.map(Some)
         }
         .await;
         self.record_group(caller, Action::ScimPatch, id, Some(id.to_owned()), &result)
@@ -1998,13 +2032,15 @@ impl ScimService {
         result
     }
 
+    /// Writes a group's changes (renaming it when `display_name` changes its RDN) and
+    /// returns its DN after the write.
     async fn write_group(
         &self,
         current: Entry,
         display_name: Option<String>,
         changes: Vec<Change>,
         asserted: bool,
-    ) -> Result<Served, ScimError> {
+    ) -> Result<String, ScimError> {
         let new_rdn = display_name
             .filter(|n| current.first("cn").is_none_or(|cn| cn != n))
             .map(|n| format!("cn={}", escape_rdn_value(&n)));
@@ -2028,11 +2064,8 @@ impl ScimService {
         } else {
             changes
         };
-        let dn = self
-            .rename_and_modify(&current, new_rdn.as_deref(), &changes, asserted)
-            .await?;
-        let entry = self.group_by_dn(&dn).await?;
-        self.serve_group(&entry, &Shape::default()).await
+        self.rename_and_modify(&current, new_rdn.as_deref(), &changes, asserted)
+            .await
     }
 
     /// `DELETE /Groups/{id}`.
