@@ -619,7 +619,7 @@ async fn a_follower_ended_by_a_size_limit_says_which_limit_to_lift() {
     let slapd = Slapd::start_with_service_limits("size=2");
     let dir = directory(&slapd);
     let followed = dir
-        .follow_users(&["uid".to_owned()])
+        .follow_users(&["uid".to_owned()], "uid", &[])
         .await
         .expect("the sandbox offers content synchronisation");
     let deadline = Instant::now() + Duration::from_secs(10);

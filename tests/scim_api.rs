@@ -660,6 +660,164 @@ async fn password_pushes_read_the_followed_copy_and_see_changes_made_elsewhere()
     assert!(env.binds("follow1", "Follow-Elsewhere-9"));
 }
 
+/// Reads by userName (an identity provider's every lookup) are answered from the copies
+/// the directory keeps current, users and groups, once they are live: the same resource
+/// the directory gives, every write by lockbridge shown at once, and changes made
+/// elsewhere once the directory reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_by_user_name_come_from_the_followed_copy_and_show_every_write() {
+    let env = start_with(3, "");
+    let mut body = new_user("copied", None);
+    body["nickName"] = json!("Cop");
+    body["title"] = json!("Reader");
+    body["emails"] = json!([
+        { "value": "copied@example.org", "type": "work", "primary": true },
+        { "value": "copied@home.example", "type": "home" }
+    ]);
+    body["phoneNumbers"] = json!([{ "value": "+1 555 0100", "type": "mobile" }]);
+    body[ENTERPRISE] = json!({ "employeeNumber": "42", "department": "Reading" });
+    let (status, created, _) = env.scim.post("/Users", body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, group, _) = env
+        .scim
+        .post(
+            "/Groups",
+            json!({ "schemas": [GROUP], "displayName": "Copiers", "members": [{ "value": id }] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let gid = group["id"].as_str().expect("id").to_owned();
+    let by_name = format!("/Users?filter={}", urlencode(r#"userName eq "copied""#));
+    let read = || async {
+        let (status, body, _) = env.scim.get(&by_name).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["totalResults"], json!(1), "{body}");
+        body["Resources"][0].clone()
+    };
+    let groups_of = |user: &Value| -> Vec<String> {
+        user["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|x| x["value"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let copy_reads = "lockbridge_scim_user_name_reads_total{from=\"copy\"}";
+    let served_from_copy = || async {
+        let before = metric(&env, copy_reads).await;
+        let user = read().await;
+        (metric(&env, copy_reads).await > before, user)
+    };
+    // Served from the copy once its writes are reported (the copies go live at the first
+    // request, and hold a user lockbridge wrote until the directory reports the write).
+    let mut tries = 0;
+    let user = loop {
+        let (copied, user) = served_from_copy().await;
+        if copied {
+            break user;
+        }
+        tries += 1;
+        assert!(tries < 100, "no read by userName was served from the copy");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // The same resource as the directory gives.
+    let (status, direct, _) = env.scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(status, 200, "{direct}");
+    assert_eq!(user, direct, "the copy serves what the directory does");
+    assert_eq!(groups_of(&user), std::slice::from_ref(&gid));
+    assert_eq!(user["emails"].as_array().map_or(0, Vec::len), 2, "{user}");
+
+    // Every write by lockbridge shows in the next read, however fast it follows.
+    for round in 0..15 {
+        let title = format!("Reader {round}");
+        let (status, reply, _) = env
+            .scim
+            .patch(
+                &format!("/Users/{id}"),
+                patch(json!([{ "op": "replace", "path": "title", "value": title }])),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(read().await["title"], json!(title), "round {round}");
+        for (op, expected) in [("remove", Vec::new()), ("add", vec![gid.clone()])] {
+            let (status, reply, _) = env
+                .scim
+                .patch(
+                    &format!("/Groups/{gid}"),
+                    patch(json!([{ "op": op, "path": "members", "value": [{ "value": id }] }])),
+                )
+                .await;
+            assert_eq!(status, 204, "{reply}");
+            assert_eq!(groups_of(&read().await), expected, "round {round}, {op}");
+        }
+    }
+
+    // Changes made elsewhere show once the directory has reported them.
+    let dn = env.dn("copied");
+    env.slapd.ldapmodify_as_root(&format!(
+        "dn: {dn}\nchangetype: modify\nreplace: title\ntitle: Changed Elsewhere\n"
+    ));
+    let (status, others, _) = env
+        .scim
+        .post(
+            "/Groups",
+            json!({ "schemas": [GROUP], "displayName": "Others", "members": [] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{others}");
+    let mut both = vec![gid.clone(), others["id"].as_str().expect("id").to_owned()];
+    both.sort();
+    let group_dn = format!("cn=Others,{}", env.slapd.groups_base);
+    env.slapd.ldapmodify_as_root(&format!(
+        "dn: {group_dn}\nchangetype: modify\nadd: member\nmember: {dn}\n"
+    ));
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let mut tries = 0;
+    loop {
+        let user = read().await;
+        if user["title"] == json!("Changed Elsewhere") && sorted(groups_of(&user)) == both {
+            break;
+        }
+        tries += 1;
+        assert!(
+            tries < 50,
+            "the changes made elsewhere never showed: {user}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And, lockbridge's own writes reported, from the copy again.
+    let mut tries = 0;
+    loop {
+        let (copied, user) = served_from_copy().await;
+        if copied {
+            assert_eq!(user["title"], json!("Changed Elsewhere"));
+            assert_eq!(sorted(groups_of(&user)), both, "{user}");
+            let (_, direct, _) = env.scim.get(&format!("/Users/{id}")).await;
+            assert_eq!(user, direct);
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "reads never came back to the copy");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A name nobody holds is looked for in the directory, and not found.
+    let (status, body, _) = env
+        .scim
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode(r#"userName eq "nobody""#)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["totalResults"], json!(0), "{body}");
+}
+
 // ----- status ----------------------------------------------------------------------------
 
 /// An identity provider's push and an administrator's reset landing on one user at the

@@ -633,7 +633,7 @@ impl Directory {
         dn: &str,
         attrs: &[(String, Vec<String>)],
     ) -> Result<(), DirectoryError> {
-        self.check_entry_dn(dn, "add")?;
+        let _writing = self.check_entry_dn(dn, "add")?;
         let parent = split_rdn(dn).map(|(_, p)| p).unwrap_or_default();
         let password = attrs
             .iter()
@@ -675,7 +675,7 @@ impl Directory {
         changes: &[Change],
         assertion: Option<&str>,
     ) -> Result<(), DirectoryError> {
-        self.check_entry_dn(dn, "modify")?;
+        let _writing = self.check_entry_dn(dn, "modify")?;
         let changes: Vec<&Change> = changes
             .iter()
             .filter(|c| !matches!(c, Change::Add(_, v) if v.is_empty()))
@@ -743,7 +743,7 @@ impl Directory {
         new_rdn: &str,
         assertion: Option<&str>,
     ) -> Result<String, DirectoryError> {
-        self.check_entry_dn(dn, "rename")?;
+        let _writing = self.check_entry_dn(dn, "rename")?;
         let new_rdn = new_rdn.trim();
         let Some((_, parent)) = split_rdn(dn) else {
             return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
@@ -755,7 +755,7 @@ impl Directory {
             });
         }
         let new_dn = format!("{new_rdn},{parent}");
-        self.check_entry_dn(&new_dn, "rename")?;
+        let _writing_new = self.check_entry_dn(&new_dn, "rename")?;
         let assertion = self.assertion_for(dn, assertion).await?;
         let t = self.inner.operation_timeout;
         let (assertion, new_dn_ref) = (&assertion, new_dn.as_str());
@@ -789,7 +789,7 @@ impl Directory {
         dn: &str,
         assertion: Option<&str>,
     ) -> Result<(), DirectoryError> {
-        self.check_entry_dn(dn, "delete")?;
+        let _writing = self.check_entry_dn(dn, "delete")?;
         let assertion = self.assertion_for(dn, assertion).await?;
         let assertion = &assertion;
         let t = self.inner.operation_timeout;

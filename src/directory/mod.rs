@@ -37,8 +37,10 @@ pub mod escape;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gentime;
+mod marks;
 mod ppolicy;
 mod synced;
+mod synced_groups;
 mod userpassword;
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +71,7 @@ pub use self::entries::{Change, Entry, SearchScope, SortKey, Window, WindowQuery
 pub use self::error::{DirectoryError, PolicyRejection};
 pub use self::gentime::parse as parse_generalized_time;
 pub use self::synced::SyncedUsers;
+pub use self::synced_groups::FollowedGroups;
 pub use self::userpassword::StoredPassword;
 
 /// Page size for the Paged Results control in [`Directory::search_users`], and in
@@ -288,6 +291,8 @@ struct Inner {
     /// The followed copy of the users ([`Directory::follow_users`]), which this adapter's
     /// own writes must keep honest.
     followed: std::sync::OnceLock<std::sync::Weak<synced::Shared>>,
+    /// The followed groups ([`Directory::follow_groups`]), told of writes alike.
+    followed_groups: std::sync::OnceLock<std::sync::Weak<synced_groups::GroupsShared>>,
     /// The members of the administrator groups ([`dn_key`] form) and when they were read
     /// ([`ADMIN_MEMBERS_TTL`]); the lock makes concurrent callers share one read.
     admin_members: tokio::sync::Mutex<Option<(Instant, Arc<GroupMembers>)>>,
@@ -556,6 +561,7 @@ impl Directory {
                 groups_base_key: Some(dn_key(&s.groups_base)).filter(|g| !g.is_empty()),
                 sorting_supported: std::sync::OnceLock::new(),
                 followed: std::sync::OnceLock::new(),
+                followed_groups: std::sync::OnceLock::new(),
                 admin_members: tokio::sync::Mutex::new(None),
                 watched_groups: tokio::sync::Mutex::new(HashMap::new()),
                 users_base: s.users_base,
@@ -933,7 +939,7 @@ impl Directory {
     }
 
     fn check_new_password(&self, user_dn: &str, password: &Secret) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, "set a password for")?;
+        let _writing = self.check_user_dn(user_dn, "set a password for")?;
         if password.expose().is_empty() {
             return Err(DirectoryError::PasswordRejected(PolicyRejection::Other(
                 "the new password is empty".into(),
@@ -1580,7 +1586,7 @@ impl Directory {
         user_dn: &str,
         never: bool,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, "change the password expiry of")?;
+        let _writing = self.check_user_dn(user_dn, "change the password expiry of")?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
         self.run(
@@ -1610,7 +1616,7 @@ impl Directory {
         user_dn: &str,
         policy_dn: Option<&str>,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, "change the password policy of")?;
+        let _writing = self.check_user_dn(user_dn, "change the password policy of")?;
         if let Some(p) = policy_dn {
             check_dn_syntax(p, "password policy")?;
         }
@@ -1645,7 +1651,7 @@ impl Directory {
         contact: Contact,
         value: &str,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, "change the security info of")?;
+        let _writing = self.check_user_dn(user_dn, "change the security info of")?;
         let inner = &*self.inner;
         let attribute = match contact {
             Contact::AlternateMail => inner.alternate_mail_attribute.as_str(),
@@ -1678,7 +1684,7 @@ impl Directory {
         user_dn: &str,
         required: bool,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, "require a password change of")?;
+        let _writing = self.check_user_dn(user_dn, "require a password change of")?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
         self.run(
@@ -1714,7 +1720,7 @@ impl Directory {
         user_dn: &str,
         blocked: bool,
     ) -> Result<(), DirectoryError> {
-        self.check_user_dn(user_dn, if blocked { "block" } else { "unblock" })?;
+        let _writing = self.check_user_dn(user_dn, if blocked { "block" } else { "unblock" })?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
         self.run(
@@ -1734,7 +1740,7 @@ impl Directory {
     /// End a lockout after failed sign-ins (and forget the failures that led to it);
     /// an administrator's block stays. Says what it found.
     pub async fn clear_lockout(&self, user_dn: &str) -> Result<Lockout, DirectoryError> {
-        self.check_user_dn(user_dn, "unlock")?;
+        let _writing = self.check_user_dn(user_dn, "unlock")?;
         let inner = &*self.inner;
         let t = inner.operation_timeout;
         self.run(
@@ -1749,7 +1755,7 @@ impl Directory {
     /// Defence in depth for writes to users: only entries under `users_base`, never the
     /// service account itself (it may write its own `userPassword` and ppolicy state), and
     /// only well-formed DNs. Anything else is `NoSuchUser`, before any I/O.
-    fn check_user_dn(&self, user_dn: &str, action: &str) -> Result<(), DirectoryError> {
+    fn check_user_dn(&self, user_dn: &str, action: &str) -> Result<Writing, DirectoryError> {
         if !self.is_user_dn(user_dn) {
             tracing::warn!(
                 user.dn = user_dn,
@@ -1757,15 +1763,14 @@ impl Directory {
             );
             return Err(DirectoryError::NoSuchUser);
         }
-        self.written(user_dn);
-        Ok(())
+        Ok(self.written(user_dn))
     }
 
     /// Defence in depth for generic entry writes (add, modify, rename, delete): only
     /// well-formed DNs strictly below `users_base` or `groups_base`, never the service
     /// account. Anything else is [`DirectoryError::NoSuchEntry`] naming the DN, before any
     /// I/O.
-    fn check_entry_dn(&self, dn: &str, action: &str) -> Result<(), DirectoryError> {
+    fn check_entry_dn(&self, dn: &str, action: &str) -> Result<Writing, DirectoryError> {
         let inner = &*self.inner;
         let key = dn_key(dn);
         let below = |base: &str| key_is_below(&key, base);
@@ -1780,8 +1785,7 @@ impl Directory {
             );
             return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
         }
-        self.written(dn);
-        Ok(())
+        Ok(self.written(dn))
     }
 
     /// Whether `dn` is strictly below `users_base` and not the service account (a
@@ -2024,12 +2028,27 @@ impl Directory {
     }
 
     /// Before a write to `dn` (every write to an entry passes [`Self::check_user_dn`] or
-    /// [`Self::check_entry_dn`], which call this): the followed copy must not go on
-    /// serving the entry as it was. It serves it again once the directory reports it.
-    fn written(&self, dn: &str) {
-        if let Some(copy) = self.inner.followed.get().and_then(std::sync::Weak::upgrade) {
-            copy.forget(dn);
+    /// [`Self::check_entry_dn`], which call this): the followed copies must not go on
+    /// serving the entry as it was, nor take a report of an earlier change for this
+    /// one's. They serve it again once the directory reports it after its answer, which
+    /// the returned guard tells them of when dropped: keep it until the write is answered.
+    fn written(&self, dn: &str) -> Writing {
+        let key = dn_key(dn);
+        let users = self.inner.followed.get().and_then(std::sync::Weak::upgrade);
+        if let Some(copy) = &users {
+            copy.begin_write(&key);
         }
+        let groups = self
+            .inner
+            .groups_base_key
+            .as_deref()
+            .filter(|base| key_is_below(&key, base))
+            .and_then(|_| self.inner.followed_groups.get())
+            .and_then(std::sync::Weak::upgrade);
+        if let Some(copy) = &groups {
+            copy.begin_write(&key);
+        }
+        Writing { key, users, groups }
     }
 
     /// A service-account connection outside the pool, for a long-running operation (the
@@ -2202,6 +2221,25 @@ fn redact(e: DirectoryError, password: &str) -> DirectoryError {
         DirectoryError::Unsupported(t) => DirectoryError::Unsupported(clean(t)),
         DirectoryError::WriteOutcomeUnknown(t) => DirectoryError::WriteOutcomeUnknown(clean(t)),
         other => other,
+    }
+}
+
+/// A write under way, for the followed copies ([`Directory::written`]): dropped once the
+/// directory has answered it, successfully or not.
+pub(crate) struct Writing {
+    key: String,
+    users: Option<std::sync::Arc<synced::Shared>>,
+    groups: Option<std::sync::Arc<synced_groups::GroupsShared>>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Some(copy) = &self.users {
+            copy.end_write(&self.key);
+        }
+        if let Some(copy) = &self.groups {
+            copy.end_write(&self.key);
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use ldap3::{Scope, SearchEntry};
 use tokio::sync::{Notify, watch};
 
 use super::controls::{self, SyncChange, SyncInfo};
+use super::marks::Marks;
 use super::userpassword::StoredPassword;
 use super::{Directory, Entry, dn_key};
 
@@ -72,6 +73,35 @@ impl Synced {
         }
     }
 
+    /// The values of the lower-case attribute `name`.
+    fn values(&self, name: &str) -> &[Box<str>] {
+        self.attrs
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map_or(&[], |(_, values)| values)
+    }
+
+    /// The entry with only the lower-case attributes `names` (all when empty).
+    fn entry_of(&self, names: &[Box<str>]) -> Entry {
+        if names.is_empty() {
+            return self.entry();
+        }
+        Entry {
+            dn: self.dn.to_string(),
+            attrs: self
+                .attrs
+                .iter()
+                .filter(|(name, _)| names.contains(name))
+                .map(|(name, values)| {
+                    (
+                        name.to_string(),
+                        values.iter().map(|v| v.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     fn entry(&self) -> Entry {
         Entry {
             dn: self.dn.to_string(),
@@ -106,35 +136,102 @@ struct State {
     entries: HashMap<[u8; 16], Arc<Synced>>,
     /// `entryUUID` by DN ([`dn_key`] form), for writes that know only the DN.
     by_dn: HashMap<String, [u8; 16]>,
+    /// The lower-case attribute whose values name a user (`userName`), or empty.
+    name_attribute: Box<str>,
+    /// The lower-case attributes a push reads ([`SyncedUsers::get`]); empty: all.
+    push_attributes: Box<[Box<str>]>,
+    /// `entryUUID` by lower-cased value of `name_attribute`; `None` when two users hold
+    /// the value (a lookup then asks the directory).
+    by_name: HashMap<Box<str>, Option<[u8; 16]>>,
     /// Entries lockbridge is writing or wrote whose echo has not arrived.
     awaiting: HashMap<[u8; 16], Awaited>,
     /// The same, oldest first (an entry may be listed again after a newer write).
     due: VecDeque<([u8; 16], Instant)>,
+    /// Entries lockbridge is writing by any route, for reads ([`SyncedUsers::find`]).
+    marks: Marks,
 }
 
 impl State {
     fn reset(&mut self) {
-        *self = State::default();
+        let name_attribute = std::mem::take(&mut self.name_attribute);
+        let push_attributes = std::mem::take(&mut self.push_attributes);
+        *self = State {
+            name_attribute,
+            push_attributes,
+            ..State::default()
+        };
     }
 
+    #[cfg(test)]
     fn insert(&mut self, uuid: [u8; 16], synced: Synced) {
+        let key = dn_key(&synced.dn);
+        self.insert_keyed(uuid, synced, key);
+    }
+
+    /// Inserts `synced`, whose DN's [`dn_key`] is `key`.
+    fn insert_keyed(&mut self, uuid: [u8; 16], synced: Synced, key: String) {
         let dn = synced.dn.clone();
-        match self.entries.insert(uuid, Arc::new(synced)) {
+        let synced = Arc::new(synced);
+        let old = self.entries.insert(uuid, synced.clone());
+        match &old {
             // Most reports are of a change that kept the DN: its key is already there.
             Some(old) if old.dn == dn => {}
             Some(old) => {
                 self.by_dn.remove(&dn_key(&old.dn));
-                self.by_dn.insert(dn_key(&dn), uuid);
+                self.by_dn.insert(key, uuid);
             }
             None => {
-                self.by_dn.insert(dn_key(&dn), uuid);
+                self.by_dn.insert(key, uuid);
             }
+        }
+        if self.name_attribute.is_empty() {
+            return;
+        }
+        let names = |s: &Synced| -> Vec<Box<str>> {
+            s.values(&self.name_attribute)
+                .iter()
+                .map(|v| v.to_lowercase().into_boxed_str())
+                .collect()
+        };
+        let new_names = names(&synced);
+        if let Some(old) = &old {
+            for name in names(old) {
+                if !new_names.contains(&name) && self.by_name.get(&name) == Some(&Some(uuid)) {
+                    self.by_name.remove(&name);
+                }
+            }
+        }
+        for name in new_names {
+            self.by_name
+                .entry(name)
+                .and_modify(|held| {
+                    if *held != Some(uuid) {
+                        *held = None;
+                    }
+                })
+                .or_insert(Some(uuid));
         }
     }
 
     fn remove(&mut self, uuid: &[u8; 16]) {
+        if let Some(old) = self.entries.get(uuid) {
+            let key = dn_key(&old.dn);
+            self.remove_keyed(uuid, &key);
+        }
+    }
+
+    /// Removes the entry `uuid`, whose DN's [`dn_key`] is `key`.
+    fn remove_keyed(&mut self, uuid: &[u8; 16], key: &str) {
         if let Some(old) = self.entries.remove(uuid) {
-            self.by_dn.remove(&dn_key(&old.dn));
+            self.by_dn.remove(key);
+            if !self.name_attribute.is_empty() {
+                for value in old.values(&self.name_attribute) {
+                    let name = value.to_lowercase();
+                    if self.by_name.get(name.as_str()) == Some(&Some(*uuid)) {
+                        self.by_name.remove(name.as_str());
+                    }
+                }
+            }
         }
     }
 
@@ -167,12 +264,99 @@ impl Shared {
     /// Drops the entry at `dn` (lockbridge changed it some other way than a push): it is
     /// served again once the directory reports it. A change that changed nothing may
     /// never be reported; the user's pushes then search first, as without a copy.
+    #[cfg(test)]
     pub(crate) fn forget(&self, dn: &str) {
-        let key = dn_key(dn);
+        self.begin_write(&dn_key(dn));
+    }
+
+    /// Before lockbridge writes the entry whose [`dn_key`] is `key`, by any route: the
+    /// entry is dropped (pushes search for it until the directory reports it again) and
+    /// marked, so that reads do not take a report of an earlier change for the write's.
+    pub(crate) fn begin_write(&self, key: &str) {
         let mut state = self.state();
-        if let Some(uuid) = state.by_dn.get(&key).copied() {
-            state.remove(&uuid);
+        if let Some(uuid) = state.by_dn.get(key).copied() {
+            state.remove_keyed(&uuid, key);
         }
+        if state.live {
+            state.marks.expire(Instant::now());
+            state.marks.begin(key);
+        }
+    }
+
+    /// The directory answered the write begun with [`Self::begin_write`].
+    pub(crate) fn end_write(&self, key: &str) {
+        self.state().marks.end(key, Instant::now());
+    }
+}
+
+impl Sink for Shared {
+    fn what(&self) -> &'static str {
+        "users"
+    }
+
+    fn restart(&self) -> &Notify {
+        &self.restart
+    }
+
+    fn ended(&self) -> &std::sync::Mutex<Option<String>> {
+        &self.ended
+    }
+
+    fn reset(&self) -> bool {
+        let mut state = self.state();
+        let live = state.live;
+        state.reset();
+        metrics::gauge!("lockbridge_directory_followed_users").set(0.0);
+        live
+    }
+
+    fn go_live(&self) {
+        let mut state = self.state();
+        if !state.live {
+            state.live = true;
+            tracing::info!(
+                users = state.entries.len(),
+                "following the directory's changes to users: password pushes and reads by userName use this copy"
+            );
+        }
+    }
+
+    fn report(
+        &self,
+        directory: &Directory,
+        uuid: [u8; 16],
+        change: SyncChange,
+        entry: SearchEntry,
+    ) {
+        let mut state = self.state();
+        // The report lifts marks on the entry's DN, and on its DN before (a rename, a
+        // deletion).
+        let old_dn = (!state.marks.is_empty())
+            .then(|| state.entries.get(&uuid).map(|old| old.dn.clone()))
+            .flatten();
+        let new_dn = match change {
+            SyncChange::Delete => {
+                state.remove(&uuid);
+                None
+            }
+            SyncChange::Add | SyncChange::Modify | SyncChange::Present => {
+                let (entry, stored) = directory.write_view(entry);
+                let dn = entry.dn.clone();
+                let key = dn_key(&dn);
+                if !state.marks.is_empty() {
+                    state.marks.reported(&key);
+                }
+                state.insert_keyed(uuid, Synced::new(entry, stored), key);
+                Some(dn)
+            }
+        };
+        if let Some(old) = old_dn
+            && new_dn.as_deref() != Some(&*old)
+        {
+            state.marks.reported(&dn_key(&old));
+        }
+        state.awaiting.remove(&uuid);
+        metrics::gauge!("lockbridge_directory_followed_users").set(state.entries.len() as f64);
     }
 }
 
@@ -216,7 +400,53 @@ impl SyncedUsers {
             }
         }
         let synced = found?;
-        Some((synced.entry(), synced.stored.clone()))
+        let push_attributes = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_attributes
+            .clone();
+        Some((synced.entry_of(&push_attributes), synced.stored.clone()))
+    }
+
+    /// The user whose `userName` attribute holds `name` (compared without case), as the
+    /// directory last reported it, without its stored password; `None` when the copy
+    /// cannot answer: not live, several users hold the name, lockbridge is writing the
+    /// user or has not heard of its write yet, or no user holds it as far as the copy
+    /// knows (one created a moment ago may not have been reported yet: the caller asks
+    /// the directory).
+    pub fn find(&self, name: &str) -> Option<Entry> {
+        let now = Instant::now();
+        let found = {
+            let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
+            if !state.live || state.name_attribute.is_empty() {
+                return None;
+            }
+            let echo_due = state.due.front().is_some_and(|(_, due)| *due <= now);
+            let uuid = state
+                .by_name
+                .get(name.to_lowercase().as_str())
+                .copied()
+                .flatten();
+            match uuid {
+                Some(uuid) if !echo_due && !state.awaiting.contains_key(&uuid) => state
+                    .entries
+                    .get(&uuid)
+                    .filter(|synced| {
+                        state.marks.is_empty() || !state.marks.holds(&dn_key(&synced.dn), now)
+                    })
+                    .cloned(),
+                _ => None,
+            }
+        };
+        if found.is_none() {
+            let overdue = self.shared.state().overdue(now);
+            if overdue {
+                self.stuck();
+            }
+        }
+        found.map(|synced| synced.entry())
     }
 
     /// Before lockbridge writes the user `uuid`: the copy will not answer for it until
@@ -367,9 +597,16 @@ impl Directory {
     }
 
     /// Starts following the users (`users_base`, `user_filter`) with `attrs` and their
-    /// stored password, when the directory is OpenLDAP and offers content
-    /// synchronisation; `None` otherwise (every push then searches first).
-    pub async fn follow_users(&self, attrs: &[String]) -> Option<SyncedUsers> {
+    /// stored password, indexed by the values of `name_attribute` (a user's `userName`),
+    /// when the directory is OpenLDAP and offers content synchronisation; `None`
+    /// otherwise (every push then searches first). [`SyncedUsers::get`] (a push) gives
+    /// only `push_attributes` (all when empty), [`SyncedUsers::find`] (a read) all.
+    pub async fn follow_users(
+        &self,
+        attrs: &[String],
+        name_attribute: &str,
+        push_attributes: &[String],
+    ) -> Option<SyncedUsers> {
         if self.kind() != super::DirectoryKind::OpenLdap {
             return None;
         }
@@ -388,7 +625,14 @@ impl Directory {
             }
         }
         let shared = Arc::new(Shared {
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                name_attribute: name_attribute.to_ascii_lowercase().into_boxed_str(),
+                push_attributes: push_attributes
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase().into_boxed_str())
+                    .collect(),
+                ..State::default()
+            }),
             restart: Notify::new(),
             ended: std::sync::Mutex::new(None),
         });
@@ -403,7 +647,14 @@ impl Directory {
         // The directory's own writes drop entries from the copy (a weak link: the copy
         // stops with its last handle, not with the directory).
         let _ = self.inner.followed.set(Arc::downgrade(&shared));
-        tokio::spawn(follow(self.clone(), shared.clone(), wanted, stopped));
+        tokio::spawn(follow(
+            self.clone(),
+            shared.clone(),
+            self.users_base().to_owned(),
+            self.user_filter().to_owned(),
+            wanted,
+            stopped,
+        ));
         Some(SyncedUsers {
             shared,
             _alive: Arc::new(alive),
@@ -411,11 +662,29 @@ impl Directory {
     }
 }
 
-/// Follows the directory until every [`SyncedUsers`] clone is dropped, starting again
-/// (with a growing pause) whenever the stream ends.
-async fn follow(
+/// What a followed stream feeds: the users' copy, or the groups' ([`super::synced_groups`]).
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// What is followed, for logs ("users", "groups").
+    fn what(&self) -> &'static str;
+    /// Notified to end the stream and follow again from a full refresh.
+    fn restart(&self) -> &Notify;
+    /// Why the last stream ended.
+    fn ended(&self) -> &std::sync::Mutex<Option<String>>;
+    /// The stream ended: forget everything. Returns whether the copy was live.
+    fn reset(&self) -> bool;
+    /// The refresh is complete; changes follow as they come.
+    fn go_live(&self);
+    /// The directory reports `uuid`: present, added, modified (with `entry`) or deleted.
+    fn report(&self, directory: &Directory, uuid: [u8; 16], change: SyncChange, entry: SearchEntry);
+}
+
+/// Follows `base` / `filter` with `attrs` into `sink` until `stopped` fires (its sender
+/// dropped), starting again (with a growing pause) whenever the stream ends.
+pub(crate) async fn follow<S: Sink>(
     directory: Directory,
-    shared: Arc<Shared>,
+    sink: Arc<S>,
+    base: String,
+    filter: String,
     attrs: Vec<String>,
     mut stopped: watch::Receiver<()>,
 ) {
@@ -423,15 +692,10 @@ async fn follow(
     loop {
         let started = Instant::now();
         let ended = tokio::select! {
-            ended = follow_once(&directory, &shared, &attrs) => ended,
+            ended = follow_once(&directory, &*sink, &base, &filter, &attrs) => ended,
             _ = stopped.changed() => return,
         };
-        let was_live = {
-            let mut state = shared.state();
-            let live = state.live;
-            state.reset();
-            live
-        };
+        let was_live = sink.reset();
         if started.elapsed() > RETRY_MOST {
             pause = RETRY_FIRST;
         }
@@ -442,8 +706,8 @@ async fn follow(
         } else {
             pause
         };
-        tracing::warn!(reason = %ended.reason, retry_in = ?wait, "stopped following the directory's changes to users; password pushes search first meanwhile");
-        *shared.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(ended.reason);
+        tracing::warn!(followed = sink.what(), reason = %ended.reason, retry_in = ?wait, "stopped following the directory's changes; requests read the directory meanwhile");
+        *sink.ended().lock().unwrap_or_else(|p| p.into_inner()) = Some(ended.reason);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => return,
@@ -501,27 +765,30 @@ fn ended_by_directory(rc: u32, text: &str, bind_dn: &str) -> Ended {
 }
 
 /// One stream: the refresh, then changes as they come. Returns why it ended.
-async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -> Ended {
+async fn follow_once<S: Sink>(
+    directory: &Directory,
+    sink: &S,
+    base: &str,
+    filter: &str,
+    attrs: &[String],
+) -> Ended {
     let mut conn = match directory.dedicated_connection().await {
         Ok(conn) => conn,
         Err(e) => return e.to_string().into(),
     };
-    let base = directory.users_base().to_owned();
-    let filter = directory.user_filter().to_owned();
     let stream = conn
         .ldap
         .with_controls(controls::sync_request_refresh_and_persist())
-        .streaming_search(&base, Scope::Subtree, &filter, attrs.to_vec())
+        .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
         .await;
     let mut stream = match stream {
         Ok(stream) => stream,
         Err(e) => return format!("the synchronisation search failed: {e}").into(),
     };
-    let followed_users = metrics::gauge!("lockbridge_directory_followed_users");
     let ended = loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = shared.restart.notified() => break Some("an echo was overdue".to_owned()),
+            _ = sink.restart().notified() => break Some("an echo was overdue".to_owned()),
         };
         let message = match next {
             Ok(Some(message)) => message,
@@ -534,16 +801,7 @@ async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -
         }
         if message.is_intermediate() {
             match controls::find_sync_info(&message.0) {
-                Some(Ok(SyncInfo::RefreshPhase { done: true })) => {
-                    let mut state = shared.state();
-                    if !state.live {
-                        state.live = true;
-                        tracing::info!(
-                            users = state.entries.len(),
-                            "following the directory's changes to users: password pushes read them from this copy"
-                        );
-                    }
-                }
+                Some(Ok(SyncInfo::RefreshPhase { done: true })) => sink.go_live(),
                 Some(Ok(SyncInfo::RefreshPhase { done: false } | SyncInfo::NewCookie)) | None => {}
                 // Only sent to a client that resumes from a cookie, which this one never
                 // does: something is off, so start again from a full refresh.
@@ -561,18 +819,13 @@ async fn follow_once(directory: &Directory, shared: &Shared, attrs: &[String]) -
             Some(Err(e)) => break Some(e.to_string()),
             None => break Some("an entry came without its Sync State control".to_owned()),
         };
-        let mut state = shared.state();
-        match sync_state.change {
-            SyncChange::Delete => state.remove(&sync_state.uuid),
-            SyncChange::Add | SyncChange::Modify | SyncChange::Present => {
-                let (entry, stored) = directory.write_view(SearchEntry::construct(message));
-                state.insert(sync_state.uuid, Synced::new(entry, stored));
-            }
-        }
-        state.awaiting.remove(&sync_state.uuid);
-        followed_users.set(state.entries.len() as f64);
+        sink.report(
+            directory,
+            sync_state.uuid,
+            sync_state.change,
+            SearchEntry::construct(message),
+        );
     };
-    followed_users.set(0.0);
     let msgid = stream.ldap_handle().last_id();
     let result = stream.finish().await;
     let _ = conn.ldap.abandon(msgid).await;

@@ -15,10 +15,11 @@ use super::resource::{
 };
 use super::schema::Discovery;
 use super::service::{ScimService, ScimSettings};
+use super::user_groups::MEMBER_OF;
 use crate::account::AccountService;
 use crate::account::expiry::ExpiryService;
 use crate::audit::AuditLog;
-use crate::directory::{Directory, SyncedUsers};
+use crate::directory::{Directory, FollowedGroups, SyncedUsers};
 
 /// Everything the SCIM service is made of, except what the directory's schema decides.
 pub struct ScimParts {
@@ -54,6 +55,7 @@ impl ScimParts {
         &self,
         lockbridge_schema: bool,
         followed: Option<SyncedUsers>,
+        followed_groups: Option<FollowedGroups>,
     ) -> Result<Arc<ScimService>, String> {
         let (users, groups) = self.mappings(lockbridge_schema)?;
         let discovery = Discovery::new(self.settings.base_url.clone(), self.max_results)
@@ -67,6 +69,7 @@ impl ScimParts {
             discovery,
             self.settings.clone(),
             followed,
+            followed_groups,
         ))
     }
 }
@@ -112,20 +115,48 @@ impl ScimProvider {
         self.service
             .get_or_try_init(|| async {
                 let lockbridge_schema = has_lockbridge_schema(&self.directory).await?;
-                let followed = if self.parts.settings.follow_directory {
-                    let (users, _) = self
+                let (followed, followed_groups) = if self.parts.settings.follow_directory {
+                    let (users, groups) = self
                         .parts
                         .mappings(lockbridge_schema)
                         .map_err(ScimError::Internal)?;
-                    self.directory
-                        .follow_users(&users.password_push_attributes())
-                        .await
+                    // Everything a read or a push needs, but memberOf: the memberof overlay
+                    // changes it without telling followers, so the groups are followed
+                    // instead.
+                    let pushed = users.password_push_attributes();
+                    let mut attrs = pushed.clone();
+                    for a in users.read_attributes().iter() {
+                        if !a.eq_ignore_ascii_case(MEMBER_OF)
+                            && !attrs.iter().any(|have| have.eq_ignore_ascii_case(a))
+                        {
+                            attrs.push(a.clone());
+                        }
+                    }
+                    // Reads by userName are answered from the copy only where its lookup
+                    // (without case) matches the directory's: attributes compared without
+                    // case (caseIgnoreMatch, caseIgnoreIA5Match).
+                    let name = users.user_name_attribute();
+                    let indexed = ["uid", "mail", "cn", "userPrincipalName", "sAMAccountName"]
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(name));
+                    let followed = self
+                        .directory
+                        .follow_users(&attrs, if indexed { name } else { "" }, &pushed)
+                        .await;
+                    let followed_groups = match (&followed, &self.parts.settings.groups_base) {
+                        (Some(_), Some(base)) => Some(
+                            self.directory
+                                .follow_groups(base, &groups.object_filter()),
+                        ),
+                        _ => None,
+                    };
+                    (followed, followed_groups)
                 } else {
-                    None
+                    (None, None)
                 };
                 let service = self
                     .parts
-                    .build(lockbridge_schema, followed)
+                    .build(lockbridge_schema, followed, followed_groups)
                     .map_err(ScimError::Internal)?;
                 let homeless = service.homeless_attributes();
                 if homeless.is_empty() {

@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::checked;
 use super::error::ScimError;
 use super::filter::{
-    AttrPath, Filter, FilterMapping, PASSWORD_EXTENSION, Reference, Translation, WithReferences,
-    references, translate,
+    AttrPath, CORE_USER, CompValue, CompareOp, Filter, FilterMapping, PASSWORD_EXTENSION,
+    Reference, Translation, WithReferences, references, translate,
 };
 use super::model::{ListQuery, ListResponse, PatchRequest, get_ci, project};
 use super::patch::{apply_user_patch, parse_group_patch};
@@ -26,14 +26,14 @@ use super::resource::{
     escape_rdn_value,
 };
 use super::schema::Discovery;
-use super::user_groups::{GroupsLocation, UserGroups};
+use super::user_groups::{GroupsLocation, MEMBER_OF, UserGroups};
 use crate::account::expiry::{ExpiryService, PasswordExpiry};
 use crate::account::{AccountError, AccountService, Actor, Authority, ProvisionedState};
 use crate::audit::{Action, AuditEvent, AuditLog, Detail, Outcome};
 use crate::directory::escape::equals;
 use crate::directory::{
-    Change, Directory, DirectoryError, Entry, SearchScope, SortKey, StoredPassword, SyncedUsers,
-    WindowQuery, dn_key, renamed_dn, same_dn,
+    Change, Directory, DirectoryError, Entry, FollowedGroups, SearchScope, SortKey, StoredPassword,
+    SyncedUsers, Window, WindowQuery, dn_key, renamed_dn, same_dn,
 };
 use crate::types::Secret;
 
@@ -210,8 +210,12 @@ pub struct ScimService {
     settings: ScimSettings,
     /// How users' groups are found (from `memberOf`, or by searching the groups).
     user_groups: UserGroups,
-    /// What password pushes read, kept current by the directory (`None`: they search).
+    /// What password pushes and reads by `userName` read, kept current by the directory
+    /// (`None`: they search).
     followed: Option<SyncedUsers>,
+    /// The groups' members, kept current alike: the `groups` of a user read from
+    /// `followed` (`None`: such reads search).
+    followed_groups: Option<FollowedGroups>,
 }
 
 impl ScimService {
@@ -225,9 +229,11 @@ impl ScimService {
         discovery: Discovery,
         settings: ScimSettings,
         followed: Option<SyncedUsers>,
+        followed_groups: Option<FollowedGroups>,
     ) -> Arc<Self> {
         Arc::new(Self {
             followed,
+            followed_groups,
             directory: account.directory().clone(),
             account,
             expiry,
@@ -878,6 +884,58 @@ impl ScimService {
             }
             return self.list_checked(&ldap, exact, query, start, count).await;
         }
+        let shape = Shape {
+            attributes: query.attributes.clone(),
+            excluded: query.excluded_attributes.clone(),
+        };
+        let copied = match kind {
+            Kind::User => self.user_window_from_copy(query, &shape, start, count),
+            Kind::Group => None,
+        };
+        let window = match copied {
+            Some(window) => window,
+            None => {
+                self.search_page(kind, base, &class, &ldap, sort, start, count)
+                    .await?
+            }
+        };
+        // Everything the page refers to is looked up for the page at once.
+        let resources = match kind {
+            Kind::User => {
+                let extras = self.users_extras(&window.entries, &shape).await?;
+                window
+                    .entries
+                    .iter()
+                    .zip(&extras)
+                    .map(|(entry, extras)| self.served_user(entry, extras, &shape).resource)
+                    .collect()
+            }
+            Kind::Group => {
+                let members = self.members_of(&window.entries, &shape).await?;
+                window
+                    .entries
+                    .iter()
+                    .zip(&members)
+                    .map(|(entry, members)| self.served_group(entry, members, &shape).resource)
+                    .collect()
+            }
+        };
+        Ok((window.total, resources))
+    }
+
+    /// One page of a list the directory answers exactly: the window `start .. start +
+    /// count` of `(&{class}{ldap})` below `base`, in `sort` order or the directory's.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_page(
+        &self,
+        kind: Kind,
+        base: &str,
+        class: &str,
+        ldap: &str,
+        sort: Option<SortKey>,
+        start: u64,
+        count: u64,
+    ) -> Result<Window, ScimError> {
         let attrs = match kind {
             Kind::User => self.users.read_attributes(),
             Kind::Group => self.groups.read_attributes(),
@@ -920,32 +978,55 @@ impl ScimService {
             }
             other => other.map_err(|e| self.directory_failure(e))?,
         };
-        let shape = Shape {
-            attributes: query.attributes.clone(),
-            excluded: query.excluded_attributes.clone(),
+        Ok(window)
+    }
+
+    /// A list whose filter is `userName eq "…"` answered from the followed copies,
+    /// without a search: the directory reported the user and its groups' members, and
+    /// lockbridge is not writing either. `None` when they cannot answer for it (not
+    /// followed, not live, a write awaiting its report, or a name the copy does not
+    /// hold, such as a user created a moment ago): the caller searches.
+    fn user_window_from_copy(
+        &self,
+        query: &ListQuery,
+        shape: &Shape,
+        start: u64,
+        count: u64,
+    ) -> Option<Window> {
+        let copy = self.followed.as_ref()?;
+        let Some(Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: CompValue::String(name),
+        }) = &query.filter
+        else {
+            return None;
         };
-        // Everything the page refers to is looked up for the page at once.
-        let resources = match kind {
-            Kind::User => {
-                let extras = self.users_extras(&window.entries, &shape).await?;
-                window
-                    .entries
-                    .iter()
-                    .zip(&extras)
-                    .map(|(entry, extras)| self.served_user(entry, extras, &shape).resource)
-                    .collect()
+        let core = path
+            .urn
+            .as_deref()
+            .is_none_or(|urn| urn.eq_ignore_ascii_case(CORE_USER));
+        if !core || path.sub_attr.is_some() || !path.name.eq_ignore_ascii_case("userName") {
+            return None;
+        }
+        let found = copy.find(name).and_then(|mut entry| {
+            if shape.wants_default("groups") && self.settings.groups_base.is_some() {
+                // As the directory's memberOf would list them (the memberof overlay keeps
+                // it from the same `member` values).
+                let groups = self.followed_groups.as_ref()?.groups_of(&entry.dn)?;
+                entry.attrs.insert(MEMBER_OF.to_ascii_lowercase(), groups);
             }
-            Kind::Group => {
-                let members = self.members_of(&window.entries, &shape).await?;
-                window
-                    .entries
-                    .iter()
-                    .zip(&members)
-                    .map(|(entry, members)| self.served_group(entry, members, &shape).resource)
-                    .collect()
-            }
+            Some(entry)
+        });
+        let from = if found.is_some() { "copy" } else { "directory" };
+        metrics::counter!("lockbridge_scim_user_name_reads_total", "from" => from).increment(1);
+        let entry = found?;
+        let entries = if start <= 1 && count > 0 {
+            vec![entry]
+        } else {
+            Vec::new()
         };
-        Ok((window.total, resources))
+        Some(Window { entries, total: 1 })
     }
 
     /// A page of users the directory cannot give alone: `ldap` only narrows the search
