@@ -37,12 +37,14 @@ impl Mark {
 }
 
 /// What [`Marks::expire`] found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Expired {
     /// Marks dropped [`HOLD`] after their answer, a report having come while under way.
     pub settled: usize,
-    /// Marks dropped [`HOLD`] after their answer without any report of the entry.
-    pub unreported: usize,
+    /// The keys of marks dropped [`HOLD`] after their answer without any report of the
+    /// entry (the write changed nothing, the entry is not one the stream follows, or the
+    /// stream stopped delivering).
+    pub unreported: Vec<String>,
 }
 
 /// Marks by [`super::dn_key`] of the entry written.
@@ -107,7 +109,7 @@ impl Marks {
                 if mark.reported_while_under_way {
                     expired.settled += 1;
                 } else {
-                    expired.unreported += 1;
+                    expired.unreported.push(key.clone());
                 }
                 self.marks.remove(key);
             }
@@ -185,7 +187,7 @@ mod tests {
             marks.expire(now + HOLD),
             Expired {
                 settled: 1,
-                unreported: 1
+                unreported: vec!["silent".to_owned()]
             }
         );
         assert!(!marks.holds("echoed", now) && !marks.holds("silent", now));

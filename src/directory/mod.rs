@@ -1763,7 +1763,7 @@ impl Directory {
             );
             return Err(DirectoryError::NoSuchUser);
         }
-        Ok(self.written(user_dn))
+        Ok(self.written(user_dn, false))
     }
 
     /// Defence in depth for generic entry writes (add, modify, rename, delete): only
@@ -1785,7 +1785,7 @@ impl Directory {
             );
             return Err(DirectoryError::NoSuchEntry(dn.to_owned()));
         }
-        Ok(self.written(dn))
+        Ok(self.written(dn, action == "add"))
     }
 
     /// Whether `dn` is strictly below `users_base` and not the service account (a
@@ -2032,7 +2032,8 @@ impl Directory {
     /// serving the entry as it was, nor take a report of an earlier change for this
     /// one's. They serve it again once the directory reports it after its answer, which
     /// the returned guard tells them of when dropped: keep it until the write is answered.
-    fn written(&self, dn: &str) -> Writing {
+    /// `adding`: the entry is new (it may be a group the groups' copy does not hold yet).
+    fn written(&self, dn: &str, adding: bool) -> Writing {
         let key = dn_key(dn);
         let users = self.inner.followed.get().and_then(std::sync::Weak::upgrade);
         if let Some(copy) = &users {
@@ -2046,7 +2047,7 @@ impl Directory {
             .and_then(|_| self.inner.followed_groups.get())
             .and_then(std::sync::Weak::upgrade);
         if let Some(copy) = &groups {
-            copy.begin_write(&key);
+            copy.begin_write(&key, adding);
         }
         Writing { key, users, groups }
     }

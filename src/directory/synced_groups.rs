@@ -31,6 +31,15 @@ struct Group {
     members: Box<[Box<str>]>,
 }
 
+impl Group {
+    fn new(dn: &str, members: Box<[Box<str>]>) -> Self {
+        Group {
+            dn: dn.into(),
+            members,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// The first refresh is complete and the stream is open.
@@ -39,6 +48,8 @@ struct State {
     groups: HashMap<[u8; 16], Group>,
     /// The groups listing a member, by the member's [`dn_key`].
     by_member: HashMap<Box<str>, Vec<[u8; 16]>>,
+    /// The groups by their own DN's [`dn_key`].
+    by_key: HashMap<String, [u8; 16]>,
     /// Groups lockbridge is writing or wrote whose report has not arrived.
     marks: Marks,
 }
@@ -49,11 +60,13 @@ impl State {
         for member in group.members.iter() {
             self.by_member.entry(member.clone()).or_default().push(uuid);
         }
+        self.by_key.insert(dn_key(&group.dn), uuid);
         self.groups.insert(uuid, group);
     }
 
     fn remove(&mut self, uuid: &[u8; 16]) -> Option<Group> {
         let old = self.groups.remove(uuid)?;
+        self.by_key.remove(&dn_key(&old.dn));
         for member in old.members.iter() {
             if let Some(groups) = self.by_member.get_mut(member) {
                 groups.retain(|g| g != uuid);
@@ -78,10 +91,13 @@ impl GroupsShared {
     }
 
     /// Before lockbridge writes the entry whose [`dn_key`] is `key` below the groups
-    /// base: memberships are not answered until the directory has reported it.
-    pub(crate) fn begin_write(&self, key: &str) {
+    /// base: memberships are not answered until the directory has reported it. Only a
+    /// group the copy holds, or a new entry (`adding`: it may be a new group), is
+    /// marked: where users and groups share a subtree, a user's modification is not
+    /// a group's.
+    pub(crate) fn begin_write(&self, key: &str, adding: bool) {
         let mut state = self.state();
-        if state.live {
+        if state.live && (adding || state.by_key.contains_key(key)) {
             state.marks.begin(key);
         }
     }
@@ -148,13 +164,7 @@ impl Sink for GroupsShared {
             .filter(|dn| !dn.trim().is_empty())
             .map(|dn| dn_key(dn).into_boxed_str())
             .collect();
-        state.insert(
-            uuid,
-            Group {
-                dn: entry.dn.into_boxed_str(),
-                members,
-            },
-        );
+        state.insert(uuid, Group::new(&entry.dn, members));
         metrics::gauge!("lockbridge_directory_followed_groups").set(state.groups.len() as f64);
     }
 }
@@ -190,11 +200,16 @@ impl FollowedGroups {
                 return None;
             }
         }
-        // Every mark has settled: drop them. One that no report ever answered may mean
-        // the stream stopped delivering: follow again from a full refresh.
+        // Every mark has settled: drop them. A write to a group the copy holds that no
+        // report ever answered means the stream stopped delivering: follow again from a
+        // full refresh. (A new entry never reported may not be a group at all.)
         let mut state = self.shared.state();
         let expired = state.marks.expire(now);
-        if expired.unreported > 0 {
+        if expired
+            .unreported
+            .iter()
+            .any(|key| state.by_key.contains_key(key.as_str()))
+        {
             tracing::warn!(
                 "the directory did not report a group write lockbridge made: following its changes to groups again from a full refresh"
             );
@@ -268,10 +283,10 @@ mod tests {
         for (uuid, dn, members) in groups {
             state.insert(
                 *uuid,
-                Group {
-                    dn: (*dn).into(),
-                    members: members.iter().map(|m| dn_key(m).into_boxed_str()).collect(),
-                },
+                Group::new(
+                    dn,
+                    members.iter().map(|m| dn_key(m).into_boxed_str()).collect(),
+                ),
             );
         }
         let (alive, _) = watch::channel(());
@@ -309,10 +324,7 @@ mod tests {
         // A change replaces the group's members; a removal forgets them.
         groups.shared.state().insert(
             [1; 16],
-            Group {
-                dn: STAFF.into(),
-                members: vec![dn_key(BEN).into_boxed_str()].into_boxed_slice(),
-            },
+            Group::new(STAFF, vec![dn_key(BEN).into_boxed_str()].into_boxed_slice()),
         );
         assert_eq!(groups.groups_of(ANN).expect("answered"), [PILOTS]);
         groups.shared.state().remove(&[2; 16]);
@@ -330,12 +342,18 @@ mod tests {
     fn nothing_is_answered_while_a_group_write_awaits_its_report() {
         let groups = live(&[([1; 16], STAFF, &[ANN])]);
         let key = dn_key(STAFF);
-        groups.shared.begin_write(&key);
+        groups.shared.begin_write(&key, false);
         assert!(groups.groups_of(ANN).is_none(), "under way");
         groups.shared.end_write(&key);
         assert!(groups.groups_of(ANN).is_none(), "answered, not reported");
         groups.shared.state().marks.reported(&key);
         assert_eq!(groups.groups_of(ANN).expect("reported"), [STAFF]);
+        // A modification of an entry that is not a group (users and groups in one
+        // subtree) holds nothing; a new entry may be a group, and does.
+        groups.shared.begin_write(&dn_key(ANN), false);
+        assert!(groups.groups_of(ANN).is_some());
+        groups.shared.begin_write(&dn_key(PILOTS), true);
+        assert!(groups.groups_of(ANN).is_none());
     }
 
     #[test]
