@@ -250,10 +250,7 @@ impl State {
 
 pub(crate) struct Shared {
     state: RwLock<State>,
-    /// Wakes the follower to start again (an echo was overdue).
-    restart: Notify,
-    /// Why the last stream ended, if one did.
-    ended: std::sync::Mutex<Option<String>>,
+    control: Control,
 }
 
 impl Shared {
@@ -294,12 +291,8 @@ impl Sink for Shared {
         "users"
     }
 
-    fn restart(&self) -> &Notify {
-        &self.restart
-    }
-
-    fn ended(&self) -> &std::sync::Mutex<Option<String>> {
-        &self.ended
+    fn control(&self) -> &Control {
+        &self.control
     }
 
     fn reset(&self) -> bool {
@@ -504,16 +497,12 @@ impl SyncedUsers {
             "the directory did not report a password write in time: following its changes again from a full refresh"
         );
         self.shared.state().reset();
-        self.shared.restart.notify_one();
+        self.shared.control.restart.notify_one();
     }
 
     /// Why the follower last stopped following, if it ever did (for status and tests).
     pub fn stopped_because(&self) -> Option<String> {
-        self.shared
-            .ended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.control.ended()
     }
 
     /// Whether the copy is live (the first refresh complete, the stream open).
@@ -633,8 +622,7 @@ impl Directory {
                     .collect(),
                 ..State::default()
             }),
-            restart: Notify::new(),
-            ended: std::sync::Mutex::new(None),
+            control: Control::default(),
         });
         let (alive, stopped) = watch::channel(());
         let mut wanted: Vec<String> = attrs.to_vec();
@@ -662,14 +650,31 @@ impl Directory {
     }
 }
 
+/// How a copy and its follower talk besides the reports: a wake-up to follow again from
+/// a full refresh, and why the last stream ended.
+#[derive(Default)]
+pub(crate) struct Control {
+    /// Notified to end the stream and follow again from a full refresh.
+    pub(crate) restart: Notify,
+    ended: std::sync::Mutex<Option<String>>,
+}
+
+impl Control {
+    /// Why the last stream ended, if one did.
+    pub(crate) fn ended(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_ended(&self, reason: String) {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+}
+
 /// What a followed stream feeds: the users' copy, or the groups' ([`super::synced_groups`]).
 pub(crate) trait Sink: Send + Sync + 'static {
     /// What is followed, for logs ("users", "groups").
     fn what(&self) -> &'static str;
-    /// Notified to end the stream and follow again from a full refresh.
-    fn restart(&self) -> &Notify;
-    /// Why the last stream ended.
-    fn ended(&self) -> &std::sync::Mutex<Option<String>>;
+    fn control(&self) -> &Control;
     /// The stream ended: forget everything. Returns whether the copy was live.
     fn reset(&self) -> bool;
     /// The refresh is complete; changes follow as they come.
@@ -707,7 +712,7 @@ pub(crate) async fn follow<S: Sink>(
             pause
         };
         tracing::warn!(followed = sink.what(), reason = %ended.reason, retry_in = ?wait, "stopped following the directory's changes; requests read the directory meanwhile");
-        *sink.ended().lock().unwrap_or_else(|p| p.into_inner()) = Some(ended.reason);
+        sink.control().set_ended(ended.reason);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => return,
@@ -788,7 +793,7 @@ async fn follow_once<S: Sink>(
     let ended = loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = sink.restart().notified() => break Some("an echo was overdue".to_owned()),
+            _ = sink.control().restart.notified() => break Some("an echo was overdue".to_owned()),
         };
         let message = match next {
             Ok(Some(message)) => message,
@@ -883,8 +888,7 @@ mod tests {
         SyncedUsers {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
-                restart: Notify::new(),
-                ended: std::sync::Mutex::new(None),
+                control: Control::default(),
             }),
             _alive: Arc::new(alive),
         }

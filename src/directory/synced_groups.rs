@@ -15,11 +15,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use ldap3::SearchEntry;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::controls::SyncChange;
 use super::marks::Marks;
-use super::synced::{Sink, follow};
+use super::synced::{Control, Sink, follow};
 use super::{Directory, dn_key};
 
 /// The attribute of a group that lists its members.
@@ -81,8 +81,7 @@ impl State {
 
 pub(crate) struct GroupsShared {
     state: RwLock<State>,
-    restart: Notify,
-    ended: std::sync::Mutex<Option<String>>,
+    control: Control,
 }
 
 impl GroupsShared {
@@ -113,12 +112,8 @@ impl Sink for GroupsShared {
         "groups"
     }
 
-    fn restart(&self) -> &Notify {
-        &self.restart
-    }
-
-    fn ended(&self) -> &std::sync::Mutex<Option<String>> {
-        &self.ended
+    fn control(&self) -> &Control {
+        &self.control
     }
 
     fn reset(&self) -> bool {
@@ -214,7 +209,7 @@ impl FollowedGroups {
                 "the directory did not report a group write lockbridge made: following its changes to groups again from a full refresh"
             );
             *state = State::default();
-            self.shared.restart.notify_one();
+            self.shared.control.restart.notify_one();
             return None;
         }
         Some(Self::listing(&state, member_dn))
@@ -251,8 +246,7 @@ impl Directory {
     pub fn follow_groups(&self, base: &str, filter: &str) -> FollowedGroups {
         let shared = Arc::new(GroupsShared {
             state: RwLock::new(State::default()),
-            restart: Notify::new(),
-            ended: std::sync::Mutex::new(None),
+            control: Control::default(),
         });
         let (alive, stopped) = watch::channel(());
         let _ = self.inner.followed_groups.set(Arc::downgrade(&shared));
@@ -293,8 +287,7 @@ mod tests {
         FollowedGroups {
             shared: Arc::new(GroupsShared {
                 state: RwLock::new(state),
-                restart: Notify::new(),
-                ended: std::sync::Mutex::new(None),
+                control: Control::default(),
             }),
             _alive: Arc::new(alive),
         }
