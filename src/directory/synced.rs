@@ -138,8 +138,6 @@ struct State {
     by_dn: HashMap<String, [u8; 16]>,
     /// The lower-case attribute whose values name a user (`userName`), or empty.
     name_attribute: Box<str>,
-    /// The lower-case attributes a push reads ([`SyncedUsers::get`]); empty: all.
-    push_attributes: Box<[Box<str>]>,
     /// `entryUUID` by lower-cased value of `name_attribute`; `None` when two users hold
     /// the value (a lookup then asks the directory).
     by_name: HashMap<Box<str>, Option<[u8; 16]>>,
@@ -154,10 +152,8 @@ struct State {
 impl State {
     fn reset(&mut self) {
         let name_attribute = std::mem::take(&mut self.name_attribute);
-        let push_attributes = std::mem::take(&mut self.push_attributes);
         *self = State {
             name_attribute,
-            push_attributes,
             ..State::default()
         };
     }
@@ -251,6 +247,8 @@ impl State {
 pub(crate) struct Shared {
     state: RwLock<State>,
     control: Control,
+    /// The lower-case attributes a push reads ([`SyncedUsers::get`]); empty: all.
+    push_attributes: Box<[Box<str>]>,
 }
 
 impl Shared {
@@ -393,14 +391,10 @@ impl SyncedUsers {
             }
         }
         let synced = found?;
-        let push_attributes = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_attributes
-            .clone();
-        Some((synced.entry_of(&push_attributes), synced.stored.clone()))
+        Some((
+            synced.entry_of(&self.shared.push_attributes),
+            synced.stored.clone(),
+        ))
     }
 
     /// The user whose `userName` attribute holds `name` (compared without case), as the
@@ -616,13 +610,13 @@ impl Directory {
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 name_attribute: name_attribute.to_ascii_lowercase().into_boxed_str(),
-                push_attributes: push_attributes
-                    .iter()
-                    .map(|a| a.to_ascii_lowercase().into_boxed_str())
-                    .collect(),
                 ..State::default()
             }),
             control: Control::default(),
+            push_attributes: push_attributes
+                .iter()
+                .map(|a| a.to_ascii_lowercase().into_boxed_str())
+                .collect(),
         });
         let (alive, stopped) = watch::channel(());
         let mut wanted: Vec<String> = attrs.to_vec();
@@ -889,6 +883,7 @@ mod tests {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
                 control: Control::default(),
+                push_attributes: Box::default(),
             }),
             _alive: Arc::new(alive),
         }
