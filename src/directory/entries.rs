@@ -944,11 +944,19 @@ impl Directory {
     /// An entry as a write reads it: the entry, and its stored password when it is a
     /// user's (see [`Self::search_entries_for_write`]).
     pub(crate) fn write_view(&self, e: SearchEntry) -> (Entry, StoredPassword) {
+        let (entry, stored, _) = self.write_view_keyed(e);
+        (entry, stored)
+    }
+
+    /// [`Self::write_view`] with the entry's [`super::dn_key`], worked out once for both
+    /// (the followed copy files every report under it).
+    pub(crate) fn write_view_keyed(&self, e: SearchEntry) -> (Entry, StoredPassword, String) {
         let (entry, stored) = split_password(e);
-        if self.is_user_dn(&entry.dn) {
-            (entry, stored)
+        let key = super::dn_key(&entry.dn);
+        if self.is_user_key(&entry.dn, &key) {
+            (entry, stored, key)
         } else {
-            (entry, StoredPassword::new(Vec::new()))
+            (entry, StoredPassword::new(Vec::new()), key)
         }
     }
 }

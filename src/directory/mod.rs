@@ -1791,10 +1791,14 @@ impl Directory {
     /// Whether `dn` is strictly below `users_base` and not the service account (a
     /// well-formed DN).
     fn is_user_dn(&self, dn: &str) -> bool {
-        let key = dn_key(dn);
+        self.is_user_key(dn, &dn_key(dn))
+    }
+
+    /// [`Self::is_user_dn`] for a DN whose [`dn_key`] is `key`.
+    fn is_user_key(&self, dn: &str, key: &str) -> bool {
         escape::is_valid_dn(dn)
             && key != self.inner.bind_dn_key
-            && key_is_below(&key, &self.inner.users_base_key)
+            && key_is_below(key, &self.inner.users_base_key)
     }
 
     /// Run `op` on a pooled connection, with the retry rule, metrics and error mapping.

@@ -320,6 +320,7 @@ impl Sink for Shared {
         entry: SearchEntry,
     ) {
         let mut state = self.state();
+        let known = state.entries.len();
         // The report lifts marks on the entry's DN, and on its DN before (a rename, a
         // deletion).
         let old_dn = (!state.marks.is_empty())
@@ -331,9 +332,8 @@ impl Sink for Shared {
                 None
             }
             SyncChange::Add | SyncChange::Modify | SyncChange::Present => {
-                let (entry, stored) = directory.write_view(entry);
+                let (entry, stored, key) = directory.write_view_keyed(entry);
                 let dn = entry.dn.clone();
-                let key = dn_key(&dn);
                 if !state.marks.is_empty() {
                     state.marks.reported(&key);
                 }
@@ -347,7 +347,10 @@ impl Sink for Shared {
             state.marks.reported(&dn_key(&old));
         }
         state.awaiting.remove(&uuid);
-        metrics::gauge!("lockbridge_directory_followed_users").set(state.entries.len() as f64);
+        // Most reports are changes to a known entry: the gauge's lookup is spared them.
+        if state.entries.len() != known {
+            metrics::gauge!("lockbridge_directory_followed_users").set(state.entries.len() as f64);
+        }
     }
 }
 
@@ -629,14 +632,17 @@ impl Directory {
         // The directory's own writes drop entries from the copy (a weak link: the copy
         // stops with its last handle, not with the directory).
         let _ = self.inner.followed.set(Arc::downgrade(&shared));
-        tokio::spawn(follow(
-            self.clone(),
-            shared.clone(),
-            self.users_base().to_owned(),
-            self.user_filter().to_owned(),
-            wanted,
-            stopped,
-        ));
+        spawn_follower(
+            "users",
+            follow(
+                self.clone(),
+                shared.clone(),
+                self.users_base().to_owned(),
+                self.user_filter().to_owned(),
+                wanted,
+                stopped,
+            ),
+        );
         Some(SyncedUsers {
             shared,
             _alive: Arc::new(alive),
@@ -675,6 +681,112 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn go_live(&self);
     /// The directory reports `uuid`: present, added, modified (with `entry`) or deleted.
     fn report(&self, directory: &Directory, uuid: [u8; 16], change: SyncChange, entry: SearchEntry);
+}
+
+/// How long the followers' thread lets reports pile up before it wakes again, once they
+/// come faster than one per this: a copy is at most this much later than the directory
+/// while writes stream in, and not at all otherwise.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Runs `follower` on the followers' thread: one thread of the process with a runtime of
+/// its own, which every copy's stream runs on.
+///
+/// Why: every write anywhere below a followed base reaches every instance as a report,
+/// and OpenLDAP sends every other stream of the instance a new cookie for it. On the
+/// daemon's runtime each of those woke a worker thread for the connection's driver and
+/// again for the follower, about two wake-ups per write per stream, dearer than reading
+/// the report. Here the driver and the followers share one thread, and while reports
+/// stream in it wakes at most once per [`GATHER`] and takes in all that came meanwhile
+/// (bench/README.md, "What following costs"). Falls back to the daemon's runtime if the
+/// thread cannot be started.
+pub(crate) fn spawn_follower<F>(what: &'static str, follower: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match followers_runtime() {
+        Some(runtime) => {
+            runtime.spawn(follower);
+        }
+        None => {
+            tracing::warn!(
+                followed = what,
+                "no thread of its own for following the directory; the follower shares the daemon's"
+            );
+            tokio::spawn(follower);
+        }
+    }
+}
+
+/// The followers' runtime, started on first use.
+fn followers_runtime() -> Option<&'static tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Handle>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let pace = Pace::new(Instant::now());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(move || {
+                    // Blocking is the point: while this thread waits, the reports stay
+                    // in the sockets and are all read at the next wake-up.
+                    let wait = pace.wait_before_sleep(Instant::now());
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                    pace.sleeps(Instant::now());
+                })
+                .build()
+                .map_err(|e| tracing::error!(error = %e, "cannot build the followers' runtime"))
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("lockbridge-follow".to_owned())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| tracing::error!(error = %e, "cannot start the followers' thread"))
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// When the followers' thread may go to sleep until the next report: at once when it
+/// last did so [`GATHER`] ago or more (reports are rare), otherwise once `GATHER` has
+/// passed since then (they stream in, and the wait lets them gather).
+struct Pace {
+    started: Instant,
+    /// When the thread last went to sleep, in nanoseconds since `started`.
+    last_sleep: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn new(started: Instant) -> Self {
+        Pace {
+            started,
+            last_sleep: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How long the thread should stay awake (taking nothing in) before it sleeps at `now`.
+    fn wait_before_sleep(&self, now: Instant) -> Duration {
+        let last = Duration::from_nanos(self.last_sleep.load(std::sync::atomic::Ordering::Relaxed));
+        let since = now
+            .saturating_duration_since(self.started)
+            .saturating_sub(last);
+        // The first sleep, `last` still 0: as rare reports are.
+        if last.is_zero() {
+            return Duration::ZERO;
+        }
+        GATHER.saturating_sub(since)
+    }
+
+    /// The thread goes to sleep at `now`.
+    fn sleeps(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.started).as_nanos();
+        self.last_sleep.store(
+            u64::try_from(nanos).unwrap_or(u64::MAX).max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 }
 
 /// Follows `base` / `filter` with `attrs` into `sink` until `stopped` fires (its sender
@@ -859,6 +971,27 @@ mod tests {
             "the directory ended the synchronisation search with result 50: no read access"
         );
         assert!(!ended_by_directory(0, "", dn).limited);
+    }
+
+    #[test]
+    fn the_followers_thread_sleeps_at_once_unless_reports_stream_in() {
+        let t0 = Instant::now();
+        let pace = Pace::new(t0);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            pace.wait_before_sleep(t0 + ms(1)),
+            Duration::ZERO,
+            "the first sleep"
+        );
+        pace.sleeps(t0 + ms(1));
+        // Woken 1 ms later: reports stream in, so it gathers for the rest of GATHER.
+        assert_eq!(pace.wait_before_sleep(t0 + ms(2)), GATHER - ms(1));
+        pace.sleeps(t0 + ms(1) + GATHER);
+        // Woken long after: a lone report, taken in with no wait.
+        let later = t0 + ms(1) + GATHER + GATHER + ms(1);
+        assert_eq!(pace.wait_before_sleep(later), Duration::ZERO);
+        pace.sleeps(later);
+        assert_eq!(pace.wait_before_sleep(later), GATHER);
     }
 
     fn live_copy(uuids: &[[u8; 16]]) -> SyncedUsers {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::controls::SyncChange;
 use super::marks::Marks;
-use super::synced::{Control, Sink, follow};
+use super::synced::{Control, Sink, follow, spawn_follower};
 use super::{Directory, dn_key};
 
 /// The attribute of a group that lists its members.
@@ -250,14 +250,17 @@ impl Directory {
         });
         let (alive, stopped) = watch::channel(());
         let _ = self.inner.followed_groups.set(Arc::downgrade(&shared));
-        tokio::spawn(follow(
-            self.clone(),
-            shared.clone(),
-            base.to_owned(),
-            filter.to_owned(),
-            vec![MEMBER.to_owned()],
-            stopped,
-        ));
+        spawn_follower(
+            "groups",
+            follow(
+                self.clone(),
+                shared.clone(),
+                base.to_owned(),
+                filter.to_owned(),
+                vec![MEMBER.to_owned()],
+                stopped,
+            ),
+        );
         FollowedGroups {
             shared,
             _alive: Arc::new(alive),
