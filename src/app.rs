@@ -664,6 +664,7 @@ pub fn scim_parts(
             max_results: s.max_results,
             check_password_rules: s.check_password_rules,
             follow_directory: s.follow_directory,
+            follow_reads: s.follow_reads,
         },
     }
 }

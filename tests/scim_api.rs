@@ -660,6 +660,46 @@ async fn password_pushes_read_the_followed_copy_and_see_changes_made_elsewhere()
     assert!(env.binds("follow1", "Follow-Elsewhere-9"));
 }
 
+/// `scim.follow_reads = false`: the copy holds only what a push reads (for a directory too
+/// large to hold every user's attributes), so pushes still read it while every read by
+/// userName asks the directory, and the groups are not followed.
+#[tokio::test]
+async fn a_copy_for_pushes_only_leaves_reads_to_the_directory() {
+    let env = start_with_scim(3, "follow_reads = false\n", "");
+    let created = env.create("pushonly", Some("Push-Only-Passw0rd-0")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let push_copy = "lockbridge_password_push_reads_total{from=\"copy\"}";
+    let mut n = 0;
+    while metric(&env, push_copy).await < 1.0 {
+        n += 1;
+        assert!(n < 100, "no push was served from the followed copy");
+        let body = patch(
+            json!([{ "op": "replace", "path": "password", "value": format!("Push-Only-Passw0rd-{n}") }]),
+        );
+        let (status, reply, _) = env.scim.patch(&format!("/Users/{id}"), body).await;
+        assert_eq!(status, 204, "push {n}: {reply}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(env.binds("pushonly", &format!("Push-Only-Passw0rd-{n}")));
+    // Long after every write was reported: still the directory's to answer.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let by_name = format!("/Users?filter={}", urlencode(r#"userName eq "pushonly""#));
+    for _ in 0..3 {
+        let (status, body, _) = env.scim.get(&by_name).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["Resources"][0]["id"], json!(id), "{body}");
+    }
+    let from_copy = "lockbridge_scim_user_name_reads_total{from=\"copy\"}";
+    let from_directory = "lockbridge_scim_user_name_reads_total{from=\"directory\"}";
+    assert_eq!(metric(&env, from_copy).await, 0.0);
+    assert!(metric(&env, from_directory).await >= 3.0);
+    assert_eq!(
+        metric(&env, "lockbridge_directory_followed_groups").await,
+        0.0
+    );
+    assert!(metric(&env, "lockbridge_directory_followed_users").await >= 4.0);
+}
+
 /// Reads by userName (an identity provider's every lookup) are answered from the copies
 /// the directory keeps current, users and groups, once they are live: the same resource
 /// the directory gives, every write by lockbridge shown at once, and changes made

@@ -1282,6 +1282,10 @@ pub struct ScimConfig {
     /// syncprov overlay), so that a push is one directory operation instead of a search
     /// and a write. Used only when the directory offers it; off: every push searches.
     pub follow_directory: bool,
+    /// With `follow_directory`: the copy also holds every SCIM attribute of every user and
+    /// every group's members, so that reads by `userName` are answered from it (about
+    /// 2 KiB per user). Off: only what a push reads (about 1 KiB per user); reads search.
+    pub follow_reads: bool,
     /// Requests per second per token on /scim/v2 (0, the default: no rate limit);
     /// identity providers send bursts, so this is separate from
     /// server.rate_limit_per_second.
@@ -1315,6 +1319,7 @@ impl Default for ScimConfig {
             max_results: 1000,
             check_password_rules: false,
             follow_directory: true,
+            follow_reads: true,
             rate_limit_per_second: 0,
             rate_limit_burst: 1000,
             max_requests_in_flight_per_token: 128,

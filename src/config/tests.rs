@@ -618,3 +618,20 @@ fn postgres_keys_are_refused_for_sqlite() {
     let e = load_with(&path, &[]).expect_err("refused").to_string();
     assert!(e.contains("store.url") && e.contains("postgres"), "{e}");
 }
+
+#[test]
+fn the_followed_copy_serves_reads_unless_told_to_hold_only_what_pushes_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = load_with(&minimal(dir.path(), ""), &[]).expect("loads");
+    assert!(cfg.scim.follow_directory && cfg.scim.follow_reads);
+    let cfg =
+        load_with(&minimal(dir.path(), "[scim]\nfollow_reads = false\n"), &[]).expect("loads");
+    assert!(cfg.scim.follow_directory && !cfg.scim.follow_reads);
+    let err = load_with(
+        &minimal(dir.path(), "[scim]\nfollow_reads = \"pushes\"\n"),
+        &[],
+    )
+    .expect_err("a string is not a switch")
+    .to_string();
+    assert!(err.contains("follow_reads"), "{err}");
+}

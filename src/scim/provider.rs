@@ -120,12 +120,13 @@ impl ScimProvider {
                         .parts
                         .mappings(lockbridge_schema)
                         .map_err(ScimError::Internal)?;
+                    let reads = self.parts.settings.follow_reads;
                     // Everything a read or a push needs, but memberOf: the memberof overlay
                     // changes it without telling followers, so the groups are followed
-                    // instead.
+                    // instead. Without reads, only what a push needs.
                     let pushed = users.password_push_attributes();
                     let mut attrs = pushed.clone();
-                    for a in users.read_attributes().iter() {
+                    for a in users.read_attributes().iter().filter(|_| reads) {
                         if !a.eq_ignore_ascii_case(MEMBER_OF)
                             && !attrs.iter().any(|have| have.eq_ignore_ascii_case(a))
                         {
@@ -136,15 +137,16 @@ impl ScimProvider {
                     // (without case) matches the directory's: attributes compared without
                     // case (caseIgnoreMatch, caseIgnoreIA5Match).
                     let name = users.user_name_attribute();
-                    let indexed = ["uid", "mail", "cn", "userPrincipalName", "sAMAccountName"]
-                        .iter()
-                        .any(|a| a.eq_ignore_ascii_case(name));
+                    let indexed = reads
+                        && ["uid", "mail", "cn", "userPrincipalName", "sAMAccountName"]
+                            .iter()
+                            .any(|a| a.eq_ignore_ascii_case(name));
                     let followed = self
                         .directory
                         .follow_users(&attrs, if indexed { name } else { "" }, &pushed)
                         .await;
                     let followed_groups = match (&followed, &self.parts.settings.groups_base) {
-                        (Some(_), Some(base)) => Some(
+                        (Some(_), Some(base)) if reads => Some(
                             self.directory
                                 .follow_groups(base, &groups.object_filter()),
                         ),

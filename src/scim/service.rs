@@ -79,6 +79,9 @@ pub struct ScimSettings {
     /// Read password pushes' users from a copy the directory keeps current, where it can
     /// ([`Directory::follow_users`]).
     pub follow_directory: bool,
+    /// With `follow_directory`, reads by `userName` from the copy too (it then holds every
+    /// SCIM attribute, and the groups are followed).
+    pub follow_reads: bool,
 }
 
 /// Who is calling: the token's name (for the audit log) and the request id.
