@@ -1284,7 +1284,7 @@ pub struct ScimConfig {
     pub follow_directory: bool,
     /// With `follow_directory`: the copy also holds every SCIM attribute of every user and
     /// every group's members, so that reads by `userName` are answered from it (about
-    /// 2 KiB per user). Off: only what a push reads (about 1 KiB per user); reads search.
+    /// 1.7 KiB per user). Off: only what a push reads (about 0.7 KiB per user); reads search.
     pub follow_reads: bool,
     /// Requests per second per token on /scim/v2 (0, the default: no rate limit);
     /// identity providers send bursts, so this is separate from
