@@ -197,9 +197,10 @@ async fn a_log_written_before_the_head_kept_its_hash_carries_on_after_the_upgrad
     .await
     .expect("connect");
     sqlx::raw_sql(
-        "DROP FUNCTION lockbridge_audit_append; DROP FUNCTION lockbridge_audit_field; \
+        "DROP FUNCTION lockbridge_audit_append_encoded; \
+         DROP FUNCTION lockbridge_audit_append; DROP FUNCTION lockbridge_audit_field; \
          ALTER TABLE audit_chain_head DROP COLUMN last_hash; \
-         DELETE FROM _sqlx_migrations WHERE version IN (3, 4);",
+         DELETE FROM _sqlx_migrations WHERE version IN (3, 4, 6);",
     )
     .execute(&raw)
     .await
@@ -221,7 +222,7 @@ async fn a_log_written_before_the_head_kept_its_hash_carries_on_after_the_upgrad
     assert_eq!((v.records, v.last_id), (10, Some(10)));
 }
 
-/// PostgreSQL computes the chain's hashes (migration 0004); the verifier computes them
+/// PostgreSQL computes the chain's hashes (migration 0006); the verifier computes them
 /// in Rust. Text that a naive encoding would get wrong hashes the same in both: absent
 /// and empty fields, non-ASCII letters, backslashes, quotes, a long detail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +252,50 @@ async fn chain_hashes_made_by_postgres_are_the_ones_the_verifier_computes() {
         .expect("verify");
     assert_eq!(v.problem, None, "{v:?}");
     assert_eq!((v.records, v.last_id), (3, Some(3)));
+}
+
+/// A rolling upgrade: an instance of the older version still appends with migration
+/// 0004's function (it encodes the fields in SQL) while this one uses 0006's (it sends
+/// them encoded). Interleaved, their records make one chain the verifier accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_the_older_and_newer_function_make_one_chain() {
+    let (pg, database) = fresh().await;
+    let store = instance(&pg, &database).await;
+    let raw = sqlx::PgPool::connect(&format!(
+        "postgres://{}:{}@{}:{}/{database}",
+        pg.user, pg.password, pg.host, pg.port
+    ))
+    .await
+    .expect("connect");
+    for n in 0..4 {
+        store
+            .append_audit(&record(n, "newer"))
+            .await
+            .expect("append");
+        // What an older instance sends: the time, and its text as hashed.
+        sqlx::query(
+            "SELECT lockbridge_audit_append(ARRAY[$1::timestamptz], ARRAY[$2], ARRAY[$3], \
+                    ARRAY['older'], ARRAY['password.reset'], ARRAY[NULL::text], \
+                    ARRAY['success'], ARRAY[$4])",
+        )
+        .bind(t0())
+        .bind(t0().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .bind(format!("req-older-{n}"))
+        .bind(format!("{{\"n\":{n}}}"))
+        .execute(&raw)
+        .await
+        .expect("an older instance's append");
+    }
+    store
+        .append_audit_many((4..7).map(|n| record(n, "newer")).collect())
+        .await
+        .expect("append many");
+    raw.close().await;
+    let v = verify(store.as_ref(), &SealKey::new([7; 32]))
+        .await
+        .expect("verify");
+    assert_eq!(v.problem, None, "{v:?}");
+    assert_eq!((v.records, v.last_id), (11, Some(11)));
 }
 
 /// Two instances starting together on an empty database: both come up, the schema is

@@ -36,6 +36,21 @@ pub fn record_hash(prev: &[u8], r: &ChainFields<'_>) -> Vec<u8> {
     h.update(DOMAIN);
     field(&mut h, Some(prev));
     h.update(r.id.to_be_bytes());
+    each_field_after_id(r, |bytes| h.update(bytes));
+    h.finalize().to_vec()
+}
+
+/// What the hash covers after the id, encoded: the part of a record's hashed bytes that
+/// neither its predecessor nor its id changes. PostgreSQL's audit append (migration
+/// 0006) takes it from the caller, so that it hashes only the prefix that depends on the
+/// chain's tail (`DOMAIN`, `prev`, `id`) and this; `r.id` is not read.
+pub fn encoded_after_id(r: &ChainFields<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    each_field_after_id(r, |bytes| out.extend_from_slice(bytes));
+    out
+}
+
+fn each_field_after_id(r: &ChainFields<'_>, mut out: impl FnMut(&[u8])) {
     for value in [
         Some(r.at),
         r.request_id,
@@ -45,9 +60,15 @@ pub fn record_hash(prev: &[u8], r: &ChainFields<'_>) -> Vec<u8> {
         Some(r.outcome),
         r.detail,
     ] {
-        field(&mut h, value.map(str::as_bytes));
+        match value.map(str::as_bytes) {
+            None => out(&[0u8]),
+            Some(bytes) => {
+                out(&[1u8]);
+                out(&(bytes.len() as u64).to_be_bytes());
+                out(bytes);
+            }
+        }
     }
-    h.finalize().to_vec()
 }
 
 fn field(h: &mut Sha256, value: Option<&[u8]>) {
@@ -75,6 +96,32 @@ mod tests {
             target: Some("bob"),
             outcome: "success",
             detail: None,
+        }
+    }
+
+    /// What migration 0006's SQL hashes: the prefix it builds from the tail, then the
+    /// caller's encoded fields.
+    #[test]
+    fn the_encoded_fields_complete_the_prefix_to_the_record_hash() {
+        for prev in [&GENESIS[..], &[7u8; 32][..], b"short"] {
+            for r in [
+                fields(),
+                ChainFields {
+                    request_id: None,
+                    target: None,
+                    detail: Some("{\"n\":1}"),
+                    ..fields()
+                },
+            ] {
+                let mut h = Sha256::new();
+                h.update(DOMAIN);
+                h.update([1u8]);
+                h.update((prev.len() as u64).to_be_bytes());
+                h.update(prev);
+                h.update(r.id.to_be_bytes());
+                h.update(encoded_after_id(&ChainFields { id: -1, ..r }));
+                assert_eq!(h.finalize().to_vec(), record_hash(prev, &r));
+            }
         }
     }
 

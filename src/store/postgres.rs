@@ -6,7 +6,7 @@
 //! never the compile-time macros); no statement is built from input. Concurrency is
 //! PostgreSQL's own: row locks with `SKIP LOCKED` for mail claims, `ON CONFLICT` for
 //! leases and the notice ledger, one advisory lock that queues audit appends from every
-//! instance into one chain (`lockbridge_audit_append`, migration 0004). A transaction that
+//! instance into one chain (`lockbridge_audit_append_encoded`, migration 0006). A transaction that
 //! loses a serialization or deadlock check is run again a few times before the caller hears
 //! "unavailable".
 
@@ -251,19 +251,23 @@ where
     loop {
         tries += 1;
         match attempt().await {
-            Err(e) if is_transient(&e) => {
-                if tries >= ATTEMPTS {
-                    return Err(StoreError::Unavailable(format!(
-                        "{what}: gave up after {ATTEMPTS} attempts clashing with concurrent \
-                         transactions; try again"
-                    )));
-                }
-                // A short, growing pause lets the other transaction finish.
-                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
-            }
+            Err(e) if is_transient(&e) => pause_to_retry(what, tries).await?,
             other => return other,
         }
     }
+}
+
+/// After attempt number `tries` lost a serialization or deadlock check: a short, growing
+/// pause that lets the other transaction finish, or, after [`ATTEMPTS`], the error.
+async fn pause_to_retry(what: &str, tries: u32) -> Result<(), StoreError> {
+    if tries >= ATTEMPTS {
+        return Err(StoreError::Unavailable(format!(
+            "{what}: gave up after {ATTEMPTS} attempts clashing with concurrent \
+             transactions; try again"
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+    Ok(())
 }
 
 /// Fixed-width UTC text with microseconds: the audit chain's form of a time (and the

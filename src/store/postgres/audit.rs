@@ -4,20 +4,32 @@
 //! [`GATHER_WAIT`] for them first, as the SQLite writer does.
 //!
 //! Instances on other hosts append too, so the head is read inside the transaction, after
-//! taking the chain's advisory lock (`lockbridge_audit_append`, migration 0004): appends
-//! from every instance queue on that lock, each sees the one before it committed, and the
-//! chain stays one line with ids growing in chain order.
+//! taking the chain's advisory lock (`lockbridge_audit_append_encoded`, migration 0006):
+//! appends from every instance queue on that lock, each sees the one before it committed,
+//! and the chain stays one line with ids growing in chain order.
+//!
+//! The writer keeps a connection of its own, outside the pool: a pooled connection costs
+//! two more round trips per append (sqlx pings it when it is taken and again when it is
+//! given back), each waking a PostgreSQL backend and one of our threads, for every
+//! password push. Its own connection is pinged only after [`IDLE_CHECK`] unused, so a link
+//! that died while quiet is found before an append rather than by one.
 
-use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{err, micros, retrying, ts};
+use super::{err, is_transient, micros, pause_to_retry, ts};
+use crate::store::chain::{self, ChainFields};
 use crate::store::{GATHER_WAIT, NewAuditRecord, PendingAudit, StoreError};
 
 /// Most audit records committed together.
 const AUDIT_BATCH: usize = 256;
 /// Audit appends that may wait for the writer.
 const AUDIT_QUEUE: usize = 4096;
+/// How long the writer's connection may sit unused before it is pinged ahead of an
+/// append (what the pool does on every use). Under a steady flow of pushes it never is.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 type Reply = oneshot::Sender<Result<i64, StoreError>>;
 type ManyReply = oneshot::Sender<Result<(), StoreError>>;
@@ -96,7 +108,60 @@ enum Waiter {
     Many(usize),
 }
 
+/// The writer's own connection, taken from the pool and detached from it, so the pool
+/// neither pings it per use nor counts it (`store.max_connections` plus this one).
+struct Link {
+    pool: PgPool,
+    /// The connection and when it last answered; `None` after any error, so the next
+    /// append opens a new one.
+    conn: Option<(PgConnection, Instant)>,
+}
+
+impl Link {
+    /// The connection, opened again if it broke or, after [`IDLE_CHECK`] unused, does
+    /// not answer a ping.
+    async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        if let Some((conn, last_used)) = &mut self.conn
+            && last_used.elapsed() >= IDLE_CHECK
+            && conn.ping().await.is_err()
+        {
+            self.conn = None;
+        }
+        let open = match self.conn.take() {
+            Some(open) => open,
+            None => {
+                let conn = self.pool.acquire().await.map_err(err("audit record"))?;
+                (conn.detach(), Instant::now())
+            }
+        };
+        Ok(&mut self.conn.insert(open).0)
+    }
+
+    /// Appends `records` (one statement; see [`append`]), retrying a lost serialization
+    /// check as `retrying` does. A connection that failed is dropped, not reused: after an
+    /// error its state is unknown, and opening another costs nothing next to the error.
+    async fn append(&mut self, records: &[&NewAuditRecord]) -> Result<Vec<i64>, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let outcome = match self.connection().await {
+                Ok(conn) => append(conn, records).await,
+                Err(e) => Err(e),
+            };
+            match &mut self.conn {
+                Some((_, last_used)) if outcome.is_ok() => *last_used = Instant::now(),
+                _ => self.conn = None,
+            }
+            match outcome {
+                Err(e) if is_transient(&e) => pause_to_retry("audit record", tries).await?,
+                other => return other,
+            }
+        }
+    }
+}
+
 async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, pending: PendingAudit) {
+    let mut link = Link { pool, conn: None };
     while let Some(job) = queue.recv().await {
         let mut records: Vec<(NewAuditRecord, Waiter)> = Vec::new();
         // Each AppendMany's reply and its first error.
@@ -137,7 +202,7 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, pending: PendingAudit
             let tail = rest.split_off(rest.len().min(AUDIT_BATCH));
             let batch = std::mem::replace(&mut rest, tail);
             let refs: Vec<&NewAuditRecord> = batch.iter().map(|(r, _)| r).collect();
-            let outcome = retrying("audit record", || append(&pool, &refs)).await;
+            let outcome = link.append(&refs).await;
             metrics::counter!("lockbridge_audit_commits_total").increment(1);
             match outcome {
                 Ok(ids) => {
@@ -179,16 +244,36 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, pending: PendingAudit
 }
 
 /// Appends `records` after the chain's head and returns their ids: one call of
-/// `lockbridge_audit_append` (migration 0004), which takes the chain's advisory lock,
-/// reads the log's tail, and chains and inserts the records: one round trip and one
+/// `lockbridge_audit_append_encoded` (migration 0006), which takes the chain's advisory
+/// lock, reads the log's tail, and chains and inserts the records: one round trip and one
 /// implicit transaction. Appends from every instance queue on that lock, each seeing the
 /// one before it committed; the id is part of a record's hash, so it follows the tail
-/// (not a sequence, which would leave a gap for every rolled-back append).
-async fn append(pool: &PgPool, records: &[&NewAuditRecord]) -> Result<Vec<i64>, StoreError> {
+/// (not a sequence, which would leave a gap for every rolled-back append). What the hash
+/// covers after the id is encoded here (`chain::encoded_after_id`); PostgreSQL hashes it
+/// behind the tail's hash and the id.
+async fn append(
+    conn: &mut PgConnection,
+    records: &[&NewAuditRecord],
+) -> Result<Vec<i64>, StoreError> {
     // What is hashed is the time as PostgreSQL keeps it (microseconds), so the text
     // rebuilt from the stored value on reading is the text hashed.
     let ats: Vec<_> = records.iter().map(|r| micros(r.at)).collect();
-    let at_texts: Vec<String> = ats.iter().map(|at| ts(*at)).collect();
+    let encoded: Vec<Vec<u8>> = records
+        .iter()
+        .zip(&ats)
+        .map(|(r, at)| {
+            chain::encoded_after_id(&ChainFields {
+                id: 0, // not encoded: SQL adds it
+                at: &ts(*at),
+                request_id: r.request_id.as_deref(),
+                actor: &r.actor,
+                action: &r.action,
+                target: r.target.as_deref(),
+                outcome: &r.outcome,
+                detail: r.detail.as_deref(),
+            })
+        })
+        .collect();
     let request_ids: Vec<Option<&str>> = records.iter().map(|r| r.request_id.as_deref()).collect();
     let actors: Vec<&str> = records.iter().map(|r| r.actor.as_str()).collect();
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
@@ -197,18 +282,18 @@ async fn append(pool: &PgPool, records: &[&NewAuditRecord]) -> Result<Vec<i64>, 
     let details: Vec<Option<&str>> = records.iter().map(|r| r.detail.as_deref()).collect();
     // synchronous_commit is on for every connection: durable once this returns.
     let after: i64 = sqlx::query_scalar(
-        "SELECT lockbridge_audit_append($1::timestamptz[], $2::text[], $3::text[], \
+        "SELECT lockbridge_audit_append_encoded($1::timestamptz[], $2::bytea[], $3::text[], \
                 $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
     )
     .bind(&ats)
-    .bind(&at_texts)
+    .bind(&encoded)
     .bind(&request_ids)
     .bind(&actors)
     .bind(&actions)
     .bind(&targets)
     .bind(&outcomes)
     .bind(&details)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
     .map_err(err("audit record"))?;
     Ok((1..=records.len() as i64).map(|i| after + i).collect())
