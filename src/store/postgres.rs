@@ -38,6 +38,11 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/post
 /// How many times a transaction that lost a serialization or deadlock check is tried
 /// in all before the caller is told the store is unavailable.
 const ATTEMPTS: u32 = 5;
+/// How long a connection may sit unused before it is pinged ahead of its next use.
+/// sqlx pings on every checkout by default: a round trip (a PostgreSQL backend and one
+/// of our threads woken) per statement, to find links that died while quiet. Under a
+/// steady flow of statements a connection is never quiet that long.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Report lines stored per row (one JSON array).
 const REPORT_BLOCK: usize = 1000;
 
@@ -95,6 +100,15 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.connect_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(|e| {

@@ -14,12 +14,12 @@
 //! password push. Its own connection is pinged only after [`IDLE_CHECK`] unused, so a link
 //! that died while quiet is found before an append rather than by one.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{err, is_transient, micros, pause_to_retry, ts};
+use super::{IDLE_CHECK, err, is_transient, micros, pause_to_retry, ts};
 use crate::store::chain::{self, ChainFields};
 use crate::store::{GATHER_WAIT, NewAuditRecord, PendingAudit, StoreError};
 
@@ -27,9 +27,6 @@ use crate::store::{GATHER_WAIT, NewAuditRecord, PendingAudit, StoreError};
 const AUDIT_BATCH: usize = 256;
 /// Audit appends that may wait for the writer.
 const AUDIT_QUEUE: usize = 4096;
-/// How long the writer's connection may sit unused before it is pinged ahead of an
-/// append (what the pool does on every use). Under a steady flow of pushes it never is.
-const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 type Reply = oneshot::Sender<Result<i64, StoreError>>;
 type ManyReply = oneshot::Sender<Result<(), StoreError>>;
