@@ -298,6 +298,76 @@ async fn appends_of_the_older_and_newer_function_make_one_chain() {
     assert_eq!((v.records, v.last_id), (11, Some(11)));
 }
 
+/// The audit writer keeps a connection of its own, outside the pool. When the server
+/// ends it (a restart, an administrator's `pg_terminate_backend`), appends go on without
+/// a restart: after a quiet spell the dead link is found by a ping before the append;
+/// right after use, at most the one append that meets it fails, clearly. The chain stays
+/// whole either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_writer_reconnects_when_its_connection_is_ended() {
+    let (pg, database) = fresh().await;
+    let store = instance(&pg, &database).await;
+    let raw = sqlx::PgPool::connect(&format!(
+        "postgres://{}:{}@{}:{}/{database}",
+        pg.user, pg.password, pg.host, pg.port
+    ))
+    .await
+    .expect("connect");
+    let end_lockbridge_connections = || async {
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE datname = current_database() AND application_name = 'lockbridge' \
+                AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&raw)
+        .await
+        .expect("terminate");
+        assert!(ended >= 1, "the writer's connection was open");
+    };
+    let mut appended = 0;
+    store
+        .append_audit(&record(0, "writer"))
+        .await
+        .expect("append");
+    appended += 1;
+
+    // Ended while quiet: found by the ping, the append goes through.
+    end_lockbridge_connections().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    store
+        .append_audit(&record(1, "writer"))
+        .await
+        .expect("an append after the connection was ended while quiet");
+    appended += 1;
+
+    // Ended right after use: the append that meets it may fail, and says so; the next
+    // one opens a new connection.
+    store
+        .append_audit(&record(2, "writer"))
+        .await
+        .expect("append");
+    appended += 1;
+    end_lockbridge_connections().await;
+    match store.append_audit(&record(3, "writer")).await {
+        Ok(_) => appended += 1,
+        Err(StoreError::Unavailable(message)) => {
+            assert!(!message.contains("postgres://"), "{message}");
+        }
+        Err(other) => panic!("not a clear 'unavailable': {other:?}"),
+    }
+    store
+        .append_audit(&record(4, "writer"))
+        .await
+        .expect("the next append reconnects");
+    appended += 1;
+    raw.close().await;
+    let v = verify(store.as_ref(), &SealKey::new([7; 32]))
+        .await
+        .expect("verify");
+    assert_eq!(v.problem, None, "{v:?}");
+    assert_eq!((v.records, v.last_id), (appended, Some(appended as i64)));
+}
+
 /// Two instances starting together on an empty database: both come up, the schema is
 /// made once (sqlx migrates under an advisory lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

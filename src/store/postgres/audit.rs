@@ -116,11 +116,16 @@ struct Link {
 
 impl Link {
     /// The connection, opened again if it broke or, after [`IDLE_CHECK`] unused, does
-    /// not answer a ping.
+    /// not answer a ping within the pool's acquire timeout (`store.connect_timeout_secs`,
+    /// the bound the pool puts on its own pings).
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        let patience = self.pool.options().get_acquire_timeout();
         if let Some((conn, last_used)) = &mut self.conn
             && last_used.elapsed() >= IDLE_CHECK
-            && conn.ping().await.is_err()
+            && !matches!(
+                tokio::time::timeout(patience, conn.ping()).await,
+                Ok(Ok(()))
+            )
         {
             self.conn = None;
         }
