@@ -139,6 +139,13 @@ impl Link {
         Ok(&mut self.conn.insert(open).0)
     }
 
+    /// Says goodbye to the server, so that it logs a client that left, not a lost one.
+    async fn close(&mut self) {
+        if let Some((conn, _)) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+
     /// Appends `records` (one statement; see [`append`]), retrying a lost serialization
     /// check as `retrying` does. A connection that failed is dropped, not reused: after an
     /// error its state is unknown, and opening another costs nothing next to the error.
@@ -239,10 +246,12 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, pending: PendingAudit
             let _ = reply.send(outcome);
         }
         if let Some(done) = closing {
+            link.close().await;
             let _ = done.send(());
             return;
         }
     }
+    link.close().await;
 }
 
 /// Appends `records` after the chain's head and returns their ids: one call of
