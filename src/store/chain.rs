@@ -34,9 +34,9 @@ pub struct ChainFields<'a> {
 pub fn record_hash(prev: &[u8], r: &ChainFields<'_>) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(DOMAIN);
-    field(&mut h, Some(prev));
+    field(Some(prev), &mut |bytes| h.update(bytes));
     h.update(r.id.to_be_bytes());
-    each_field_after_id(r, |bytes| h.update(bytes));
+    each_field_after_id(r, &mut |bytes| h.update(bytes));
     h.finalize().to_vec()
 }
 
@@ -46,11 +46,11 @@ pub fn record_hash(prev: &[u8], r: &ChainFields<'_>) -> Vec<u8> {
 /// chain's tail (`DOMAIN`, `prev`, `id`) and this; `r.id` is not read.
 pub fn encoded_after_id(r: &ChainFields<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    each_field_after_id(r, |bytes| out.extend_from_slice(bytes));
+    each_field_after_id(r, &mut |bytes| out.extend_from_slice(bytes));
     out
 }
 
-fn each_field_after_id(r: &ChainFields<'_>, mut out: impl FnMut(&[u8])) {
+fn each_field_after_id(r: &ChainFields<'_>, out: &mut impl FnMut(&[u8])) {
     for value in [
         Some(r.at),
         r.request_id,
@@ -60,24 +60,18 @@ fn each_field_after_id(r: &ChainFields<'_>, mut out: impl FnMut(&[u8])) {
         Some(r.outcome),
         r.detail,
     ] {
-        match value.map(str::as_bytes) {
-            None => out(&[0u8]),
-            Some(bytes) => {
-                out(&[1u8]);
-                out(&(bytes.len() as u64).to_be_bytes());
-                out(bytes);
-            }
-        }
+        field(value.map(str::as_bytes), out);
     }
 }
 
-fn field(h: &mut Sha256, value: Option<&[u8]>) {
+/// One field, length-prefixed, or marked absent.
+fn field(value: Option<&[u8]>, out: &mut impl FnMut(&[u8])) {
     match value {
-        None => h.update([0u8]),
+        None => out(&[0u8]),
         Some(bytes) => {
-            h.update([1u8]);
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
+            out(&[1u8]);
+            out(&(bytes.len() as u64).to_be_bytes());
+            out(bytes);
         }
     }
 }

@@ -6,9 +6,9 @@
 //! never the compile-time macros); no statement is built from input. Concurrency is
 //! PostgreSQL's own: row locks with `SKIP LOCKED` for mail claims, `ON CONFLICT` for
 //! leases and the notice ledger, one advisory lock that queues audit appends from every
-//! instance into one chain (`lockbridge_audit_append_encoded`, migration 0006). A transaction that
-//! loses a serialization or deadlock check is run again a few times before the caller hears
-//! "unavailable".
+//! instance into one chain (`lockbridge_audit_append_encoded`, migration 0006). A
+//! transaction that loses a serialization or deadlock check is run again a few times
+//! before the caller hears "unavailable".
 
 use std::future::Future;
 use std::path::PathBuf;

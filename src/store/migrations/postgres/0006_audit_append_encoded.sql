@@ -3,9 +3,9 @@
 -- field(request_id) || ... || field(detail)), and SQL hashes only
 --   "lockbridge-audit-v1\0" || field(prev_hash) || id as 8 bytes big-endian || encoded.
 -- Building those fields in PL/pgSQL (seven calls of lockbridge_audit_field per record)
--- cost PostgreSQL about 0.03 ms of CPU per call of two records (pgbench). The hashes are the same as 0004's, so
--- instances of either version may append to one chain (a rolling upgrade), and 0004's
--- function stays for the older ones.
+-- cost PostgreSQL about 0.03 ms of CPU per call of two records (pgbench). The hashes are
+-- the same as 0004's, so instances of either version may append to one chain (a rolling
+-- upgrade), and 0004's function stays for the older ones.
 CREATE FUNCTION lockbridge_audit_append_encoded(
     ats timestamptz[], encoded bytea[], request_ids text[], actors text[], actions text[],
     targets text[], outcomes text[], details text[]
