@@ -50,6 +50,13 @@ async fn instance(pg: &Postgres, database: &str) -> Arc<dyn Store> {
     )
 }
 
+/// A pool of this test's own on `database`, for SQL lockbridge would not send.
+async fn raw_pool(pg: &Postgres, database: &str) -> sqlx::PgPool {
+    sqlx::PgPool::connect(&pg.url_of(database))
+        .await
+        .expect("connect")
+}
+
 fn t0() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0)
         .single()
@@ -190,12 +197,7 @@ async fn a_log_written_before_the_head_kept_its_hash_carries_on_after_the_upgrad
     }
     drop(store);
     // Back to the schema as it was before 0003.
-    let raw = sqlx::PgPool::connect(&format!(
-        "postgres://{}:{}@{}:{}/{database}",
-        pg.user, pg.password, pg.host, pg.port
-    ))
-    .await
-    .expect("connect");
+    let raw = raw_pool(&pg, &database).await;
     sqlx::raw_sql(
         "DROP FUNCTION lockbridge_audit_append_encoded; \
          DROP FUNCTION lockbridge_audit_append; DROP FUNCTION lockbridge_audit_field; \
@@ -261,12 +263,7 @@ async fn chain_hashes_made_by_postgres_are_the_ones_the_verifier_computes() {
 async fn appends_of_the_older_and_newer_function_make_one_chain() {
     let (pg, database) = fresh().await;
     let store = instance(&pg, &database).await;
-    let raw = sqlx::PgPool::connect(&format!(
-        "postgres://{}:{}@{}:{}/{database}",
-        pg.user, pg.password, pg.host, pg.port
-    ))
-    .await
-    .expect("connect");
+    let raw = raw_pool(&pg, &database).await;
     for n in 0..4 {
         store
             .append_audit(&record(n, "newer"))
@@ -307,12 +304,7 @@ async fn appends_of_the_older_and_newer_function_make_one_chain() {
 async fn the_audit_writer_reconnects_when_its_connection_is_ended() {
     let (pg, database) = fresh().await;
     let store = instance(&pg, &database).await;
-    let raw = sqlx::PgPool::connect(&format!(
-        "postgres://{}:{}@{}:{}/{database}",
-        pg.user, pg.password, pg.host, pg.port
-    ))
-    .await
-    .expect("connect");
+    let raw = raw_pool(&pg, &database).await;
     let end_lockbridge_connections = || async {
         let ended: i64 = sqlx::query_scalar(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \

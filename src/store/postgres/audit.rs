@@ -20,7 +20,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{IDLE_CHECK, err, is_transient, micros, pause_to_retry, ts};
-use crate::store::chain::{self, ChainFields};
+use crate::store::chain;
 use crate::store::{GATHER_WAIT, NewAuditRecord, PendingAudit, StoreError};
 
 /// Most audit records committed together.
@@ -272,18 +272,8 @@ async fn append(
     let encoded: Vec<Vec<u8>> = records
         .iter()
         .zip(&ats)
-        .map(|(r, at)| {
-            chain::encoded_after_id(&ChainFields {
-                id: 0, // not encoded: SQL adds it
-                at: &ts(*at),
-                request_id: r.request_id.as_deref(),
-                actor: &r.actor,
-                action: &r.action,
-                target: r.target.as_deref(),
-                outcome: &r.outcome,
-                detail: r.detail.as_deref(),
-            })
-        })
+        // The id is not encoded (any will do): SQL puts it in front.
+        .map(|(r, at)| chain::encoded_after_id(&r.chain_fields(0, &ts(*at))))
         .collect();
     let request_ids: Vec<Option<&str>> = records.iter().map(|r| r.request_id.as_deref()).collect();
     let actors: Vec<&str> = records.iter().map(|r| r.actor.as_str()).collect();
